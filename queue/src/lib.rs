@@ -1,0 +1,42 @@
+//! volley's batched, memory-mapped queue.
+//!
+//! One batch file holds ~100 recipients (configurable): their addresses, their merge
+//! values and an 8-byte state slot each. Files are written once (temporary name,
+//! fsync, link into place, directory fsync) and then only their slots change, in
+//! place, through a shared mapping with atomic stores. A million recipients take
+//! ~10,000 files instead of a million.
+//!
+//! This crate does not talk SMTP, render messages or decide retries: it stores and
+//! recalls who is to get what and where each recipient stands.
+//!
+//! # Layout
+//! - [`format`]: the file format v1 (FORMAT.md), header, validation, [`BatchView`].
+//! - [`slot`]: the 8-byte state slot, [`Slot`] and [`State`].
+//! - [`builder`]: [`BatchBuilder`], the bytes of a new batch.
+//! - [`mapped`]: [`MappedBatch`], a live batch with in-place slot updates (the only
+//!   `unsafe` code in volley).
+//! - [`spool`]: the [`Spool`] directory, grouped durable writes, the recovery scan,
+//!   quarantine.
+//! - [`summary`]: counts by state, per batch and per domain.
+//! - [`commit`]: when to msync ([`GroupCommit`]).
+//! - [`fuzzing`]: entry points for the fuzz targets and their stable-Rust harness.
+
+pub mod builder;
+pub mod commit;
+pub mod error;
+pub mod format;
+pub mod fuzzing;
+pub mod mapped;
+pub mod slot;
+pub mod spool;
+pub mod summary;
+mod varint;
+
+pub use builder::{BatchBuilder, BatchMeta, BuildError};
+pub use commit::GroupCommit;
+pub use error::QueueError;
+pub use format::{BatchIndex, BatchView, FormatError, Header, Recipient, Region};
+pub use mapped::MappedBatch;
+pub use slot::{Slot, SlotError, State};
+pub use spool::{BatchStatus, Quarantined, Recovery, Spool};
+pub use summary::{DomainSummary, StateCounts};

@@ -1,0 +1,203 @@
+//! A batch file mapped read-write, whose state slots are updated in place.
+//!
+//! This is the only module of volley that uses `unsafe`: the slots are 8-byte
+//! atomics living in a shared file mapping. A killed process loses no completed
+//! store (the kernel's page cache holds it); [`MappedBatch::sync`] (msync) bounds
+//! what a power loss can lose.
+//!
+//! Soundness rests on one rule, kept by [`crate::Spool`]'s exclusive lock: while a
+//! spool is open for delivery, only this process writes its batch files, and only
+//! through these atomics. Nothing truncates a mapped file (that would fault on access).
+#![allow(unsafe_code)]
+
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+
+use memmap2::MmapRaw;
+
+use crate::error::QueueError;
+use crate::format::{BatchIndex, BatchView, FormatError, Header, Region, HEADER_LEN, SLOT_LEN};
+use crate::slot::{Slot, State};
+use crate::summary::StateCounts;
+
+/// A live batch: its validated layout plus a writable mapping of its slots.
+#[derive(Debug)]
+pub struct MappedBatch {
+    path: PathBuf,
+    map: MmapRaw,
+    index: BatchIndex,
+    dirty: AtomicBool,
+}
+
+impl MappedBatch {
+    /// Maps the batch file at `path` and validates it, slots included.
+    pub fn open(path: &Path) -> Result<MappedBatch, QueueError> {
+        let io = |action| move |source| QueueError::io(action, path, source);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(path)
+            .map_err(io("open"))?;
+        let len = file.metadata().map_err(io("stat"))?.len();
+        let corrupt = |source| QueueError::Corrupt {
+            path: path.to_owned(),
+            source,
+        };
+        if len < HEADER_LEN as u64 {
+            return Err(corrupt(FormatError::Truncated {
+                region: Region::Header,
+                len,
+                needed: HEADER_LEN as u64,
+            }));
+        }
+        if len > u64::from(u32::MAX) {
+            return Err(corrupt(FormatError::Layout(format!(
+                "file is {len} bytes, more than a batch file can be"
+            ))));
+        }
+        let map = MmapRaw::map_raw(&file).map_err(io("map"))?;
+        let len = len as usize;
+        // SAFETY: the mapping is `len` bytes long and stays alive while the slice is
+        // used; only the slots (after the header) are ever written through atomics.
+        let start = unsafe { std::slice::from_raw_parts(map.as_ptr(), HEADER_LEN) };
+        let header = Header::read(start, len).map_err(corrupt)?;
+        // SAFETY: Header::read checked slots_off <= file_len == len; the bytes before
+        // slots_off are never written while mapped (see the module doc).
+        let immutable =
+            unsafe { std::slice::from_raw_parts(map.as_ptr(), header.slots_off as usize) };
+        let index = BatchIndex::build(header, immutable).map_err(corrupt)?;
+        let batch = MappedBatch {
+            path: path.to_owned(),
+            map,
+            index,
+            dirty: AtomicBool::new(false),
+        };
+        for i in 0..batch.len() {
+            batch.slot(i).map_err(corrupt)?;
+        }
+        Ok(batch)
+    }
+
+    /// The file this batch was mapped from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The decoded header.
+    pub fn header(&self) -> &Header {
+        self.index.header()
+    }
+
+    /// Number of recipients.
+    pub fn len(&self) -> usize {
+        self.header().recipient_count as usize
+    }
+
+    /// Whether the batch has no recipients.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Recipients, field names and domains (the immutable part).
+    pub fn view(&self) -> BatchView<'_> {
+        // SAFETY: as in `open`: slots_off <= mapping length, and the bytes before
+        // slots_off are never written while mapped.
+        let immutable = unsafe {
+            std::slice::from_raw_parts(self.map.as_ptr(), self.header().slots_off as usize)
+        };
+        self.index.view(immutable)
+    }
+
+    fn atomic(&self, index: usize) -> Option<&AtomicU64> {
+        if index >= self.len() {
+            return None;
+        }
+        let offset = self.header().slots_off as usize + index * SLOT_LEN;
+        // SAFETY: offset + 8 <= file_len == mapping length (checked by Header::read);
+        // the mapping base is page-aligned and slots_off is a multiple of 8, so the
+        // pointer is aligned for AtomicU64; the slot bytes are only ever accessed
+        // through atomics while mapped, and the reference lives no longer than `self`.
+        Some(unsafe { AtomicU64::from_ptr(self.map.as_mut_ptr().add(offset).cast::<u64>()) })
+    }
+
+    /// Reads recipient `index`'s slot.
+    pub fn slot(&self, index: usize) -> Result<Slot, FormatError> {
+        let atomic = self.atomic(index).ok_or(FormatError::Malformed {
+            region: Region::Slots,
+            offset: index,
+            what: "recipient index out of range",
+        })?;
+        let raw = u64::from_le(atomic.load(Ordering::Acquire));
+        Slot::decode(raw).map_err(|source| FormatError::Slot { index, source })
+    }
+
+    /// Records recipient `index`'s new state with one atomic 8-byte store. Durable
+    /// against a process kill at once; against power loss after the next [`sync`].
+    ///
+    /// [`sync`]: MappedBatch::sync
+    pub fn set_slot(&self, index: usize, slot: Slot) -> Result<(), QueueError> {
+        let atomic = self.atomic(index).ok_or(QueueError::NoSuchRecipient {
+            path: self.path.clone(),
+            index,
+            len: self.len(),
+        })?;
+        atomic.store(slot.encode().to_le(), Ordering::Release);
+        self.dirty.store(true, Ordering::Release);
+        Ok(())
+    }
+
+    /// Counts recipients by state.
+    pub fn counts(&self) -> Result<StateCounts, QueueError> {
+        let mut counts = StateCounts::default();
+        for i in 0..self.len() {
+            let slot = self.slot(i).map_err(|source| QueueError::Corrupt {
+                path: self.path.clone(),
+                source,
+            })?;
+            counts.add(slot.state, 1);
+        }
+        Ok(counts)
+    }
+
+    /// Whether every recipient is in a final state.
+    pub fn is_finished(&self) -> Result<bool, QueueError> {
+        Ok(self.counts()?.unfinished() == 0)
+    }
+
+    /// Resets every in-flight recipient to pending (after a crash their outcome is
+    /// unknown, so they are sent again); returns how many there were.
+    pub fn reset_in_flight(&self) -> Result<usize, QueueError> {
+        let mut reset = 0;
+        for i in 0..self.len() {
+            let slot = self.slot(i).map_err(|source| QueueError::Corrupt {
+                path: self.path.clone(),
+                source,
+            })?;
+            if slot.state == State::InFlight {
+                self.set_slot(
+                    i,
+                    Slot {
+                        state: State::Pending,
+                        ..slot
+                    },
+                )?;
+                reset += 1;
+            }
+        }
+        Ok(reset)
+    }
+
+    /// Flushes the slots to disk (msync) if any changed since the last flush.
+    pub fn sync(&self) -> Result<(), QueueError> {
+        if !self.dirty.swap(false, Ordering::AcqRel) {
+            return Ok(());
+        }
+        let start = self.header().slots_off as usize;
+        let len = self.len() * SLOT_LEN;
+        self.map.flush_range(start, len).map_err(|source| {
+            self.dirty.store(true, Ordering::Release);
+            QueueError::io("msync", &self.path, source)
+        })
+    }
+}

@@ -1,0 +1,497 @@
+//! The spool directory: where batch files are written, found after a restart,
+//! finished and quarantined.
+//!
+//! ```text
+//! SPOOL/
+//!   lock          exclusive flock of the process that delivers from this spool
+//!   tmp/          files being written; anything here at startup never committed
+//!   active/       live batches: CAMPAIGN-BATCH.vqb (16 hex digits each)
+//!   done/         batches whose recipients are all final
+//!   quarantine/   corrupt files, each with a NAME.reason beside it
+//! ```
+
+use std::fs::{self, File};
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::error::QueueError;
+use crate::format::{BatchView, Header};
+use crate::mapped::MappedBatch;
+use crate::slot::State;
+use crate::summary::{DomainSummary, StateCounts};
+
+/// File name extension of batch files.
+pub const EXTENSION: &str = "vqb";
+
+/// An open spool directory.
+#[derive(Debug)]
+pub struct Spool {
+    root: PathBuf,
+    /// The exclusive lock, held while open for writing; `None` when read-only.
+    lock: Option<File>,
+}
+
+/// What the recovery scan found for one live batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchStatus {
+    /// The batch file.
+    pub path: PathBuf,
+    /// Campaign id from the header.
+    pub campaign_id: u64,
+    /// Batch id from the header.
+    pub batch_id: u64,
+    /// Recipients by state.
+    pub counts: StateCounts,
+    /// Earliest unix second at which an unfinished recipient is due (0 = now), or
+    /// `None` when every recipient is final.
+    pub next_due: Option<u64>,
+    /// File size.
+    pub bytes: u64,
+}
+
+/// A file moved to quarantine, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Quarantined {
+    /// Where the file was.
+    pub from: PathBuf,
+    /// Where it is now (`None` when the spool is read-only and it was left in place).
+    pub to: Option<PathBuf>,
+    /// The fault, naming the file.
+    pub reason: String,
+}
+
+/// The result of the startup scan: the pending work, rebuilt from the slots.
+#[derive(Debug, Clone, Default)]
+pub struct Recovery {
+    /// Every valid live batch, in file-name order.
+    pub batches: Vec<BatchStatus>,
+    /// Corrupt files set aside.
+    pub quarantined: Vec<Quarantined>,
+    /// Uncommitted temporary files removed from `tmp/`.
+    pub removed_temp: usize,
+}
+
+impl Recovery {
+    /// Recipients by state over all live batches.
+    pub fn totals(&self) -> StateCounts {
+        let mut total = StateCounts::default();
+        for batch in &self.batches {
+            total.merge(&batch.counts);
+        }
+        total
+    }
+}
+
+fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), QueueError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| QueueError::io("fsync directory", dir, e))
+}
+
+impl Spool {
+    /// Opens (creating if needed) the spool at `root` for delivery, taking its
+    /// exclusive lock: one volley process writes a spool at a time.
+    pub fn open(root: &Path) -> Result<Spool, QueueError> {
+        for dir in ["tmp", "active", "done", "quarantine"] {
+            let path = root.join(dir);
+            fs::create_dir_all(&path).map_err(|e| QueueError::io("create", &path, e))?;
+        }
+        let lock_path = root.join("lock");
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| QueueError::io("open", &lock_path, e))?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(QueueError::Locked {
+                    root: root.to_owned(),
+                })
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(QueueError::io("lock", &lock_path, e)),
+        }
+        Ok(Spool {
+            root: root.to_owned(),
+            lock: Some(lock),
+        })
+    }
+
+    /// Opens an existing spool for reading only (no lock, nothing moved or written):
+    /// for `volley queue summary` and `show` while a daemon runs.
+    pub fn open_read_only(root: &Path) -> Result<Spool, QueueError> {
+        let active = root.join("active");
+        fs::metadata(&active).map_err(|e| QueueError::io("open spool directory", &active, e))?;
+        Ok(Spool {
+            root: root.to_owned(),
+            lock: None,
+        })
+    }
+
+    /// The spool directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Directory of live batches.
+    pub fn active_dir(&self) -> PathBuf {
+        self.root.join("active")
+    }
+
+    /// Directory of finished batches.
+    pub fn done_dir(&self) -> PathBuf {
+        self.root.join("done")
+    }
+
+    /// Directory of quarantined files.
+    pub fn quarantine_dir(&self) -> PathBuf {
+        self.root.join("quarantine")
+    }
+
+    fn tmp_dir(&self) -> PathBuf {
+        self.root.join("tmp")
+    }
+
+    fn writable(&self) -> Result<(), QueueError> {
+        match self.lock {
+            Some(_) => Ok(()),
+            None => Err(QueueError::io(
+                "write to read-only spool",
+                &self.root,
+                std::io::Error::from(std::io::ErrorKind::PermissionDenied),
+            )),
+        }
+    }
+
+    /// The file name of a batch: `CAMPAIGN-BATCH.vqb`, ids in 16 hex digits.
+    pub fn file_name(campaign_id: u64, batch_id: u64) -> String {
+        format!("{campaign_id:016x}-{batch_id:016x}.{EXTENSION}")
+    }
+
+    /// Commits one batch file (as made by [`crate::BatchBuilder::finish`]) to
+    /// `active/`: temporary name, fsync, link into place, directory fsync.
+    pub fn write_batch(&self, file: &[u8]) -> Result<PathBuf, QueueError> {
+        let mut paths = self.write_batches(std::iter::once(file))?;
+        paths.pop().ok_or_else(|| {
+            QueueError::io("write", &self.active_dir(), std::io::ErrorKind::Other.into())
+        })
+    }
+
+    /// Commits many batch files as one group: each is written under `tmp/`, then one
+    /// `syncfs` makes them all durable (per-file fsync costs ~0.3 ms each here, and a
+    /// campaign writes thousands), then each is linked into `active/` (never
+    /// replacing an existing batch) and `active/` is fsynced once. A crash before
+    /// the link leaves only temporary files, which recovery removes.
+    pub fn write_batches<'f>(
+        &self,
+        files: impl IntoIterator<Item = &'f [u8]>,
+    ) -> Result<Vec<PathBuf>, QueueError> {
+        self.writable()?;
+        let tmp_dir = self.tmp_dir();
+        let active = self.active_dir();
+        let mut staged = Vec::new();
+        let mut last: Option<File> = None;
+        for bytes in files {
+            let header = Header::read(bytes, bytes.len()).map_err(|source| QueueError::Corrupt {
+                path: tmp_dir.clone(),
+                source,
+            })?;
+            let name = Spool::file_name(header.campaign_id, header.batch_id);
+            let tmp = tmp_dir.join(format!("{name}.tmp"));
+            let mut file = File::options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&tmp)
+                .map_err(|e| QueueError::io("create", &tmp, e))?;
+            file.write_all(bytes)
+                .map_err(|e| QueueError::io("write", &tmp, e))?;
+            staged.push((tmp, active.join(name)));
+            last = Some(file);
+        }
+        match (staged.len(), last) {
+            (0, _) => return Ok(Vec::new()),
+            (1, Some(file)) => file
+                .sync_all()
+                .map_err(|e| QueueError::io("fsync", &staged[0].0, e))?,
+            (_, Some(file)) => syncfs(&file).map_err(|e| QueueError::io("syncfs", &tmp_dir, e))?,
+            (_, None) => {}
+        }
+        let mut paths = Vec::with_capacity(staged.len());
+        for (tmp, dest) in staged {
+            // A hard link fails if the destination exists: an id collision can never
+            // overwrite a live batch.
+            match fs::hard_link(&tmp, &dest) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                    let _ = fs::remove_file(&tmp);
+                    return Err(QueueError::Exists { path: dest });
+                }
+                Err(e) => return Err(QueueError::io("link", &dest, e)),
+            }
+            fs::remove_file(&tmp).map_err(|e| QueueError::io("remove", &tmp, e))?;
+            paths.push(dest);
+        }
+        fsync_dir(&active)?;
+        Ok(paths)
+    }
+
+    /// The live batch files, sorted by name.
+    pub fn active_files(&self) -> Result<Vec<PathBuf>, QueueError> {
+        list_batches(&self.active_dir())
+    }
+
+    /// Looks a batch up by path, file name, or file name without extension, in
+    /// `active/`, then `done/`, then `quarantine/`.
+    pub fn find(&self, name: &str) -> Option<PathBuf> {
+        let direct = Path::new(name);
+        if direct.is_file() {
+            return Some(direct.to_owned());
+        }
+        let with_ext = format!("{name}.{EXTENSION}");
+        for dir in [self.active_dir(), self.done_dir(), self.quarantine_dir()] {
+            for candidate in [dir.join(name), dir.join(&with_ext)] {
+                if candidate.is_file() {
+                    return Some(candidate);
+                }
+            }
+        }
+        None
+    }
+
+    /// The startup scan: removes uncommitted temporary files, validates every live
+    /// batch (checksum and slots), quarantines the corrupt ones with a logged
+    /// reason, and returns the pending work. Scans on all cores. Read-only spools
+    /// report corrupt files without moving them.
+    pub fn recover(&self) -> Result<Recovery, QueueError> {
+        let mut recovery = Recovery::default();
+        if self.lock.is_some() {
+            let tmp_dir = self.tmp_dir();
+            let entries = fs::read_dir(&tmp_dir).map_err(|e| QueueError::io("list", &tmp_dir, e))?;
+            for entry in entries.flatten() {
+                if fs::remove_file(entry.path()).is_ok() {
+                    recovery.removed_temp += 1;
+                }
+            }
+        }
+        let files = self.active_files()?;
+        let results = scan_parallel(&files, |path, bytes| {
+            let view = BatchView::parse(bytes).map_err(|source| QueueError::Corrupt {
+                path: path.to_owned(),
+                source,
+            })?;
+            let mut counts = StateCounts::default();
+            let mut next_due: Option<u64> = None;
+            for i in 0..view.len() {
+                // parse() checked every slot.
+                let Ok(slot) = view.slot(i) else { continue };
+                counts.add(slot.state, 1);
+                if !slot.state.is_final() {
+                    let due = if slot.state == State::Deferred {
+                        slot.next_attempt
+                    } else {
+                        0
+                    };
+                    next_due = Some(next_due.map_or(due, |d| d.min(due)));
+                }
+            }
+            let header = view.header();
+            Ok(BatchStatus {
+                path: path.to_owned(),
+                campaign_id: header.campaign_id,
+                batch_id: header.batch_id,
+                counts,
+                next_due,
+                bytes: bytes.len() as u64,
+            })
+        });
+        for (path, result) in results {
+            match result {
+                Ok(status) => recovery.batches.push(status),
+                Err(err) => recovery.quarantined.push(self.set_aside(&path, &err)?),
+            }
+        }
+        Ok(recovery)
+    }
+
+    fn set_aside(&self, path: &Path, err: &QueueError) -> Result<Quarantined, QueueError> {
+        let reason = err.to_string();
+        let to = if self.lock.is_some() {
+            Some(self.quarantine(path, &reason)?)
+        } else {
+            tracing::warn!(file = %path.display(), %reason, "corrupt batch file (read-only: left in place)");
+            None
+        };
+        Ok(Quarantined {
+            from: path.to_owned(),
+            to,
+            reason,
+        })
+    }
+
+    /// Moves a corrupt file to `quarantine/` and writes the reason beside it
+    /// (`NAME.reason`); logs a warning. Returns the new path.
+    pub fn quarantine(&self, path: &Path, reason: &str) -> Result<PathBuf, QueueError> {
+        self.writable()?;
+        let dir = self.quarantine_dir();
+        let name = path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "unnamed".to_owned());
+        let mut dest = dir.join(&name);
+        let mut n = 1;
+        while dest.exists() {
+            dest = dir.join(format!("{name}.{n}"));
+            n += 1;
+        }
+        fs::rename(path, &dest).map_err(|e| QueueError::io("quarantine", path, e))?;
+        let reason_path = dest.with_file_name(format!(
+            "{}.reason",
+            dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
+        let text = format!("{reason}\nquarantined at unix time {}\n", now_unix());
+        fs::write(&reason_path, text).map_err(|e| QueueError::io("write", &reason_path, e))?;
+        fsync_dir(&dir)?;
+        if let Some(parent) = path.parent() {
+            fsync_dir(parent)?;
+        }
+        tracing::warn!(file = %path.display(), quarantined = %dest.display(), %reason, "quarantined corrupt batch file");
+        Ok(dest)
+    }
+
+    /// Declares a batch done: checks every recipient is final, flushes its slots
+    /// (msync) and moves it to `done/`. Returns the new path.
+    pub fn complete(&self, batch: MappedBatch) -> Result<PathBuf, QueueError> {
+        self.writable()?;
+        let counts = batch.counts()?;
+        if counts.unfinished() > 0 {
+            return Err(QueueError::NotFinished {
+                path: batch.path().to_owned(),
+                unfinished: counts.unfinished() as u32,
+            });
+        }
+        batch.sync()?;
+        let from = batch.path().to_owned();
+        drop(batch);
+        let dest = self.done_dir().join(from.file_name().unwrap_or_default());
+        fs::rename(&from, &dest).map_err(|e| QueueError::io("move to done", &from, e))?;
+        fsync_dir(&self.done_dir())?;
+        fsync_dir(&self.active_dir())?;
+        Ok(dest)
+    }
+
+    /// Recipients by state per destination domain over the live batches, and the
+    /// corrupt files met on the way (reported, not moved).
+    pub fn summary(&self) -> Result<(DomainSummary, Vec<Quarantined>), QueueError> {
+        let files = self.active_files()?;
+        let results = scan_parallel(&files, |path, bytes| {
+            let corrupt = |source| QueueError::Corrupt {
+                path: path.to_owned(),
+                source,
+            };
+            let view = BatchView::parse(bytes).map_err(corrupt)?;
+            let mut part = DomainSummary::default();
+            part.add_batch(&view).map_err(corrupt)?;
+            Ok(part)
+        });
+        let mut summary = DomainSummary::default();
+        let mut corrupt = Vec::new();
+        for (path, result) in results {
+            match result {
+                Ok(part) => {
+                    for (domain, counts) in part.domains {
+                        summary.domains.entry(domain).or_default().merge(&counts);
+                    }
+                    summary.total.merge(&part.total);
+                    summary.batches += part.batches;
+                }
+                Err(err) => corrupt.push(Quarantined {
+                    from: path,
+                    to: None,
+                    reason: err.to_string(),
+                }),
+            }
+        }
+        Ok((summary, corrupt))
+    }
+}
+
+fn list_batches(dir: &Path) -> Result<Vec<PathBuf>, QueueError> {
+    let entries = fs::read_dir(dir).map_err(|e| QueueError::io("list", dir, e))?;
+    let mut files = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| QueueError::io("list", dir, e))?;
+        let path = entry.path();
+        if path.extension().is_some_and(|e| e == EXTENSION) {
+            files.push(path);
+        }
+    }
+    files.sort();
+    Ok(files)
+}
+
+/// Reads each file and applies `f` to its bytes, on all cores, keeping the input
+/// order. Each thread reuses one read buffer.
+fn scan_parallel<T: Send>(
+    files: &[PathBuf],
+    f: impl Fn(&Path, &[u8]) -> Result<T, QueueError> + Sync,
+) -> Vec<(PathBuf, Result<T, QueueError>)> {
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .min(files.len().max(1));
+    let chunk = files.len().div_ceil(threads).max(1);
+    let run = |part: &[PathBuf]| {
+        let mut buf = Vec::with_capacity(64 * 1024);
+        part.iter()
+            .map(|path| {
+                buf.clear();
+                let read = File::open(path)
+                    .and_then(|mut file| file.read_to_end(&mut buf))
+                    .map_err(|e| QueueError::io("read", path, e));
+                let result = read.and_then(|_| f(path, &buf));
+                (path.clone(), result)
+            })
+            .collect::<Vec<_>>()
+    };
+    if threads <= 1 {
+        return run(files);
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = files
+            .chunks(chunk)
+            .map(|part| scope.spawn(move || run(part)))
+            .collect();
+        handles
+            .into_iter()
+            .flat_map(|h| match h.join() {
+                Ok(results) => results,
+                Err(panic) => std::panic::resume_unwind(panic),
+            })
+            .collect()
+    })
+}
+
+/// Flushes the whole file system holding `file` (Linux `syncfs`): one call makes a
+/// group of freshly written batch files durable.
+#[allow(unsafe_code)]
+fn syncfs(file: &File) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd;
+    // SAFETY: syncfs only reads the descriptor number, which `file` keeps open for
+    // the duration of the call.
+    let rc = unsafe { libc::syncfs(file.as_raw_fd()) };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}
