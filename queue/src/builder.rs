@@ -163,3 +163,117 @@ impl BatchBuilder {
         Ok(file)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::format::BatchView;
+    use crate::slot::Slot;
+    use proptest::prelude::*;
+
+    pub(crate) fn meta() -> BatchMeta {
+        BatchMeta {
+            batch_id: 7,
+            campaign_id: 42,
+            content_hash: [9; 32],
+            created_at: 1_700_000_000,
+        }
+    }
+
+    /// A recipient: local part (any text, `@` included), domain (no `@`), values.
+    fn recipient(fields: usize) -> impl Strategy<Value = (String, String, Vec<Vec<u8>>)> {
+        (
+            "\\PC{1,20}",
+            "[^@]{1,20}",
+            proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), fields),
+        )
+    }
+
+    proptest! {
+        #[test]
+        fn any_recipients_and_values_round_trip(
+            fields in proptest::collection::hash_set("\\PC{0,12}", 0..6),
+            seed in proptest::collection::vec(recipient(6), 0..40),
+        ) {
+            let fields: Vec<String> = fields.into_iter().collect();
+            let mut builder = BatchBuilder::new(meta(), &fields).unwrap();
+            let mut expected = Vec::new();
+            for (local, domain, mut values) in seed {
+                values.truncate(fields.len());
+                let address = format!("{local}@{domain}");
+                builder.push(&address, &values).unwrap();
+                expected.push((local, domain, values));
+            }
+            let file = builder.finish().unwrap();
+            let view = BatchView::parse(&file).unwrap();
+            prop_assert_eq!(view.field_names(), fields.iter().map(String::as_str).collect::<Vec<_>>());
+            prop_assert_eq!(view.len(), expected.len());
+            for (i, (local, domain, values)) in expected.iter().enumerate() {
+                let r = view.recipient(i).unwrap();
+                prop_assert_eq!(r.local, local.as_bytes());
+                prop_assert_eq!(r.domain, domain.as_bytes());
+                prop_assert_eq!(r.values().collect::<Vec<_>>(), values.iter().map(Vec::as_slice).collect::<Vec<_>>());
+                prop_assert_eq!(view.slot(i).unwrap(), Slot::PENDING);
+            }
+            prop_assert_eq!(view.header().batch_id, 7);
+            prop_assert_eq!(view.header().campaign_id, 42);
+            prop_assert_eq!(view.header().content_hash, [9; 32]);
+        }
+    }
+
+    #[test]
+    fn csv_shaped_values_come_back_exactly() {
+        let fields = ["first_name", "note", "empty"];
+        let mut builder = BatchBuilder::new(meta(), &fields).unwrap();
+        let values: [&[u8]; 3] = [
+            "Zoë 🚀 \"quoted\", comma".as_bytes(),
+            b"line one\r\nline two\rbare cr\nbare lf\r\n.\r\n",
+            b"",
+        ];
+        builder.push("o'brien+tag@Example.COM", &values).unwrap();
+        let file = builder.finish().unwrap();
+        let view = BatchView::parse(&file).unwrap();
+        let r = view.recipient(0).unwrap();
+        assert_eq!(r.address(), "o'brien+tag@Example.COM");
+        assert_eq!(r.values().collect::<Vec<_>>(), values.to_vec());
+    }
+
+    #[test]
+    fn shares_one_domain_entry_per_domain() {
+        let mut builder = BatchBuilder::new(meta(), &["a"]).unwrap();
+        for (i, d) in ["x.test", "x.test", "y.test", "x.test"].iter().enumerate() {
+            builder.push(&format!("u{i}@{d}"), &["v"]).unwrap();
+        }
+        let file = builder.finish().unwrap();
+        let view = BatchView::parse(&file).unwrap();
+        assert_eq!(view.domains(), vec![&b"x.test"[..], b"y.test"]);
+        assert_eq!(view.recipient(3).unwrap().domain_index, 0);
+    }
+
+    #[test]
+    fn refuses_bad_input_with_a_clear_error() {
+        let mut builder = BatchBuilder::new(meta(), &["a", "b"]).unwrap();
+        assert_eq!(
+            builder
+                .push("no-at-sign", &["1", "2"])
+                .unwrap_err()
+                .to_string(),
+            "address \"no-at-sign\" is not local@domain"
+        );
+        assert!(builder.push("@example.com", &["1", "2"]).is_err());
+        assert!(builder.push("user@", &["1", "2"]).is_err());
+        assert_eq!(
+            builder
+                .push("u@example.com", &["1"])
+                .unwrap_err()
+                .to_string(),
+            "recipient \"u@example.com\" has 1 merge values, the batch has 2 fields"
+        );
+        assert_eq!(
+            BatchBuilder::new(meta(), &["a", "a"])
+                .unwrap_err()
+                .to_string(),
+            "bad field names: \"a\" appears twice"
+        );
+    }
+}

@@ -42,7 +42,14 @@ mod tests {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut gc = GroupCommit::new(ms(100), t0);
-        let table = [(50, false), (99, false), (100, true), (150, false), (200, true), (450, true)];
+        let table = [
+            (50, false),
+            (99, false),
+            (100, true),
+            (150, false),
+            (200, true),
+            (450, true),
+        ];
         for (at, expected) in table {
             assert_eq!(gc.due(t0 + ms(at)), expected, "at {at} ms");
         }

@@ -198,7 +198,9 @@ impl Header {
             checksum: u64_at(b, CHECKSUM_AT),
         };
         if u32_at(b, 20) != 0 || b[RESERVED].iter().any(|&x| x != 0) {
-            return Err(FormatError::Layout("reserved header bytes are not zero".into()));
+            return Err(FormatError::Layout(
+                "reserved header bytes are not zero".into(),
+            ));
         }
         if h.fields_off as usize != HEADER_LEN {
             return Err(FormatError::Layout(format!(
@@ -215,7 +217,7 @@ impl Header {
                 h.fields_off, h.domains_off, h.records_off, h.slots_off
             )));
         }
-        if h.slots_off as usize % SLOT_LEN != 0 {
+        if !(h.slots_off as usize).is_multiple_of(SLOT_LEN) {
             return Err(FormatError::Layout(format!(
                 "slots at {}, not a multiple of 8",
                 h.slots_off
@@ -420,63 +422,98 @@ impl BatchIndex {
         let mut field_names = Vec::with_capacity(usize::from(header.field_count));
         for _ in 0..header.field_count {
             let at = pos;
-            let name = varint::get_bytes(&immutable[..fields_end], &mut pos)
-                .ok_or(bad(Region::FieldNames, at, "field name runs past its section"))?;
+            let name = varint::get_bytes(&immutable[..fields_end], &mut pos).ok_or(bad(
+                Region::FieldNames,
+                at,
+                "field name runs past its section",
+            ))?;
             if std::str::from_utf8(name).is_err() {
                 return Err(bad(Region::FieldNames, at, "field name is not UTF-8"));
             }
             field_names.push(span(pos - name.len(), pos));
         }
         if pos != fields_end {
-            return Err(bad(Region::FieldNames, pos, "bytes left after the last field name"));
+            return Err(bad(
+                Region::FieldNames,
+                pos,
+                "bytes left after the last field name",
+            ));
         }
 
         let domains_end = header.records_off as usize;
         // Each domain takes at least 2 bytes: bound the allocation by the section size.
         if header.domain_count as usize > (domains_end - pos) / 2 {
-            return Err(bad(Region::Domains, pos, "more domains than the section can hold"));
+            return Err(bad(
+                Region::Domains,
+                pos,
+                "more domains than the section can hold",
+            ));
         }
         let mut domains = Vec::with_capacity(header.domain_count as usize);
         for _ in 0..header.domain_count {
             let at = pos;
-            let domain = varint::get_bytes(&immutable[..domains_end], &mut pos)
-                .ok_or(bad(Region::Domains, at, "domain runs past its section"))?;
+            let domain = varint::get_bytes(&immutable[..domains_end], &mut pos).ok_or(bad(
+                Region::Domains,
+                at,
+                "domain runs past its section",
+            ))?;
             if domain.is_empty() {
                 return Err(bad(Region::Domains, at, "empty domain"));
             }
             domains.push(span(pos - domain.len(), pos));
         }
         if pos != domains_end {
-            return Err(bad(Region::Domains, pos, "bytes left after the last domain"));
+            return Err(bad(
+                Region::Domains,
+                pos,
+                "bytes left after the last domain",
+            ));
         }
 
         let slots_off = header.slots_off as usize;
         // Each record takes at least 3 + field_count bytes: bound the allocation.
         let min_record = 3 + usize::from(header.field_count);
         if header.recipient_count as usize > (slots_off - pos) / min_record {
-            return Err(bad(Region::Records, pos, "more recipients than the section can hold"));
+            return Err(bad(
+                Region::Records,
+                pos,
+                "more recipients than the section can hold",
+            ));
         }
         let mut records = Vec::with_capacity(header.recipient_count as usize);
         for _ in 0..header.recipient_count {
             let at = pos;
             records.push(at as u32);
-            let index = varint::get(immutable, &mut pos)
-                .ok_or(bad(Region::Records, at, "domain index runs past the records"))?;
+            let index = varint::get(immutable, &mut pos).ok_or(bad(
+                Region::Records,
+                at,
+                "domain index runs past the records",
+            ))?;
             if index >= header.domain_count {
                 return Err(bad(Region::Records, at, "domain index out of range"));
             }
-            let local = varint::get_bytes(immutable, &mut pos)
-                .ok_or(bad(Region::Records, at, "local part runs past the records"))?;
+            let local = varint::get_bytes(immutable, &mut pos).ok_or(bad(
+                Region::Records,
+                at,
+                "local part runs past the records",
+            ))?;
             if local.is_empty() {
                 return Err(bad(Region::Records, at, "empty local part"));
             }
             for _ in 0..header.field_count {
-                varint::get_bytes(immutable, &mut pos)
-                    .ok_or(bad(Region::Records, at, "merge value runs past the records"))?;
+                varint::get_bytes(immutable, &mut pos).ok_or(bad(
+                    Region::Records,
+                    at,
+                    "merge value runs past the records",
+                ))?;
             }
         }
         if pos.next_multiple_of(SLOT_LEN) != slots_off {
-            return Err(bad(Region::Padding, pos, "records do not end right before the slots"));
+            return Err(bad(
+                Region::Padding,
+                pos,
+                "records do not end right before the slots",
+            ));
         }
         if immutable[pos..slots_off].iter().any(|&b| b != 0) {
             return Err(bad(Region::Padding, pos, "padding is not zero"));
@@ -534,7 +571,11 @@ impl<'a> BatchView<'a> {
 
     /// The merge field names, in the order values are stored.
     pub fn field_names(&self) -> Vec<&'a str> {
-        self.index.field_names.iter().map(|&s| self.str_at(s)).collect()
+        self.index
+            .field_names
+            .iter()
+            .map(|&s| self.str_at(s))
+            .collect()
     }
 
     /// The destination domains table.

@@ -182,7 +182,11 @@ impl Spool {
     pub fn write_batch(&self, file: &[u8]) -> Result<PathBuf, QueueError> {
         let mut paths = self.write_batches(std::iter::once(file))?;
         paths.pop().ok_or_else(|| {
-            QueueError::io("write", &self.active_dir(), std::io::ErrorKind::Other.into())
+            QueueError::io(
+                "write",
+                &self.active_dir(),
+                std::io::ErrorKind::Other.into(),
+            )
         })
     }
 
@@ -201,10 +205,11 @@ impl Spool {
         let mut staged = Vec::new();
         let mut last: Option<File> = None;
         for bytes in files {
-            let header = Header::read(bytes, bytes.len()).map_err(|source| QueueError::Corrupt {
-                path: tmp_dir.clone(),
-                source,
-            })?;
+            let header =
+                Header::read(bytes, bytes.len()).map_err(|source| QueueError::Corrupt {
+                    path: tmp_dir.clone(),
+                    source,
+                })?;
             let name = Spool::file_name(header.campaign_id, header.batch_id);
             let tmp = tmp_dir.join(format!("{name}.tmp"));
             let mut file = File::options()
@@ -276,7 +281,8 @@ impl Spool {
         let mut recovery = Recovery::default();
         if self.lock.is_some() {
             let tmp_dir = self.tmp_dir();
-            let entries = fs::read_dir(&tmp_dir).map_err(|e| QueueError::io("list", &tmp_dir, e))?;
+            let entries =
+                fs::read_dir(&tmp_dir).map_err(|e| QueueError::io("list", &tmp_dir, e))?;
             for entry in entries.flatten() {
                 if fs::remove_file(entry.path()).is_ok() {
                     recovery.removed_temp += 1;
@@ -356,7 +362,9 @@ impl Spool {
         fs::rename(path, &dest).map_err(|e| QueueError::io("quarantine", path, e))?;
         let reason_path = dest.with_file_name(format!(
             "{}.reason",
-            dest.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            dest.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         ));
         let text = format!("{reason}\nquarantined at unix time {}\n", now_unix());
         fs::write(&reason_path, text).map_err(|e| QueueError::io("write", &reason_path, e))?;

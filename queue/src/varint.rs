@@ -77,6 +77,9 @@ mod tests {
         let mut pos = 0;
         assert_eq!(get(&[0xff, 0xff, 0xff, 0xff, 0x1f], &mut pos), None);
         let mut pos = 0;
-        assert_eq!(get(&[0xff, 0xff, 0xff, 0xff, 0x0f], &mut pos), Some(u32::MAX));
+        assert_eq!(
+            get(&[0xff, 0xff, 0xff, 0xff, 0x0f], &mut pos),
+            Some(u32::MAX)
+        );
     }
 }

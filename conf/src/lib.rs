@@ -1,0 +1,40 @@
+//! Typed configuration for volley.
+//!
+//! One TOML file describes the whole MTA. This crate turns it into a [`Config`]
+//! with serde: every key is optional and takes its documented default, unknown
+//! keys and sections are rejected, and values outside their allowed range are
+//! rejected while deserializing. Every error is a single line naming the file,
+//! line, column and dotted key (`volley.toml:2:14: queue.batch_size: ...`), with
+//! a "did you mean" hint for misspelled keys. `volley.example.toml` beside this
+//! crate documents every key with its default.
+//!
+//! What it does not do: watch or reload the file, merge several files, read
+//! settings from environment variables (only the *location* of the file, see
+//! [`Config::locate`]), or check anything that needs the filesystem or network
+//! (whether the spool directory exists is the queue's business).
+//!
+//! # Layout
+//!
+//! - `config.rs`: [`Config`], the root, and how text becomes a `Config`.
+//! - `locate.rs`: where the file comes from (explicit path, `$VOLLEY_CONFIG`, `/etc`).
+//! - one file per section: `spool.rs` ([`SpoolConfig`]), `queue.rs` ([`QueueConfig`]).
+//!   A new section is a new file with one struct, plus one field in [`Config`].
+//! - `integer.rs`, `duration.rs`: range checks for values, used with
+//!   `#[serde(deserialize_with)]` so errors point at the offending value.
+//! - `error.rs`: [`ConfigError`] and the translation of toml/serde errors into it.
+//! - `suggest.rs`: "did you mean" for unknown keys.
+
+mod config;
+mod duration;
+mod error;
+mod integer;
+mod locate;
+mod queue;
+mod spool;
+mod suggest;
+
+pub use config::Config;
+pub use error::ConfigError;
+pub use locate::{CONFIG_ENV, DEFAULT_CONFIG_PATH};
+pub use queue::QueueConfig;
+pub use spool::SpoolConfig;

@@ -1,0 +1,181 @@
+//! The spool: durable writes, the recovery scan, completion, the lock.
+
+mod common;
+
+use std::fs;
+
+use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
+
+#[test]
+fn recovery_rebuilds_pending_work_from_the_slots() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let files: Vec<Vec<u8>> = (0..4).map(|b| common::batch_bytes(9, b, 6)).collect();
+    let paths = spool
+        .write_batches(files.iter().map(Vec::as_slice))
+        .unwrap();
+    let batch = MappedBatch::open(&paths[1]).unwrap();
+    let deferred = Slot {
+        state: State::Deferred,
+        attempts: 1,
+        code: 451,
+        next_attempt: 1_900_000_000,
+    };
+    batch
+        .set_slot(
+            0,
+            Slot {
+                state: State::Delivered,
+                attempts: 1,
+                code: 250,
+                next_attempt: 0,
+            },
+        )
+        .unwrap();
+    batch.set_slot(1, deferred).unwrap();
+    batch
+        .set_slot(
+            2,
+            Slot {
+                state: State::InFlight,
+                ..Slot::PENDING
+            },
+        )
+        .unwrap();
+    batch.sync().unwrap();
+    drop(batch);
+    // A write that never committed.
+    fs::write(dir.path().join("tmp/0000-0000.vqb.tmp"), b"half").unwrap();
+    drop(spool);
+
+    let spool = Spool::open(dir.path()).unwrap();
+    let recovery = spool.recover().unwrap();
+    assert_eq!(recovery.removed_temp, 1);
+    assert!(recovery.quarantined.is_empty());
+    assert_eq!(recovery.batches.len(), 4);
+    let b1 = &recovery.batches[1];
+    assert_eq!((b1.campaign_id, b1.batch_id), (9, 1));
+    assert_eq!(
+        (
+            b1.counts.delivered,
+            b1.counts.deferred,
+            b1.counts.in_flight,
+            b1.counts.pending
+        ),
+        (1, 1, 1, 3)
+    );
+    assert_eq!(b1.next_due, Some(0), "pending recipients are due now");
+    let totals = recovery.totals();
+    assert_eq!(totals.total(), 24);
+    assert_eq!(totals.unfinished(), 23);
+
+    let batch = MappedBatch::open(&paths[1]).unwrap();
+    assert_eq!(batch.slot(1).unwrap(), deferred);
+    assert_eq!(batch.reset_in_flight().unwrap(), 1);
+    assert_eq!(batch.slot(2).unwrap().state, State::Pending);
+}
+
+#[test]
+fn a_batch_is_completed_only_when_every_recipient_is_final() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let path = spool.write_batch(&common::batch_bytes(1, 1, 3)).unwrap();
+    let batch = MappedBatch::open(&path).unwrap();
+    batch
+        .set_slot(
+            0,
+            Slot {
+                state: State::Delivered,
+                ..Slot::PENDING
+            },
+        )
+        .unwrap();
+    batch
+        .set_slot(
+            1,
+            Slot {
+                state: State::Bounced,
+                code: 550,
+                ..Slot::PENDING
+            },
+        )
+        .unwrap();
+    let err = spool.complete(batch).unwrap_err();
+    assert!(
+        matches!(err, QueueError::NotFinished { unfinished: 1, .. }),
+        "{err}"
+    );
+    let batch = MappedBatch::open(&path).unwrap();
+    batch
+        .set_slot(
+            2,
+            Slot {
+                state: State::Expired,
+                ..Slot::PENDING
+            },
+        )
+        .unwrap();
+    let done = spool.complete(batch).unwrap();
+    assert!(done.starts_with(spool.done_dir()));
+    assert!(!path.exists());
+    let recovery = spool.recover().unwrap();
+    assert!(recovery.batches.is_empty());
+    assert_eq!(spool.find("0000000000000001-0000000000000001"), Some(done));
+}
+
+#[test]
+fn one_process_at_a_time_writes_a_spool() {
+    let dir = tempfile::tempdir().unwrap();
+    let _spool = Spool::open(dir.path()).unwrap();
+    let err = Spool::open(dir.path()).unwrap_err();
+    assert!(
+        err.to_string().contains("in use by another volley process"),
+        "{err}"
+    );
+    // Readers are not locked out.
+    let reader = Spool::open_read_only(dir.path()).unwrap();
+    assert!(reader.write_batch(&common::batch_bytes(1, 1, 1)).is_err());
+}
+
+#[test]
+fn an_id_collision_never_replaces_a_live_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let first = common::batch_bytes(5, 5, 2);
+    let path = spool.write_batch(&first).unwrap();
+    let err = spool
+        .write_batch(&common::batch_bytes(5, 5, 4))
+        .unwrap_err();
+    assert!(matches!(err, QueueError::Exists { .. }), "{err}");
+    assert_eq!(fs::read(&path).unwrap(), first);
+}
+
+#[test]
+fn summary_counts_by_domain_case_insensitively() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let path = spool.write_batch(&common::batch_bytes(1, 1, 6)).unwrap();
+    let batch = MappedBatch::open(&path).unwrap();
+    batch
+        .set_slot(
+            0,
+            Slot {
+                state: State::Bounced,
+                ..Slot::PENDING
+            },
+        )
+        .unwrap();
+    let (summary, corrupt) = spool.summary().unwrap();
+    assert!(corrupt.is_empty());
+    let b = &summary.domains["b.test"];
+    assert_eq!((b.bounced, b.pending), (1, 1));
+    assert_eq!(summary.domains["a.test"].pending, 4);
+    assert_eq!(summary.total.total(), 6);
+}
+
+#[test]
+fn missing_spool_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Spool::open_read_only(&dir.path().join("nope")).unwrap_err();
+    assert!(err.to_string().contains("nope/active"), "{err}");
+}
