@@ -1,1 +1,77 @@
-fn main() {}
+//! The `volley` binary: subcommands that wire the crates together.
+//!
+//! Thin by design: parsing arguments, loading the configuration and printing
+//! results. The work lives in `volley-queue`, `volley-mta` and `volley-control`.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+mod bench;
+mod config_cmd;
+mod queue_cmd;
+mod synth;
+mod table;
+
+/// volley: a mail transfer agent for high-volume, personalized sending.
+#[derive(Debug, Parser)]
+#[command(name = "volley", version, about, long_about = None)]
+struct Cli {
+    /// Configuration file (else $VOLLEY_CONFIG, else /etc/volley/volley.toml if it
+    /// exists, else built-in defaults).
+    #[arg(short = 'C', long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Inspect the queue: summary by domain, one batch, recovery scan.
+    #[command(subcommand)]
+    Queue(queue_cmd::QueueCommand),
+    /// Check the configuration file and print the effective settings.
+    #[command(subcommand)]
+    Config(config_cmd::ConfigCommand),
+    /// Benchmarks that print tables and a JSON line.
+    #[command(subcommand)]
+    Bench(bench::BenchCommand),
+}
+
+fn main() -> ExitCode {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Queue(cmd) => queue_cmd::run(cmd, cli.config.as_deref()),
+        Command::Config(cmd) => config_cmd::run(cmd, cli.config.as_deref()),
+        Command::Bench(cmd) => bench::run(cmd, cli.config.as_deref()),
+    };
+    match result {
+        Ok(text) => {
+            // A closed pipe (`volley queue summary | head`) is a normal end, not an error.
+            let mut stdout = std::io::stdout().lock();
+            match stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+            {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("volley: error: cannot write to standard output: {e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Err(err) => {
+            eprintln!("volley: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}

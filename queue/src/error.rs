@@ -10,22 +10,22 @@ use crate::format::FormatError;
 #[derive(Debug, thiserror::Error)]
 pub enum QueueError {
     /// A batch file fails validation.
-    #[error("{}: {source}", path.display())]
+    #[error("{}: {fault}", path.display())]
     Corrupt {
         /// The file.
         path: PathBuf,
-        /// What is wrong with it.
-        source: FormatError,
+        /// What is wrong with it (in the message, so not also a `source()`).
+        fault: FormatError,
     },
     /// A file-system operation failed.
-    #[error("cannot {action} {}: {source}", path.display())]
+    #[error("cannot {action} {}: {io}", path.display())]
     Io {
         /// What was being done ("open", "rename", "msync", …).
         action: &'static str,
         /// The file or directory.
         path: PathBuf,
-        /// The OS error.
-        source: io::Error,
+        /// The OS error (in the message, so not also a `source()`).
+        io: io::Error,
     },
     /// Another process holds the spool's lock.
     #[error("spool {} is in use by another volley process (lock held on {})", root.display(), root.join("lock").display())]
@@ -64,11 +64,11 @@ pub enum QueueError {
 
 impl QueueError {
     /// An I/O error while doing `action` on `path`.
-    pub fn io(action: &'static str, path: &Path, source: io::Error) -> QueueError {
+    pub fn io(action: &'static str, path: &Path, io: io::Error) -> QueueError {
         QueueError::Io {
             action,
             path: path.to_owned(),
-            source,
+            io,
         }
     }
 }

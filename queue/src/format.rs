@@ -104,12 +104,12 @@ pub enum FormatError {
         what: &'static str,
     },
     /// A state slot fails its check byte or holds an unknown state.
-    #[error("state slot {index} is corrupt: {source}")]
+    #[error("state slot {index} is corrupt: {fault}")]
     Slot {
         /// Recipient index of the slot.
         index: usize,
-        /// The decoding fault.
-        source: SlotError,
+        /// The decoding fault (in the message, so not also a `source()`).
+        fault: SlotError,
     },
 }
 
@@ -631,6 +631,6 @@ impl<'a> BatchView<'a> {
                 what: "no slot bytes in this view",
             })?;
         let raw = u64_at(bytes, 0);
-        Slot::decode(raw).map_err(|source| FormatError::Slot { index, source })
+        Slot::decode(raw).map_err(|fault| FormatError::Slot { index, fault })
     }
 }

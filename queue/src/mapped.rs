@@ -40,9 +40,9 @@ impl MappedBatch {
             .open(path)
             .map_err(io("open"))?;
         let len = file.metadata().map_err(io("stat"))?.len();
-        let corrupt = |source| QueueError::Corrupt {
+        let corrupt = |fault| QueueError::Corrupt {
             path: path.to_owned(),
-            source,
+            fault,
         };
         if len < HEADER_LEN as u64 {
             return Err(corrupt(FormatError::Truncated {
@@ -129,7 +129,7 @@ impl MappedBatch {
             what: "recipient index out of range",
         })?;
         let raw = u64::from_le(atomic.load(Ordering::Acquire));
-        Slot::decode(raw).map_err(|source| FormatError::Slot { index, source })
+        Slot::decode(raw).map_err(|fault| FormatError::Slot { index, fault })
     }
 
     /// Records recipient `index`'s new state with one atomic 8-byte store. Durable
@@ -151,9 +151,9 @@ impl MappedBatch {
     pub fn counts(&self) -> Result<StateCounts, QueueError> {
         let mut counts = StateCounts::default();
         for i in 0..self.len() {
-            let slot = self.slot(i).map_err(|source| QueueError::Corrupt {
+            let slot = self.slot(i).map_err(|fault| QueueError::Corrupt {
                 path: self.path.clone(),
-                source,
+                fault,
             })?;
             counts.add(slot.state, 1);
         }
@@ -170,9 +170,9 @@ impl MappedBatch {
     pub fn reset_in_flight(&self) -> Result<usize, QueueError> {
         let mut reset = 0;
         for i in 0..self.len() {
-            let slot = self.slot(i).map_err(|source| QueueError::Corrupt {
+            let slot = self.slot(i).map_err(|fault| QueueError::Corrupt {
                 path: self.path.clone(),
-                source,
+                fault,
             })?;
             if slot.state == State::InFlight {
                 self.set_slot(

@@ -205,11 +205,10 @@ impl Spool {
         let mut staged = Vec::new();
         let mut last: Option<File> = None;
         for bytes in files {
-            let header =
-                Header::read(bytes, bytes.len()).map_err(|source| QueueError::Corrupt {
-                    path: tmp_dir.clone(),
-                    source,
-                })?;
+            let header = Header::read(bytes, bytes.len()).map_err(|fault| QueueError::Corrupt {
+                path: tmp_dir.clone(),
+                fault,
+            })?;
             let name = Spool::file_name(header.campaign_id, header.batch_id);
             let tmp = tmp_dir.join(format!("{name}.tmp"));
             let mut file = File::options()
@@ -291,9 +290,9 @@ impl Spool {
         }
         let files = self.active_files()?;
         let results = scan_parallel(&files, |path, bytes| {
-            let view = BatchView::parse(bytes).map_err(|source| QueueError::Corrupt {
+            let view = BatchView::parse(bytes).map_err(|fault| QueueError::Corrupt {
                 path: path.to_owned(),
-                source,
+                fault,
             })?;
             let mut counts = StateCounts::default();
             let mut next_due: Option<u64> = None;
@@ -402,9 +401,9 @@ impl Spool {
     pub fn summary(&self) -> Result<(DomainSummary, Vec<Quarantined>), QueueError> {
         let files = self.active_files()?;
         let results = scan_parallel(&files, |path, bytes| {
-            let corrupt = |source| QueueError::Corrupt {
+            let corrupt = |fault| QueueError::Corrupt {
                 path: path.to_owned(),
-                source,
+                fault,
             };
             let view = BatchView::parse(bytes).map_err(corrupt)?;
             let mut part = DomainSummary::default();

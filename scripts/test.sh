@@ -1,0 +1,35 @@
+#!/usr/bin/env bash
+# Installs the test peers and runs every test: formatting, lints, the fuzz targets'
+# build, and the whole test suite (unit, property, end-to-end against real peers).
+# Runs unattended (no standard input), as root on Debian, or as a user who already
+# has the peers installed. Every peer a test starts binds to 127.0.0.0/8 only.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+# Debian packages the end-to-end tests start. None yet: the queue's tests need only
+# the file system; the delivery work adds postfix, dnsmasq, python3-aiosmtpd, swaks.
+PEERS=()
+missing=()
+for pkg in "${PEERS[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  if [ "$(id -u)" != 0 ]; then
+    echo "test peers missing: ${missing[*]} (install them, or run as root)" >&2
+    exit 1
+  fi
+  echo "== installing test peers: ${missing[*]}"
+  apt-get update -q
+  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --workspace --all-targets --exclude volley-fuzz -- -D warnings
+echo "== fuzz targets build"
+cargo build -q -p volley-fuzz --bins
+echo "== cargo test"
+cargo test --workspace --exclude volley-fuzz --exclude volley-benches 2>&1 | tee target/test.log
+# The closing line CI reads: the sum over every test binary.
+awk '/^test result:/ {p+=$4; f+=$6; i+=$8} END {printf "%d passed, %d failed, %d skipped\n", p, f, i}' target/test.log
