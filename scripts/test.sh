@@ -6,9 +6,11 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-# Debian packages the end-to-end tests start. None yet: the queue's tests need only
-# the file system; the delivery work adds postfix, dnsmasq, python3-aiosmtpd, swaks.
-PEERS=()
+# Debian packages the end-to-end tests start (each test starts its own instance on
+# 127.0.0.x): postfix (smtp-sink, smtp-source, a full MTA), dnsmasq-base (the binary
+# without the system service), python3-aiosmtpd (scripted receivers, run with
+# /usr/bin/python3), swaks (SMTP client), openssl (test certificates).
+PEERS=(postfix dnsmasq-base python3-aiosmtpd swaks openssl)
 missing=()
 for pkg in "${PEERS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -19,8 +21,17 @@ if [ ${#missing[@]} -gt 0 ]; then
     exit 1
   fi
   echo "== installing test peers: ${missing[*]}"
+  # Postfix's package would otherwise configure and start a system MTA on every
+  # interface: choose "No configuration", and keep package scripts from starting
+  # any service while we install (policy-rc.d, removed afterwards).
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  guard=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
+  fi
   apt-get update -q
   DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
+  [ "$guard" = 1 ] && rm -f /usr/sbin/policy-rc.d
 fi
 
 echo "== cargo fmt --check"

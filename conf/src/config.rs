@@ -4,7 +4,12 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::delivery::DeliveryConfig;
+use crate::dns::DnsConfig;
 use crate::error::ConfigError;
+use crate::retry::RetryConfig;
+use crate::route::Route;
+use crate::site::{SiteLimits, SiteOverride};
 use crate::queue::QueueConfig;
 use crate::spool::SpoolConfig;
 
@@ -18,6 +23,18 @@ pub struct Config {
     pub spool: SpoolConfig,
     /// `[queue]`: batching and flushing of queue state.
     pub queue: QueueConfig,
+    /// `[dns]`: MX resolution.
+    pub dns: DnsConfig,
+    /// `[delivery]`: connecting to and talking with receiving servers.
+    pub delivery: DeliveryConfig,
+    /// `[retry]`: retry intervals and expiry of deferred recipients.
+    pub retry: RetryConfig,
+    /// `[[route]]`: domains sent to a smarthost instead of their MX.
+    pub route: Vec<Route>,
+    /// `[site]`: default limits per destination site.
+    pub site: SiteLimits,
+    /// `[[site_override]]`: limits for sites matched by domain or MX host.
+    pub site_override: Vec<SiteOverride>,
 }
 
 impl Config {
@@ -88,16 +105,32 @@ mod tests {
             .unwrap_or_else(|err| panic!("example: {err}"));
         let sections = known_keys("__probe = 1");
         assert!(sections.contains(&"queue".to_owned()), "{sections:?}");
+        let text = include_str!("../volley.example.toml");
         for section in sections {
+            // Arrays of tables have no default entries: the example documents them
+            // as a commented-out entry, `# [[name]]` followed by `# key = ...` lines.
+            if ARRAY_SECTIONS.contains(&section.as_str()) {
+                assert!(text.contains(&format!("# [[{section}]]")), "example lacks [[{section}]]");
+                for key in known_keys(&format!("[[{section}]]\n__probe = 1")) {
+                    assert!(text.contains(&format!("# {key} = ")), "example lacks {section}.{key}");
+                }
+                continue;
+            }
             let table = example
                 .get(&section)
                 .and_then(toml::Value::as_table)
                 .unwrap_or_else(|| panic!("example lacks [{section}]"));
             for key in known_keys(&format!("[{section}]\n__probe = 1")) {
-                assert!(table.contains_key(&key), "example lacks {section}.{key}");
+                assert!(
+                    table.contains_key(&key) || text.contains(&format!("# {key} = ")),
+                    "example lacks {section}.{key}"
+                );
             }
         }
     }
+
+    /// Sections that are arrays of tables (`[[route]]`), empty by default.
+    const ARRAY_SECTIONS: [&str; 2] = ["route", "site_override"];
 
     fn known_keys(text: &str) -> Vec<String> {
         let message = match toml::from_str::<Config>(text) {
@@ -181,7 +214,7 @@ mod tests {
         );
         assert_eq!(
             error("[listen]\n"),
-            "volley.toml:1:2: listen: unknown section (known sections: spool, queue)"
+            "volley.toml:1:2: listen: unknown section (known sections: spool, queue, dns, delivery, retry, route, site, site_override)"
         );
     }
 

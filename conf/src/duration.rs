@@ -22,6 +22,56 @@ where
     de.deserialize_str(InRange(range))
 }
 
+/// Deserializes a list of humantime strings, each checked against `range`, and
+/// the list against `len` (number of entries).
+pub(crate) fn list_in_range<'de, D>(
+    de: D,
+    range: RangeInclusive<Duration>,
+    len: RangeInclusive<usize>,
+) -> Result<Vec<Duration>, D::Error>
+where
+    D: Deserializer<'de>,
+{
+    de.deserialize_seq(ListInRange { range, len })
+}
+
+struct ListInRange {
+    range: RangeInclusive<Duration>,
+    len: RangeInclusive<usize>,
+}
+
+impl<'de> Visitor<'de> for ListInRange {
+    type Value = Vec<Duration>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        write!(f, "a list of time spans like [\"5m\", \"1h\"]")
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<Vec<Duration>, A::Error> {
+        let mut out = Vec::new();
+        while let Some(value) = seq.next_element_seed(InRange(self.range.clone()))? {
+            out.push(value);
+        }
+        if !self.len.contains(&out.len()) {
+            return Err(de::Error::custom(format!(
+                "{} entries: allowed {}..={}",
+                out.len(),
+                self.len.start(),
+                self.len.end()
+            )));
+        }
+        Ok(out)
+    }
+}
+
+impl<'de> de::DeserializeSeed<'de> for InRange {
+    type Value = Duration;
+
+    fn deserialize<D: Deserializer<'de>>(self, de: D) -> Result<Duration, D::Error> {
+        de.deserialize_str(self)
+    }
+}
+
 struct InRange(RangeInclusive<Duration>);
 
 impl Visitor<'_> for InRange {

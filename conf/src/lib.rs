@@ -17,7 +17,9 @@
 //!
 //! - `config.rs`: [`Config`], the root, and how text becomes a `Config`.
 //! - `locate.rs`: where the file comes from (explicit path, `$VOLLEY_CONFIG`, `/etc`).
-//! - one file per section: `spool.rs` ([`SpoolConfig`]), `queue.rs` ([`QueueConfig`]).
+//! - one file per section: `spool.rs` ([`SpoolConfig`]), `queue.rs` ([`QueueConfig`]),
+//!   `dns.rs`, `delivery.rs`, `retry.rs`, `route.rs` (`[[route]]`), `site.rs`
+//!   (`[site]` and `[[site_override]]`); `glob.rs` for domain patterns.
 //!   A new section is a new file with one struct, plus one field in [`Config`].
 //! - `integer.rs`, `duration.rs`: range checks for values, used with
 //!   `#[serde(deserialize_with)]` so errors point at the offending value.
@@ -25,15 +27,27 @@
 //! - `suggest.rs`: "did you mean" for unknown keys.
 
 mod config;
+mod delivery;
+mod dns;
 mod duration;
 mod error;
+mod glob;
 mod integer;
 mod locate;
 mod queue;
+mod retry;
+mod route;
+mod site;
 mod spool;
 mod suggest;
 
 pub use config::Config;
+pub use delivery::{DeliveryConfig, TlsPolicy};
+pub use dns::DnsConfig;
+pub use glob::Glob;
+pub use retry::RetryConfig;
+pub use route::Route;
+pub use site::{limits_for, SiteLimits, SiteOverride};
 pub use error::ConfigError;
 pub use locate::{CONFIG_ENV, DEFAULT_CONFIG_PATH};
 pub use queue::QueueConfig;
