@@ -1,0 +1,183 @@
+//! The delivery log: one JSON line per attempt per recipient.
+//!
+//! Fields: `ts` (RFC 3339, UTC, milliseconds), `campaign`, `batch`, `recipient`,
+//! `status` (delivered | deferred | bounced | expired), `code`, `enhanced`, `reply`,
+//! `mx`, `ip`, `tls`, `attempt`, `latency_ms`; plus `class` for bounces, `level`
+//! (`recipient` or `connection`: whether the failure was the recipient's own or the
+//! connection's), and `next_attempt` for deferrals.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufWriter, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use serde::Serialize;
+
+/// One line of the delivery log.
+#[derive(Debug, Clone, Serialize)]
+pub struct LogEvent<'a> {
+    /// Time of the event, RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    /// Campaign id.
+    pub campaign: u64,
+    /// Batch id.
+    pub batch: u64,
+    /// Recipient address.
+    pub recipient: &'a str,
+    /// delivered | deferred | bounced | expired.
+    pub status: &'a str,
+    /// SMTP reply code (0 when there was none, e.g. a DNS failure).
+    pub code: u16,
+    /// Enhanced status code such as "5.1.1", or "" when none.
+    pub enhanced: String,
+    /// Reply text (or the local reason, for connection and DNS failures).
+    pub reply: &'a str,
+    /// MX host name used ("" when none was reached).
+    pub mx: &'a str,
+    /// IP address connected to ("" when none).
+    pub ip: String,
+    /// Whether the connection used TLS.
+    pub tls: bool,
+    /// Attempt number for this recipient (1 = first).
+    pub attempt: u32,
+    /// Milliseconds from the start of this recipient's transaction to its reply.
+    pub latency_ms: u64,
+    /// "recipient" when the reply was about this recipient, "connection" when the
+    /// connection, the site or DNS failed.
+    pub level: &'a str,
+    /// For bounces: bad_mailbox, mailbox, policy, content, no_such_domain, other.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<&'a str>,
+    /// For deferrals: unix seconds of the next attempt.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub next_attempt: Option<u64>,
+}
+
+/// Formats a time as RFC 3339 UTC with milliseconds.
+pub fn timestamp(t: SystemTime) -> String {
+    let d = t.duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    let secs = d.as_secs();
+    let (days, rem) = (secs / 86_400, secs % 86_400);
+    let (y, m, dd) = civil_from_days(days as i64);
+    format!(
+        "{y:04}-{m:02}-{dd:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60,
+        d.subsec_millis()
+    )
+}
+
+/// Days since 1970-01-01 to (year, month, day): Howard Hinnant's algorithm,
+/// a dozen lines instead of a date-time dependency.
+fn civil_from_days(z: i64) -> (i64, u32, u32) {
+    let z = z + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    (y, m, d)
+}
+
+/// An append-only JSON-lines file shared by all delivery tasks. Lines are
+/// buffered and written whole; [`DeliveryLog::flush`] runs at every group commit.
+#[derive(Debug)]
+pub struct DeliveryLog {
+    path: PathBuf,
+    out: Mutex<BufWriter<File>>,
+}
+
+impl DeliveryLog {
+    /// Opens (creating, appending to) the log at `path`; creates its directory.
+    pub fn open(path: &Path) -> std::io::Result<DeliveryLog> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        let file = OpenOptions::new().create(true).append(true).open(path)?;
+        Ok(DeliveryLog {
+            path: path.to_owned(),
+            out: Mutex::new(BufWriter::with_capacity(256 * 1024, file)),
+        })
+    }
+
+    /// The log file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Appends one event.
+    pub fn write(&self, event: &LogEvent<'_>) -> std::io::Result<()> {
+        let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
+        line.push(b'\n');
+        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        out.write_all(&line)
+    }
+
+    /// Writes buffered lines to the file.
+    pub fn flush(&self) -> std::io::Result<()> {
+        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        out.flush()
+    }
+}
+
+impl Drop for DeliveryLog {
+    fn drop(&mut self) {
+        let _ = self.flush();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn timestamps_are_rfc3339_utc() {
+        let t = |s: u64, ms: u64| SystemTime::UNIX_EPOCH + Duration::from_millis(s * 1000 + ms);
+        assert_eq!(timestamp(t(0, 0)), "1970-01-01T00:00:00.000Z");
+        assert_eq!(timestamp(t(951_782_400, 5)), "2000-02-29T00:00:00.005Z");
+        assert_eq!(timestamp(t(1_795_435_199, 999)), "2026-11-23T11:59:59.999Z");
+    }
+
+    #[test]
+    fn writes_one_json_object_per_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("logs/delivery.jsonl");
+        let log = DeliveryLog::open(&path).unwrap();
+        let event = LogEvent {
+            ts: timestamp(SystemTime::UNIX_EPOCH),
+            campaign: 1,
+            batch: 2,
+            recipient: "a@b.test",
+            status: "bounced",
+            code: 550,
+            enhanced: "5.1.1".into(),
+            reply: "user \"unknown\"\r\n",
+            mx: "mx.b.test",
+            ip: "127.0.0.2".into(),
+            tls: false,
+            attempt: 1,
+            latency_ms: 3,
+            level: "recipient",
+            class: Some("bad_mailbox"),
+            next_attempt: None,
+        };
+        log.write(&event).unwrap();
+        log.write(&event).unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2);
+        let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+        for key in ["ts", "campaign", "batch", "recipient", "status", "code", "enhanced", "reply", "mx", "ip", "tls", "attempt", "latency_ms"] {
+            assert!(v.get(key).is_some(), "missing {key}");
+        }
+        assert_eq!(v["reply"], "user \"unknown\"\r\n");
+        assert!(v.get("next_attempt").is_none());
+    }
+}
