@@ -1,5 +1,26 @@
 //! volley's delivery engine: the SMTP client and server state machines, DNS MX
 //! resolution, connection pools and per-site shaping, mail merge and DKIM.
 //!
-//! Not built yet: this crate holds the place DESIGN.md gives it. The delivery issue
-//! fills it; until then the queue (`volley-queue`) is the only moving part.
+//! It does not render templates (a [`source::MessageSource`] does, at send time) nor
+//! decide what to send: it delivers what the spool holds and records each reply in
+//! the recipient's state slot and the delivery log.
+//!
+//! # Layout
+//! - [`smtp`]: the SMTP protocol, apart from I/O: reply parser, EHLO capabilities,
+//!   dot-stuffing, and the client [`smtp::Session`] state machine.
+//! - [`conn`]: the tokio driver of one outgoing connection (TCP, STARTTLS, timeouts).
+//! - [`tls`]: rustls client configurations (opportunistic, verified).
+//! - [`mx`]: MX resolution with hickory-resolver, implicit and null MX, caching.
+//! - [`engine`]: a delivery round: due work, sites, connection workers, recording.
+//! - [`outcome`], [`shaping`]: pure decisions (reply to outcome; rate, backoff, pause).
+//! - [`log`]: the JSON-lines delivery log. [`source`]: where messages come from.
+
+pub mod conn;
+pub mod engine;
+pub mod log;
+pub mod mx;
+pub mod outcome;
+pub mod shaping;
+pub mod smtp;
+pub mod source;
+pub mod tls;

@@ -114,13 +114,19 @@ impl DeliveryLog {
     pub fn write(&self, event: &LogEvent<'_>) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');
-        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         out.write_all(&line)
     }
 
     /// Writes buffered lines to the file.
     pub fn flush(&self) -> std::io::Result<()> {
-        let mut out = self.out.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut out = self
+            .out
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
         out.flush()
     }
 }
@@ -174,7 +180,21 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert_eq!(lines.len(), 2);
         let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
-        for key in ["ts", "campaign", "batch", "recipient", "status", "code", "enhanced", "reply", "mx", "ip", "tls", "attempt", "latency_ms"] {
+        for key in [
+            "ts",
+            "campaign",
+            "batch",
+            "recipient",
+            "status",
+            "code",
+            "enhanced",
+            "reply",
+            "mx",
+            "ip",
+            "tls",
+            "attempt",
+            "latency_ms",
+        ] {
             assert!(v.get(key).is_some(), "missing {key}");
         }
         assert_eq!(v["reply"], "user \"unknown\"\r\n");

@@ -151,7 +151,11 @@ mod tests {
             (554, Some(0), Verdict::Permanent(BounceClass::Other)),
         ];
         for (code, subject, expected) in table {
-            assert_eq!(Verdict::from_reply(code, subject), expected, "{code} x.{subject:?}");
+            assert_eq!(
+                Verdict::from_reply(code, subject),
+                expected,
+                "{code} x.{subject:?}"
+            );
         }
     }
 
@@ -164,16 +168,47 @@ mod tests {
         let t0 = 1_000_000;
         let table = [
             // (attempts, now, expected)
-            (1, t0, Outcome::Deferred { next_attempt: t0 + 60 }),
-            (2, t0 + 60, Outcome::Deferred { next_attempt: t0 + 660 }),
-            (3, t0 + 660, Outcome::Deferred { next_attempt: t0 + 1260 }),
-            (6, t0 + 3000, Outcome::Deferred { next_attempt: t0 + 3600 }),
+            (
+                1,
+                t0,
+                Outcome::Deferred {
+                    next_attempt: t0 + 60,
+                },
+            ),
+            (
+                2,
+                t0 + 60,
+                Outcome::Deferred {
+                    next_attempt: t0 + 660,
+                },
+            ),
+            (
+                3,
+                t0 + 660,
+                Outcome::Deferred {
+                    next_attempt: t0 + 1260,
+                },
+            ),
+            (
+                6,
+                t0 + 3000,
+                Outcome::Deferred {
+                    next_attempt: t0 + 3600,
+                },
+            ),
             (7, t0 + 3001, Outcome::Expired),
         ];
         for (attempts, now, expected) in table {
-            assert_eq!(decide(Verdict::Temporary, attempts, t0, now, &retry), expected, "attempt {attempts}");
+            assert_eq!(
+                decide(Verdict::Temporary, attempts, t0, now, &retry),
+                expected,
+                "attempt {attempts}"
+            );
         }
-        assert_eq!(decide(Verdict::Accepted, 9, t0, t0 + 9999, &retry), Outcome::Delivered);
+        assert_eq!(
+            decide(Verdict::Accepted, 9, t0, t0 + 9999, &retry),
+            Outcome::Delivered
+        );
         assert_eq!(
             decide(Verdict::Permanent(BounceClass::Policy), 1, t0, t0, &retry),
             Outcome::Bounced(BounceClass::Policy)

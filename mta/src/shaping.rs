@@ -97,7 +97,15 @@ mod tests {
     #[test]
     fn backoff_doubles_up_to_the_cap() {
         let s = Duration::from_secs;
-        let table = [(0, s(0)), (1, s(10)), (2, s(20)), (3, s(40)), (6, s(320)), (7, s(600)), (99, s(600))];
+        let table = [
+            (0, s(0)),
+            (1, s(10)),
+            (2, s(20)),
+            (3, s(40)),
+            (6, s(320)),
+            (7, s(600)),
+            (99, s(600)),
+        ];
         for (failures, wait) in table {
             assert_eq!(backoff(failures, s(10), s(600)), wait, "{failures}");
         }
@@ -107,7 +115,11 @@ mod tests {
     fn pauses_on_421_and_configured_texts() {
         let patterns = vec!["Try Again Later".to_owned(), "4.7.28".to_owned()];
         assert!(pauses_site(421, "", &patterns));
-        assert!(pauses_site(450, "4.7.28 unusual rate of unsolicited mail", &patterns));
+        assert!(pauses_site(
+            450,
+            "4.7.28 unusual rate of unsolicited mail",
+            &patterns
+        ));
         assert!(pauses_site(451, "please TRY AGAIN LATER", &patterns));
         assert!(!pauses_site(451, "greylisted", &patterns));
         assert!(!pauses_site(550, "user unknown", &[]));

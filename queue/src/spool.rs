@@ -377,7 +377,8 @@ impl Spool {
 
     /// Declares a batch done: checks every recipient is final, flushes its slots
     /// (msync) and moves it to `done/`. Returns the new path.
-    pub fn complete(&self, batch: MappedBatch) -> Result<PathBuf, QueueError> {
+    /// The mapping stays usable (it refers to the file, now under `done/`).
+    pub fn complete(&self, batch: &MappedBatch) -> Result<PathBuf, QueueError> {
         self.writable()?;
         let counts = batch.counts()?;
         if counts.unfinished() > 0 {
@@ -388,7 +389,6 @@ impl Spool {
         }
         batch.sync()?;
         let from = batch.path().to_owned();
-        drop(batch);
         let dest = self.done_dir().join(from.file_name().unwrap_or_default());
         fs::rename(&from, &dest).map_err(|e| QueueError::io("move to done", &from, e))?;
         fsync_dir(&self.done_dir())?;

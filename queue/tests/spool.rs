@@ -100,7 +100,7 @@ fn a_batch_is_completed_only_when_every_recipient_is_final() {
             },
         )
         .unwrap();
-    let err = spool.complete(batch).unwrap_err();
+    let err = spool.complete(&batch).unwrap_err();
     assert!(
         matches!(err, QueueError::NotFinished { unfinished: 1, .. }),
         "{err}"
@@ -115,7 +115,7 @@ fn a_batch_is_completed_only_when_every_recipient_is_final() {
             },
         )
         .unwrap();
-    let done = spool.complete(batch).unwrap();
+    let done = spool.complete(&batch).unwrap();
     assert!(done.starts_with(spool.done_dir()));
     assert!(!path.exists());
     let recovery = spool.recover().unwrap();

@@ -1,0 +1,394 @@
+//! One destination site: its queue of due recipients, its limits, and the
+//! connection workers that drain it.
+
+use std::collections::{HashMap, VecDeque};
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use volley_conf::{SiteLimits, TlsPolicy};
+
+use crate::conn::{connect_tcp, Connection};
+use crate::engine::record::{Answer, Via};
+use crate::engine::work::Item;
+use crate::engine::Shared;
+use crate::outcome::{BounceClass, Verdict};
+use crate::shaping::{backoff, pauses_site, RateLimit};
+use crate::smtp::client::{CloseReason, Event, SessionConfig, Transaction, TransactionResult};
+
+/// Consecutive rounds of failing to connect to every host of a site before its
+/// remaining recipients are deferred (a daemon round comes back later).
+const CONNECT_ROUNDS: u32 = 3;
+
+/// A host to connect to: name (for logs, TLS) and addresses.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// MX or smarthost name.
+    pub name: String,
+    /// Its addresses, in the order to try.
+    pub addrs: Vec<IpAddr>,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// A destination site for one round.
+#[derive(Debug)]
+pub struct Site {
+    /// The site key (sorted MX names, or `route:host:port`).
+    pub key: String,
+    /// Hosts in preference order.
+    pub hosts: Vec<Host>,
+    /// Limits from `[site]` and the matching `[[site_override]]`.
+    pub limits: SiteLimits,
+    /// STARTTLS policy.
+    pub tls: TlsPolicy,
+    queue: Mutex<VecDeque<Item>>,
+    rate: Mutex<RateLimit>,
+    paused_until: Mutex<Option<Instant>>,
+    failures: AtomicU32,
+}
+
+impl Site {
+    /// A site with its recipients.
+    pub fn new(
+        key: String,
+        hosts: Vec<Host>,
+        limits: SiteLimits,
+        tls: TlsPolicy,
+        items: Vec<Item>,
+    ) -> Site {
+        let rate = RateLimit::new(limits.max_messages_per_second, Instant::now());
+        Site {
+            key,
+            hosts,
+            limits,
+            tls,
+            queue: Mutex::new(items.into()),
+            rate: Mutex::new(rate),
+            paused_until: Mutex::new(None),
+            failures: AtomicU32::new(0),
+        }
+    }
+
+    fn pop(&self) -> Option<Item> {
+        lock(&self.queue).pop_front()
+    }
+
+    fn push_front(&self, item: Item) {
+        lock(&self.queue).push_front(item);
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    fn pause(&self, for_: Duration) {
+        let until = Instant::now() + for_;
+        let mut paused = lock(&self.paused_until);
+        if paused.is_none_or(|p| p < until) {
+            *paused = Some(until);
+        }
+    }
+
+    async fn wait_if_paused(&self) {
+        let until = *lock(&self.paused_until);
+        if let Some(until) = until {
+            tokio::time::sleep_until(until.into()).await;
+        }
+    }
+
+    /// How many connection workers to start: enough to carry the queue at the
+    /// configured messages per connection, within the connection limit.
+    pub fn workers(&self) -> usize {
+        let per_conn = self.limits.max_messages_per_connection.max(1) as usize;
+        self.len()
+            .div_ceil(per_conn)
+            .clamp(1, self.limits.max_connections.max(1) as usize)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Drains a site with its workers; returns when its queue is empty.
+pub async fn run(site: Arc<Site>, shared: Arc<Shared>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..site.workers() {
+        tasks.spawn(worker_loop(site.clone(), shared.clone(), worker));
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(err) = joined {
+            tracing::error!(site = %site.key, %err, "site worker failed");
+        }
+    }
+    // Anything left (every worker gave up): defer it, never drop it.
+    while let Some(item) = site.pop() {
+        defer_connection(
+            &shared,
+            &item,
+            "no connection to the site could be used",
+            &Via::default(),
+        );
+    }
+}
+
+fn defer_connection(shared: &Shared, item: &Item, reason: &str, via: &Via) {
+    let answer = Answer {
+        code: 0,
+        enhanced: String::new(),
+        subject: None,
+        text: reason,
+        connection_level: true,
+    };
+    shared
+        .recorder
+        .record(item, Verdict::Temporary, &answer, via, Instant::now());
+}
+
+async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, worker: usize) {
+    loop {
+        site.wait_if_paused().await;
+        if site.len() == 0 {
+            return;
+        }
+        let Ok(_permit) = shared.connections.clone().acquire_owned().await else {
+            return;
+        };
+        let opened = open(&site, &shared, worker).await;
+        let (conn, via) = match opened {
+            Ok(pair) => pair,
+            Err(reason) => {
+                let failures = site.failures.fetch_add(1, Ordering::AcqRel) + 1;
+                tracing::warn!(site = %site.key, failures, %reason, "cannot connect to any host of the site");
+                if failures >= CONNECT_ROUNDS {
+                    let via = Via {
+                        mx: site
+                            .hosts
+                            .first()
+                            .map(|h| h.name.clone())
+                            .unwrap_or_default(),
+                        ..Via::default()
+                    };
+                    while let Some(item) = site.pop() {
+                        defer_connection(&shared, &item, &reason, &via);
+                    }
+                    return;
+                }
+                let wait = backoff(
+                    failures,
+                    site.limits.connect_backoff,
+                    site.limits.connect_backoff_max,
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+        };
+        site.failures.store(0, Ordering::Release);
+        deliver(&site, &shared, conn, &via).await;
+    }
+}
+
+/// Connects to the first host (in preference order) that accepts a connection and
+/// completes the greeting, EHLO and STARTTLS; the next host is tried on failure.
+async fn open(site: &Site, shared: &Shared, worker: usize) -> Result<(Connection, Via), String> {
+    let mut last = String::from("no address for any host");
+    for host in &site.hosts {
+        for &ip in &host.addrs {
+            let addr = SocketAddr::new(ip, host.port);
+            let source = shared.source_address(worker);
+            let stream = match connect_tcp(addr, source, shared.timeouts.connect).await {
+                Ok(s) => s,
+                Err(err) => {
+                    last = err.to_string();
+                    continue;
+                }
+            };
+            let tls_config = match site.tls {
+                TlsPolicy::Required if shared.tls_verify => Some(shared.tls.verified.clone()),
+                TlsPolicy::Disabled => None,
+                _ => Some(shared.tls.opportunistic.clone()),
+            };
+            let config = SessionConfig {
+                tls: match site.tls {
+                    TlsPolicy::Opportunistic => crate::smtp::client::TlsMode::Opportunistic,
+                    TlsPolicy::Required => crate::smtp::client::TlsMode::Required,
+                    TlsPolicy::Disabled => crate::smtp::client::TlsMode::Disabled,
+                },
+                ..shared.session.clone()
+            };
+            let mut conn = Connection::new(
+                stream,
+                config,
+                shared.timeouts,
+                tls_config.map(|c| (c, host.name.clone())),
+            );
+            match conn.next_event().await {
+                Ok(Event::Ready(_)) => {
+                    let via = Via {
+                        mx: host.name.clone(),
+                        ip: Some(ip),
+                        tls: conn.encrypted,
+                    };
+                    return Ok((conn, via));
+                }
+                Ok(Event::Closed(reason)) => last = format!("{} [{}]: {reason:?}", host.name, ip),
+                Ok(other) => last = format!("{} [{}]: unexpected {other:?}", host.name, ip),
+                Err(err) => last = format!("{} [{}]: {err}", host.name, ip),
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Sends up to `max_messages_per_connection` messages over one connection,
+/// keeping up to `pipeline_depth` transactions in flight.
+async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via) {
+    let depth = shared.pipeline_depth;
+    let max = site.limits.max_messages_per_connection as usize;
+    let mut sent = 0usize;
+    let mut pending: HashMap<u64, (Item, Instant)> = HashMap::new();
+    let mut body = BytesMut::with_capacity(16 * 1024);
+    let mut stop = false;
+    loop {
+        // Fill the pipeline.
+        while !stop && pending.len() < depth && sent < max {
+            let taken = lock(&site.rate).take(Instant::now());
+            if let Err(wait) = taken {
+                if pending.is_empty() {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                break;
+            }
+            let Some(item) = site.pop() else { break };
+            let view = item.batch.map.view();
+            let index = item.index as usize;
+            let rcpt = view
+                .recipient(index)
+                .map(|r| r.address())
+                .unwrap_or_default();
+            body.clear();
+            let rendered = shared
+                .source
+                .envelope_from(&view, index)
+                .and_then(|from| shared.source.render(&view, index, &mut body).map(|()| from));
+            let from = match rendered {
+                Ok(from) => from,
+                Err(err) => {
+                    let answer = Answer {
+                        code: 0,
+                        enhanced: String::new(),
+                        subject: None,
+                        text: &err.0,
+                        connection_level: false,
+                    };
+                    shared.recorder.record(
+                        &item,
+                        Verdict::Permanent(BounceClass::Content),
+                        &answer,
+                        via,
+                        Instant::now(),
+                    );
+                    continue;
+                }
+            };
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let tx = Transaction {
+                id,
+                mail_from: from,
+                rcpt_to: vec![rcpt],
+                body: body.split().freeze(),
+            };
+            shared.recorder.mark_in_flight(&item);
+            match conn.enqueue(tx) {
+                Ok(()) => {
+                    pending.insert(id, (item, Instant::now()));
+                    sent += 1;
+                }
+                Err(_) => {
+                    site.push_front(item);
+                    stop = true;
+                }
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        match conn.next_event().await {
+            Ok(Event::TransactionDone(result)) => {
+                if let Some((item, started)) = pending.remove(&result.id) {
+                    if record_result(site, shared, &item, &result, via, started) {
+                        stop = true;
+                    }
+                }
+            }
+            Ok(Event::Closed(reason)) => {
+                tracing::debug!(site = %site.key, ?reason, "connection closed");
+                if matches!(reason, CloseReason::Failed(_)) {
+                    site.pause(site.limits.pause.min(Duration::from_secs(1)));
+                }
+                break;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(site = %site.key, %err, "connection failed");
+                break;
+            }
+        }
+    }
+    // Transactions that never got a result (connection gone): connection-level.
+    for (_, (item, started)) in pending.drain() {
+        let answer = Answer {
+            code: 0,
+            enhanced: String::new(),
+            subject: None,
+            text: "connection lost before the reply",
+            connection_level: true,
+        };
+        shared
+            .recorder
+            .record(&item, Verdict::Temporary, &answer, via, started);
+    }
+    conn.quit().await;
+}
+
+/// Records one transaction's result; returns true if the site must pause.
+fn record_result(
+    site: &Site,
+    shared: &Shared,
+    item: &Item,
+    result: &TransactionResult,
+    via: &Via,
+    started: Instant,
+) -> bool {
+    let mut pause = false;
+    for rcpt in &result.rcpts {
+        let reply = &rcpt.reply;
+        let text = reply.text();
+        let subject = reply.enhanced.as_ref().map(|e| e.subject);
+        let verdict = Verdict::from_reply(reply.code, subject);
+        if pauses_site(reply.code, &text, &site.limits.pause_patterns) {
+            pause = true;
+        }
+        let answer = Answer {
+            code: reply.code,
+            enhanced: reply
+                .enhanced
+                .as_ref()
+                .map(|e| e.to_string())
+                .unwrap_or_default(),
+            subject,
+            text: &text,
+            connection_level: rcpt.local || reply.code == 421,
+        };
+        shared.recorder.record(item, verdict, &answer, via, started);
+    }
+    if pause {
+        tracing::info!(site = %site.key, pause = ?site.limits.pause, "site paused");
+        site.pause(site.limits.pause);
+    }
+    pause
+}

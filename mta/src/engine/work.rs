@@ -1,0 +1,124 @@
+//! The work of one delivery round: live batches, and the recipients due now
+//! grouped by destination domain.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
+
+/// A batch being delivered from, with the time its recipients were queued.
+#[derive(Debug)]
+pub struct LiveBatch {
+    /// The mapping, whose slots record every outcome.
+    pub map: MappedBatch,
+}
+
+/// One recipient to attempt: its batch and index.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The batch.
+    pub batch: Arc<LiveBatch>,
+    /// Recipient index in the batch.
+    pub index: u32,
+}
+
+/// What a round starts from.
+#[derive(Debug, Default)]
+pub struct Work {
+    /// Every live batch opened for this round (all are synced and checked for
+    /// completion at the end).
+    pub batches: Vec<Arc<LiveBatch>>,
+    /// Due recipients per lower-cased destination domain.
+    pub by_domain: HashMap<String, Vec<Item>>,
+    /// Recipients found in flight (left by a crash) and reset to pending: they may
+    /// have been delivered already, so they are the possible duplicates.
+    pub in_flight_reset: u64,
+    /// Recipients not due yet (deferred with a later next attempt).
+    pub not_due: u64,
+    /// Corrupt batch files quarantined by the recovery scan.
+    pub quarantined: u64,
+}
+
+/// Scans the spool (quarantining corrupt files), maps every batch with
+/// unfinished recipients, resets in-flight recipients, and collects those due at
+/// `now` (unix seconds).
+pub fn collect(spool: &Spool, now: u64) -> Result<Work, QueueError> {
+    let recovery = spool.recover()?;
+    let mut work = Work {
+        quarantined: recovery.quarantined.len() as u64,
+        ..Work::default()
+    };
+    for status in recovery.batches {
+        let map = match MappedBatch::open(&status.path) {
+            Ok(map) => map,
+            Err(err @ QueueError::Corrupt { .. }) => {
+                spool.quarantine(&status.path, &err.to_string())?;
+                work.quarantined += 1;
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        if status.counts.unfinished() == 0 {
+            spool.complete(&map)?;
+            continue;
+        }
+        work.in_flight_reset += map.reset_in_flight()? as u64;
+        let batch = Arc::new(LiveBatch { map });
+        let view = batch.map.view();
+        for (index, recipient) in view.recipients().enumerate() {
+            let slot = batch.map.slot(index).map_err(|fault| QueueError::Corrupt {
+                path: status.path.clone(),
+                fault,
+            })?;
+            if !is_due(slot, now) {
+                if !slot.state.is_final() {
+                    work.not_due += 1;
+                }
+                continue;
+            }
+            let domain = String::from_utf8_lossy(recipient.domain).to_ascii_lowercase();
+            work.by_domain.entry(domain).or_default().push(Item {
+                batch: batch.clone(),
+                index: index as u32,
+            });
+        }
+        work.batches.push(batch);
+    }
+    Ok(work)
+}
+
+/// Whether a recipient in `slot` should be attempted at `now`.
+pub fn is_due(slot: Slot, now: u64) -> bool {
+    match slot.state {
+        State::Pending | State::InFlight => true,
+        State::Deferred => slot.next_attempt <= now,
+        State::Delivered | State::Bounced | State::Expired => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn due_recipients() {
+        let s = |state, next_attempt| Slot {
+            state,
+            attempts: 1,
+            code: 451,
+            next_attempt,
+        };
+        let table = [
+            (s(State::Pending, 0), true),
+            (s(State::InFlight, 0), true),
+            (s(State::Deferred, 100), true),
+            (s(State::Deferred, 101), false),
+            (s(State::Delivered, 0), false),
+            (s(State::Bounced, 0), false),
+            (s(State::Expired, 0), false),
+        ];
+        for (slot, due) in table {
+            assert_eq!(is_due(slot, 100), due, "{slot:?}");
+        }
+    }
+}

@@ -1,0 +1,288 @@
+//! The delivery engine end to end: batches in a spool, MX records from a real
+//! dnsmasq, real receivers (Postfix smtp-sink, scripted aiosmtpd) on 127.0.0.x.
+
+mod support;
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use support::dnsmasq::{DnsMasq, Record};
+use support::smtp_sink::{SinkOptions, SmtpSink};
+use volley_conf::Config;
+use volley_mta::engine::{Engine, RunReport};
+use volley_mta::source::StaticMessage;
+use volley_queue::{BatchBuilder, BatchMeta, MappedBatch, Spool, State};
+
+/// A message with the lines SMTP must treat with care: leading dots, a lone dot,
+/// bare LF line ends.
+const MESSAGE: &[u8] =
+    b"From: sender@volley.test\nSubject: hello\n\n.leading dot\n.\nbare LF line\r\nlast line";
+
+struct Fixture {
+    dir: tempfile::TempDir,
+    config: Config,
+}
+
+impl Fixture {
+    fn new(dns: &DnsMasq, smtp_port: u16) -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = Config::default();
+        config.spool.dir = dir.path().join("spool");
+        config.dns.nameservers = vec![dns.addr];
+        config.dns.timeout = Duration::from_secs(2);
+        config.delivery.smtp_port = smtp_port;
+        config.delivery.helo_name = "volley.test".into();
+        config.delivery.log = dir.path().join("delivery.jsonl");
+        config.delivery.connect_timeout = Duration::from_secs(2);
+        config.retry.intervals = vec![Duration::from_secs(1)];
+        config.site.connect_backoff = Duration::from_millis(50);
+        config.site.connect_backoff_max = Duration::from_millis(200);
+        Fixture { dir, config }
+    }
+
+    fn spool_dir(&self) -> PathBuf {
+        self.config.spool.dir.clone()
+    }
+
+    /// Writes one batch per list of addresses (campaign 1, batch ids from 0).
+    fn queue(&self, batches: &[Vec<String>]) -> Vec<PathBuf> {
+        let spool = Spool::open(&self.spool_dir()).unwrap();
+        let files: Vec<Vec<u8>> = batches
+            .iter()
+            .enumerate()
+            .map(|(i, addrs)| {
+                let meta = BatchMeta {
+                    batch_id: i as u64,
+                    campaign_id: 1,
+                    content_hash: [0; 32],
+                    created_at: now(),
+                };
+                let mut b = BatchBuilder::new(meta, &["name"]).unwrap();
+                for a in addrs {
+                    b.push(a, &["x"]).unwrap();
+                }
+                b.finish().unwrap()
+            })
+            .collect();
+        spool
+            .write_batches(files.iter().map(Vec::as_slice))
+            .unwrap()
+    }
+
+    fn engine(&self) -> Engine {
+        let spool = Spool::open(&self.spool_dir()).unwrap();
+        let source = Arc::new(StaticMessage {
+            from: "bounces@volley.test".into(),
+            message: Bytes::from_static(MESSAGE),
+        });
+        Engine::new(self.config.clone(), spool, source, None).unwrap()
+    }
+
+    fn run_once(&self) -> RunReport {
+        let engine = self.engine();
+        runtime().block_on(engine.run_once()).unwrap()
+    }
+
+    fn log(&self) -> Vec<serde_json::Value> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("delivery.jsonl")).unwrap_or_default();
+        text.lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    fn log_for(&self, recipient: &str) -> Vec<serde_json::Value> {
+        self.log()
+            .into_iter()
+            .filter(|e| e["recipient"] == recipient)
+            .collect()
+    }
+}
+
+fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn ip(last: u8) -> Ipv4Addr {
+    Ipv4Addr::new(127, 0, 0, last)
+}
+
+fn addrs(domain: &str, n: usize) -> Vec<String> {
+    (0..n).map(|i| format!("user{i}@{domain}")).collect()
+}
+
+fn states(path: &Path) -> Vec<State> {
+    let b = MappedBatch::open(path).unwrap();
+    (0..b.len()).map(|i| b.slot(i).unwrap().state).collect()
+}
+
+/// The body as the sink received it must be the message with CRLF line ends and
+/// dots intact (the sink removes the transparency dots).
+fn expected_body() -> Vec<u8> {
+    let text = String::from_utf8_lossy(MESSAGE)
+        .replace("\r\n", "\n")
+        .replace('\n', "\r\n");
+    format!("{text}\r\n").into_bytes()
+}
+
+#[test]
+fn delivers_every_recipient_through_mx_to_smtp_sink() {
+    let sink = SmtpSink::start(ip(2), SinkOptions::plain());
+    let port = sink.addr().port();
+    let dns = DnsMasq::start(&[
+        Record::mx("a.test", "mx.shared.test", 10),
+        Record::mx("b.test", "mx.shared.test", 10),
+        Record::addr("mx.shared.test", "127.0.0.2"),
+    ]);
+    let f = Fixture::new(&dns, port);
+    let paths = f.queue(&[
+        addrs("a.test", 100),
+        addrs("b.test", 100),
+        addrs("a.test", 50)[..].to_vec(),
+    ]);
+
+    let report = f.run_once();
+    assert_eq!(
+        (
+            report.attempted,
+            report.delivered,
+            report.deferred,
+            report.bounced
+        ),
+        (250, 250, 0, 0),
+        "{report:?}"
+    );
+    assert_eq!(report.batches_completed, 3);
+
+    let messages = sink
+        .wait_for_messages(250, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(messages.len(), 250);
+    let parsed = sink.parsed_messages();
+    let mut rcpts: Vec<String> = parsed
+        .iter()
+        .flat_map(|m| m.rcpt_tos().into_iter().map(str::to_owned))
+        .collect();
+    rcpts.sort();
+    rcpts.dedup();
+    assert_eq!(rcpts.len(), 200, "every distinct recipient arrived");
+    for m in &parsed {
+        assert_eq!(m.mail_from(), "bounces@volley.test");
+        assert_eq!(m.body_crlf(), expected_body(), "bytes that arrived");
+    }
+    // Batches are finished and moved; their slots say delivered.
+    for p in &paths {
+        assert!(!p.exists());
+        let done = f.spool_dir().join("done").join(p.file_name().unwrap());
+        assert!(states(&done).iter().all(|&s| s == State::Delivered));
+    }
+    // One log line per recipient attempt, with every field.
+    let log = f.log();
+    assert_eq!(log.len(), 250);
+    let e = &f.log_for("user7@b.test")[0];
+    assert_eq!(e["status"], "delivered");
+    assert_eq!(e["code"], 250);
+    assert_eq!(e["mx"], "mx.shared.test");
+    assert_eq!(e["ip"], "127.0.0.2");
+    assert_eq!(e["attempt"], 1);
+    assert_eq!(e["campaign"], 1);
+    assert_eq!(e["batch"], 1);
+    for key in ["ts", "enhanced", "reply", "tls", "latency_ms"] {
+        assert!(e.get(key).is_some(), "log lacks {key}: {e}");
+    }
+    // Nothing left to do.
+    let again = f.run_once();
+    assert_eq!(again.attempted, 0);
+}
+
+#[test]
+fn falls_back_to_the_next_mx_when_the_primary_is_down() {
+    let sink = SmtpSink::start(ip(3), SinkOptions::plain());
+    let dns = DnsMasq::start(&[
+        Record::mx("fallback.test", "mx1.fallback.test", 10),
+        Record::mx("fallback.test", "mx2.fallback.test", 20),
+        // Nothing listens on 127.0.0.4 at the sink's port: connection refused.
+        Record::addr("mx1.fallback.test", "127.0.0.4"),
+        Record::addr("mx2.fallback.test", "127.0.0.3"),
+    ]);
+    let f = Fixture::new(&dns, sink.addr().port());
+    f.queue(&[addrs("fallback.test", 5)]);
+    let report = f.run_once();
+    assert_eq!(report.delivered, 5, "{report:?}");
+    sink.wait_for_messages(5, Duration::from_secs(10)).unwrap();
+    assert!(f
+        .log()
+        .iter()
+        .all(|e| e["mx"] == "mx2.fallback.test" && e["ip"] == "127.0.0.3"));
+}
+
+#[test]
+fn implicit_mx_delivers_to_the_domains_own_address() {
+    let sink = SmtpSink::start(ip(5), SinkOptions::plain());
+    let dns = DnsMasq::start(&[Record::addr("implicit.test", "127.0.0.5")]);
+    let f = Fixture::new(&dns, sink.addr().port());
+    f.queue(&[addrs("implicit.test", 2)]);
+    assert_eq!(f.run_once().delivered, 2);
+    assert_eq!(f.log()[0]["mx"], "implicit.test");
+}
+
+#[test]
+fn null_mx_and_nxdomain_bounce_without_a_connection() {
+    let dns = DnsMasq::start(&[Record::null_mx("nullmx.test")]);
+    let f = Fixture::new(&dns, 9);
+    let paths = f.queue(&[vec!["a@nullmx.test".into(), "b@nxdomain.test".into()]]);
+    let report = f.run_once();
+    assert_eq!((report.bounced, report.deferred), (2, 0), "{report:?}");
+    for r in ["a@nullmx.test", "b@nxdomain.test"] {
+        let e = &f.log_for(r)[0];
+        assert_eq!(e["status"], "bounced", "{e}");
+        assert_eq!(e["class"], "no_such_domain", "{e}");
+        assert_eq!(e["level"], "connection", "{e}");
+    }
+    assert!(f.log_for("a@nullmx.test")[0]["reply"]
+        .as_str()
+        .unwrap()
+        .to_lowercase()
+        .contains("null mx"));
+    let done = f
+        .spool_dir()
+        .join("done")
+        .join(paths[0].file_name().unwrap());
+    assert_eq!(states(&done), vec![State::Bounced, State::Bounced]);
+}
+
+#[test]
+fn an_unreachable_site_defers_its_recipients_as_connection_failures() {
+    let dns = DnsMasq::start(&[
+        Record::mx("down.test", "mx.down.test", 10),
+        Record::addr("mx.down.test", "127.0.0.6"),
+    ]);
+    // Nothing listens on 127.0.0.6:<this port>.
+    let port = support::port::free_port(ip(6));
+    let f = Fixture::new(&dns, port);
+    let paths = f.queue(&[addrs("down.test", 3)]);
+    let report = f.run_once();
+    assert_eq!(report.deferred, 3, "{report:?}");
+    let e = &f.log_for("user0@down.test")[0];
+    assert_eq!(
+        (e["status"].as_str(), e["level"].as_str()),
+        (Some("deferred"), Some("connection"))
+    );
+    assert!(e["next_attempt"].as_u64().unwrap() >= now());
+    assert!(paths[0].exists(), "the batch stays live");
+    assert!(states(&paths[0]).iter().all(|&s| s == State::Deferred));
+}

@@ -1,0 +1,19 @@
+//! Test peers for the delivery engine's end-to-end tests: real SMTP receivers on
+//! 127.0.0.x, started per test and killed on Drop.
+//!
+//! * [`smtp_sink`]: Postfix `smtp-sink`, a fast receiver that dumps each message.
+//! * [`scripted`]: an aiosmtpd receiver driven by a JSON scenario (per-recipient
+//!   replies, deferrals, 421, dropped connections, delays, STARTTLS).
+//! * [`postfix`]: a private real Postfix (CHUNKING, SMTPUTF8, STARTTLS); root only.
+//! * [`dnsmasq`]: a DNS server for MX/A lookups (maintained separately).
+//! * [`port`]: free ports and waiting for listeners; [`process`]: child processes.
+//!
+//! Each test binary declares `mod support;` and uses a subset, hence the allow.
+#![allow(dead_code)]
+
+pub mod dnsmasq;
+pub mod port;
+pub mod postfix;
+pub mod process;
+pub mod scripted;
+pub mod smtp_sink;
