@@ -12,6 +12,7 @@
 #![allow(dead_code)]
 
 pub mod dnsmasq;
+pub mod engine;
 pub mod port;
 pub mod postfix;
 pub mod process;

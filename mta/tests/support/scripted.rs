@@ -272,9 +272,9 @@ impl Scripted {
 }
 
 /// Writes a self-signed certificate for `mx.tls.test` (SAN DNS:mx.tls.test,
-/// IP:127.0.0.1, valid 2 days, RSA 2048) and its unencrypted key to `dir` with the
-/// `openssl` CLI; returns `(cert.pem, key.pem)`. The certificate is its own CA:
-/// clients trust it by adding `cert.pem` as a root.
+/// IP:127.0.0.1, valid 2 days, RSA 2048, a server certificate with CA:FALSE) and
+/// its unencrypted key to `dir` with the `openssl` CLI; returns `(cert.pem,
+/// key.pem)`. Clients trust it by adding `cert.pem` as a root.
 pub fn self_signed_cert(dir: &Path) -> (PathBuf, PathBuf) {
     self_signed_cert_for(dir, "mx.tls.test", &["mx.tls.test"], &[Ipv4Addr::LOCALHOST])
 }
@@ -308,6 +308,14 @@ pub fn self_signed_cert_for(
         cmd.arg("-addext")
             .arg(format!("subjectAltName={}", san.join(",")));
     }
+    // A server certificate, not a CA: verifiers (webpki) refuse a CA certificate
+    // as the end entity, and clients still trust it when it is given as a root.
+    cmd.args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .args([
+            "-addext",
+            "keyUsage=critical,digitalSignature,keyEncipherment",
+        ])
+        .args(["-addext", "extendedKeyUsage=serverAuth"]);
     let out = run_bounded(&mut cmd, b"", Duration::from_secs(60))
         .unwrap_or_else(|e| panic!("openssl req: {e}"));
     assert!(
