@@ -7,10 +7,10 @@ use serde::Deserialize;
 use crate::delivery::DeliveryConfig;
 use crate::dns::DnsConfig;
 use crate::error::ConfigError;
+use crate::queue::QueueConfig;
 use crate::retry::RetryConfig;
 use crate::route::Route;
 use crate::site::{SiteLimits, SiteOverride};
-use crate::queue::QueueConfig;
 use crate::spool::SpoolConfig;
 
 /// The whole volley configuration: one field per `[section]` of the file.
@@ -110,9 +110,15 @@ mod tests {
             // Arrays of tables have no default entries: the example documents them
             // as a commented-out entry, `# [[name]]` followed by `# key = ...` lines.
             if ARRAY_SECTIONS.contains(&section.as_str()) {
-                assert!(text.contains(&format!("# [[{section}]]")), "example lacks [[{section}]]");
+                assert!(
+                    text.contains(&format!("# [[{section}]]")),
+                    "example lacks [[{section}]]"
+                );
                 for key in known_keys(&format!("[[{section}]]\n__probe = 1")) {
-                    assert!(text.contains(&format!("# {key} = ")), "example lacks {section}.{key}");
+                    assert!(
+                        text.contains(&format!("# {key} = ")),
+                        "example lacks {section}.{key}"
+                    );
                 }
                 continue;
             }

@@ -15,7 +15,10 @@ impl Glob {
         if pattern.is_empty() {
             return Err("empty pattern".into());
         }
-        if let Some(c) = pattern.chars().find(|c| c.is_whitespace() || c.is_control()) {
+        if let Some(c) = pattern
+            .chars()
+            .find(|c| c.is_whitespace() || c.is_control())
+        {
             return Err(format!("pattern {pattern:?} contains {c:?}"));
         }
         Ok(Glob(pattern.trim_end_matches('.').to_ascii_lowercase()))
@@ -94,7 +97,11 @@ mod tests {
             ("*.*.test", "a.test", false),
         ];
         for (pattern, name, expected) in table {
-            assert_eq!(Glob::new(pattern).unwrap().matches(name), expected, "{pattern} ~ {name}");
+            assert_eq!(
+                Glob::new(pattern).unwrap().matches(name),
+                expected,
+                "{pattern} ~ {name}"
+            );
         }
     }
 

@@ -63,7 +63,14 @@ mod tests {
     fn last_interval_repeats() {
         let r = RetryConfig::default();
         let m = |n: u64| Duration::from_secs(60 * n);
-        let table = [(0, m(5)), (1, m(5)), (2, m(10)), (6, m(240)), (7, m(240)), (200, m(240))];
+        let table = [
+            (0, m(5)),
+            (1, m(5)),
+            (2, m(10)),
+            (6, m(240)),
+            (7, m(240)),
+            (200, m(240)),
+        ];
         for (attempts, wait) in table {
             assert_eq!(r.interval_after(attempts), wait, "after {attempts}");
         }

@@ -201,10 +201,23 @@ mod tests {
             ..google.clone()
         };
         let overrides = [google, yahoo];
-        let l = limits_for(&defaults, &overrides, "example.com", &["aspmx.l.google.com"]);
+        let l = limits_for(
+            &defaults,
+            &overrides,
+            "example.com",
+            &["aspmx.l.google.com"],
+        );
         assert_eq!((l.max_connections, l.max_messages_per_second), (20, 50.0));
-        assert_eq!(l.max_messages_per_connection, defaults.max_messages_per_connection);
-        let l = limits_for(&defaults, &overrides, "yahoo.co.uk", &["mta5.am0.yahoodns.net"]);
+        assert_eq!(
+            l.max_messages_per_connection,
+            defaults.max_messages_per_connection
+        );
+        let l = limits_for(
+            &defaults,
+            &overrides,
+            "yahoo.co.uk",
+            &["mta5.am0.yahoodns.net"],
+        );
         assert_eq!(l.max_connections, 5);
         let l = limits_for(&defaults, &overrides, "other.test", &["mx.other.test"]);
         assert_eq!(l, defaults);

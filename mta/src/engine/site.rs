@@ -151,16 +151,18 @@ fn defer_connection(shared: &Shared, item: &Item, reason: &str, via: &Via) {
 async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, worker: usize) {
     loop {
         site.wait_if_paused().await;
-        if site.len() == 0 {
-            return;
-        }
+        // Claim a recipient before connecting, so no worker opens a connection the
+        // others have left nothing to send over.
+        let Some(first) = site.pop() else { return };
         let Ok(_permit) = shared.connections.clone().acquire_owned().await else {
+            site.push_front(first);
             return;
         };
         let opened = open(&site, &shared, worker).await;
         let (conn, via) = match opened {
             Ok(pair) => pair,
             Err(reason) => {
+                site.push_front(first);
                 let failures = site.failures.fetch_add(1, Ordering::AcqRel) + 1;
                 tracing::warn!(site = %site.key, failures, %reason, "cannot connect to any host of the site");
                 if failures >= CONNECT_ROUNDS {
@@ -187,7 +189,7 @@ async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, worker: usize) {
             }
         };
         site.failures.store(0, Ordering::Release);
-        deliver(&site, &shared, conn, &via).await;
+        deliver(&site, &shared, conn, &via, first).await;
     }
 }
 
@@ -245,13 +247,14 @@ async fn open(site: &Site, shared: &Shared, worker: usize) -> Result<(Connection
 
 /// Sends up to `max_messages_per_connection` messages over one connection,
 /// keeping up to `pipeline_depth` transactions in flight.
-async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via) {
+async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, first: Item) {
     let depth = shared.pipeline_depth;
     let max = site.limits.max_messages_per_connection as usize;
     let mut sent = 0usize;
     let mut pending: HashMap<u64, (Item, Instant)> = HashMap::new();
     let mut body = BytesMut::with_capacity(16 * 1024);
     let mut stop = false;
+    let mut claimed = Some(first);
     loop {
         // Fill the pipeline.
         while !stop && pending.len() < depth && sent < max {
@@ -263,7 +266,9 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via) 
                 }
                 break;
             }
-            let Some(item) = site.pop() else { break };
+            let Some(item) = claimed.take().or_else(|| site.pop()) else {
+                break;
+            };
             let view = item.batch.map.view();
             let index = item.index as usize;
             let rcpt = view
@@ -338,6 +343,9 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via) 
                 break;
             }
         }
+    }
+    if let Some(item) = claimed {
+        site.push_front(item);
     }
     // Transactions that never got a result (connection gone): connection-level.
     for (_, (item, started)) in pending.drain() {
