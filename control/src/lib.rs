@@ -1,5 +1,16 @@
-//! volley's control plane: campaigns, partitioning into batches, the gateway registry,
-//! leases, events and suppressions, over an embedded store or PostgreSQL.
+//! volley's control plane: campaigns, partitioning into batches, and (later) the
+//! gateway registry, leases, events and suppressions.
 //!
-//! Not built yet: this crate holds the place DESIGN.md gives it. It never links the
-//! SMTP code; gateways talk to it over HTTP or, on one node, through the same trait.
+//! It never links the SMTP code: it turns a recipient list into batch files in a
+//! spool, and gateways deliver them (in-process on one node, over HTTP in a fleet).
+//!
+//! # Layout
+//! - [`address`]: which recipient addresses are refused before queueing.
+//! - [`recipients`]: reading a CSV recipient list, rejected rows with line numbers.
+//! - [`partition`]: sorting by destination and cutting batch files.
+//! - [`campaign`]: campaign records in the spool, for crash-safe submission.
+
+pub mod address;
+pub mod campaign;
+pub mod partition;
+pub mod recipients;

@@ -8,6 +8,8 @@
 //!   active/       live batches: CAMPAIGN-BATCH.vqb (16 hex digits each)
 //!   done/         batches whose recipients are all final
 //!   quarantine/   corrupt files, each with a NAME.reason beside it
+//!   content/      message templates, content-addressed: HASH.json
+//!   campaigns/    one record per campaign: CAMPAIGN.json
 //! ```
 
 use std::fs::{self, File};
@@ -100,7 +102,7 @@ impl Spool {
     /// Opens (creating if needed) the spool at `root` for delivery, taking its
     /// exclusive lock: one volley process writes a spool at a time.
     pub fn open(root: &Path) -> Result<Spool, QueueError> {
-        for dir in ["tmp", "active", "done", "quarantine"] {
+        for dir in ["tmp", "active", "done", "quarantine", "content", "campaigns"] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(|e| QueueError::io("create", &path, e))?;
         }
@@ -159,6 +161,34 @@ impl Spool {
 
     fn tmp_dir(&self) -> PathBuf {
         self.root.join("tmp")
+    }
+
+    /// Directory of stored message templates (`HASH.json`, 64 hex digits).
+    pub fn content_dir(&self) -> PathBuf {
+        self.root.join("content")
+    }
+
+    /// Directory of campaign records.
+    pub fn campaigns_dir(&self) -> PathBuf {
+        self.root.join("campaigns")
+    }
+
+    /// Writes `bytes` to `path` durably and atomically: a temporary name in the same
+    /// directory, fsync, rename over `path`, directory fsync. For small records
+    /// (campaigns, templates); batch files use [`Spool::write_batches`].
+    pub fn write_atomic(&self, path: &Path, bytes: &[u8]) -> Result<(), QueueError> {
+        self.writable()?;
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(
+            ".{}.tmp",
+            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+        ));
+        let mut file = File::create(&tmp).map_err(|e| QueueError::io("create", &tmp, e))?;
+        file.write_all(bytes)
+            .and_then(|()| file.sync_all())
+            .map_err(|e| QueueError::io("write", &tmp, e))?;
+        fs::rename(&tmp, path).map_err(|e| QueueError::io("rename", path, e))?;
+        fsync_dir(dir)
     }
 
     fn writable(&self) -> Result<(), QueueError> {
