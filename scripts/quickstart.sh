@@ -1,23 +1,91 @@
 #!/usr/bin/env bash
-# One command from a fresh clone to a running volley: builds it (release), writes a
-# 100,000-recipient campaign into a demo spool (./spool-demo), runs the startup
-# recovery scan, and shows the queue by destination domain and one batch.
-# Needs only Rust (cargo) and a C compiler; sends no mail yet (delivery comes next).
+# One command from a fresh clone to a real campaign: builds volley (release),
+# installs Postfix's smtp-sink if missing (as root, unattended; nothing else of
+# Postfix is configured or started), starts it on 127.0.0.77 as the receiver,
+# generates 20,000 recipients with merge fields, and sends them a personalized
+# campaign through volley (progress bar, summary per domain, JSON report).
+# Everything stays on loopback and in ./quickstart/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo >/dev/null || { echo "cargo not found: install Rust from https://rustup.rs" >&2; exit 1; }
+n="${QUICKSTART_RECIPIENTS:-20000}"
+
+if ! command -v smtp-sink >/dev/null && [ ! -x /usr/sbin/smtp-sink ]; then
+  [ "$(id -u)" = 0 ] || { echo "smtp-sink (Debian package postfix) is missing; run as root to install it" >&2; exit 1; }
+  echo "== installing smtp-sink (package postfix, left unconfigured)"
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  guard=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
+  fi
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix
+  if [ "$guard" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+
 echo "== building volley (release)"
 cargo build --release -q -p volley-cli
-volley=./target/release/volley
-spool=./spool-demo
-rm -rf "$spool"
-echo "== writing 100,000 recipients in batches of 100 into $spool"
-"$volley" bench queue --recipients 100000 --batch-size 100 --dir "$spool"
-echo "== recovery scan"
-"$volley" queue recover --spool "$spool"
-echo "== queue by destination domain (top 10)"
-"$volley" queue summary --spool "$spool" | head -n 11
-echo "== the first batch"
-"$volley" queue show 0000000000000001-0000000000000000 --spool "$spool" --values | head -n 14
-echo
-echo "Done. Try: $volley queue summary --spool $spool --json, or $volley --help"
+volley="$PWD/target/release/volley"
+work="$PWD/quickstart"
+rm -rf "$work" && mkdir -p "$work" && chmod 755 "$work"
+
+port=2525
+sink_user=(); [ "$(id -u)" = 0 ] && sink_user=(-u nobody)
+/usr/sbin/smtp-sink -c "${sink_user[@]}" "127.0.0.77:$port" 1000 > "$work/sink.log" 2>&1 &
+sink=$!
+trap 'kill $sink 2>/dev/null || true' EXIT
+for _ in $(seq 50); do
+  (exec 3<>"/dev/tcp/127.0.0.77/$port") 2>/dev/null && break
+  sleep 0.1
+done
+
+python3 - "$n" > "$work/recipients.csv" <<'PY'
+import random, sys
+random.seed(7)
+first = ["Olivia", "Liam", "Zoë", "Noah", "Amélie", "Mateo", "Yuki", "Jürgen", "Aarav", "Ingrid"]
+cities = ["Paris", "Zürich", "São Paulo", "Tokyo", "Austin", "Dublin"]
+domains = ["gmail.example", "yahoo.example", "outlook.example", "corp.example", "mail.example"]
+print("email,first_name,city,plan")
+for i in range(int(sys.argv[1])):
+    name = random.choice(first)
+    print(f"{name.lower().encode('ascii','ignore').decode()}{i}@{random.choice(domains)},{name},{random.choice(cities)},{random.choice(['free','pro'])}")
+PY
+
+cat > "$work/volley.toml" <<EOF2
+[spool]
+dir = "$work/spool"
+
+[queue]
+batch_size = 100
+
+[delivery]
+helo_name = "volley.quickstart.test"
+log = "$work/delivery.jsonl"
+
+# Every domain goes to the local sink instead of its MX: nothing leaves loopback.
+[[route]]
+domain = "*"
+via = "127.0.0.77:$port"
+
+[site]
+max_connections = 4
+max_messages_per_connection = 1000
+EOF2
+
+cat > "$work/campaign.toml" <<'EOF2'
+from = "Volley Quickstart <news@volley.quickstart.test>"
+subject = "Hello {{ first_name | default(\"friend\") }}, news from {{ city }}"
+text = """
+Hi {{ first_name }},
+
+You are on the {{ plan }} plan. This message was rendered for you at send time.
+"""
+html = "<p>Hi <b>{{ first_name }}</b>,</p><p>You are on the {{ plan }} plan.</p>"
+EOF2
+
+echo "== volley send: $n recipients"
+"$volley" send --config "$work/volley.toml" --template "$work/campaign.toml" \
+  --recipients "$work/recipients.csv" --report "$work/report.json"
+echo "== report ($work/report.json)"
+cat "$work/report.json"; echo
+echo "== the sink counted: $(tail -n 1 "$work/sink.log")"
+echo "Delivery log: $work/delivery.jsonl; queue: $volley queue summary --spool $work/spool"

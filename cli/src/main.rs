@@ -12,6 +12,8 @@ use clap::{Parser, Subcommand};
 mod bench;
 mod config_cmd;
 mod queue_cmd;
+mod run;
+mod send;
 mod synth;
 mod table;
 
@@ -35,6 +37,15 @@ enum Command {
     /// Check the configuration file and print the effective settings.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
+    /// Send a personalized campaign: template + CSV recipients, merged at send time.
+    ///
+    /// Example: volley send --config volley.toml --template news.toml --recipients list.csv --report report.json
+    Send(send::SendArgs),
+    /// The delivery daemon: delivers what is in the spool and retries deferred
+    /// recipients; resumes whatever a killed `volley send` left.
+    ///
+    /// Example: volley run --config /etc/volley/volley.toml
+    Run(run::RunArgs),
     /// Benchmarks that print tables and a JSON line.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -52,6 +63,8 @@ fn main() -> ExitCode {
         Command::Queue(cmd) => queue_cmd::run(cmd, cli.config.as_deref()),
         Command::Config(cmd) => config_cmd::run(cmd, cli.config.as_deref()),
         Command::Bench(cmd) => bench::run(cmd, cli.config.as_deref()),
+        Command::Send(args) => send::run(args, cli.config.as_deref()),
+        Command::Run(args) => run::run(args, cli.config.as_deref()),
     };
     match result {
         Ok(text) => {

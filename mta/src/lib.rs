@@ -18,6 +18,7 @@
 pub mod conn;
 pub mod engine;
 pub mod log;
+pub mod merge;
 pub mod mx;
 pub mod outcome;
 pub mod shaping;

@@ -213,6 +213,13 @@ impl Engine {
     /// ones wait for their next attempt); returns when all attempts have a result.
     pub async fn run_once(&self) -> Result<RunReport, EngineError> {
         let work = work::collect(&self.spool, unix_now())?;
+        if work.in_flight_reset > 0 {
+            // Reported here, at once: a round can itself be cut short.
+            tracing::warn!(
+                "{} resent after a crash: their transactions were in flight when volley stopped, so each may arrive twice",
+                work.in_flight_reset
+            );
+        }
         let attempted: u64 = work.by_domain.values().map(|v| v.len() as u64).sum();
         let before = self.counts();
 
@@ -268,6 +275,12 @@ impl Engine {
             batches_completed: completed,
             quarantined: work.quarantined,
         })
+    }
+
+    /// Outcomes recorded since the engine was made (delivered, deferred, bounced,
+    /// expired), for progress displays while a round runs.
+    pub fn progress(&self) -> RunReport {
+        self.counts()
     }
 
     fn counts(&self) -> RunReport {

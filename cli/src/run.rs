@@ -1,0 +1,121 @@
+//! `volley run`: the daemon that keeps delivering what is in the spool, and
+//! resumes whatever a killed `volley send` left (its partitioning included).
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use volley_conf::Config;
+use volley_control::campaign::{unhex, Campaign};
+use volley_control::partition::partition;
+use volley_control::recipients::RecipientList;
+use volley_mta::engine::{Engine, RunReport};
+use volley_mta::merge::TemplateSource;
+use volley_queue::Spool;
+
+/// Arguments of `volley run`.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// One delivery round (everything due now), then exit: for cron and tests.
+    #[arg(long)]
+    pub once: bool,
+    /// Spool directory (default: `[spool] dir`).
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// Delivery log (default: `[delivery] log`).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub log: Option<PathBuf>,
+}
+
+/// Finishes the partitioning of campaigns a crash interrupted: their batches are
+/// deterministic, so the missing ones are written and the rest left alone.
+pub fn resume_partitioning(spool: &Spool) -> Result<u64> {
+    let mut resumed = 0;
+    for mut campaign in Campaign::list(spool)? {
+        if campaign.partitioned {
+            continue;
+        }
+        let hash = unhex(&campaign.content_hash)
+            .with_context(|| format!("campaign {}: bad content hash", campaign.id))?;
+        let mut list = RecipientList::read(&campaign.recipients)
+            .with_context(|| format!("campaign {}: cannot resume its partitioning", campaign.id))?;
+        let parts = partition(
+            spool,
+            &mut list,
+            campaign.id,
+            hash,
+            campaign.created_at,
+            campaign.batch_size,
+            true,
+        )?;
+        campaign.partitioned = true;
+        campaign.recipient_count = parts.recipients;
+        campaign.rejected_rows = list.rejected.len() as u64;
+        campaign.save(spool)?;
+        tracing::info!(
+            campaign = campaign.id,
+            written = parts.written,
+            batches = parts.batches,
+            "resumed an interrupted partitioning"
+        );
+        resumed += 1;
+    }
+    Ok(resumed)
+}
+
+/// One round in one line. The resent count is included for `--once` (stdout); the
+/// daemon's log already has it from the engine's warning at the round's start.
+fn describe(r: &RunReport, with_resent: bool) -> String {
+    let resent = if with_resent {
+        format!("; {} resent after a crash", r.resent_after_crash)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} attempted: {} delivered, {} deferred, {} bounced, {} expired; {} waiting for a retry{resent}; {} batches completed",
+        r.attempted, r.delivered, r.deferred, r.bounced, r.expired, r.not_due, r.batches_completed
+    )
+}
+
+/// Runs `volley run`.
+pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
+    let mut config = Config::discover(config_path)?;
+    if let Some(dir) = &args.spool {
+        config.spool.dir = dir.clone();
+    }
+    let spool = Spool::open(&config.spool.dir)?;
+    resume_partitioning(&spool)?;
+    let source = Arc::new(TemplateSource::new(spool.content_dir()));
+    let engine = Engine::new(config, spool, source, args.log.as_deref())?;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        if args.once {
+            let report = engine.run_once().await?;
+            return anyhow::Ok(format!("{}\n", describe(&report, true)));
+        }
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .context("cannot listen for SIGTERM")?;
+        tracing::info!(spool = %engine.spool().root().display(), "volley run: delivering");
+        loop {
+            tokio::select! {
+                report = engine.run_once() => {
+                    let report = report?;
+                    if report.attempted > 0 || report.resent_after_crash > 0 {
+                        tracing::info!("{}", describe(&report, false));
+                    }
+                }
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::signal::ctrl_c() => break,
+                _ = term.recv() => break,
+            }
+        }
+        tracing::info!("volley run: stopped");
+        Ok(String::new())
+    })
+}

@@ -1,0 +1,312 @@
+//! `volley send`: one campaign end to end on this host: read the template and the
+//! recipients, partition into batches, deliver, report.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use volley_conf::Config;
+use volley_control::campaign::{hex, Campaign};
+use volley_control::partition::partition;
+use volley_control::recipients::RecipientList;
+use volley_mta::engine::{Engine, RunReport};
+use volley_mta::merge::{Template, TemplateSource, TemplateSpec};
+use volley_queue::{BatchView, DomainSummary, Spool};
+
+use crate::table;
+
+/// Arguments of `volley send`.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// Campaign template: TOML (from, subject, text/html, headers, attachments) or
+    /// a raw RFC 5322 message with {{ placeholders }}.
+    #[arg(long, value_name = "FILE")]
+    pub template: PathBuf,
+    /// Recipients: CSV with a header row and an `email` column; other columns are
+    /// merge fields.
+    #[arg(long, value_name = "FILE.csv")]
+    pub recipients: PathBuf,
+    /// Delivery log, one JSON line per attempt (default: `[delivery] log`).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub log: Option<PathBuf>,
+    /// Write a JSON report: recipients, delivered, deferred, bounced, expired,
+    /// rejected_rows, elapsed_s, msgs_per_s.
+    #[arg(long, value_name = "FILE.json")]
+    pub report: Option<PathBuf>,
+    /// Where rejected CSV rows go (line, email, reason). Default: next to the
+    /// recipient list, as NAME.rejects.csv.
+    #[arg(long, value_name = "FILE.csv")]
+    pub rejects: Option<PathBuf>,
+    /// Keep retrying deferred recipients until every one is final (delivered,
+    /// bounced or expired). Without it, send returns after one pass and deferred
+    /// recipients stay in the spool for `volley run`.
+    #[arg(long)]
+    pub wait: bool,
+    /// Spool directory (default: `[spool] dir`).
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Runs `volley send`.
+pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
+    let started = Instant::now();
+    let mut config = Config::discover(config_path)?;
+    if let Some(dir) = &args.spool {
+        config.spool.dir = dir.clone();
+    }
+    let spec = TemplateSpec::load(&args.template)
+        .with_context(|| format!("template {}", args.template.display()))?;
+    let template = Arc::new(
+        Template::compile(&spec)
+            .with_context(|| format!("template {}", args.template.display()))?,
+    );
+    let mut list = RecipientList::read(&args.recipients)?;
+    let mut available: Vec<&str> = list.fields.iter().map(String::as_str).collect();
+    available.push("email");
+    template.check_fields(&available).with_context(|| {
+        format!(
+            "{} does not provide every placeholder of {}",
+            args.recipients.display(),
+            args.template.display()
+        )
+    })?;
+
+    let rejects_path = args.rejects.clone().unwrap_or_else(|| {
+        let mut name = args
+            .recipients
+            .file_stem()
+            .unwrap_or_default()
+            .to_os_string();
+        name.push(".rejects.csv");
+        args.recipients.with_file_name(name)
+    });
+    if !list.rejected.is_empty() {
+        list.write_rejects(&rejects_path)
+            .with_context(|| format!("cannot write {}", rejects_path.display()))?;
+        eprintln!(
+            "volley: {} rows rejected, listed with their line numbers in {}",
+            list.rejected.len(),
+            rejects_path.display()
+        );
+    }
+
+    let spool = Spool::open(&config.spool.dir)?;
+    let hash = spec
+        .store(&spool.content_dir())
+        .context("cannot store the template")?;
+    let recipients_abs =
+        std::fs::canonicalize(&args.recipients).unwrap_or_else(|_| args.recipients.clone());
+    let mut campaign = Campaign {
+        id: Campaign::next_id(&spool),
+        content_hash: hex(&hash),
+        recipients: recipients_abs,
+        batch_size: config.queue.batch_size,
+        created_at: unix_now(),
+        partitioned: false,
+        recipient_count: 0,
+        rejected_rows: list.rejected.len() as u64,
+    };
+    campaign.save(&spool)?;
+    let parts = partition(
+        &spool,
+        &mut list,
+        campaign.id,
+        hash,
+        campaign.created_at,
+        config.queue.batch_size,
+        false,
+    )?;
+    campaign.partitioned = true;
+    campaign.recipient_count = parts.recipients;
+    campaign.save(&spool)?;
+    eprintln!(
+        "volley: campaign {} queued: {} recipients in {} batches of up to {}",
+        campaign.id, parts.recipients, parts.batches, config.queue.batch_size
+    );
+
+    let source = Arc::new(TemplateSource::new(spool.content_dir()));
+    source.insert(hash, template);
+    let spool_dir = config.spool.dir.clone();
+    let engine = Engine::new(config, spool, source, args.log.as_deref())?;
+    let total = parts.recipients;
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(deliver(&engine, total, args.wait))?;
+    drop(engine);
+
+    let reader = Spool::open_read_only(&spool_dir)?;
+    let summary = campaign_summary(&reader, campaign.id)?;
+    let elapsed = started.elapsed().as_secs_f64();
+    let t = &summary.total;
+    let report = serde_json::json!({
+        "campaign": campaign.id,
+        "recipients": total,
+        "delivered": t.delivered,
+        "deferred": t.deferred + t.pending + t.in_flight,
+        "bounced": t.bounced,
+        "expired": t.expired,
+        "rejected_rows": campaign.rejected_rows,
+        "elapsed_s": elapsed,
+        "msgs_per_s": if elapsed > 0.0 { t.delivered as f64 / elapsed } else { 0.0 },
+    });
+    if let Some(path) = &args.report {
+        std::fs::write(path, serde_json::to_vec_pretty(&report)?)
+            .with_context(|| format!("cannot write {}", path.display()))?;
+    }
+    let mut out = String::new();
+    out.push_str(&summary_table(&summary));
+    out.push_str(&format!(
+        "campaign {}: {} recipients, {} delivered, {} deferred, {} bounced, {} expired, {} rows rejected, {:.1} s, {:.0} msgs/s\n",
+        campaign.id, total, report["delivered"], report["deferred"], t.bounced, t.expired, campaign.rejected_rows, elapsed,
+        report["msgs_per_s"].as_f64().unwrap_or(0.0)
+    ));
+    Ok(out)
+}
+
+/// Delivery rounds with a progress line on stderr; with `wait`, until every
+/// recipient is final.
+async fn deliver(engine: &Engine, total: u64, wait: bool) -> Result<()> {
+    let started = Instant::now();
+    let tty = std::io::stderr().is_terminal();
+    let progress = async {
+        let every = if tty {
+            Duration::from_millis(200)
+        } else {
+            Duration::from_secs(5)
+        };
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            eprint!(
+                "{}",
+                progress_line(&engine.progress(), total, started.elapsed(), tty)
+            );
+        }
+    };
+    let rounds = async {
+        loop {
+            let report = engine.run_once().await?;
+            // Done when nothing was due and nothing waits for a retry.
+            if !wait || (report.attempted == 0 && report.not_due == 0) {
+                return anyhow::Ok(());
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    };
+    // The progress display runs until the rounds end.
+    let result = tokio::select! {
+        result = rounds => result,
+        () = progress => Ok(()),
+    };
+    eprint!(
+        "{}",
+        progress_line(&engine.progress(), total, started.elapsed(), tty)
+    );
+    if tty {
+        eprintln!();
+    }
+    result
+}
+
+/// `[=====>    ] done/total  rate  ETA  delivered/deferred/bounced`.
+fn progress_line(p: &RunReport, total: u64, elapsed: Duration, tty: bool) -> String {
+    let done = (p.delivered + p.bounced + p.expired).min(total);
+    let attempted = done + p.deferred;
+    let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
+    let eta = if rate > 0.0 {
+        format!("{:.0}s", (total - done) as f64 / rate)
+    } else {
+        "-".into()
+    };
+    let width = 30usize;
+    let filled = (done as usize * width)
+        .checked_div(total as usize)
+        .unwrap_or(width);
+    let bar: String = (0..width)
+        .map(|i| {
+            if i < filled {
+                '='
+            } else if i == filled {
+                '>'
+            } else {
+                ' '
+            }
+        })
+        .collect();
+    let line = format!(
+        "[{bar}] {done}/{total}  {rate:.0} msg/s  ETA {eta}  delivered {} deferred {} bounced {} (attempts {attempted})",
+        p.delivered, p.deferred, p.bounced
+    );
+    if tty {
+        format!("\r{line}\x1b[K")
+    } else {
+        format!("{line}\n")
+    }
+}
+
+/// Recipients by state per domain over one campaign's batches (live and done).
+pub fn campaign_summary(spool: &Spool, campaign: u64) -> Result<DomainSummary> {
+    let prefix = format!("{campaign:016x}-");
+    let mut summary = DomainSummary::default();
+    for dir in [spool.active_dir(), spool.done_dir()] {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if !name.starts_with(&prefix) || !name.ends_with(".vqb") {
+                continue;
+            }
+            let bytes = std::fs::read(entry.path())?;
+            let view =
+                BatchView::parse(&bytes).with_context(|| format!("{}", entry.path().display()))?;
+            summary.add_batch(&view)?;
+        }
+    }
+    if summary.batches == 0 {
+        bail!(
+            "no batches of campaign {campaign} in {}",
+            spool.root().display()
+        );
+    }
+    Ok(summary)
+}
+
+/// The per-domain table printed at the end of a send.
+pub fn summary_table(summary: &DomainSummary) -> String {
+    let mut domains: Vec<_> = summary.domains.iter().collect();
+    domains.sort_by(|a, b| b.1.total().cmp(&a.1.total()).then(a.0.cmp(b.0)));
+    let row = |name: &str, c: &volley_queue::StateCounts| {
+        vec![
+            name.to_owned(),
+            c.total().to_string(),
+            c.delivered.to_string(),
+            (c.deferred + c.pending + c.in_flight).to_string(),
+            c.bounced.to_string(),
+            c.expired.to_string(),
+        ]
+    };
+    let mut rows: Vec<Vec<String>> = domains.iter().map(|(d, c)| row(d, c)).collect();
+    rows.push(row("TOTAL", &summary.total));
+    table::render(
+        &[
+            "domain",
+            "recipients",
+            "delivered",
+            "deferred",
+            "bounced",
+            "expired",
+        ],
+        &rows,
+    )
+}

@@ -1,0 +1,308 @@
+//! `volley send` and `volley run` end to end: a real smtp-sink receives, the
+//! binary is the one users run.
+
+#[path = "../../mta/tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use support::smtp_sink::{SinkOptions, SmtpSink};
+
+fn volley(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(args)
+        .env_remove("VOLLEY_CONFIG")
+        .env("VOLLEY_LOG", "warn")
+        .stdin(Stdio::null())
+        .output()
+        .expect("run volley")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+struct Setup {
+    dir: tempfile::TempDir,
+    sink: SmtpSink,
+}
+
+impl Setup {
+    fn new(last: u8, extra_config: &str) -> Setup {
+        let sink = SmtpSink::start(
+            std::net::Ipv4Addr::new(127, 0, 0, last),
+            SinkOptions::plain(),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
+             [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n{extra_config}",
+            spool = dir.path().join("spool").display(),
+            log = dir.path().join("delivery.jsonl").display(),
+            via = sink.addr(),
+        );
+        std::fs::write(dir.path().join("volley.toml"), config).unwrap();
+        std::fs::write(
+            dir.path().join("campaign.toml"),
+            "from = \"News <news@volley.test>\"\nsubject = \"Hello {{ first_name | default(\\\"friend\\\") }}\"\n\
+             text = \"Hi {{ first_name }} from {{ city }}\"\nhtml = \"<p>Hi {{ first_name }}</p>\"\n",
+        )
+        .unwrap();
+        Setup { dir, sink }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    fn write_csv(&self, rows: &[String]) {
+        let mut text = String::from("email,first_name,city\n");
+        for r in rows {
+            text.push_str(r);
+            text.push('\n');
+        }
+        std::fs::write(self.path("list.csv"), text).unwrap();
+    }
+
+    fn send_args(&self) -> Vec<String> {
+        [
+            "--config",
+            &self.arg("volley.toml"),
+            "send",
+            "--template",
+            &self.arg("campaign.toml"),
+            "--recipients",
+            &self.arg("list.csv"),
+        ]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
+    }
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+#[test]
+fn sends_a_personalized_campaign_and_reports_it() {
+    let s = Setup::new(60, "");
+    let mut rows: Vec<String> = (0..50)
+        .map(|i| format!("user{i}@site{}.test,Name{i},City{i}", i % 3))
+        .collect();
+    rows.insert(10, "not-an-address,X,Y".into());
+    rows.insert(20, "short@x.test,only-two".into());
+    s.write_csv(&rows);
+    let mut args = s.send_args();
+    args.extend(["--report".into(), s.arg("report.json")]);
+    let out = volley(&strs(&args));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("report.json")).unwrap()).unwrap();
+    for (key, want) in [
+        ("recipients", 50),
+        ("delivered", 50),
+        ("deferred", 0),
+        ("bounced", 0),
+        ("expired", 0),
+        ("rejected_rows", 2),
+    ] {
+        assert_eq!(report[key], want, "{key}: {report}");
+    }
+    assert!(
+        report["elapsed_s"].as_f64().unwrap() > 0.0 && report["msgs_per_s"].as_f64().unwrap() > 0.0
+    );
+    // Rejected rows, with their line numbers (the header is line 1).
+    let rejects = std::fs::read_to_string(s.path("list.rejects.csv")).unwrap();
+    assert!(
+        rejects.contains("12,not-an-address,bad address"),
+        "{rejects}"
+    );
+    assert!(
+        rejects.contains("22,short@x.test,\"expected 3 fields, found 2\""),
+        "{rejects}"
+    );
+    // Every message arrived, personalized.
+    let messages = s
+        .sink
+        .wait_for_messages(50, Duration::from_secs(20))
+        .unwrap();
+    let m = messages
+        .iter()
+        .find(|m| m.rcpt_tos() == ["user7@site1.test"])
+        .expect("user7's message");
+    let body = String::from_utf8_lossy(&m.body_crlf()).into_owned();
+    assert!(body.contains("Subject: Hello Name7"), "{body}");
+    assert!(body.contains("Hi Name7 from City7"), "{body}");
+    assert!(body.contains("multipart/alternative"), "{body}");
+    // The summary table and the log.
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("TOTAL") && text.contains("site1.test"),
+        "{text}"
+    );
+    let log = std::fs::read_to_string(s.path("delivery.jsonl")).unwrap();
+    assert_eq!(log.lines().count(), 50);
+}
+
+#[test]
+fn placeholders_no_column_provides_stop_the_send_before_anything_is_queued() {
+    let s = Setup::new(61, "");
+    std::fs::write(s.path("campaign.toml"), "from = \"a@volley.test\"\nsubject = \"{{ company }}\"\ntext = \"{{ plan }} {{ first_name }}\"\n").unwrap();
+    s.write_csv(&["a@x.test,A,B".to_string()]);
+    let out = volley(&strs(&s.send_args()));
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("company") && err.contains("plan"), "{err}");
+    assert!(!err.contains("first_name"), "{err}");
+    let active = s.path("spool/active");
+    assert!(!active.exists() || std::fs::read_dir(active).unwrap().count() == 0);
+    assert_eq!(s.sink.counters().messages, 0);
+}
+
+/// Counts the messages each recipient received at the sink.
+fn received(sink: &SmtpSink) -> HashMap<String, u32> {
+    let mut counts = HashMap::new();
+    for m in sink.parsed_messages() {
+        for r in m.rcpt_tos() {
+            *counts.entry(r.to_owned()).or_default() += 1;
+        }
+    }
+    counts
+}
+
+/// The N of "N resent after a crash" in a line (0 if absent).
+fn resent_in(text: &str) -> u64 {
+    text.find(" resent after a crash")
+        .and_then(|i| text[..i].split_whitespace().last())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Starts volley in the background, its log (info level) going to `log`.
+fn spawn(args: &[String], log: &Path) -> std::process::Child {
+    let file = std::fs::File::create(log).unwrap();
+    Command::new(env!("CARGO_BIN_EXE_volley"))
+        .args(args)
+        .env_remove("VOLLEY_CONFIG")
+        .env("VOLLEY_LOG", "info")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(file)
+        .spawn()
+        .unwrap()
+}
+
+/// The in-flight recipients a daemon reported resending, summed over its log.
+fn resent_in_log(log: &Path) -> u64 {
+    std::fs::read_to_string(log)
+        .unwrap_or_default()
+        .lines()
+        .map(resent_in)
+        .sum()
+}
+
+/// Waits until the sink has counted at least `n` messages (or the process ended).
+fn wait_messages(sink: &SmtpSink, n: u64, child: &mut std::process::Child, deadline: Duration) {
+    let end = Instant::now() + deadline;
+    while Instant::now() < end {
+        if sink.counters().messages >= n || child.try_wait().ok().flatten().is_some() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigkill_during_send_and_run_neither_loses_nor_doubles_recipients() {
+    const N: usize = 100_000;
+    let s = Setup::new(62, "[site]\nmax_connections = 4\nmax_messages_per_connection = 1000\n[queue]\nsync_interval = \"100ms\"\n");
+    let rows: Vec<String> = (0..N)
+        .map(|i| format!("r{i}@d{}.test,N{i},C", i % 50))
+        .collect();
+    s.write_csv(&rows);
+
+    // 1. Killed while partitioning: as soon as the campaign is recorded.
+    let mut child = spawn(&s.send_args(), &s.path("send.log"));
+    let campaigns = s.path("spool/campaigns");
+    let end = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < end {
+        let recorded = std::fs::read_dir(&campaigns)
+            .map(|d| {
+                d.flatten()
+                    .any(|e| e.file_name().to_string_lossy().ends_with(".json"))
+            })
+            .unwrap_or(false);
+        if recorded || child.try_wait().ok().flatten().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    // 2. The daemon resumes (finishing the partitioning) and is killed twice,
+    //    mid-delivery.
+    let run_args: Vec<String> = ["--config", &s.arg("volley.toml"), "run"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    let mut resent = 0;
+    for (round, share) in [3, 6].into_iter().enumerate() {
+        let log = s.path(&format!("run{round}.log"));
+        let mut child = spawn(&run_args, &log);
+        wait_messages(
+            &s.sink,
+            (N * share / 10) as u64,
+            &mut child,
+            Duration::from_secs(180),
+        );
+        child.kill().unwrap();
+        child.wait().unwrap();
+        resent += resent_in_log(&log);
+    }
+
+    // 3. Rounds until nothing is left; each start reports what it resent.
+    let end = Instant::now() + Duration::from_secs(300);
+    loop {
+        let out = volley(&["--config", &s.arg("volley.toml"), "run", "--once"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        resent += resent_in(&text);
+        if text.starts_with("0 attempted") && text.contains(" 0 waiting for a retry") {
+            break;
+        }
+        assert!(Instant::now() < end, "not finished: {text}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    s.sink
+        .wait_for_count(N as u64, Duration::from_secs(60))
+        .unwrap();
+    let counts = received(&s.sink);
+    let missing: Vec<_> = (0..N)
+        .map(|i| format!("r{i}@d{}.test", i % 50))
+        .filter(|r| !counts.contains_key(r))
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "{} recipients never received, e.g. {:?}",
+        missing.len(),
+        &missing[..missing.len().min(5)]
+    );
+    let doubled: u64 = counts
+        .values()
+        .map(|&c| u64::from(c.saturating_sub(1)))
+        .sum();
+    assert!(
+        doubled <= resent,
+        "{doubled} duplicates, but only {resent} recipients were reported in flight at a kill"
+    );
+    eprintln!("crash test: {doubled} duplicates, {resent} in flight at the kills");
+}

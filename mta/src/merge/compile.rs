@@ -1,0 +1,747 @@
+//! From a [`TemplateSpec`] to a [`Template`]: placeholder parsing, checking the
+//! addresses and header names, and pre-rendering everything that is the same for
+//! every recipient (From, Reply-To, attachments).
+//!
+//! Placeholders are `{{ name }}` and `{{ name | default("text") }}`. Why a
+//! hand-written parser instead of a template engine (tera, minijinja, handlebars):
+//! the language is two forms, and compiled it is a flat list of literal and field
+//! pieces that the renderer walks with no lookups by name, no value boxing and no
+//! output escaping callbacks; an engine would bring a parser for loops, filters and
+//! expressions we must then forbid (a campaign template is not a program), an AST
+//! walk per message, and tens of thousands of lines to build on every CI run.
+
+use std::collections::BTreeSet;
+
+use bytes::BytesMut;
+use memchr::memmem;
+
+use super::address::{check_address, parse_mailbox, write_mailbox};
+use super::error::{line_column, TemplateError};
+use super::mime::{self, base64_lines, valid_header_name, Encode, Folder};
+use super::raw::{compile_raw, RawTemplate};
+use super::spec::{Attachment, TemplateSpec};
+use super::EMAIL;
+
+/// One piece of a compiled part.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Piece {
+    /// Text copied as is (HTML parts: not escaped).
+    Lit(Box<str>),
+    /// A merge field: index into [`Template::names`], and the text used when the
+    /// value is empty.
+    Field {
+        name: usize,
+        default: Option<Box<str>>,
+    },
+}
+
+/// A compiled part (subject, a header value, a body): literal and field pieces.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Part {
+    pub(crate) pieces: Vec<Piece>,
+}
+
+/// The distinct placeholder names of a template, as the parts are compiled.
+#[derive(Debug, Default)]
+pub(crate) struct Names {
+    pub(crate) names: Vec<Box<str>>,
+    /// Names used at least once without a default (never `email`).
+    pub(crate) required: BTreeSet<String>,
+}
+
+impl Names {
+    fn intern(&mut self, name: &str, has_default: bool) -> usize {
+        if !has_default && name != EMAIL {
+            self.required.insert(name.to_owned());
+        }
+        match self.names.iter().position(|n| &**n == name) {
+            Some(i) => i,
+            None => {
+                self.names.push(name.into());
+                self.names.len() - 1
+            }
+        }
+    }
+}
+
+/// Parses the placeholders of `src`, the part called `part` in error messages.
+pub(crate) fn parse_part(src: &str, part: &str, names: &mut Names) -> Result<Part, TemplateError> {
+    let bytes = src.as_bytes();
+    let mut pieces = Vec::new();
+    let mut at = 0;
+    while let Some(k) = memmem::find(&bytes[at..], b"{{") {
+        let open = at + k;
+        if open > at {
+            pieces.push(Piece::Lit(src[at..open].into()));
+        }
+        let placeholder = parse_placeholder(src, open).map_err(|(offset, message)| {
+            let (line, column) = line_column(src, offset);
+            TemplateError::Syntax {
+                part: part.to_owned(),
+                line,
+                column,
+                message,
+            }
+        })?;
+        pieces.push(Piece::Field {
+            name: names.intern(placeholder.name, placeholder.default.is_some()),
+            default: placeholder.default.map(String::into_boxed_str),
+        });
+        at = placeholder.end;
+    }
+    if at < src.len() {
+        pieces.push(Piece::Lit(src[at..].into()));
+    }
+    Ok(Part { pieces })
+}
+
+struct Placeholder<'a> {
+    name: &'a str,
+    default: Option<String>,
+    /// Offset just past the closing `}}`.
+    end: usize,
+}
+
+/// Characters of a field name: CSV column names as people write them.
+fn is_name_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.')
+}
+
+/// Parses the placeholder whose `{{` is at `open`; errors are (offset, message).
+fn parse_placeholder(src: &str, open: usize) -> Result<Placeholder<'_>, (usize, String)> {
+    let b = src.as_bytes();
+    let unclosed = || (open, "unclosed placeholder: no `}}` after `{{`".to_owned());
+    let found = |at: usize| match src[at..].chars().next() {
+        Some(c) => format!("`{c}`"),
+        None => "the end".to_owned(),
+    };
+    let skip_ws = |at: &mut usize| {
+        while b.get(*at).is_some_and(u8::is_ascii_whitespace) {
+            *at += 1;
+        }
+    };
+    let mut at = open + 2;
+    skip_ws(&mut at);
+    let name_start = at;
+    while b.get(at).copied().is_some_and(is_name_byte) {
+        at += 1;
+    }
+    let name = &src[name_start..at];
+    if name.is_empty() {
+        return Err(match b.get(at) {
+            None => unclosed(),
+            Some(b'}') => (at, "empty placeholder: expected a field name".into()),
+            Some(_) => (
+                at,
+                format!(
+                    "expected a field name (letters, digits, `_`, `-`, `.`), found {}",
+                    found(at)
+                ),
+            ),
+        });
+    }
+    skip_ws(&mut at);
+    if src[at..].starts_with("}}") {
+        return Ok(Placeholder {
+            name,
+            default: None,
+            end: at + 2,
+        });
+    }
+    match b.get(at) {
+        None => return Err(unclosed()),
+        Some(b'|') => at += 1,
+        Some(_) => {
+            return Err((
+                at,
+                format!(
+                    "expected `}}}}` or `| default(\"...\")` after `{name}`, found {}",
+                    found(at)
+                ),
+            ))
+        }
+    }
+    skip_ws(&mut at);
+    let filter_start = at;
+    while b
+        .get(at)
+        .is_some_and(|c| c.is_ascii_alphanumeric() || *c == b'_')
+    {
+        at += 1;
+    }
+    match &src[filter_start..at] {
+        "default" => {}
+        "" if at == src.len() => return Err(unclosed()),
+        "" => {
+            return Err((
+                at,
+                format!("expected a filter after `|`, found {}", found(at)),
+            ))
+        }
+        other => {
+            return Err((
+                filter_start,
+                format!("unknown filter `{other}`: only `default(\"...\")` is supported"),
+            ))
+        }
+    }
+    skip_ws(&mut at);
+    let expect = |at: &mut usize, what: u8, context: &str| match b.get(*at) {
+        Some(&c) if c == what => {
+            *at += 1;
+            Ok(())
+        }
+        None => Err(unclosed()),
+        Some(_) => Err((
+            *at,
+            format!(
+                "expected `{}` {context}, found {}",
+                what as char,
+                found(*at)
+            ),
+        )),
+    };
+    expect(&mut at, b'(', "after `default`")?;
+    skip_ws(&mut at);
+    let quote = match b.get(at) {
+        Some(&q @ (b'"' | b'\'')) => q,
+        None => return Err(unclosed()),
+        Some(_) => {
+            return Err((
+                at,
+                format!(
+                    "expected a quoted string in `default(...)`, found {}",
+                    found(at)
+                ),
+            ))
+        }
+    };
+    let string_start = at;
+    at += 1;
+    let mut default = String::new();
+    loop {
+        let Some(c) = src[at..].chars().next() else {
+            return Err((string_start, "unterminated string in `default(...)`".into()));
+        };
+        at += c.len_utf8();
+        if c as u32 == u32::from(quote) {
+            break;
+        }
+        if c != '\\' {
+            default.push(c);
+            continue;
+        }
+        let escape_at = at - 1;
+        let Some(e) = src[at..].chars().next() else {
+            return Err((string_start, "unterminated string in `default(...)`".into()));
+        };
+        at += e.len_utf8();
+        default.push(match e {
+            '\\' | '"' | '\'' => e,
+            'n' => '\n',
+            't' => '\t',
+            _ => {
+                return Err((
+                    escape_at,
+                    format!("unknown escape `\\{e}`: use \\\\, \\\", \\', \\n or \\t"),
+                ))
+            }
+        });
+    }
+    skip_ws(&mut at);
+    expect(&mut at, b')', "to close `default(`")?;
+    skip_ws(&mut at);
+    if !src[at..].starts_with("}}") {
+        return Err(match b.get(at) {
+            None => unclosed(),
+            Some(_) => (at, format!("expected `}}}}`, found {}", found(at))),
+        });
+    }
+    Ok(Placeholder {
+        name,
+        default: Some(default),
+        end: at + 2,
+    })
+}
+
+/// A compiled template: parsed once, rendered for every recipient with
+/// [`Template::render`]. Immutable and `Send + Sync`; share it with an `Arc`.
+pub struct Template {
+    pub(crate) envelope_from: String,
+    /// The From domain: the default right-hand side of Message-IDs.
+    pub(crate) domain: String,
+    /// Distinct placeholder names; [`Piece::Field`] indexes into this.
+    pub(crate) names: Vec<Box<str>>,
+    pub(crate) required: BTreeSet<String>,
+    /// Per-template secret mixed into MIME boundaries.
+    pub(crate) secret: [u64; 2],
+    /// `From: ...` CRLF, the same for every message.
+    pub(crate) from_header: Box<[u8]>,
+    pub(crate) kind: Kind,
+}
+
+/// What the template renders.
+#[derive(Debug)]
+pub(crate) enum Kind {
+    /// Built from parts: headers, text and/or HTML, attachments.
+    Parts(Parts),
+    /// A raw RFC 5322 message with placeholders.
+    Raw(RawTemplate),
+}
+
+/// A template built from parts.
+#[derive(Debug)]
+pub(crate) struct Parts {
+    pub(crate) subject: Part,
+    /// `Reply-To: ...` CRLF.
+    pub(crate) reply_to_header: Option<Box<[u8]>>,
+    pub(crate) headers: Vec<(Box<str>, Part)>,
+    pub(crate) text: Option<Part>,
+    pub(crate) html: Option<Part>,
+    /// Each attachment's MIME headers, blank line and base64 lines (no final CRLF).
+    pub(crate) attachments: Vec<Box<[u8]>>,
+}
+
+/// Header names the [headers] table may not set: volley writes them per message,
+/// or they would change where or how the message goes.
+const RESERVED_HEADERS: [&str; 10] = [
+    "date",
+    "message-id",
+    "from",
+    "to",
+    "cc",
+    "bcc",
+    "subject",
+    "reply-to",
+    "mime-version",
+    "return-path",
+];
+
+fn reserved(name: &str) -> bool {
+    let lower = name.to_ascii_lowercase();
+    RESERVED_HEADERS.contains(&lower.as_str()) || lower.starts_with("content-")
+}
+
+/// Longest attachment file name, in bytes (the encoded parameter stays < 998).
+const MAX_FILENAME: usize = 200;
+
+impl Template {
+    /// Compiles `spec` with a fresh random secret for MIME boundaries. Errors name
+    /// the part and, for placeholder syntax, the line and column within it.
+    pub fn compile(spec: &TemplateSpec) -> Result<Template, TemplateError> {
+        Template::compile_with_secret(spec, random_secret())
+    }
+
+    /// Compiles `spec` with a given boundary secret, so that rendering with the same
+    /// [`RenderContext`](super::RenderContext) gives the same bytes (previews,
+    /// tests). Use [`Template::compile`] for sending.
+    pub fn compile_with_secret(
+        spec: &TemplateSpec,
+        secret: [u8; 16],
+    ) -> Result<Template, TemplateError> {
+        if spec.from.contains("{{") {
+            return Err(TemplateError::spec(
+                "from",
+                "placeholders are not allowed here",
+            ));
+        }
+        let from = parse_mailbox(&spec.from).map_err(|m| TemplateError::spec("from", m))?;
+        let envelope_from = match &spec.return_path {
+            Some(path) => {
+                check_address(path).map_err(|m| TemplateError::spec("return_path", m))?;
+                path.clone()
+            }
+            None => from.address.clone(),
+        };
+        let mut from_header = BytesMut::new();
+        write_mailbox(&mut from_header, "From", &from);
+        let mut names = Names::default();
+        let kind = match &spec.raw {
+            Some(raw) => {
+                check_raw_alone(spec)?;
+                Kind::Raw(compile_raw(raw, &mut names)?)
+            }
+            None => Kind::Parts(compile_parts(spec, &mut names)?),
+        };
+        let mut halves = [0u64; 2];
+        for (half, bytes) in halves.iter_mut().zip(secret.chunks_exact(8)) {
+            let mut word = [0u8; 8];
+            word.copy_from_slice(bytes);
+            *half = u64::from_le_bytes(word);
+        }
+        Ok(Template {
+            envelope_from,
+            domain: from.domain().to_owned(),
+            names: names.names,
+            required: names.required,
+            secret: halves,
+            from_header: from_header.to_vec().into_boxed_slice(),
+            kind,
+        })
+    }
+
+    /// The merge fields recipients must provide: placeholders used without a
+    /// default, other than `email` (always the recipient address).
+    pub fn fields_needed(&self) -> BTreeSet<String> {
+        self.required.clone()
+    }
+
+    /// Checks that the columns `available` provide every field in
+    /// [`Template::fields_needed`]; the error lists every one missing.
+    pub fn check_fields(&self, available: &[&str]) -> Result<(), TemplateError> {
+        let missing: Vec<String> = self
+            .required
+            .iter()
+            .filter(|name| !available.contains(&name.as_str()))
+            .cloned()
+            .collect();
+        if missing.is_empty() {
+            Ok(())
+        } else {
+            Err(TemplateError::MissingFields(missing))
+        }
+    }
+
+    /// The envelope sender (MAIL FROM): `return_path` if set, else the From address.
+    pub fn envelope_from(&self) -> &str {
+        &self.envelope_from
+    }
+}
+
+impl std::fmt::Debug for Template {
+    // Not derived: attachments would print every byte, and the secret is nobody's
+    // business.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Template")
+            .field("envelope_from", &self.envelope_from)
+            .field("fields", &self.names)
+            .field("raw", &matches!(self.kind, Kind::Raw(_)))
+            .finish_non_exhaustive()
+    }
+}
+
+fn check_raw_alone(spec: &TemplateSpec) -> Result<(), TemplateError> {
+    let given = [
+        ("subject", !spec.subject.is_empty()),
+        ("reply_to", spec.reply_to.is_some()),
+        ("text", spec.text.is_some()),
+        ("html", spec.html.is_some()),
+        ("headers", !spec.headers.is_empty()),
+        ("attachments", !spec.attachments.is_empty()),
+    ];
+    match given.iter().find(|(_, set)| *set) {
+        Some((name, _)) => Err(TemplateError::spec(
+            *name,
+            "a raw message template takes no other parts: put it in the message",
+        )),
+        None => Ok(()),
+    }
+}
+
+fn compile_parts(spec: &TemplateSpec, names: &mut Names) -> Result<Parts, TemplateError> {
+    let subject = parse_part(&spec.subject, "subject", names)?;
+    let reply_to_header = match &spec.reply_to {
+        Some(reply_to) => {
+            if reply_to.contains("{{") {
+                return Err(TemplateError::spec(
+                    "reply_to",
+                    "placeholders are not allowed here",
+                ));
+            }
+            let mailbox =
+                parse_mailbox(reply_to).map_err(|m| TemplateError::spec("reply_to", m))?;
+            let mut out = BytesMut::new();
+            write_mailbox(&mut out, "Reply-To", &mailbox);
+            Some(out.to_vec().into_boxed_slice())
+        }
+        None => None,
+    };
+    let mut headers = Vec::with_capacity(spec.headers.len());
+    for (name, value) in &spec.headers {
+        let part = format!("headers.{name}");
+        if !valid_header_name(name) {
+            return Err(TemplateError::spec(
+                part,
+                "not a header name (1 to 76 printable ASCII characters, no `:` or space)",
+            ));
+        }
+        if reserved(name) {
+            return Err(TemplateError::spec(
+                part,
+                "volley writes this header itself; it cannot be set in [headers]",
+            ));
+        }
+        let compiled = parse_part(value, &format!("header {name}"), names)?;
+        headers.push((name.as_str().into(), compiled));
+    }
+    let text = match &spec.text {
+        Some(text) => Some(parse_part(text, "text", names)?),
+        None => None,
+    };
+    let html = match &spec.html {
+        Some(html) => Some(parse_part(html, "html", names)?),
+        None => None,
+    };
+    if text.is_none() && html.is_none() {
+        return Err(TemplateError::spec(
+            "text",
+            "no body: set text, html or both",
+        ));
+    }
+    let attachments = spec
+        .attachments
+        .iter()
+        .enumerate()
+        .map(|(i, a)| {
+            attachment_entity(a).map_err(|m| TemplateError::spec(format!("attachments[{i}]"), m))
+        })
+        .collect::<Result<_, _>>()?;
+    Ok(Parts {
+        subject,
+        reply_to_header,
+        headers,
+        text,
+        html,
+        attachments,
+    })
+}
+
+/// The MIME entity of one attachment, minus the delimiter before it.
+fn attachment_entity(a: &Attachment) -> Result<Box<[u8]>, String> {
+    let content_type = a.content_type.trim();
+    if content_type.is_empty()
+        || content_type.len() > 200
+        || !content_type.contains('/')
+        || !content_type.bytes().all(|b| (0x20..0x7f).contains(&b))
+    {
+        return Err(format!(
+            "content_type `{content_type}` is not a MIME type such as application/pdf"
+        ));
+    }
+    let filename = a.filename.trim();
+    if filename.is_empty() || filename.len() > MAX_FILENAME {
+        return Err(format!(
+            "filename must be 1 to {MAX_FILENAME} bytes, is {}",
+            filename.len()
+        ));
+    }
+    if filename
+        .chars()
+        .any(|c| c.is_control() || c == '/' || c == '\\')
+    {
+        return Err("filename holds a control character or a path separator".into());
+    }
+    let mut out = BytesMut::with_capacity(a.data.len() / 3 * 4 + a.data.len() / 28 + 256);
+    let plain = filename
+        .bytes()
+        .all(|b| (0x20..0x7f).contains(&b) && b != b'"');
+    let mut f = Folder::start(&mut out, "Content-Type");
+    f.text(&format!("{content_type};"), Encode::Never);
+    if plain {
+        f.text(&format!("name=\"{filename}\""), Encode::Never);
+    } else {
+        // RFC 2047 words in a parameter are not standard but are what most readers
+        // understand for `name`; `filename*` below is the standard form (RFC 2231).
+        let mut encoded = Vec::new();
+        mime::base64_into(filename.as_bytes(), &mut encoded);
+        f.text(
+            &format!("name=\"=?UTF-8?B?{}?=\"", String::from_utf8_lossy(&encoded)),
+            Encode::Never,
+        );
+    }
+    f.finish();
+    let mut f = Folder::start(&mut out, "Content-Disposition");
+    f.text("attachment;", Encode::Never);
+    if plain {
+        f.text(&format!("filename=\"{filename}\""), Encode::Never);
+    } else {
+        let mut param = String::from("filename*=utf-8''");
+        for b in filename.bytes() {
+            if b.is_ascii_alphanumeric() || b"!#$&+-.^_`|~".contains(&b) {
+                param.push(b as char);
+            } else {
+                param.push_str(&format!("%{b:02X}"));
+            }
+        }
+        f.text(&param, Encode::Never);
+    }
+    f.finish();
+    out.extend_from_slice(b"Content-Transfer-Encoding: base64\r\n\r\n");
+    let mut body = Vec::with_capacity(a.data.len() / 3 * 4 + a.data.len() / 28 + 8);
+    base64_lines(&a.data, &mut body);
+    out.extend_from_slice(&body);
+    Ok(out.to_vec().into_boxed_slice())
+}
+
+/// 16 random bytes from the system generator; if that fails (it does not on the
+/// platforms we run on), bytes derived from the clock and this process.
+fn random_secret() -> [u8; 16] {
+    use ring::rand::SecureRandom;
+    let mut secret = [0u8; 16];
+    if ring::rand::SystemRandom::new().fill(&mut secret).is_err() {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos());
+        let seed = format!("{nanos}:{}:{:p}", std::process::id(), &secret);
+        let digest = ring::digest::digest(&ring::digest::SHA256, seed.as_bytes());
+        secret.copy_from_slice(&digest.as_ref()[..16]);
+    }
+    secret
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(src: &str) -> Result<Vec<Piece>, String> {
+        let mut names = Names::default();
+        parse_part(src, "text", &mut names)
+            .map(|p| p.pieces)
+            .map_err(|e| e.to_string())
+    }
+
+    fn lit(s: &str) -> Piece {
+        Piece::Lit(s.into())
+    }
+
+    fn field(name: usize, default: Option<&str>) -> Piece {
+        Piece::Field {
+            name,
+            default: default.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn placeholders_that_parse() {
+        let cases: Vec<(&str, Vec<Piece>)> = vec![
+            ("", vec![]),
+            ("plain { text } }}", vec![lit("plain { text } }}")]),
+            ("{{a}}", vec![field(0, None)]),
+            ("{{ a }}", vec![field(0, None)]),
+            ("{{\n\ta\n}}", vec![field(0, None)]),
+            (
+                "Hi {{ first_name }}!",
+                vec![lit("Hi "), field(0, None), lit("!")],
+            ),
+            (
+                "{{a}}{{b}}{{a}}",
+                vec![field(0, None), field(1, None), field(0, None)],
+            ),
+            (
+                "{{ name | default(\"friend\") }}",
+                vec![field(0, Some("friend"))],
+            ),
+            ("{{name|default('x')}}", vec![field(0, Some("x"))]),
+            (
+                r#"{{ n | default("a \"q\" \\ \n }} 'x'") }}"#,
+                vec![field(0, Some("a \"q\" \\ \n }} 'x'"))],
+            ),
+            ("{{ n | default(\"\") }}", vec![field(0, Some(""))]),
+            ("{{ first-name.x_1 }}", vec![field(0, None)]),
+            (
+                "{{ n | default(\"Grüße\") }}",
+                vec![field(0, Some("Grüße"))],
+            ),
+        ];
+        for (src, want) in cases {
+            assert_eq!(parse(src), Ok(want), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn placeholders_that_do_not_parse() {
+        let cases = [
+            ("{{", "text:1:1: unclosed placeholder: no `}}` after `{{`"),
+            (
+                "ab\ncd {{ x",
+                "text:2:4: unclosed placeholder: no `}}` after `{{`",
+            ),
+            (
+                "{{ x }",
+                "text:1:6: expected `}}` or `| default(\"...\")` after `x`, found `}`",
+            ),
+            ("{{}}", "text:1:3: empty placeholder: expected a field name"),
+            (
+                "é {{ $x }}",
+                "text:1:6: expected a field name (letters, digits, `_`, `-`, `.`), found `$`",
+            ),
+            (
+                "{{ first name }}",
+                "text:1:10: expected `}}` or `| default(\"...\")` after `first`, found `n`",
+            ),
+            (
+                "{{ x | upper }}",
+                "text:1:8: unknown filter `upper`: only `default(\"...\")` is supported",
+            ),
+            (
+                "{{ x | }}",
+                "text:1:8: expected a filter after `|`, found `}`",
+            ),
+            (
+                "{{ x | default }}",
+                "text:1:16: expected `(` after `default`, found `}`",
+            ),
+            (
+                "{{ x | default(friend) }}",
+                "text:1:16: expected a quoted string in `default(...)`, found `f`",
+            ),
+            (
+                "{{ x | default(\"friend) }}",
+                "text:1:16: unterminated string in `default(...)`",
+            ),
+            (
+                "{{ x | default(\"a\\qb\") }}",
+                "text:1:18: unknown escape `\\q`: use \\\\, \\\", \\', \\n or \\t",
+            ),
+            (
+                "{{ x | default(\"a\" }}",
+                "text:1:20: expected `)` to close `default(`, found `}`",
+            ),
+            (
+                "{{ x | default(\"a\") }",
+                "text:1:21: expected `}}`, found `}`",
+            ),
+            (
+                "{{ x | default(\"a\") x }}",
+                "text:1:21: expected `}}`, found `x`",
+            ),
+            (
+                "{{{ x }}}",
+                "text:1:3: expected a field name (letters, digits, `_`, `-`, `.`), found `{`",
+            ),
+        ];
+        for (src, want) in cases {
+            assert_eq!(parse(src), Err(want.to_owned()), "{src:?}");
+        }
+    }
+
+    #[test]
+    fn required_names() {
+        let mut names = Names::default();
+        for src in [
+            "{{ a }} {{ b | default(\"x\") }} {{ email }}",
+            "{{ c | default(\"\") }} {{ c }} {{ b | default(\"y\") }}",
+        ] {
+            parse_part(src, "text", &mut names).unwrap();
+        }
+        assert_eq!(names.names.len(), 4);
+        assert_eq!(names.required.iter().collect::<Vec<_>>(), vec!["a", "c"]);
+    }
+
+    #[test]
+    fn fuzzish_inputs_never_panic() {
+        let alphabet = [
+            "{", "}", "{{", "}}", "|", "default", "(", ")", "\"", "'", "\\", " ", "a", "é", "\n",
+        ];
+        // Every string of up to 4 tokens from the alphabet.
+        let mut stack = vec![(String::new(), 0)];
+        while let Some((s, depth)) = stack.pop() {
+            let _ = parse(&s);
+            if depth < 4 {
+                for t in alphabet {
+                    stack.push((format!("{s}{t}"), depth + 1));
+                }
+            }
+        }
+    }
+}

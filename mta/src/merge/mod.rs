@@ -1,0 +1,60 @@
+//! Mail merge at send time: a campaign's template is compiled once, and each
+//! recipient's message is rendered from it straight into the send buffer when the
+//! recipient's turn comes.
+//!
+//! A template is a TOML file (from, subject, text and/or HTML, extra headers,
+//! attachments) or a raw `.eml` message, with `{{ field }}` and
+//! `{{ field | default("text") }}` placeholders; `{{ email }}` is the recipient.
+//! The rendered message has Date, Message-ID, From, To, Subject, Reply-To,
+//! MIME-Version and the extra headers, then a text/plain, text/html,
+//! multipart/alternative or multipart/mixed body.
+//!
+//! Merge values are data, whatever bytes they hold: in headers every control
+//! character becomes a space and non-ASCII text becomes RFC 2047 encoded-words, so
+//! a value cannot add a header; bodies are quoted-printable unless plain short
+//! ASCII lines allow 7bit, so a value cannot end DATA, make an over-long line or
+//! reach column 0 with a MIME boundary; HTML parts escape values; boundaries are
+//! drawn per message from a per-template secret and re-drawn if the message already
+//! contains one. Invalid UTF-8 is converted lossily.
+//!
+//! What it does not do: DKIM signing (the caller signs the rendered bytes), dot
+//! stuffing and line-end checks on the wire (the SMTP layer), conditionals, loops
+//! or any filter but `default` (a campaign template is not a program), and
+//! re-encoding a raw message's body.
+//!
+//! # Layout
+//! - `spec.rs`: [`TemplateSpec`], the template as written: loading TOML and `.eml`
+//!   files, the stored JSON form, content hash and content store file.
+//! - `compile.rs`: the placeholder parser and [`Template::compile`]; what is the same
+//!   for every message (From, Reply-To, attachments) is encoded here, once.
+//! - `render.rs`: [`Template::render`] and [`RenderContext`]: headers, MIME
+//!   structure, boundaries, Date and Message-ID.
+//! - `raw.rs`: raw RFC 5322 message templates.
+//! - `mime.rs`: quoted-printable, base64, RFC 2047 and header folding, escaping.
+//! - `address.rs`: the sender mailboxes.
+//! - `source.rs`: [`TemplateSource`], the [`MessageSource`](crate::source::MessageSource)
+//!   that finds a batch's template by content hash.
+//! - `error.rs`: [`TemplateError`].
+//!
+//! `FORMAT.md` beside this file documents the template files, the content store and
+//! the messages sent.
+
+mod address;
+mod compile;
+mod error;
+mod mime;
+mod raw;
+mod render;
+mod source;
+mod spec;
+#[cfg(test)]
+mod tests;
+
+pub use compile::Template;
+pub use error::TemplateError;
+pub use render::RenderContext;
+pub use source::TemplateSource;
+pub use spec::{hash_hex, stored_path, Attachment, TemplateSpec};
+
+/// The placeholder that is always the recipient's address.
+pub(crate) const EMAIL: &str = "email";

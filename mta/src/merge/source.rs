@@ -1,0 +1,250 @@
+//! [`TemplateSource`]: the [`MessageSource`] that merges each recipient of a batch
+//! into the batch's template at send time.
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, PoisonError, RwLock};
+use std::time::SystemTime;
+
+use bytes::BytesMut;
+use volley_queue::BatchView;
+
+use super::compile::Template;
+use super::render::RenderContext;
+use super::spec::{hash_hex, sha256, stored_path, TemplateSpec};
+use crate::source::{MessageSource, RenderError};
+
+/// Merge values kept on the stack per message; batches with more fields use a
+/// `Vec` (one allocation per message).
+const INLINE_FIELDS: usize = 32;
+
+/// Templates by content hash, loaded from the content store on first use and
+/// cached for the life of the process, and rendered per recipient.
+#[derive(Debug)]
+pub struct TemplateSource {
+    content_dir: PathBuf,
+    templates: RwLock<HashMap<[u8; 32], Arc<Template>>>,
+    /// Next [`RenderContext::unique`]; starts at a random value so that two
+    /// processes (or restarts) do not hand out the same Message-IDs.
+    next_unique: AtomicU64,
+    /// Right-hand side of Message-IDs; empty for each template's From domain.
+    message_id_domain: String,
+}
+
+impl TemplateSource {
+    /// A source reading templates from `content_dir` (`<spool>/content`), where
+    /// each is stored as `<64 hex digits>.json` (see [`TemplateSpec::store`]).
+    pub fn new(content_dir: PathBuf) -> TemplateSource {
+        use ring::rand::SecureRandom;
+        let mut seed = [0u8; 8];
+        if ring::rand::SystemRandom::new().fill(&mut seed).is_err() {
+            let nanos = SystemTime::now()
+                .duration_since(SystemTime::UNIX_EPOCH)
+                .map_or(0, |d| d.as_nanos() as u64);
+            seed = (nanos ^ u64::from(std::process::id()) << 40).to_le_bytes();
+        }
+        TemplateSource {
+            content_dir,
+            templates: RwLock::new(HashMap::new()),
+            next_unique: AtomicU64::new(u64::from_le_bytes(seed)),
+            message_id_domain: String::new(),
+        }
+    }
+
+    /// Uses `domain` as the right-hand side of every Message-ID instead of each
+    /// template's From domain.
+    pub fn with_message_id_domain(mut self, domain: String) -> TemplateSource {
+        self.message_id_domain = domain;
+        self
+    }
+
+    /// Registers a compiled template under `hash` (the content hash batches refer
+    /// to), replacing any cached one.
+    pub fn insert(&self, hash: [u8; 32], template: Arc<Template>) {
+        self.templates
+            .write()
+            .unwrap_or_else(PoisonError::into_inner)
+            .insert(hash, template);
+    }
+
+    /// The template with content hash `hash`: cached, or read from the content
+    /// store, checked against its hash, compiled and cached.
+    pub fn template(&self, hash: &[u8; 32]) -> Result<Arc<Template>, RenderError> {
+        if let Some(template) = self
+            .templates
+            .read()
+            .unwrap_or_else(PoisonError::into_inner)
+            .get(hash)
+        {
+            return Ok(Arc::clone(template));
+        }
+        let path = stored_path(&self.content_dir, hash);
+        let bytes = std::fs::read(&path)
+            .map_err(|err| RenderError(format!("template {}: {err}", path.display())))?;
+        if sha256(&bytes) != *hash {
+            return Err(RenderError(format!(
+                "template {}: contents do not match hash {}",
+                path.display(),
+                hash_hex(hash)
+            )));
+        }
+        let template = TemplateSpec::from_stored(&bytes)
+            .and_then(|spec| Template::compile(&spec))
+            .map_err(|err| RenderError(format!("template {}: {err}", path.display())))?;
+        let mut templates = self
+            .templates
+            .write()
+            .unwrap_or_else(PoisonError::into_inner);
+        // Another thread may have loaded it meanwhile: keep the first.
+        Ok(Arc::clone(
+            templates.entry(*hash).or_insert_with(|| Arc::new(template)),
+        ))
+    }
+}
+
+impl MessageSource for TemplateSource {
+    fn envelope_from(&self, batch: &BatchView<'_>, _index: usize) -> Result<String, RenderError> {
+        Ok(self
+            .template(&batch.header().content_hash)?
+            .envelope_from()
+            .to_owned())
+    }
+
+    fn render(
+        &self,
+        batch: &BatchView<'_>,
+        index: usize,
+        out: &mut BytesMut,
+    ) -> Result<(), RenderError> {
+        let template = self.template(&batch.header().content_hash)?;
+        let recipient = batch
+            .recipient(index)
+            .ok_or_else(|| RenderError(format!("no recipient {index} in the batch")))?;
+        let fields = batch.field_names();
+        let ctx = RenderContext {
+            now: SystemTime::now(),
+            message_id_domain: self.message_id_domain.clone(),
+            unique: self.next_unique.fetch_add(1, Ordering::Relaxed),
+        };
+        let render = |address: &[u8], out: &mut BytesMut| {
+            let address = String::from_utf8_lossy(address);
+            if fields.len() <= INLINE_FIELDS {
+                let mut values: [&[u8]; INLINE_FIELDS] = [&[]; INLINE_FIELDS];
+                let mut count = 0;
+                for (slot, value) in values.iter_mut().zip(recipient.values()) {
+                    *slot = value;
+                    count += 1;
+                }
+                template.render(&fields, &values[..count], &address, &ctx, out)
+            } else {
+                let values: Vec<&[u8]> = recipient.values().collect();
+                template.render(&fields, &values, &address, &ctx, out)
+            }
+        };
+        // The address is assembled in a reused buffer; a fresh one only if the
+        // thread's is in use or being torn down.
+        let mut render = Some(render);
+        let reused = ADDRESS.try_with(|cell| {
+            let mut buf = cell.try_borrow_mut().ok()?;
+            recipient.address_into(&mut buf);
+            render.take().map(|render| render(&buf, &mut *out))
+        });
+        match (reused, render) {
+            (Ok(Some(result)), _) => result,
+            (_, Some(render)) => {
+                let mut buf = Vec::new();
+                recipient.address_into(&mut buf);
+                render(&buf, out)
+            }
+            (_, None) => Err(RenderError("internal: address buffer".into())),
+        }
+    }
+}
+
+thread_local! {
+    static ADDRESS: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use volley_queue::{BatchBuilder, BatchMeta};
+
+    fn batch(content_hash: [u8; 32]) -> Vec<u8> {
+        let meta = BatchMeta {
+            batch_id: 1,
+            campaign_id: 2,
+            created_at: 3,
+            content_hash,
+        };
+        let mut builder = BatchBuilder::new(meta, &["first_name", "text_only"]).unwrap();
+        builder.push("ann@example.test", &["Ann", ""]).unwrap();
+        builder
+            .push("bob@example.test", &["Bob\r\nBcc: x", "yes"])
+            .unwrap();
+        builder.finish().unwrap()
+    }
+
+    fn spec() -> TemplateSpec {
+        TemplateSpec {
+            from: "Acme <news@acme.test>".into(),
+            return_path: Some("bounces@acme.test".into()),
+            subject: "Hi {{ first_name }}".into(),
+            text: Some("Hello {{ first_name }}".into()),
+            html: Some("<p>Hello {{ first_name }}</p>".into()),
+            ..TemplateSpec::default()
+        }
+    }
+
+    #[test]
+    fn renders_from_the_content_store() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = spec();
+        let hash = spec.store(dir.path()).unwrap();
+        let file = batch(hash);
+        let view = BatchView::parse(&file).unwrap();
+        let source = TemplateSource::new(dir.path().to_path_buf());
+        assert_eq!(source.envelope_from(&view, 0).unwrap(), "bounces@acme.test");
+        let mut out = BytesMut::new();
+        source.render(&view, 0, &mut out).unwrap();
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(
+            text.contains("\r\nTo: <ann@example.test>\r\n")
+                || text.contains("\r\nTo: ann@example.test\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("Subject: Hi Ann\r\n"));
+        assert!(text.contains("multipart/alternative"));
+        let mut out = BytesMut::new();
+        source.render(&view, 1, &mut out).unwrap();
+        let text = String::from_utf8(out.to_vec()).unwrap();
+        assert!(text.contains("Subject: Hi Bob  Bcc: x\r\n"), "{text}");
+        let header = &text[..text.find("\r\n\r\n").unwrap()];
+        assert!(!header.contains("\r\nBcc:"), "{header}");
+        assert!(!text.contains("multipart"), "text_only: {text}");
+        assert!(source.render(&view, 2, &mut out).is_err());
+    }
+
+    #[test]
+    fn refuses_missing_or_tampered_templates() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = TemplateSource::new(dir.path().to_path_buf());
+        let spec = spec();
+        let hash = spec.content_hash();
+        let file = batch(hash);
+        let view = BatchView::parse(&file).unwrap();
+        let mut out = BytesMut::new();
+        let err = source.render(&view, 0, &mut out).unwrap_err();
+        assert!(err.0.contains(&hash_hex(&hash)), "{err}");
+        std::fs::write(stored_path(dir.path(), &hash), b"{\"from\":\"x@y.test\"}").unwrap();
+        let err = source.render(&view, 0, &mut out).unwrap_err();
+        assert!(err.0.contains("do not match"), "{err}");
+        assert!(out.is_empty());
+        // Registered directly, no file needed.
+        source.insert(hash, Arc::new(Template::compile(&spec).unwrap()));
+        source.render(&view, 0, &mut out).unwrap();
+        assert!(!out.is_empty());
+    }
+}
