@@ -87,5 +87,5 @@ echo "== volley send: $n recipients"
   --recipients "$work/recipients.csv" --report "$work/report.json"
 echo "== report ($work/report.json)"
 cat "$work/report.json"; echo
-echo "== the sink counted: $(tail -n 1 "$work/sink.log")"
+echo "== the sink counted $(grep -o "mesg=[0-9]*" "$work/sink.log" | tail -n 1 | cut -d= -f2) messages"
 echo "Delivery log: $work/delivery.jsonl; queue: $volley queue summary --spool $work/spool"

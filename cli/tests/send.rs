@@ -306,3 +306,83 @@ fn sigkill_during_send_and_run_neither_loses_nor_doubles_recipients() {
     );
     eprintln!("crash test: {doubled} duplicates, {resent} in flight at the kills");
 }
+
+#[test]
+fn messages_are_dkim_signed_and_an_independent_verifier_accepts_them() {
+    let s = Setup::new(63, "");
+    let key = s.path("dkim.pem");
+    let ok = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    // The public key for the TXT record: the last 32 bytes of the DER SubjectPublicKeyInfo.
+    let der = Command::new("openssl")
+        .args(["pkey", "-pubout", "-outform", "DER", "-in"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let raw = &der.stdout[der.stdout.len() - 32..];
+    let b64 = Command::new("base64")
+        .arg("-w0")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    b64.stdin.as_ref().unwrap().write_all(raw).unwrap();
+    let public = String::from_utf8(b64.wait_with_output().unwrap().stdout).unwrap();
+    let mut config = std::fs::read_to_string(s.path("volley.toml")).unwrap();
+    config.push_str(&format!(
+        "[[dkim]]\ndomain = \"volley.test\"\nselector = \"s1\"\nkey_file = \"{}\"\nalgorithm = \"ed25519\"\n",
+        key.display()
+    ));
+    std::fs::write(s.path("volley.toml"), config).unwrap();
+    s.write_csv(&["a@x.test,Ann,Oslo".into(), "b@y.test,Bo,Rome".into()]);
+    let out = volley(&strs(&s.send_args()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let messages = s
+        .sink
+        .wait_for_messages(2, Duration::from_secs(10))
+        .unwrap();
+    let script = format!(
+        "import dkim,sys\nrec=b'v=DKIM1; k=ed25519; p={public}'\n\
+         ok=dkim.verify(sys.stdin.buffer.read(), dnsfunc=lambda name, timeout=5: rec if name==b's1._domainkey.volley.test.' else None)\n\
+         sys.exit(0 if ok else 1)"
+    );
+    for m in &messages {
+        let body = m.body_crlf();
+        assert!(
+            String::from_utf8_lossy(&body).starts_with("DKIM-Signature:"),
+            "signed first"
+        );
+        let mut verify = Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        verify.stdin.as_mut().unwrap().write_all(&body).unwrap();
+        drop(verify.stdin.take());
+        assert!(
+            verify.wait().unwrap().success(),
+            "dkimpy rejects:\n{}",
+            String::from_utf8_lossy(&body)
+        );
+        // Altered after signing: refused.
+        let mut forged = body.clone();
+        let at = forged.len() - 5;
+        forged[at] ^= 1;
+        let mut verify = Command::new("/usr/bin/python3")
+            .args(["-c", &script])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        verify.stdin.as_mut().unwrap().write_all(&forged).unwrap();
+        drop(verify.stdin.take());
+        assert!(
+            !verify.wait().unwrap().success(),
+            "an altered body must fail"
+        );
+    }
+}

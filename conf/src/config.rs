@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::delivery::DeliveryConfig;
+use crate::dkim::DkimConfig;
 use crate::dns::DnsConfig;
 use crate::error::ConfigError;
 use crate::queue::QueueConfig;
@@ -35,6 +36,8 @@ pub struct Config {
     pub site: SiteLimits,
     /// `[[site_override]]`: limits for sites matched by domain or MX host.
     pub site_override: Vec<SiteOverride>,
+    /// `[[dkim]]`: signing keys per domain.
+    pub dkim: Vec<DkimConfig>,
 }
 
 impl Config {
@@ -136,7 +139,7 @@ mod tests {
     }
 
     /// Sections that are arrays of tables (`[[route]]`), empty by default.
-    const ARRAY_SECTIONS: [&str; 2] = ["route", "site_override"];
+    const ARRAY_SECTIONS: [&str; 3] = ["route", "site_override", "dkim"];
 
     fn known_keys(text: &str) -> Vec<String> {
         let message = match toml::from_str::<Config>(text) {
@@ -220,7 +223,7 @@ mod tests {
         );
         assert_eq!(
             error("[listen]\n"),
-            "volley.toml:1:2: listen: unknown section (known sections: spool, queue, dns, delivery, retry, route, site, site_override)"
+            "volley.toml:1:2: listen: unknown section (known sections: spool, queue, dns, delivery, retry, route, site, site_override, dkim)"
         );
     }
 

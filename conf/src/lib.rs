@@ -28,6 +28,7 @@
 
 mod config;
 mod delivery;
+mod dkim;
 mod dns;
 mod duration;
 mod error;
@@ -43,6 +44,7 @@ mod suggest;
 
 pub use config::Config;
 pub use delivery::{DeliveryConfig, TlsPolicy};
+pub use dkim::{DkimAlgorithm, DkimConfig};
 pub use dns::DnsConfig;
 pub use error::ConfigError;
 pub use glob::Glob;

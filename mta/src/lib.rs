@@ -13,9 +13,12 @@
 //! - [`mx`]: MX resolution with hickory-resolver, implicit and null MX, caching.
 //! - [`engine`]: a delivery round: due work, sites, connection workers, recording.
 //! - [`outcome`], [`shaping`]: pure decisions (reply to outcome; rate, backoff, pause).
+//! - [`merge`]: templates compiled once, rendered per recipient at send time.
+//! - [`dkim`]: DKIM signing (mail-auth), with a body-hash cache.
 //! - [`log`]: the JSON-lines delivery log. [`source`]: where messages come from.
 
 pub mod conn;
+pub mod dkim;
 pub mod engine;
 pub mod log;
 pub mod merge;

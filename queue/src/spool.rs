@@ -102,7 +102,14 @@ impl Spool {
     /// Opens (creating if needed) the spool at `root` for delivery, taking its
     /// exclusive lock: one volley process writes a spool at a time.
     pub fn open(root: &Path) -> Result<Spool, QueueError> {
-        for dir in ["tmp", "active", "done", "quarantine", "content", "campaigns"] {
+        for dir in [
+            "tmp",
+            "active",
+            "done",
+            "quarantine",
+            "content",
+            "campaigns",
+        ] {
             let path = root.join(dir);
             fs::create_dir_all(&path).map_err(|e| QueueError::io("create", &path, e))?;
         }
@@ -181,7 +188,9 @@ impl Spool {
         let dir = path.parent().unwrap_or(Path::new("."));
         let tmp = dir.join(format!(
             ".{}.tmp",
-            path.file_name().map(|n| n.to_string_lossy()).unwrap_or_default()
+            path.file_name()
+                .map(|n| n.to_string_lossy())
+                .unwrap_or_default()
         ));
         let mut file = File::create(&tmp).map_err(|e| QueueError::io("create", &tmp, e))?;
         file.write_all(bytes)

@@ -53,6 +53,9 @@ pub enum EngineError {
     /// TLS could not be set up.
     #[error(transparent)]
     Tls(#[from] TlsSetupError),
+    /// A DKIM key could not be loaded.
+    #[error(transparent)]
+    Dkim(#[from] crate::dkim::DkimError),
 }
 
 /// What one delivery round did.
@@ -83,6 +86,9 @@ pub struct RunReport {
 pub struct Shared {
     pub(crate) recorder: Recorder,
     pub(crate) source: Arc<dyn MessageSource>,
+    /// Signs each rendered message whose From domain has a key; `None` when no
+    /// `[[dkim]]` key is configured.
+    pub(crate) dkim: Option<crate::dkim::DkimSigner>,
     pub(crate) tls: TlsClients,
     pub(crate) tls_verify: bool,
     pub(crate) session: SessionConfig,
@@ -164,6 +170,8 @@ impl Engine {
         })
         .map_err(|e| EngineError::Dns(e.to_string()))?;
         let tls = TlsClients::new(config.delivery.tls_ca_file.as_deref())?;
+        let dkim = crate::dkim::DkimSigner::from_config(&config.dkim)?;
+        let dkim = (!dkim.is_empty()).then_some(dkim);
         let d = &config.delivery;
         let helo_name = if d.helo_name.is_empty() {
             host_name()
@@ -177,6 +185,7 @@ impl Engine {
                 counters: Default::default(),
             },
             source,
+            dkim,
             tls,
             tls_verify: d.tls_verify,
             session: SessionConfig {

@@ -280,7 +280,14 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                 .source
                 .envelope_from(&view, index)
                 .and_then(|from| shared.source.render(&view, index, &mut body).map(|()| from));
-            let from = match rendered {
+            let signed = rendered.and_then(|from| match &shared.dkim {
+                Some(dkim) => dkim
+                    .sign_in_place(&mut body)
+                    .map(|_| from)
+                    .map_err(|e| crate::source::RenderError(format!("DKIM: {e}"))),
+                None => Ok(from),
+            });
+            let from = match signed {
                 Ok(from) => from,
                 Err(err) => {
                     let answer = Answer {
