@@ -386,3 +386,58 @@ fn messages_are_dkim_signed_and_an_independent_verifier_accepts_them() {
         );
     }
 }
+
+#[test]
+fn wait_retries_deferred_recipients_until_every_one_is_final() {
+    use support::scripted::Scripted;
+    let server = Scripted::start(
+        std::net::Ipv4Addr::new(127, 0, 0, 64),
+        serde_json::json!({"defer_first_n": 1}),
+    );
+    let s = Setup::new(65, "");
+    // Route to the scripted receiver (first attempt 451, then accepted) instead of the sink.
+    let config = std::fs::read_to_string(s.path("volley.toml"))
+        .unwrap()
+        .replace(&s.sink.addr().to_string(), &server.addr().to_string());
+    std::fs::write(s.path("volley.toml"), config).unwrap();
+    s.write_csv(&["a@x.test,A,B".into(), "b@x.test,C,D".into()]);
+    let mut args = s.send_args();
+    args.extend(["--wait".into(), "--report".into(), s.arg("report.json")]);
+    let out = volley(&strs(&args));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s.path("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        (report["delivered"].as_u64(), report["deferred"].as_u64()),
+        (Some(2), Some(0)),
+        "{report}"
+    );
+    let log = std::fs::read_to_string(s.path("delivery.jsonl")).unwrap();
+    assert_eq!(
+        log.lines().filter(|l| l.contains("\"deferred\"")).count(),
+        2,
+        "{log}"
+    );
+    assert_eq!(
+        server.transactions().iter().filter(|t| t.accepted).count(),
+        2
+    );
+
+    // Without --wait, send returns after one pass: the deferred stay in the spool.
+    let s2 = Setup::new(66, "");
+    let config = std::fs::read_to_string(s2.path("volley.toml"))
+        .unwrap()
+        .replace(&s2.sink.addr().to_string(), &server.addr().to_string());
+    std::fs::write(s2.path("volley.toml"), config).unwrap();
+    s2.write_csv(&["c@x.test,A,B".into()]);
+    let mut args = s2.send_args();
+    args.extend(["--report".into(), s2.arg("report.json")]);
+    assert!(volley(&strs(&args)).status.success());
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(s2.path("report.json")).unwrap()).unwrap();
+    assert_eq!(
+        (report["delivered"].as_u64(), report["deferred"].as_u64()),
+        (Some(0), Some(1)),
+        "{report}"
+    );
+}

@@ -15,11 +15,13 @@
 //! - [`outcome`], [`shaping`]: pure decisions (reply to outcome; rate, backoff, pause).
 //! - [`merge`]: templates compiled once, rendered per recipient at send time.
 //! - [`dkim`]: DKIM signing (mail-auth), with a body-hash cache.
+//! - [`fuzzing`]: entry points of the fuzz targets, also run by `cargo test`.
 //! - [`log`]: the JSON-lines delivery log. [`source`]: where messages come from.
 
 pub mod conn;
 pub mod dkim;
 pub mod engine;
+pub mod fuzzing;
 pub mod log;
 pub mod merge;
 pub mod mx;

@@ -26,11 +26,14 @@ use super::process::{run_bounded, ChildGuard};
 /// Debian's Python, which has `python3-aiosmtpd` (the `python3` on PATH may not).
 pub const PYTHON: &str = "/usr/bin/python3";
 
-/// Path of the receiver script.
-pub const SCRIPT: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/tests/support/scripted_smtpd.py"
-);
+/// Path of the receiver script: beside this file, whichever crate's tests include
+/// it (`file!()` is relative to the workspace root, one level above every crate).
+pub fn script() -> std::path::PathBuf {
+    let this = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(file!());
+    this.with_file_name("scripted_smtpd.py")
+}
 
 /// One DATA transaction as the scripted receiver saw it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -149,7 +152,7 @@ impl Scripted {
         for _attempt in 0..5 {
             let addr = SocketAddrV4::new(ip, free_port(ip));
             let mut cmd = Command::new(PYTHON);
-            cmd.arg(SCRIPT)
+            cmd.arg(script())
                 .arg("--host")
                 .arg(ip.to_string())
                 .arg("--port")
