@@ -42,7 +42,7 @@
 mod address;
 mod compile;
 mod error;
-mod mime;
+pub(crate) mod mime;
 mod raw;
 mod render;
 mod source;
