@@ -340,6 +340,9 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
             Ok(Event::Closed(reason)) => {
                 tracing::debug!(site = %site.key, ?reason, "connection closed");
                 if matches!(reason, CloseReason::Failed(_)) {
+                    // A session that failed for a reason other than a reply we
+                    // record (protocol error, RSET refused): a short breather so
+                    // the workers do not reconnect in a tight loop.
                     site.pause(site.limits.pause.min(Duration::from_secs(1)));
                 }
                 break;

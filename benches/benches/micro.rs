@@ -1,0 +1,160 @@
+//! Micro benchmarks of the per-message hot paths (divan): SMTP reply parsing,
+//! dot-stuffing, template rendering, DKIM signing, state-slot updates.
+//! Run with `benches/micro.sh` (writes benches/results/micro-<date>.txt).
+#![allow(missing_docs)]
+
+use std::hint::black_box;
+use std::time::{Duration, SystemTime};
+
+use bytes::BytesMut;
+use divan::Bencher;
+use volley_mta::merge::{RenderContext, Template, TemplateSpec};
+use volley_mta::smtp::data::dot_stuff_into;
+use volley_mta::smtp::reply::parse_reply;
+use volley_queue::{BatchBuilder, BatchMeta, MappedBatch, Slot, Spool, State};
+
+fn main() {
+    divan::main();
+}
+
+const EHLO: &[u8] = b"250-mx.google.com at your service, [192.0.2.1]\r\n250-SIZE 157286400\r\n250-8BITMIME\r\n250-STARTTLS\r\n250-ENHANCEDSTATUSCODES\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 SMTPUTF8\r\n";
+const OK: &[u8] = b"250 2.0.0 OK  1700000000 d9443c01a7336-1e4c5f2a1b2si123456plj.123 - gsmtp\r\n";
+
+#[divan::bench]
+fn reply_parse_single_line() -> bool {
+    matches!(parse_reply(black_box(OK)), Ok(_))
+}
+
+#[divan::bench]
+fn reply_parse_ehlo_8_lines() -> bool {
+    matches!(parse_reply(black_box(EHLO)), Ok(_))
+}
+
+/// A ~5 KB message with bare LFs and leading dots.
+fn message_5k() -> Vec<u8> {
+    let mut m = b"From: a@b.test\nSubject: hi\n\n".to_vec();
+    while m.len() < 5000 {
+        m.extend_from_slice(b"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod.\n.dot line\n");
+    }
+    m
+}
+
+#[divan::bench]
+fn dot_stuff_5kb(bencher: Bencher) {
+    let message = message_5k();
+    let mut out = BytesMut::with_capacity(8192);
+    bencher.bench_local(|| {
+        out.clear();
+        dot_stuff_into(black_box(&message), &mut out);
+        out.len()
+    });
+}
+
+fn template() -> Template {
+    let toml = r#"
+from = "Acme News <news@acme.test>"
+subject = 'Hello {{ first_name | default("friend") }}, news from {{ city }}'
+text = """
+Hi {{ first_name }} {{ last_name }},
+
+Your plan {{ plan }} renews soon. Your account {{ customer_id }} in {{ city }} ...
+"""
+html = "<p>Hi <b>{{ first_name }} {{ last_name }}</b>,</p><p>Your plan {{ plan }} renews soon.</p>"
+"#;
+    let mut spec =
+        TemplateSpec::from_toml(toml, std::path::Path::new("bench.toml")).expect("template");
+    if let Some(text) = spec.text.as_mut() {
+        text.push_str(&"Lorem ipsum dolor sit amet, consectetur adipiscing elit. ".repeat(30));
+    }
+    Template::compile(&spec).expect("compile")
+}
+
+const FIELDS: [&str; 5] = ["first_name", "last_name", "city", "plan", "customer_id"];
+const VALUES: [&[u8]; 5] = [
+    b"Zo\xc3\xab",
+    b"M\xc3\xbcller",
+    b"Z\xc3\xbcrich",
+    b"pro",
+    b"C12345678",
+];
+
+#[divan::bench]
+fn render_text_html_5_fields(bencher: Bencher) {
+    let t = template();
+    let ctx = RenderContext::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        1,
+    );
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    bencher.bench_local(|| {
+        out.clear();
+        t.render(&FIELDS, &VALUES, "zoe.muller@example.com", &ctx, &mut out)
+            .map(|()| out.len())
+    });
+}
+
+#[divan::bench]
+fn slot_encode_decode() -> bool {
+    let s = Slot {
+        state: State::Deferred,
+        attempts: 3,
+        code: 451,
+        next_attempt: 1_700_000_600,
+    };
+    Slot::decode(black_box(s.encode())).is_ok()
+}
+
+#[divan::bench]
+fn slot_update_in_mapped_batch(bencher: Bencher) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let spool = Spool::open(dir.path()).expect("spool");
+    let meta = BatchMeta {
+        batch_id: 1,
+        campaign_id: 1,
+        content_hash: [0; 32],
+        created_at: 0,
+    };
+    let mut b = BatchBuilder::new(meta, &["f"]).expect("builder");
+    for i in 0..100 {
+        b.push(&format!("u{i}@x.test"), &["v"]).expect("push");
+    }
+    let path = spool
+        .write_batch(&b.finish().expect("finish"))
+        .expect("write");
+    let batch = MappedBatch::open(&path).expect("map");
+    let mut i = 0usize;
+    bencher.bench_local(|| {
+        i = (i + 1) % 100;
+        let slot = Slot {
+            state: State::Delivered,
+            attempts: 1,
+            code: 250,
+            next_attempt: 0,
+        };
+        batch.set_slot(i, slot)
+    });
+}
+
+#[divan::bench]
+fn dkim_ed25519_sign_5kb(bencher: Bencher) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let key = dir.path().join("k.pem");
+    let ok = std::process::Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key)
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    if !ok {
+        eprintln!("dkim bench skipped: openssl not available");
+        return;
+    }
+    let toml = format!("[[dkim]]\ndomain = \"b.test\"\nselector = \"s\"\nkey_file = \"{}\"\nalgorithm = \"ed25519\"\n", key.display());
+    let config =
+        volley_conf::Config::parse(&toml, std::path::Path::new("bench.toml")).expect("config");
+    let signer = volley_mta::dkim::DkimSigner::from_config(&config.dkim).expect("signer");
+    let message: Vec<u8> = String::from_utf8_lossy(&message_5k())
+        .replace('\n', "\r\n")
+        .into_bytes();
+    bencher.bench_local(|| signer.sign(black_box(&message)));
+}
