@@ -6,8 +6,6 @@ mod dnsmasq;
 use std::collections::HashSet;
 use std::future::Future;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, UdpSocket};
-use std::pin::Pin;
-use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use dnsmasq::{DnsMasq, Options, Record};
@@ -81,29 +79,6 @@ fn ip(s: &str) -> IpAddr {
 
 fn names(destination: &Destination) -> Vec<&str> {
     destination.hosts.iter().map(|h| h.name.as_str()).collect()
-}
-
-/// Polls `futures` together on the current task; outputs in order.
-async fn join_all<F: Future>(futures: Vec<F>) -> Vec<F::Output> {
-    let mut futures: Vec<Pin<Box<F>>> = futures.into_iter().map(Box::pin).collect();
-    let mut outputs: Vec<Option<F::Output>> = futures.iter().map(|_| None).collect();
-    std::future::poll_fn(move |cx| {
-        let mut pending = false;
-        for (future, output) in futures.iter_mut().zip(outputs.iter_mut()) {
-            if output.is_none() {
-                match future.as_mut().poll(cx) {
-                    Poll::Ready(value) => *output = Some(value),
-                    Poll::Pending => pending = true,
-                }
-            }
-        }
-        if pending {
-            Poll::Pending
-        } else {
-            Poll::Ready(outputs.iter_mut().filter_map(Option::take).collect())
-        }
-    })
-    .await
 }
 
 #[tokio::test]
@@ -503,8 +478,12 @@ async fn concurrent_lookups_share_one_query() {
             Record::addr("mx.busy.test", "127.0.0.2"),
         ]);
         let resolver = resolver_for(&dns);
-        let lookups = (0..20).map(|_| resolver.resolve("busy.test")).collect();
-        for result in join_all(lookups).await {
+        let mut lookups = tokio::task::JoinSet::new();
+        for _ in 0..20 {
+            let resolver = resolver.clone();
+            lookups.spawn(async move { resolver.resolve("busy.test").await });
+        }
+        for result in lookups.join_all().await {
             match result {
                 Ok(destination) => assert_eq!(names(&destination), ["mx.busy.test"]),
                 Err(e) => panic!("{e:?}"),
