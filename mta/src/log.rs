@@ -30,7 +30,7 @@ pub struct LogEvent<'a> {
     /// SMTP reply code (0 when there was none, e.g. a DNS failure).
     pub code: u16,
     /// Enhanced status code such as "5.1.1", or "" when none.
-    pub enhanced: String,
+    pub enhanced: &'a str,
     /// Reply text (or the local reason, for connection and DNS failures).
     pub reply: &'a str,
     /// MX host name used ("" when none was reached).
@@ -162,7 +162,7 @@ mod tests {
             recipient: "a@b.test",
             status: "bounced",
             code: 550,
-            enhanced: "5.1.1".into(),
+            enhanced: "5.1.1",
             reply: "user \"unknown\"\r\n",
             mx: "mx.b.test",
             ip: "127.0.0.2".into(),

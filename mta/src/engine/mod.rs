@@ -350,9 +350,14 @@ impl Engine {
                     };
                     let via = Via::default();
                     for item in &items {
-                        self.shared
-                            .recorder
-                            .record(item, verdict, &answer, &via, Instant::now());
+                        self.shared.recorder.record(
+                            item,
+                            &item.address(),
+                            verdict,
+                            &answer,
+                            &via,
+                            Instant::now(),
+                        );
                     }
                 }
             }

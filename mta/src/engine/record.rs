@@ -85,10 +85,12 @@ impl Recorder {
         }
     }
 
-    /// Records the attempt's outcome for one recipient and returns it.
+    /// Records the attempt's outcome for one recipient (whose address is
+    /// `recipient`) and returns it.
     pub fn record(
         &self,
         item: &Item,
+        recipient: &str,
         verdict: Verdict,
         answer: &Answer<'_>,
         via: &Via,
@@ -126,19 +128,14 @@ impl Recorder {
             Outcome::Expired => &self.counters.expired,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        let recipient = map
-            .view()
-            .recipient(index)
-            .map(|r| r.address())
-            .unwrap_or_default();
         let event = LogEvent {
             ts: timestamp(SystemTime::now()),
             campaign: header.campaign_id,
             batch: header.batch_id,
-            recipient: &recipient,
+            recipient,
             status: outcome.status(),
             code: answer.code,
-            enhanced: answer.enhanced.clone(),
+            enhanced: &answer.enhanced,
             reply: answer.text,
             mx: &via.mx,
             ip: via.ip.map(|ip| ip.to_string()).unwrap_or_default(),

@@ -143,9 +143,14 @@ fn defer_connection(shared: &Shared, item: &Item, reason: &str, via: &Via) {
         text: reason,
         connection_level: true,
     };
-    shared
-        .recorder
-        .record(item, Verdict::Temporary, &answer, via, Instant::now());
+    shared.recorder.record(
+        item,
+        &item.address(),
+        Verdict::Temporary,
+        &answer,
+        via,
+        Instant::now(),
+    );
 }
 
 async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, worker: usize) {
@@ -299,6 +304,7 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                     };
                     shared.recorder.record(
                         &item,
+                        &rcpt,
                         Verdict::Permanent(BounceClass::Content),
                         &answer,
                         via,
@@ -366,9 +372,14 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
             text: "connection lost before the reply",
             connection_level: true,
         };
-        shared
-            .recorder
-            .record(&item, Verdict::Temporary, &answer, via, started);
+        shared.recorder.record(
+            &item,
+            &item.address(),
+            Verdict::Temporary,
+            &answer,
+            via,
+            started,
+        );
     }
     conn.quit().await;
 }
@@ -402,7 +413,9 @@ fn record_result(
             text: &text,
             connection_level: rcpt.local || reply.code == 421,
         };
-        shared.recorder.record(item, verdict, &answer, via, started);
+        shared
+            .recorder
+            .record(item, &rcpt.rcpt, verdict, &answer, via, started);
     }
     if pause {
         tracing::info!(site = %site.key, pause = ?site.limits.pause, "site paused");

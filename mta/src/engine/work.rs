@@ -22,6 +22,19 @@ pub struct Item {
     pub index: u32,
 }
 
+impl Item {
+    /// The recipient's address, decoded from its batch. The send path already has
+    /// it; this is for the paths that fail before a transaction (DNS, rendering).
+    pub fn address(&self) -> String {
+        self.batch
+            .map
+            .view()
+            .recipient(self.index as usize)
+            .map(|r| r.address())
+            .unwrap_or_default()
+    }
+}
+
 /// What a round starts from.
 #[derive(Debug, Default)]
 pub struct Work {

@@ -111,3 +111,31 @@ pub fn poll<T>(deadline: Duration, mut check: impl FnMut() -> Option<T>) -> Opti
         pause = (pause * 2).min(Duration::from_millis(50));
     }
 }
+
+/// How one attempt to start a peer on a chosen port went.
+pub enum Attempt<T> {
+    /// Listening: the started peer.
+    Started(T),
+    /// Another process took the port between [`free_port`] and the bind: try another.
+    PortTaken(String),
+    /// Failed for another reason: give up with this error.
+    Failed(String),
+}
+
+/// Starts a peer on a free port of `ip`: `attempt` is called with a fresh address
+/// until it starts, fails for a reason other than a lost port race, or five ports
+/// were tried. The one retry policy of every peer harness.
+pub fn on_free_port<T>(
+    ip: Ipv4Addr,
+    mut attempt: impl FnMut(SocketAddrV4) -> Attempt<T>,
+) -> Result<T, String> {
+    let mut last_err = String::new();
+    for _ in 0..5 {
+        match attempt(SocketAddrV4::new(ip, free_port(ip))) {
+            Attempt::Started(peer) => return Ok(peer),
+            Attempt::PortTaken(e) => last_err = e,
+            Attempt::Failed(e) => return Err(e),
+        }
+    }
+    Err(last_err)
+}

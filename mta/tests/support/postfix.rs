@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
-use super::port::{free_port, poll, wait_bound};
+use super::port::{on_free_port, poll, wait_bound, Attempt};
 use super::process::{is_root, run_bounded, ChildGuard};
 
 /// The `postfix` command.
@@ -153,16 +153,19 @@ impl Postfix {
         mkdir("etc", 0o755)?;
         mkdir("queue", 0o755)?;
         mkdir("mail", 0o777)?;
-        let mut last_err = String::new();
-        for _attempt in 0..5 {
-            let addr = SocketAddrV4::new(ip, free_port(ip));
-            write_config(&dir, addr, &opts)?;
+        let mut peer = on_free_port(ip, |addr| {
+            if let Err(e) = write_config(&dir, addr, &opts) {
+                return Attempt::Failed(e);
+            }
             let mut cmd = Command::new(POSTFIX);
             cmd.arg("-c")
                 .arg(dir.join("etc"))
                 .arg("start-fg")
                 .stdin(Stdio::null());
-            let child = ChildGuard::spawn("postfix", cmd, &dir)?;
+            let child = match ChildGuard::spawn("postfix", cmd, &dir) {
+                Ok(child) => child,
+                Err(e) => return Attempt::Failed(e),
+            };
             let mut peer = Postfix {
                 addr,
                 dir: dir.clone(),
@@ -173,21 +176,20 @@ impl Postfix {
                 peer.child.as_ref().map_or(Ok(()), |c| c.check_alive())
             });
             match waited {
-                Ok(()) => {
-                    peer._tmp = Some(tmp);
-                    return Ok(peer);
-                }
+                Ok(()) => Attempt::Started(peer),
                 Err(e) => {
                     let log = peer.log();
                     peer.stop();
-                    if !log.contains("in use") {
-                        return Err(format!("{e}\nmaillog:\n{log}"));
+                    if log.contains("in use") {
+                        Attempt::PortTaken(e)
+                    } else {
+                        Attempt::Failed(format!("{e}\nmaillog:\n{log}"))
                     }
-                    last_err = e;
                 }
             }
-        }
-        Err(last_err)
+        })?;
+        peer._tmp = Some(tmp);
+        Ok(peer)
     }
 
     /// The address Postfix's smtpd listens on.

@@ -20,7 +20,7 @@ use std::path::{Path, PathBuf};
 use std::process::{ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use super::port::{free_port, poll, wait_bound};
+use super::port::{on_free_port, poll, wait_bound, Attempt};
 use super::process::{run_bounded, ChildGuard};
 
 /// Debian's Python, which has `python3-aiosmtpd` (the `python3` on PATH may not).
@@ -148,9 +148,7 @@ impl Scripted {
         let scenario_path = dir.path().join("scenario.json");
         std::fs::write(&scenario_path, scenario.to_string())
             .map_err(|e| format!("write scenario: {e}"))?;
-        let mut last_err = String::new();
-        for _attempt in 0..5 {
-            let addr = SocketAddrV4::new(ip, free_port(ip));
+        let (addr, child, stdin) = on_free_port(ip, |addr| {
             let mut cmd = Command::new(PYTHON);
             cmd.arg(script())
                 .arg("--host")
@@ -162,27 +160,25 @@ impl Scripted {
                 .arg("--out-dir")
                 .arg(dir.path())
                 .stdin(Stdio::piped());
-            let mut child = ChildGuard::spawn("scripted_smtpd", cmd, dir.path())?;
-            let stdin = child.take_stdin().ok_or("no stdin pipe")?;
+            let mut child = match ChildGuard::spawn("scripted_smtpd", cmd, dir.path()) {
+                Ok(child) => child,
+                Err(e) => return Attempt::Failed(e),
+            };
+            let Some(stdin) = child.take_stdin() else {
+                return Attempt::Failed("no stdin pipe".into());
+            };
             match wait_bound(addr, Duration::from_secs(10), || child.check_alive()) {
-                Ok(()) => {
-                    return Ok(Scripted {
-                        addr,
-                        child,
-                        _stdin: stdin,
-                        dir,
-                    })
-                }
-                Err(e) => {
-                    // Lost the race for the port to another process: try another.
-                    if !child.stderr_text().contains("in use") {
-                        return Err(e);
-                    }
-                    last_err = e;
-                }
+                Ok(()) => Attempt::Started((addr, child, stdin)),
+                Err(e) if child.stderr_text().contains("in use") => Attempt::PortTaken(e),
+                Err(e) => Attempt::Failed(e),
             }
-        }
-        Err(last_err)
+        })?;
+        Ok(Scripted {
+            addr,
+            child,
+            _stdin: stdin,
+            dir,
+        })
     }
 
     /// The address the receiver listens on.

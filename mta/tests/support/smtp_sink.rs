@@ -53,7 +53,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, SystemTime};
 
-use super::port::{free_port, poll, wait_bound};
+use super::port::{on_free_port, poll, wait_bound, Attempt};
 use super::process::{is_root, ChildGuard};
 
 /// Path of the Postfix smtp-sink binary.
@@ -330,9 +330,7 @@ impl SmtpSink {
             world(dir.path(), 0o755).map_err(|e| format!("chmod: {e}"))?;
             world(&dump_dir, 0o777).map_err(|e| format!("chmod: {e}"))?;
         }
-        let mut last_err = String::new();
-        for _attempt in 0..5 {
-            let addr = SocketAddrV4::new(ip, free_port(ip));
+        let (addr, child) = on_free_port(ip, |addr| {
             let mut cmd = Command::new(SMTP_SINK);
             cmd.arg("-c");
             if !opts.count_only {
@@ -344,26 +342,22 @@ impl SmtpSink {
             }
             cmd.args(opts.args()).arg(format!("inet:{addr}")).arg("256");
             cmd.stdin(Stdio::null());
-            let child = ChildGuard::spawn("smtp-sink", cmd, dir.path())?;
+            let child = match ChildGuard::spawn("smtp-sink", cmd, dir.path()) {
+                Ok(child) => child,
+                Err(e) => return Attempt::Failed(e),
+            };
             match wait_bound(addr, Duration::from_secs(10), || child.check_alive()) {
-                Ok(()) => {
-                    return Ok(SmtpSink {
-                        addr,
-                        dump_dir,
-                        child,
-                        _dir: dir,
-                    })
-                }
-                Err(e) => {
-                    // Lost the race for the port to another process: try another.
-                    if !child.stderr_text().contains("in use") {
-                        return Err(e);
-                    }
-                    last_err = e;
-                }
+                Ok(()) => Attempt::Started((addr, child)),
+                Err(e) if child.stderr_text().contains("in use") => Attempt::PortTaken(e),
+                Err(e) => Attempt::Failed(e),
             }
-        }
-        Err(last_err)
+        })?;
+        Ok(SmtpSink {
+            addr,
+            dump_dir,
+            child,
+            _dir: dir,
+        })
     }
 
     /// The address smtp-sink listens on.
