@@ -10,7 +10,7 @@ use clap::Args;
 use volley_conf::Config;
 use volley_control::campaign::{unhex, Campaign};
 use volley_control::partition::partition;
-use volley_control::recipients::RecipientList;
+use volley_control::recipients::RecipientReader;
 use volley_mta::engine::{Engine, RunReport};
 use volley_mta::merge::TemplateSource;
 use volley_queue::Spool;
@@ -39,7 +39,7 @@ pub fn resume_partitioning(spool: &Spool) -> Result<u64> {
         }
         let hash = unhex(&campaign.content_hash)
             .with_context(|| format!("campaign {}: bad content hash", campaign.id))?;
-        let mut list = RecipientList::read(&campaign.recipients)
+        let mut list = RecipientReader::open(&campaign.recipients)
             .with_context(|| format!("campaign {}: cannot resume its partitioning", campaign.id))?;
         let parts = partition(
             spool,
@@ -52,7 +52,7 @@ pub fn resume_partitioning(spool: &Spool) -> Result<u64> {
         )?;
         campaign.partitioned = true;
         campaign.recipient_count = parts.recipients;
-        campaign.rejected_rows = list.rejected.len() as u64;
+        campaign.rejected_rows = parts.rejected.len() as u64;
         campaign.save(spool)?;
         tracing::info!(
             campaign = campaign.id,
@@ -92,7 +92,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         if args.once {
-            let report = engine.run_once().await?;
+            let report = engine.run_due().await?;
             return anyhow::Ok(format!("{}\n", describe(&report, true)));
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -100,7 +100,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         tracing::info!(spool = %engine.spool().root().display(), "volley run: delivering");
         loop {
             tokio::select! {
-                report = engine.run_once() => {
+                report = engine.run_due() => {
                     let report = report?;
                     if report.attempted > 0 || report.resent_after_crash > 0 {
                         tracing::info!("{}", describe(&report, false));

@@ -11,7 +11,7 @@ use clap::Args;
 use volley_conf::Config;
 use volley_control::campaign::{hex, Campaign};
 use volley_control::partition::partition;
-use volley_control::recipients::RecipientList;
+use volley_control::recipients::{write_rejects, RecipientReader};
 use volley_mta::engine::{Engine, RunReport};
 use volley_mta::merge::{Template, TemplateSource, TemplateSpec};
 use volley_queue::{BatchView, DomainSummary, Spool};
@@ -70,8 +70,8 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         Template::compile(&spec)
             .with_context(|| format!("template {}", args.template.display()))?,
     );
-    let mut list = RecipientList::read(&args.recipients)?;
-    let mut available: Vec<&str> = list.fields.iter().map(String::as_str).collect();
+    let mut list = RecipientReader::open(&args.recipients)?;
+    let mut available: Vec<&str> = list.fields().iter().map(String::as_str).collect();
     available.push("email");
     template.check_fields(&available).with_context(|| {
         format!(
@@ -90,16 +90,6 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         name.push(".rejects.csv");
         args.recipients.with_file_name(name)
     });
-    if !list.rejected.is_empty() {
-        list.write_rejects(&rejects_path)
-            .with_context(|| format!("cannot write {}", rejects_path.display()))?;
-        eprintln!(
-            "volley: {} rows rejected, listed with their line numbers in {}",
-            list.rejected.len(),
-            rejects_path.display()
-        );
-    }
-
     let spool = Spool::open(&config.spool.dir)?;
     let hash = spec
         .store(&spool.content_dir())
@@ -114,7 +104,7 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         created_at: unix_now(),
         partitioned: false,
         recipient_count: 0,
-        rejected_rows: list.rejected.len() as u64,
+        rejected_rows: 0,
     };
     campaign.save(&spool)?;
     let parts = partition(
@@ -128,7 +118,17 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     )?;
     campaign.partitioned = true;
     campaign.recipient_count = parts.recipients;
+    campaign.rejected_rows = parts.rejected.len() as u64;
     campaign.save(&spool)?;
+    if !parts.rejected.is_empty() {
+        write_rejects(&parts.rejected, &rejects_path)
+            .with_context(|| format!("cannot write {}", rejects_path.display()))?;
+        eprintln!(
+            "volley: {} rows rejected, listed with their line numbers in {}",
+            parts.rejected.len(),
+            rejects_path.display()
+        );
+    }
     eprintln!(
         "volley: campaign {} queued: {} recipients in {} batches of up to {}",
         campaign.id, parts.recipients, parts.batches, config.queue.batch_size
@@ -195,7 +195,7 @@ async fn deliver(engine: &Engine, total: u64, wait: bool) -> Result<()> {
     };
     let rounds = async {
         loop {
-            let report = engine.run_once().await?;
+            let report = engine.run_due().await?;
             // Done when nothing was due and nothing waits for a retry.
             if !wait || (report.attempted == 0 && report.not_due == 0) {
                 return anyhow::Ok(());

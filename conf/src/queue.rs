@@ -18,9 +18,16 @@ pub struct QueueConfig {
     /// commit); zero flushes after every update. Default 1s; allowed 0s..=1h.
     #[serde(deserialize_with = "sync_interval")]
     pub sync_interval: Duration,
+    /// At most this many recipients are mapped and queued for one delivery round;
+    /// the batches beyond wait for the next round, which starts at once. Bounds
+    /// the memory of a round whatever the spool holds. Default 200000; allowed
+    /// 1000..=10000000.
+    #[serde(deserialize_with = "window")]
+    pub window: u32,
 }
 
 const BATCH_SIZE: RangeInclusive<u32> = 1..=100_000;
+const WINDOW: RangeInclusive<u32> = 1000..=10_000_000;
 const SYNC_INTERVAL: RangeInclusive<Duration> = Duration::ZERO..=Duration::from_secs(3600);
 
 impl Default for QueueConfig {
@@ -28,12 +35,17 @@ impl Default for QueueConfig {
         QueueConfig {
             batch_size: 100,
             sync_interval: Duration::from_secs(1),
+            window: 200_000,
         }
     }
 }
 
 fn batch_size<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
     integer::in_range(de, BATCH_SIZE)
+}
+
+fn window<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
+    integer::in_range(de, WINDOW)
 }
 
 fn sync_interval<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
@@ -49,5 +61,6 @@ mod tests {
         let queue = QueueConfig::default();
         assert!(BATCH_SIZE.contains(&queue.batch_size));
         assert!(SYNC_INTERVAL.contains(&queue.sync_interval));
+        assert!(WINDOW.contains(&queue.window));
     }
 }

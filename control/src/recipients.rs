@@ -3,6 +3,7 @@
 //! line numbers and skipped; nothing else is lost.
 
 use std::collections::HashMap;
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 /// One accepted recipient.
@@ -59,20 +60,65 @@ pub enum ListError {
     },
 }
 
-impl RecipientList {
-    /// Reads a CSV file (see the module doc).
-    pub fn read(path: &Path) -> Result<RecipientList, ListError> {
-        let data = std::fs::read(path).map_err(|io| ListError::Read {
+/// Reads a recipient list one row at a time, so a list of any length is read in
+/// bounded memory (the partitioning sorts it on disk). Line numbers are the
+/// file's own: a line break inside a quoted value counts, as in an editor.
+pub struct RecipientReader<R: Read> {
+    path: PathBuf,
+    fields: Vec<String>,
+    email_col: usize,
+    width: usize,
+    reader: csv::Reader<R>,
+    record: csv::ByteRecord,
+    scratch: Vec<u8>,
+}
+
+impl<R: Read> std::fmt::Debug for RecipientReader<R> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RecipientReader")
+            .field("path", &self.path)
+            .field("fields", &self.fields)
+            .finish_non_exhaustive()
+    }
+}
+
+/// One accepted row, borrowed from the reader until the next call.
+#[derive(Debug, Clone, Copy)]
+pub struct RowRef<'a> {
+    /// Line where the row starts.
+    pub line: u64,
+    /// The checked address, trimmed.
+    pub email: &'a str,
+    record: &'a csv::ByteRecord,
+    email_col: usize,
+}
+
+impl<'a> RowRef<'a> {
+    /// Merge values in [`RecipientReader::fields`] order, exactly as in the file.
+    pub fn values(&self) -> impl Iterator<Item = &'a [u8]> + 'a {
+        let email_col = self.email_col;
+        self.record
+            .iter()
+            .enumerate()
+            .filter(move |&(i, _)| i != email_col)
+            .map(|(_, v)| v)
+    }
+}
+
+impl RecipientReader<std::io::BufReader<std::fs::File>> {
+    /// Opens a CSV file and reads its header row.
+    pub fn open(path: &Path) -> Result<Self, ListError> {
+        let file = std::fs::File::open(path).map_err(|io| ListError::Read {
             path: path.to_owned(),
             io,
         })?;
-        RecipientList::parse(&data, path)
+        RecipientReader::new(std::io::BufReader::with_capacity(1 << 16, file), path)
     }
+}
 
-    /// Parses CSV `data`; `path` is only used in messages. Line numbers are the
-    /// file's own (a line break inside a quoted value counts, as in an editor).
-    pub fn parse(data: &[u8], path: &Path) -> Result<RecipientList, ListError> {
-        let mut lines = LineCounter::default();
+impl<R: Read> RecipientReader<R> {
+    /// Reads the header row from `input`; `path` is only used in messages.
+    pub fn new(input: R, path: &Path) -> Result<Self, ListError> {
         let header_err = |reason: String| ListError::Header {
             path: path.to_owned(),
             reason,
@@ -80,7 +126,11 @@ impl RecipientList {
         let mut reader = csv::ReaderBuilder::new()
             .has_headers(true)
             .flexible(true)
-            .from_reader(data);
+            // Records end at LF only: with csv's default (CR, LF or CRLF), a record
+            // after a CRLF is reported as starting at its LF, one line early. The CR
+            // of a CRLF is then the last field's last byte, removed in next_row.
+            .terminator(csv::Terminator::Any(b'\n'))
+            .from_reader(input);
         let header = reader
             .byte_headers()
             .map_err(|e| header_err(format!("cannot read the header row: {e}")))?
@@ -113,127 +163,156 @@ impl RecipientList {
                 )));
             }
         }
-        let mut list = RecipientList {
+        Ok(RecipientReader {
+            path: path.to_owned(),
             fields: names
                 .iter()
                 .enumerate()
                 .filter(|&(i, _)| i != email_col)
                 .map(|(_, n)| n.clone())
                 .collect(),
-            ..RecipientList::default()
-        };
-        let mut seen: HashMap<String, u64> = HashMap::new();
-        let mut record = csv::ByteRecord::new();
+            email_col,
+            width: names.len(),
+            reader,
+            record: csv::ByteRecord::new(),
+            scratch: Vec::new(),
+        })
+    }
+
+    /// Merge field names: the header's columns other than `email`, in file order.
+    pub fn fields(&self) -> &[String] {
+        &self.fields
+    }
+
+    /// The file being read (for messages).
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The next row: `Some(Ok(row))` if it is usable, `Some(Err(rejected))` if it
+    /// is skipped (unreadable CSV, wrong field count, bad address), `None` at the
+    /// end. Duplicates are not detected here (see [`crate::partition`]).
+    pub fn next_row(&mut self) -> Option<Result<RowRef<'_>, Rejected>> {
+        let mut start_line;
         loop {
-            let start = reader.position().byte();
-            match reader.read_byte_record(&mut record) {
-                Ok(false) => break,
+            start_line = self.reader.position().line();
+            match self.reader.read_byte_record(&mut self.record) {
+                Ok(false) => return None,
                 Ok(true) => {}
                 Err(e) => {
-                    let at = e.position().map(|p| p.byte()).unwrap_or(start);
-                    let line = lines.line_at(data, at);
-                    list.rejected.push(Rejected {
+                    let line = e.position().map_or(start_line, |p| p.line());
+                    return Some(Err(Rejected {
                         line,
                         email: String::new(),
                         reason: format!("unreadable CSV: {e}"),
-                    });
-                    continue;
+                    }));
                 }
             }
-            let at = record.position().map(|p| p.byte()).unwrap_or(start);
-            let line = lines.line_at(data, at);
-            let email =
-                String::from_utf8_lossy(record.get(email_col).unwrap_or_default()).into_owned();
-            if record.len() != names.len() {
-                let reason = format!("expected {} fields, found {}", names.len(), record.len());
-                list.rejected.push(Rejected {
-                    line,
-                    email,
-                    reason,
-                });
-                continue;
+            let last = self.record.len().saturating_sub(1);
+            if let Some(field) = self.record.get(last).filter(|f| f.ends_with(b"\r")) {
+                self.scratch.clear();
+                self.scratch.extend_from_slice(&field[..field.len() - 1]);
+                self.record.truncate(last);
+                self.record.push_field(&self.scratch);
             }
-            let checked = match std::str::from_utf8(record.get(email_col).unwrap_or_default()) {
-                Ok(text) => crate::address::check(text).map(str::to_owned),
-                Err(_) => Err("address is not UTF-8".to_owned()),
-            };
-            let address = match checked {
-                Ok(a) => a,
-                Err(reason) => {
-                    list.rejected.push(Rejected {
-                        line,
-                        email,
-                        reason: format!("bad address: {reason}"),
-                    });
-                    continue;
-                }
-            };
-            if let Some(first) = seen.insert(address.to_lowercase(), line) {
-                list.rejected.push(Rejected {
-                    line,
-                    email,
-                    reason: format!("duplicate of line {first}"),
-                });
-                continue;
+            // A blank line (CRLF files: a lone CR) is not a row.
+            if self.record.len() > 1 || self.record.get(0).is_some_and(|f| !f.is_empty()) {
+                break;
             }
-            let values = record
-                .iter()
-                .enumerate()
-                .filter(|&(i, _)| i != email_col)
-                .map(|(_, v)| v.to_vec())
-                .collect();
-            list.rows.push(Row {
+        }
+        let line = self.record.position().map_or(start_line, |p| p.line());
+        let raw = self.record.get(self.email_col).unwrap_or_default();
+        if self.record.len() != self.width {
+            return Some(Err(Rejected {
                 line,
-                email: address,
-                values,
-            });
+                email: String::from_utf8_lossy(raw).into_owned(),
+                reason: format!(
+                    "expected {} fields, found {}",
+                    self.width,
+                    self.record.len()
+                ),
+            }));
+        }
+        let checked = match std::str::from_utf8(raw) {
+            Ok(text) => crate::address::check(text),
+            Err(_) => Err("address is not UTF-8".to_owned()),
+        };
+        match checked {
+            Ok(email) => Some(Ok(RowRef {
+                line,
+                email,
+                record: &self.record,
+                email_col: self.email_col,
+            })),
+            Err(reason) => Some(Err(Rejected {
+                line,
+                email: String::from_utf8_lossy(raw).into_owned(),
+                reason: format!("bad address: {reason}"),
+            })),
+        }
+    }
+}
+
+impl RecipientList {
+    /// Reads a whole CSV file into memory (see the module doc). For small lists
+    /// (imports, tests); a campaign streams through [`RecipientReader`] instead.
+    pub fn read(path: &Path) -> Result<RecipientList, ListError> {
+        RecipientList::collect(RecipientReader::open(path)?)
+    }
+
+    /// Parses CSV `data`; `path` is only used in messages.
+    pub fn parse(data: &[u8], path: &Path) -> Result<RecipientList, ListError> {
+        RecipientList::collect(RecipientReader::new(data, path)?)
+    }
+
+    fn collect<R: Read>(mut reader: RecipientReader<R>) -> Result<RecipientList, ListError> {
+        let mut list = RecipientList {
+            fields: reader.fields.clone(),
+            ..RecipientList::default()
+        };
+        let mut seen: HashMap<String, u64> = HashMap::new();
+        while let Some(row) = reader.next_row() {
+            match row {
+                Err(rejected) => list.rejected.push(rejected),
+                Ok(row) => {
+                    if let Some(&first) = seen.get(&row.email.to_lowercase()) {
+                        list.rejected.push(Rejected {
+                            line: row.line,
+                            email: row.email.to_owned(),
+                            reason: format!("duplicate of line {first}"),
+                        });
+                        continue;
+                    }
+                    seen.insert(row.email.to_lowercase(), row.line);
+                    list.rows.push(Row {
+                        line: row.line,
+                        email: row.email.to_owned(),
+                        values: row.values().map(<[u8]>::to_vec).collect(),
+                    });
+                }
+            }
         }
         Ok(list)
     }
 
     /// Writes the rejected rows as CSV (`line,email,reason`) to `path`.
     pub fn write_rejects(&self, path: &Path) -> std::io::Result<()> {
-        let mut w = csv::Writer::from_path(path)?;
-        w.write_record(["line", "email", "reason"])?;
-        for r in &self.rejected {
-            w.write_record([
-                r.line.to_string().as_str(),
-                r.email.as_str(),
-                r.reason.as_str(),
-            ])?;
-        }
-        w.flush()
+        write_rejects(&self.rejected, path)
     }
 }
 
-/// Line numbers of byte offsets, counted incrementally (offsets only grow).
-#[derive(Debug)]
-struct LineCounter {
-    offset: u64,
-    line: u64,
-}
-
-impl Default for LineCounter {
-    fn default() -> Self {
-        LineCounter { offset: 0, line: 1 }
+/// Writes rejected rows as CSV (`line,email,reason`) to `path`.
+pub fn write_rejects(rejected: &[Rejected], path: &Path) -> std::io::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record(["line", "email", "reason"])?;
+    for r in rejected {
+        w.write_record([
+            r.line.to_string().as_str(),
+            r.email.as_str(),
+            r.reason.as_str(),
+        ])?;
     }
-}
-
-impl LineCounter {
-    fn line_at(&mut self, data: &[u8], offset: u64) -> u64 {
-        // After a CRLF the csv reader reports a record as starting at the LF: that
-        // LF ends the previous line.
-        let mut to = (offset as usize).min(data.len());
-        if data.get(to) == Some(&b'\n') {
-            to += 1;
-        }
-        let from = self.offset as usize;
-        if to > from {
-            self.line += data[from..to].iter().filter(|&&b| b == b'\n').count() as u64;
-            self.offset = to as u64;
-        }
-        self.line
-    }
+    w.flush()
 }
 
 #[cfg(test)]

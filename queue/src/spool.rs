@@ -170,6 +170,12 @@ impl Spool {
         self.root.join("tmp")
     }
 
+    /// Directory for a command's scratch files (e.g. the sort runs of a
+    /// partitioning): `tmp/`, emptied by the next recovery scan.
+    pub fn scratch_dir(&self) -> PathBuf {
+        self.tmp_dir()
+    }
+
     /// Directory of stored message templates (`HASH.json`, 64 hex digits).
     pub fn content_dir(&self) -> PathBuf {
         self.root.join("content")
@@ -418,21 +424,51 @@ impl Spool {
     /// (msync) and moves it to `done/`. Returns the new path.
     /// The mapping stays usable (it refers to the file, now under `done/`).
     pub fn complete(&self, batch: &MappedBatch) -> Result<PathBuf, QueueError> {
+        let mut done = self.complete_all([batch])?;
+        done.pop().ok_or_else(|| QueueError::NotFinished {
+            path: batch.path().to_owned(),
+            unfinished: 0,
+        })
+    }
+
+    /// [`complete`](Self::complete) for several batches, with one fsync of each
+    /// directory for all of them (a round ends with thousands). Stops at the first
+    /// batch that cannot be completed; the ones moved before it stay moved.
+    pub fn complete_all<'b>(
+        &self,
+        batches: impl IntoIterator<Item = &'b MappedBatch>,
+    ) -> Result<Vec<PathBuf>, QueueError> {
         self.writable()?;
-        let counts = batch.counts()?;
-        if counts.unfinished() > 0 {
-            return Err(QueueError::NotFinished {
-                path: batch.path().to_owned(),
-                unfinished: counts.unfinished() as u32,
-            });
+        let mut moved = Vec::new();
+        let mut result = Ok(());
+        for batch in batches {
+            let step = (|| {
+                let counts = batch.counts()?;
+                if counts.unfinished() > 0 {
+                    return Err(QueueError::NotFinished {
+                        path: batch.path().to_owned(),
+                        unfinished: counts.unfinished() as u32,
+                    });
+                }
+                batch.sync()?;
+                let from = batch.path().to_owned();
+                let dest = self.done_dir().join(from.file_name().unwrap_or_default());
+                fs::rename(&from, &dest).map_err(|e| QueueError::io("move to done", &from, e))?;
+                Ok(dest)
+            })();
+            match step {
+                Ok(dest) => moved.push(dest),
+                Err(e) => {
+                    result = Err(e);
+                    break;
+                }
+            }
         }
-        batch.sync()?;
-        let from = batch.path().to_owned();
-        let dest = self.done_dir().join(from.file_name().unwrap_or_default());
-        fs::rename(&from, &dest).map_err(|e| QueueError::io("move to done", &from, e))?;
-        fsync_dir(&self.done_dir())?;
-        fsync_dir(&self.active_dir())?;
-        Ok(dest)
+        if !moved.is_empty() {
+            fsync_dir(&self.done_dir())?;
+            fsync_dir(&self.active_dir())?;
+        }
+        result.map(|()| moved)
     }
 
     /// Recipients by state per destination domain over the live batches, and the

@@ -80,6 +80,9 @@ pub struct RunReport {
     pub batches_completed: u64,
     /// Corrupt batch files quarantined.
     pub quarantined: u64,
+    /// Unfinished recipients left for the next round because this one's window
+    /// (`[queue] window`) was full: the next round should start at once.
+    pub waiting: u64,
 }
 
 /// State shared by every site worker of the engine.
@@ -221,7 +224,7 @@ impl Engine {
     /// One delivery round: every recipient due now is attempted once (deferred
     /// ones wait for their next attempt); returns when all attempts have a result.
     pub async fn run_once(&self) -> Result<RunReport, EngineError> {
-        let work = work::collect(&self.spool, unix_now())?;
+        let work = work::collect(&self.spool, unix_now(), u64::from(self.config.queue.window))?;
         if work.in_flight_reset > 0 {
             // Reported here, at once: a round can itself be cut short.
             tracing::warn!(
@@ -263,14 +266,14 @@ impl Engine {
         }
         committer.abort();
 
-        let mut completed = 0;
+        let mut finished = Vec::new();
         for batch in &work.batches {
             batch.map.sync()?;
             if batch.map.is_finished()? {
-                self.spool.complete(&batch.map)?;
-                completed += 1;
+                finished.push(&batch.map);
             }
         }
+        let completed = self.spool.complete_all(finished)?.len() as u64;
         let _ = self.shared.recorder.log.flush();
         let after = self.counts();
         Ok(RunReport {
@@ -283,7 +286,30 @@ impl Engine {
             not_due: work.not_due,
             batches_completed: completed,
             quarantined: work.quarantined,
+            waiting: work.waiting,
         })
+    }
+
+    /// Rounds until every recipient due now has been attempted once: one round
+    /// per `[queue] window` of recipients. Returns the rounds' reports summed
+    /// (`waiting` is then 0).
+    pub async fn run_due(&self) -> Result<RunReport, EngineError> {
+        let mut total = RunReport::default();
+        loop {
+            let report = self.run_once().await?;
+            total.attempted += report.attempted;
+            total.delivered += report.delivered;
+            total.deferred += report.deferred;
+            total.bounced += report.bounced;
+            total.expired += report.expired;
+            total.resent_after_crash += report.resent_after_crash;
+            total.not_due += report.not_due;
+            total.batches_completed += report.batches_completed;
+            total.quarantined += report.quarantined;
+            if report.waiting == 0 {
+                return Ok(total);
+            }
+        }
     }
 
     /// Outcomes recorded since the engine was made (delivered, deferred, bounced,

@@ -50,18 +50,29 @@ pub struct Work {
     pub not_due: u64,
     /// Corrupt batch files quarantined by the recovery scan.
     pub quarantined: u64,
+    /// Unfinished recipients in batches left for the next round (the window was
+    /// full).
+    pub waiting: u64,
 }
 
 /// Scans the spool (quarantining corrupt files), maps every batch with
 /// unfinished recipients, resets in-flight recipients, and collects those due at
-/// `now` (unix seconds).
-pub fn collect(spool: &Spool, now: u64) -> Result<Work, QueueError> {
+/// `now` (unix seconds). Batches are taken in spool order until they hold
+/// `window` recipients; the unfinished ones beyond are counted in
+/// [`Work::waiting`] and left for the next round.
+pub fn collect(spool: &Spool, now: u64, window: u64) -> Result<Work, QueueError> {
     let recovery = spool.recover()?;
     let mut work = Work {
         quarantined: recovery.quarantined.len() as u64,
         ..Work::default()
     };
+    let mut mapped = 0u64;
     for status in recovery.batches {
+        let unfinished = status.counts.unfinished();
+        if unfinished > 0 && mapped >= window {
+            work.waiting += unfinished;
+            continue;
+        }
         let map = match MappedBatch::open(&status.path) {
             Ok(map) => map,
             Err(err @ QueueError::Corrupt { .. }) => {
@@ -78,6 +89,7 @@ pub fn collect(spool: &Spool, now: u64) -> Result<Work, QueueError> {
         work.in_flight_reset += map.reset_in_flight()? as u64;
         let batch = Arc::new(LiveBatch { map });
         let view = batch.map.view();
+        mapped += view.header().recipient_count as u64;
         for (index, recipient) in view.recipients().enumerate() {
             let slot = batch.map.slot(index).map_err(|fault| QueueError::Corrupt {
                 path: status.path.clone(),
@@ -112,6 +124,37 @@ pub fn is_due(slot: Slot, now: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_round_maps_batches_up_to_its_window() {
+        use volley_queue::{BatchBuilder, BatchMeta};
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let files: Vec<Vec<u8>> = (0..3)
+            .map(|batch_id| {
+                let meta = BatchMeta {
+                    batch_id,
+                    campaign_id: 1,
+                    content_hash: [0; 32],
+                    created_at: 0,
+                };
+                let mut b = BatchBuilder::new(meta, &[] as &[&str]).unwrap();
+                for i in 0..10 {
+                    b.push(&format!("u{i}@x.test"), &[] as &[&[u8]]).unwrap();
+                }
+                b.finish().unwrap()
+            })
+            .collect();
+        spool
+            .write_batches(files.iter().map(Vec::as_slice))
+            .unwrap();
+        let work = collect(&spool, 0, 15).unwrap();
+        assert_eq!(work.batches.len(), 2, "the second batch fills the window");
+        assert_eq!(work.by_domain["x.test"].len(), 20);
+        assert_eq!(work.waiting, 10);
+        let all = collect(&spool, 0, 1000).unwrap();
+        assert_eq!((all.batches.len(), all.waiting), (3, 0));
+    }
 
     #[test]
     fn due_recipients() {

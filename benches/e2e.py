@@ -1,0 +1,636 @@
+#!/usr/bin/env python3
+"""The end-to-end benchmark behind benches/e2e.sh (see there for usage).
+
+Phases, one after the other, each with freshly started sinks:
+  sink limit  smtp-source -> smtp-sink (one smtp-source per site, C sessions each)
+  volley      volley send -> dnsmasq MX -> smtp-sink
+  postfix     smtp-source -> private Postfix -> transport map -> smtp-sink
+CPU is measured with wait4() rusage for single processes (volley, smtp-source,
+smtp-sink) and with a cpuacct cgroup for Postfix's process tree (its daemons come
+and go). Everything binds to 127.0.0.0/8; every wait has a deadline.
+"""
+import argparse
+import datetime
+import json
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+DOMAINS = 1000
+SINK_PORT = 2525
+SESSIONS_PER_SITE = 4
+SINK = "/usr/sbin/smtp-sink"
+SOURCE = "/usr/sbin/smtp-source"
+DNSMASQ = "/usr/sbin/dnsmasq"
+POSTFIX = "/usr/sbin/postfix"
+
+
+def log(msg):
+    print(msg, file=sys.stderr, flush=True)
+
+
+def site_ip(site):
+    return f"127.0.0.{101 + site}"
+
+
+def domain(i):
+    return f"d{i:03d}.bench.test"
+
+
+def free_port(ip):
+    with socket.socket() as s:
+        s.bind((ip, 0))
+        return s.getsockname()[1]
+
+
+def wait_listening(ip, port, deadline_s=20, udp=False):
+    end = time.monotonic() + deadline_s
+    while time.monotonic() < end:
+        try:
+            if udp:
+                return True  # dnsmasq: checked by a query below
+            with socket.create_connection((ip, port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError(f"nothing listens on {ip}:{port} after {deadline_s} s")
+
+
+def rusage_cpu(ru):
+    return ru.ru_utime + ru.ru_stime
+
+
+class Procs:
+    """Processes started by the benchmark; all stopped at exit."""
+
+    def __init__(self):
+        self.procs = []
+
+    def start(self, args, **kw):
+        p = subprocess.Popen(args, stdin=subprocess.DEVNULL, **kw)
+        self.procs.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, deadline_s=10):
+        """Stops p; returns its rusage (wait4) or None if it was already reaped."""
+        if p.returncode is not None:
+            return None
+        try:
+            p.send_signal(sig)
+        except ProcessLookupError:
+            pass
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid == p.pid:
+                p.returncode = os.waitstatus_to_exitcode(status)
+                return ru
+            time.sleep(0.02)
+        p.kill()
+        _, status, ru = os.wait4(p.pid, 0)
+        p.returncode = os.waitstatus_to_exitcode(status)
+        return ru
+
+    def wait(self, p, deadline_s):
+        """Waits for p to exit by itself; returns (exit code, rusage)."""
+        end = time.monotonic() + deadline_s
+        while time.monotonic() < end:
+            pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+            if pid == p.pid:
+                p.returncode = os.waitstatus_to_exitcode(status)
+                return p.returncode, ru
+            time.sleep(0.01)
+        self.stop(p, signal.SIGKILL)
+        raise RuntimeError(f"{p.args[0]} did not finish within {deadline_s} s")
+
+    def stop_all(self):
+        for p in reversed(self.procs):
+            if p.returncode is None:
+                try:
+                    self.stop(p, deadline_s=5)
+                except Exception as e:  # keep stopping the others
+                    log(f"stopping {p.args[0]}: {e}")
+
+
+class Sinks:
+    """One smtp-sink per site on 127.0.0.(101+site):2525."""
+
+    def __init__(self, procs, sites, workdir, dump=None):
+        self.procs = procs
+        self.list = []
+        user = ["-u", "nobody"] if os.geteuid() == 0 else []
+        for s in range(sites):
+            args = [SINK] + user + (["-d", dump] if dump else []) + [
+                f"{site_ip(s)}:{SINK_PORT}", "1024"]
+            err = open(os.path.join(workdir, f"sink{s}.log"), "ab")
+            self.list.append(self.procs.start(args, stdout=err, stderr=err))
+        for s in range(sites):
+            wait_listening(site_ip(s), SINK_PORT)
+
+    def stop(self):
+        """Stops every sink; returns their summed CPU seconds."""
+        cpu = 0.0
+        for p in self.list:
+            ru = self.procs.stop(p)
+            if ru is not None:
+                cpu += rusage_cpu(ru)
+        return cpu
+
+
+class CpuGroup:
+    """A cgroup counting the CPU time of a process tree (v2 or v1 cpuacct)."""
+
+    def __init__(self, name):
+        self.path = None
+        self.kind = None
+        for root, kind in (("/sys/fs/cgroup", "v2"), ("/sys/fs/cgroup/unified", "v2"),
+                           ("/sys/fs/cgroup/cpuacct", "v1")):
+            if kind == "v2" and not os.path.exists(os.path.join(root, "cgroup.procs")):
+                continue
+            if kind == "v2" and not os.path.exists(os.path.join(root, "cpu.stat")) \
+                    and root == "/sys/fs/cgroup":
+                continue
+            path = os.path.join(root, name)
+            try:
+                os.makedirs(path, exist_ok=True)
+                probe = "cpu.stat" if kind == "v2" else "cpuacct.usage"
+                if os.path.exists(os.path.join(path, probe)):
+                    self.path, self.kind = path, kind
+                    break
+            except OSError:
+                continue
+
+    def enter(self):
+        """For preexec_fn: moves the calling (child) process into the group."""
+        if self.path:
+            with open(os.path.join(self.path, "cgroup.procs"), "w") as f:
+                f.write(str(os.getpid()))
+
+    def cpu_s(self):
+        if not self.path:
+            return None
+        if self.kind == "v1":
+            with open(os.path.join(self.path, "cpuacct.usage")) as f:
+                return int(f.read()) / 1e9
+        with open(os.path.join(self.path, "cpu.stat")) as f:
+            for line in f:
+                k, v = line.split()
+                if k == "usage_usec":
+                    return int(v) / 1e6
+        return None
+
+    def remove(self):
+        if self.path:
+            try:
+                os.rmdir(self.path)
+            except OSError:
+                pass
+
+
+FIRST = ["Olivia", "Liam", "Zoë", "Noah", "Amélie", "Mateo", "Yuki", "Jürgen", "Aarav", "Ingrid"]
+LAST = ["Martin", "Müller", "García", "Tanaka", "O'Brien", "Novák", "Silva", "Kowalski"]
+CITIES = ["Paris", "Zürich", "São Paulo", "Tokyo", "Austin", "Dublin", "Kraków"]
+COMPANIES = ["Acme", "Globex", "Initech", "Umbrella", "Hooli", "Vandelay"]
+
+
+def write_recipients(path, n):
+    rnd = random.Random(7)
+    with open(path, "w", encoding="utf-8") as f:
+        f.write("email,first_name,last_name,city,company,customer_id\n")
+        for j in range(n):
+            f.write(f"u{j}@{domain(j % DOMAINS)},{rnd.choice(FIRST)},{rnd.choice(LAST)},"
+                    f"{rnd.choice(CITIES)},{rnd.choice(COMPANIES)},C{j:08d}\n")
+
+
+PARAGRAPH = ("We have been working on the things you asked for, and this month brings "
+             "faster delivery, clearer reports and a calmer inbox for everyone at "
+             "{{ company }}. ")
+
+
+def write_template(path):
+    text = ("Hello {{ first_name }} {{ last_name }},\n\n"
+            + "\n\n".join(PARAGRAPH for _ in range(14))
+            + "\n\nYour customer number is {{ customer_id }}; we will be in "
+            "{{ city }} next month.\n\nThe volley team\n")
+    html = ("<html><body><h1>Hello {{ first_name }} {{ last_name }}</h1>"
+            + "".join(f"<p>{PARAGRAPH}</p>" for _ in range(14))
+            + "<p>Your customer number is <b>{{ customer_id }}</b>; we will be in "
+            "{{ city }} next month.</p><p>The volley team</p></body></html>")
+    with open(path, "w", encoding="utf-8") as f:
+        f.write('from = "Volley Bench <news@volley.bench.test>"\n')
+        f.write('subject = "{{ first_name }}, news for {{ company }} in {{ city }}"\n')
+        f.write("text = " + json.dumps(text, ensure_ascii=False) + "\n")
+        f.write("html = " + json.dumps(html, ensure_ascii=False) + "\n")
+
+
+def volley_config(path, spool, dns, log_path, dkim):
+    lines = [
+        "[spool]", f'dir = "{spool}"',
+        "[queue]", "batch_size = 100",
+        "[dns]", f'nameservers = ["{dns}"]',
+        "[delivery]", f"smtp_port = {SINK_PORT}", 'helo_name = "volley.bench.test"',
+        f'log = "{log_path}"',
+        "[site]", f"max_connections = {SESSIONS_PER_SITE}",
+        "max_messages_per_connection = 100000",
+    ]
+    if dkim:
+        lines += ["[[dkim]]", 'domain = "volley.bench.test"', 'selector = "bench"',
+                  f'key_file = "{dkim[0]}"', f'algorithm = "{dkim[1]}"']
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+
+
+def dkim_key(workdir, kind):
+    if kind == "none":
+        return None
+    path = os.path.join(workdir, f"dkim-{kind}.pem")
+    if kind == "ed25519":
+        subprocess.run(["openssl", "genpkey", "-algorithm", "ed25519", "-out", path], check=True,
+                       capture_output=True)
+        return path, "ed25519-sha256"
+    subprocess.run(["openssl", "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048",
+                    "-out", path], check=True, capture_output=True)
+    return path, "rsa-sha256"
+
+
+def spool_usage(spool):
+    files, size = 0, 0
+    for sub in ("active", "done", "content", "campaigns"):
+        d = os.path.join(spool, sub)
+        if not os.path.isdir(d):
+            continue
+        for e in os.scandir(d):
+            try:  # a batch may move from active/ to done/ under our feet
+                size += e.stat().st_blocks * 512
+                files += 1
+            except FileNotFoundError:
+                pass
+    return files, size
+
+
+def delivered_series(log_path, t0_wall):
+    """Messages delivered per second of the run, from the delivery log's ts."""
+    counts = {}
+    with open(log_path, "rb") as f:
+        for line in f:
+            if b'"status":"delivered"' not in line:
+                continue
+            i = line.find(b'"ts":"') + 6
+            ts = datetime.datetime.fromisoformat(line[i:i + 24].decode().replace("Z", "+00:00"))
+            sec = int(ts.timestamp() - t0_wall)
+            counts[sec] = counts.get(sec, 0) + 1
+    if not counts:
+        return []
+    return [[s, counts.get(s, 0)] for s in range(0, max(counts) + 1)]
+
+
+def run_source(procs, sites, n, msg_len, target_of, workdir, tag, deadline_s, preexec=None):
+    """One smtp-source per site, in parallel; returns (wall s, summed CPU s)."""
+    per_site = [n // sites + (1 if s < n % sites else 0) for s in range(sites)]
+    started = time.monotonic()
+    ps = []
+    for s in range(sites):
+        if per_site[s] == 0:
+            continue
+        host, rcpt = target_of(s)
+        err = open(os.path.join(workdir, f"{tag}-source{s}.log"), "ab")
+        ps.append(procs.start([SOURCE, "-d", "-s", str(SESSIONS_PER_SITE), "-l", str(msg_len),
+                               "-m", str(per_site[s]), "-M", "source.bench.test",
+                               "-f", "bench@volley.bench.test", "-t", rcpt, host],
+                              stdout=err, stderr=err, preexec_fn=preexec))
+    cpu = 0.0
+    for p in ps:
+        code, ru = procs.wait(p, deadline_s)
+        cpu += rusage_cpu(ru)
+        if code != 0:
+            raise RuntimeError(f"smtp-source exited {code}; see {workdir}/{tag}-source*.log")
+    return time.monotonic() - started, cpu
+
+
+def phase_sink_limit(procs, args, workdir, msg_len):
+    log(f"== sink limit: smtp-source, {args.recipients:,} messages of ~{msg_len} bytes payload")
+    sinks = Sinks(procs, args.sites, workdir)
+    wall, cpu = run_source(procs, args.sites, args.recipients, msg_len,
+                           lambda s: (f"{site_ip(s)}:{SINK_PORT}", f"user@{domain(s)}"),
+                           workdir, "limit", deadline_s=3600)
+    sink_cpu = sinks.stop()
+    return {"messages": args.recipients, "wall_s": wall, "msgs_per_s": args.recipients / wall,
+            "source_cpu_s": cpu, "source_cpu_us_per_msg": cpu / args.recipients * 1e6,
+            "sink_cpu_us_per_msg": sink_cpu / args.recipients * 1e6}
+
+
+def calibrate(procs, args, workdir, volley, dns, template):
+    """Sends 20 recipients through volley into dumping sinks: the message size."""
+    dump = os.path.join(workdir, "dump")
+    os.makedirs(dump, exist_ok=True)
+    os.chmod(dump, 0o777)
+    sinks = Sinks(procs, args.sites, workdir, dump=os.path.join(dump, "m"))
+    rcpts = os.path.join(workdir, "calibrate.csv")
+    write_recipients(rcpts, 20)
+    conf = os.path.join(workdir, "calibrate.toml")
+    volley_config(conf, os.path.join(workdir, "calibrate-spool"), dns,
+                  os.path.join(workdir, "calibrate.jsonl"), None)
+    subprocess.run([volley, "-C", conf, "send", "--template", template, "--recipients", rcpts],
+                   check=True, capture_output=True, timeout=120)
+    sinks.stop()
+    sizes = []
+    for e in os.scandir(dump):
+        with open(e.path, "rb") as f:
+            data = f.read()
+        # smtp-sink dumps the envelope (X-Client-Addr ... lines) then the message.
+        i = data.find(b"\nFrom: ")
+        if i < 0:
+            i = data.find(b"\nDate: ")
+        sizes.append(len(data) - max(i, 0))
+    if not sizes:
+        raise RuntimeError("calibration: the sinks dumped no message")
+    return sum(sizes) // len(sizes)
+
+
+def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim):
+    log(f"== volley: send {args.recipients:,} recipients (dkim {args.dkim})")
+    spool = os.path.join(workdir, "spool")
+    log_path = os.path.join(workdir, "delivery.jsonl")
+    conf = os.path.join(workdir, "volley.toml")
+    report = os.path.join(workdir, "report.json")
+    volley_config(conf, spool, dns, log_path, dkim)
+    sinks = Sinks(procs, args.sites, workdir)
+    out = open(os.path.join(workdir, "volley.out"), "ab")
+    t0_wall = time.time()
+    started = time.monotonic()
+    wrap = []
+    if args.profile:
+        wrap = ["perf", "record", "-F", "999", "-g", "-o", os.path.join(workdir, "perf.data"), "--"]
+    p = procs.start(wrap + [volley, "-C", conf, "send", "--template", template, "--recipients", rcpts,
+                     "--report", report, "--wait"], stdout=out, stderr=out)
+    peak_files, peak_bytes = 0, 0
+    deadline = started + 3600
+    while True:
+        pid, status, ru = os.wait4(p.pid, os.WNOHANG)
+        if pid == p.pid:
+            p.returncode = os.waitstatus_to_exitcode(status)
+            break
+        if time.monotonic() > deadline:
+            procs.stop(p, signal.SIGKILL)
+            raise RuntimeError("volley send did not finish within an hour")
+        files, size = spool_usage(spool)
+        peak_files, peak_bytes = max(peak_files, files), max(peak_bytes, size)
+        time.sleep(0.5)
+    wall = time.monotonic() - started
+    files, size = spool_usage(spool)
+    peak_files, peak_bytes = max(peak_files, files), max(peak_bytes, size)
+    sink_cpu = sinks.stop()
+    if p.returncode != 0:
+        raise RuntimeError(f"volley send exited {p.returncode}; see {workdir}/volley.out")
+    with open(report) as f:
+        rep = json.load(f)
+    delivered = rep["delivered"]
+    if delivered != args.recipients:
+        log(f"warning: volley delivered {delivered} of {args.recipients}")
+    cpu = rusage_cpu(ru)
+    return {"messages": delivered, "wall_s": wall, "msgs_per_s": delivered / wall,
+            "cpu_s": cpu, "cpu_us_per_msg": cpu / max(delivered, 1) * 1e6,
+            "peak_rss_mb": ru.ru_maxrss / 1024, "queue_files": peak_files,
+            "queue_mb": peak_bytes / 1e6, "sink_cpu_us_per_msg": sink_cpu / max(delivered, 1) * 1e6,
+            "report": rep, "series": delivered_series(log_path, t0_wall)}
+
+
+def postfix_config(d, smtpd, sites):
+    os.makedirs(os.path.join(d, "etc"), exist_ok=True)
+    os.makedirs(os.path.join(d, "queue"), exist_ok=True)
+    main = [
+        "compatibility_level = 3.6", f"queue_directory = {d}/queue", f"data_directory = {d}/data",
+        "mail_owner = postfix", "setgid_group = postdrop", "inet_interfaces = loopback-only",
+        "inet_protocols = ipv4", "myhostname = postfix.bench.test", "mydestination =",
+        "mynetworks = 127.0.0.0/8", "relay_domains =", "alias_maps =", "alias_database =",
+        "local_recipient_maps =", f"maillog_file = {d}/maillog", f"maillog_file_prefixes = {d}",
+        "biff = no", f"transport_maps = texthash:{d}/etc/transport",
+        # The load must not be mistaken for abuse, nor bounced for looping.
+        "smtpd_client_connection_count_limit = 0", "smtpd_client_message_rate_limit = 0",
+        "smtp_connection_cache_on_demand = yes",
+    ]
+    with open(os.path.join(d, "etc/main.cf"), "w") as f:
+        f.write("\n".join(main) + "\n")
+    with open(os.path.join(d, "etc/transport"), "w") as f:
+        for i in range(DOMAINS):
+            f.write(f"{domain(i)} smtp:[{site_ip(i % sites)}]:{SINK_PORT}\n")
+    services = f"""{smtpd} inet n - n - - smtpd
+cleanup   unix  n - n - 0 cleanup
+qmgr      unix  n - n 300 1 qmgr
+tlsmgr    unix  - - n 1000? 1 tlsmgr
+rewrite   unix  - - n - - trivial-rewrite
+bounce    unix  - - n - 0 bounce
+defer     unix  - - n - 0 bounce
+trace     unix  - - n - 0 bounce
+verify    unix  - - n - 1 verify
+flush     unix  n - n 1000? 0 flush
+proxymap  unix  - - n - - proxymap
+smtp      unix  - - n - - smtp
+relay     unix  - - n - - smtp
+showq     unix  n - n - - showq
+error     unix  - - n - - error
+retry     unix  - - n - - error
+discard   unix  - - n - - discard
+anvil     unix  - - n - 1 anvil
+scache    unix  - - n - 1 scache
+postlog   unix-dgram n - n - 1 postlogd
+"""
+    with open(os.path.join(d, "etc/master.cf"), "w") as f:
+        f.write(services)
+
+
+def count_sent(maillog):
+    try:
+        with open(maillog, "rb") as f:
+            return f.read().count(b" status=sent ")
+    except FileNotFoundError:
+        return 0
+
+
+def phase_postfix(procs, args, workdir, msg_len):
+    n = min(args.recipients, args.postfix_cap)
+    if os.geteuid() != 0 or not os.path.exists(POSTFIX):
+        log("== postfix: skipped (needs root and /usr/sbin/postfix)")
+        return None
+    log(f"== postfix: relaying {n:,} messages"
+        + (f" (capped from {args.recipients:,})" if n < args.recipients else ""))
+    d = os.path.join(workdir, "postfix")
+    smtpd_ip = "127.0.0.60"
+    smtpd = f"{smtpd_ip}:{free_port(smtpd_ip)}"
+    postfix_config(d, smtpd, args.sites)
+    group = CpuGroup(f"volley-e2e-postfix-{os.getpid()}")
+    sinks = Sinks(procs, args.sites, workdir)
+    out = open(os.path.join(workdir, "postfix.out"), "ab")
+    master = procs.start([POSTFIX, "-c", os.path.join(d, "etc"), "start-fg"], stdout=out,
+                         stderr=out, preexec_fn=group.enter, start_new_session=True)
+    host, port = smtpd.split(":")
+    wait_listening(host, int(port), deadline_s=30)
+    cpu0 = group.cpu_s()
+    started = time.monotonic()
+    run_source(procs, args.sites, n, msg_len, lambda s: (smtpd, f"user@{domain(s)}"), workdir,
+               "postfix", deadline_s=7200)
+    maillog = os.path.join(d, "maillog")
+    deadline = time.monotonic() + 7200
+    sent = 0
+    while time.monotonic() < deadline:
+        sent = count_sent(maillog)
+        if sent >= n:
+            break
+        time.sleep(0.5)
+    wall = time.monotonic() - started
+    cpu = group.cpu_s()
+    subprocess.run([POSTFIX, "-c", os.path.join(d, "etc"), "stop"], capture_output=True,
+                   timeout=60)
+    procs.wait(master, 60)
+    sinks.stop()
+    group.remove()
+    if sent < n:
+        raise RuntimeError(f"postfix sent {sent} of {n} within the deadline; see {maillog}")
+    cpu_s = None if cpu is None or cpu0 is None else cpu - cpu0
+    return {"messages": n, "wall_s": wall, "msgs_per_s": n / wall,
+            "cpu_s": cpu_s, "cpu_us_per_msg": None if cpu_s is None else cpu_s / n * 1e6,
+            "cpu_measured_by": group.kind and f"cgroup {group.kind}"}
+
+
+def dnsmasq_start(procs, workdir, sites):
+    ip = "127.0.0.53"
+    port = free_port(ip)
+    conf = os.path.join(workdir, "dnsmasq.conf")
+    lines = ["no-resolv", "no-hosts", "no-poll", f"listen-address={ip}", "bind-interfaces",
+             f"port={port}", "local=/test/", "local-ttl=3600"]
+    for s in range(sites):
+        lines.append(f"host-record=mx{s}.bench.test,{site_ip(s)}")
+    for i in range(DOMAINS):
+        lines.append(f"mx-host={domain(i)},mx{i % sites}.bench.test,10")
+    with open(conf, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    err = open(os.path.join(workdir, "dnsmasq.log"), "ab")
+    procs.start([DNSMASQ, "--keep-in-foreground", f"--conf-file={conf}", "--pid-file="],
+                stdout=err, stderr=err)
+    # Ready when it answers a query (a minimal MX query for d000.bench.test).
+    q = b"\x12\x34\x01\x00\x00\x01\x00\x00\x00\x00\x00\x00" + b"".join(
+        bytes([len(p)]) + p.encode() for p in domain(0).split(".")) + b"\x00\x00\x0f\x00\x01"
+    end = time.monotonic() + 20
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.settimeout(0.2)
+        while time.monotonic() < end:
+            try:
+                s.sendto(q, (ip, port))
+                if s.recv(512)[:2] == b"\x12\x34":
+                    return f"{ip}:{port}"
+            except OSError:
+                time.sleep(0.05)
+    raise RuntimeError("dnsmasq did not answer within 20 s")
+
+
+def main():
+    ap = argparse.ArgumentParser(prog="benches/e2e.sh")
+    ap.add_argument("--volley", required=True)
+    ap.add_argument("--plot", required=True)
+    ap.add_argument("--recipients", type=int, default=1_000_000)
+    ap.add_argument("--sites", type=int, default=10)
+    ap.add_argument("--dkim", choices=["none", "ed25519", "rsa2048"], default="none")
+    ap.add_argument("--postfix-cap", type=int, default=100_000)
+    ap.add_argument("--no-postfix", action="store_true")
+    ap.add_argument("--no-source", action="store_true")
+    ap.add_argument("--profile", action="store_true",
+                    help="record volley with perf (figures then include perf's overhead) and "
+                         "write perf's report to benches/results/e2e-<date>-profile.txt")
+    args = ap.parse_args()
+    if not 1 <= args.sites <= 100:
+        ap.error("--sites must be 1..100")
+    volley = os.path.abspath(args.volley)
+    procs = Procs()
+    workdir = tempfile.mkdtemp(prefix="volley-e2e-", dir="/tmp")
+    os.chmod(workdir, 0o755)
+    try:
+        log(f"== workdir {workdir}: dnsmasq, {DOMAINS} domains over {args.sites} sites")
+        dns = dnsmasq_start(procs, workdir, args.sites)
+        template = os.path.join(workdir, "campaign.toml")
+        write_template(template)
+        msg_bytes = calibrate(procs, args, workdir, volley, dns, template)
+        # smtp-source's -l is the body; it adds ~250 bytes of headers.
+        payload = max(msg_bytes - 250, 100)
+        rcpts = os.path.join(workdir, "recipients.csv")
+        write_recipients(rcpts, args.recipients)
+        dkim = dkim_key(workdir, args.dkim)
+        result = {"date": datetime.date.today().isoformat(), "cores": os.cpu_count(),
+                  "recipients": args.recipients, "sites": args.sites, "domains": DOMAINS,
+                  "sessions_per_site": SESSIONS_PER_SITE, "dkim": args.dkim,
+                  "message_bytes": msg_bytes}
+        result["sink_limit"] = None if args.no_source else phase_sink_limit(
+            procs, args, workdir, payload)
+        result["volley"] = phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim)
+        result["postfix"] = None if args.no_postfix else phase_postfix(
+            procs, args, workdir, payload)
+    finally:
+        procs.stop_all()
+
+    v, lim, pf = result["volley"], result["sink_limit"], result["postfix"]
+    series = v.pop("series")
+    suffix = "" if args.dkim == "none" else f"-{args.dkim}"
+    os.makedirs("benches/results", exist_ok=True)
+    base = f"benches/results/e2e-{result['date']}{suffix}"
+    csv_path = os.path.join(workdir, "series.csv")
+    with open(csv_path, "w") as f:
+        f.write("second,delivered\n")
+        for s, c in series:
+            f.write(f"{s},{c}\n")
+    subprocess.run([args.plot, csv_path, base + ".svg",
+                    f"volley send, {args.recipients:,} recipients, {args.sites} sites, "
+                    f"dkim {args.dkim}"], check=False)
+    result["series"] = series
+
+    def fmt(x, spec):
+        return "-" if x is None else format(x, spec)
+
+    print(f"message size {msg_bytes} bytes, {args.recipients:,} recipients, {args.sites} sites, "
+          f"{SESSIONS_PER_SITE} connections per site, dkim {args.dkim}")
+    print(f"{'':12} {'messages':>10} {'msgs/s':>9} {'CPU µs/msg':>11} {'peak RSS MB':>12}")
+    if lim:
+        print(f"{'sink limit':12} {lim['messages']:>10,} {lim['msgs_per_s']:>9,.0f} "
+              f"{lim['source_cpu_us_per_msg']:>11.1f} {'-':>12}   (smtp-source)")
+    print(f"{'volley':12} {v['messages']:>10,} {v['msgs_per_s']:>9,.0f} "
+          f"{v['cpu_us_per_msg']:>11.1f} {v['peak_rss_mb']:>12.1f}   "
+          f"queue: {v['queue_files']:,} files, {v['queue_mb']:.1f} MB")
+    if pf:
+        print(f"{'postfix':12} {pf['messages']:>10,} {pf['msgs_per_s']:>9,.0f} "
+              f"{fmt(pf['cpu_us_per_msg'], '11.1f')} {'-':>12}")
+    if lim:
+        print(f"volley / sink limit: {v['msgs_per_s'] / lim['msgs_per_s']:.2f}; volley CPU / "
+              f"smtp-source CPU: {v['cpu_us_per_msg'] / lim['source_cpu_us_per_msg']:.2f}")
+    if pf:
+        print(f"volley / postfix: {v['msgs_per_s'] / pf['msgs_per_s']:.1f}x")
+    headline = {
+        "volley_msgs_per_s": round(v["msgs_per_s"], 1),
+        "sink_limit_msgs_per_s": lim and round(lim["msgs_per_s"], 1),
+        "postfix_msgs_per_s": pf and round(pf["msgs_per_s"], 1),
+        "volley_cpu_us_per_msg": round(v["cpu_us_per_msg"], 2),
+        "source_cpu_us_per_msg": lim and round(lim["source_cpu_us_per_msg"], 2),
+        "postfix_cpu_us_per_msg": pf and pf["cpu_us_per_msg"] and round(pf["cpu_us_per_msg"], 2),
+        "volley_peak_rss_mb": round(v["peak_rss_mb"], 1),
+        "queue_files": v["queue_files"],
+        "queue_mb": round(v["queue_mb"], 2),
+    }
+    result["headline"] = headline
+    with open(base + ".json", "w") as f:
+        json.dump(result, f, indent=1)
+    log(f"results: {base}.json, plot: {base}.svg")
+    if args.profile:
+        with open(base + "-profile.txt", "w") as f:
+            subprocess.run(["perf", "report", "--stdio", "--no-children", "--percent-limit", "0.5",
+                            "-g", "none", "-i", os.path.join(workdir, "perf.data")],
+                           stdout=f, stderr=subprocess.DEVNULL, check=False)
+        log(f"profile: {base}-profile.txt")
+    shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(headline))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# End-to-end benchmark against real peers, on loopback only:
+#
+#   benches/e2e.sh [--recipients N] [--sites S] [--dkim none|ed25519|rsa2048]
+#                  [--postfix-cap M] [--no-postfix] [--no-source]
+#
+# (defaults 1,000,000 / 10 / none / 100,000). It starts dnsmasq serving MX records
+# for 1,000 domains spread over S sites, one smtp-sink per site on its own
+# 127.0.0.x address, then measures three senders into the same sinks, one after
+# the other, each with fresh sinks:
+#   - sink limit: smtp-source (Postfix's load generator), same message size;
+#   - volley: `volley send` of N personalized recipients (5 merge fields, text +
+#     HTML, ~5 KB rendered) through its own MX resolution;
+#   - Postfix: a private Postfix instance relaying min(N, M) messages.
+# For each: messages/s end to end, CPU per message, peak RSS. The last line printed
+# is one JSON object with the headline figures; the full result goes to
+# benches/results/e2e-<date>[-dkim].json with a plot of volley's messages/s over
+# time (e2e-<date>[-dkim].svg). Installs postfix and dnsmasq-base from Debian if
+# missing (root). Everything it starts is stopped and its temp dir removed at exit.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need=()
+[ -x /usr/sbin/smtp-sink ] || need+=(postfix)
+[ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
+if [ ${#need[@]} -gt 0 ]; then
+  [ "$(id -u)" = 0 ] || { echo "missing ${need[*]}: run as root to install them" >&2; exit 1; }
+  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
+  guard=0
+  if [ ! -e /usr/sbin/policy-rc.d ]; then
+    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
+  fi
+  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
+  if [ "$guard" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+fi
+
+echo "== building volley and the plot tool (release)" >&2
+cargo build --release -q -p volley-cli -p volley-benches --bin e2e-plot
+exec python3 benches/e2e.py --volley target/release/volley --plot target/release/e2e-plot "$@"
