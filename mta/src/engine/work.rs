@@ -90,6 +90,8 @@ pub fn collect(spool: &Spool, now: u64, window: u64) -> Result<Work, QueueError>
         let batch = Arc::new(LiveBatch { map });
         let view = batch.map.view();
         mapped += view.header().recipient_count as u64;
+        let mut last_domain: &[u8] = &[];
+        let mut last_key = String::new();
         for (index, recipient) in view.recipients().enumerate() {
             let slot = batch.map.slot(index).map_err(|fault| QueueError::Corrupt {
                 path: status.path.clone(),
@@ -101,11 +103,21 @@ pub fn collect(spool: &Spool, now: u64, window: u64) -> Result<Work, QueueError>
                 }
                 continue;
             }
-            let domain = String::from_utf8_lossy(recipient.domain).to_ascii_lowercase();
-            work.by_domain.entry(domain).or_default().push(Item {
+            // Recipients are sorted by domain: the key is made once per run of them.
+            if last_domain != recipient.domain || last_key.is_empty() {
+                last_domain = recipient.domain;
+                last_key = String::from_utf8_lossy(recipient.domain).to_ascii_lowercase();
+            }
+            let item = Item {
                 batch: batch.clone(),
                 index: index as u32,
-            });
+            };
+            match work.by_domain.get_mut(&last_key) {
+                Some(items) => items.push(item),
+                None => {
+                    work.by_domain.insert(last_key.clone(), vec![item]);
+                }
+            }
         }
         work.batches.push(batch);
     }
