@@ -6,12 +6,18 @@
 //! again with `resume`: batches already in the spool are kept as they are (their
 //! recipients may be under way) and only the missing ones are written. No
 //! recipient is lost or queued twice.
+//!
+//! Suppressed addresses are dropped before the cut ([`drop_suppressed`]). For the
+//! cut to stay the same on resume, the addresses dropped are recorded with the
+//! campaign ([`crate::campaign::Campaign::save_suppressed`]) and the resume drops
+//! exactly those, whatever the suppression list holds by then (the delivery engine
+//! checks the list again before sending).
 
 use std::collections::HashSet;
 
 use volley_queue::{BatchBuilder, BatchMeta, QueueError, Spool};
 
-use crate::recipients::RecipientList;
+use crate::recipients::{RecipientList, Rejected};
 
 /// Batch files are committed in groups of about this many bytes (one syncfs each).
 const GROUP_BYTES: usize = 32 << 20;
@@ -37,6 +43,28 @@ pub fn sort_by_destination(list: &mut RecipientList) {
         };
         key(&a.email).cmp(&key(&b.email))
     });
+}
+
+/// Removes from `list` the rows for which `suppressed` gives a reason (the
+/// suppression's, e.g. `hard_bounce`) and returns them, in file order, as rejects
+/// with reason `suppressed: REASON`.
+pub fn drop_suppressed(
+    list: &mut RecipientList,
+    mut suppressed: impl FnMut(&str) -> Option<String>,
+) -> Vec<Rejected> {
+    let mut dropped = Vec::new();
+    list.rows.retain(|row| match suppressed(&row.email) {
+        Some(reason) => {
+            dropped.push(Rejected {
+                line: row.line,
+                email: row.email.clone(),
+                reason: format!("suppressed: {reason}"),
+            });
+            false
+        }
+        None => true,
+    });
+    dropped
 }
 
 /// Writes the batches of campaign `campaign_id` for `list` (sorted here).
@@ -135,6 +163,26 @@ mod tests {
         assert!(got[..8].iter().all(|a| a.ends_with("@A.test")), "{got:?}");
         assert!(got[8..17].iter().all(|a| a.ends_with("@b.test")), "{got:?}");
         assert!(got[17..].iter().all(|a| a.ends_with("@c.test")), "{got:?}");
+    }
+
+    #[test]
+    fn suppressed_rows_are_dropped_and_returned_with_their_lines() {
+        let mut l = list(6);
+        let dropped = drop_suppressed(&mut l, |email| {
+            (email.starts_with("u001") || email.starts_with("u004")).then(|| "manual".into())
+        });
+        let got: Vec<(u64, &str, &str)> = dropped
+            .iter()
+            .map(|r| (r.line, r.email.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (3, "u001@A.test", "suppressed: manual"),
+                (6, "u004@A.test", "suppressed: manual")
+            ]
+        );
+        assert_eq!(l.rows.len(), 4);
     }
 
     #[test]

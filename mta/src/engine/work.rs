@@ -1,10 +1,14 @@
 //! The work of one delivery round: live batches, and the recipients due now
-//! grouped by destination domain.
+//! grouped by destination domain; due recipients on the suppression list are set
+//! apart (the engine finalises them without sending).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
+
+use crate::engine::suppress::{sending_domain, Suppressions};
+use crate::source::MessageSource;
 
 /// A batch being delivered from, with the time its recipients were queued.
 #[derive(Debug)]
@@ -46,6 +50,9 @@ pub struct Work {
     /// Recipients found in flight (left by a crash) and reset to pending: they may
     /// have been delivered already, so they are the possible duplicates.
     pub in_flight_reset: u64,
+    /// Due recipients on the suppression list for their batch's sending domain:
+    /// not to be sent.
+    pub suppressed: Vec<Item>,
     /// Recipients not due yet (deferred with a later next attempt).
     pub not_due: u64,
     /// Corrupt batch files quarantined by the recovery scan.
@@ -54,8 +61,16 @@ pub struct Work {
 
 /// Scans the spool (quarantining corrupt files), maps every batch with
 /// unfinished recipients, resets in-flight recipients, and collects those due at
-/// `now` (unix seconds).
-pub fn collect(spool: &Spool, now: u64) -> Result<Work, QueueError> {
+/// `now` (unix seconds), setting apart those `suppressions` holds for the domain
+/// of their batch's envelope sender (asked of `source`).
+pub fn collect(
+    spool: &Spool,
+    now: u64,
+    suppressions: &dyn Suppressions,
+    source: &dyn MessageSource,
+) -> Result<Work, QueueError> {
+    let screen = !suppressions.is_empty();
+    let mut address = String::with_capacity(128);
     let recovery = spool.recover()?;
     let mut work = Work {
         quarantined: recovery.quarantined.len() as u64,
@@ -78,6 +93,13 @@ pub fn collect(spool: &Spool, now: u64) -> Result<Work, QueueError> {
         work.in_flight_reset += map.reset_in_flight()? as u64;
         let batch = Arc::new(LiveBatch { map });
         let view = batch.map.view();
+        // One template per batch, so one envelope sender domain (a template that
+        // cannot be loaded gives "": only `*` entries apply; rendering fails later).
+        let sender_domain = if screen {
+            sending_domain(&source.envelope_from(&view, 0).unwrap_or_default())
+        } else {
+            String::new()
+        };
         for (index, recipient) in view.recipients().enumerate() {
             let slot = batch.map.slot(index).map_err(|fault| QueueError::Corrupt {
                 path: status.path.clone(),
@@ -89,11 +111,22 @@ pub fn collect(spool: &Spool, now: u64) -> Result<Work, QueueError> {
                 }
                 continue;
             }
-            let domain = String::from_utf8_lossy(recipient.domain).to_ascii_lowercase();
-            work.by_domain.entry(domain).or_default().push(Item {
+            let item = Item {
                 batch: batch.clone(),
                 index: index as u32,
-            });
+            };
+            if screen {
+                address.clear();
+                address.push_str(&String::from_utf8_lossy(recipient.local));
+                address.push('@');
+                address.push_str(&String::from_utf8_lossy(recipient.domain));
+                if suppressions.is_suppressed(&address, &sender_domain) {
+                    work.suppressed.push(item);
+                    continue;
+                }
+            }
+            let domain = String::from_utf8_lossy(recipient.domain).to_ascii_lowercase();
+            work.by_domain.entry(domain).or_default().push(item);
         }
         work.batches.push(batch);
     }
@@ -112,6 +145,81 @@ pub fn is_due(slot: Slot, now: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::suppress::NoSuppressions;
+    use crate::source::StaticMessage;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use volley_queue::{BatchBuilder, BatchMeta};
+
+    /// Suppresses listed (address, sending domain) pairs; counts refreshes.
+    struct Listed(Vec<(&'static str, &'static str)>, AtomicU32);
+
+    impl Suppressions for Listed {
+        fn is_suppressed(&self, address: &str, sending_domain: &str) -> bool {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.iter().any(|(a, d)| {
+                a.eq_ignore_ascii_case(address) && (*d == "*" || *d == sending_domain)
+            })
+        }
+        fn refresh(&self) {}
+    }
+
+    fn spool_with(addresses: &[&str]) -> (tempfile::TempDir, Spool) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let meta = BatchMeta {
+            batch_id: 0,
+            campaign_id: 1,
+            content_hash: [0; 32],
+            created_at: 0,
+        };
+        let mut b = BatchBuilder::new(meta, &[] as &[&str]).unwrap();
+        for a in addresses {
+            b.push(a, &[] as &[&[u8]]).unwrap();
+        }
+        spool.write_batch(&b.finish().unwrap()).unwrap();
+        (dir, spool)
+    }
+
+    fn source(from: &str) -> StaticMessage {
+        StaticMessage {
+            from: from.into(),
+            message: bytes::Bytes::from_static(b"Subject: x\r\n\r\nx\r\n"),
+        }
+    }
+
+    #[test]
+    fn suppressed_recipients_are_set_apart_for_their_sending_domain() {
+        let (_dir, spool) = spool_with(&["a@x.test", "B@X.test", "c@y.test", "d@y.test"]);
+        let list = Listed(
+            vec![
+                ("b@x.test", "*"),
+                ("c@y.test", "acme.test"),
+                ("d@y.test", "other.test"),
+            ],
+            AtomicU32::new(0),
+        );
+        let work = collect(&spool, 0, &list, &source("news@Acme.TEST")).unwrap();
+        let suppressed: Vec<u32> = work.suppressed.iter().map(|i| i.index).collect();
+        let mut sent: Vec<String> = work
+            .by_domain
+            .values()
+            .flatten()
+            .map(Item::address)
+            .collect();
+        sent.sort();
+        assert_eq!(suppressed, [1, 2]);
+        assert_eq!(sent, ["a@x.test", "d@y.test"]);
+        assert_eq!(
+            list.1.load(Ordering::Relaxed),
+            4,
+            "asked once per due recipient"
+        );
+
+        // No suppressions: nothing is asked, everything is due.
+        let work = collect(&spool, 0, &NoSuppressions, &source("news@acme.test")).unwrap();
+        assert!(work.suppressed.is_empty());
+        assert_eq!(work.by_domain.values().flatten().count(), 4);
+    }
 
     #[test]
     fn due_recipients() {
