@@ -9,11 +9,14 @@ use anyhow::{Context, Result};
 use clap::Args;
 use volley_conf::Config;
 use volley_control::campaign::{unhex, Campaign};
-use volley_control::partition::partition;
+use volley_control::partition::{drop_suppressed, partition};
 use volley_control::recipients::RecipientList;
+use volley_control::suppress::normalize;
 use volley_mta::engine::{Engine, RunReport};
 use volley_mta::merge::TemplateSource;
 use volley_queue::Spool;
+
+use crate::suppressions::StoreSuppressions;
 
 /// Arguments of `volley run`.
 #[derive(Debug, Args)]
@@ -41,6 +44,14 @@ pub fn resume_partitioning(spool: &Spool) -> Result<u64> {
             .with_context(|| format!("campaign {}: bad content hash", campaign.id))?;
         let mut list = RecipientList::read(&campaign.recipients)
             .with_context(|| format!("campaign {}: cannot resume its partitioning", campaign.id))?;
+        // Drop exactly what the first partitioning dropped, so the cut is the same;
+        // addresses suppressed since are stopped by the engine.
+        let dropped = Campaign::load_suppressed(spool, campaign.id)?;
+        let suppressed = drop_suppressed(&mut list, |email| {
+            dropped
+                .contains(&normalize(email))
+                .then(|| "recorded".to_owned())
+        });
         let parts = partition(
             spool,
             &mut list,
@@ -53,6 +64,7 @@ pub fn resume_partitioning(spool: &Spool) -> Result<u64> {
         campaign.partitioned = true;
         campaign.recipient_count = parts.recipients;
         campaign.rejected_rows = list.rejected.len() as u64;
+        campaign.suppressed = suppressed.len() as u64;
         campaign.save(spool)?;
         tracing::info!(
             campaign = campaign.id,
@@ -74,8 +86,8 @@ fn describe(r: &RunReport, with_resent: bool) -> String {
         String::new()
     };
     format!(
-        "{} attempted: {} delivered, {} deferred, {} bounced, {} expired; {} waiting for a retry{resent}; {} batches completed",
-        r.attempted, r.delivered, r.deferred, r.bounced, r.expired, r.not_due, r.batches_completed
+        "{} attempted: {} delivered, {} deferred, {} bounced, {} expired; {} suppressed; {} waiting for a retry{resent}; {} batches completed",
+        r.attempted, r.delivered, r.deferred, r.bounced, r.expired, r.suppressed, r.not_due, r.batches_completed
     )
 }
 
@@ -87,8 +99,10 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     }
     let spool = Spool::open(&config.spool.dir)?;
     resume_partitioning(&spool)?;
+    let suppressions = Arc::new(StoreSuppressions::open(spool.root())?);
     let source = Arc::new(TemplateSource::new(spool.content_dir()));
-    let engine = Engine::new(config, spool, source, args.log.as_deref())?;
+    let engine =
+        Engine::new(config, spool, source, args.log.as_deref())?.with_suppressions(suppressions);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         if args.once {
@@ -102,7 +116,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             tokio::select! {
                 report = engine.run_once() => {
                     let report = report?;
-                    if report.attempted > 0 || report.resent_after_crash > 0 {
+                    if report.attempted > 0 || report.suppressed > 0 || report.resent_after_crash > 0 {
                         tracing::info!("{}", describe(&report, false));
                     }
                 }

@@ -193,17 +193,25 @@ impl RecipientList {
 
     /// Writes the rejected rows as CSV (`line,email,reason`) to `path`.
     pub fn write_rejects(&self, path: &Path) -> std::io::Result<()> {
-        let mut w = csv::Writer::from_path(path)?;
-        w.write_record(["line", "email", "reason"])?;
-        for r in &self.rejected {
-            w.write_record([
-                r.line.to_string().as_str(),
-                r.email.as_str(),
-                r.reason.as_str(),
-            ])?;
-        }
-        w.flush()
+        write_rejected(path, &self.rejected)
     }
+}
+
+/// Writes rejected rows as CSV (`line,email,reason`) to `path`, in the order given.
+pub fn write_rejected<'a>(
+    path: &Path,
+    rows: impl IntoIterator<Item = &'a Rejected>,
+) -> std::io::Result<()> {
+    let mut w = csv::Writer::from_path(path)?;
+    w.write_record(["line", "email", "reason"])?;
+    for r in rows {
+        w.write_record([
+            r.line.to_string().as_str(),
+            r.email.as_str(),
+            r.reason.as_str(),
+        ])?;
+    }
+    w.flush()
 }
 
 /// Line numbers of byte offsets, counted incrementally (offsets only grow).
