@@ -124,6 +124,7 @@ pub fn run(cmd: SuppressCommand, config: Option<&Path>) -> Result<String> {
             spool,
         } => {
             check_all(&addresses)?;
+            let domain = domain.trim().to_lowercase();
             add(
                 &mut open(spool, config)?,
                 &addresses,
@@ -158,6 +159,7 @@ pub fn run(cmd: SuppressCommand, config: Option<&Path>) -> Result<String> {
             spool,
         } => {
             let list = ImportList::read(&file)?;
+            let domain = domain.trim().to_lowercase();
             import(
                 &mut open(spool, config)?,
                 &file,
@@ -285,7 +287,7 @@ fn list(
                 e.domain.to_string(),
                 e.reason.to_string(),
                 since(e),
-                e.detail.as_deref().unwrap_or("-").to_owned(),
+                e.detail.as_deref().unwrap_or_default().to_owned(),
             ]
         })
         .collect();
