@@ -133,3 +133,74 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         Ok(String::new())
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use volley_control::campaign::hex;
+    use volley_queue::BatchView;
+
+    fn queued(spool: &Spool) -> Vec<String> {
+        let mut out = Vec::new();
+        for path in spool.active_files().unwrap() {
+            let bytes = std::fs::read(path).unwrap();
+            out.extend(
+                BatchView::parse(&bytes)
+                    .unwrap()
+                    .recipients()
+                    .map(|r| r.address()),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn a_resumed_partitioning_drops_exactly_what_the_first_one_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let csv = dir.path().join("list.csv");
+        let rows: String = (0..10).map(|i| format!("u{i}@x.test\n")).collect();
+        std::fs::write(&csv, format!("email\n{rows}")).unwrap();
+        let mut campaign = Campaign {
+            id: 7,
+            content_hash: hex(&[1; 32]),
+            recipients: csv.clone(),
+            batch_size: 3,
+            created_at: 1,
+            partitioned: false,
+            recipient_count: 0,
+            rejected_rows: 0,
+            suppressed: 2,
+        };
+        // What `volley send` does: record the dropped addresses, then the campaign.
+        campaign
+            .save_suppressed(&spool, ["U3@x.test", "u8@x.test"])
+            .unwrap();
+        campaign.save(&spool).unwrap();
+        let mut list = RecipientList::read(&csv).unwrap();
+        drop_suppressed(&mut list, |e| {
+            ["u3@x.test", "u8@x.test"]
+                .contains(&e)
+                .then(|| "manual".into())
+        });
+        partition(&spool, &mut list, 7, [1; 32], 1, 3, false).unwrap();
+        let first = queued(&spool);
+        // Killed after the first batch: the others are missing.
+        for path in &spool.active_files().unwrap()[1..] {
+            std::fs::remove_file(path).unwrap();
+        }
+        assert_eq!(resume_partitioning(&spool).unwrap(), 1);
+        assert_eq!(queued(&spool), first, "same cut, nothing lost or doubled");
+        assert_eq!(first.len(), 8);
+        assert!(!first.iter().any(|a| a == "u3@x.test" || a == "u8@x.test"));
+        campaign = Campaign::list(&spool).unwrap().remove(0);
+        assert_eq!(
+            (
+                campaign.partitioned,
+                campaign.recipient_count,
+                campaign.suppressed
+            ),
+            (true, 8, 2)
+        );
+    }
+}

@@ -246,7 +246,7 @@ fn remove(
     Ok(out)
 }
 
-fn since(entry: &Entry) -> String {
+fn since(entry: &Entry<'_>) -> String {
     humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(entry.since)).to_string()
 }
 
@@ -257,22 +257,26 @@ fn list(
     json: bool,
 ) -> String {
     let domain = domain.map(|d| d.trim().to_lowercase());
-    let mut entries: Vec<(&str, &Entry)> = store
+    let mut entries: Vec<Entry<'_>> = store
         .iter()
-        .filter(|(_, e)| domain.as_ref().is_none_or(|d| *d == *e.domain))
-        .filter(|(_, e)| reason.is_none_or(|r| r.trim() == e.reason.as_str()))
+        .filter(|e| domain.as_ref().is_none_or(|d| d == e.domain))
+        .filter(|e| reason.is_none_or(|r| r.trim() == e.reason.as_str()))
         .collect();
-    entries.sort_by(|a, b| a.0.cmp(b.0).then_with(|| a.1.domain.cmp(&b.1.domain)));
+    entries.sort_by(|a, b| {
+        a.address
+            .cmp(b.address)
+            .then_with(|| a.domain.cmp(b.domain))
+    });
     let mut out = String::new();
     if json {
-        for (address, e) in &entries {
+        for e in &entries {
             let doc = serde_json::json!({
-                "address": address,
-                "domain": &*e.domain,
+                "address": e.address,
+                "domain": e.domain,
                 "reason": e.reason.as_str(),
                 "since": since(e),
                 "since_unix": e.since,
-                "detail": e.detail.as_deref(),
+                "detail": e.detail,
             });
             out.push_str(&doc.to_string());
             out.push('\n');
@@ -281,13 +285,13 @@ fn list(
     }
     let rows: Vec<Vec<String>> = entries
         .iter()
-        .map(|(address, e)| {
+        .map(|e| {
             vec![
-                (*address).to_owned(),
+                e.address.to_owned(),
                 e.domain.to_string(),
                 e.reason.to_string(),
                 since(e),
-                e.detail.as_deref().unwrap_or_default().to_owned(),
+                e.detail.unwrap_or_default().to_owned(),
             ]
         })
         .collect();

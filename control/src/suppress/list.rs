@@ -1,8 +1,16 @@
 //! The suppression list in memory: entries by normalised address, bounce
 //! histories, and how each journal record changes them. No I/O.
+//!
+//! Built for millions of entries held by every sending process: addresses live
+//! once in one string arena, each entry is a 32-byte record, and the index maps a
+//! 64-bit hash of the address to the first record of a chain (the entries of that
+//! address for each sending domain, and of any address whose hash collides). About
+//! 70 bytes per entry in all, against ~200 for a `HashMap<String, Entry>`, and
+//! one allocation per load instead of one per entry. Lookups hash the normalised
+//! address built on the stack: no allocation per recipient.
 
-use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::hash::{BuildHasher, BuildHasherDefault, Hasher};
 
 use super::record::{BounceKind, Record};
 
@@ -13,6 +21,16 @@ const STACK_KEY: usize = 320;
 /// Bounce timestamps kept per address and sending domain, per kind: limits above
 /// this are treated as this.
 pub const HISTORY_CAP: usize = 256;
+
+/// Longest free-text reason or detail kept, in characters.
+pub const TEXT_MAX: usize = 200;
+
+/// No next record / no detail.
+const NONE: u32 = u32::MAX;
+/// Domain index of `*`.
+const STAR: u32 = 0;
+/// Domain index of a removed record.
+const DEAD: u32 = u32::MAX;
 
 /// Why an address is suppressed.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -32,9 +50,6 @@ pub enum Reason {
     /// Any other reason, as text (no control characters, at most 200 characters).
     Other(Box<str>),
 }
-
-/// Longest free-text reason or detail kept, in characters.
-pub const TEXT_MAX: usize = 200;
 
 /// `text` trimmed, with control characters (tab, CR, LF, …) replaced by spaces and
 /// cut at [`TEXT_MAX`] characters: safe for one field of a journal line.
@@ -81,33 +96,47 @@ impl std::fmt::Display for Reason {
     }
 }
 
-/// One suppression of an address (the address is the key it is stored under).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+/// One suppression, borrowed from the list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Entry<'a> {
+    /// The address, normalised (see [`normalize`]).
+    pub address: &'a str,
     /// The sending domain it applies to (lower case), or `*` for every one.
-    pub domain: Arc<str>,
+    pub domain: &'a str,
+    /// Why.
+    pub reason: &'a Reason,
+    /// Unix seconds when it was added.
+    pub since: u64,
+    /// More about it, e.g. the DSN status `5.1.1`.
+    pub detail: Option<&'a str>,
+}
+
+impl Entry<'_> {
+    /// An owned copy.
+    pub fn to_owned(&self) -> Suppression {
+        Suppression {
+            address: self.address.to_owned(),
+            domain: self.domain.to_owned(),
+            reason: self.reason.clone(),
+            since: self.since,
+            detail: self.detail.map(str::to_owned),
+        }
+    }
+}
+
+/// One suppression, owned (see [`Entry`] for the fields).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Suppression {
+    /// The address, normalised.
+    pub address: String,
+    /// The sending domain, or `*`.
+    pub domain: String,
     /// Why.
     pub reason: Reason,
     /// Unix seconds when it was added.
     pub since: u64,
-    /// More about it, e.g. the DSN status `5.1.1`.
-    pub detail: Option<Box<str>>,
-}
-
-/// The entries of one address: almost always one, kept without a `Vec`.
-#[derive(Debug, Clone)]
-enum Entries {
-    One(Entry),
-    Many(Vec<Entry>),
-}
-
-impl Entries {
-    fn as_slice(&self) -> &[Entry] {
-        match self {
-            Entries::One(e) => std::slice::from_ref(e),
-            Entries::Many(v) => v,
-        }
-    }
+    /// More about it.
+    pub detail: Option<String>,
 }
 
 /// Recent bounces of one address for one sending domain.
@@ -122,17 +151,124 @@ pub struct History {
 /// Whether a journal record changed the list.
 pub(crate) type Changed = bool;
 
-/// The whole list in memory.
+/// One entry: 32 bytes.
+#[derive(Debug, Clone, Copy)]
+struct Rec {
+    since: u64,
+    /// The address in the arena.
+    addr_off: u32,
+    /// Index in `domains`; [`DEAD`] once removed.
+    domain: u32,
+    /// Index in `reasons`.
+    reason: u32,
+    /// Index in `details`, or [`NONE`].
+    detail: u32,
+    /// Next record of the same hash chain, or [`NONE`].
+    next: u32,
+    addr_len: u16,
+}
+
+/// The index's hasher: its keys are already hashes.
 #[derive(Debug, Default)]
+struct Passthrough(u64);
+
+impl Hasher for Passthrough {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
+    }
+}
+
+/// Interned strings (sending domains, reasons, details) by index.
+#[derive(Debug)]
+struct Table<T> {
+    items: Vec<T>,
+    ids: HashMap<T, u32>,
+}
+
+impl<T> Default for Table<T> {
+    fn default() -> Self {
+        Table {
+            items: Vec::new(),
+            ids: HashMap::new(),
+        }
+    }
+}
+
+impl Table<Box<str>> {
+    fn intern_str(&mut self, item: &str) -> u32 {
+        match self.ids.get(item) {
+            Some(&id) => id,
+            None => self.intern(Box::from(item)),
+        }
+    }
+}
+
+impl<T: std::hash::Hash + Eq + Clone> Table<T> {
+    fn intern(&mut self, item: T) -> u32 {
+        if let Some(&id) = self.ids.get(&item) {
+            return id;
+        }
+        let id = self.items.len() as u32;
+        self.items.push(item.clone());
+        self.ids.insert(item, id);
+        id
+    }
+}
+
+/// The whole list in memory.
+#[derive(Debug)]
 pub(crate) struct List {
-    /// Entries by normalised address (see [`normalize`]).
-    entries: HashMap<Box<str>, Entries>,
-    /// Number of entries (over all addresses).
+    /// Every normalised address, once, back to back.
+    arena: String,
+    records: Vec<Rec>,
+    /// Hash of a normalised address to the first record of its chain.
+    index: HashMap<u64, u32, BuildHasherDefault<Passthrough>>,
+    /// Seed of the address hash (random per process: chains cannot be aimed at).
+    seed: u64,
+    /// Live entries.
     len: usize,
-    /// Sending domains, shared by the entries that name them.
-    domains: HashSet<Arc<str>>,
+    /// Removed records still in `records` (reclaimed by [`List::rebuild`]).
+    dead: usize,
+    /// Sending domains, `*` first.
+    domains: Table<Box<str>>,
+    reasons: Table<Reason>,
+    details: Table<Box<str>>,
     /// Bounce histories by (normalised address, sending domain).
-    histories: HashMap<(Box<str>, Arc<str>), History>,
+    histories: HashMap<(Box<str>, Box<str>), History>,
+    /// Tests: every address hashes the same, so all share one chain.
+    #[cfg(test)]
+    collide: bool,
+}
+
+impl Default for List {
+    fn default() -> List {
+        let mut domains = Table::default();
+        domains.intern(Box::from("*"));
+        List {
+            arena: String::new(),
+            records: Vec::new(),
+            index: HashMap::default(),
+            seed: std::collections::hash_map::RandomState::new().hash_one(0x5eed_u64),
+            len: 0,
+            dead: 0,
+            domains,
+            reasons: Table::default(),
+            details: Table::default(),
+            histories: HashMap::new(),
+            #[cfg(test)]
+            collide: false,
+        }
+    }
 }
 
 /// The form addresses are stored and compared in: trimmed and lower-cased
@@ -143,31 +279,24 @@ pub fn normalize(address: &str) -> String {
     address.trim().to_lowercase()
 }
 
-/// Calls `f` with the normalised form of `address`, built on the stack for the
-/// usual (ASCII, short) address: the per-recipient lookup allocates nothing.
-fn with_key<R>(address: &str, f: impl FnOnce(&str) -> R) -> R {
-    let address = address.trim();
-    if !address.is_ascii() || address.len() > STACK_KEY {
-        return f(&address.to_lowercase());
+/// Calls `f` with `text` trimmed and lower-cased, built on the stack for the
+/// usual (ASCII, short) text: the per-recipient lookup allocates nothing.
+fn with_lower<R>(text: &str, f: impl FnOnce(&str) -> R) -> R {
+    let text = text.trim();
+    if !text.is_ascii() || text.len() > STACK_KEY {
+        return f(&text.to_lowercase());
     }
-    if !address.bytes().any(|b| b.is_ascii_uppercase()) {
-        return f(address);
+    if !text.bytes().any(|b| b.is_ascii_uppercase()) {
+        return f(text);
     }
     let mut buf = [0u8; STACK_KEY];
-    let key = &mut buf[..address.len()];
-    key.copy_from_slice(address.as_bytes());
+    let key = &mut buf[..text.len()];
+    key.copy_from_slice(text.as_bytes());
     key.make_ascii_lowercase();
     match std::str::from_utf8(key) {
         Ok(key) => f(key),
-        Err(_) => f(&address.to_lowercase()),
+        Err(_) => f(&text.to_lowercase()),
     }
-}
-
-/// Whether an entry for `entry_domain` applies to mail from `sending` (any case).
-fn applies(entry_domain: &str, sending: &str) -> bool {
-    entry_domain == "*"
-        || entry_domain.eq_ignore_ascii_case(sending)
-        || (!sending.is_ascii() && entry_domain == sending.to_lowercase())
 }
 
 impl List {
@@ -176,57 +305,231 @@ impl List {
         self.len
     }
 
+    fn hash(&self, key: &str) -> u64 {
+        #[cfg(test)]
+        if self.collide {
+            return 7;
+        }
+        xxhash_rust::xxh3::xxh3_64_with_seed(key.as_bytes(), self.seed)
+    }
+
+    fn address_of(&self, rec: &Rec) -> &str {
+        let start = rec.addr_off as usize;
+        self.arena
+            .get(start..start + usize::from(rec.addr_len))
+            .unwrap_or_default()
+    }
+
+    fn entry(&self, rec: &Rec) -> Entry<'_> {
+        Entry {
+            address: self.address_of(rec),
+            domain: self
+                .domains
+                .items
+                .get(rec.domain as usize)
+                .map_or("*", |d| &**d),
+            reason: self
+                .reasons
+                .items
+                .get(rec.reason as usize)
+                .unwrap_or(&Reason::Manual),
+            since: rec.since,
+            detail: self.details.items.get(rec.detail as usize).map(|d| &**d),
+        }
+    }
+
+    /// The records of the chain for `key`'s hash that hold `key`, with their
+    /// indexes.
+    fn chain<'a>(&'a self, key: &'a str) -> impl Iterator<Item = (u32, &'a Rec)> + 'a {
+        let mut at = self.index.get(&self.hash(key)).copied().unwrap_or(NONE);
+        std::iter::from_fn(move || {
+            while let Some(rec) = self.records.get(at as usize) {
+                let i = at;
+                at = rec.next;
+                if self.address_of(rec) == key {
+                    return Some((i, rec));
+                }
+            }
+            None
+        })
+    }
+
     /// The entry that suppresses `address` for mail from `sending_domain`: one for
     /// that domain if there is one, else one for `*`.
-    pub(crate) fn find(&self, address: &str, sending_domain: &str) -> Option<&Entry> {
-        with_key(address, |key| {
-            let entries = self.entries.get(key)?.as_slice();
-            entries
-                .iter()
-                .find(|e| &*e.domain != "*" && applies(&e.domain, sending_domain))
-                .or_else(|| entries.iter().find(|e| &*e.domain == "*"))
+    pub(crate) fn find(&self, address: &str, sending_domain: &str) -> Option<Entry<'_>> {
+        let domain = with_lower(sending_domain, |d| self.domains.ids.get(d).copied());
+        with_lower(address, |key| {
+            let mut star = None;
+            for (_, rec) in self.chain(key) {
+                if Some(rec.domain) == domain && rec.domain != STAR {
+                    return Some(self.entry(rec));
+                }
+                if rec.domain == STAR {
+                    star = Some(*rec);
+                }
+            }
+            star.map(|rec| self.entry(&rec))
         })
     }
 
-    /// The entries of `address` (normalised), for every sending domain.
-    pub(crate) fn entries_of(&self, address: &str) -> &[Entry] {
-        with_key(address, |key| {
-            self.entries.get(key).map_or(&[][..], Entries::as_slice)
+    /// The entries of `address` (any case), for every sending domain.
+    pub(crate) fn entries_of(&self, address: &str) -> Vec<Entry<'_>> {
+        with_lower(address, |key| {
+            self.chain(key).map(|(_, rec)| self.entry(rec)).collect()
         })
     }
 
-    /// Every (normalised address, entry).
-    pub(crate) fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
-        self.entries
+    /// Every entry.
+    pub(crate) fn iter(&self) -> impl Iterator<Item = Entry<'_>> {
+        self.records
             .iter()
-            .flat_map(|(a, es)| es.as_slice().iter().map(move |e| (&**a, e)))
+            .filter(|r| r.domain != DEAD)
+            .map(|r| self.entry(r))
     }
 
-    /// Every bounce history.
+    /// Every bounce history: (address, sending domain, history).
     pub(crate) fn histories(&self) -> impl Iterator<Item = (&str, &str, &History)> {
         self.histories.iter().map(|((a, d), h)| (&**a, &**d, h))
     }
 
-    /// The bounce history of `address` for `domain`, if any.
+    /// The bounce history of `address` for `domain` (both normalised), if any.
     pub(crate) fn history(&self, address: &str, domain: &str) -> Option<&History> {
-        let key = (normalize(address).into_boxed_str(), self.domain_key(domain));
-        self.histories.get(&key)
+        self.histories.get(&(Box::from(address), Box::from(domain)))
     }
 
-    fn domain_key(&self, domain: &str) -> Arc<str> {
-        self.domains
-            .get(domain)
-            .cloned()
-            .unwrap_or_else(|| Arc::from(domain))
-    }
-
-    fn intern(&mut self, domain: &str) -> Arc<str> {
-        if let Some(d) = self.domains.get(domain) {
-            return d.clone();
+    /// Drops soft bounces of `address` for `domain` (both normalised) older than
+    /// `cutoff`.
+    pub(crate) fn prune_soft(&mut self, address: &str, domain: &str, cutoff: u64) {
+        if let Some(h) = self
+            .histories
+            .get_mut(&(Box::from(address), Box::from(domain)))
+        {
+            h.soft.retain(|&t| t >= cutoff);
         }
-        let d: Arc<str> = Arc::from(domain);
-        self.domains.insert(d.clone());
-        d
+    }
+
+    /// Removed records waiting to be reclaimed.
+    pub(crate) fn dead(&self) -> usize {
+        self.dead
+    }
+
+    /// Gives back the spare capacity of the arena and the records (after a load).
+    pub(crate) fn shrink(&mut self) {
+        self.arena.shrink_to_fit();
+        self.records.shrink_to_fit();
+    }
+
+    /// A copy without removed records nor unused strings.
+    pub(crate) fn rebuild(&self) -> List {
+        let mut fresh = List::default();
+        for e in self.iter() {
+            fresh.add(e.address, e.domain, e.reason.clone(), e.detail, e.since);
+        }
+        fresh.histories = self.histories.clone();
+        fresh.shrink();
+        fresh
+    }
+
+    fn forget_history(&mut self, address: &str, domain: &str) {
+        if !self.histories.is_empty() {
+            self.histories
+                .remove(&(Box::from(address), Box::from(domain)));
+        }
+    }
+
+    /// Adds an entry for normalised `address` and lower-case `domain`, unless one
+    /// is there.
+    fn add(
+        &mut self,
+        address: &str,
+        domain: &str,
+        reason: Reason,
+        detail: Option<&str>,
+        since: u64,
+    ) -> Changed {
+        let domain_id = self.domains.intern_str(domain);
+        let mut addr = None;
+        for (_, rec) in self.chain(address) {
+            if rec.domain == domain_id {
+                return false;
+            }
+            addr = Some((rec.addr_off, rec.addr_len));
+        }
+        let (addr_off, addr_len) = match addr {
+            Some(found) => found,
+            None => {
+                let (Ok(off), Ok(len)) = (
+                    u32::try_from(self.arena.len()),
+                    u16::try_from(address.len()),
+                ) else {
+                    tracing::error!(
+                        address,
+                        "the suppression list is full (4 GiB of addresses): entry dropped"
+                    );
+                    return false;
+                };
+                self.arena.push_str(address);
+                (off, len)
+            }
+        };
+        let Ok(index) = u32::try_from(self.records.len()) else {
+            return false;
+        };
+        let hash = self.hash(address);
+        let reason = self.reasons.intern(reason);
+        let detail = detail.map_or(NONE, |d| self.details.intern_str(d));
+        let next = self.index.insert(hash, index).unwrap_or(NONE);
+        self.records.push(Rec {
+            since,
+            addr_off,
+            domain: domain_id,
+            reason,
+            detail,
+            next,
+            addr_len,
+        });
+        self.len += 1;
+        // The bounces that led here (or came before a manual entry) have done
+        // their work.
+        self.forget_history(address, domain);
+        true
+    }
+
+    /// Removes the entry for normalised `address` and lower-case `domain`.
+    fn remove(&mut self, address: &str, domain: &str) -> Changed {
+        self.forget_history(address, domain);
+        let Some(&domain_id) = self.domains.ids.get(domain) else {
+            return false;
+        };
+        let Some((found, _)) = self.chain(address).find(|(_, r)| r.domain == domain_id) else {
+            return false;
+        };
+        let hash = self.hash(address);
+        let next = self.records[found as usize].next;
+        // Unlink: from the index if it is the chain's head, else from its
+        // predecessor.
+        if self.index.get(&hash) == Some(&found) {
+            if next == NONE {
+                self.index.remove(&hash);
+            } else {
+                self.index.insert(hash, next);
+            }
+        } else {
+            let mut at = self.index.get(&hash).copied().unwrap_or(NONE);
+            while let Some(rec) = self.records.get_mut(at as usize) {
+                if rec.next == found {
+                    rec.next = next;
+                    break;
+                }
+                at = rec.next;
+            }
+        }
+        let rec = &mut self.records[found as usize];
+        rec.domain = DEAD;
+        rec.next = NONE;
+        self.len -= 1;
+        self.dead += 1;
+        true
     }
 
     /// Applies one record. Addresses and domains are normalised here, so records
@@ -239,86 +542,33 @@ impl List {
                 address,
                 reason,
                 detail,
-            } => {
-                let address = normalize(address);
-                let domain = self.intern(&domain.to_lowercase());
-                if self.entries_of(&address).iter().any(|e| e.domain == domain) {
-                    return false;
-                }
-                let entry = Entry {
-                    domain: domain.clone(),
-                    reason: Reason::parse(reason),
-                    since,
-                    detail: (!detail.is_empty()).then(|| detail.into()),
-                };
-                let address: Box<str> = address.into();
-                // The bounces that led here (or came before a manual entry) have
-                // done their work.
-                self.histories.remove(&(address.clone(), domain));
-                match self.entries.get_mut(&address) {
-                    None => {
-                        self.entries.insert(address, Entries::One(entry));
-                    }
-                    Some(Entries::Many(v)) => v.push(entry),
-                    Some(es) => {
-                        let single = std::mem::replace(es, Entries::Many(Vec::new()));
-                        if let Entries::One(first) = single {
-                            *es = Entries::Many(vec![first, entry]);
-                        }
-                    }
-                }
-                self.len += 1;
-                true
-            }
+            } => with_lower(address, |address| {
+                with_lower(domain, |domain| {
+                    self.add(
+                        address,
+                        domain,
+                        Reason::parse(reason),
+                        (!detail.is_empty()).then_some(detail),
+                        since,
+                    )
+                })
+            }),
             Record::Remove {
                 domain, address, ..
-            } => {
-                let address: Box<str> = normalize(address).into();
-                let domain = domain.to_lowercase();
-                self.histories
-                    .remove(&(address.clone(), self.domain_key(&domain)));
-                let Some(es) = self.entries.get_mut(&address) else {
-                    return false;
-                };
-                let removed = match es {
-                    Entries::One(e) => {
-                        if *e.domain == *domain {
-                            self.entries.remove(&address);
-                            true
-                        } else {
-                            false
-                        }
-                    }
-                    Entries::Many(v) => {
-                        let before = v.len();
-                        v.retain(|e| *e.domain != *domain);
-                        let removed = v.len() < before;
-                        if v.len() == 1 {
-                            if let Some(last) = v.pop() {
-                                *es = Entries::One(last);
-                            }
-                        } else if v.is_empty() {
-                            self.entries.remove(&address);
-                        }
-                        removed
-                    }
-                };
-                if removed {
-                    self.len -= 1;
-                }
-                removed
-            }
+            } => with_lower(address, |address| {
+                with_lower(domain, |domain| self.remove(address, domain))
+            }),
             Record::Bounce {
                 at,
                 domain,
                 address,
                 kind,
             } => {
-                let domain = self.intern(&domain.to_lowercase());
-                let history = self
-                    .histories
-                    .entry((normalize(address).into(), domain))
-                    .or_default();
+                let key = (
+                    normalize(address).into(),
+                    domain.trim().to_lowercase().into(),
+                );
+                let history = self.histories.entry(key).or_default();
                 let times = match kind {
                     BounceKind::Hard => &mut history.hard,
                     BounceKind::Soft => &mut history.soft,
@@ -329,14 +579,6 @@ impl List {
                 times.push(at);
                 true
             }
-        }
-    }
-
-    /// Drops soft bounces of `address` for `domain` older than `cutoff`.
-    pub(crate) fn prune_soft(&mut self, address: &str, domain: &str, cutoff: u64) {
-        let key = (normalize(address).into_boxed_str(), self.domain_key(domain));
-        if let Some(h) = self.histories.get_mut(&key) {
-            h.soft.retain(|&t| t >= cutoff);
         }
     }
 }
@@ -356,20 +598,22 @@ mod tests {
     }
 
     #[test]
+    fn records_are_32_bytes() {
+        assert_eq!(std::mem::size_of::<Rec>(), 32);
+    }
+
+    #[test]
     fn lookups_ignore_case_and_prefer_the_sending_domain_entry() {
         let mut list = List::default();
         assert!(list.apply(&add("Bob@Example.TEST", "*")));
         assert!(!list.apply(&add("bob@example.test", "*")), "already there");
         assert!(list.apply(&add("bob@example.test", "Acme.test")));
         assert_eq!(list.len(), 2);
+        assert_eq!(list.arena, "bob@example.test", "the address is stored once");
+        let found = list.find(" BOB@example.test ", "other.test").unwrap();
+        assert_eq!((found.address, found.domain), ("bob@example.test", "*"));
         assert_eq!(
-            list.find(" BOB@example.test ", "other.test")
-                .map(|e| &*e.domain),
-            Some("*")
-        );
-        assert_eq!(
-            list.find("bob@EXAMPLE.test", "ACME.TEST")
-                .map(|e| &*e.domain),
+            list.find("bob@EXAMPLE.test", "ACME.TEST").map(|e| e.domain),
             Some("acme.test")
         );
         assert!(list.find("bobby@example.test", "acme.test").is_none());
@@ -385,23 +629,73 @@ mod tests {
         list.apply(&add("a@x.test", "*"));
         list.apply(&add("a@x.test", "acme.test"));
         list.apply(&add("a@x.test", "beta.test"));
+        list.apply(&add("b@x.test", "acme.test"));
         let remove = |domain| Record::Remove {
             at: 11,
             domain,
             address: "A@X.test",
         };
+        // The middle of the chain, its head, its tail.
         assert!(list.apply(&remove("acme.test")));
         assert!(!list.apply(&remove("acme.test")));
-        assert_eq!(list.len(), 2);
+        assert_eq!(list.len(), 3);
         assert_eq!(
-            list.find("a@x.test", "acme.test").map(|e| &*e.domain),
+            list.find("a@x.test", "acme.test").map(|e| e.domain),
             Some("*")
         );
-        assert!(list.apply(&remove("*")));
-        assert!(list.find("a@x.test", "acme.test").is_none());
-        assert!(list.find("a@x.test", "beta.test").is_some());
         assert!(list.apply(&remove("beta.test")));
-        assert_eq!((list.len(), list.entries.len()), (0, 0));
+        assert!(list.find("a@x.test", "beta.test").unwrap().domain == "*");
+        assert!(list.apply(&remove("*")));
+        assert!(list.find("a@x.test", "beta.test").is_none());
+        assert!(list.entries_of("a@x.test").is_empty());
+        assert!(list.find("b@x.test", "acme.test").is_some());
+        assert_eq!((list.len(), list.dead(), list.index.len()), (1, 3, 1));
+        // Added again after removal; the rebuild drops the removed records.
+        assert!(list.apply(&add("a@x.test", "*")));
+        let fresh = list.rebuild();
+        assert_eq!((fresh.len(), fresh.dead(), fresh.records.len()), (2, 0, 2));
+        assert!(fresh.find("a@x.test", "z.test").is_some());
+        assert_eq!(fresh.arena, "b@x.testa@x.test");
+    }
+
+    #[test]
+    fn colliding_hashes_share_a_chain_without_mixing_addresses() {
+        let mut list = List {
+            collide: true,
+            ..List::default()
+        };
+        for i in 0..20 {
+            let a = format!("u{i}@x.test");
+            assert!(list.apply(&add(&a, if i % 2 == 0 { "*" } else { "acme.test" })));
+        }
+        assert_eq!(list.index.len(), 1, "one chain");
+        for i in 0..20 {
+            let e = list.find(&format!("U{i}@x.test"), "acme.test").unwrap();
+            assert_eq!(e.address, format!("u{i}@x.test"));
+            assert!(list.find(&format!("u{i}@x.test"), "beta.test").is_some() == (i % 2 == 0));
+        }
+        assert!(list.find("u20@x.test", "acme.test").is_none());
+        // Removing from the head, the middle and the tail keeps the rest linked.
+        for i in [19, 10, 0] {
+            let a = format!("u{i}@x.test");
+            let d = if i % 2 == 0 { "*" } else { "acme.test" };
+            assert!(list.apply(&Record::Remove {
+                at: 1,
+                domain: d,
+                address: &a
+            }));
+        }
+        let left: Vec<String> = (0..20)
+            .filter(|i| list.find(&format!("u{i}@x.test"), "acme.test").is_some())
+            .map(|i| i.to_string())
+            .collect();
+        assert_eq!(left.len(), 17);
+        assert!(
+            !left.contains(&"19".into())
+                && !left.contains(&"10".into())
+                && !left.contains(&"0".into())
+        );
+        assert_eq!(list.len(), 17);
     }
 
     #[test]

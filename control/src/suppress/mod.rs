@@ -33,7 +33,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-pub use list::{clean_text, normalize, Entry, History, Reason, HISTORY_CAP, TEXT_MAX};
+pub use list::{clean_text, normalize, Entry, History, Reason, Suppression, HISTORY_CAP, TEXT_MAX};
 pub use record::BounceKind;
 
 use list::List;
@@ -265,17 +265,17 @@ impl SuppressionStore {
     /// The entry that stops mail from `sending_domain` to `address` (any case):
     /// one for that domain if there is one, else one for `*`. Allocates nothing for
     /// ASCII addresses up to 320 bytes.
-    pub fn is_suppressed(&self, address: &str, sending_domain: &str) -> Option<&Entry> {
+    pub fn is_suppressed(&self, address: &str, sending_domain: &str) -> Option<Entry<'_>> {
         self.list.find(address, sending_domain)
     }
 
     /// The entries of `address` (any case), for every sending domain.
-    pub fn entries_of(&self, address: &str) -> &[Entry] {
+    pub fn entries_of(&self, address: &str) -> Vec<Entry<'_>> {
         self.list.entries_of(address)
     }
 
-    /// Every entry with its (normalised) address, in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (&str, &Entry)> {
+    /// Every entry, in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = Entry<'_>> {
         self.list.iter()
     }
 
@@ -283,7 +283,7 @@ impl SuppressionStore {
     /// address is suppressed for that domain).
     pub fn history(&self, address: &str, sending_domain: &str) -> Option<&History> {
         self.list
-            .history(address, &sending_domain.trim().to_lowercase())
+            .history(&normalize(address), &sending_domain.trim().to_lowercase())
     }
 
     /// Reads the snapshot and the journal from scratch.
@@ -326,6 +326,7 @@ impl SuppressionStore {
         self.snapshot = snapshot;
         self.offset = 0;
         self.read_journal(&mut report)?;
+        self.list.shrink();
         if report.torn_bytes > 0 {
             tracing::warn!(
                 file = %self.journal_path(self.generation).display(),
@@ -524,7 +525,7 @@ impl SuppressionStore {
 
     /// Lifts the suppression of `address`: for `sending_domain` only (which may be
     /// `*`), or with `None` for every sending domain. Returns the domains of the
-    /// entries removed (empty: it was not suppressed).
+    /// entries removed, sorted (empty: it was not suppressed).
     pub fn remove(
         &mut self,
         address: &str,
@@ -534,12 +535,13 @@ impl SuppressionStore {
         let address = check_address(address)?;
         let domain = sending_domain.map(check_domain).transpose()?;
         self.write(|list, lines| {
-            let domains: Vec<String> = list
+            let mut domains: Vec<String> = list
                 .entries_of(&address)
                 .iter()
                 .map(|e| e.domain.to_string())
                 .filter(|d| domain.as_ref().is_none_or(|want| want == d))
                 .collect();
+            domains.sort();
             for d in &domains {
                 let record = Record::Remove {
                     at,
@@ -561,7 +563,7 @@ impl SuppressionStore {
         &mut self,
         bounce: &Bounce<'_>,
         limits: &BounceLimits,
-    ) -> Result<Option<Entry>, SuppressError> {
+    ) -> Result<Option<Suppression>, SuppressError> {
         let address = check_address(bounce.address)?;
         let domain = check_domain(bounce.sending_domain)?;
         let detail = bounce.detail.map(clean_text).unwrap_or_default();
@@ -599,7 +601,7 @@ impl SuppressionStore {
             };
             list.apply(&record);
             record.write(lines);
-            list.find(&address, &domain).cloned()
+            list.find(&address, &domain).map(|e| e.to_owned())
         })
     }
 
@@ -619,13 +621,13 @@ impl SuppressionStore {
     fn compact_locked(&mut self) -> Result<(), SuppressError> {
         let generation = self.generation + 1;
         let mut text = record::header(generation);
-        for (address, e) in self.list.iter() {
+        for e in self.list.iter() {
             Record::Add {
                 since: e.since,
-                domain: &e.domain,
-                address,
+                domain: e.domain,
+                address: e.address,
                 reason: e.reason.as_str(),
-                detail: e.detail.as_deref().unwrap_or_default(),
+                detail: e.detail.unwrap_or_default(),
             }
             .write(&mut text);
         }
@@ -664,6 +666,9 @@ impl SuppressionStore {
             }
         }
         fsync_dir(&self.dir)?;
+        if self.list.dead() > 0 {
+            self.list = self.list.rebuild();
+        }
         Ok(())
     }
 }
@@ -679,8 +684,7 @@ fn apply_lines(
     report: &mut LoadReport,
 ) -> u64 {
     let mut used = 0usize;
-    let mut line_no = first_line;
-    for line in bytes.split_inclusive(|&b| b == b'\n') {
+    for (line_no, line) in (first_line..).zip(bytes.split_inclusive(|&b| b == b'\n')) {
         let Some(body) = line.strip_suffix(b"\n") else {
             break;
         };
@@ -703,7 +707,6 @@ fn apply_lines(
                 }
             }
         }
-        line_no += 1;
     }
     used as u64
 }
