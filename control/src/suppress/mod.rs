@@ -4,8 +4,9 @@
 //! It lives in the spool, `SPOOL/suppress/` (format in `FORMAT.md` beside this
 //! file): a snapshot, replaced atomically when compacted, and an append-only
 //! journal of add / remove / bounce records since that snapshot. Opening loads both
-//! into memory (~100 bytes per entry; layout in `list.rs`); [`SuppressionStore::refresh`] reads only what other processes
-//! appended since (two `stat` calls when nothing changed), so a daemon sees what
+//! into memory (~100 bytes per entry; layout in `list.rs`);
+//! [`SuppressionStore::refresh`] reads only what other processes appended since
+//! (two `stat` calls when nothing changed), so a daemon sees what
 //! `volley suppress add` wrote after it started. Writers take an exclusive `flock`
 //! on `SPOOL/suppress/lock`, catch up, append whole lines in one `write` and
 //! `fdatasync` before returning: a CLI and a daemon can write concurrently.
