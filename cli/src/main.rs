@@ -14,6 +14,8 @@ mod config_cmd;
 mod queue_cmd;
 mod run;
 mod send;
+mod suppress_cmd;
+mod suppressions;
 mod synth;
 mod table;
 
@@ -46,6 +48,9 @@ enum Command {
     ///
     /// Example: volley run --config /etc/volley/volley.toml
     Run(run::RunArgs),
+    /// The suppression list: addresses never sent to, per sending domain.
+    #[command(subcommand)]
+    Suppress(suppress_cmd::SuppressCommand),
     /// Benchmarks that print tables and a JSON line.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -65,6 +70,7 @@ fn main() -> ExitCode {
         Command::Bench(cmd) => bench::run(cmd, cli.config.as_deref()),
         Command::Send(args) => send::run(args, cli.config.as_deref()),
         Command::Run(args) => run::run(args, cli.config.as_deref()),
+        Command::Suppress(cmd) => suppress_cmd::run(cmd, cli.config.as_deref()),
     };
     match result {
         Ok(text) => {

@@ -9,11 +9,15 @@ use anyhow::{Context, Result};
 use clap::Args;
 use volley_conf::Config;
 use volley_control::campaign::{unhex, Campaign};
-use volley_control::partition::partition;
+use volley_control::partition::sort;
 use volley_control::recipients::RecipientReader;
+use volley_control::suppress::normalize;
 use volley_mta::engine::{Engine, RunReport};
 use volley_mta::merge::TemplateSource;
+use volley_queue::BatchMeta;
 use volley_queue::Spool;
+
+use crate::suppressions::StoreSuppressions;
 
 /// Arguments of `volley run`.
 #[derive(Debug, Args)]
@@ -41,18 +45,26 @@ pub fn resume_partitioning(spool: &Spool) -> Result<u64> {
             .with_context(|| format!("campaign {}: bad content hash", campaign.id))?;
         let mut list = RecipientReader::open(&campaign.recipients)
             .with_context(|| format!("campaign {}: cannot resume its partitioning", campaign.id))?;
-        let parts = partition(
-            spool,
-            &mut list,
-            campaign.id,
-            hash,
-            campaign.created_at,
-            campaign.batch_size,
-            true,
-        )?;
+        // Drop exactly what the first partitioning dropped, so the cut is the same;
+        // addresses suppressed since are stopped by the engine.
+        let dropped = Campaign::load_suppressed(spool, campaign.id)?;
+        let sorted = sort(spool, &mut list, campaign.id, |email| {
+            dropped
+                .contains(&normalize(email))
+                .then(|| "recorded".to_owned())
+        })?;
+        let suppressed = sorted.suppressed.len();
+        let meta = BatchMeta {
+            batch_id: 0,
+            campaign_id: campaign.id,
+            content_hash: hash,
+            created_at: campaign.created_at,
+        };
+        let parts = sorted.write(spool, meta, campaign.batch_size, true)?;
         campaign.partitioned = true;
         campaign.recipient_count = parts.recipients;
         campaign.rejected_rows = parts.rejected.len() as u64;
+        campaign.suppressed = suppressed as u64;
         campaign.save(spool)?;
         tracing::info!(
             campaign = campaign.id,
@@ -74,8 +86,8 @@ fn describe(r: &RunReport, with_resent: bool) -> String {
         String::new()
     };
     format!(
-        "{} attempted: {} delivered, {} deferred, {} bounced, {} expired; {} waiting for a retry{resent}; {} batches completed",
-        r.attempted, r.delivered, r.deferred, r.bounced, r.expired, r.not_due, r.batches_completed
+        "{} attempted: {} delivered, {} deferred, {} bounced, {} expired; {} suppressed; {} waiting for a retry{resent}; {} batches completed",
+        r.attempted, r.delivered, r.deferred, r.bounced, r.expired, r.suppressed, r.not_due, r.batches_completed
     )
 }
 
@@ -87,8 +99,10 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     }
     let spool = Spool::open(&config.spool.dir)?;
     resume_partitioning(&spool)?;
+    let suppressions = Arc::new(StoreSuppressions::open(spool.root())?);
     let source = Arc::new(TemplateSource::new(spool.content_dir()));
-    let engine = Engine::new(config, spool, source, args.log.as_deref())?;
+    let engine =
+        Engine::new(config, spool, source, args.log.as_deref())?.with_suppressions(suppressions);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         if args.once {
@@ -102,7 +116,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             tokio::select! {
                 report = engine.run_due() => {
                     let report = report?;
-                    if report.attempted > 0 || report.resent_after_crash > 0 {
+                    if report.attempted > 0 || report.suppressed > 0 || report.resent_after_crash > 0 {
                         tracing::info!("{}", describe(&report, false));
                     }
                 }
@@ -118,4 +132,82 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         tracing::info!("volley run: stopped");
         Ok(String::new())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use volley_control::campaign::hex;
+    use volley_queue::BatchView;
+
+    fn queued(spool: &Spool) -> Vec<String> {
+        let mut out = Vec::new();
+        for path in spool.active_files().unwrap() {
+            let bytes = std::fs::read(path).unwrap();
+            out.extend(
+                BatchView::parse(&bytes)
+                    .unwrap()
+                    .recipients()
+                    .map(|r| r.address()),
+            );
+        }
+        out
+    }
+
+    #[test]
+    fn a_resumed_partitioning_drops_exactly_what_the_first_one_dropped() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let csv = dir.path().join("list.csv");
+        let rows: String = (0..10).map(|i| format!("u{i}@x.test\n")).collect();
+        std::fs::write(&csv, format!("email\n{rows}")).unwrap();
+        let mut campaign = Campaign {
+            id: 7,
+            content_hash: hex(&[1; 32]),
+            recipients: csv.clone(),
+            batch_size: 3,
+            created_at: 1,
+            partitioned: false,
+            recipient_count: 0,
+            rejected_rows: 0,
+            suppressed: 2,
+        };
+        // What `volley send` does: record the dropped addresses, then the campaign.
+        campaign
+            .save_suppressed(&spool, ["U3@x.test", "u8@x.test"])
+            .unwrap();
+        campaign.save(&spool).unwrap();
+        let mut list = RecipientReader::open(&csv).unwrap();
+        let sorted = sort(&spool, &mut list, 7, |e| {
+            ["u3@x.test", "u8@x.test"]
+                .contains(&e)
+                .then(|| "manual".into())
+        })
+        .unwrap();
+        let meta = BatchMeta {
+            batch_id: 0,
+            campaign_id: 7,
+            content_hash: [1; 32],
+            created_at: 1,
+        };
+        sorted.write(&spool, meta, 3, false).unwrap();
+        let first = queued(&spool);
+        // Killed after the first batch: the others are missing.
+        for path in &spool.active_files().unwrap()[1..] {
+            std::fs::remove_file(path).unwrap();
+        }
+        assert_eq!(resume_partitioning(&spool).unwrap(), 1);
+        assert_eq!(queued(&spool), first, "same cut, nothing lost or doubled");
+        assert_eq!(first.len(), 8);
+        assert!(!first.iter().any(|a| a == "u3@x.test" || a == "u8@x.test"));
+        campaign = Campaign::list(&spool).unwrap().remove(0);
+        assert_eq!(
+            (
+                campaign.partitioned,
+                campaign.recipient_count,
+                campaign.suppressed
+            ),
+            (true, 8, 2)
+        );
+    }
 }

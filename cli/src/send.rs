@@ -10,12 +10,14 @@ use anyhow::{bail, Context, Result};
 use clap::Args;
 use volley_conf::Config;
 use volley_control::campaign::{hex, Campaign};
-use volley_control::partition::partition;
-use volley_control::recipients::{write_rejects, RecipientReader};
+use volley_control::partition::sort;
+use volley_control::recipients::{write_rejected, RecipientReader, Rejected};
+use volley_mta::engine::suppress::sending_domain;
 use volley_mta::engine::{Engine, RunReport};
 use volley_mta::merge::{Template, TemplateSource, TemplateSpec};
-use volley_queue::{BatchView, DomainSummary, Spool};
+use volley_queue::{BatchMeta, BatchView, DomainSummary, Spool};
 
+use crate::suppressions::StoreSuppressions;
 use crate::table;
 
 /// Arguments of `volley send`.
@@ -32,12 +34,14 @@ pub struct SendArgs {
     /// Delivery log, one JSON line per attempt (default: `[delivery] log`).
     #[arg(long, value_name = "FILE.jsonl")]
     pub log: Option<PathBuf>,
-    /// Write a JSON report: recipients, delivered, deferred, bounced, expired,
-    /// rejected_rows, elapsed_s, msgs_per_s.
+    /// Write a JSON report: recipients (queued), delivered, deferred, bounced,
+    /// expired, suppressed (not queued, or stopped before sending, because on the
+    /// suppression list), rejected_rows, elapsed_s, msgs_per_s.
     #[arg(long, value_name = "FILE.json")]
     pub report: Option<PathBuf>,
-    /// Where rejected CSV rows go (line, email, reason). Default: next to the
-    /// recipient list, as NAME.rejects.csv.
+    /// Where rejected CSV rows go (line, email, reason), with the suppressed
+    /// recipients (reason `suppressed: WHY`). Default: next to the recipient list,
+    /// as NAME.rejects.csv.
     #[arg(long, value_name = "FILE.csv")]
     pub rejects: Option<PathBuf>,
     /// Keep retrying deferred recipients until every one is final (delivered,
@@ -105,27 +109,44 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         partitioned: false,
         recipient_count: 0,
         rejected_rows: 0,
+        suppressed: 0,
     };
+    // Suppressed recipients are dropped while the list is read, for the template's
+    // sending domain (that of its envelope sender), and recorded with the campaign
+    // before any batch is written (a resumed partitioning drops the same ones).
+    let suppressions = Arc::new(StoreSuppressions::open(spool.root())?);
+    let sender_domain = sending_domain(template.envelope_from());
+    let sorted = suppressions.with(|store| {
+        sort(&spool, &mut list, campaign.id, |email| {
+            store
+                .is_suppressed(email, &sender_domain)
+                .map(|e| e.reason.to_string())
+        })
+    })?;
+    let suppressed = sorted.suppressed.clone();
+    campaign.suppressed = suppressed.len() as u64;
+    campaign.save_suppressed(&spool, suppressed.iter().map(|r| r.email.as_str()))?;
     campaign.save(&spool)?;
-    let parts = partition(
-        &spool,
-        &mut list,
-        campaign.id,
-        hash,
-        campaign.created_at,
-        config.queue.batch_size,
-        false,
-    )?;
+    let meta = BatchMeta {
+        batch_id: 0,
+        campaign_id: campaign.id,
+        content_hash: hash,
+        created_at: campaign.created_at,
+    };
+    let parts = sorted.write(&spool, meta, config.queue.batch_size, false)?;
     campaign.partitioned = true;
     campaign.recipient_count = parts.recipients;
     campaign.rejected_rows = parts.rejected.len() as u64;
     campaign.save(&spool)?;
-    if !parts.rejected.is_empty() {
-        write_rejects(&parts.rejected, &rejects_path)
+    if !parts.rejected.is_empty() || !suppressed.is_empty() {
+        let mut rows: Vec<&Rejected> = parts.rejected.iter().chain(&suppressed).collect();
+        rows.sort_by_key(|r| r.line);
+        write_rejected(&rejects_path, rows)
             .with_context(|| format!("cannot write {}", rejects_path.display()))?;
         eprintln!(
-            "volley: {} rows rejected, listed with their line numbers in {}",
+            "volley: {} rows rejected, {} recipients suppressed, listed with their line numbers in {}",
             parts.rejected.len(),
+            suppressed.len(),
             rejects_path.display()
         );
     }
@@ -137,14 +158,23 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     let source = Arc::new(TemplateSource::new(spool.content_dir()));
     source.insert(hash, template);
     let spool_dir = config.spool.dir.clone();
-    let engine = Engine::new(config, spool, source, args.log.as_deref())?;
+    let engine =
+        Engine::new(config, spool, source, args.log.as_deref())?.with_suppressions(suppressions);
     let total = parts.recipients;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(deliver(&engine, total, args.wait))?;
+    // Recipients suppressed after partitioning (added while the campaign ran):
+    // their slots say bounced, but they were never sent.
+    let late_suppressed = engine.progress().suppressed;
     drop(engine);
 
     let reader = Spool::open_read_only(&spool_dir)?;
-    let summary = campaign_summary(&reader, campaign.id)?;
+    // Every recipient may have been suppressed (or rejected): no batches then.
+    let summary = if parts.batches == 0 {
+        DomainSummary::default()
+    } else {
+        campaign_summary(&reader, campaign.id)?
+    };
     let elapsed = started.elapsed().as_secs_f64();
     let t = &summary.total;
     let report = serde_json::json!({
@@ -152,8 +182,9 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         "recipients": total,
         "delivered": t.delivered,
         "deferred": t.deferred + t.pending + t.in_flight,
-        "bounced": t.bounced,
+        "bounced": t.bounced.saturating_sub(late_suppressed),
         "expired": t.expired,
+        "suppressed": campaign.suppressed + late_suppressed,
         "rejected_rows": campaign.rejected_rows,
         "elapsed_s": elapsed,
         "msgs_per_s": if elapsed > 0.0 { t.delivered as f64 / elapsed } else { 0.0 },
@@ -165,8 +196,8 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     let mut out = String::new();
     out.push_str(&summary_table(&summary));
     out.push_str(&format!(
-        "campaign {}: {} recipients, {} delivered, {} deferred, {} bounced, {} expired, {} rows rejected, {:.1} s, {:.0} msgs/s\n",
-        campaign.id, total, report["delivered"], report["deferred"], t.bounced, t.expired, campaign.rejected_rows, elapsed,
+        "campaign {}: {} recipients, {} delivered, {} deferred, {} bounced, {} expired, {} suppressed, {} rows rejected, {:.1} s, {:.0} msgs/s\n",
+        campaign.id, total, report["delivered"], report["deferred"], report["bounced"], t.expired, report["suppressed"], campaign.rejected_rows, elapsed,
         report["msgs_per_s"].as_f64().unwrap_or(0.0)
     ));
     Ok(out)
@@ -220,7 +251,7 @@ async fn deliver(engine: &Engine, total: u64, wait: bool) -> Result<()> {
 
 /// `[=====>    ] done/total  rate  ETA  delivered/deferred/bounced`.
 fn progress_line(p: &RunReport, total: u64, elapsed: Duration, tty: bool) -> String {
-    let done = (p.delivered + p.bounced + p.expired).min(total);
+    let done = (p.delivered + p.bounced + p.expired + p.suppressed).min(total);
     let attempted = done + p.deferred;
     let rate = done as f64 / elapsed.as_secs_f64().max(0.001);
     let eta = if rate > 0.0 {

@@ -39,7 +39,8 @@ pub fn check(address: &str) -> Result<&str, String> {
     Ok(address)
 }
 
-fn check_domain(domain: &str) -> Result<(), String> {
+/// Why a domain is refused (no dot, bad label, …), or `Ok`.
+pub fn check_domain(domain: &str) -> Result<(), String> {
     if domain.is_empty() {
         return Err("empty domain".into());
     }

@@ -5,6 +5,7 @@
 //! spool. A record left unpartitioned by a crash tells `volley run` to finish the
 //! partitioning from the same list (see [`crate::partition`]).
 
+use std::collections::HashSet;
 use std::path::{Path, PathBuf};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -30,6 +31,10 @@ pub struct Campaign {
     pub recipient_count: u64,
     /// Rows skipped as bad.
     pub rejected_rows: u64,
+    /// Recipients dropped because they were on the suppression list (their
+    /// addresses are in `CAMPAIGN.suppressed`, see [`Campaign::save_suppressed`]).
+    #[serde(default)]
+    pub suppressed: u64,
 }
 
 /// Why a campaign record could not be read or written.
@@ -95,6 +100,43 @@ impl Campaign {
         Ok(())
     }
 
+    /// Where the addresses dropped as suppressed are kept: `CAMPAIGN.suppressed`
+    /// beside the record, one normalised address per line.
+    pub fn suppressed_path(spool: &Spool, id: u64) -> PathBuf {
+        spool.campaigns_dir().join(format!("{id:016x}.suppressed"))
+    }
+
+    /// Records (durably) the addresses dropped as suppressed, before the campaign
+    /// record is first saved: a resumed partitioning drops exactly these, so its
+    /// cut is the same as the first one's. Nothing is written for none.
+    pub fn save_suppressed<'a>(
+        &self,
+        spool: &Spool,
+        addresses: impl IntoIterator<Item = &'a str>,
+    ) -> Result<(), CampaignError> {
+        let mut text = String::new();
+        for a in addresses {
+            text.push_str(&crate::suppress::normalize(a));
+            text.push('\n');
+        }
+        if text.is_empty() {
+            return Ok(());
+        }
+        spool.write_atomic(&Campaign::suppressed_path(spool, self.id), text.as_bytes())?;
+        Ok(())
+    }
+
+    /// The addresses (normalised) recorded by [`Campaign::save_suppressed`];
+    /// empty when there is no file.
+    pub fn load_suppressed(spool: &Spool, id: u64) -> Result<HashSet<String>, CampaignError> {
+        let path = Campaign::suppressed_path(spool, id);
+        match std::fs::read_to_string(&path) {
+            Ok(text) => Ok(text.lines().map(str::to_owned).collect()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(HashSet::new()),
+            Err(e) => Err(QueueError::io("read", &path, e).into()),
+        }
+    }
+
     /// Reads one record.
     pub fn load(path: &Path) -> Result<Campaign, CampaignError> {
         let bytes = std::fs::read(path).map_err(|e| QueueError::io("read", path, e))?;
@@ -141,9 +183,16 @@ mod tests {
             partitioned: false,
             recipient_count: 0,
             rejected_rows: 0,
+            suppressed: 1,
         };
         c.save(&spool).unwrap();
         assert_eq!(Campaign::list(&spool).unwrap(), vec![c.clone()]);
+        c.save_suppressed(&spool, ["A@X.test"]).unwrap();
+        let dropped = Campaign::load_suppressed(&spool, c.id).unwrap();
+        assert_eq!(dropped.into_iter().collect::<Vec<_>>(), ["a@x.test"]);
+        assert!(Campaign::load_suppressed(&spool, c.id + 1)
+            .unwrap()
+            .is_empty());
         assert!(Campaign::next_id(&spool) > c.id);
         assert_eq!(unhex(&c.content_hash), Some([0xab; 32]));
         assert_eq!(unhex("zz"), None);

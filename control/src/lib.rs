@@ -1,5 +1,5 @@
 //! volley's control plane: campaigns, partitioning into batches, and (later) the
-//! gateway registry, leases, events and suppressions.
+//! gateway registry, leases and events; and the suppression list.
 //!
 //! It never links the SMTP code: it turns a recipient list into batch files in a
 //! spool, and gateways deliver them (in-process on one node, over HTTP in a fleet).
@@ -9,8 +9,10 @@
 //! - [`recipients`]: reading a CSV recipient list, rejected rows with line numbers.
 //! - [`partition`]: sorting by destination and cutting batch files.
 //! - [`campaign`]: campaign records in the spool, for crash-safe submission.
+//! - [`suppress`]: the suppression list in the spool, bounce counting, imports.
 
 pub mod address;
 pub mod campaign;
 pub mod partition;
 pub mod recipients;
+pub mod suppress;

@@ -9,6 +9,13 @@
 //! while the batches are written. A million recipients take two or three runs.
 //! (Written by hand: it is the send path's first step and must not hold the list.)
 //!
+//! Suppressed addresses are dropped while the list is read ([`sort`] takes a
+//! filter) and returned, before any batch is written, so that the caller can
+//! record them with the campaign ([`crate::campaign::Campaign::save_suppressed`]):
+//! a resumed partitioning drops exactly those, whatever the suppression list holds
+//! by then, and the cut stays the same (the delivery engine checks the list again
+//! before sending).
+//!
 //! The cut is deterministic: the same list and batch size always give the same
 //! batches. So a partitioning interrupted by a crash is finished by running it
 //! again with `resume`: batches already in the spool are kept as they are (their
@@ -44,8 +51,9 @@ pub struct Partitioned {
     pub rejected: Vec<Rejected>,
 }
 
-/// Writes the batches of campaign `campaign_id` for the rows of `reader`.
-/// With `resume`, batches already in `active/` or `done/` are left alone.
+/// Writes the batches of campaign `campaign_id` for the rows of `reader`, with
+/// nothing suppressed. With `resume`, batches already in `active/` or `done/` are
+/// left alone.
 pub fn partition<R: Read>(
     spool: &Spool,
     reader: &mut RecipientReader<R>,
@@ -55,51 +63,93 @@ pub fn partition<R: Read>(
     batch_size: u32,
     resume: bool,
 ) -> Result<Partitioned, QueueError> {
-    partition_in_chunks(
-        spool,
-        reader,
-        BatchMeta {
-            batch_id: 0,
-            campaign_id,
-            content_hash,
-            created_at,
-        },
-        batch_size,
-        resume,
-        CHUNK_BYTES,
-    )
+    let meta = BatchMeta {
+        batch_id: 0,
+        campaign_id,
+        content_hash,
+        created_at,
+    };
+    sort(spool, reader, campaign_id, |_| None)?.write(spool, meta, batch_size, resume)
 }
 
-fn partition_in_chunks<R: Read>(
+/// A recipient list read and sorted (in memory and in run files), ready to be
+/// cut into batches by [`Sorted::write`].
+pub struct Sorted {
+    fields: Vec<String>,
+    sources: Vec<Source>,
+    runs: Runs,
+    scratch: PathBuf,
+    /// Rows skipped while reading (unreadable, wrong field count, bad address).
+    pub rejected: Vec<Rejected>,
+    /// Rows dropped by the suppression filter, in file order, with reason
+    /// `suppressed: WHY`.
+    pub suppressed: Vec<Rejected>,
+}
+
+impl std::fmt::Debug for Sorted {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sorted")
+            .field("runs", &self.runs.paths.len())
+            .field("rejected", &self.rejected.len())
+            .field("suppressed", &self.suppressed.len())
+            .finish_non_exhaustive()
+    }
+}
+
+/// Reads every row of `reader`, drops those `suppressed` gives a reason for (the
+/// suppression's, e.g. `hard_bounce`) and sorts the rest by destination, spilling
+/// sorted runs of [`CHUNK_BYTES`] to the spool's scratch directory.
+pub fn sort<R: Read>(
     spool: &Spool,
     reader: &mut RecipientReader<R>,
-    meta: BatchMeta,
-    batch_size: u32,
-    resume: bool,
+    campaign_id: u64,
+    suppressed: impl FnMut(&str) -> Option<String>,
+) -> Result<Sorted, QueueError> {
+    sort_in_chunks(spool, reader, campaign_id, suppressed, CHUNK_BYTES)
+}
+
+fn sort_in_chunks<R: Read>(
+    spool: &Spool,
+    reader: &mut RecipientReader<R>,
+    campaign_id: u64,
+    mut suppressed: impl FnMut(&str) -> Option<String>,
     chunk_bytes: usize,
-) -> Result<Partitioned, QueueError> {
-    let mut result = Partitioned::default();
+) -> Result<Sorted, QueueError> {
     let scratch = spool.scratch_dir();
-    let run_name = |n: usize| scratch.join(format!("partition-{:016x}-{n}.run", meta.campaign_id));
-    let mut runs = Runs { paths: Vec::new() };
+    let run_name = |n: usize| scratch.join(format!("partition-{campaign_id:016x}-{n}.run"));
+    let mut sorted = Sorted {
+        fields: reader.fields().to_vec(),
+        sources: Vec::new(),
+        runs: Runs { paths: Vec::new() },
+        scratch: scratch.clone(),
+        rejected: Vec::new(),
+        suppressed: Vec::new(),
+    };
     let mut chunk = Chunk::default();
     while let Some(row) = reader.next_row() {
         match row {
-            Err(rejected) => result.rejected.push(rejected),
+            Err(rejected) => sorted.rejected.push(rejected),
             Ok(row) => {
+                if let Some(reason) = suppressed(row.email) {
+                    sorted.suppressed.push(Rejected {
+                        line: row.line,
+                        email: row.email.to_owned(),
+                        reason: format!("suppressed: {reason}"),
+                    });
+                    continue;
+                }
                 chunk.push(&row);
                 if chunk.data.len() >= chunk_bytes {
-                    let path = run_name(runs.paths.len());
+                    let path = run_name(sorted.runs.paths.len());
+                    sorted.runs.paths.push(path.clone());
                     chunk.spill(&path)?;
-                    runs.paths.push(path);
                 }
             }
         }
     }
-    let mut sources = Vec::new();
-    for path in &runs.paths {
+    for path in &sorted.runs.paths {
         let file = File::open(path).map_err(|e| QueueError::io("open", path, e))?;
-        sources.push(Source::File {
+        sorted.sources.push(Source::File {
             reader: BufReader::with_capacity(1 << 16, file),
             current: Vec::new(),
             path: path.clone(),
@@ -108,81 +158,101 @@ fn partition_in_chunks<R: Read>(
     }
     if !chunk.index.is_empty() {
         chunk.sort();
-        sources.push(Source::Memory { chunk, next: 0 });
+        sorted.sources.push(Source::Memory { chunk, next: 0 });
     }
-    for source in &mut sources {
+    for source in &mut sorted.sources {
         source.advance()?;
     }
+    Ok(sorted)
+}
 
-    let existing: HashSet<String> = if resume {
-        [spool.active_dir(), spool.done_dir()]
-            .iter()
-            .filter_map(|d| std::fs::read_dir(d).ok())
-            .flat_map(|entries| {
-                entries
-                    .flatten()
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-            })
-            .collect()
-    } else {
-        HashSet::new()
-    };
-    let fields = reader.fields().to_vec();
-    let batch_size = batch_size.max(1) as usize;
-    let mut writer = BatchWriter {
-        spool,
-        existing,
-        meta,
-        fields: &fields,
-        builder: None,
-        in_batch: 0,
-        group: Vec::new(),
-        group_bytes: 0,
-    };
-    let mut previous_key: Vec<u8> = Vec::new();
-    let mut previous_line = 0;
-    loop {
-        // The smallest current record among the sources (a handful: a linear scan).
-        let mut best: Option<usize> = None;
-        for (i, source) in sources.iter().enumerate() {
-            let Some(record) = source.current() else {
-                continue;
-            };
-            let better = best.is_none_or(|b| {
-                sources[b]
-                    .current()
-                    .is_none_or(|cur| compare(record, cur) == Ordering::Less)
-            });
-            if better {
-                best = Some(i);
-            }
-        }
-        let Some(best) = best else { break };
-        {
-            let record = Record::decode(sources[best].current().unwrap_or_default(), fields.len())
-                .map_err(|e| QueueError::io("read", &scratch, e))?;
-            if record.key == previous_key.as_slice() {
-                result.rejected.push(Rejected {
-                    line: record.line,
-                    email: record.email.to_owned(),
-                    reason: format!("duplicate of line {previous_line}"),
+impl Sorted {
+    /// Cuts the sorted rows into batches of `batch_size` (ids from 0) and writes
+    /// them in groups; duplicates found on the way are added to the rejects. With
+    /// `resume`, batches already in `active/` or `done/` are left alone.
+    pub fn write(
+        mut self,
+        spool: &Spool,
+        meta: BatchMeta,
+        batch_size: u32,
+        resume: bool,
+    ) -> Result<Partitioned, QueueError> {
+        let mut result = Partitioned {
+            rejected: std::mem::take(&mut self.rejected),
+            ..Partitioned::default()
+        };
+        let existing: HashSet<String> = if resume {
+            [spool.active_dir(), spool.done_dir()]
+                .iter()
+                .filter_map(|d| std::fs::read_dir(d).ok())
+                .flat_map(|entries| {
+                    entries
+                        .flatten()
+                        .map(|e| e.file_name().to_string_lossy().into_owned())
+                })
+                .collect()
+        } else {
+            HashSet::new()
+        };
+        let fields = std::mem::take(&mut self.fields);
+        let sources = &mut self.sources;
+        let batch_size = batch_size.max(1) as usize;
+        let mut writer = BatchWriter {
+            spool,
+            existing,
+            meta,
+            fields: &fields,
+            builder: None,
+            in_batch: 0,
+            group: Vec::new(),
+            group_bytes: 0,
+        };
+        let mut previous_key: Vec<u8> = Vec::new();
+        let mut previous_line = 0;
+        loop {
+            // The smallest current record among the sources (a handful: a linear scan).
+            let mut best: Option<usize> = None;
+            for (i, source) in sources.iter().enumerate() {
+                let Some(record) = source.current() else {
+                    continue;
+                };
+                let better = best.is_none_or(|b| {
+                    sources[b]
+                        .current()
+                        .is_none_or(|cur| compare(record, cur) == Ordering::Less)
                 });
-            } else {
-                previous_key.clear();
-                previous_key.extend_from_slice(record.key);
-                previous_line = record.line;
-                let values: Vec<&[u8]> = record.values().collect();
-                result.recipients += 1;
-                writer.push(record.email, &values, batch_size, &mut result)?;
+                if better {
+                    best = Some(i);
+                }
             }
+            let Some(best) = best else { break };
+            {
+                let bytes = sources[best].current().unwrap_or_default();
+                let record = Record::decode(bytes, fields.len())
+                    .map_err(|e| QueueError::io("read", &self.scratch, e))?;
+                if record.key == previous_key.as_slice() {
+                    result.rejected.push(Rejected {
+                        line: record.line,
+                        email: record.email.to_owned(),
+                        reason: format!("duplicate of line {previous_line}"),
+                    });
+                } else {
+                    previous_key.clear();
+                    previous_key.extend_from_slice(record.key);
+                    previous_line = record.line;
+                    let values: Vec<&[u8]> = record.values().collect();
+                    result.recipients += 1;
+                    writer.push(record.email, &values, batch_size, &mut result)?;
+                }
+            }
+            sources[best].advance()?;
         }
-        sources[best].advance()?;
+        writer.finish(&mut result)?;
+        self.sources.clear();
+        self.runs.remove();
+        result.rejected.sort_by_key(|r| r.line);
+        Ok(result)
     }
-    writer.finish(&mut result)?;
-    drop(sources);
-    runs.remove();
-    result.rejected.sort_by_key(|r| r.line);
-    Ok(result)
 }
 
 /// The run files of one partitioning, removed when it ends (or fails).
@@ -547,15 +617,10 @@ mod tests {
         let cut = |chunk_bytes: usize| {
             let dir = tempfile::tempdir().unwrap();
             let spool = Spool::open(dir.path()).unwrap();
-            let p = partition_in_chunks(
-                &spool,
-                &mut reader(text.clone()),
-                meta(9),
-                64,
-                false,
-                chunk_bytes,
-            )
-            .unwrap();
+            let p = sort_in_chunks(&spool, &mut reader(text.clone()), 9, |_| None, chunk_bytes)
+                .unwrap()
+                .write(&spool, meta(9), 64, false)
+                .unwrap();
             let files: Vec<Vec<u8>> = spool
                 .active_files()
                 .unwrap()
@@ -583,6 +648,31 @@ mod tests {
                 (703, "bad address: no @ in the address")
             ]
         );
+    }
+
+    #[test]
+    fn suppressed_rows_are_dropped_and_returned_with_their_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let sorted = sort(&spool, &mut list(6), 3, |email| {
+            (email.starts_with("u001") || email.starts_with("u004")).then(|| "manual".into())
+        })
+        .unwrap();
+        let got: Vec<(u64, &str, &str)> = sorted
+            .suppressed
+            .iter()
+            .map(|r| (r.line, r.email.as_str(), r.reason.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (3, "u001@A.test", "suppressed: manual"),
+                (6, "u004@A.test", "suppressed: manual")
+            ]
+        );
+        let p = sorted.write(&spool, meta(3), 10, false).unwrap();
+        assert_eq!(p.recipients, 4);
+        assert_eq!(all_recipients(&spool).len(), 4);
     }
 
     #[test]

@@ -297,15 +297,18 @@ impl RecipientList {
 
     /// Writes the rejected rows as CSV (`line,email,reason`) to `path`.
     pub fn write_rejects(&self, path: &Path) -> std::io::Result<()> {
-        write_rejects(&self.rejected, path)
+        write_rejected(path, &self.rejected)
     }
 }
 
-/// Writes rejected rows as CSV (`line,email,reason`) to `path`.
-pub fn write_rejects(rejected: &[Rejected], path: &Path) -> std::io::Result<()> {
+/// Writes rejected rows as CSV (`line,email,reason`) to `path`, in the order given.
+pub fn write_rejected<'a>(
+    path: &Path,
+    rows: impl IntoIterator<Item = &'a Rejected>,
+) -> std::io::Result<()> {
     let mut w = csv::Writer::from_path(path)?;
     w.write_record(["line", "email", "reason"])?;
-    for r in rejected {
+    for r in rows {
         w.write_record([
             r.line.to_string().as_str(),
             r.email.as_str(),

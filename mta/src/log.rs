@@ -1,7 +1,7 @@
 //! The delivery log: one JSON line per attempt per recipient.
 //!
 //! Fields: `ts` (RFC 3339, UTC, milliseconds), `campaign`, `batch`, `recipient`,
-//! `status` (delivered | deferred | bounced | expired), `code`, `enhanced`, `reply`,
+//! `status` (delivered | deferred | bounced | expired | suppressed), `code`, `enhanced`, `reply`,
 //! `mx`, `ip`, `tls`, `attempt`, `latency_ms`; plus `class` for bounces, `level`
 //! (`recipient` or `connection`: whether the failure was the recipient's own or the
 //! connection's), and `next_attempt` for deferrals.
@@ -25,7 +25,8 @@ pub struct LogEvent<'a> {
     pub batch: u64,
     /// Recipient address.
     pub recipient: &'a str,
-    /// delivered | deferred | bounced | expired.
+    /// delivered | deferred | bounced | expired | suppressed (on the suppression
+    /// list: not sent; code 0, `attempt` = attempts made before).
     pub status: &'a str,
     /// SMTP reply code (0 when there was none, e.g. a DNS failure).
     pub code: u16,

@@ -4,11 +4,13 @@
 //! and the delivery log.
 //!
 //! Layout: [`work`] (what is due), [`site`] (per-site workers), [`record`]
-//! (slots, log, counters). The decisions they call are pure functions elsewhere:
+//! (slots, log, counters), [`suppress`] (the suppression list, as a trait the
+//! binary implements). The decisions they call are pure functions elsewhere:
 //! [`crate::outcome`], [`crate::shaping`].
 
 pub mod record;
 pub mod site;
+pub mod suppress;
 pub mod work;
 
 use std::collections::HashMap;
@@ -32,6 +34,8 @@ use crate::outcome::{BounceClass, Verdict};
 use crate::smtp::client::{SessionConfig, TlsMode};
 use crate::source::MessageSource;
 use crate::tls::{TlsClients, TlsSetupError};
+
+pub use suppress::{NoSuppressions, Suppressions};
 
 /// Why the engine could not start or run.
 #[derive(Debug, thiserror::Error)]
@@ -71,6 +75,9 @@ pub struct RunReport {
     pub bounced: u64,
     /// Expired this round.
     pub expired: u64,
+    /// Finalised unsent this round because they are on the suppression list
+    /// (their slots say bounced, code 0; not counted in `attempted` or `bounced`).
+    pub suppressed: u64,
     /// Recipients found in flight from an earlier, interrupted run and sent again:
     /// the only ones that may have been delivered twice.
     pub resent_after_crash: u64,
@@ -126,6 +133,7 @@ pub struct Engine {
     spool: Spool,
     resolver: MxResolver,
     shared: Arc<Shared>,
+    suppressions: Arc<dyn Suppressions>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -213,7 +221,15 @@ impl Engine {
             spool,
             resolver,
             shared: Arc::new(shared),
+            suppressions: Arc::new(NoSuppressions),
         })
+    }
+
+    /// Checks `suppressions` before sending: due recipients it holds for their
+    /// batch's sending domain are finalised unsent (default: none are).
+    pub fn with_suppressions(mut self, suppressions: Arc<dyn Suppressions>) -> Engine {
+        self.suppressions = suppressions;
+        self
     }
 
     /// The spool delivered from.
@@ -224,7 +240,17 @@ impl Engine {
     /// One delivery round: every recipient due now is attempted once (deferred
     /// ones wait for their next attempt); returns when all attempts have a result.
     pub async fn run_once(&self) -> Result<RunReport, EngineError> {
-        let work = work::collect(&self.spool, unix_now(), u64::from(self.config.queue.window))?;
+        self.suppressions.refresh();
+        let work = work::collect(
+            &self.spool,
+            unix_now(),
+            u64::from(self.config.queue.window),
+            self.suppressions.as_ref(),
+            self.shared.source.as_ref(),
+        )?;
+        for item in &work.suppressed {
+            self.shared.recorder.suppressed(item, &item.address());
+        }
         if work.in_flight_reset > 0 {
             // Reported here, at once: a round can itself be cut short.
             tracing::warn!(
@@ -282,6 +308,7 @@ impl Engine {
             deferred: after.deferred - before.deferred,
             bounced: after.bounced - before.bounced,
             expired: after.expired - before.expired,
+            suppressed: work.suppressed.len() as u64,
             resent_after_crash: work.in_flight_reset,
             not_due: work.not_due,
             batches_completed: completed,
@@ -313,7 +340,7 @@ impl Engine {
     }
 
     /// Outcomes recorded since the engine was made (delivered, deferred, bounced,
-    /// expired), for progress displays while a round runs.
+    /// expired, suppressed), for progress displays while a round runs.
     pub fn progress(&self) -> RunReport {
         self.counts()
     }
@@ -325,6 +352,7 @@ impl Engine {
             deferred: c.deferred.load(Ordering::Relaxed),
             bounced: c.bounced.load(Ordering::Relaxed),
             expired: c.expired.load(Ordering::Relaxed),
+            suppressed: c.suppressed.load(Ordering::Relaxed),
             ..RunReport::default()
         }
     }

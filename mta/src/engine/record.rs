@@ -49,6 +49,8 @@ pub struct Counters {
     pub bounced: AtomicU64,
     /// Recipients expired.
     pub expired: AtomicU64,
+    /// Recipients finalised unsent because they are on the suppression list.
+    pub suppressed: AtomicU64,
 }
 
 /// Applies outcomes: one slot store and one log line per attempt.
@@ -82,6 +84,50 @@ impl Recorder {
                     ..slot
                 },
             );
+        }
+    }
+
+    /// Finalises a recipient found on the suppression list without sending to it:
+    /// its slot becomes bounced with code 0 and its attempts unchanged, and the log
+    /// gets a `suppressed` line (`attempt` is the attempts made before, 0 if none).
+    pub fn suppressed(&self, item: &Item, recipient: &str) {
+        let map = &item.batch.map;
+        let index = item.index as usize;
+        let header = map.header();
+        let slot = map.slot(index).unwrap_or(Slot::PENDING);
+        let stored = map.set_slot(
+            index,
+            Slot {
+                state: State::Bounced,
+                attempts: slot.attempts,
+                code: 0,
+                next_attempt: 0,
+            },
+        );
+        if let Err(err) = stored {
+            tracing::error!(%err, "cannot record a suppressed recipient");
+        }
+        self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
+        let event = LogEvent {
+            ts: timestamp(SystemTime::now()),
+            campaign: header.campaign_id,
+            batch: header.batch_id,
+            recipient,
+            status: "suppressed",
+            code: 0,
+            enhanced: "",
+            reply: "on the suppression list: not sent",
+            mx: "",
+            ip: String::new(),
+            tls: false,
+            attempt: u32::from(slot.attempts),
+            latency_ms: 0,
+            level: "recipient",
+            class: None,
+            next_attempt: None,
+        };
+        if let Err(err) = self.log.write(&event) {
+            tracing::error!(%err, log = %self.log.path().display(), "cannot write the delivery log");
         }
     }
 

@@ -1,10 +1,14 @@
 //! The work of one delivery round: live batches, and the recipients due now
-//! grouped by destination domain.
+//! grouped by destination domain; due recipients on the suppression list are set
+//! apart (the engine finalises them without sending).
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
+
+use crate::engine::suppress::{sending_domain, Suppressions};
+use crate::source::MessageSource;
 
 /// A batch being delivered from, with the time its recipients were queued.
 #[derive(Debug)]
@@ -46,6 +50,9 @@ pub struct Work {
     /// Recipients found in flight (left by a crash) and reset to pending: they may
     /// have been delivered already, so they are the possible duplicates.
     pub in_flight_reset: u64,
+    /// Due recipients on the suppression list for their batch's sending domain:
+    /// not to be sent.
+    pub suppressed: Vec<Item>,
     /// Recipients not due yet (deferred with a later next attempt).
     pub not_due: u64,
     /// Corrupt batch files quarantined by the recovery scan.
@@ -60,7 +67,17 @@ pub struct Work {
 /// `now` (unix seconds). Batches are taken in spool order until they hold
 /// `window` recipients; the unfinished ones beyond are counted in
 /// [`Work::waiting`] and left for the next round.
-pub fn collect(spool: &Spool, now: u64, window: u64) -> Result<Work, QueueError> {
+/// Suppressed recipients (in `suppressions` for the domain of their batch's
+/// envelope sender, asked of `source`) are set apart in [`Work::suppressed`].
+pub fn collect(
+    spool: &Spool,
+    now: u64,
+    window: u64,
+    suppressions: &dyn Suppressions,
+    source: &dyn MessageSource,
+) -> Result<Work, QueueError> {
+    let screen = !suppressions.is_empty();
+    let mut address = String::with_capacity(128);
     let recovery = spool.recover()?;
     let mut work = Work {
         quarantined: recovery.quarantined.len() as u64,
@@ -92,6 +109,13 @@ pub fn collect(spool: &Spool, now: u64, window: u64) -> Result<Work, QueueError>
         mapped += view.header().recipient_count as u64;
         let mut last_domain: &[u8] = &[];
         let mut last_key = String::new();
+        // One template per batch, so one envelope sender domain (a template that
+        // cannot be loaded gives "": only `*` entries apply; rendering fails later).
+        let sender_domain = if screen {
+            sending_domain(&source.envelope_from(&view, 0).unwrap_or_default())
+        } else {
+            String::new()
+        };
         for (index, recipient) in view.recipients().enumerate() {
             let slot = batch.map.slot(index).map_err(|fault| QueueError::Corrupt {
                 path: status.path.clone(),
@@ -112,6 +136,16 @@ pub fn collect(spool: &Spool, now: u64, window: u64) -> Result<Work, QueueError>
                 batch: batch.clone(),
                 index: index as u32,
             };
+            if screen {
+                address.clear();
+                address.push_str(&String::from_utf8_lossy(recipient.local));
+                address.push('@');
+                address.push_str(&String::from_utf8_lossy(recipient.domain));
+                if suppressions.is_suppressed(&address, &sender_domain) {
+                    work.suppressed.push(item);
+                    continue;
+                }
+            }
             match work.by_domain.get_mut(&last_key) {
                 Some(items) => items.push(item),
                 None => {
@@ -136,6 +170,81 @@ pub fn is_due(slot: Slot, now: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::suppress::NoSuppressions;
+    use crate::source::StaticMessage;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use volley_queue::{BatchBuilder, BatchMeta};
+
+    /// Suppresses listed (address, sending domain) pairs; counts refreshes.
+    struct Listed(Vec<(&'static str, &'static str)>, AtomicU32);
+
+    impl Suppressions for Listed {
+        fn is_suppressed(&self, address: &str, sending_domain: &str) -> bool {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.iter().any(|(a, d)| {
+                a.eq_ignore_ascii_case(address) && (*d == "*" || *d == sending_domain)
+            })
+        }
+        fn refresh(&self) {}
+    }
+
+    fn spool_with(addresses: &[&str]) -> (tempfile::TempDir, Spool) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let meta = BatchMeta {
+            batch_id: 0,
+            campaign_id: 1,
+            content_hash: [0; 32],
+            created_at: 0,
+        };
+        let mut b = BatchBuilder::new(meta, &[] as &[&str]).unwrap();
+        for a in addresses {
+            b.push(a, &[] as &[&[u8]]).unwrap();
+        }
+        spool.write_batch(&b.finish().unwrap()).unwrap();
+        (dir, spool)
+    }
+
+    fn source(from: &str) -> StaticMessage {
+        StaticMessage {
+            from: from.into(),
+            message: bytes::Bytes::from_static(b"Subject: x\r\n\r\nx\r\n"),
+        }
+    }
+
+    #[test]
+    fn suppressed_recipients_are_set_apart_for_their_sending_domain() {
+        let (_dir, spool) = spool_with(&["a@x.test", "B@X.test", "c@y.test", "d@y.test"]);
+        let list = Listed(
+            vec![
+                ("b@x.test", "*"),
+                ("c@y.test", "acme.test"),
+                ("d@y.test", "other.test"),
+            ],
+            AtomicU32::new(0),
+        );
+        let work = collect(&spool, 0, 1000, &list, &source("news@Acme.TEST")).unwrap();
+        let suppressed: Vec<u32> = work.suppressed.iter().map(|i| i.index).collect();
+        let mut sent: Vec<String> = work
+            .by_domain
+            .values()
+            .flatten()
+            .map(Item::address)
+            .collect();
+        sent.sort();
+        assert_eq!(suppressed, [1, 2]);
+        assert_eq!(sent, ["a@x.test", "d@y.test"]);
+        assert_eq!(
+            list.1.load(Ordering::Relaxed),
+            4,
+            "asked once per due recipient"
+        );
+
+        // No suppressions: nothing is asked, everything is due.
+        let work = collect(&spool, 0, 1000, &NoSuppressions, &source("news@acme.test")).unwrap();
+        assert!(work.suppressed.is_empty());
+        assert_eq!(work.by_domain.values().flatten().count(), 4);
+    }
 
     #[test]
     fn a_round_maps_batches_up_to_its_window() {
@@ -160,11 +269,11 @@ mod tests {
         spool
             .write_batches(files.iter().map(Vec::as_slice))
             .unwrap();
-        let work = collect(&spool, 0, 15).unwrap();
+        let work = collect(&spool, 0, 15, &NoSuppressions, &source("news@acme.test")).unwrap();
         assert_eq!(work.batches.len(), 2, "the second batch fills the window");
         assert_eq!(work.by_domain["x.test"].len(), 20);
         assert_eq!(work.waiting, 10);
-        let all = collect(&spool, 0, 1000).unwrap();
+        let all = collect(&spool, 0, 1000, &NoSuppressions, &source("news@acme.test")).unwrap();
         assert_eq!((all.batches.len(), all.waiting), (3, 0));
     }
 
