@@ -85,7 +85,10 @@ mod tests {
             Err(err) => err.to_string(),
         };
         let m = message("[[listen]]\naddress = \"localhost:25\"\nrole = \"inbound\"\n");
-        assert!(m.starts_with("volley.toml:2:11: listen[0].address: "), "{m}");
+        assert!(
+            m.starts_with("volley.toml:2:11: listen[0].address: "),
+            "{m}"
+        );
         let m = message("[[listen]]\naddress = \"127.0.0.1:25\"\nrole = \"relay\"\n");
         assert!(
             m.starts_with("volley.toml:3:8: listen[0].role: unknown variant `relay`"),

@@ -72,7 +72,9 @@ impl Cidr {
 }
 
 fn mask32(prefix: u8) -> u32 {
-    u32::MAX.checked_shl(32 - u32::from(prefix.min(32))).unwrap_or(0)
+    u32::MAX
+        .checked_shl(32 - u32::from(prefix.min(32)))
+        .unwrap_or(0)
 }
 
 fn mask128(prefix: u8) -> u128 {
@@ -164,7 +166,9 @@ fn domains<'de, D: Deserializer<'de>>(de: D) -> Result<Vec<String>, D::Error> {
                 && lower.split('.').all(|label| {
                     !label.is_empty()
                         && label.len() <= 63
-                        && label.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                        && label
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-')
                 });
             if ok {
                 Ok(lower)
@@ -224,7 +228,10 @@ mod tests {
     #[test]
     fn bad_blocks() {
         let table = [
-            ("10.0.0.1/8", "10.0.0.1 has bits set past the /8 prefix (did you mean 10.0.0.0/8?)"),
+            (
+                "10.0.0.1/8",
+                "10.0.0.1 has bits set past the /8 prefix (did you mean 10.0.0.0/8?)",
+            ),
             ("10.0.0.0/33", "prefix /33 is longer than 32 bits"),
             ("::/129", "prefix /129 is longer than 128 bits"),
             ("10.0.0.0/", "bad prefix length \"\""),

@@ -14,10 +14,7 @@ use crate::error::ConfigError;
 
 /// One `[[user]]` entry, or one line of the users file.
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
-#[serde(
-    deny_unknown_fields,
-    expecting = "a table with name and password_hash"
-)]
+#[serde(deny_unknown_fields, expecting = "a table with name and password_hash")]
 pub struct UserConfig {
     /// The AUTH user name: printable, no spaces or `:`, 1 to 256 bytes.
     #[serde(deserialize_with = "name")]
@@ -45,7 +42,10 @@ fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > 256 {
         return Err(format!("{name:?} is not a user name: 1 to 256 bytes"));
     }
-    if name.chars().any(|c| c.is_control() || c.is_whitespace() || c == ':') {
+    if name
+        .chars()
+        .any(|c| c.is_control() || c.is_whitespace() || c == ':')
+    {
         return Err(format!(
             "{name:?} is not a user name: no spaces, control characters or ':'"
         ));
@@ -138,13 +138,16 @@ mod tests {
         assert_eq!(config.user.len(), 1);
         assert_eq!(config.user[0].name, "alice");
 
-        let text = "[[user]]\nname = \"alice\"\npassword_hash = \"$2b$12$abcdefghijklmnopqrstuu\"\n";
+        let text =
+            "[[user]]\nname = \"alice\"\npassword_hash = \"$2b$12$abcdefghijklmnopqrstuu\"\n";
         let err = Config::parse(text, Path::new("volley.toml"))
             .err()
             .map(|e| e.to_string())
             .unwrap_or_default();
         assert!(
-            err.starts_with("volley.toml:3:17: user[0].password_hash: unknown password hash format"),
+            err.starts_with(
+                "volley.toml:3:17: user[0].password_hash: unknown password hash format"
+            ),
             "{err}"
         );
         let text = "[[user]]\nname = \"al ice\"\npassword_hash = \"x\"\n";
@@ -195,7 +198,10 @@ mod tests {
             error(&format!("alice:{HASH}\nalice:{HASH}\n")),
             "users:2:1: user \"alice\" is listed twice"
         );
-        assert!(load_users_file(Path::new("/nonexistent/users"))
-            .is_err_and(|e| e.to_string().starts_with("cannot read /nonexistent/users: ")));
+        assert!(
+            load_users_file(Path::new("/nonexistent/users")).is_err_and(|e| e
+                .to_string()
+                .starts_with("cannot read /nonexistent/users: "))
+        );
     }
 }
