@@ -86,7 +86,8 @@ mod tests {
         let lo = "127.0.0.1";
         let far = "203.0.113.5";
         // (role, networks, client, authenticated, rcpt, allowed)
-        let table: &[(ListenRole, &[&str], &str, bool, &str, bool)] = &[
+        type Row<'a> = (ListenRole, &'a [&'a str], &'a str, bool, &'a str, bool);
+        let table: &[Row] = &[
             (Submission, &["127.0.0.0/8"], lo, false, remote, true),
             (
                 Submission,

@@ -42,7 +42,7 @@ pub(crate) fn decode_base64(text: &str) -> Option<Vec<u8>> {
         [rest @ .., b'='] => rest,
         _ => bytes,
     };
-    if bytes.len() != unpadded.len() && bytes.len() % 4 != 0 {
+    if bytes.len() != unpadded.len() && !bytes.len().is_multiple_of(4) {
         return None;
     }
     if unpadded.len() % 4 == 1 {
