@@ -9,8 +9,10 @@ cd "$(dirname "$0")/.."
 # Debian packages the end-to-end tests start (each test starts its own instance on
 # 127.0.0.x): postfix (smtp-sink, smtp-source, a full MTA), dnsmasq-base (the binary
 # without the system service), python3-aiosmtpd (scripted receivers, run with
-# /usr/bin/python3), swaks (SMTP client), openssl (test certificates).
-PEERS=(postfix dnsmasq-base python3-aiosmtpd swaks openssl python3-dkim)
+# /usr/bin/python3), swaks (SMTP client) with libnet-ssleay-perl (its STARTTLS and
+# implicit TLS; only recommended by swaks, so not pulled in here), openssl (test
+# certificates).
+PEERS=(postfix dnsmasq-base python3-aiosmtpd swaks libnet-ssleay-perl openssl python3-dkim)
 missing=()
 for pkg in "${PEERS[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

@@ -8,11 +8,15 @@ use crate::delivery::DeliveryConfig;
 use crate::dkim::DkimConfig;
 use crate::dns::DnsConfig;
 use crate::error::ConfigError;
+use crate::listen::ListenConfig;
 use crate::queue::QueueConfig;
+use crate::relay::RelayConfig;
 use crate::retry::RetryConfig;
 use crate::route::Route;
+use crate::server::ServerConfig;
 use crate::site::{SiteLimits, SiteOverride};
 use crate::spool::SpoolConfig;
+use crate::user::UserConfig;
 
 /// The whole volley configuration: one field per `[section]` of the file.
 ///
@@ -38,6 +42,14 @@ pub struct Config {
     pub site_override: Vec<SiteOverride>,
     /// `[[dkim]]`: signing keys per domain.
     pub dkim: Vec<DkimConfig>,
+    /// `[[listen]]`: the SMTP server's sockets, each with a role and TLS mode.
+    pub listen: Vec<ListenConfig>,
+    /// `[server]`: the SMTP server's name, certificate and limits.
+    pub server: ServerConfig,
+    /// `[[user]]`: who may AUTH to the SMTP server (more in `server.users_file`).
+    pub user: Vec<UserConfig>,
+    /// `[relay]`: trusted networks and the domains volley receives mail for.
+    pub relay: RelayConfig,
 }
 
 impl Config {
@@ -139,7 +151,7 @@ mod tests {
     }
 
     /// Sections that are arrays of tables (`[[route]]`), empty by default.
-    const ARRAY_SECTIONS: [&str; 3] = ["route", "site_override", "dkim"];
+    const ARRAY_SECTIONS: [&str; 5] = ["route", "site_override", "dkim", "listen", "user"];
 
     fn known_keys(text: &str) -> Vec<String> {
         let message = match toml::from_str::<Config>(text) {
@@ -222,8 +234,9 @@ mod tests {
             "volley.toml:2:2: spoool: unknown section; did you mean `spool`?"
         );
         assert_eq!(
-            error("[listen]\n"),
-            "volley.toml:1:2: listen: unknown section (known sections: spool, queue, dns, delivery, retry, route, site, site_override, dkim)"
+            error("[frobnicate]\n"),
+            "volley.toml:1:2: frobnicate: unknown section (known sections: spool, queue, dns, \
+             delivery, retry, route, site, site_override, dkim, listen, server, user, relay)"
         );
     }
 

@@ -19,7 +19,10 @@
 //! - `locate.rs`: where the file comes from (explicit path, `$VOLLEY_CONFIG`, `/etc`).
 //! - one file per section: `spool.rs` ([`SpoolConfig`]), `queue.rs` ([`QueueConfig`]),
 //!   `dns.rs`, `delivery.rs`, `retry.rs`, `route.rs` (`[[route]]`), `site.rs`
-//!   (`[site]` and `[[site_override]]`); `glob.rs` for domain patterns.
+//!   (`[site]` and `[[site_override]]`), `dkim.rs` (`[[dkim]]`); for the SMTP
+//!   server `listen.rs` (`[[listen]]`), `server.rs` (`[server]`), `user.rs`
+//!   (`[[user]]` and the users file), `relay.rs` (`[relay]`, CIDR blocks);
+//!   `glob.rs` for domain patterns.
 //!   A new section is a new file with one struct, plus one field in [`Config`].
 //! - `integer.rs`, `duration.rs`: range checks for values, used with
 //!   `#[serde(deserialize_with)]` so errors point at the offending value.
@@ -34,13 +37,17 @@ mod duration;
 mod error;
 mod glob;
 mod integer;
+mod listen;
 mod locate;
 mod queue;
+mod relay;
 mod retry;
 mod route;
+mod server;
 mod site;
 mod spool;
 mod suggest;
+mod user;
 
 pub use config::Config;
 pub use delivery::{DeliveryConfig, TlsPolicy};
@@ -48,9 +55,13 @@ pub use dkim::{DkimAlgorithm, DkimConfig};
 pub use dns::DnsConfig;
 pub use error::ConfigError;
 pub use glob::Glob;
+pub use listen::{ListenConfig, ListenRole, ListenTls};
 pub use locate::{CONFIG_ENV, DEFAULT_CONFIG_PATH};
 pub use queue::QueueConfig;
+pub use relay::{Cidr, RelayConfig};
 pub use retry::RetryConfig;
 pub use route::Route;
+pub use server::ServerConfig;
 pub use site::{limits_for, SiteLimits, SiteOverride};
 pub use spool::SpoolConfig;
+pub use user::{load_users_file, parse_users, UserConfig};

@@ -7,7 +7,10 @@
 //!
 //! # Layout
 //! - [`smtp`]: the SMTP protocol, apart from I/O: reply parser, EHLO capabilities,
-//!   dot-stuffing, and the client [`smtp::Session`] state machine.
+//!   dot-stuffing, the client [`smtp::Session`] and the server
+//!   [`smtp::server::Session`] state machines.
+//! - [`listen`]: the tokio driver of the SMTP server: listeners, TLS, limits, AUTH
+//!   users; accepted messages go to a caller's [`listen::Deposit`].
 //! - [`conn`]: the tokio driver of one outgoing connection (TCP, STARTTLS, timeouts).
 //! - [`tls`]: rustls client configurations (opportunistic, verified).
 //! - [`mx`]: MX resolution with hickory-resolver, implicit and null MX, caching.
@@ -22,6 +25,7 @@ pub mod conn;
 pub mod dkim;
 pub mod engine;
 pub mod fuzzing;
+pub mod listen;
 pub mod log;
 pub mod merge;
 pub mod mx;

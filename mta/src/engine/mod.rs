@@ -151,7 +151,7 @@ fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
-fn host_name() -> String {
+pub(crate) fn host_name() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
         .ok()

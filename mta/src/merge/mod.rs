@@ -44,7 +44,7 @@ mod compile;
 mod error;
 pub(crate) mod mime;
 mod raw;
-mod render;
+pub(crate) mod render;
 mod source;
 mod spec;
 #[cfg(test)]

@@ -11,11 +11,15 @@
 //! - [`data`]: CRLF normalization and dot-stuffing of message bodies.
 //! - [`client`]: the client [`Session`]: greeting, EHLO, STARTTLS, pipelined
 //!   transactions with DATA or BDAT, QUIT.
+//! - [`server`]: the server [`server::Session`]: commands in, replies and
+//!   decisions (AUTH, accepted messages, STARTTLS) out; relay rules, limits,
+//!   DATA and BDAT content checks.
 
 pub mod client;
 pub mod data;
 pub mod ehlo;
 pub mod reply;
+pub mod server;
 
 pub use client::{
     CloseReason, Event, RcptResult, Session, SessionConfig, SessionError, Stage, TlsMode,
