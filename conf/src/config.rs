@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::bounce::BounceConfig;
 use crate::delivery::DeliveryConfig;
 use crate::dkim::DkimConfig;
 use crate::dns::DnsConfig;
@@ -38,6 +39,8 @@ pub struct Config {
     pub site_override: Vec<SiteOverride>,
     /// `[[dkim]]`: signing keys per domain.
     pub dkim: Vec<DkimConfig>,
+    /// `[bounce]`: VERP return paths and what bounces back.
+    pub bounce: BounceConfig,
 }
 
 impl Config {
@@ -223,7 +226,7 @@ mod tests {
         );
         assert_eq!(
             error("[listen]\n"),
-            "volley.toml:1:2: listen: unknown section (known sections: spool, queue, dns, delivery, retry, route, site, site_override, dkim)"
+            "volley.toml:1:2: listen: unknown section (known sections: spool, queue, dns, delivery, retry, route, site, site_override, dkim, bounce)"
         );
     }
 

@@ -19,13 +19,16 @@
 //! - `locate.rs`: where the file comes from (explicit path, `$VOLLEY_CONFIG`, `/etc`).
 //! - one file per section: `spool.rs` ([`SpoolConfig`]), `queue.rs` ([`QueueConfig`]),
 //!   `dns.rs`, `delivery.rs`, `retry.rs`, `route.rs` (`[[route]]`), `site.rs`
-//!   (`[site]` and `[[site_override]]`); `glob.rs` for domain patterns.
+//!   (`[site]` and `[[site_override]]`), `dkim.rs` (`[[dkim]]`), `bounce.rs`
+//!   ([`BounceConfig`]: VERP return paths and bounce limits); `glob.rs` for domain
+//!   patterns.
 //!   A new section is a new file with one struct, plus one field in [`Config`].
 //! - `integer.rs`, `duration.rs`: range checks for values, used with
 //!   `#[serde(deserialize_with)]` so errors point at the offending value.
 //! - `error.rs`: [`ConfigError`] and the translation of toml/serde errors into it.
 //! - `suggest.rs`: "did you mean" for unknown keys.
 
+mod bounce;
 mod config;
 mod delivery;
 mod dkim;
@@ -42,6 +45,7 @@ mod site;
 mod spool;
 mod suggest;
 
+pub use bounce::{BounceConfig, MAX_VERP_PREFIX};
 pub use config::Config;
 pub use delivery::{DeliveryConfig, TlsPolicy};
 pub use dkim::{DkimAlgorithm, DkimConfig};
