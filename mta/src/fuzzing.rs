@@ -81,7 +81,7 @@ pub fn template(data: &[u8]) {
 }
 
 /// Arbitrary bytes as an inbound message (a DSN, a feedback report, a reply…)
-/// to [`classify`], with the envelope chosen by the first byte: null or named
+/// to [`classify()`], with the envelope chosen by the first byte: null or named
 /// sender, a valid VERP recipient, another recipient, or a forged VERP one. Also
 /// decodes the first line as a VERP address. Must never panic and always answers
 /// at least one event; a VERP recipient's events name its target.

@@ -106,7 +106,7 @@ pub fn parse(message: &Message<'_>) -> Option<FeedbackReport> {
                     .is_some_and(|s| s.eq_ignore_ascii_case("feedback-report"))
         })
     })?;
-    let text = String::from_utf8_lossy(part.contents());
+    let text = String::from_utf8_lossy(original::part_bytes(part));
     let fields = blocks(&text).into_iter().next().unwrap_or_default();
     let text_of = |name| fields.get(name).map(str::to_owned);
     let address = |value: &str| {

@@ -516,8 +516,8 @@ const BOUNCE_SUBJECT: [&str; 8] = [
 ];
 
 /// A bounce that is not a DSN: to a valid VERP target, from a mailer daemon
-/// (null sender, or `MAILER-DAEMON@` / `postmaster@`, or a bounce Subject), with
-/// a 4.x.x or 5.x.x code in its text.
+/// (From `MAILER-DAEMON@` or `postmaster@`, or a null sender with a bounce
+/// Subject), with a 4.x.x or 5.x.x code standing alone in its text.
 fn text_bounce(
     message: &Message<'_>,
     target: Option<VerpTarget>,

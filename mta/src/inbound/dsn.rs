@@ -12,7 +12,7 @@
 //!
 //! What it does not do: guess. A message without a delivery-status part is not a
 //! DSN here ([`parse`] answers `None`); whether such a message is a bounce at all
-//! is [`classify`](super::classify)'s business. Blocks are recognised by their
+//! is [`classify()`](super::classify())'s business. Blocks are recognised by their
 //! fields rather than their position, so a missing per-message block or an extra
 //! blank line does not shift recipients.
 
@@ -132,7 +132,7 @@ pub fn parse(message: &Message<'_>) -> Option<Dsn> {
                 })
         })
     })?;
-    let text = String::from_utf8_lossy(part.contents());
+    let text = String::from_utf8_lossy(original::part_bytes(part));
     Some(parse_status_fields(&text, original::find(message)))
 }
 

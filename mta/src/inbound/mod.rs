@@ -4,7 +4,7 @@
 //! Campaign messages go out with a VERP return path ([`Verp`]): the envelope
 //! sender names the campaign, batch and recipient and carries an HMAC tag, so a
 //! bounce to it identifies its recipient whatever the bounce says, and a bounce
-//! to a forged address is refused. [`classify`] takes an inbound message (the
+//! to a forged address is refused. [`classify()`] takes an inbound message (the
 //! SMTP envelope and the bytes) and answers with [`InboundEvent`]s: an
 //! asynchronous bounce (a DSN, RFC 3464) classed hard, soft or policy; a
 //! complaint (an ARF report, RFC 5965); an unsubscribe request (a reply saying

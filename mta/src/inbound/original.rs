@@ -3,7 +3,7 @@
 //! alone (`text/rfc822-headers`, `message/global-headers`). We keep the fields that
 //! help find the recipient the report is about.
 
-use mail_parser::{Message, MessagePart, MimeHeaders};
+use mail_parser::{Message, MessagePart, MimeHeaders, PartType};
 
 use super::fields::{address_in, first_block};
 
@@ -73,8 +73,26 @@ fn is_original(part: &MessagePart<'_>) -> bool {
 /// The first returned original among the parts of `message` (not the top part).
 pub(crate) fn find(message: &Message<'_>) -> Option<OriginalHeaders> {
     let part = message.parts.iter().skip(1).find(|p| is_original(p))?;
-    let text = String::from_utf8_lossy(part.contents());
+    let text = String::from_utf8_lossy(part_bytes(part));
     Some(OriginalHeaders::from_header_text(&text))
+}
+
+/// The decoded bytes of a part. Unlike `MessagePart::contents`, never panics on
+/// a nested message without parts (mail-parser indexes `parts[0]` there:
+/// stalwartlabs/mail-parser#120).
+pub(crate) fn part_bytes<'a>(part: &'a MessagePart<'_>) -> &'a [u8] {
+    match &part.body {
+        PartType::Message(nested) => nested
+            .parts
+            .first()
+            .and_then(|root| {
+                nested
+                    .raw_message
+                    .get(root.offset_header as usize..root.offset_end as usize)
+            })
+            .unwrap_or_default(),
+        _ => part.contents(),
+    }
 }
 
 #[cfg(test)]

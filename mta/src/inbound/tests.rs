@@ -491,6 +491,44 @@ fn unparseable_and_empty_messages() {
     );
 }
 
+/// Found by the `dsn` fuzz target: mail-parser 0.11.9 reaches a
+/// `debug_assert!(false)` on an empty part in a digest (its release code
+/// recovers). The workspace turns mail-parser's debug assertions off.
+#[test]
+fn mail_parser_debug_assertion_is_off() {
+    let raw = b"Content-Type:multipart/digest\n boundary=b\n\n--b\n\n\
+                Content-Type:message/rfc822\n\n\n--b--";
+    let rcpt_to = [VERP_C.to_owned()];
+    let envelope = Envelope {
+        mail_from: "",
+        rcpt_to: &rcpt_to,
+    };
+    assert_eq!(
+        classify(&envelope, raw, Some(&verp())),
+        [ignored(IgnoreReason::AutoReply)]
+    );
+}
+
+/// stalwartlabs/mail-parser#120: a returned original that is not a message.
+#[test]
+fn corrupt_returned_original() {
+    let raw = b"From: MAILER-DAEMON@x.test\r\nContent-Type: multipart/report; boundary=b\r\n\r\n\
+                --b\r\nContent-Type: message/delivery-status\r\n\r\n\
+                Final-Recipient: rfc822; a@b.test\r\nAction: failed\r\nStatus: 5.1.1\r\n\r\n\
+                --b\r\nContent-Type: message/rfc822\r\n\r\nthis is not a message, sorry!\r\n\
+                --b--\r\n";
+    let rcpt_to = [VERP_C.to_owned()];
+    let envelope = Envelope {
+        mail_from: "",
+        rcpt_to: &rcpt_to,
+    };
+    let events = classify(&envelope, raw, Some(&verp()));
+    assert!(
+        matches!(&events[..], [InboundEvent::BouncedAsync { recipient: Some(r), class: BounceClass::Hard, .. }] if r == "a@b.test"),
+        "{events:?}"
+    );
+}
+
 #[test]
 fn log_lines() {
     let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000);
