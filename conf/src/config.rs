@@ -4,6 +4,7 @@ use std::path::Path;
 
 use serde::Deserialize;
 
+use crate::bounce::BounceConfig;
 use crate::delivery::DeliveryConfig;
 use crate::dkim::DkimConfig;
 use crate::dns::DnsConfig;
@@ -50,6 +51,8 @@ pub struct Config {
     pub user: Vec<UserConfig>,
     /// `[relay]`: trusted networks and the domains volley receives mail for.
     pub relay: RelayConfig,
+    /// `[bounce]`: VERP return paths and what bounces back.
+    pub bounce: BounceConfig,
 }
 
 impl Config {
@@ -236,7 +239,7 @@ mod tests {
         assert_eq!(
             error("[frobnicate]\n"),
             "volley.toml:1:2: frobnicate: unknown section (known sections: spool, queue, dns, \
-             delivery, retry, route, site, site_override, dkim, listen, server, user, relay)"
+             delivery, retry, route, site, site_override, dkim, listen, server, user, relay, bounce)"
         );
     }
 

@@ -117,7 +117,7 @@ fn selector<'de, D: Deserializer<'de>>(de: D) -> Result<String, D::Error> {
 /// Checks a dot-separated name of LDH labels (RFC 1035, RFC 6376 §3.1):
 /// labels of 1 to 63 letters, digits and hyphens, not starting or ending with a
 /// hyphen; at most `max_len` characters in all.
-fn check_name(name: &str, what: &str, max_len: usize) -> Result<(), String> {
+pub(crate) fn check_name(name: &str, what: &str, max_len: usize) -> Result<(), String> {
     if name.is_empty() {
         return Err(format!("the {what} must not be empty"));
     }

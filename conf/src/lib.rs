@@ -21,7 +21,8 @@
 //!   `dns.rs`, `delivery.rs`, `retry.rs`, `route.rs` (`[[route]]`), `site.rs`
 //!   (`[site]` and `[[site_override]]`), `dkim.rs` (`[[dkim]]`); for the SMTP
 //!   server `listen.rs` (`[[listen]]`), `server.rs` (`[server]`), `user.rs`
-//!   (`[[user]]` and the users file), `relay.rs` (`[relay]`, CIDR blocks);
+//!   (`[[user]]` and the users file), `relay.rs` (`[relay]`, CIDR blocks); `bounce.rs` ([`BounceConfig`]: VERP
+//!   return paths and bounce limits);
 //!   `glob.rs` for domain patterns.
 //!   A new section is a new file with one struct, plus one field in [`Config`].
 //! - `integer.rs`, `duration.rs`: range checks for values, used with
@@ -29,6 +30,7 @@
 //! - `error.rs`: [`ConfigError`] and the translation of toml/serde errors into it.
 //! - `suggest.rs`: "did you mean" for unknown keys.
 
+mod bounce;
 mod config;
 mod delivery;
 mod dkim;
@@ -49,6 +51,7 @@ mod spool;
 mod suggest;
 mod user;
 
+pub use bounce::{BounceConfig, MAX_VERP_PREFIX};
 pub use config::Config;
 pub use delivery::{DeliveryConfig, TlsPolicy};
 pub use dkim::{DkimAlgorithm, DkimConfig};

@@ -18,6 +18,8 @@
 //! - [`outcome`], [`shaping`]: pure decisions (reply to outcome; rate, backoff, pause).
 //! - [`merge`]: templates compiled once, rendered per recipient at send time.
 //! - [`dkim`]: DKIM signing (mail-auth), with a body-hash cache.
+//! - [`inbound`]: what comes back — VERP return paths, DSN and ARF parsing,
+//!   unsubscribe replies, classification into events.
 //! - [`fuzzing`]: entry points of the fuzz targets, also run by `cargo test`.
 //! - [`log`]: the JSON-lines delivery log. [`source`]: where messages come from.
 
@@ -25,6 +27,7 @@ pub mod conn;
 pub mod dkim;
 pub mod engine;
 pub mod fuzzing;
+pub mod inbound;
 pub mod listen;
 pub mod log;
 pub mod merge;

@@ -5,6 +5,13 @@
 //! `mx`, `ip`, `tls`, `attempt`, `latency_ms`; plus `class` for bounces, `level`
 //! (`recipient` or `connection`: whether the failure was the recipient's own or the
 //! connection's), and `next_attempt` for deferrals.
+//!
+//! What comes back later ([`crate::inbound`]) is logged in the same file with the
+//! same field names ([`InboundLogEvent`]): `status` is `bounced_async`,
+//! `complained` or `unsubscribed`; `campaign` and `batch` (and `index`, the
+//! recipient's position in the batch) come from the VERP address and are `null`
+//! when there was none; `code`, `enhanced`, `reply` and `class` (hard | soft |
+//! policy) describe a bounce, `feedback_type` a complaint.
 
 use std::fs::{File, OpenOptions};
 use std::io::{BufWriter, Write};
@@ -53,6 +60,37 @@ pub struct LogEvent<'a> {
     /// For deferrals: unix seconds of the next attempt.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub next_attempt: Option<u64>,
+}
+
+/// One line of the delivery log for an event that came back after delivery: an
+/// asynchronous bounce, a complaint or an unsubscribe request.
+#[derive(Debug, Clone, Serialize)]
+pub struct InboundLogEvent<'a> {
+    /// Time the event was received, RFC 3339 UTC with milliseconds.
+    pub ts: String,
+    /// Campaign id from the VERP address; `null` when unknown.
+    pub campaign: Option<u64>,
+    /// Batch id from the VERP address; `null` when unknown.
+    pub batch: Option<u64>,
+    /// The recipient's position in the batch, from the VERP address.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub index: Option<u32>,
+    /// Recipient address the report names ("" when it names none).
+    pub recipient: &'a str,
+    /// bounced_async | complained | unsubscribed.
+    pub status: &'a str,
+    /// Reply code of the remote server's diagnostic (0 when none).
+    pub code: u16,
+    /// Enhanced status code of a bounce such as "5.1.1", or "".
+    pub enhanced: String,
+    /// The bounce's diagnostic, or "".
+    pub reply: &'a str,
+    /// For bounces: hard, soft or policy.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub class: Option<&'a str>,
+    /// For complaints: abuse, fraud, virus, other, …
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub feedback_type: Option<&'a str>,
 }
 
 /// Formats a time as RFC 3339 UTC with milliseconds.
@@ -113,6 +151,15 @@ impl DeliveryLog {
 
     /// Appends one event.
     pub fn write(&self, event: &LogEvent<'_>) -> std::io::Result<()> {
+        self.write_line(event)
+    }
+
+    /// Appends one inbound event (a bounce, complaint or unsubscribe request).
+    pub fn write_inbound(&self, event: &InboundLogEvent<'_>) -> std::io::Result<()> {
+        self.write_line(event)
+    }
+
+    fn write_line(&self, event: &impl Serialize) -> std::io::Result<()> {
         let mut line = serde_json::to_vec(event).map_err(std::io::Error::other)?;
         line.push(b'\n');
         let mut out = self
@@ -200,5 +247,50 @@ mod tests {
         }
         assert_eq!(v["reply"], "user \"unknown\"\r\n");
         assert!(v.get("next_attempt").is_none());
+    }
+
+    #[test]
+    fn inbound_events_share_the_file_and_field_names() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("delivery.jsonl");
+        let log = DeliveryLog::open(&path).unwrap();
+        log.write_inbound(&InboundLogEvent {
+            ts: timestamp(SystemTime::UNIX_EPOCH),
+            campaign: Some(42),
+            batch: Some(7),
+            index: Some(3),
+            recipient: "a@b.test",
+            status: "bounced_async",
+            code: 550,
+            enhanced: "5.1.1".into(),
+            reply: "550 5.1.1 unknown",
+            class: Some("hard"),
+            feedback_type: None,
+        })
+        .unwrap();
+        log.write_inbound(&InboundLogEvent {
+            ts: timestamp(SystemTime::UNIX_EPOCH),
+            campaign: None,
+            batch: None,
+            index: None,
+            recipient: "c@d.test",
+            status: "complained",
+            code: 0,
+            enhanced: String::new(),
+            reply: "",
+            class: None,
+            feedback_type: Some("abuse"),
+        })
+        .unwrap();
+        drop(log);
+        let text = std::fs::read_to_string(&path).unwrap();
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(
+            lines,
+            [
+                r#"{"ts":"1970-01-01T00:00:00.000Z","campaign":42,"batch":7,"index":3,"recipient":"a@b.test","status":"bounced_async","code":550,"enhanced":"5.1.1","reply":"550 5.1.1 unknown","class":"hard"}"#,
+                r#"{"ts":"1970-01-01T00:00:00.000Z","campaign":null,"batch":null,"recipient":"c@d.test","status":"complained","code":0,"enhanced":"","reply":"","feedback_type":"abuse"}"#,
+            ]
+        );
     }
 }
