@@ -35,5 +35,6 @@ if [ ${#need[@]} -gt 0 ]; then
 fi
 
 echo "== building volley and the plot tool (release)" >&2
-cargo build --release -q -p volley-cli -p volley-benches --bin e2e-plot
+cargo build --release -q -p volley-cli
+cargo build --release -q -p volley-benches --bin e2e-plot
 exec python3 benches/e2e.py --volley target/release/volley --plot target/release/e2e-plot "$@"

@@ -333,6 +333,7 @@ impl Engine {
             total.not_due += report.not_due;
             total.batches_completed += report.batches_completed;
             total.quarantined += report.quarantined;
+            total.suppressed += report.suppressed;
             if report.waiting == 0 {
                 return Ok(total);
             }
