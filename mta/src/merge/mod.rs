@@ -55,9 +55,9 @@ mod verbatim;
 
 pub use compile::Template;
 pub use error::TemplateError;
+pub use render::write_date;
 pub use render::RenderContext;
 pub use source::TemplateSource;
-pub use render::write_date;
 pub use spec::{hash_hex, stored_path, Attachment, TemplateSpec};
 pub use verbatim::{message_path, Verbatim};
 

@@ -325,13 +325,16 @@ mod tests {
         assert_eq!(&out[..], message);
         // The cache keeps the most recent messages within its bounds.
         for i in 0..VERBATIM_CACHE_ENTRIES + 2 {
-            let hash = Verbatim::store(dir.path(), "x@y.test", format!("{i}\r\n").as_bytes())
-                .unwrap();
+            let hash =
+                Verbatim::store(dir.path(), "x@y.test", format!("{i}\r\n").as_bytes()).unwrap();
             let file = batch(hash);
             let view = BatchView::parse(&file).unwrap();
             assert_eq!(source.envelope_from(&view, 0).unwrap(), "x@y.test");
         }
-        assert_eq!(source.verbatim.lock().unwrap().len(), VERBATIM_CACHE_ENTRIES);
+        assert_eq!(
+            source.verbatim.lock().unwrap().len(),
+            VERBATIM_CACHE_ENTRIES
+        );
     }
 
     #[test]

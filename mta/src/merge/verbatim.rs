@@ -76,7 +76,11 @@ impl Verbatim {
             io,
         })?;
         let message_hash = sha256(message);
-        write_new(content_dir, &message_path(content_dir, &message_hash), message)?;
+        write_new(
+            content_dir,
+            &message_path(content_dir, &message_hash),
+            message,
+        )?;
         let json = Verbatim::stored_bytes(mail_from, &message_hash);
         let hash = sha256(&json);
         write_new(content_dir, &stored_path(content_dir, &hash), &json)?;
@@ -217,9 +221,12 @@ mod tests {
         fs::remove_file(&eml).unwrap();
         let err = Verbatim::load(dir.path(), &json).unwrap_err().to_string();
         assert!(err.contains("cannot read"), "{err}");
-        let err = Verbatim::load(dir.path(), b"{\"verbatim\":{\"mail_from\":\"\",\"message\":\"zz\"}}")
-            .unwrap_err()
-            .to_string();
+        let err = Verbatim::load(
+            dir.path(),
+            b"{\"verbatim\":{\"mail_from\":\"\",\"message\":\"zz\"}}",
+        )
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("bad hash"), "{err}");
     }
 }
