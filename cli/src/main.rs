@@ -11,6 +11,7 @@ use clap::{Parser, Subcommand};
 
 mod bench;
 mod config_cmd;
+mod hash_password;
 mod queue_cmd;
 mod run;
 mod send;
@@ -48,6 +49,12 @@ enum Command {
     ///
     /// Example: volley run --config /etc/volley/volley.toml
     Run(run::RunArgs),
+    /// Make a password hash for a `[[user]]` entry (or the users file): reads
+    /// the password, one line, from standard input and prints its argon2id PHC
+    /// string.
+    ///
+    /// Example: printf '%s\n' 's3cret' | volley hash-password
+    HashPassword,
     /// The suppression list: addresses never sent to, per sending domain.
     #[command(subcommand)]
     Suppress(suppress_cmd::SuppressCommand),
@@ -71,6 +78,7 @@ fn main() -> ExitCode {
         Command::Send(args) => send::run(args, cli.config.as_deref()),
         Command::Run(args) => run::run(args, cli.config.as_deref()),
         Command::Suppress(cmd) => suppress_cmd::run(cmd, cli.config.as_deref()),
+        Command::HashPassword => hash_password::run(),
     };
     match result {
         Ok(text) => {
