@@ -237,6 +237,15 @@ mod tests {
         assert!(check(&format!("{}@x.test", "a".repeat(250))).is_err());
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_text_parses_and_checks_without_panic(list in "[ -~\\r\\n\\té\u{0}]{0,200}") {
+            for address in parse_list(&list) {
+                let _ = check(&address);
+            }
+        }
+    }
+
     #[test]
     fn never_panics() {
         for s in [

@@ -99,7 +99,9 @@ impl Message {
         }
         while pos < text.len() {
             let end = line_end(text, pos);
-            let line = &text[pos..end - 2];
+            let line = text[pos..end]
+                .strip_suffix(b"\r\n")
+                .unwrap_or(&text[pos..end]);
             if line.is_empty() {
                 pos = end;
                 break;
@@ -226,6 +228,40 @@ fn put_line(mut line: &[u8], header: bool, out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
+        #[test]
+        fn any_input_gives_crlf_lines_of_at_most_998_bytes(
+            input in proptest::collection::vec(
+                proptest::sample::select(b"\r\n\r\n :.xF\t\xc3\xa9\x00".to_vec()),
+                0..1500,
+            ),
+            ignore_dots: bool,
+            long in 0usize..2500,
+        ) {
+            let mut input = input;
+            input.extend(std::iter::repeat_n(b'x', long));
+            let text = normalize_input(&input, ignore_dots);
+            let mut message = Message::parse(&text);
+            message.remove(&["bcc"]);
+            let _ = message.values("to");
+            let out = message.to_bytes();
+            prop_assert!(out.ends_with(b"\r\n"));
+            for line in out.split(|&b| b == b'\n') {
+                prop_assert!(!line.contains(&b'\r') || line.ends_with(b"\r"));
+                prop_assert!(line.len() <= MAX_LINE + 1);
+            }
+            for (i, &b) in out.iter().enumerate() {
+                if b == b'\n' {
+                    prop_assert!(i > 0 && out[i - 1] == b'\r');
+                }
+            }
+            // Raw bytes straight to the parser never panic either.
+            let _ = Message::parse(&input).to_bytes();
+        }
+    }
 
     #[test]
     fn input_lines_become_crlf_and_a_dot_ends_them() {
