@@ -256,6 +256,20 @@ fn sendmail_t_goes_through_the_running_daemon() {
 fn sendmail_queues_into_the_spool_when_no_daemon_runs() {
     let sink = sink(84);
     let s = Setup::new(85, &sink.addr().to_string());
+    // Relayed messages are DKIM-signed for their From domain, like campaigns.
+    let key = s.path("dkim.pem");
+    let made = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "ed25519", "-out"])
+        .arg(&key)
+        .status()
+        .unwrap();
+    assert!(made.success());
+    let mut config = std::fs::read_to_string(s.path("volley.toml")).unwrap();
+    config.push_str(&format!(
+        "[[dkim]]\ndomain = \"src.test\"\nselector = \"s1\"\nkey_file = \"{}\"\nalgorithm = \"ed25519\"\n",
+        key.display()
+    ));
+    std::fs::write(s.path("volley.toml"), config).unwrap();
     // Called as `sendmail` (the /usr/sbin/sendmail symlink), with its own -C.
     let link = s.path("sendmail");
     std::os::unix::fs::symlink(VOLLEY, &link).unwrap();
@@ -291,6 +305,11 @@ fn sendmail_queues_into_the_spool_when_no_daemon_runs() {
     for m in &messages {
         assert_eq!(m.mail_from(), "app@src.test");
         let body = text(&m.body_crlf());
+        assert!(
+            body.starts_with("DKIM-Signature: v=1; a=ed25519-sha256;")
+                && body.contains(" d=src.test;"),
+            "{body}"
+        );
         assert!(body.contains("(volley sendmail, uid "), "{body}");
         assert!(
             body.contains("\r\nSubject: queued\r\nFrom: app@src.test\r\n"),
