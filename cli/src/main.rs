@@ -3,17 +3,20 @@
 //! Thin by design: parsing arguments, loading the configuration and printing
 //! results. The work lives in `volley-queue`, `volley-mta` and `volley-control`.
 
+use std::ffi::OsString;
 use std::io::Write;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 mod bench;
 mod config_cmd;
+mod hash_password;
 mod queue_cmd;
 mod run;
 mod send;
+mod sendmail;
 mod suppress_cmd;
 mod suppressions;
 mod synth;
@@ -48,6 +51,18 @@ enum Command {
     ///
     /// Example: volley run --config /etc/volley/volley.toml
     Run(run::RunArgs),
+    /// Make a password hash for a `[[user]]` entry (or the users file): reads
+    /// the password, one line, from standard input and prints its argon2id PHC
+    /// string.
+    ///
+    /// Example: printf '%s\n' 's3cret' | volley hash-password
+    HashPassword,
+    /// Queue a message read from standard input, like /usr/sbin/sendmail (also
+    /// what the binary does when called as `sendmail`): [-t] [-i] [-f SENDER]
+    /// [-F NAME] [-C FILE] [RECIPIENT...]; `volley sendmail --help` has the rest.
+    ///
+    /// Example: printf 'Subject: hi\n\nhello\n' | volley sendmail -i ann@example.com
+    Sendmail(sendmail::SendmailArgs),
     /// The suppression list: addresses never sent to, per sending domain.
     #[command(subcommand)]
     Suppress(suppress_cmd::SuppressCommand),
@@ -56,14 +71,31 @@ enum Command {
     Bench(bench::BenchCommand),
 }
 
-fn main() -> ExitCode {
+/// Logs go to stderr, at `$VOLLEY_LOG` or else `default` level.
+fn init_logging(default: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("VOLLEY_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+}
+
+fn main() -> ExitCode {
+    let argv: Vec<OsString> = std::env::args_os().collect();
+    // Installed as /usr/sbin/sendmail (a symlink to volley): sendmail's command line.
+    let called_as_sendmail = argv
+        .first()
+        .and_then(|a| Path::new(a).file_name())
+        .is_some_and(|name| name == "sendmail");
+    if called_as_sendmail {
+        init_logging("warn");
+        return sendmail::main(argv.get(1..).unwrap_or_default(), None);
+    }
+    let cli = Cli::parse_from(argv);
+    // sendmail's callers (cron, scripts) expect silence on success.
+    let quiet = matches!(cli.command, Command::Sendmail(_));
+    init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Queue(cmd) => queue_cmd::run(cmd, cli.config.as_deref()),
         Command::Config(cmd) => config_cmd::run(cmd, cli.config.as_deref()),
@@ -71,6 +103,8 @@ fn main() -> ExitCode {
         Command::Send(args) => send::run(args, cli.config.as_deref()),
         Command::Run(args) => run::run(args, cli.config.as_deref()),
         Command::Suppress(cmd) => suppress_cmd::run(cmd, cli.config.as_deref()),
+        Command::HashPassword => hash_password::run(),
+        Command::Sendmail(args) => return sendmail::main(&args.args, cli.config.as_deref()),
     };
     match result {
         Ok(text) => {

@@ -1,5 +1,8 @@
 //! `volley run`: the daemon that keeps delivering what is in the spool, and
 //! resumes whatever a killed `volley send` left (its partitioning included).
+//! With `[[listen]]` entries it also runs the SMTP listener: accepted messages
+//! are stored in the spool ([`SpoolDeposit`]) and delivered by the next round,
+//! which they start at once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -7,12 +10,15 @@ use std::time::Duration;
 
 use anyhow::{Context, Result};
 use clap::Args;
+use tokio::sync::{oneshot, Notify};
 use volley_conf::Config;
 use volley_control::campaign::{unhex, Campaign};
 use volley_control::partition::sort;
 use volley_control::recipients::RecipientReader;
 use volley_control::suppress::normalize;
 use volley_mta::engine::{Engine, RunReport};
+use volley_mta::inbound::SpoolDeposit;
+use volley_mta::listen::Server;
 use volley_mta::merge::TemplateSource;
 use volley_queue::BatchMeta;
 use volley_queue::Spool;
@@ -23,6 +29,7 @@ use crate::suppressions::StoreSuppressions;
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// One delivery round (everything due now), then exit: for cron and tests.
+    /// Does not listen on the `[[listen]]` addresses.
     #[arg(long)]
     pub once: bool,
     /// Spool directory (default: `[spool] dir`).
@@ -98,9 +105,18 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         config.spool.dir = dir.clone();
     }
     let spool = Spool::open(&config.spool.dir)?;
+    // Before anything else writes to tmp/ (the partitioning's sort, the listener).
+    spool.remove_uncommitted()?;
     resume_partitioning(&spool)?;
     let suppressions = Arc::new(StoreSuppressions::open(spool.root())?);
     let source = Arc::new(TemplateSource::new(spool.content_dir()));
+    let listen = !args.once && !config.listen.is_empty();
+    let deposit_spool = if listen {
+        Some(spool.try_clone()?)
+    } else {
+        None
+    };
+    let listen_config = config.clone();
     let engine =
         Engine::new(config, spool, source, args.log.as_deref())?.with_suppressions(suppressions);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -111,6 +127,12 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         }
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .context("cannot listen for SIGTERM")?;
+        // Deposits wake the round loop, so a received message goes out at once.
+        let wake = Arc::new(Notify::new());
+        let listener = match deposit_spool {
+            Some(spool) => Some(start_listener(&listen_config, spool, Arc::clone(&wake)).await?),
+            None => None,
+        };
         tracing::info!(spool = %engine.spool().root().display(), "volley run: delivering");
         loop {
             tokio::select! {
@@ -125,13 +147,41 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             }
             tokio::select! {
                 _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = wake.notified() => {}
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
             }
         }
+        if let Some((stop, task)) = listener {
+            // Open sessions get 421; a message being stored is finished first.
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         tracing::info!("volley run: stopped");
         Ok(String::new())
     })
+}
+
+/// Binds every `[[listen]]` entry and runs the listener in a task until the
+/// returned sender is used (or dropped).
+async fn start_listener(
+    config: &Config,
+    spool: Spool,
+    wake: Arc<Notify>,
+) -> Result<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)> {
+    let deposit =
+        SpoolDeposit::new(spool, config.queue.batch_size, config.relay.domains.clone()).wake(wake);
+    let server = Server::bind(config, &[], Arc::new(deposit))
+        .await
+        .context("cannot start the SMTP listener")?;
+    for addr in server.local_addrs() {
+        tracing::info!(%addr, "volley run: accepting mail");
+    }
+    let (stop, stopped) = oneshot::channel::<()>();
+    let task = tokio::spawn(server.run(async move {
+        let _ = stopped.await;
+    }));
+    Ok((stop, task))
 }
 
 #[cfg(test)]

@@ -11,6 +11,8 @@
 //!   [`smtp::server::Session`] state machines.
 //! - [`listen`]: the tokio driver of the SMTP server: listeners, TLS, limits, AUTH
 //!   users; accepted messages go to a caller's [`listen::Deposit`].
+//! - [`inbound`]: [`inbound::SpoolDeposit`], accepted messages into the spool
+//!   (stored verbatim, batches of their own; local domains to `inbound/`).
 //! - [`conn`]: the tokio driver of one outgoing connection (TCP, STARTTLS, timeouts).
 //! - [`tls`]: rustls client configurations (opportunistic, verified).
 //! - [`mx`]: MX resolution with hickory-resolver, implicit and null MX, caching.

@@ -8,13 +8,16 @@
 //!   active/       live batches: CAMPAIGN-BATCH.vqb (16 hex digits each)
 //!   done/         batches whose recipients are all final
 //!   quarantine/   corrupt files, each with a NAME.reason beside it
-//!   content/      message templates, content-addressed: HASH.json
+//!   content/      message templates and received messages, content-addressed:
+//!                 HASH.json (and HASH.eml for a received message)
 //!   campaigns/    one record per campaign: CAMPAIGN.json
+//!   inbound/      received messages for volley's own domains (volley-mta)
 //! ```
 
 use std::fs::{self, File};
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::error::QueueError;
@@ -32,6 +35,9 @@ pub struct Spool {
     root: PathBuf,
     /// The exclusive lock, held while open for writing; `None` when read-only.
     lock: Option<File>,
+    /// Whether `tmp/` was emptied of uncommitted files (done once, at the first
+    /// recovery scan: later ones may meet files other threads are writing).
+    tmp_cleaned: AtomicBool,
 }
 
 /// What the recovery scan found for one live batch.
@@ -132,6 +138,27 @@ impl Spool {
         Ok(Spool {
             root: root.to_owned(),
             lock: Some(lock),
+            tmp_cleaned: AtomicBool::new(false),
+        })
+    }
+
+    /// A second handle on the same open spool, sharing its lock (a duplicate of
+    /// the locked descriptor: the lock lasts until every handle is dropped). For
+    /// writers in the same process as the delivering one, e.g. the SMTP
+    /// listener's deposits while the engine runs. The clone never empties
+    /// `tmp/` (see [`Spool::remove_uncommitted`]).
+    pub fn try_clone(&self) -> Result<Spool, QueueError> {
+        let lock = match &self.lock {
+            Some(file) => Some(
+                file.try_clone()
+                    .map_err(|e| QueueError::io("duplicate lock of", &self.root, e))?,
+            ),
+            None => None,
+        };
+        Ok(Spool {
+            root: self.root.clone(),
+            lock,
+            tmp_cleaned: AtomicBool::new(true),
         })
     }
 
@@ -143,6 +170,7 @@ impl Spool {
         Ok(Spool {
             root: root.to_owned(),
             lock: None,
+            tmp_cleaned: AtomicBool::new(true),
         })
     }
 
@@ -317,22 +345,36 @@ impl Spool {
         None
     }
 
-    /// The startup scan: removes uncommitted temporary files, validates every live
+    /// Removes the files a crash left uncommitted in `tmp/`, the first time it is
+    /// called on this handle (the first [`recover`](Self::recover) does it too);
+    /// returns how many. Later calls do nothing: by then `tmp/` may hold files
+    /// being written by this process (e.g. the SMTP listener's deposits while the
+    /// engine runs its rounds). Nothing on read-only spools and clones.
+    pub fn remove_uncommitted(&self) -> Result<usize, QueueError> {
+        if self.lock.is_none() || self.tmp_cleaned.swap(true, Ordering::AcqRel) {
+            return Ok(0);
+        }
+        let tmp_dir = self.tmp_dir();
+        let entries = fs::read_dir(&tmp_dir).map_err(|e| QueueError::io("list", &tmp_dir, e))?;
+        let mut removed = 0;
+        for entry in entries.flatten() {
+            if fs::remove_file(entry.path()).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
+    /// The startup scan: removes uncommitted temporary files (the first time, see
+    /// [`remove_uncommitted`](Self::remove_uncommitted)), validates every live
     /// batch (checksum and slots), quarantines the corrupt ones with a logged
     /// reason, and returns the pending work. Scans on all cores. Read-only spools
     /// report corrupt files without moving them.
     pub fn recover(&self) -> Result<Recovery, QueueError> {
-        let mut recovery = Recovery::default();
-        if self.lock.is_some() {
-            let tmp_dir = self.tmp_dir();
-            let entries =
-                fs::read_dir(&tmp_dir).map_err(|e| QueueError::io("list", &tmp_dir, e))?;
-            for entry in entries.flatten() {
-                if fs::remove_file(entry.path()).is_ok() {
-                    recovery.removed_temp += 1;
-                }
-            }
-        }
+        let mut recovery = Recovery {
+            removed_temp: self.remove_uncommitted()?,
+            ..Recovery::default()
+        };
         let files = self.active_files()?;
         let results = scan_parallel(&files, |path, bytes| {
             let view = BatchView::parse(bytes).map_err(|fault| QueueError::Corrupt {

@@ -138,6 +138,30 @@ fn one_process_at_a_time_writes_a_spool() {
 }
 
 #[test]
+fn a_clone_shares_the_lock_and_tmp_is_emptied_only_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = Spool::open(dir.path()).unwrap();
+    let clone = spool.try_clone().unwrap();
+    // Left by a crash: removed by the first scan.
+    fs::write(dir.path().join("tmp/old.vqb.tmp"), b"half").unwrap();
+    assert_eq!(spool.recover().unwrap().removed_temp, 1);
+    // Being written by another thread of this process: left alone by later scans.
+    fs::write(dir.path().join("tmp/new.vqb.tmp"), b"half").unwrap();
+    assert_eq!(spool.recover().unwrap().removed_temp, 0);
+    assert_eq!(clone.remove_uncommitted().unwrap(), 0);
+    assert!(dir.path().join("tmp/new.vqb.tmp").exists());
+    // The clone writes; the lock lasts until both handles are gone.
+    clone.write_batch(&common::batch_bytes(3, 1, 2)).unwrap();
+    drop(spool);
+    assert!(matches!(
+        Spool::open(dir.path()),
+        Err(QueueError::Locked { .. })
+    ));
+    drop(clone);
+    assert!(Spool::open(dir.path()).is_ok());
+}
+
+#[test]
 fn an_id_collision_never_replaces_a_live_batch() {
     let dir = tempfile::tempdir().unwrap();
     let spool = Spool::open(dir.path()).unwrap();

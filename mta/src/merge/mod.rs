@@ -33,7 +33,9 @@
 //! - `mime.rs`: quoted-printable, base64, RFC 2047 and header folding, escaping.
 //! - `address.rs`: the sender mailboxes.
 //! - `source.rs`: [`TemplateSource`], the [`MessageSource`](crate::source::MessageSource)
-//!   that finds a batch's template by content hash.
+//!   that finds a batch's template (or received message) by content hash.
+//! - `verbatim.rs`: [`Verbatim`], a received message in the content store, relayed
+//!   byte for byte (no merge, no Date or Message-ID).
 //! - `error.rs`: [`TemplateError`].
 //!
 //! `FORMAT.md` beside this file documents the template files, the content store and
@@ -49,12 +51,15 @@ mod source;
 mod spec;
 #[cfg(test)]
 mod tests;
+mod verbatim;
 
 pub use compile::Template;
 pub use error::TemplateError;
+pub use render::write_date;
 pub use render::RenderContext;
 pub use source::TemplateSource;
 pub use spec::{hash_hex, stored_path, Attachment, TemplateSpec};
+pub use verbatim::{message_path, Verbatim};
 
 /// The placeholder that is always the recipient's address.
 pub(crate) const EMAIL: &str = "email";

@@ -474,7 +474,7 @@ fn write_decimal(n: u64, width: usize, out: &mut BytesMut) {
 
 /// Writes an RFC 5322 date-time in UTC, `Thu, 01 Jan 1970 00:00:00 +0000`, for
 /// `secs` since the Unix epoch.
-pub(crate) fn write_date(secs: u64, out: &mut BytesMut) {
+pub fn write_date(secs: u64, out: &mut BytesMut) {
     const DAYS: [&[u8; 3]; 7] = [b"Thu", b"Fri", b"Sat", b"Sun", b"Mon", b"Tue", b"Wed"];
     const MONTHS: [&[u8; 3]; 12] = [
         b"Jan", b"Feb", b"Mar", b"Apr", b"May", b"Jun", b"Jul", b"Aug", b"Sep", b"Oct", b"Nov",

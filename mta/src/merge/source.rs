@@ -1,11 +1,12 @@
 //! [`TemplateSource`]: the [`MessageSource`] that merges each recipient of a batch
-//! into the batch's template at send time.
+//! into the batch's template at send time, or, for a batch of a received
+//! message, hands out that message as it is ([`Verbatim`]).
 
 use std::cell::RefCell;
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, PoisonError, RwLock};
+use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use bytes::BytesMut;
@@ -14,18 +15,36 @@ use volley_queue::BatchView;
 use super::compile::Template;
 use super::render::RenderContext;
 use super::spec::{hash_hex, sha256, stored_path, TemplateSpec};
+use super::verbatim::Verbatim;
 use crate::source::{MessageSource, RenderError};
 
 /// Merge values kept on the stack per message; batches with more fields use a
 /// `Vec` (one allocation per message).
 const INLINE_FIELDS: usize = 32;
 
+/// Received messages kept in memory at most (the most recent one is always
+/// kept): a message is read once per batch rather than once per recipient,
+/// without holding every relayed message for the life of the process.
+const VERBATIM_CACHE_BYTES: usize = 32 << 20;
+/// ... and at most this many of them.
+const VERBATIM_CACHE_ENTRIES: usize = 16;
+
+/// What a content hash stands for.
+enum Content {
+    Template(Arc<Template>),
+    Verbatim(Arc<Verbatim>),
+}
+
 /// Templates by content hash, loaded from the content store on first use and
-/// cached for the life of the process, and rendered per recipient.
+/// cached for the life of the process, and rendered per recipient. Batches of
+/// received messages ([`Verbatim`]) get their message as stored, unchanged, and
+/// its envelope sender; the last few are cached.
 #[derive(Debug)]
 pub struct TemplateSource {
     content_dir: PathBuf,
     templates: RwLock<HashMap<[u8; 32], Arc<Template>>>,
+    /// Recently used received messages, most recent last.
+    verbatim: Mutex<VecDeque<([u8; 32], Arc<Verbatim>)>>,
     /// Next [`RenderContext::unique`]; starts at a random value so that two
     /// processes (or restarts) do not hand out the same Message-IDs.
     next_unique: AtomicU64,
@@ -48,6 +67,7 @@ impl TemplateSource {
         TemplateSource {
             content_dir,
             templates: RwLock::new(HashMap::new()),
+            verbatim: Mutex::new(VecDeque::new()),
             next_unique: AtomicU64::new(u64::from_le_bytes(seed)),
             message_id_domain: String::new(),
         }
@@ -70,15 +90,31 @@ impl TemplateSource {
     }
 
     /// The template with content hash `hash`: cached, or read from the content
-    /// store, checked against its hash, compiled and cached.
+    /// store, checked against its hash, compiled and cached. An error for a
+    /// received message's hash.
     pub fn template(&self, hash: &[u8; 32]) -> Result<Arc<Template>, RenderError> {
+        match self.content(hash)? {
+            Content::Template(template) => Ok(template),
+            Content::Verbatim(_) => Err(RenderError(format!(
+                "content {} is a received message, not a template",
+                hash_hex(hash)
+            ))),
+        }
+    }
+
+    /// The template or received message with content hash `hash`. Templates
+    /// are looked up first: the campaign path pays one map lookup, as before.
+    fn content(&self, hash: &[u8; 32]) -> Result<Content, RenderError> {
         if let Some(template) = self
             .templates
             .read()
             .unwrap_or_else(PoisonError::into_inner)
             .get(hash)
         {
-            return Ok(Arc::clone(template));
+            return Ok(Content::Template(Arc::clone(template)));
+        }
+        if let Some(message) = self.cached_verbatim(hash) {
+            return Ok(Content::Verbatim(message));
         }
         let path = stored_path(&self.content_dir, hash);
         let bytes = std::fs::read(&path)
@@ -90,6 +126,13 @@ impl TemplateSource {
                 hash_hex(hash)
             )));
         }
+        if Verbatim::is_stored(&bytes) {
+            let message = Verbatim::load(&self.content_dir, &bytes)
+                .map_err(|err| RenderError(format!("{}: {err}", path.display())))?;
+            let message = Arc::new(message);
+            self.cache_verbatim(*hash, Arc::clone(&message));
+            return Ok(Content::Verbatim(message));
+        }
         let template = TemplateSpec::from_stored(&bytes)
             .and_then(|spec| Template::compile(&spec))
             .map_err(|err| RenderError(format!("template {}: {err}", path.display())))?;
@@ -98,18 +141,43 @@ impl TemplateSource {
             .write()
             .unwrap_or_else(PoisonError::into_inner);
         // Another thread may have loaded it meanwhile: keep the first.
-        Ok(Arc::clone(
+        Ok(Content::Template(Arc::clone(
             templates.entry(*hash).or_insert_with(|| Arc::new(template)),
-        ))
+        )))
+    }
+
+    fn cached_verbatim(&self, hash: &[u8; 32]) -> Option<Arc<Verbatim>> {
+        let cache = self.verbatim.lock().unwrap_or_else(PoisonError::into_inner);
+        cache
+            .iter()
+            .rev()
+            .find(|(h, _)| h == hash)
+            .map(|(_, m)| Arc::clone(m))
+    }
+
+    fn cache_verbatim(&self, hash: [u8; 32], message: Arc<Verbatim>) {
+        let mut cache = self.verbatim.lock().unwrap_or_else(PoisonError::into_inner);
+        if cache.iter().any(|(h, _)| *h == hash) {
+            return;
+        }
+        cache.push_back((hash, message));
+        let mut bytes: usize = cache.iter().map(|(_, m)| m.message.len()).sum();
+        while cache.len() > 1
+            && (cache.len() > VERBATIM_CACHE_ENTRIES || bytes > VERBATIM_CACHE_BYTES)
+        {
+            if let Some((_, old)) = cache.pop_front() {
+                bytes -= old.message.len();
+            }
+        }
     }
 }
 
 impl MessageSource for TemplateSource {
     fn envelope_from(&self, batch: &BatchView<'_>, _index: usize) -> Result<String, RenderError> {
-        Ok(self
-            .template(&batch.header().content_hash)?
-            .envelope_from()
-            .to_owned())
+        Ok(match self.content(&batch.header().content_hash)? {
+            Content::Template(template) => template.envelope_from().to_owned(),
+            Content::Verbatim(message) => message.mail_from.clone(),
+        })
     }
 
     fn render(
@@ -118,7 +186,13 @@ impl MessageSource for TemplateSource {
         index: usize,
         out: &mut BytesMut,
     ) -> Result<(), RenderError> {
-        let template = self.template(&batch.header().content_hash)?;
+        let template = match self.content(&batch.header().content_hash)? {
+            Content::Template(template) => template,
+            Content::Verbatim(message) => {
+                out.extend_from_slice(&message.message);
+                return Ok(());
+            }
+        };
         let recipient = batch
             .recipient(index)
             .ok_or_else(|| RenderError(format!("no recipient {index} in the batch")))?;
@@ -225,6 +299,42 @@ mod tests {
         assert!(!header.contains("\r\nBcc:"), "{header}");
         assert!(!text.contains("multipart"), "text_only: {text}");
         assert!(source.render(&view, 2, &mut out).is_err());
+    }
+
+    #[test]
+    fn received_messages_are_sent_as_stored() {
+        let dir = tempfile::tempdir().unwrap();
+        let message = b"From: a@b.test\r\nSubject: {{ first_name }}\r\n\r\n{{ x }}\r\n";
+        let hash = Verbatim::store(dir.path(), "", message).unwrap();
+        let file = batch(hash);
+        let view = BatchView::parse(&file).unwrap();
+        let source = TemplateSource::new(dir.path().to_path_buf());
+        assert_eq!(source.envelope_from(&view, 0).unwrap(), "");
+        for index in 0..2 {
+            let mut out = BytesMut::new();
+            source.render(&view, index, &mut out).unwrap();
+            assert_eq!(&out[..], message);
+        }
+        assert!(source.template(&hash).is_err());
+        // Cached: rendered again once the files are gone.
+        for entry in std::fs::read_dir(dir.path()).unwrap() {
+            std::fs::remove_file(entry.unwrap().path()).unwrap();
+        }
+        let mut out = BytesMut::new();
+        source.render(&view, 1, &mut out).unwrap();
+        assert_eq!(&out[..], message);
+        // The cache keeps the most recent messages within its bounds.
+        for i in 0..VERBATIM_CACHE_ENTRIES + 2 {
+            let hash =
+                Verbatim::store(dir.path(), "x@y.test", format!("{i}\r\n").as_bytes()).unwrap();
+            let file = batch(hash);
+            let view = BatchView::parse(&file).unwrap();
+            assert_eq!(source.envelope_from(&view, 0).unwrap(), "x@y.test");
+        }
+        assert_eq!(
+            source.verbatim.lock().unwrap().len(),
+            VERBATIM_CACHE_ENTRIES
+        );
     }
 
     #[test]
