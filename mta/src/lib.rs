@@ -11,7 +11,7 @@
 //!   [`smtp::server::Session`] state machines.
 //! - [`listen`]: the tokio driver of the SMTP server: listeners, TLS, limits, AUTH
 //!   users; accepted messages go to a caller's [`listen::Deposit`].
-//! - [`inbound`]: [`inbound::SpoolDeposit`], accepted messages into the spool
+//! - [`deposit`]: [`deposit::SpoolDeposit`], accepted messages into the spool
 //!   (stored verbatim, batches of their own; local domains to `inbound/`).
 //! - [`conn`]: the tokio driver of one outgoing connection (TCP, STARTTLS, timeouts).
 //! - [`tls`]: rustls client configurations (opportunistic, verified).
@@ -26,6 +26,7 @@
 //! - [`log`]: the JSON-lines delivery log. [`source`]: where messages come from.
 
 pub mod conn;
+pub mod deposit;
 pub mod dkim;
 pub mod engine;
 pub mod fuzzing;

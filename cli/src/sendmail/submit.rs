@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use volley_conf::{Config, ListenRole, ListenTls};
-use volley_mta::inbound::{queue_id, InboundError, SpoolDeposit};
+use volley_mta::deposit::{queue_id, InboundError, SpoolDeposit};
 use volley_mta::smtp::data::dot_stuff_into;
 use volley_mta::smtp::{parse_reply, Capabilities, Parse, Reply};
 use volley_queue::{QueueError, Spool};

@@ -329,7 +329,6 @@ impl Engine {
             total.deferred += report.deferred;
             total.bounced += report.bounced;
             total.expired += report.expired;
-            total.suppressed += report.suppressed;
             total.resent_after_crash += report.resent_after_crash;
             total.not_due += report.not_due;
             total.batches_completed += report.batches_completed;
