@@ -49,12 +49,10 @@ def free_port(ip):
         return s.getsockname()[1]
 
 
-def wait_listening(ip, port, deadline_s=20, udp=False):
+def wait_listening(ip, port, deadline_s=20):
     end = time.monotonic() + deadline_s
     while time.monotonic() < end:
         try:
-            if udp:
-                return True  # dnsmasq: checked by a query below
             with socket.create_connection((ip, port), timeout=0.5):
                 return True
         except OSError:
@@ -149,12 +147,10 @@ class CpuGroup:
     def __init__(self, name):
         self.path = None
         self.kind = None
+        # cgroup v2 counts CPU in cpu.stat of every group; v1 needs cpuacct.
         for root, kind in (("/sys/fs/cgroup", "v2"), ("/sys/fs/cgroup/unified", "v2"),
                            ("/sys/fs/cgroup/cpuacct", "v1")):
-            if kind == "v2" and not os.path.exists(os.path.join(root, "cgroup.procs")):
-                continue
-            if kind == "v2" and not os.path.exists(os.path.join(root, "cpu.stat")) \
-                    and root == "/sys/fs/cgroup":
+            if kind == "v2" and not os.path.exists(os.path.join(root, "cgroup.controllers")):
                 continue
             path = os.path.join(root, name)
             try:

@@ -116,14 +116,14 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     // before any batch is written (a resumed partitioning drops the same ones).
     let suppressions = Arc::new(StoreSuppressions::open(spool.root())?);
     let sender_domain = sending_domain(template.envelope_from());
-    let sorted = suppressions.with(|store| {
+    let mut sorted = suppressions.with(|store| {
         sort(&spool, &mut list, campaign.id, |email| {
             store
                 .is_suppressed(email, &sender_domain)
                 .map(|e| e.reason.to_string())
         })
     })?;
-    let suppressed = sorted.suppressed.clone();
+    let suppressed = std::mem::take(&mut sorted.suppressed);
     campaign.suppressed = suppressed.len() as u64;
     campaign.save_suppressed(&spool, suppressed.iter().map(|r| r.email.as_str()))?;
     campaign.save(&spool)?;

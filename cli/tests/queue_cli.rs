@@ -1,24 +1,10 @@
 //! The `volley` binary end to end: bench, summary, show, recover, config errors.
 
+mod common;
+
+use common::{stderr, stdout, volley};
 use std::path::Path;
-use std::process::{Command, Output};
-
-fn volley(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_volley"))
-        .args(args)
-        .env_remove("VOLLEY_CONFIG")
-        .env("VOLLEY_LOG", "warn")
-        .output()
-        .expect("run volley")
-}
-
-fn stdout(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
-fn stderr(out: &Output) -> String {
-    String::from_utf8_lossy(&out.stderr).into_owned()
-}
+use std::process::Output;
 
 fn json_last_line(out: &Output) -> serde_json::Value {
     let text = stdout(out);

@@ -1,29 +1,17 @@
 //! `volley send` and `volley run` end to end: a real smtp-sink receives, the
 //! binary is the one users run.
 
+mod common;
 #[path = "../../mta/tests/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{stderr, volley};
 use support::smtp_sink::{SinkOptions, SmtpSink};
-
-fn volley(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_volley"))
-        .args(args)
-        .env_remove("VOLLEY_CONFIG")
-        .env("VOLLEY_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run volley")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 struct Setup {
     dir: tempfile::TempDir,

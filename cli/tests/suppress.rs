@@ -2,6 +2,7 @@
 //! `volley run` daemon never sending to a suppressed address (real smtp-sink and
 //! scripted receivers).
 
+mod common;
 #[path = "../../mta/tests/support/mod.rs"]
 mod support;
 
@@ -9,26 +10,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
+use common::{stderr, stdout, volley};
 use support::scripted::Scripted;
 use support::smtp_sink::{SinkOptions, SmtpSink};
-
-fn volley(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_volley"))
-        .args(args)
-        .env_remove("VOLLEY_CONFIG")
-        .env("VOLLEY_LOG", "warn")
-        .stdin(Stdio::null())
-        .output()
-        .expect("run volley")
-}
-
-fn stdout(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stdout).into_owned()
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
 
 /// A directory with volley.toml (spool, log, every domain routed to `via`) and a
 /// campaign template from news@volley.test.

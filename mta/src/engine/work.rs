@@ -84,6 +84,7 @@ pub fn collect(
         ..Work::default()
     };
     let mut mapped = 0u64;
+    let mut finished = Vec::new();
     for status in recovery.batches {
         let unfinished = status.counts.unfinished();
         if unfinished > 0 && mapped >= window {
@@ -99,8 +100,8 @@ pub fn collect(
             }
             Err(err) => return Err(err),
         };
-        if status.counts.unfinished() == 0 {
-            spool.complete(&map)?;
+        if unfinished == 0 {
+            finished.push(map);
             continue;
         }
         work.in_flight_reset += map.reset_in_flight()? as u64;
@@ -155,6 +156,7 @@ pub fn collect(
         }
         work.batches.push(batch);
     }
+    spool.complete_all(&finished)?;
     Ok(work)
 }
 

@@ -203,35 +203,10 @@ pub fn parse_status(text: &str) -> Option<Enhanced> {
 
 /// An enhanced status code at the start of `bytes` and the bytes it takes.
 pub(crate) fn status_at(bytes: &[u8]) -> Option<(Enhanced, usize)> {
-    let class = match bytes.first()? {
-        c @ (b'2' | b'4' | b'5') => c - b'0',
-        _ => return None,
-    };
-    if bytes.get(1) != Some(&b'.') {
+    if !matches!(bytes.first(), Some(b'2' | b'4' | b'5')) {
         return None;
     }
-    let (subject, at) = number(bytes, 2)?;
-    if bytes.get(at) != Some(&b'.') {
-        return None;
-    }
-    let (detail, end) = number(bytes, at + 1)?;
-    Some((Enhanced::new(class, subject, detail), end))
-}
-
-fn number(bytes: &[u8], start: usize) -> Option<(u16, usize)> {
-    let digits = bytes
-        .get(start..)?
-        .iter()
-        .take(4)
-        .take_while(|b| b.is_ascii_digit())
-        .count();
-    if digits == 0 || digits > 3 {
-        return None;
-    }
-    let value = bytes[start..start + digits]
-        .iter()
-        .fold(0u16, |acc, b| acc * 10 + u16::from(b - b'0'));
-    Some((value, start + digits))
+    Enhanced::parse_at(bytes)
 }
 
 /// The reply code at the start of an SMTP reply text: three digits, the first 2

@@ -41,11 +41,11 @@ impl Enhanced {
         }
     }
 
-    /// Reads `class.subject.detail` at the start of `text` when `class` is the ASCII
-    /// digit `class_digit` and the code ends the text or is followed by a space.
-    /// Returns the code and the bytes to skip (the code and one space).
-    fn parse_prefix(text: &[u8], class_digit: u8) -> Option<(Enhanced, usize)> {
-        if text.first() != Some(&class_digit) || text.get(1) != Some(&b'.') {
+    /// Reads `class.subject.detail` at the start of `text` (class any one digit,
+    /// subject and detail one to three): the code and the bytes it takes.
+    pub(crate) fn parse_at(text: &[u8]) -> Option<(Enhanced, usize)> {
+        let class = text.first().filter(|c| c.is_ascii_digit())? - b'0';
+        if text.get(1) != Some(&b'.') {
             return None;
         }
         let (subject, after_subject) = parse_number(text, 2)?;
@@ -53,12 +53,22 @@ impl Enhanced {
             return None;
         }
         let (detail, end) = parse_number(text, after_subject + 1)?;
+        Some((Enhanced::new(class, subject, detail), end))
+    }
+
+    /// Reads `class.subject.detail` at the start of `text` when `class` is the ASCII
+    /// digit `class_digit` and the code ends the text or is followed by a space.
+    /// Returns the code and the bytes to skip (the code and one space).
+    fn parse_prefix(text: &[u8], class_digit: u8) -> Option<(Enhanced, usize)> {
+        if text.first() != Some(&class_digit) {
+            return None;
+        }
+        let (code, end) = Enhanced::parse_at(text)?;
         let used = match text.get(end) {
             None => end,
             Some(b' ') => end + 1,
             Some(_) => return None,
         };
-        let code = Enhanced::new(class_digit - b'0', subject, detail);
         Some((code, used))
     }
 }
