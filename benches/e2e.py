@@ -360,7 +360,8 @@ def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim):
     out = open(os.path.join(workdir, "volley.out"), "ab")
     t0_wall = time.time()
     started = time.monotonic()
-    wrap = []
+    # E2E_WRAP: a command to run volley under (e.g. "strace -f -c -o /tmp/s.txt").
+    wrap = os.environ.get("E2E_WRAP", "").split()
     if args.profile:
         wrap = ["perf", "record", "-F", "999", "-g", "-o", os.path.join(workdir, "perf.data"), "--"]
     p = procs.start(wrap + [volley, "-C", conf, "send", "--template", template, "--recipients", rcpts,
@@ -571,6 +572,9 @@ def main():
     v, lim, pf = result["volley"], result["sink_limit"], result["postfix"]
     series = v.pop("series")
     suffix = "" if args.dkim == "none" else f"-{args.dkim}"
+    if args.profile:
+        # A profiled run is slower: it must not replace the figures of a clean one.
+        suffix += "-profile"
     os.makedirs("benches/results", exist_ok=True)
     base = f"benches/results/e2e-{result['date']}{suffix}"
     csv_path = os.path.join(workdir, "series.csv")
@@ -619,11 +623,15 @@ def main():
         json.dump(result, f, indent=1)
     log(f"results: {base}.json, plot: {base}.svg")
     if args.profile:
-        with open(base + "-profile.txt", "w") as f:
-            subprocess.run(["perf", "report", "--stdio", "--no-children", "--percent-limit", "0.5",
-                            "-g", "none", "-i", os.path.join(workdir, "perf.data")],
-                           stdout=f, stderr=subprocess.DEVNULL, check=False)
-        log(f"profile: {base}-profile.txt")
+        with open(base + ".txt", "w") as f:
+            # Per thread first (main = partitioning, tokio-rt-worker = delivery),
+            # then per symbol.
+            for sort in (["--sort", "comm,dso"], []):
+                f.flush()
+                subprocess.run(["perf", "report", "--stdio", "--no-children", "--percent-limit",
+                                "0.5", "-g", "none", *sort, "-i", os.path.join(workdir, "perf.data")],
+                               stdout=f, stderr=subprocess.DEVNULL, check=False)
+        log(f"profile: {base}.txt")
     shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(headline))
 

@@ -30,6 +30,7 @@ pub fn smtp_replies(data: &[u8]) {
         mail_from: "a@b.test".into(),
         rcpt_to: vec!["c@d.test".into()],
         body: bytes::Bytes::from_static(b"Subject: x\r\n\r\nbody\r\n"),
+        crlf_only: false,
     });
     for chunk in data.chunks(7) {
         session.feed(chunk);

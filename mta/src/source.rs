@@ -17,13 +17,23 @@ pub trait MessageSource: Send + Sync + 'static {
     fn envelope_from(&self, batch: &BatchView<'_>, index: usize) -> Result<String, RenderError>;
 
     /// Appends the RFC 5322 message for recipient `index` of `batch` to `out`.
-    /// Line ends may be LF or CRLF; the SMTP layer normalizes and dot-stuffs.
+    /// Line ends may be LF or CRLF; the SMTP layer normalizes and dot-stuffs
+    /// (and skips normalizing when the source says its line ends are all CRLF).
     fn render(
         &self,
         batch: &BatchView<'_>,
         index: usize,
         out: &mut BytesMut,
-    ) -> Result<(), RenderError>;
+    ) -> Result<Rendered, RenderError>;
+}
+
+/// What [`MessageSource::render`] tells the SMTP layer about the bytes it
+/// appended.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Rendered {
+    /// Every line end is CRLF already (true of a compiled template's output by
+    /// construction): sent as [`crate::smtp::client::Transaction::crlf_only`].
+    pub crlf_only: bool,
 }
 
 /// The same message for every recipient (relayed mail, tests, benchmarks).
@@ -40,8 +50,13 @@ impl MessageSource for StaticMessage {
         Ok(self.from.clone())
     }
 
-    fn render(&self, _: &BatchView<'_>, _: usize, out: &mut BytesMut) -> Result<(), RenderError> {
+    fn render(
+        &self,
+        _: &BatchView<'_>,
+        _: usize,
+        out: &mut BytesMut,
+    ) -> Result<Rendered, RenderError> {
         out.extend_from_slice(&self.message);
-        Ok(())
+        Ok(Rendered::default())
     }
 }

@@ -281,19 +281,21 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                 .map(|r| r.address())
                 .unwrap_or_default();
             body.clear();
-            let rendered = shared
-                .source
-                .envelope_from(&view, index)
-                .and_then(|from| shared.source.render(&view, index, &mut body).map(|()| from));
-            let signed = rendered.and_then(|from| match &shared.dkim {
+            let rendered = shared.source.envelope_from(&view, index).and_then(|from| {
+                shared
+                    .source
+                    .render(&view, index, &mut body)
+                    .map(|r| (from, r))
+            });
+            let signed = rendered.and_then(|(from, r)| match &shared.dkim {
                 Some(dkim) => dkim
                     .sign_in_place(&mut body)
-                    .map(|_| from)
+                    .map(|_| (from, r))
                     .map_err(|e| crate::source::RenderError(format!("DKIM: {e}"))),
-                None => Ok(from),
+                None => Ok((from, r)),
             });
-            let from = match signed {
-                Ok(from) => from,
+            let (from, rendered) = match signed {
+                Ok(signed) => signed,
                 Err(err) => {
                     let answer = Answer {
                         code: 0,
@@ -319,6 +321,7 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                 mail_from: from,
                 rcpt_to: vec![rcpt],
                 body: body.split().freeze(),
+                crlf_only: rendered.crlf_only,
             };
             shared.recorder.mark_in_flight(&item);
             match conn.enqueue(tx) {

@@ -18,6 +18,7 @@ use memchr::memmem;
 use super::address::{check_address, parse_mailbox, write_mailbox};
 use super::error::{line_column, TemplateError};
 use super::mime::{self, base64_lines, valid_header_name, Encode, Folder};
+use super::prequoted::Prequoted;
 use super::raw::{compile_raw, RawTemplate};
 use super::spec::{Attachment, TemplateSpec};
 use super::EMAIL;
@@ -298,6 +299,10 @@ pub(crate) struct Parts {
     pub(crate) headers: Vec<(Box<str>, Part)>,
     pub(crate) text: Option<Part>,
     pub(crate) html: Option<Part>,
+    /// `text` with its literals quoted-printable encoded, when they need it.
+    pub(crate) text_qp: Option<Prequoted>,
+    /// `html` likewise.
+    pub(crate) html_qp: Option<Prequoted>,
     /// Each attachment's MIME headers, blank line and base64 lines (no final CRLF).
     pub(crate) attachments: Vec<Box<[u8]>>,
 }
@@ -500,6 +505,8 @@ fn compile_parts(spec: &TemplateSpec, names: &mut Names) -> Result<Parts, Templa
         subject,
         reply_to_header,
         headers,
+        text_qp: text.as_ref().and_then(Prequoted::build),
+        html_qp: html.as_ref().and_then(Prequoted::build),
         text,
         html,
         attachments,

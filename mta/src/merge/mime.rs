@@ -19,7 +19,7 @@ const LONG_TOKEN: usize = 900;
 /// Longest header field name accepted (so that name + long token < 998).
 pub(crate) const MAX_HEADER_NAME: usize = 76;
 /// Longest quoted-printable line before the soft line break `=` (RFC 2045: 76 with it).
-const QP_LINE: usize = 75;
+pub(crate) const QP_LINE: usize = 75;
 /// Longest line a body may have to be sent as 7bit instead of quoted-printable.
 const SHORT_LINE: usize = 76;
 /// Encoded-word overhead: `=?UTF-8?Q?` + `?=`.
@@ -27,7 +27,7 @@ const WORD_OVERHEAD: usize = 12;
 /// Longest encoded-word (RFC 2047 §2).
 const WORD_MAX: usize = 75;
 
-const HEX: &[u8; 16] = b"0123456789ABCDEF";
+pub(crate) const HEX: &[u8; 16] = b"0123456789ABCDEF";
 const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
 
 // ---------------------------------------------------------------------------------
@@ -167,39 +167,75 @@ const QP_LITERAL: [bool; 256] = {
 pub(crate) fn write_qp(input: &[u8], out: &mut BytesMut) {
     out.reserve(input.len() + input.len() / 8 + 8);
     for_each_line(input, |line, _| {
-        let mut col = 0;
-        let mut i = 0;
-        while i < line.len() {
-            let b = line[i];
-            let last = i + 1 == line.len();
-            let literal = QP_LITERAL[usize::from(b)]
-                && !(last && (b == b' ' || b == b'\t'))
-                && !(col == 0 && b == b'.');
-            let width = if literal { 1 } else { 3 };
-            if col + width > QP_LINE {
-                out.put_slice(b"=\r\n");
-                col = 0;
-                continue; // re-decide: a `.` now starts the line
-            }
-            if literal {
-                let end = line.len().min(i + (QP_LINE - col));
-                let mut j = i + 1;
-                while j < end && QP_LITERAL[usize::from(line[j])] {
-                    j += 1;
-                }
-                if j == line.len() && j - 1 > i && matches!(line[j - 1], b' ' | b'\t') {
-                    j -= 1; // trailing whitespace is encoded on the next round
-                }
-                out.put_slice(&line[i..j]);
-                col += j - i;
-                i = j;
-            } else {
-                out.put_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
-                col += 3;
-                i += 1;
-            }
-        }
+        write_qp_row(line, &mut 0, true, out);
         out.put_slice(b"\r\n");
+        true
+    });
+}
+
+/// Appends one line (without its line end) quoted-printable encoded from column
+/// `*col` of the current encoded line, with soft line breaks so that no encoded
+/// line exceeds 76 characters, and leaves `*col` at the column after it.
+/// `line_end`: a line end (or the end of the body) follows, so a final space or
+/// TAB is encoded; otherwise more text follows on the line and it stays literal.
+pub(crate) fn write_qp_row(line: &[u8], col: &mut usize, line_end: bool, out: &mut BytesMut) {
+    let mut i = 0;
+    while i < line.len() {
+        let b = line[i];
+        let last = i + 1 == line.len() && line_end;
+        let literal = QP_LITERAL[usize::from(b)]
+            && !(last && (b == b' ' || b == b'\t'))
+            && !(*col == 0 && b == b'.');
+        let width = if literal { 1 } else { 3 };
+        if *col + width > QP_LINE {
+            out.put_slice(b"=\r\n");
+            *col = 0;
+            continue; // re-decide: a `.` now starts the line
+        }
+        if literal {
+            let end = line.len().min(i + (QP_LINE - *col));
+            let mut j = i + 1;
+            while j < end && QP_LITERAL[usize::from(line[j])] {
+                j += 1;
+            }
+            if line_end && j == line.len() && j - 1 > i && matches!(line[j - 1], b' ' | b'\t') {
+                j -= 1; // trailing whitespace is encoded on the next round
+            }
+            out.put_slice(&line[i..j]);
+            *col += j - i;
+            i = j;
+        } else {
+            out.put_slice(&[b'=', HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]]);
+            *col += 3;
+            i += 1;
+        }
+    }
+}
+
+/// Appends `value` quoted-printable encoded from column `*col` (see
+/// [`write_qp_row`]): its line ends become hard breaks (CRLF), and `line_end`
+/// says whether a line end follows the value. Leaves `*col` after it.
+pub(crate) fn write_qp_value(value: &[u8], col: &mut usize, line_end: bool, out: &mut BytesMut) {
+    for_each_line(value, |line, terminated| {
+        write_qp_row(line, col, terminated || line_end, out);
+        if terminated {
+            out.put_slice(b"\r\n");
+            *col = 0;
+        }
+        true
+    });
+}
+
+/// Appends `text` quoted-printable encoded as if it started a line, for a
+/// template's literal text: like [`write_qp`], but a last line without a line
+/// end gets no CRLF and keeps a final space or TAB literal (more text may
+/// follow on it; if a line end follows instead, the caller encodes it).
+pub(crate) fn write_qp_literal(text: &[u8], out: &mut BytesMut) {
+    for_each_line(text, |line, terminated| {
+        write_qp_row(line, &mut 0, terminated, out);
+        if terminated {
+            out.put_slice(b"\r\n");
+        }
         true
     });
 }

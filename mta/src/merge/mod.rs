@@ -45,6 +45,7 @@ mod address;
 mod compile;
 mod error;
 pub(crate) mod mime;
+mod prequoted;
 mod raw;
 pub(crate) mod render;
 mod source;

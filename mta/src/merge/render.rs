@@ -48,7 +48,7 @@ impl RenderContext {
 
 /// Where each placeholder's value comes from for the current recipient.
 #[derive(Debug, Clone, Copy)]
-enum Slot {
+pub(crate) enum Slot {
     Missing,
     Email,
     Value(usize),
@@ -61,6 +61,8 @@ pub(crate) struct Scratch {
     header: String,
     text: Vec<u8>,
     html: Vec<u8>,
+    /// One merge value at a time, for [`Prequoted::write`].
+    value: Vec<u8>,
 }
 
 thread_local! {
@@ -75,6 +77,16 @@ pub(crate) struct Values<'a> {
 }
 
 impl<'a> Values<'a> {
+    /// Values for a test: `slots[i]` says where placeholder `i` comes from.
+    #[cfg(test)]
+    pub(crate) fn for_tests(slots: &'a [Slot], values: &'a [&'a [u8]], recipient: &'a str) -> Self {
+        Values {
+            slots,
+            values,
+            recipient,
+        }
+    }
+
     /// The value of placeholder `name`, or its default when the value is empty.
     pub(crate) fn piece(&self, name: usize, default: Option<&'a str>) -> &'a [u8] {
         let value: &'a [u8] = match self.slots.get(name) {
@@ -177,6 +189,7 @@ impl Template {
             header,
             text,
             html,
+            value,
         } = scratch;
         slots.clear();
         let known = fields.len().min(values.len());
@@ -225,7 +238,8 @@ impl Template {
             .is_some_and(|i| truthy(values.values[i]));
         match &self.kind {
             Kind::Parts(parts) => {
-                self.render_parts(parts, &values, text_only, ctx, header, text, html, out)
+                let bodies = Bodies { text, html, value };
+                self.render_parts(parts, &values, text_only, ctx, header, bodies, out)
             }
             Kind::Raw(raw) => render_raw(self, raw, &values, ctx, header, out),
         }
@@ -267,18 +281,33 @@ impl Template {
         text_only: bool,
         ctx: &RenderContext,
         header: &mut String,
-        text: &mut Vec<u8>,
-        html: &mut Vec<u8>,
+        bodies: Bodies<'_>,
         out: &mut BytesMut,
     ) -> Result<(), RenderError> {
+        let Bodies { text, html, value } = bodies;
         let has_text = parts.text.is_some();
         let has_html = parts.html.is_some() && !(text_only && has_text);
-        if let Some(part) = &parts.text {
+        // Parts compiled for quoted-printable are encoded straight into `out`.
+        if let (Some(part), None) = (&parts.text, &parts.text_qp) {
             body_text(part, values, false, text);
         }
-        if let (Some(part), true) = (&parts.html, has_html) {
+        if let (Some(part), None, true) = (&parts.html, &parts.html_qp, has_html) {
             body_text(part, values, true, html);
         }
+        let mut leaf = |out: &mut BytesMut, html_part: bool| {
+            let (subtype, pre, merged) = if html_part {
+                ("html", &parts.html_qp, &*html)
+            } else {
+                ("plain", &parts.text_qp, &*text)
+            };
+            match pre {
+                Some(pre) => {
+                    write_leaf_head(out, subtype, "quoted-printable");
+                    pre.write(values, html_part, value, out);
+                }
+                None => write_leaf(out, subtype, merged),
+            }
+        };
         let alternative = has_text && has_html;
         let mixed = !parts.attachments.is_empty();
         let start = out.len();
@@ -305,14 +334,12 @@ impl Template {
             if alternative {
                 write_multipart_header(out, "alternative", &alt);
                 delimiter(out, &alt, false);
-                write_leaf(out, "plain", text);
+                leaf(out, false);
                 delimiter(out, &alt, false);
-                write_leaf(out, "html", html);
+                leaf(out, true);
                 delimiter(out, &alt, true);
-            } else if has_text {
-                write_leaf(out, "plain", text);
             } else {
-                write_leaf(out, "html", html);
+                leaf(out, !has_text);
             }
             // Attachments are base64 (no `_`) under headers we wrote at compile
             // time, so they cannot hold a boundary (which has `_`): not scanned.
@@ -398,19 +425,32 @@ fn delimiter(out: &mut BytesMut, boundary: &[u8], close: bool) {
 /// Writes a text/plain or text/html entity: headers, blank line, content in 7bit
 /// when it allows, quoted-printable otherwise. Always ends with CRLF.
 fn write_leaf(out: &mut BytesMut, subtype: &str, content: &[u8]) {
-    out.put_slice(b"Content-Type: text/");
-    out.put_slice(subtype.as_bytes());
-    out.put_slice(b"; charset=utf-8\r\nContent-Transfer-Encoding: ");
     if fits_7bit(content) {
-        out.put_slice(b"7bit\r\n\r\n");
+        write_leaf_head(out, subtype, "7bit");
         write_7bit(content, out);
     } else {
-        out.put_slice(b"quoted-printable\r\n\r\n");
+        write_leaf_head(out, subtype, "quoted-printable");
         write_qp(content, out);
     }
     if content.is_empty() {
         out.put_slice(b"\r\n");
     }
+}
+
+/// Writes a text/plain or text/html entity's header fields and the blank line.
+fn write_leaf_head(out: &mut BytesMut, subtype: &str, encoding: &str) {
+    out.put_slice(b"Content-Type: text/");
+    out.put_slice(subtype.as_bytes());
+    out.put_slice(b"; charset=utf-8\r\nContent-Transfer-Encoding: ");
+    out.put_slice(encoding.as_bytes());
+    out.put_slice(b"\r\n\r\n");
+}
+
+/// The per-thread buffers of the body parts, borrowed apart from the header one.
+struct Bodies<'a> {
+    text: &'a mut Vec<u8>,
+    html: &'a mut Vec<u8>,
+    value: &'a mut Vec<u8>,
 }
 
 /// SplitMix64's finalizer: a bijective mix, enough to make boundaries look random

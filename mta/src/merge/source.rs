@@ -16,7 +16,7 @@ use super::compile::Template;
 use super::render::RenderContext;
 use super::spec::{hash_hex, sha256, stored_path, TemplateSpec};
 use super::verbatim::Verbatim;
-use crate::source::{MessageSource, RenderError};
+use crate::source::{MessageSource, RenderError, Rendered};
 
 /// Merge values kept on the stack per message; batches with more fields use a
 /// `Vec` (one allocation per message).
@@ -185,14 +185,16 @@ impl MessageSource for TemplateSource {
         batch: &BatchView<'_>,
         index: usize,
         out: &mut BytesMut,
-    ) -> Result<(), RenderError> {
+    ) -> Result<Rendered, RenderError> {
         let template = match self.content(&batch.header().content_hash)? {
             Content::Template(template) => template,
             Content::Verbatim(message) => {
                 out.extend_from_slice(&message.message);
-                return Ok(());
+                return Ok(Rendered::default());
             }
         };
+        // A compiled template writes CRLF line ends only (see `Template::render`).
+        let rendered = Rendered { crlf_only: true };
         let recipient = batch
             .recipient(index)
             .ok_or_else(|| RenderError(format!("no recipient {index} in the batch")))?;
@@ -234,6 +236,7 @@ impl MessageSource for TemplateSource {
             }
             (_, None) => Err(RenderError("internal: address buffer".into())),
         }
+        .map(|()| rendered)
     }
 }
 

@@ -23,6 +23,7 @@
 //!     mail_from: "bounce@example.com".into(),
 //!     rcpt_to: vec!["user@example.net".into()],
 //!     body: Bytes::from_static(b"Subject: hi\r\n\r\nhello\r\n"),
+//!     crlf_only: true,
 //! };
 //! session.enqueue(tx).unwrap();
 //! assert!(session.output().starts_with(b"MAIL FROM:<bounce@example.com>\r\n"));
@@ -48,7 +49,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use self::transaction::{connection_lost_reply, local_reply, Expect, Slot, TxState};
-use super::data::dot_stuff_into;
+use super::data::{dot_stuff_crlf_into, dot_stuff_into};
 use super::ehlo::Capabilities;
 use super::reply::{parse_reply_limited, Parse, Reply, ReplyError, MAX_LINE};
 
@@ -112,6 +113,10 @@ pub struct Transaction {
     /// The rendered RFC 5322 message; the session normalizes line ends to CRLF and
     /// dot-stuffs it for DATA.
     pub body: Bytes,
+    /// The caller guarantees that every line end in `body` is CRLF (a rendered
+    /// template): the session skips normalizing and sizes the body by its
+    /// length. Dot-stuffing still scans, so a wrong claim cannot end DATA early.
+    pub crlf_only: bool,
 }
 
 /// Which command a recipient's outcome came from.
@@ -567,7 +572,9 @@ impl Session {
             }
             Expect::Data(_) => {
                 if reply.is_intermediate() {
-                    if tx.accepted > 0 {
+                    if tx.accepted > 0 && tx.tx.crlf_only {
+                        dot_stuff_crlf_into(&tx.tx.body, &mut self.output);
+                    } else if tx.accepted > 0 {
                         dot_stuff_into(&tx.tx.body, &mut self.output);
                     } else {
                         // 354 with no accepted recipient (RFC 2920 §3.1): end the

@@ -32,6 +32,26 @@ pub fn dot_stuff_into(body: &[u8], out: &mut BytesMut) {
     out.put_slice(b".\r\n");
 }
 
+/// [`dot_stuff_into`] for a body whose line ends are all CRLF already (a
+/// rendered template, [`crate::source::Rendered::crlf_only`]): when no line
+/// starts with `.` it is copied whole, after one vectorized search, without
+/// looking at each line. The search is for `.` after CR as well as after LF, so
+/// even a body that broke the promise (a bare CR or LF) cannot end DATA early:
+/// any such body takes the general path.
+pub fn dot_stuff_crlf_into(body: &[u8], out: &mut BytesMut) {
+    let clean = body.ends_with(b"\r\n")
+        && body.first() != Some(&b'.')
+        && memchr::memmem::find(body, b"\n.").is_none()
+        && memchr::memmem::find(body, b"\r.").is_none();
+    if clean {
+        out.reserve(body.len() + 3);
+        out.put_slice(body);
+        out.put_slice(b".\r\n");
+    } else {
+        dot_stuff_into(body, out);
+    }
+}
+
 /// Writes `body` with line ends normalized to CRLF and nothing else changed: the
 /// content of a BDAT chunk. Produces exactly [`normalized_len`] bytes.
 pub fn normalize_crlf_into(body: &[u8], out: &mut BytesMut) {

@@ -110,7 +110,11 @@ impl TxState {
         caps: &Capabilities,
         config: &SessionConfig,
     ) -> TxState {
-        let size = normalized_len(&tx.body);
+        let size = if tx.crlf_only {
+            tx.body.len()
+        } else {
+            normalized_len(&tx.body)
+        };
         let size_limit = caps.size.unwrap_or(0);
         let sender_refusal = if forbidden_in_address(&tx.mail_from) {
             Some(local_reply(
@@ -251,7 +255,11 @@ impl TxState {
             out.put_slice(b"BDAT ");
             put_decimal(out, self.size as u64);
             out.put_slice(b" LAST\r\n");
-            normalize_crlf_into(&self.tx.body, out);
+            if self.tx.crlf_only {
+                out.put_slice(&self.tx.body);
+            } else {
+                normalize_crlf_into(&self.tx.body, out);
+            }
             Expect::Bdat(self.seq)
         } else {
             out.put_slice(b"DATA\r\n");

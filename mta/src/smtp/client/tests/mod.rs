@@ -96,6 +96,7 @@ fn tx(id: u64, from: &str, rcpts: &[&str], body: &[u8]) -> Transaction {
         mail_from: from.into(),
         rcpt_to: rcpts.iter().map(|r| r.to_string()).collect(),
         body: Bytes::copy_from_slice(body),
+        crlf_only: false,
     }
 }
 
