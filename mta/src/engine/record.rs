@@ -1,6 +1,5 @@
 //! Recording attempts: the state slot, the delivery log and the run's counters.
 
-use std::net::IpAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -16,8 +15,9 @@ use crate::outcome::{decide, Outcome, Verdict};
 pub struct Via {
     /// MX (or smarthost) name.
     pub mx: String,
-    /// Address connected to.
-    pub ip: Option<IpAddr>,
+    /// Address connected to, as logged ("" when none): made once per
+    /// connection, not per logged attempt.
+    pub ip: String,
     /// Whether TLS was in use.
     pub tls: bool,
 }
@@ -118,7 +118,7 @@ impl Recorder {
             enhanced: "",
             reply: "on the suppression list: not sent",
             mx: "",
-            ip: String::new(),
+            ip: "",
             tls: false,
             attempt: u32::from(slot.attempts),
             latency_ms: 0,
@@ -184,7 +184,7 @@ impl Recorder {
             enhanced: &answer.enhanced,
             reply: answer.text,
             mx: &via.mx,
-            ip: via.ip.map(|ip| ip.to_string()).unwrap_or_default(),
+            ip: &via.ip,
             tls: via.tls,
             attempt: attempts,
             latency_ms: started.elapsed().as_millis() as u64,

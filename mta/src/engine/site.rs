@@ -236,7 +236,7 @@ async fn open(site: &Site, shared: &Shared, worker: usize) -> Result<(Connection
                 Ok(Event::Ready(_)) => {
                     let via = Via {
                         mx: host.name.clone(),
-                        ip: Some(ip),
+                        ip: ip.to_string(),
                         tls: conn.encrypted,
                     };
                     return Ok((conn, via));
