@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use volley_conf::{SiteLimits, TlsPolicy};
+use volley_queue::BatchView;
 
 use crate::conn::{connect_tcp, Connection};
+use crate::deposit::is_inbound_id;
 use crate::engine::record::{Answer, Via};
 use crate::engine::work::Item;
 use crate::engine::Shared;
+use crate::inbound::Verp;
 use crate::outcome::{BounceClass, Verdict};
 use crate::shaping::{backoff, pauses_site, RateLimit};
 use crate::smtp::client::{CloseReason, Event, SessionConfig, Transaction, TransactionResult};
@@ -293,7 +296,7 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                 None => Ok(from),
             });
             let from = match signed {
-                Ok(from) => from,
+                Ok(from) => with_verp(shared.verp.as_deref(), from, &view, index),
                 Err(err) => {
                     let answer = Answer {
                         code: 0,
@@ -382,6 +385,27 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
         );
     }
     conn.quit().await;
+}
+
+/// The MAIL FROM of one message: the VERP return path of recipient `index` of
+/// the batch when `verp` is set and the batch is a campaign's; a received
+/// message relayed for a client ([`is_inbound_id`]) and the null sender keep
+/// their own. Reuses `from`'s buffer: no allocation once it is long enough.
+pub(crate) fn with_verp(
+    verp: Option<&Verp>,
+    mut from: String,
+    batch: &BatchView<'_>,
+    index: usize,
+) -> String {
+    let header = batch.header();
+    match verp {
+        Some(verp) if !from.is_empty() && !is_inbound_id(header.campaign_id) => {
+            from.clear();
+            verp.write_return_path(&mut from, header.campaign_id, header.batch_id, index as u32);
+            from
+        }
+        _ => from,
+    }
 }
 
 /// Records one transaction's result; returns true if the site must pause.
