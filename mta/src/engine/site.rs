@@ -447,3 +447,57 @@ fn record_result(
     }
     pause
 }
+
+#[cfg(test)]
+mod tests {
+    use volley_queue::{BatchBuilder, BatchMeta};
+
+    use super::*;
+    use crate::deposit::INBOUND_ID_BASE;
+
+    fn batch(campaign_id: u64) -> Vec<u8> {
+        let meta = BatchMeta {
+            batch_id: 7,
+            campaign_id,
+            content_hash: [0; 32],
+            created_at: 0,
+        };
+        let mut builder = BatchBuilder::new::<&str>(meta, &[]).unwrap_or_else(|e| panic!("{e}"));
+        for r in ["a@x.test", "b@x.test", "c@x.test", "d@x.test"] {
+            builder
+                .push(r, &[] as &[&[u8]])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        builder.finish().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn campaign_mail_gets_the_verp_return_path() {
+        let verp = crate::inbound::tests::verp();
+        let file = batch(42);
+        let view = BatchView::parse(&file).unwrap_or_else(|e| panic!("{e}"));
+        let mut from = String::with_capacity(128);
+        from.push_str("news@acme.test");
+        let buffer = from.as_ptr();
+        let out = with_verp(Some(&verp), from, &view, 3);
+        // The fixtures' address of (42, 7, 3), written into the same buffer.
+        assert_eq!(
+            out,
+            "b-aaaaaaaaaaacuaaaaaaaaaaaa4aaaaadbbekhwvnatpxkr4o@bounce.acme.test"
+        );
+        assert_eq!(out.as_ptr(), buffer);
+        // Not without a [bounce] domain, nor for the null sender.
+        assert_eq!(
+            with_verp(None, "news@acme.test".into(), &view, 3),
+            "news@acme.test"
+        );
+        assert_eq!(with_verp(Some(&verp), String::new(), &view, 3), "");
+        // A relayed message keeps its sender.
+        let relayed = batch(INBOUND_ID_BASE + 5);
+        let view = BatchView::parse(&relayed).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            with_verp(Some(&verp), "app@src.test".into(), &view, 0),
+            "app@src.test"
+        );
+    }
+}
