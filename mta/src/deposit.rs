@@ -528,4 +528,80 @@ mod tests {
         assert_eq!(files.len(), 2);
         assert_eq!(files[0].1, old);
     }
+
+    /// Counts what it is asked to apply.
+    #[derive(Default)]
+    struct Counting(std::sync::Mutex<Vec<String>>);
+
+    impl crate::feedback::SuppressionWriter for Counting {
+        fn apply(&self, a: &crate::feedback::SuppressAction<'_>) -> Result<bool, String> {
+            let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            seen.push(format!("{} {} {:?}", a.address, a.sending_domain, a.kind));
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn with_feedback_bounces_are_classified_and_forged_tokens_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let verp = Arc::new(crate::inbound::tests::verp());
+        let log = Arc::new(crate::log::DeliveryLog::open(&dir.path().join("log.jsonl")).unwrap());
+        let writer = Arc::new(Counting::default());
+        let source = Arc::new(crate::source::StaticMessage {
+            from: "news@acme.test".into(),
+            message: bytes::Bytes::new(),
+        });
+        let feedback = Arc::new(Feedback::new(
+            spool.root(),
+            Some(Arc::clone(&verp)),
+            source,
+            log,
+            Arc::clone(&writer) as Arc<dyn crate::feedback::SuppressionWriter>,
+        ));
+        // No [relay] domains: the VERP domain is local all the same.
+        let d = SpoolDeposit::new(spool, 100, Vec::<String>::new()).feedback(feedback);
+        assert!(d.is_local("b-x@Bounce.Acme.Test"));
+        let dsn = crate::inbound::tests::fixture("postfix-unknown-user.eml");
+        let envelope = |rcpt: String| Envelope {
+            mail_from: String::new(),
+            rcpt_to: vec![rcpt],
+            eight_bit_mime: false,
+            smtputf8: false,
+            client_ip: "192.0.2.1".parse().unwrap(),
+            helo: "mx.example.test".into(),
+            esmtp: true,
+            user: None,
+            tls: false,
+        };
+        // A valid token: stored, classified (batch 7 of campaign 42 is not in
+        // this spool: the DSN's recipient, for every sending domain).
+        let good = verp.return_path(42, 7, 3);
+        let id = d.deposit(&envelope(good), &dsn).unwrap();
+        assert!(dir.path().join(format!("spool/inbound/{id}.eml")).exists());
+        assert_eq!(
+            *writer.0.lock().unwrap(),
+            ["nobody@example.test * HardBounce"]
+        );
+        let logged = fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+        assert_eq!(logged.lines().count(), 1);
+        assert!(logged.contains(r#""status":"bounced_async""#), "{logged}");
+        // A forged one: refused for good, nothing stored.
+        let forged = format!("b-b{}", &verp.return_path(42, 7, 3)[3..]);
+        assert_eq!(
+            d.deposit(&envelope(forged), &dsn),
+            Err(DepositError::Refused {
+                code: 550,
+                enhanced: "5.7.1",
+                text: "Invalid VERP token in the recipient address".into()
+            })
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("spool/inbound"))
+                .unwrap()
+                .count(),
+            1
+        );
+        assert_eq!(writer.0.lock().unwrap().len(), 1);
+    }
 }
