@@ -5,11 +5,13 @@
 //! which they start at once; messages for the local domains (`[relay] domains`,
 //! `[bounce] domain`) are classified on receipt ([`Feedback`]): bounces,
 //! complaints and unsubscribe requests go to the delivery log and the
-//! suppression list, and forged VERP addresses are refused.
+//! suppression list, and forged VERP addresses are refused. At start and then
+//! hourly, between rounds, it sweeps the spool: `done/` batches older than
+//! `[bounce] window` and relayed messages no live batch needs are deleted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -24,10 +26,18 @@ use volley_mta::engine::{Engine, RunReport, Suppressions};
 use volley_mta::feedback::Feedback;
 use volley_mta::listen::Server;
 use volley_mta::merge::TemplateSource;
+use volley_mta::sweep::sweep;
 use volley_queue::BatchMeta;
 use volley_queue::Spool;
 
 use crate::suppressions::{bounce_limits, StoreSuppressions};
+
+/// How often the daemon sweeps the spool (old `done/` batches, relayed
+/// messages no batch needs: see `volley_mta::sweep`).
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// How old an unreferenced relayed message must be before it is swept.
+const SWEEP_GRACE: Duration = Duration::from_secs(3600);
 
 /// Arguments of `volley run`.
 #[derive(Debug, Args)]
@@ -122,6 +132,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         None
     };
     let listen_config = config.clone();
+    let keep_done = config.bounce.window;
     let engine = Engine::new(config, spool, source, args.log.as_deref())?
         .with_suppressions(Arc::clone(&suppressions) as Arc<dyn Suppressions>);
     // What comes back for the local domains is classified on receipt, logged in
@@ -151,7 +162,22 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             None => None,
         };
         tracing::info!(spool = %engine.spool().root().display(), "volley run: delivering");
+        let mut last_sweep: Option<Instant> = None;
         loop {
+            // Between rounds (batches move to done/ only at a round's end).
+            if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                last_sweep = Some(Instant::now());
+                let root = engine.spool().root().to_owned();
+                let swept = tokio::task::spawn_blocking(move || {
+                    sweep(&root, SystemTime::now(), keep_done, SWEEP_GRACE)
+                })
+                .await;
+                match swept {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => tracing::warn!(%err, "cannot sweep the spool"),
+                    Err(err) => tracing::warn!(%err, "the spool sweep failed"),
+                }
+            }
             tokio::select! {
                 report = engine.run_due() => {
                     let report = report?;

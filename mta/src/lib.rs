@@ -26,6 +26,7 @@
 //!   (through a [`feedback::SuppressionWriter`] the binary provides).
 //! - [`fuzzing`]: entry points of the fuzz targets, also run by `cargo test`.
 //! - [`log`]: the JSON-lines delivery log. [`source`]: where messages come from.
+//! - [`sweep`]: removing old `done/` batches and relayed messages no batch needs.
 
 pub mod conn;
 pub mod deposit;
@@ -42,4 +43,5 @@ pub mod outcome;
 pub mod shaping;
 pub mod smtp;
 pub mod source;
+pub mod sweep;
 pub mod tls;
