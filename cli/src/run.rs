@@ -2,11 +2,16 @@
 //! resumes whatever a killed `volley send` left (its partitioning included).
 //! With `[[listen]]` entries it also runs the SMTP listener: accepted messages
 //! are stored in the spool ([`SpoolDeposit`]) and delivered by the next round,
-//! which they start at once.
+//! which they start at once; messages for the local domains (`[relay] domains`,
+//! `[bounce] domain`) are classified on receipt ([`Feedback`]): bounces,
+//! complaints and unsubscribe requests go to the delivery log and the
+//! suppression list, and forged VERP addresses are refused. At start and then
+//! hourly, between rounds, it sweeps the spool: `done/` batches older than
+//! `[bounce] window` and relayed messages no live batch needs are deleted.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context, Result};
 use clap::Args;
@@ -17,13 +22,22 @@ use volley_control::partition::sort;
 use volley_control::recipients::RecipientReader;
 use volley_control::suppress::normalize;
 use volley_mta::deposit::SpoolDeposit;
-use volley_mta::engine::{Engine, RunReport};
+use volley_mta::engine::{Engine, RunReport, Suppressions};
+use volley_mta::feedback::Feedback;
 use volley_mta::listen::Server;
 use volley_mta::merge::TemplateSource;
+use volley_mta::sweep::sweep;
 use volley_queue::BatchMeta;
 use volley_queue::Spool;
 
-use crate::suppressions::StoreSuppressions;
+use crate::suppressions::{bounce_limits, StoreSuppressions};
+
+/// How often the daemon sweeps the spool (old `done/` batches, relayed
+/// messages no batch needs: see `volley_mta::sweep`).
+const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// How old an unreferenced relayed message must be before it is swept.
+const SWEEP_GRACE: Duration = Duration::from_secs(3600);
 
 /// Arguments of `volley run`.
 #[derive(Debug, Args)]
@@ -108,7 +122,8 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     // Before anything else writes to tmp/ (the partitioning's sort, the listener).
     spool.remove_uncommitted()?;
     resume_partitioning(&spool)?;
-    let suppressions = Arc::new(StoreSuppressions::open(spool.root())?);
+    let suppressions =
+        Arc::new(StoreSuppressions::open(spool.root())?.with_limits(bounce_limits(&config.bounce)));
     let source = Arc::new(TemplateSource::new(spool.content_dir()));
     let listen = !args.once && !config.listen.is_empty();
     let deposit_spool = if listen {
@@ -117,8 +132,18 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         None
     };
     let listen_config = config.clone();
-    let engine =
-        Engine::new(config, spool, source, args.log.as_deref())?.with_suppressions(suppressions);
+    let keep_done = config.bounce.window;
+    let engine = Engine::new(config, spool, source, args.log.as_deref())?
+        .with_suppressions(Arc::clone(&suppressions) as Arc<dyn Suppressions>);
+    // What comes back for the local domains is classified on receipt, logged in
+    // the engine's delivery log and written to the same suppression list.
+    let feedback = Arc::new(Feedback::new(
+        engine.spool().root(),
+        engine.verp(),
+        engine.source(),
+        engine.delivery_log(),
+        suppressions,
+    ));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         if args.once {
@@ -130,11 +155,29 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         // Deposits wake the round loop, so a received message goes out at once.
         let wake = Arc::new(Notify::new());
         let listener = match deposit_spool {
-            Some(spool) => Some(start_listener(&listen_config, spool, Arc::clone(&wake)).await?),
+            Some(spool) => Some(
+                start_listener(&listen_config, spool, Arc::clone(&wake), Arc::clone(&feedback))
+                    .await?,
+            ),
             None => None,
         };
         tracing::info!(spool = %engine.spool().root().display(), "volley run: delivering");
+        let mut last_sweep: Option<Instant> = None;
         loop {
+            // Between rounds (batches move to done/ only at a round's end).
+            if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
+                last_sweep = Some(Instant::now());
+                let root = engine.spool().root().to_owned();
+                let swept = tokio::task::spawn_blocking(move || {
+                    sweep(&root, SystemTime::now(), keep_done, SWEEP_GRACE)
+                })
+                .await;
+                match swept {
+                    Ok(Ok(_)) => {}
+                    Ok(Err(err)) => tracing::warn!(%err, "cannot sweep the spool"),
+                    Err(err) => tracing::warn!(%err, "the spool sweep failed"),
+                }
+            }
             tokio::select! {
                 report = engine.run_due() => {
                     let report = report?;
@@ -168,12 +211,18 @@ async fn start_listener(
     config: &Config,
     spool: Spool,
     wake: Arc<Notify>,
+    feedback: Arc<Feedback>,
 ) -> Result<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)> {
-    let deposit =
-        SpoolDeposit::new(spool, config.queue.batch_size, config.relay.domains.clone()).wake(wake);
-    let server = Server::bind(config, &[], Arc::new(deposit))
+    let verp = feedback.verp().cloned();
+    let deposit = SpoolDeposit::new(spool, config.queue.batch_size, config.relay.domains.clone())
+        .wake(wake)
+        .feedback(feedback);
+    let mut server = Server::bind(config, &[], Arc::new(deposit))
         .await
         .context("cannot start the SMTP listener")?;
+    if let Some(verp) = verp {
+        server = server.with_verp(verp);
+    }
     for addr in server.local_addrs() {
         tracing::info!(%addr, "volley run: accepting mail");
     }

@@ -1,20 +1,37 @@
 //! The spool's suppression list (`volley_control::suppress`) as the delivery
-//! engine asks it (`volley_mta::engine::Suppressions`).
+//! engine asks it (`volley_mta::engine::Suppressions`) and as the inbound
+//! processing writes to it (`volley_mta::feedback::SuppressionWriter`).
 
 use std::path::Path;
 use std::sync::{PoisonError, RwLock};
 
 use anyhow::{Context, Result};
-use volley_control::suppress::SuppressionStore;
+use volley_conf::BounceConfig;
+use volley_control::suppress::{Bounce, BounceKind, BounceLimits, Reason, SuppressionStore};
 use volley_mta::engine::Suppressions;
+use volley_mta::feedback::{SuppressAction, SuppressKind, SuppressionWriter};
 
 /// The store behind a lock: looked up by the engine per due recipient, refreshed
-/// at the start of each round.
+/// at the start of each round, written by the inbound listener (the engine
+/// sees those entries at once: the same list in memory).
 #[derive(Debug)]
-pub struct StoreSuppressions(RwLock<SuppressionStore>);
+pub struct StoreSuppressions {
+    store: RwLock<SuppressionStore>,
+    limits: BounceLimits,
+}
+
+/// The bounce limits of a `[bounce]` section.
+pub fn bounce_limits(config: &BounceConfig) -> BounceLimits {
+    BounceLimits {
+        hard_limit: config.hard_limit,
+        soft_limit: config.soft_limit,
+        window: config.window,
+    }
+}
 
 impl StoreSuppressions {
-    /// Opens the list of the spool at `spool_root`.
+    /// Opens the list of the spool at `spool_root`; bounces count against the
+    /// defaults of `[bounce]` (see [`StoreSuppressions::with_limits`]).
     pub fn open(spool_root: &Path) -> Result<StoreSuppressions> {
         let store = SuppressionStore::open(spool_root).with_context(|| {
             format!(
@@ -22,12 +39,21 @@ impl StoreSuppressions {
                 SuppressionStore::dir(spool_root).display()
             )
         })?;
-        Ok(StoreSuppressions(RwLock::new(store)))
+        Ok(StoreSuppressions {
+            store: RwLock::new(store),
+            limits: bounce_limits(&BounceConfig::default()),
+        })
+    }
+
+    /// Counts bounces against `limits` (from `[bounce]`).
+    pub fn with_limits(mut self, limits: BounceLimits) -> StoreSuppressions {
+        self.limits = limits;
+        self
     }
 
     /// Runs `f` with the store (for partitioning, before delivery starts).
     pub fn with<R>(&self, f: impl FnOnce(&SuppressionStore) -> R) -> R {
-        f(&self.0.read().unwrap_or_else(PoisonError::into_inner))
+        f(&self.store.read().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
@@ -37,7 +63,7 @@ impl Suppressions for StoreSuppressions {
     }
 
     fn refresh(&self) {
-        let mut store = self.0.write().unwrap_or_else(PoisonError::into_inner);
+        let mut store = self.store.write().unwrap_or_else(PoisonError::into_inner);
         if let Err(err) = store.refresh() {
             tracing::warn!(%err, "cannot reread the suppression list; using it as it was");
         }
@@ -45,5 +71,42 @@ impl Suppressions for StoreSuppressions {
 
     fn is_empty(&self) -> bool {
         self.with(SuppressionStore::is_empty)
+    }
+}
+
+impl SuppressionWriter for StoreSuppressions {
+    fn apply(&self, action: &SuppressAction<'_>) -> std::result::Result<bool, String> {
+        let mut store = self.store.write().unwrap_or_else(PoisonError::into_inner);
+        let detail = Some(action.detail).filter(|d| !d.is_empty());
+        let bounce = |kind| Bounce {
+            address: action.address,
+            sending_domain: action.sending_domain,
+            kind,
+            at: action.at,
+            detail,
+        };
+        let result = match action.kind {
+            SuppressKind::HardBounce => store
+                .record_bounce(&bounce(BounceKind::Hard), &self.limits)
+                .map(|added| added.is_some()),
+            SuppressKind::SoftBounce => store
+                .record_bounce(&bounce(BounceKind::Soft), &self.limits)
+                .map(|added| added.is_some()),
+            SuppressKind::Complaint => store.add(
+                action.address,
+                action.sending_domain,
+                &Reason::Complaint,
+                detail,
+                action.at,
+            ),
+            SuppressKind::Unsubscribe => store.add(
+                action.address,
+                action.sending_domain,
+                &Reason::Unsubscribe,
+                detail,
+                action.at,
+            ),
+        };
+        result.map_err(|err| err.to_string())
     }
 }

@@ -41,7 +41,9 @@ pub struct BounceConfig {
     /// suppress an address. Default 5; allowed 1..=1000.
     #[serde(deserialize_with = "soft_limit")]
     pub soft_limit: u32,
-    /// How far back bounces count towards the limits. Default 7d; allowed 1h..=1year.
+    /// How far back bounces count towards the limits, and how long `volley run`
+    /// keeps finished batches in `done/` (VERP lookups need them). Default 7d;
+    /// allowed 1h..=1year.
     #[serde(deserialize_with = "window")]
     pub window: Duration,
 }

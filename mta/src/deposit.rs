@@ -14,10 +14,15 @@
 //! and inbound file are fsynced before [`SpoolDeposit::store`] returns, so the
 //! `250` is sent only for a message a crash cannot lose.
 //!
+//! With a [`Feedback`] ([`SpoolDeposit::feedback`]), the VERP domain is local
+//! too, a message to a forged VERP address is refused before anything is
+//! stored ([`InboundError::Forged`], a `550 5.7.1` to the client), and what is
+//! stored in `inbound/` is then classified (bounces, complaints, unsubscribe
+//! requests: see [`crate::feedback`]) before [`SpoolDeposit::store`] returns,
+//! hence before the `250`.
+//!
 //! What it does not do: deliver (the engine does, in its next round: pass a
-//! [`Notify`] to wake it), check suppressions (the engine does before sending),
-//! classify what comes in for the local domains (bounces, complaints: that is
-//! to be hooked into [`deliver_local`]).
+//! [`Notify`] to wake it), check suppressions (the engine does before sending).
 
 use std::collections::HashSet;
 use std::fs;
@@ -31,6 +36,8 @@ use tokio::sync::Notify;
 use tracing::info;
 use volley_queue::{BatchBuilder, BatchMeta, BuildError, QueueError, Spool};
 
+use crate::feedback::Feedback;
+use crate::inbound::VerpError;
 use crate::listen::{Deposit, DepositError};
 use crate::merge::{TemplateError, Verbatim};
 use crate::smtp::server::Envelope;
@@ -76,6 +83,15 @@ pub enum InboundError {
     /// The envelope names nobody.
     #[error("no recipients")]
     NoRecipients,
+    /// A recipient is at our VERP domain with our prefix, but its token is
+    /// malformed or was not made with our key: refused for good.
+    #[error("recipient {rcpt}: {error}")]
+    Forged {
+        /// The recipient.
+        rcpt: String,
+        /// Malformed or forged.
+        error: VerpError,
+    },
 }
 
 /// Where one message went.
@@ -99,6 +115,7 @@ pub struct SpoolDeposit {
     batch_size: usize,
     last_id: AtomicU64,
     wake: Option<Arc<Notify>>,
+    feedback: Option<Arc<Feedback>>,
 }
 
 fn unix_micros() -> u64 {
@@ -127,6 +144,7 @@ impl SpoolDeposit {
             batch_size: batch_size.max(1) as usize,
             last_id: AtomicU64::new(0),
             wake: None,
+            feedback: None,
         }
     }
 
@@ -134,6 +152,16 @@ impl SpoolDeposit {
     /// recipients, so that the delivery loop starts a round at once.
     pub fn wake(mut self, wake: Arc<Notify>) -> SpoolDeposit {
         self.wake = Some(wake);
+        self
+    }
+
+    /// Classifies what is stored for local recipients with `feedback` (and
+    /// treats its VERP domain as local); see the [module documentation](self).
+    pub fn feedback(mut self, feedback: Arc<Feedback>) -> SpoolDeposit {
+        if let Some(verp) = feedback.verp() {
+            self.local_domains.insert(verp.domain().to_owned());
+        }
+        self.feedback = Some(feedback);
         self
     }
 
@@ -178,6 +206,12 @@ impl SpoolDeposit {
         if remote.is_empty() && local.is_empty() {
             return Err(InboundError::NoRecipients);
         }
+        if let Some((rcpt, error)) = self.feedback.as_ref().and_then(|f| f.forged(&local)) {
+            return Err(InboundError::Forged {
+                rcpt: rcpt.to_owned(),
+                error,
+            });
+        }
         let mut id = self.next_id();
         let mut batches = 0;
         if !remote.is_empty() {
@@ -213,6 +247,10 @@ impl SpoolDeposit {
         };
         info!(queue_id = %queue_id(id), campaign = id, from = %mail_from, remote = remote.len(),
             local = local.len(), batches, size = message.len(), "message queued");
+        if let (Some(feedback), Some(file)) = (&self.feedback, &local_file) {
+            let local: Vec<String> = local.iter().map(|r| (*r).to_owned()).collect();
+            feedback.process(mail_from, &local, message, file, SystemTime::now());
+        }
         if batches > 0 {
             if let Some(wake) = &self.wake {
                 wake.notify_one();
@@ -275,17 +313,23 @@ impl Deposit for SpoolDeposit {
     fn deposit(&self, envelope: &Envelope, message: &[u8]) -> Result<String, DepositError> {
         self.store(&envelope.mail_from, &envelope.rcpt_to, message)
             .map(|d| queue_id(d.id))
-            .map_err(|err| DepositError(err.to_string()))
+            .map_err(|err| match err {
+                InboundError::Forged { .. } => DepositError::Refused {
+                    code: 550,
+                    enhanced: "5.7.1",
+                    text: "Invalid VERP token in the recipient address".to_owned(),
+                },
+                err => DepositError::Failed(err.to_string()),
+            })
     }
 }
 
-/// Delivers a message for volley's own domains: for now, it is written to
+/// Delivers a message for volley's own domains: it is written to
 /// `<spool>/inbound/<queue id>.eml` (fsynced, with the directory), preceded by
 /// `Return-Path: <mail_from>` and one `Delivered-To: <recipient>` per local
-/// recipient, and a line is logged. Returns the file.
-///
-/// This is the place to hook the classification of what comes back (DSNs,
-/// ARF complaints, replies); it is called before the client gets its `250`.
+/// recipient, and a line is logged. Returns the file. The file is kept: it is
+/// the mailbox of the local domains, and the evidence behind each event the
+/// classification ([`crate::feedback`]) records.
 pub fn deliver_local(
     spool_root: &Path,
     id: u64,
@@ -483,5 +527,81 @@ mod tests {
         let files = batches(dir.path());
         assert_eq!(files.len(), 2);
         assert_eq!(files[0].1, old);
+    }
+
+    /// Counts what it is asked to apply.
+    #[derive(Default)]
+    struct Counting(std::sync::Mutex<Vec<String>>);
+
+    impl crate::feedback::SuppressionWriter for Counting {
+        fn apply(&self, a: &crate::feedback::SuppressAction<'_>) -> Result<bool, String> {
+            let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            seen.push(format!("{} {} {:?}", a.address, a.sending_domain, a.kind));
+            Ok(true)
+        }
+    }
+
+    #[test]
+    fn with_feedback_bounces_are_classified_and_forged_tokens_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(&dir.path().join("spool")).unwrap();
+        let verp = Arc::new(crate::inbound::tests::verp());
+        let log = Arc::new(crate::log::DeliveryLog::open(&dir.path().join("log.jsonl")).unwrap());
+        let writer = Arc::new(Counting::default());
+        let source = Arc::new(crate::source::StaticMessage {
+            from: "news@acme.test".into(),
+            message: bytes::Bytes::new(),
+        });
+        let feedback = Arc::new(Feedback::new(
+            spool.root(),
+            Some(Arc::clone(&verp)),
+            source,
+            log,
+            Arc::clone(&writer) as Arc<dyn crate::feedback::SuppressionWriter>,
+        ));
+        // No [relay] domains: the VERP domain is local all the same.
+        let d = SpoolDeposit::new(spool, 100, Vec::<String>::new()).feedback(feedback);
+        assert!(d.is_local("b-x@Bounce.Acme.Test"));
+        let dsn = crate::inbound::tests::fixture("postfix-unknown-user.eml");
+        let envelope = |rcpt: String| Envelope {
+            mail_from: String::new(),
+            rcpt_to: vec![rcpt],
+            eight_bit_mime: false,
+            smtputf8: false,
+            client_ip: "192.0.2.1".parse().unwrap(),
+            helo: "mx.example.test".into(),
+            esmtp: true,
+            user: None,
+            tls: false,
+        };
+        // A valid token: stored, classified (batch 7 of campaign 42 is not in
+        // this spool: the DSN's recipient, for every sending domain).
+        let good = verp.return_path(42, 7, 3);
+        let id = d.deposit(&envelope(good), &dsn).unwrap();
+        assert!(dir.path().join(format!("spool/inbound/{id}.eml")).exists());
+        assert_eq!(
+            *writer.0.lock().unwrap(),
+            ["nobody@example.test * HardBounce"]
+        );
+        let logged = fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
+        assert_eq!(logged.lines().count(), 1);
+        assert!(logged.contains(r#""status":"bounced_async""#), "{logged}");
+        // A forged one: refused for good, nothing stored.
+        let forged = format!("b-b{}", &verp.return_path(42, 7, 3)[3..]);
+        assert_eq!(
+            d.deposit(&envelope(forged), &dsn),
+            Err(DepositError::Refused {
+                code: 550,
+                enhanced: "5.7.1",
+                text: "Invalid VERP token in the recipient address".into()
+            })
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("spool/inbound"))
+                .unwrap()
+                .count(),
+            1
+        );
+        assert_eq!(writer.0.lock().unwrap().len(), 1);
     }
 }

@@ -21,14 +21,18 @@
 //! - [`merge`]: templates compiled once, rendered per recipient at send time.
 //! - [`dkim`]: DKIM signing (mail-auth), with a body-hash cache.
 //! - [`inbound`]: what comes back — VERP return paths, DSN and ARF parsing,
-//!   unsubscribe replies, classification into events.
+//!   unsubscribe replies, classification into events (sans-IO).
+//! - [`feedback`]: those events applied — delivery-log lines and suppressions
+//!   (through a [`feedback::SuppressionWriter`] the binary provides).
 //! - [`fuzzing`]: entry points of the fuzz targets, also run by `cargo test`.
 //! - [`log`]: the JSON-lines delivery log. [`source`]: where messages come from.
+//! - [`sweep`]: removing old `done/` batches and relayed messages no batch needs.
 
 pub mod conn;
 pub mod deposit;
 pub mod dkim;
 pub mod engine;
+pub mod feedback;
 pub mod fuzzing;
 pub mod inbound;
 pub mod listen;
@@ -39,4 +43,5 @@ pub mod outcome;
 pub mod shaping;
 pub mod smtp;
 pub mod source;
+pub mod sweep;
 pub mod tls;

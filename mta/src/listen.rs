@@ -34,6 +34,7 @@ use tokio_rustls::TlsAcceptor;
 use tracing::{info, warn};
 use volley_conf::{Config, ConfigError, ListenRole, ListenTls};
 
+use crate::inbound::Verp;
 use crate::smtp::server::{Envelope, RelayPolicy, Session, Settings};
 pub use users::{hash_password, HashError, Users};
 
@@ -46,10 +47,24 @@ pub trait Deposit: Send + Sync + 'static {
     fn deposit(&self, envelope: &Envelope, message: &[u8]) -> Result<String, DepositError>;
 }
 
-/// Why a message could not be stored; the client gets `451 4.3.0` and tries again.
+/// Why a message was not stored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct DepositError(pub String);
+pub enum DepositError {
+    /// It could not be stored: the client gets `451 4.3.0` and tries again.
+    #[error("{0}")]
+    Failed(String),
+    /// It is refused for good: the client gets this 5xx reply (e.g. `550 5.7.1`
+    /// for a forged VERP address).
+    #[error("refused with {code} {enhanced}: {text}")]
+    Refused {
+        /// The reply code, 500..=599.
+        code: u16,
+        /// The enhanced status code, e.g. `5.7.1`.
+        enhanced: &'static str,
+        /// The reply text.
+        text: String,
+    },
+}
 
 /// Why the listener could not start.
 #[derive(Debug, thiserror::Error)]
@@ -200,6 +215,18 @@ impl Server {
             max_per_ip: s.max_connections_per_ip,
         });
         Ok(Server { listeners, shared })
+    }
+
+    /// Checks VERP addresses at RCPT on every listener: the domain of `verp` is
+    /// local, and a recipient there with its prefix whose token does not verify
+    /// gets `550 5.7.1` and a log line (see [`Settings::verp`]).
+    pub fn with_verp(mut self, verp: Arc<Verp>) -> Server {
+        for listener in &mut self.listeners {
+            let settings = Arc::make_mut(&mut listener.settings);
+            settings.relay.domains.insert(verp.domain().to_owned());
+            settings.verp = Some(Arc::clone(&verp));
+        }
+        self
     }
 
     /// The bound addresses, in `[[listen]]` order (useful with port 0).

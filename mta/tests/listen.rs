@@ -35,7 +35,7 @@ struct Recorder {
 impl Deposit for Recorder {
     fn deposit(&self, envelope: &Envelope, message: &[u8]) -> Result<String, DepositError> {
         if self.fail.load(Ordering::SeqCst) {
-            return Err(DepositError("disk full (test)".into()));
+            return Err(DepositError::Failed("disk full (test)".into()));
         }
         let mut messages = self.messages.lock().unwrap_or_else(|p| p.into_inner());
         messages.push((envelope.clone(), message.to_vec()));

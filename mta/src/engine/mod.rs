@@ -28,6 +28,7 @@ use crate::conn::Timeouts;
 use crate::engine::record::{Answer, Recorder, Via};
 use crate::engine::site::{Host, Site};
 use crate::engine::work::Item;
+use crate::inbound::{verp_from_config, Verp};
 use crate::log::DeliveryLog;
 use crate::mx::{MxError, MxResolver, ResolverConfig};
 use crate::outcome::{BounceClass, Verdict};
@@ -60,6 +61,9 @@ pub enum EngineError {
     /// A DKIM key could not be loaded.
     #[error(transparent)]
     Dkim(#[from] crate::dkim::DkimError),
+    /// The VERP key could not be read or created.
+    #[error(transparent)]
+    Verp(#[from] crate::inbound::KeyError),
 }
 
 /// What one delivery round did.
@@ -99,6 +103,9 @@ pub struct Shared {
     /// Signs each rendered message whose From domain has a key; `None` when no
     /// `[[dkim]]` key is configured.
     pub(crate) dkim: Option<crate::dkim::DkimSigner>,
+    /// Makes the VERP return path of each campaign message; `None` when no
+    /// `[bounce] domain` is configured.
+    pub(crate) verp: Option<Arc<Verp>>,
     pub(crate) tls: TlsClients,
     pub(crate) tls_verify: bool,
     pub(crate) session: SessionConfig,
@@ -183,6 +190,7 @@ impl Engine {
         let tls = TlsClients::new(config.delivery.tls_ca_file.as_deref())?;
         let dkim = crate::dkim::DkimSigner::from_config(&config.dkim)?;
         let dkim = (!dkim.is_empty()).then_some(dkim);
+        let verp = verp_from_config(&config.bounce, spool.root())?.map(Arc::new);
         let d = &config.delivery;
         let helo_name = if d.helo_name.is_empty() {
             host_name()
@@ -191,12 +199,13 @@ impl Engine {
         };
         let shared = Shared {
             recorder: Recorder {
-                log,
+                log: Arc::new(log),
                 retry: config.retry.clone(),
                 counters: Default::default(),
             },
             source,
             dkim,
+            verp,
             tls,
             tls_verify: d.tls_verify,
             session: SessionConfig {
@@ -235,6 +244,23 @@ impl Engine {
     /// The spool delivered from.
     pub fn spool(&self) -> &Spool {
         &self.spool
+    }
+
+    /// The delivery log, to append other events to the same file (see
+    /// [`crate::feedback`]).
+    pub fn delivery_log(&self) -> Arc<DeliveryLog> {
+        Arc::clone(&self.shared.recorder.log)
+    }
+
+    /// The VERP return paths of campaign mail (`None` without `[bounce]
+    /// domain`): the same key and domain the inbound listener checks.
+    pub fn verp(&self) -> Option<Arc<Verp>> {
+        self.shared.verp.clone()
+    }
+
+    /// Where messages come from (the template cache).
+    pub fn source(&self) -> Arc<dyn MessageSource> {
+        Arc::clone(&self.shared.source)
     }
 
     /// One delivery round: every recipient due now is attempted once (deferred

@@ -1,6 +1,7 @@
 //! Recording attempts: the state slot, the delivery log and the run's counters.
 
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use volley_conf::RetryConfig;
@@ -56,8 +57,9 @@ pub struct Counters {
 /// Applies outcomes: one slot store and one log line per attempt.
 #[derive(Debug)]
 pub struct Recorder {
-    /// The delivery log.
-    pub log: DeliveryLog,
+    /// The delivery log (shared with the inbound processing, which appends its
+    /// events to the same file).
+    pub log: Arc<DeliveryLog>,
     /// Retry policy.
     pub retry: RetryConfig,
     /// Outcome counts.

@@ -9,11 +9,14 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use volley_conf::{SiteLimits, TlsPolicy};
+use volley_queue::BatchView;
 
 use crate::conn::{connect_tcp, Connection};
+use crate::deposit::is_inbound_id;
 use crate::engine::record::{Answer, Via};
 use crate::engine::work::Item;
 use crate::engine::Shared;
+use crate::inbound::Verp;
 use crate::outcome::{BounceClass, Verdict};
 use crate::shaping::{backoff, pauses_site, RateLimit};
 use crate::smtp::client::{CloseReason, Event, SessionConfig, Transaction, TransactionResult};
@@ -295,7 +298,10 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                 None => Ok((from, r)),
             });
             let (from, rendered) = match signed {
-                Ok(signed) => signed,
+                Ok((from, rendered)) => (
+                    with_verp(shared.verp.as_deref(), from, &view, index),
+                    rendered,
+                ),
                 Err(err) => {
                     let answer = Answer {
                         code: 0,
@@ -387,6 +393,27 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
     conn.quit().await;
 }
 
+/// The MAIL FROM of one message: the VERP return path of recipient `index` of
+/// the batch when `verp` is set and the batch is a campaign's; a received
+/// message relayed for a client ([`is_inbound_id`]) and the null sender keep
+/// their own. Reuses `from`'s buffer: no allocation once it is long enough.
+pub(crate) fn with_verp(
+    verp: Option<&Verp>,
+    mut from: String,
+    batch: &BatchView<'_>,
+    index: usize,
+) -> String {
+    let header = batch.header();
+    match verp {
+        Some(verp) if !from.is_empty() && !is_inbound_id(header.campaign_id) => {
+            from.clear();
+            verp.write_return_path(&mut from, header.campaign_id, header.batch_id, index as u32);
+            from
+        }
+        _ => from,
+    }
+}
+
 /// Records one transaction's result; returns true if the site must pause.
 fn record_result(
     site: &Site,
@@ -425,4 +452,58 @@ fn record_result(
         site.pause(site.limits.pause);
     }
     pause
+}
+
+#[cfg(test)]
+mod tests {
+    use volley_queue::{BatchBuilder, BatchMeta};
+
+    use super::*;
+    use crate::deposit::INBOUND_ID_BASE;
+
+    fn batch(campaign_id: u64) -> Vec<u8> {
+        let meta = BatchMeta {
+            batch_id: 7,
+            campaign_id,
+            content_hash: [0; 32],
+            created_at: 0,
+        };
+        let mut builder = BatchBuilder::new::<&str>(meta, &[]).unwrap_or_else(|e| panic!("{e}"));
+        for r in ["a@x.test", "b@x.test", "c@x.test", "d@x.test"] {
+            builder
+                .push(r, &[] as &[&[u8]])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        builder.finish().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn campaign_mail_gets_the_verp_return_path() {
+        let verp = crate::inbound::tests::verp();
+        let file = batch(42);
+        let view = BatchView::parse(&file).unwrap_or_else(|e| panic!("{e}"));
+        let mut from = String::with_capacity(128);
+        from.push_str("news@acme.test");
+        let buffer = from.as_ptr();
+        let out = with_verp(Some(&verp), from, &view, 3);
+        // The fixtures' address of (42, 7, 3), written into the same buffer.
+        assert_eq!(
+            out,
+            "b-aaaaaaaaaaacuaaaaaaaaaaaa4aaaaadbbekhwvnatpxkr4o@bounce.acme.test"
+        );
+        assert_eq!(out.as_ptr(), buffer);
+        // Not without a [bounce] domain, nor for the null sender.
+        assert_eq!(
+            with_verp(None, "news@acme.test".into(), &view, 3),
+            "news@acme.test"
+        );
+        assert_eq!(with_verp(Some(&verp), String::new(), &view, 3), "");
+        // A relayed message keeps its sender.
+        let relayed = batch(INBOUND_ID_BASE + 5);
+        let view = BatchView::parse(&relayed).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            with_verp(Some(&verp), "app@src.test".into(), &view, 0),
+            "app@src.test"
+        );
+    }
 }

@@ -14,7 +14,8 @@
 //! Everything here is sans-IO — bytes in, decisions out — except
 //! [`load_or_create_key`], which reads (or creates) the VERP key file. It does
 //! not receive mail (the SMTP server does), keep the suppression list, count
-//! bounces against `[bounce] hard_limit` / `soft_limit`, or act on events.
+//! bounces against `[bounce] hard_limit` / `soft_limit`, or act on events
+//! ([`crate::feedback`] does, on receipt).
 //!
 //! # Layout
 //! - [`verp`]: the return-path format, [`Verp`] (make, decode, verify).

@@ -12,7 +12,7 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tracing::{info, warn};
 
-use super::{Shared, Slot};
+use super::{DepositError, Shared, Slot};
 use crate::smtp::server::{write_received, CloseReason, Event, Message, Session, Settings};
 
 /// The socket, plain or encrypted.
@@ -205,6 +205,19 @@ async fn deposit(session: &mut Session, message: Message, shared: &Arc<Shared>, 
                 client = %envelope.client_ip, user = envelope.user.as_deref().unwrap_or(""),
                 tls = envelope.tls, "message accepted");
             session.message_queued(&id);
+        }
+        Ok((
+            envelope,
+            Err(DepositError::Refused {
+                code,
+                enhanced,
+                text,
+            }),
+        )) => {
+            warn!(code, enhanced, reason = %text, from = %envelope.mail_from,
+                rcpts = ?envelope.rcpt_to, size, client = %envelope.client_ip,
+                "message refused");
+            session.message_refused(code, enhanced, text);
         }
         Ok((envelope, Err(e))) => {
             warn!(error = %e, from = %envelope.mail_from, rcpts = envelope.rcpt_to.len(), size,

@@ -59,6 +59,8 @@ pub use error::TemplateError;
 pub use render::write_date;
 pub use render::RenderContext;
 pub use source::TemplateSource;
+#[cfg(test)]
+pub(crate) use spec::sha256;
 pub use spec::{hash_hex, stored_path, Attachment, TemplateSpec};
 pub use verbatim::{message_path, Verbatim};
 

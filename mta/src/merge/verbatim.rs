@@ -111,6 +111,16 @@ impl Verbatim {
         bytes.starts_with(b"{\"verbatim\":")
     }
 
+    /// The message hash a verbatim reference (`<hash>.json`'s bytes) points
+    /// to; `None` for a template or anything else.
+    pub(crate) fn message_of(stored: &[u8]) -> Option<[u8; 32]> {
+        if !Verbatim::is_stored(stored) {
+            return None;
+        }
+        let stored: Stored = serde_json::from_slice(stored).ok()?;
+        unhex(&stored.verbatim.message)
+    }
+
     /// Reads the message a verbatim reference (`<hash>.json`'s bytes, already
     /// checked against their hash) points to, and checks it against its hash.
     pub(crate) fn load(content_dir: &Path, stored: &[u8]) -> Result<Verbatim, TemplateError> {
@@ -141,9 +151,16 @@ impl Verbatim {
 }
 
 /// Writes `bytes` to `path` through a temporary name, fsynced, unless `path`
-/// exists (content-addressed: it holds the same bytes). The caller fsyncs `dir`.
+/// exists (content-addressed: it holds the same bytes); then its modification
+/// time is set to now, so that [`crate::sweep`] does not remove it before the
+/// batches that refer to it are written (if that fails, it is written again).
+/// The caller fsyncs `dir`.
 fn write_new(dir: &Path, path: &Path, bytes: &[u8]) -> Result<(), TemplateError> {
-    if path.exists() {
+    let touched = fs::File::options()
+        .write(true)
+        .open(path)
+        .and_then(|file| file.set_modified(std::time::SystemTime::now()));
+    if touched.is_ok() {
         return Ok(());
     }
     let tmp = dir.join(format!(

@@ -70,6 +70,7 @@ pub use self::received::write_received;
 use self::reply::write_line;
 pub use self::reply::Line;
 pub use self::sasl::Credentials;
+use crate::inbound::Verp;
 
 /// Commands without a transaction (NOOP, RSET, VRFY, HELP, repeated EHLO) allowed
 /// between two accepted messages, by default.
@@ -99,6 +100,10 @@ pub struct Settings {
     pub auth: bool,
     /// Who may send to which recipients.
     pub relay: RelayPolicy,
+    /// The VERP return paths of our campaign mail: a recipient at its domain
+    /// with its prefix whose token does not verify is refused at RCPT with
+    /// `550 5.7.1` (and logged). `None`: no check.
+    pub verp: Option<Arc<Verp>>,
 }
 
 impl Settings {
@@ -118,6 +123,7 @@ impl Settings {
             starttls: false,
             auth: false,
             relay,
+            verp: None,
         }
     }
 }
@@ -190,7 +196,7 @@ pub enum Event {
     /// reads no input until then.
     Authenticate(Credentials),
     /// Store this message durably, then call [`Session::message_queued`] (or
-    /// [`Session::message_failed`]). The session reads no input until then.
+    /// [`Session::message_failed`], [`Session::message_refused`]). The session reads no input until then.
     Message(Box<Message>),
     /// Write the output (the `220` to STARTTLS), do the TLS handshake, then call
     /// [`Session::tls_established`]. `discarded` bytes the client had sent after
@@ -411,6 +417,23 @@ impl Session {
             "4.3.0",
             "Temporary failure storing the message, try again later",
         );
+        self.process();
+    }
+
+    /// The message of [`Event::Message`] is refused for good (e.g. it is
+    /// addressed to a forged VERP address): replies `code enhanced text`, a 5xx
+    /// the client must not retry. `code` outside 500..=599 is taken as 554.
+    pub fn message_refused(&mut self, code: u16, enhanced: &'static str, text: String) {
+        if self.state != State::AwaitDeposit {
+            return;
+        }
+        self.state = State::ExpectCommand;
+        let code = if (500..600).contains(&code) {
+            code
+        } else {
+            554
+        };
+        self.error(code, enhanced, text);
         self.process();
     }
 

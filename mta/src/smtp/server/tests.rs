@@ -703,3 +703,61 @@ fn timeouts_and_shutdown() {
         b"421 4.7.0 mx Too many connections, try again later\r\n"
     );
 }
+
+#[test]
+fn forged_verp_recipients_are_refused_at_rcpt() {
+    let verp = crate::inbound::tests::verp();
+    let good = verp.return_path(42, 7, 3);
+    let (local, domain) = good.split_once('@').unwrap_or_default();
+    let last = if local.ends_with('a') { 'b' } else { 'a' };
+    let forged = format!("{}{last}@{domain}", &local[..local.len() - 1]);
+    let mut s = settings(ListenRole::Inbound, &[]);
+    s.relay.domains.insert(verp.domain().to_owned());
+    s.verp = Some(Arc::new(verp));
+    let mut d = Driver::new(s);
+    let replies = d.send(&format!(
+        "EHLO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<{}>\r\nRCPT TO:<{forged}>\r\n\
+         RCPT TO:<b-short@bounce.acme.test>\r\nRCPT TO:<postmaster@bounce.acme.test>\r\nDATA\r\n",
+        good.to_ascii_uppercase()
+    ));
+    assert_eq!(
+        replies,
+        format!(
+            "{EHLO_PLAIN}250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
+             550 5.7.1 Invalid VERP token in the recipient address\r\n\
+             550 5.7.1 Invalid VERP token in the recipient address\r\n\
+             250 2.1.5 Ok\r\n354 2.0.0 End data with <CR><LF>.<CR><LF>\r\n"
+        )
+    );
+    d.send("Subject: x\r\n\r\nx\r\n.\r\n");
+    assert_eq!(
+        d.messages[0].envelope.rcpt_to,
+        [
+            good.to_ascii_uppercase(),
+            "postmaster@bounce.acme.test".into()
+        ]
+    );
+}
+
+#[test]
+fn a_refused_message_gets_the_drivers_5xx() {
+    let mut session = Session::new(
+        Arc::new(settings(ListenRole::Inbound, &[])),
+        "203.0.113.9".parse().unwrap_or_else(|e| panic!("{e}")),
+        false,
+    );
+    session.feed(
+        b"HELO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\nx\r\n.\r\nNOOP\r\n",
+    );
+    assert!(matches!(session.poll_event(), Some(Event::Message(_))));
+    session.output().clear();
+    session.message_refused(550, "5.7.1", "Invalid VERP token".into());
+    assert_eq!(
+        String::from_utf8_lossy(&session.output().split()),
+        "550 5.7.1 Invalid VERP token\r\n250 2.0.0 Ok\r\n"
+    );
+    // Not waiting for a deposit any more: a late verdict does nothing.
+    session.message_refused(450, "4.0.0", "x".into());
+    session.message_queued("Q1");
+    assert!(session.output().is_empty());
+}

@@ -3,6 +3,8 @@
 
 use tracing::warn;
 
+use crate::inbound::VerpError;
+
 use super::body::{BodyReader, Flaw};
 use super::command::MailParams;
 use super::{Envelope, Event, Message, Refusal, Session, State, Transaction};
@@ -61,6 +63,13 @@ impl Session {
             warn!(client = %self.client_ip, from = %tx.mail_from, rcpt = address,
                 user = self.user.as_deref().unwrap_or(""), "relaying denied");
             return self.error(550, "5.7.1", "Relaying denied");
+        }
+        if let Some(verp) = &self.settings.verp {
+            if let Err(error @ (VerpError::Malformed | VerpError::Forged)) = verp.decode(address) {
+                warn!(client = %self.client_ip, from = %tx.mail_from, rcpt = address,
+                    reason = %error, "forged VERP address refused");
+                return self.error(550, "5.7.1", "Invalid VERP token in the recipient address");
+            }
         }
         if let Some(tx) = self.tx.as_mut() {
             tx.rcpt_to.push(address.to_owned());

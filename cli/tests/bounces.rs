@@ -1,0 +1,477 @@
+//! What comes back, end to end: `volley send` sends a campaign with VERP return
+//! paths to a real receiver; `volley run` with an inbound listener takes what
+//! comes back — real DSNs from a private Postfix for its unknown users, an ARF
+//! report and an `unsubscribe` reply sent with swaks — into the delivery log and
+//! the suppression list; a forged VERP token is refused at RCPT.
+//!
+//! Skipped (with a message) when swaks, smtp-sink or Postfix (root) is missing:
+//! `scripts/test.sh` installs them.
+
+mod common;
+#[path = "../../mta/tests/support/mod.rs"]
+mod support;
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::Duration;
+
+use common::{stderr, stdout, volley};
+use support::port::{free_port, poll, wait_bound};
+use support::postfix::{Postfix, PostfixOptions, POSTFIX};
+use support::process::{run_bounded, ChildGuard};
+use support::smtp_sink::{SinkOptions, SmtpSink, SMTP_SINK};
+use volley_queue::{BatchView, Spool};
+
+const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
+const BOUNCE_DOMAIN: &str = "bounce.volley.test";
+
+/// A directory with volley.toml (spool, log, every domain routed to `via`,
+/// `[bounce] domain`, an inbound listener on 127.0.0.`listen_ip`, `acme.test`
+/// local) and a campaign from news@acme.test.
+struct Setup {
+    dir: tempfile::TempDir,
+    listen: SocketAddrV4,
+}
+
+impl Setup {
+    fn new(via: SocketAddr, listen_ip: u8) -> Setup {
+        let ip = Ipv4Addr::new(127, 0, 0, listen_ip);
+        Setup::listening_on(via, SocketAddrV4::new(ip, free_port(ip)))
+    }
+
+    fn listening_on(via: SocketAddr, listen: SocketAddrV4) -> Setup {
+        let dir = tempfile::tempdir().unwrap();
+        let config = format!(
+            "[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
+             [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n\
+             [server]\nhostname = \"mx.volley.test\"\n[relay]\ndomains = [\"acme.test\"]\n\
+             [bounce]\ndomain = \"{BOUNCE_DOMAIN}\"\n\
+             [[listen]]\naddress = \"{listen}\"\nrole = \"inbound\"\ntls = \"none\"\n",
+            spool = dir.path().join("spool").display(),
+            log = dir.path().join("delivery.jsonl").display(),
+        );
+        std::fs::write(dir.path().join("volley.toml"), config).unwrap();
+        std::fs::write(
+            dir.path().join("campaign.toml"),
+            "from = \"Acme News <news@acme.test>\"\nsubject = \"Hello {{ name }}\"\ntext = \"Hi {{ name }}\"\n",
+        )
+        .unwrap();
+        Setup { dir, listen }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn arg(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+
+    fn volley(&self, args: &[&str]) -> Output {
+        let config = self.arg("volley.toml");
+        let mut all = vec!["-C", config.as_str()];
+        all.extend_from_slice(args);
+        volley(&all)
+    }
+
+    /// `volley send --wait` of `emails`; returns the report.
+    fn send(&self, emails: &[&str], report: &str) -> serde_json::Value {
+        let mut csv = String::from("email,name\n");
+        for (i, e) in emails.iter().enumerate() {
+            csv.push_str(&format!("{e},N{i}\n"));
+        }
+        std::fs::write(self.path("list.csv"), csv).unwrap();
+        let (template, list, report) = (
+            self.arg("campaign.toml"),
+            self.arg("list.csv"),
+            self.arg(report),
+        );
+        let out = self.volley(&[
+            "send",
+            "--template",
+            &template,
+            "--recipients",
+            &list,
+            "--report",
+            &report,
+            "--wait",
+        ]);
+        assert!(out.status.success(), "{}{}", stdout(&out), stderr(&out));
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap()
+    }
+
+    /// Starts `volley run` and waits until its listener is bound.
+    fn daemon(&self) -> ChildGuard {
+        let mut cmd = Command::new(VOLLEY);
+        cmd.args(["--config", &self.arg("volley.toml"), "run"])
+            .env_remove("VOLLEY_CONFIG")
+            .env("VOLLEY_LOG", "info")
+            .stdin(Stdio::null());
+        let child = ChildGuard::spawn("volley-run", cmd, self.dir.path()).unwrap();
+        wait_bound(self.listen, Duration::from_secs(20), || child.check_alive())
+            .unwrap_or_else(|e| panic!("volley run did not listen: {e}"));
+        child
+    }
+
+    /// swaks sends the file `data` from `from` to `to` through the inbound
+    /// listener; returns its exit success and transcript.
+    fn swaks(&self, from: &str, to: &str, data: &Path) -> (bool, String) {
+        let server = self.listen.to_string();
+        let data = format!("@{}", data.display());
+        let mut cmd = Command::new("swaks");
+        cmd.args([
+            "--server",
+            &server,
+            "--helo",
+            "mx.example.test",
+            "--from",
+            from,
+            "--to",
+            to,
+            "--data",
+            &data,
+        ]);
+        let out = run_bounded(&mut cmd, b"", Duration::from_secs(30)).unwrap();
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
+    fn log(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(self.path("delivery.jsonl"))
+            .unwrap_or_default()
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect()
+    }
+
+    /// Polls the delivery log until it has `n` lines of `status`.
+    fn wait_for_status(
+        &self,
+        status: &str,
+        n: usize,
+        why: &dyn Fn() -> String,
+    ) -> Vec<serde_json::Value> {
+        poll(Duration::from_secs(60), || {
+            let lines: Vec<_> = self
+                .log()
+                .into_iter()
+                .filter(|l| l["status"] == status)
+                .collect();
+            (lines.len() >= n).then_some(lines)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "fewer than {n} {status} lines in the delivery log:\n{:#?}\n{}",
+                self.log(),
+                why()
+            )
+        })
+    }
+
+    /// `volley suppress list --json`: (address, domain, reason) sorted.
+    fn suppressions(&self) -> Vec<(String, String, String)> {
+        let out = self.volley(&["suppress", "list", "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let mut rows: Vec<(String, String, String)> = stdout(&out)
+            .lines()
+            .map(|l| {
+                let v: serde_json::Value = serde_json::from_str(l).unwrap();
+                let s = |k: &str| v[k].as_str().unwrap_or_default().to_owned();
+                (s("address"), s("domain"), s("reason"))
+            })
+            .collect();
+        rows.sort();
+        rows
+    }
+
+    /// The address at (campaign, batch, index) in the spool's batch files.
+    fn batch_recipient(&self, line: &serde_json::Value) -> String {
+        let (campaign, batch, index) = (
+            line["campaign"].as_u64().unwrap(),
+            line["batch"].as_u64().unwrap(),
+            line["index"].as_u64().unwrap() as usize,
+        );
+        let name = Spool::file_name(campaign, batch);
+        let bytes = ["active", "done"]
+            .iter()
+            .find_map(|d| std::fs::read(self.path("spool").join(d).join(&name)).ok())
+            .unwrap_or_else(|| panic!("no batch {name}"));
+        let view = BatchView::parse(&bytes).unwrap();
+        view.recipient(index).unwrap().address()
+    }
+}
+
+fn have(binary: &str) -> bool {
+    if binary.starts_with('/') {
+        return Path::new(binary).exists();
+    }
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
+}
+
+/// Whether the peers are here; prints why a test is skipped.
+fn peers(needed: &[&str], postfix: bool) -> bool {
+    for binary in needed {
+        if !have(binary) {
+            eprintln!("SKIPPED: {binary} is not installed (scripts/test.sh installs it)");
+            return false;
+        }
+    }
+    if postfix && !Postfix::available() {
+        eprintln!("SKIPPED: a private Postfix needs root and {POSTFIX}");
+        return false;
+    }
+    true
+}
+
+/// A VERP return path of ours: `b-` and 48 base32 characters at the bounce domain.
+fn is_verp(address: &str) -> bool {
+    let Some((local, domain)) = address.split_once('@') else {
+        return false;
+    };
+    let token = local.strip_prefix("b-").unwrap_or_default();
+    domain == BOUNCE_DOMAIN
+        && token.len() == 48
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || (b'2'..=b'7').contains(&b))
+}
+
+/// A campaign to `emails` through a real smtp-sink; returns the setup, the sink
+/// and each recipient's VERP return path as the sink received it.
+fn sent_through_sink(sink_ip: u8, emails: &[&str]) -> (Setup, SmtpSink, Vec<(String, String)>) {
+    let sink = SmtpSink::start(Ipv4Addr::new(127, 0, 0, sink_ip), SinkOptions::plain());
+    let s = Setup::new(sink.addr(), sink_ip + 1);
+    let report = s.send(emails, "report.json");
+    assert_eq!(report["delivered"], emails.len(), "{report}");
+    let messages = sink
+        .wait_for_messages(emails.len(), Duration::from_secs(20))
+        .unwrap();
+    let mut paths: Vec<(String, String)> = messages
+        .iter()
+        .map(|m| (m.rcpt_tos()[0].to_owned(), m.mail_from().to_owned()))
+        .collect();
+    paths.sort();
+    for (rcpt, from) in &paths {
+        assert!(is_verp(from), "MAIL FROM of {rcpt}: {from}");
+    }
+    let mut distinct: Vec<&String> = paths.iter().map(|p| &p.1).collect();
+    distinct.dedup();
+    assert_eq!(
+        distinct.len(),
+        emails.len(),
+        "one return path per recipient"
+    );
+    (s, sink, paths)
+}
+
+fn verp_of<'a>(paths: &'a [(String, String)], rcpt: &str) -> &'a str {
+    &paths.iter().find(|p| p.0 == rcpt).unwrap().1
+}
+
+#[test]
+fn postfix_bounces_for_unknown_users_are_logged_and_suppressed() {
+    if !peers(&["swaks"], true) {
+        return;
+    }
+    let ip = Ipv4Addr::new(127, 0, 0, 91);
+    let listen_port = free_port(ip);
+    // Postfix takes every recipient of pf.test at RCPT, delivers alice and bob,
+    // bounces the others ("unknown user", 5.1.1) to the VERP return path, and
+    // relays those DSNs to volley's inbound listener, retrying every second.
+    let postfix = Postfix::start(
+        Ipv4Addr::new(127, 0, 0, 90),
+        PostfixOptions {
+            hostname: Some("mx.pf.test".into()),
+            main_cf: vec![
+                "virtual_mailbox_domains = pf.test".into(),
+                "virtual_mailbox_maps = inline:{ alice@pf.test=inbox/, bob@pf.test=inbox/ }".into(),
+                "smtpd_reject_unlisted_recipient = no".into(),
+                format!("transport_maps = inline:{{ {BOUNCE_DOMAIN}=smtp:[{ip}]:{listen_port} }}"),
+                "queue_run_delay = 1s".into(),
+                "minimal_backoff_time = 1s".into(),
+                "maximal_backoff_time = 1s".into(),
+            ],
+            ..PostfixOptions::default()
+        },
+    );
+    let s = Setup::listening_on(postfix.addr(), SocketAddrV4::new(ip, listen_port));
+
+    let emails = [
+        "alice@pf.test",
+        "ghost1@pf.test",
+        "bob@pf.test",
+        "ghost2@pf.test",
+    ];
+    let report = s.send(&emails, "first.json");
+    assert_eq!(report["delivered"], 4, "{report}");
+    let campaign = report["campaign"].as_u64().unwrap();
+    // What Postfix received: the VERP return path as MAIL FROM.
+    let delivered = postfix
+        .wait_for_delivered(2, Duration::from_secs(30))
+        .unwrap();
+    for d in &delivered {
+        let text = d.text();
+        let return_path = text
+            .lines()
+            .find_map(|l| l.strip_prefix("Return-Path: <"))
+            .and_then(|l| l.strip_suffix('>'))
+            .unwrap_or_default();
+        assert!(is_verp(return_path), "{text}");
+    }
+
+    let daemon = s.daemon();
+    // Hurry Postfix's deferred DSNs (volley was not listening yet).
+    let etc = postfix.dir().join("etc");
+    let _ = run_bounded(
+        Command::new(POSTFIX).arg("-c").arg(&etc).arg("flush"),
+        b"",
+        Duration::from_secs(30),
+    );
+    let why = || {
+        format!(
+            "postfix log:\n{}\nvolley run:\n{}",
+            postfix.log(),
+            daemon.stderr_text()
+        )
+    };
+    let lines = s.wait_for_status("bounced_async", 2, &why);
+    let mut bounced: Vec<String> = Vec::new();
+    for line in &lines {
+        assert_eq!(line["class"], "hard", "{line}");
+        assert_eq!(line["enhanced"], "5.1.1", "{line}");
+        assert_eq!(line["campaign"], campaign, "{line}");
+        let recipient = line["recipient"].as_str().unwrap().to_owned();
+        assert_eq!(s.batch_recipient(line), recipient, "{line}");
+        bounced.push(recipient);
+    }
+    bounced.sort();
+    assert_eq!(bounced, ["ghost1@pf.test", "ghost2@pf.test"], "{}", why());
+    // The DSNs themselves are kept in inbound/.
+    let kept = std::fs::read_dir(s.path("spool/inbound")).unwrap().count();
+    assert_eq!(kept, 2);
+    assert_eq!(
+        s.suppressions(),
+        [
+            (
+                "ghost1@pf.test".into(),
+                "acme.test".into(),
+                "hard_bounce".into()
+            ),
+            (
+                "ghost2@pf.test".into(),
+                "acme.test".into(),
+                "hard_bounce".into()
+            ),
+        ]
+    );
+    drop(daemon);
+
+    // The same list again: the two are not sent to.
+    let again = s.send(&emails, "second.json");
+    assert_eq!(
+        (
+            &again["recipients"],
+            &again["delivered"],
+            &again["suppressed"]
+        ),
+        (&2.into(), &2.into(), &2.into()),
+        "{again}"
+    );
+}
+
+#[test]
+fn a_complaint_to_a_verp_address_suppresses_its_recipient() {
+    if !peers(&["swaks", SMTP_SINK], false) {
+        return;
+    }
+    let (s, _sink, paths) = sent_through_sink(94, &["carol@sink.test", "dave@sink.test"]);
+    let _daemon = s.daemon();
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../mta/src/inbound/fixtures/arf-abuse.eml");
+    let (ok, transcript) = s.swaks(
+        "abusedesk@example.test",
+        verp_of(&paths, "dave@sink.test"),
+        &fixture,
+    );
+    assert!(ok, "{transcript}");
+    let lines = s.wait_for_status("complained", 1, &String::new);
+    let line = &lines[0];
+    // The batch's recipient, not the report's Original-Rcpt-To.
+    assert_eq!(line["recipient"], "dave@sink.test", "{line}");
+    assert_eq!(line["feedback_type"], "abuse", "{line}");
+    assert_eq!(s.batch_recipient(line), "dave@sink.test");
+    assert_eq!(
+        s.suppressions(),
+        [(
+            "dave@sink.test".into(),
+            "acme.test".into(),
+            "complaint".into()
+        )]
+    );
+}
+
+#[test]
+fn an_unsubscribe_reply_suppresses_its_sender() {
+    if !peers(&["swaks", SMTP_SINK], false) {
+        return;
+    }
+    let (s, _sink, _paths) = sent_through_sink(96, &["erin@sink.test"]);
+    let _daemon = s.daemon();
+    std::fs::write(
+        s.path("reply.eml"),
+        "From: Erin <erin@sink.test>\r\nTo: Acme News <news@acme.test>\r\n\
+         Subject: unsubscribe\r\nMessage-ID: <r1@sink.test>\r\n\r\nPlease stop.",
+    )
+    .unwrap();
+    let (ok, transcript) = s.swaks("erin@sink.test", "news@acme.test", &s.path("reply.eml"));
+    assert!(ok, "{transcript}");
+    let lines = s.wait_for_status("unsubscribed", 1, &String::new);
+    assert_eq!(lines[0]["recipient"], "erin@sink.test", "{}", lines[0]);
+    assert_eq!(
+        s.suppressions(),
+        [(
+            "erin@sink.test".into(),
+            "acme.test".into(),
+            "unsubscribe".into()
+        )]
+    );
+}
+
+#[test]
+fn a_forged_verp_token_is_refused_at_rcpt_and_logged() {
+    if !peers(&["swaks", SMTP_SINK], false) {
+        return;
+    }
+    let (s, _sink, paths) = sent_through_sink(98, &["frank@sink.test"]);
+    let daemon = s.daemon();
+    // A real token with its last tag character changed.
+    let real = verp_of(&paths, "frank@sink.test");
+    let (local, domain) = real.split_once('@').unwrap();
+    let last = if local.ends_with('a') { 'b' } else { 'a' };
+    let forged = format!("{}{last}@{domain}", &local[..local.len() - 1]);
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../mta/src/inbound/fixtures/postfix-unknown-user.eml");
+    let (ok, transcript) = s.swaks("", &forged, &fixture);
+    assert!(!ok, "{transcript}");
+    assert!(
+        transcript.contains(&format!(
+            " -> RCPT TO:<{forged}>\n<** 550 5.7.1 Invalid VERP token in the recipient address\n"
+        )),
+        "{transcript}"
+    );
+    let logged = poll(Duration::from_secs(10), || {
+        let text = daemon.stderr_text();
+        (text.contains("forged VERP address refused") && text.contains(&forged)).then_some(())
+    });
+    assert!(logged.is_some(), "{}", daemon.stderr_text());
+    assert!(s.suppressions().is_empty());
+    assert!(
+        s.log().iter().all(|l| l["status"] == "delivered"),
+        "{:#?}",
+        s.log()
+    );
+}
