@@ -42,9 +42,6 @@ enum Item {
         first_row: usize,
         /// Characters of the last encoded line, if the text has more than one.
         last_row: Option<usize>,
-        /// Whether it ends with a literal space or TAB (to be encoded if a line
-        /// end follows).
-        ends_blank: bool,
     },
     /// A merge value.
     Field {
@@ -88,7 +85,6 @@ impl Prequoted {
                     let last_row =
                         memchr::memmem::rfind(&encoded, b"\r\n").map(|at| encoded.len() - (at + 2));
                     items.push(Item::Lit {
-                        ends_blank: matches!(encoded.last(), Some(b' ' | b'\t')),
                         encoded: encoded.to_vec().into_boxed_slice(),
                         first_row,
                         last_row,
@@ -124,7 +120,6 @@ impl Prequoted {
                     encoded,
                     first_row,
                     last_row,
-                    ends_blank,
                 } => {
                     if blank && *first_row == 0 {
                         encode_last_blank(out, &mut col);
@@ -135,7 +130,8 @@ impl Prequoted {
                     }
                     out.put_slice(encoded);
                     col = last_row.unwrap_or(col + first_row);
-                    blank = *ends_blank;
+                    // A final space or TAB of the text was left literal.
+                    blank = matches!(encoded.last(), Some(b' ' | b'\t'));
                 }
                 Item::Field { name, default } => {
                     let value = values.piece(*name, default.as_deref());
