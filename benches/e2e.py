@@ -300,24 +300,26 @@ def run_source(procs, sites, n, msg_len, target_of, workdir, tag, deadline_s, pr
                                "-m", str(per_site[s]), "-M", "source.bench.test",
                                "-f", "bench@volley.bench.test", "-t", rcpt, host],
                               stdout=err, stderr=err, preexec_fn=preexec))
-    cpu = 0.0
+    cpu, sys_cpu = 0.0, 0.0
     for p in ps:
         code, ru = procs.wait(p, deadline_s)
         cpu += rusage_cpu(ru)
+        sys_cpu += ru.ru_stime
         if code != 0:
             raise RuntimeError(f"smtp-source exited {code}; see {workdir}/{tag}-source*.log")
-    return time.monotonic() - started, cpu
+    return time.monotonic() - started, cpu, sys_cpu
 
 
 def phase_sink_limit(procs, args, workdir, msg_len):
     log(f"== sink limit: smtp-source, {args.recipients:,} messages of ~{msg_len} bytes payload")
     sinks = Sinks(procs, args.sites, workdir)
-    wall, cpu = run_source(procs, args.sites, args.recipients, msg_len,
+    wall, cpu, sys_cpu = run_source(procs, args.sites, args.recipients, msg_len,
                            lambda s: (f"{site_ip(s)}:{SINK_PORT}", f"user@{domain(s)}"),
                            workdir, "limit", deadline_s=3600)
     sink_cpu = sinks.stop()
     return {"messages": args.recipients, "wall_s": wall, "msgs_per_s": args.recipients / wall,
             "source_cpu_s": cpu, "source_cpu_us_per_msg": cpu / args.recipients * 1e6,
+            "source_sys_us_per_msg": sys_cpu / args.recipients * 1e6,
             "sink_cpu_us_per_msg": sink_cpu / args.recipients * 1e6}
 
 
@@ -393,6 +395,7 @@ def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim):
     cpu = rusage_cpu(ru)
     return {"messages": delivered, "wall_s": wall, "msgs_per_s": delivered / wall,
             "cpu_s": cpu, "cpu_us_per_msg": cpu / max(delivered, 1) * 1e6,
+            "sys_us_per_msg": ru.ru_stime / max(delivered, 1) * 1e6,
             "peak_rss_mb": ru.ru_maxrss / 1024, "queue_files": peak_files,
             "queue_mb": peak_bytes / 1e6, "sink_cpu_us_per_msg": sink_cpu / max(delivered, 1) * 1e6,
             "report": rep, "series": delivered_series(log_path, t0_wall)}
@@ -539,6 +542,9 @@ def main():
     ap.add_argument("--profile", action="store_true",
                     help="record volley with perf (figures then include perf's overhead) and "
                          "write perf's report to benches/results/e2e-<date>-profile.txt")
+    ap.add_argument("--tag", default="",
+                    help="appended to the result file names (e2e-<date>[-dkim]-<tag>), so an "
+                         "experimental run does not replace the figures of a quoted one")
     args = ap.parse_args()
     if not 1 <= args.sites <= 100:
         ap.error("--sites must be 1..100")
@@ -575,6 +581,8 @@ def main():
     if args.profile:
         # A profiled run is slower: it must not replace the figures of a clean one.
         suffix += "-profile"
+    if args.tag:
+        suffix += f"-{args.tag}"
     os.makedirs("benches/results", exist_ok=True)
     base = f"benches/results/e2e-{result['date']}{suffix}"
     csv_path = os.path.join(workdir, "series.csv")
@@ -595,10 +603,12 @@ def main():
     print(f"{'':12} {'messages':>10} {'msgs/s':>9} {'CPU µs/msg':>11} {'peak RSS MB':>12}")
     if lim:
         print(f"{'sink limit':12} {lim['messages']:>10,} {lim['msgs_per_s']:>9,.0f} "
-              f"{lim['source_cpu_us_per_msg']:>11.1f} {'-':>12}   (smtp-source)")
+              f"{lim['source_cpu_us_per_msg']:>11.1f} {'-':>12}   (smtp-source; "
+              f"sys {lim['source_sys_us_per_msg']:.1f} µs/msg)")
     print(f"{'volley':12} {v['messages']:>10,} {v['msgs_per_s']:>9,.0f} "
           f"{v['cpu_us_per_msg']:>11.1f} {v['peak_rss_mb']:>12.1f}   "
-          f"queue: {v['queue_files']:,} files, {v['queue_mb']:.1f} MB")
+          f"queue: {v['queue_files']:,} files, {v['queue_mb']:.1f} MB; "
+          f"sys {v['sys_us_per_msg']:.1f} µs/msg")
     if pf:
         print(f"{'postfix':12} {pf['messages']:>10,} {pf['msgs_per_s']:>9,.0f} "
               f"{fmt(pf['cpu_us_per_msg'], '11.1f')} {'-':>12}")

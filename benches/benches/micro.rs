@@ -9,6 +9,7 @@ use std::time::{Duration, SystemTime};
 use bytes::BytesMut;
 use divan::Bencher;
 use volley_mta::merge::{RenderContext, Template, TemplateSpec};
+use volley_mta::smtp::client::{Event, Session, SessionConfig, TlsMode, Transaction};
 use volley_mta::smtp::data::dot_stuff_into;
 use volley_mta::smtp::reply::parse_reply;
 use volley_queue::{BatchBuilder, BatchMeta, MappedBatch, Slot, Spool, State};
@@ -90,6 +91,129 @@ fn render_text_html_5_fields(bencher: Bencher) {
         out.clear();
         t.render(&FIELDS, &VALUES, "zoe.muller@example.com", &ctx, &mut out)
             .map(|()| out.len())
+    });
+}
+
+/// The template of `benches/e2e.sh` (text + HTML, 5 fields, the company name in
+/// each of 14 paragraphs): ~5.2 KB rendered.
+fn e2e_template() -> Template {
+    const PARAGRAPH: &str = "We have been working on the things you asked for, and this month \
+        brings faster delivery, clearer reports and a calmer inbox for everyone at \
+        {{ company }}. ";
+    let text = format!(
+        "Hello {{{{ first_name }}}} {{{{ last_name }}}},\n\n{}\n\nYour customer number is \
+         {{{{ customer_id }}}}; we will be in {{{{ city }}}} next month.\n\nThe volley team\n",
+        vec![PARAGRAPH; 14].join("\n\n")
+    );
+    let html =
+        format!(
+        "<html><body><h1>Hello {{{{ first_name }}}} {{{{ last_name }}}}</h1>{}<p>Your customer \
+         number is <b>{{{{ customer_id }}}}</b>; we will be in {{{{ city }}}} next month.</p>\
+         <p>The volley team</p></body></html>",
+        (0..14).map(|_| format!("<p>{PARAGRAPH}</p>")).collect::<String>()
+    );
+    let toml = format!(
+        "from = \"Volley Bench <news@volley.bench.test>\"\n\
+         subject = \"{{{{ first_name }}}}, news for {{{{ company }}}} in {{{{ city }}}}\"\n\
+         text = {text:?}\nhtml = {html:?}\n"
+    );
+    let spec = TemplateSpec::from_toml(&toml, std::path::Path::new("e2e.toml")).expect("template");
+    Template::compile(&spec).expect("compile")
+}
+
+const E2E_FIELDS: [&str; 5] = ["first_name", "last_name", "city", "company", "customer_id"];
+const E2E_VALUES: [&[u8]; 5] = [
+    b"Am\xc3\xa9lie",
+    b"O'Brien",
+    b"S\xc3\xa3o Paulo",
+    b"Globex",
+    b"C00001234",
+];
+
+/// Rendering one message of the e2e benchmark (the largest user-space cost per
+/// message there).
+#[divan::bench]
+fn render_e2e_message(bencher: Bencher) {
+    let t = e2e_template();
+    let ctx = RenderContext::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        1,
+    );
+    let mut out = BytesMut::with_capacity(16 * 1024);
+    bencher.bench_local(|| {
+        out.clear();
+        t.render(
+            &E2E_FIELDS,
+            &E2E_VALUES,
+            "u1234@d17.bench.test",
+            &ctx,
+            &mut out,
+        )
+        .map(|()| out.len())
+    });
+}
+
+/// A session past EHLO with a server that offers PIPELINING (as smtp-sink does).
+fn ready_session() -> Session {
+    let mut config = SessionConfig::new("volley.bench.test");
+    config.tls = TlsMode::Disabled;
+    let mut session = Session::new(config);
+    session.feed(b"220 sink ESMTP\r\n");
+    session.output().clear();
+    session.feed(b"250-sink\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 10240000\r\n");
+    session.output().clear();
+    while let Some(event) = session.poll_event() {
+        assert!(matches!(event, Event::Ready(_)), "{event:?}");
+    }
+    session
+}
+
+/// The user-space work of one e2e message without the socket: render, enqueue the
+/// transaction, take the pipelined commands and the dot-stuffed body, feed
+/// smtp-sink's four replies, take the result.
+#[divan::bench]
+fn message_sans_io_e2e(bencher: Bencher) {
+    let t = e2e_template();
+    let ctx = RenderContext::new(
+        SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        1,
+    );
+    let mut session = ready_session();
+    let mut body = BytesMut::with_capacity(16 * 1024);
+    let mut id = 0u64;
+    bencher.bench_local(|| {
+        id += 1;
+        body.clear();
+        t.render(
+            &E2E_FIELDS,
+            &E2E_VALUES,
+            "u1234@d17.bench.test",
+            &ctx,
+            &mut body,
+        )
+        .expect("render");
+        let tx = Transaction {
+            id,
+            mail_from: "news@volley.bench.test".to_owned(),
+            rcpt_to: vec!["u1234@d17.bench.test".to_owned()],
+            body: body.split().freeze(),
+            crlf_only: true,
+        };
+        session.enqueue(tx).expect("enqueue");
+        let mut written = session.output().len();
+        session.output().clear();
+        session.feed(b"250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n354 End data with <CR><LF>.<CR><LF>\r\n");
+        written += session.output().len();
+        session.output().clear();
+        session.feed(b"250 2.0.0 Ok: queued as 12345\r\n");
+        let mut done = 0;
+        while let Some(event) = session.poll_event() {
+            if let Event::TransactionDone(result) = event {
+                done += result.rcpts.len();
+            }
+        }
+        assert_eq!(done, 1);
+        written
     });
 }
 

@@ -4,13 +4,16 @@
 //! only moves bytes between it and a TCP (later TLS) stream, performs the TLS
 //! handshake when the session asks for it, and enforces the timeouts.
 
+use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpSocket, TcpStream};
+use tokio::time::{Instant, Sleep};
 use tokio_rustls::client::TlsStream;
 use tokio_rustls::TlsConnector;
 
@@ -65,6 +68,8 @@ pub struct Connection {
     buf: Vec<u8>,
     timeouts: Timeouts,
     tls: Option<(TlsConnector, ServerName<'static>)>,
+    /// The connection's one timer, for every read and write (see [`within`]).
+    timer: Pin<Box<Sleep>>,
     /// Whether the stream is encrypted now.
     pub encrypted: bool,
     /// The peer address.
@@ -78,6 +83,39 @@ impl std::fmt::Debug for Connection {
             .field("peer", &self.peer)
             .field("encrypted", &self.encrypted)
             .finish()
+    }
+}
+
+/// Runs `io`, failing with [`ConnError::Timeout`] if it takes longer than
+/// `timeout`, on the connection's one timer.
+///
+/// `tokio::time::timeout` would insert a fresh entry into the timer wheel and
+/// remove it again for every read and write, two per message. Here the timer
+/// stays armed: it is moved earlier only when this deadline comes before the
+/// armed one, and when it fires early (armed for an older, earlier deadline) it
+/// is moved to this one. So a busy connection touches the wheel about once per
+/// timeout period, and each call costs a clock read.
+async fn within<T>(
+    timer: &mut Pin<Box<Sleep>>,
+    timeout: Duration,
+    io: impl Future<Output = std::io::Result<T>>,
+) -> Result<T, ConnError> {
+    let deadline = Instant::now() + timeout;
+    if timer.deadline() > deadline {
+        timer.as_mut().reset(deadline);
+    }
+    tokio::pin!(io);
+    loop {
+        tokio::select! {
+            biased;
+            result = &mut io => return Ok(result?),
+            () = timer.as_mut() => {
+                if Instant::now() >= deadline {
+                    return Err(ConnError::Timeout(timeout));
+                }
+                timer.as_mut().reset(deadline);
+            }
+        }
     }
 }
 
@@ -130,6 +168,7 @@ impl Connection {
             buf: vec![0; 64 * 1024],
             timeouts,
             tls,
+            timer: Box::pin(tokio::time::sleep_until(Instant::now() + timeouts.command)),
             encrypted: false,
             peer,
             ready: false,
@@ -163,8 +202,9 @@ impl Connection {
         }
         let data = out.split().freeze();
         let timeout = self.timeouts.command.max(self.timeouts.data);
+        let stream = &mut self.stream;
         let write = async {
-            match &mut self.stream {
+            match stream {
                 Stream::Plain(s) => s.write_all(&data).await,
                 Stream::Tls(s) => {
                     s.write_all(&data).await?;
@@ -173,25 +213,20 @@ impl Connection {
                 Stream::Upgrading => Err(std::io::ErrorKind::NotConnected.into()),
             }
         };
-        tokio::time::timeout(timeout, write)
-            .await
-            .map_err(|_| ConnError::Timeout(timeout))??;
-        Ok(())
+        within(&mut self.timer, timeout, write).await
     }
 
     async fn read_some(&mut self) -> Result<usize, ConnError> {
         let timeout = self.timeout();
+        let (stream, buf) = (&mut self.stream, &mut self.buf);
         let read = async {
-            match &mut self.stream {
-                Stream::Plain(s) => s.read(&mut self.buf).await,
-                Stream::Tls(s) => s.read(&mut self.buf).await,
+            match stream {
+                Stream::Plain(s) => s.read(buf).await,
+                Stream::Tls(s) => s.read(buf).await,
                 Stream::Upgrading => Err(std::io::ErrorKind::NotConnected.into()),
             }
         };
-        match tokio::time::timeout(timeout, read).await {
-            Ok(result) => Ok(result?),
-            Err(_) => Err(ConnError::Timeout(timeout)),
-        }
+        within(&mut self.timer, timeout, read).await
     }
 
     async fn start_tls(&mut self) -> Result<(), ConnError> {
@@ -272,5 +307,91 @@ impl Connection {
         if let Stream::Tls(mut s) = std::mem::replace(&mut self.stream, Stream::Upgrading) {
             let _ = s.shutdown().await;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn timer() -> Pin<Box<Sleep>> {
+        Box::pin(tokio::time::sleep_until(
+            Instant::now() + Duration::from_secs(3600),
+        ))
+    }
+
+    async fn after(ms: u64) -> std::io::Result<u64> {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+        Ok(ms)
+    }
+
+    #[tokio::test]
+    async fn an_operation_that_takes_too_long_times_out() {
+        let mut timer = timer();
+        let started = std::time::Instant::now();
+        let result = within(
+            &mut timer,
+            Duration::from_millis(50),
+            std::future::pending::<std::io::Result<()>>(),
+        )
+        .await;
+        assert!(matches!(result, Err(ConnError::Timeout(t)) if t == Duration::from_millis(50)));
+        let took = started.elapsed();
+        assert!(took >= Duration::from_millis(50), "{took:?}");
+        assert!(took < Duration::from_secs(5), "{took:?}");
+    }
+
+    #[tokio::test]
+    async fn a_timer_armed_for_an_earlier_deadline_does_not_cut_a_later_operation_short() {
+        let mut timer = timer();
+        // Arms the timer at +50 ms.
+        assert_eq!(
+            within(&mut timer, Duration::from_millis(50), after(1))
+                .await
+                .ok(),
+            Some(1)
+        );
+        // The timer fires at ~+50 ms while this 150 ms operation (allowed 1 s) runs.
+        let result = within(&mut timer, Duration::from_secs(1), after(150)).await;
+        assert_eq!(result.ok(), Some(150));
+        // And it still times out an operation after that.
+        let result = within(
+            &mut timer,
+            Duration::from_millis(30),
+            std::future::pending::<std::io::Result<()>>(),
+        )
+        .await;
+        assert!(matches!(result, Err(ConnError::Timeout(_))));
+    }
+
+    #[tokio::test]
+    async fn a_shorter_timeout_after_a_longer_one_is_honoured() {
+        let mut timer = timer();
+        assert_eq!(
+            within(&mut timer, Duration::from_secs(600), after(0))
+                .await
+                .ok(),
+            Some(0)
+        );
+        let started = std::time::Instant::now();
+        let result = within(
+            &mut timer,
+            Duration::from_millis(40),
+            std::future::pending::<std::io::Result<()>>(),
+        )
+        .await;
+        assert!(matches!(result, Err(ConnError::Timeout(_))));
+        assert!(started.elapsed() < Duration::from_secs(5));
+    }
+
+    #[tokio::test]
+    async fn io_errors_pass_through() {
+        let mut timer = timer();
+        let failing =
+            async { Err::<(), _>(std::io::Error::from(std::io::ErrorKind::ConnectionReset)) };
+        let result = within(&mut timer, Duration::from_secs(1), failing).await;
+        assert!(
+            matches!(result, Err(ConnError::Io(e)) if e.kind() == std::io::ErrorKind::ConnectionReset)
+        );
     }
 }

@@ -1,7 +1,7 @@
 //! One destination site: its queue of due recipients, its limits, and the
 //! connection workers that drain it.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
@@ -256,10 +256,13 @@ async fn open(site: &Site, shared: &Shared, worker: usize) -> Result<(Connection
 /// Sends up to `max_messages_per_connection` messages over one connection,
 /// keeping up to `pipeline_depth` transactions in flight.
 async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, first: Item) {
-    let depth = shared.pipeline_depth;
+    // Render no further ahead than the session can send (see `useful_depth`).
+    let depth = conn.session().useful_depth(shared.pipeline_depth);
     let max = site.limits.max_messages_per_connection as usize;
     let mut sent = 0usize;
-    let mut pending: HashMap<u64, (Item, Instant)> = HashMap::new();
+    // In flight, in enqueue order: the session reports results in that order,
+    // so the one looked up is nearly always the first.
+    let mut pending: VecDeque<(u64, Item, Instant)> = VecDeque::with_capacity(depth);
     let mut body = BytesMut::with_capacity(16 * 1024);
     let mut stop = false;
     let mut claimed = Some(first);
@@ -332,7 +335,7 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
             shared.recorder.mark_in_flight(&item);
             match conn.enqueue(tx) {
                 Ok(()) => {
-                    pending.insert(id, (item, Instant::now()));
+                    pending.push_back((id, item, Instant::now()));
                     sent += 1;
                 }
                 Err(_) => {
@@ -346,7 +349,8 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
         }
         match conn.next_event().await {
             Ok(Event::TransactionDone(result)) => {
-                if let Some((item, started)) = pending.remove(&result.id) {
+                let at = pending.iter().position(|(id, ..)| *id == result.id);
+                if let Some((_, item, started)) = at.and_then(|at| pending.remove(at)) {
                     if record_result(site, shared, &item, &result, via, started) {
                         stop = true;
                     }
@@ -373,7 +377,7 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
         site.push_front(item);
     }
     // Transactions that never got a result (connection gone): connection-level.
-    for (_, (item, started)) in pending.drain() {
+    for (_, item, started) in pending.drain(..) {
         let answer = Answer {
             code: 0,
             enhanced: String::new(),

@@ -36,6 +36,10 @@ const B64: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012
 /// Appends `value` (any bytes) to `out` as UTF-8, each invalid sequence replaced by
 /// U+FFFD, without allocating.
 pub(crate) fn push_lossy(value: &[u8], out: &mut Vec<u8>) {
+    if std::str::from_utf8(value).is_ok() {
+        out.extend_from_slice(value);
+        return;
+    }
     for chunk in value.utf8_chunks() {
         out.extend_from_slice(chunk.valid().as_bytes());
         if !chunk.invalid().is_empty() {
@@ -44,8 +48,35 @@ pub(crate) fn push_lossy(value: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// `value` made valid UTF-8: itself when it already is (the usual case, no
+/// copy), else its lossy conversion written into `scratch`.
+pub(crate) fn lossy<'a>(value: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    if std::str::from_utf8(value).is_ok() {
+        return value;
+    }
+    scratch.clear();
+    push_lossy(value, scratch);
+    scratch
+}
+
+/// `value` HTML-escaped and made valid UTF-8: itself when it needs neither
+/// (names, cities, numbers: the usual case, no copy), else the escaped form
+/// written into `scratch`.
+pub(crate) fn html_escaped<'a>(value: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
+    if needs_no_html_escape(value) {
+        return value;
+    }
+    scratch.clear();
+    push_html_escaped(value, scratch);
+    scratch
+}
+
 /// Appends `value` (any bytes) to `out` HTML-escaped, lossily converted to UTF-8.
 pub(crate) fn push_html_escaped(value: &[u8], out: &mut Vec<u8>) {
+    if needs_no_html_escape(value) {
+        out.extend_from_slice(value);
+        return;
+    }
     for chunk in value.utf8_chunks() {
         let valid = chunk.valid().as_bytes();
         let mut from = 0;
@@ -67,6 +98,15 @@ pub(crate) fn push_html_escaped(value: &[u8], out: &mut Vec<u8>) {
             out.extend_from_slice("\u{FFFD}".as_bytes());
         }
     }
+}
+
+/// Whether `value` is valid UTF-8 without an octet [`push_html_escaped`]
+/// replaces by an entity, so it goes into HTML as it is.
+fn needs_no_html_escape(value: &[u8]) -> bool {
+    !value
+        .iter()
+        .any(|&b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\''))
+        && std::str::from_utf8(value).is_ok()
 }
 
 /// Appends `value` (any bytes) to `out` for use in a header: lossily converted to
@@ -216,6 +256,23 @@ pub(crate) fn write_qp_row(line: &[u8], col: &mut usize, line_end: bool, out: &m
 /// [`write_qp_row`]): its line ends become hard breaks (CRLF), and `line_end`
 /// says whether a line end follows the value. Leaves `*col` after it.
 pub(crate) fn write_qp_value(value: &[u8], col: &mut usize, line_end: bool, out: &mut BytesMut) {
+    // Most values are short plain words that fit on the current line as they
+    // are: no line end, nothing to encode, no `.` starting the line and no
+    // blank before a line end. Copy them whole.
+    let fits = *col + value.len() <= QP_LINE
+        && value.iter().all(|&b| QP_LITERAL[usize::from(b)])
+        && !(*col == 0 && value.first() == Some(&b'.'))
+        && !(line_end && matches!(value.last(), Some(b' ' | b'\t')));
+    if fits {
+        out.put_slice(value);
+        *col += value.len();
+        return;
+    }
+    write_qp_value_lines(value, col, line_end, out);
+}
+
+/// [`write_qp_value`] without its shortcut: line by line.
+fn write_qp_value_lines(value: &[u8], col: &mut usize, line_end: bool, out: &mut BytesMut) {
     for_each_line(value, |line, terminated| {
         write_qp_row(line, col, terminated || line_end, out);
         if terminated {
@@ -757,6 +814,54 @@ pub(crate) mod tests {
                 let mut normalized = BytesMut::new();
                 write_7bit(&input, &mut normalized);
                 proptest::prop_assert_eq!(qp_decode(&encoded), normalized.to_vec());
+            }
+        }
+    }
+
+    proptest::proptest! {
+        /// The shortcut for plain values writes what the line-by-line path writes.
+        #[test]
+        fn qp_value_shortcut_matches_the_general_path(
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
+            word in "[ .a-zA-Z0-9=\t]{0,90}",
+            col in 0usize..=QP_LINE,
+            line_end in proptest::prelude::any::<bool>(),
+        ) {
+            for value in [value, word.into_bytes()] {
+                let (mut fast, mut general) = (BytesMut::new(), BytesMut::new());
+                let (mut fast_col, mut general_col) = (col, col);
+                write_qp_value(&value, &mut fast_col, line_end, &mut fast);
+                write_qp_value_lines(&value, &mut general_col, line_end, &mut general);
+                proptest::prop_assert_eq!(&fast[..], &general[..]);
+                proptest::prop_assert_eq!(fast_col, general_col);
+            }
+        }
+
+        /// The no-copy forms give the same text as the appending ones, which give
+        /// the lossy UTF-8 conversion (escaped for HTML).
+        #[test]
+        fn value_conversions_agree(
+            value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..40),
+            text in "[a-zé<>&\"' ]{0,20}",
+        ) {
+            for value in [value, text.into_bytes()] {
+                let lossy_text = String::from_utf8_lossy(&value).into_owned();
+                let mut scratch = Vec::new();
+                proptest::prop_assert_eq!(lossy(&value, &mut scratch), lossy_text.as_bytes());
+                let mut pushed = Vec::new();
+                push_lossy(&value, &mut pushed);
+                proptest::prop_assert_eq!(&pushed[..], lossy_text.as_bytes());
+                let escaped = lossy_text
+                    .replace('&', "&amp;")
+                    .replace('<', "&lt;")
+                    .replace('>', "&gt;")
+                    .replace('"', "&quot;")
+                    .replace('\'', "&#39;");
+                let mut scratch = Vec::new();
+                proptest::prop_assert_eq!(html_escaped(&value, &mut scratch), escaped.as_bytes());
+                let mut pushed = Vec::new();
+                push_html_escaped(&value, &mut pushed);
+                proptest::prop_assert_eq!(&pushed[..], escaped.as_bytes());
             }
         }
     }

@@ -21,9 +21,7 @@
 use bytes::{BufMut, BytesMut};
 
 use super::compile::{Part, Piece};
-use super::mime::{
-    fits_7bit, push_html_escaped, push_lossy, write_qp_literal, write_qp_value, HEX, QP_LINE,
-};
+use super::mime::{fits_7bit, html_escaped, lossy, write_qp_literal, write_qp_value, HEX, QP_LINE};
 use super::render::Values;
 
 /// A body part compiled for quoted-printable: see the [module documentation](self).
@@ -138,16 +136,10 @@ impl Prequoted {
                     if value.is_empty() {
                         continue;
                     }
-                    let value: &[u8] = if html {
-                        scratch.clear();
-                        push_html_escaped(value, scratch);
-                        scratch
-                    } else if std::str::from_utf8(value).is_ok() {
-                        value
+                    let value = if html {
+                        html_escaped(value, scratch)
                     } else {
-                        scratch.clear();
-                        push_lossy(value, scratch);
-                        scratch
+                        lossy(value, scratch)
                     };
                     if blank && matches!(value.first(), Some(b'\r' | b'\n')) {
                         encode_last_blank(out, &mut col);
@@ -188,7 +180,7 @@ fn encode_last_blank(out: &mut BytesMut, col: &mut usize) {
 mod tests {
     use super::*;
     use crate::merge::compile::{Part, Piece};
-    use crate::merge::mime::write_qp;
+    use crate::merge::mime::{push_html_escaped, push_lossy, write_qp};
     use proptest::prelude::*;
 
     fn lit(text: &str) -> Piece {

@@ -399,6 +399,24 @@ impl Session {
         self.ready.then_some(&self.caps)
     }
 
+    /// How many transactions are worth having in flight, given the driver's
+    /// limit `max`. With BDAT (CHUNKING) every message can be sent without
+    /// waiting, so `max`. With DATA each body waits for its `354`: one message is
+    /// answered while the next one's envelope goes out behind the first one's
+    /// body, so 2 keep the socket busy; more would only be rendered early and sit
+    /// in memory, going cold in the cache before they are sent. Without
+    /// PIPELINING, 1. Only meaningful after [`Event::Ready`].
+    pub fn useful_depth(&self, max: usize) -> usize {
+        let depth = if !self.pipelining() {
+            1
+        } else if self.config.chunking && self.caps.chunking {
+            max
+        } else {
+            2
+        };
+        depth.min(max).max(1)
+    }
+
     /// The connection went through STARTTLS.
     pub fn is_tls(&self) -> bool {
         self.tls_active
