@@ -54,15 +54,21 @@ pub fn backoff(failures: u32, base: Duration, max: Duration) -> Duration {
 }
 
 /// Whether a reply pauses the whole site: a 421 (service closing), or a reply
-/// whose text contains one of `patterns` (ASCII case-insensitive).
-pub fn pauses_site(code: u16, text: &str, patterns: &[String]) -> bool {
+/// (4xx or 5xx) whose enhanced code and text contain one of `patterns` (ASCII
+/// case-insensitive).
+pub fn pauses_site(code: u16, enhanced: &str, text: &str, patterns: &[String]) -> bool {
     if code == 421 {
         return true;
     }
-    let text = text.to_ascii_lowercase();
+    // A positive reply never pauses (and this runs once per delivered message).
+    if (200..400).contains(&code) || patterns.is_empty() {
+        return false;
+    }
+    // The enhanced code is part of what a pattern may name ("4.7.28").
+    let reply = format!("{enhanced} {text}").to_ascii_lowercase();
     patterns
         .iter()
-        .any(|p| !p.is_empty() && text.contains(&p.to_ascii_lowercase()))
+        .any(|p| !p.is_empty() && reply.contains(&p.to_ascii_lowercase()))
 }
 
 #[cfg(test)]
@@ -114,14 +120,26 @@ mod tests {
     #[test]
     fn pauses_on_421_and_configured_texts() {
         let patterns = vec!["Try Again Later".to_owned(), "4.7.28".to_owned()];
-        assert!(pauses_site(421, "", &patterns));
+        assert!(pauses_site(421, "", "", &patterns));
+        assert!(pauses_site(421, "4.3.2", "closing", &[]));
+        // The reply parser strips the enhanced code from the text: it is matched
+        // separately, as in "450 4.7.28 unusual rate ...".
         assert!(pauses_site(
             450,
+            "4.7.28",
+            "unusual rate of unsolicited mail",
+            &patterns
+        ));
+        assert!(pauses_site(
+            450,
+            "",
             "4.7.28 unusual rate of unsolicited mail",
             &patterns
         ));
-        assert!(pauses_site(451, "please TRY AGAIN LATER", &patterns));
-        assert!(!pauses_site(451, "greylisted", &patterns));
-        assert!(!pauses_site(550, "user unknown", &[]));
+        assert!(pauses_site(451, "", "please TRY AGAIN LATER", &patterns));
+        assert!(!pauses_site(451, "4.7.1", "greylisted", &patterns));
+        assert!(!pauses_site(550, "", "user unknown", &[]));
+        // A positive reply never pauses, whatever its text says.
+        assert!(!pauses_site(250, "2.0.0", "ok, try again later", &patterns));
     }
 }

@@ -209,7 +209,7 @@ pub fn via_listener(
         return Err(refused("the message", &r, true));
     }
     client.quit();
-    Ok(Submitted::Queued(r.text()))
+    Ok(Submitted::Queued(r.text().into_owned()))
 }
 
 /// Stores the message straight into the spool (no daemon holds it). Returns

@@ -420,11 +420,7 @@ impl Engine {
                     };
                     let answer = Answer {
                         code: 0,
-                        enhanced: if err.permanent {
-                            "5.1.2".into()
-                        } else {
-                            "4.4.3".into()
-                        },
+                        enhanced: if err.permanent { "5.1.2" } else { "4.4.3" },
                         subject: Some(if err.permanent { 1 } else { 4 }),
                         text: &err.reason,
                         connection_level: true,

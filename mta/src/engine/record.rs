@@ -29,7 +29,7 @@ pub struct Answer<'a> {
     /// SMTP reply code, 0 when there was no reply (DNS, render failure).
     pub code: u16,
     /// Enhanced status code ("5.1.1") or "".
-    pub enhanced: String,
+    pub enhanced: &'a str,
     /// Enhanced status subject (the "1" of 5.1.1), for bounce classes.
     pub subject: Option<u16>,
     /// Reply text or local reason.
@@ -183,7 +183,7 @@ impl Recorder {
             recipient,
             status: outcome.status(),
             code: answer.code,
-            enhanced: &answer.enhanced,
+            enhanced: answer.enhanced,
             reply: answer.text,
             mx: &via.mx,
             ip: &via.ip,

@@ -20,6 +20,7 @@ use crate::inbound::Verp;
 use crate::outcome::{BounceClass, Verdict};
 use crate::shaping::{backoff, pauses_site, RateLimit};
 use crate::smtp::client::{CloseReason, Event, SessionConfig, Transaction, TransactionResult};
+use crate::smtp::reply::ENHANCED_TEXT_MAX;
 
 /// Consecutive rounds of failing to connect to every host of a site before its
 /// remaining recipients are deferred (a daemon round comes back later).
@@ -141,7 +142,7 @@ pub async fn run(site: Arc<Site>, shared: Arc<Shared>) {
 fn defer_connection(shared: &Shared, item: &Item, reason: &str, via: &Via) {
     let answer = Answer {
         code: 0,
-        enhanced: String::new(),
+        enhanced: "",
         subject: None,
         text: reason,
         connection_level: true,
@@ -308,7 +309,7 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                 Err(err) => {
                     let answer = Answer {
                         code: 0,
-                        enhanced: String::new(),
+                        enhanced: "",
                         subject: None,
                         text: &err.0,
                         connection_level: false,
@@ -380,7 +381,7 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
     for (_, item, started) in pending.drain(..) {
         let answer = Answer {
             code: 0,
-            enhanced: String::new(),
+            enhanced: "",
             subject: None,
             text: "connection lost before the reply",
             connection_level: true,
@@ -428,21 +429,22 @@ fn record_result(
     started: Instant,
 ) -> bool {
     let mut pause = false;
+    let mut enhanced_buf = [0u8; ENHANCED_TEXT_MAX];
     for rcpt in &result.rcpts {
         let reply = &rcpt.reply;
         let text = reply.text();
         let subject = reply.enhanced.as_ref().map(|e| e.subject);
         let verdict = Verdict::from_reply(reply.code, subject);
-        if pauses_site(reply.code, &text, &site.limits.pause_patterns) {
+        let enhanced = match &reply.enhanced {
+            Some(e) => e.text_in(&mut enhanced_buf),
+            None => "",
+        };
+        if pauses_site(reply.code, enhanced, &text, &site.limits.pause_patterns) {
             pause = true;
         }
         let answer = Answer {
             code: reply.code,
-            enhanced: reply
-                .enhanced
-                .as_ref()
-                .map(|e| e.to_string())
-                .unwrap_or_default(),
+            enhanced,
             subject,
             text: &text,
             connection_level: rcpt.local || reply.code == 421,

@@ -1,7 +1,8 @@
 //! The SMTP client session: a deterministic state machine with no I/O.
 //!
 //! Bytes read from the server go in with [`Session::feed`]; bytes to write come out of
-//! [`Session::output`]; what happened comes out of [`Session::poll_event`]. The driver
+//! [`Session::take_output`] (or, as one buffer, [`Session::output`]); what happened
+//! comes out of [`Session::poll_event`]. The driver
 //! owns the socket, the TLS handshake and every timeout: on a timeout or a dropped
 //! connection it calls [`Session::connection_lost`], which still answers for every
 //! transaction.
@@ -49,7 +50,7 @@ use std::collections::VecDeque;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 use self::transaction::{connection_lost_reply, local_reply, Expect, Slot, TxState};
-use super::data::{dot_stuff_crlf_into, dot_stuff_into};
+use super::data::{dot_stuff_into, sendable_as_is};
 use super::ehlo::Capabilities;
 use super::reply::{parse_reply_limited, Parse, Reply, ReplyError, MAX_LINE};
 
@@ -244,7 +245,11 @@ pub struct Session {
     ready: bool,
     tls_active: bool,
     input: BytesMut,
+    /// What to write after `ahead`: commands, and bodies that had to be copied.
     output: BytesMut,
+    /// What to write first, in order: earlier output and the message bodies sent
+    /// as they are, shared with their transactions rather than copied.
+    ahead: VecDeque<Bytes>,
     events: VecDeque<Event>,
     /// Replies owed by the server, oldest first.
     expects: VecDeque<Expect>,
@@ -272,6 +277,7 @@ impl Session {
             tls_active: false,
             input: BytesMut::new(),
             output: BytesMut::new(),
+            ahead: VecDeque::new(),
             events: VecDeque::new(),
             expects: VecDeque::new(),
             txs: VecDeque::new(),
@@ -315,10 +321,36 @@ impl Session {
         self.events.pop_front()
     }
 
-    /// Bytes to write to the server. The driver writes all of them in one write (one
-    /// pipelined group) and then clears or advances the buffer.
+    /// Bytes to write to the server, as one buffer. The driver writes all of them
+    /// in one write (one pipelined group) and then clears or advances the buffer.
+    /// Message bodies waiting to be written as they are get copied into it here;
+    /// [`Session::take_output`] hands them over without copying.
     pub fn output(&mut self) -> &mut BytesMut {
+        if !self.ahead.is_empty() {
+            let len = self.ahead.iter().map(Bytes::len).sum::<usize>() + self.output.len();
+            let mut all = BytesMut::with_capacity(len);
+            for chunk in self.ahead.drain(..) {
+                all.put_slice(&chunk);
+            }
+            all.put_slice(&self.output);
+            self.output = all;
+        }
         &mut self.output
+    }
+
+    /// Moves the bytes to write to the server into `out`, in order, as chunks to
+    /// write with one vectored write: a message body that needs no dot-stuffing
+    /// is the transaction's own buffer, not a copy.
+    pub fn take_output(&mut self, out: &mut Vec<Bytes>) {
+        out.extend(self.ahead.drain(..));
+        if !self.output.is_empty() {
+            out.push(self.output.split().freeze());
+        }
+    }
+
+    /// Whether there is anything to write.
+    pub fn has_output(&self) -> bool {
+        !self.ahead.is_empty() || !self.output.is_empty()
     }
 
     /// Queues a transaction; its commands are written as soon as the protocol allows.
@@ -590,8 +622,13 @@ impl Session {
             }
             Expect::Data(_) => {
                 if reply.is_intermediate() {
-                    if tx.accepted > 0 && tx.tx.crlf_only {
-                        dot_stuff_crlf_into(&tx.tx.body, &mut self.output);
+                    if tx.accepted > 0 && tx.tx.crlf_only && sendable_as_is(&tx.tx.body) {
+                        // Shared, not copied: what is queued moves ahead of it.
+                        if !self.output.is_empty() {
+                            self.ahead.push_back(self.output.split().freeze());
+                        }
+                        self.ahead.push_back(tx.tx.body.clone());
+                        self.output.put_slice(b".\r\n");
                     } else if tx.accepted > 0 {
                         dot_stuff_into(&tx.tx.body, &mut self.output);
                     } else {

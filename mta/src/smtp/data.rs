@@ -32,24 +32,17 @@ pub fn dot_stuff_into(body: &[u8], out: &mut BytesMut) {
     out.put_slice(b".\r\n");
 }
 
-/// [`dot_stuff_into`] for a body whose line ends are all CRLF already (a
-/// rendered template, [`crate::source::Rendered::crlf_only`]): when no line
-/// starts with `.` it is copied whole, after one vectorized search, without
-/// looking at each line. The search is for `.` after CR as well as after LF, so
-/// even a body that broke the promise (a bare CR or LF) cannot end DATA early:
-/// any such body takes the general path.
-pub fn dot_stuff_crlf_into(body: &[u8], out: &mut BytesMut) {
-    let clean = body.ends_with(b"\r\n")
+/// Whether `body` can follow DATA byte for byte, with only `.` CRLF after it:
+/// it ends with CRLF and no line starts with `.`. The client session then sends
+/// a rendered template's buffer ([`crate::source::Rendered::crlf_only`]) as it
+/// is, without copying it. One vectorized search for `.`
+/// after CR as well as after LF, so a body with a bare CR or LF that would start a
+/// line with `.` is never taken as clean (such a body takes the general path).
+pub fn sendable_as_is(body: &[u8]) -> bool {
+    body.ends_with(b"\r\n")
         && body.first() != Some(&b'.')
         && memchr::memmem::find(body, b"\n.").is_none()
-        && memchr::memmem::find(body, b"\r.").is_none();
-    if clean {
-        out.reserve(body.len() + 3);
-        out.put_slice(body);
-        out.put_slice(b".\r\n");
-    } else {
-        dot_stuff_into(body, out);
-    }
+        && memchr::memmem::find(body, b"\r.").is_none()
 }
 
 /// Writes `body` with line ends normalized to CRLF and nothing else changed: the

@@ -6,6 +6,7 @@
 //! waiting for a line end, so a server that never sends one cannot grow the buffer
 //! without bound. It never panics, whatever the bytes.
 
+use std::borrow::Cow;
 use std::fmt;
 
 use memchr::memchr;
@@ -91,6 +92,38 @@ fn parse_number(text: &[u8], start: usize) -> Option<(u16, usize)> {
     Some((value, start + digits))
 }
 
+/// Room for the longest dotted form [`Enhanced::text_in`] writes ("255.65535.65535").
+pub const ENHANCED_TEXT_MAX: usize = 15;
+
+impl Enhanced {
+    /// The dotted form ("5.1.1"), written into `buf`: the same text as
+    /// `to_string()` without allocating, for the per-message log line.
+    pub fn text_in<'b>(&self, buf: &'b mut [u8; ENHANCED_TEXT_MAX]) -> &'b str {
+        fn digits(n: u16, buf: &mut [u8], at: usize) -> usize {
+            let mut tmp = [0u8; 5];
+            let mut i = tmp.len();
+            let mut n = n;
+            loop {
+                i -= 1;
+                tmp[i] = b'0' + (n % 10) as u8;
+                n /= 10;
+                if n == 0 {
+                    break;
+                }
+            }
+            let len = tmp.len() - i;
+            buf[at..at + len].copy_from_slice(&tmp[i..]);
+            at + len
+        }
+        let mut at = digits(u16::from(self.class), buf, 0);
+        buf[at] = b'.';
+        at = digits(self.subject, buf, at + 1);
+        buf[at] = b'.';
+        at = digits(self.detail, buf, at + 1);
+        std::str::from_utf8(&buf[..at]).unwrap_or_default()
+    }
+}
+
 impl fmt::Display for Enhanced {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{}.{}.{}", self.class, self.subject, self.detail)
@@ -143,8 +176,12 @@ impl Reply {
     }
 
     /// All lines joined by single spaces, for logs and bounce messages.
-    pub fn text(&self) -> String {
-        self.lines.join(" ")
+    pub fn text(&self) -> Cow<'_, str> {
+        match self.lines.as_slice() {
+            [] => Cow::Borrowed(""),
+            [line] => Cow::Borrowed(line),
+            lines => Cow::Owned(lines.join(" ")),
+        }
     }
 }
 
@@ -331,6 +368,32 @@ fn excerpt(line: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn enhanced_text_without_allocating_matches_display() {
+        let mut buf = [0u8; ENHANCED_TEXT_MAX];
+        for e in [
+            Enhanced::new(2, 0, 0),
+            Enhanced::new(5, 1, 1),
+            Enhanced::new(4, 7, 28),
+            Enhanced::new(5, 7, 650),
+            Enhanced::new(255, u16::MAX, u16::MAX),
+        ] {
+            assert_eq!(e.text_in(&mut buf), e.to_string());
+        }
+    }
+
+    #[test]
+    fn text_borrows_a_single_line_and_joins_several() {
+        let one = Reply::new(250, None, "ok");
+        assert!(matches!(one.text(), Cow::Borrowed("ok")));
+        let two = Reply {
+            code: 250,
+            enhanced: None,
+            lines: vec!["a".into(), "b".into()],
+        };
+        assert_eq!(two.text(), "a b");
+    }
     use proptest::prelude::*;
 
     fn complete(input: &str) -> (Reply, usize) {

@@ -107,7 +107,7 @@ fn postfix_pipelined_data_waits_for_354_before_the_body_and_next_mail() {
     let results = h.take_results();
     let texts: Vec<String> = results
         .iter()
-        .map(|r| r.data.as_ref().unwrap().text())
+        .map(|r| r.data.as_ref().unwrap().text().into_owned())
         .collect();
     assert_eq!(
         texts,
@@ -120,6 +120,56 @@ fn postfix_pipelined_data_waits_for_354_before_the_body_and_next_mail() {
     assert!(results
         .iter()
         .all(|r| r.rcpts[0].stage == Stage::Data && r.rcpts[0].reply.code == 250));
+}
+
+/// A rendered body (CRLF only) that needs no dot-stuffing is written as the
+/// transaction's own buffer, not a copy; one with a line-start dot is stuffed.
+#[test]
+fn clean_crlf_bodies_are_handed_over_without_a_copy() {
+    let mut cfg = config(TlsMode::Opportunistic);
+    cfg.chunking = false;
+    let mut h = Harness::ready(cfg, POSTFIX_GREETING, POSTFIX_EHLO);
+    let clean = Bytes::from_static(b"Subject: one\r\n\r\nHello. Bye.\r\n");
+    let dotted = Bytes::from_static(b"Subject: two\r\n\r\n.dotted\r\n");
+    for (id, body) in [(1, clean.clone()), (2, dotted.clone())] {
+        let mut t = tx(id, "b@news.example", &["alice@example.org"], &[]);
+        t.body = body;
+        t.crlf_only = true;
+        h.enqueue(t);
+    }
+    let mut chunks = Vec::new();
+    h.session.take_output(&mut chunks);
+    chunks.clear();
+    h.server(&["250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", POSTFIX_354].concat());
+    h.session.take_output(&mut chunks);
+    assert!(
+        chunks
+            .iter()
+            .any(|c| c.as_ptr() == clean.as_ptr() && c.len() == clean.len()),
+        "the clean body is not among the chunks as itself"
+    );
+    let written: Vec<u8> = chunks.concat();
+    assert_eq!(
+        String::from_utf8(written).unwrap(),
+        "Subject: one\r\n\r\nHello. Bye.\r\n.\r\n\
+         MAIL FROM:<b@news.example> SIZE=25\r\nRCPT TO:<alice@example.org>\r\nDATA\r\n"
+    );
+    assert!(!h.session.has_output());
+    chunks.clear();
+    h.server(
+        &[
+            "250 2.0.0 Ok: queued as A\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n",
+            POSTFIX_354,
+        ]
+        .concat(),
+    );
+    h.session.take_output(&mut chunks);
+    assert!(chunks.iter().all(|c| c.as_ptr() != dotted.as_ptr()));
+    assert_eq!(chunks.concat(), b"Subject: two\r\n\r\n..dotted\r\n.\r\n");
+    h.server("250 2.0.0 Ok: queued as B\r\n");
+    let results = h.take_results();
+    assert_eq!(results.len(), 2);
+    assert!(results.iter().all(|r| r.rcpts[0].reply.code == 250));
 }
 
 #[test]
