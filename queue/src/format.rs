@@ -571,11 +571,13 @@ impl<'a> BatchView<'a> {
 
     /// The merge field names, in the order values are stored.
     pub fn field_names(&self) -> Vec<&'a str> {
-        self.index
-            .field_names
-            .iter()
-            .map(|&s| self.str_at(s))
-            .collect()
+        self.field_names_iter().collect()
+    }
+
+    /// The merge field names, in order, without collecting them (the renderer
+    /// reads them once per message).
+    pub fn field_names_iter(&self) -> impl ExactSizeIterator<Item = &'a str> + '_ {
+        self.index.field_names.iter().map(|&s| self.str_at(s))
     }
 
     /// The destination domains table.

@@ -265,6 +265,9 @@ fn parse_placeholder(src: &str, open: usize) -> Result<Placeholder<'_>, (usize, 
     })
 }
 
+/// Source of [`Template::id`].
+static NEXT_TEMPLATE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
 /// A compiled template: parsed once, rendered for every recipient with
 /// [`Template::render`]. Immutable and `Send + Sync`; share it with an `Arc`.
 pub struct Template {
@@ -276,6 +279,9 @@ pub struct Template {
     pub(crate) required: BTreeSet<String>,
     /// Per-template secret mixed into MIME boundaries.
     pub(crate) secret: [u64; 2],
+    /// Distinct for every template compiled by this process: identifies it in the
+    /// renderer's per-thread cache of where each placeholder's value comes from.
+    pub(crate) id: u64,
     /// `From: ...` CRLF, the same for every message.
     pub(crate) from_header: Box<[u8]>,
     pub(crate) kind: Kind,
@@ -380,6 +386,7 @@ impl Template {
             names: names.names,
             required: names.required,
             secret: halves,
+            id: NEXT_TEMPLATE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             from_header: from_header.to_vec().into_boxed_slice(),
             kind,
         })

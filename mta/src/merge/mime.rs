@@ -48,6 +48,38 @@ pub(crate) fn push_lossy(value: &[u8], out: &mut Vec<u8>) {
     }
 }
 
+/// What one merge value needs, worked out once per message rather than at each
+/// of its places in the template (a company name may appear thirty times).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct ValueFlags {
+    /// Valid UTF-8: goes into a text part as it is.
+    pub(crate) utf8: bool,
+    /// Valid UTF-8 without `&<>"'`: goes into an HTML part as it is.
+    pub(crate) html_plain: bool,
+    /// Every octet may stay literal in quoted-printable (printable ASCII but
+    /// `=`, space, TAB; no line end).
+    pub(crate) qp_literal: bool,
+}
+
+impl ValueFlags {
+    /// The flags of `value`.
+    pub(crate) fn of(value: &[u8]) -> ValueFlags {
+        let qp_literal = is_qp_literal(value);
+        // All-literal octets are ASCII, so valid UTF-8 without a second scan.
+        let utf8 = qp_literal || std::str::from_utf8(value).is_ok();
+        ValueFlags {
+            utf8,
+            html_plain: utf8 && !value.iter().any(|&b| is_html_special(b)),
+            qp_literal,
+        }
+    }
+}
+
+/// Whether every octet of `value` may stay literal in quoted-printable.
+pub(crate) fn is_qp_literal(value: &[u8]) -> bool {
+    value.iter().all(|&b| QP_LITERAL[usize::from(b)])
+}
+
 /// `value` made valid UTF-8: itself when it already is (the usual case, no
 /// copy), else its lossy conversion written into `scratch`.
 pub(crate) fn lossy<'a>(value: &'a [u8], scratch: &'a mut Vec<u8>) -> &'a [u8] {
@@ -103,10 +135,12 @@ pub(crate) fn push_html_escaped(value: &[u8], out: &mut Vec<u8>) {
 /// Whether `value` is valid UTF-8 without an octet [`push_html_escaped`]
 /// replaces by an entity, so it goes into HTML as it is.
 fn needs_no_html_escape(value: &[u8]) -> bool {
-    !value
-        .iter()
-        .any(|&b| matches!(b, b'&' | b'<' | b'>' | b'"' | b'\''))
-        && std::str::from_utf8(value).is_ok()
+    !value.iter().any(|&b| is_html_special(b)) && std::str::from_utf8(value).is_ok()
+}
+
+/// The octets HTML escaping replaces by an entity.
+fn is_html_special(b: u8) -> bool {
+    matches!(b, b'&' | b'<' | b'>' | b'"' | b'\'')
 }
 
 /// Appends `value` (any bytes) to `out` for use in a header: lossily converted to
@@ -255,12 +289,19 @@ pub(crate) fn write_qp_row(line: &[u8], col: &mut usize, line_end: bool, out: &m
 /// Appends `value` quoted-printable encoded from column `*col` (see
 /// [`write_qp_row`]): its line ends become hard breaks (CRLF), and `line_end`
 /// says whether a line end follows the value. Leaves `*col` after it.
-pub(crate) fn write_qp_value(value: &[u8], col: &mut usize, line_end: bool, out: &mut BytesMut) {
+/// `literal`: the value's [`is_qp_literal`], known by the caller.
+pub(crate) fn write_qp_value(
+    value: &[u8],
+    literal: bool,
+    col: &mut usize,
+    line_end: bool,
+    out: &mut BytesMut,
+) {
     // Most values are short plain words that fit on the current line as they
     // are: no line end, nothing to encode, no `.` starting the line and no
     // blank before a line end. Copy them whole.
-    let fits = *col + value.len() <= QP_LINE
-        && value.iter().all(|&b| QP_LITERAL[usize::from(b)])
+    let fits = literal
+        && *col + value.len() <= QP_LINE
         && !(*col == 0 && value.first() == Some(&b'.'))
         && !(line_end && matches!(value.last(), Some(b' ' | b'\t')));
     if fits {
@@ -830,7 +871,7 @@ pub(crate) mod tests {
             for value in [value, word.into_bytes()] {
                 let (mut fast, mut general) = (BytesMut::new(), BytesMut::new());
                 let (mut fast_col, mut general_col) = (col, col);
-                write_qp_value(&value, &mut fast_col, line_end, &mut fast);
+                write_qp_value(&value, is_qp_literal(&value), &mut fast_col, line_end, &mut fast);
                 write_qp_value_lines(&value, &mut general_col, line_end, &mut general);
                 proptest::prop_assert_eq!(&fast[..], &general[..]);
                 proptest::prop_assert_eq!(fast_col, general_col);

@@ -21,7 +21,10 @@
 use bytes::{BufMut, BytesMut};
 
 use super::compile::{Part, Piece};
-use super::mime::{fits_7bit, html_escaped, lossy, write_qp_literal, write_qp_value, HEX, QP_LINE};
+use super::mime::{
+    fits_7bit, html_escaped, is_qp_literal, lossy, write_qp_literal, write_qp_value, ValueFlags,
+    HEX, QP_LINE,
+};
 use super::render::Values;
 
 /// A body part compiled for quoted-printable: see the [module documentation](self).
@@ -132,19 +135,31 @@ impl Prequoted {
                     blank = matches!(encoded.last(), Some(b' ' | b'\t'));
                 }
                 Item::Field { name, default } => {
-                    let value = values.piece(*name, default.as_deref());
+                    let (value, flags) = values.piece_flagged(*name, default.as_deref());
                     if value.is_empty() {
                         continue;
                     }
-                    let value = if html {
-                        html_escaped(value, scratch)
-                    } else {
-                        lossy(value, scratch)
+                    let (value, literal) = match (html, flags) {
+                        (
+                            true,
+                            ValueFlags {
+                                html_plain: true, ..
+                            },
+                        )
+                        | (false, ValueFlags { utf8: true, .. }) => (value, flags.qp_literal),
+                        (true, _) => {
+                            let escaped = html_escaped(value, scratch);
+                            (escaped, is_qp_literal(escaped))
+                        }
+                        (false, _) => {
+                            let valid = lossy(value, scratch);
+                            (valid, is_qp_literal(valid))
+                        }
                     };
                     if blank && matches!(value.first(), Some(b'\r' | b'\n')) {
                         encode_last_blank(out, &mut col);
                     }
-                    write_qp_value(value, &mut col, false, out);
+                    write_qp_value(value, literal, &mut col, false, out);
                     blank = col > 0 && matches!(out.last(), Some(b' ' | b'\t'));
                 }
             }

@@ -16,7 +16,7 @@ use memchr::memmem;
 use super::compile::{Kind, Part, Parts, Piece, Template};
 use super::mime::{
     fits_7bit, push_header_text, push_html_escaped, push_lossy, write_7bit, write_header, write_qp,
-    Encode,
+    Encode, ValueFlags,
 };
 use super::raw::render_raw;
 use super::EMAIL;
@@ -58,6 +58,12 @@ pub(crate) enum Slot {
 #[derive(Debug, Default)]
 pub(crate) struct Scratch {
     slots: Vec<Slot>,
+    /// The template ([`Template::id`]) and field names `slots` were worked out for.
+    mapped_for: (Option<u64>, Vec<String>),
+    /// Where the `text_only` field is among those field names.
+    text_only_at: Option<usize>,
+    /// [`ValueFlags`] of the current recipient's values.
+    flags: Vec<ValueFlags>,
     header: String,
     text: Vec<u8>,
     html: Vec<u8>,
@@ -73,7 +79,10 @@ thread_local! {
 pub(crate) struct Values<'a> {
     slots: &'a [Slot],
     values: &'a [&'a [u8]],
+    /// `flags[i]` for `values[i]` (worked out on the spot where missing).
+    flags: &'a [ValueFlags],
     pub(crate) recipient: &'a str,
+    recipient_flags: ValueFlags,
 }
 
 impl<'a> Values<'a> {
@@ -83,20 +92,36 @@ impl<'a> Values<'a> {
         Values {
             slots,
             values,
+            flags: &[],
             recipient,
+            recipient_flags: ValueFlags::of(recipient.as_bytes()),
         }
     }
 
     /// The value of placeholder `name`, or its default when the value is empty.
     pub(crate) fn piece(&self, name: usize, default: Option<&'a str>) -> &'a [u8] {
-        let value: &'a [u8] = match self.slots.get(name) {
-            Some(Slot::Email) => self.recipient.as_bytes(),
-            Some(&Slot::Value(i)) => self.values.get(i).copied().unwrap_or_default(),
-            Some(Slot::Missing) | None => b"",
+        self.piece_flagged(name, default).0
+    }
+
+    /// [`Values::piece`] with what the value needs ([`ValueFlags`]).
+    pub(crate) fn piece_flagged(
+        &self,
+        name: usize,
+        default: Option<&'a str>,
+    ) -> (&'a [u8], ValueFlags) {
+        let (value, flags): (&'a [u8], Option<ValueFlags>) = match self.slots.get(name) {
+            Some(Slot::Email) => (self.recipient.as_bytes(), Some(self.recipient_flags)),
+            Some(&Slot::Value(i)) => (
+                self.values.get(i).copied().unwrap_or_default(),
+                self.flags.get(i).copied(),
+            ),
+            Some(Slot::Missing) | None => (b"", None),
         };
         match default {
-            Some(default) if value.is_empty() => default.as_bytes(),
-            _ => value,
+            Some(default) if value.is_empty() => {
+                (default.as_bytes(), ValueFlags::of(default.as_bytes()))
+            }
+            _ => (value, flags.unwrap_or_else(|| ValueFlags::of(value))),
         }
     }
 }
@@ -186,40 +211,62 @@ impl Template {
     ) -> Result<(), RenderError> {
         let Scratch {
             slots,
+            mapped_for,
+            text_only_at,
+            flags,
             header,
             text,
             html,
             value,
         } = scratch;
-        slots.clear();
         let known = fields.len().min(values.len());
-        let mut missing = false;
-        for name in &self.names {
-            let slot = if &**name == EMAIL {
-                Slot::Email
-            } else {
-                match fields[..known].iter().position(|f| *f == &**name) {
-                    Some(i) => Slot::Value(i),
-                    None => {
-                        missing |= self.required.contains(&**name);
-                        Slot::Missing
-                    }
-                }
-            };
-            slots.push(slot);
-        }
-        if missing {
-            let missing: Vec<String> = self
-                .required
+        // Where each placeholder's value comes from depends only on the template
+        // and the field names, which are the same for a whole batch: worked out
+        // again only when they change.
+        let same = mapped_for.0 == Some(self.id)
+            && mapped_for.1.len() == known
+            && mapped_for
+                .1
                 .iter()
-                .filter(|name| !fields[..known].contains(&name.as_str()))
-                .map(|name| format!("`{name}`"))
-                .collect();
-            return Err(RenderError(format!(
-                "no value for merge field{} {}",
-                if missing.len() == 1 { "" } else { "s" },
-                missing.join(", ")
-            )));
+                .zip(&fields[..known])
+                .all(|(a, b)| a == b);
+        if !same {
+            mapped_for.0 = None;
+            slots.clear();
+            let mut missing = false;
+            for name in &self.names {
+                let slot = if &**name == EMAIL {
+                    Slot::Email
+                } else {
+                    match fields[..known].iter().position(|f| *f == &**name) {
+                        Some(i) => Slot::Value(i),
+                        None => {
+                            missing |= self.required.contains(&**name);
+                            Slot::Missing
+                        }
+                    }
+                };
+                slots.push(slot);
+            }
+            if missing {
+                let missing: Vec<String> = self
+                    .required
+                    .iter()
+                    .filter(|name| !fields[..known].contains(&name.as_str()))
+                    .map(|name| format!("`{name}`"))
+                    .collect();
+                return Err(RenderError(format!(
+                    "no value for merge field{} {}",
+                    if missing.len() == 1 { "" } else { "s" },
+                    missing.join(", ")
+                )));
+            }
+            *text_only_at = fields[..known].iter().position(|f| *f == "text_only");
+            mapped_for.1.clear();
+            mapped_for
+                .1
+                .extend(fields[..known].iter().map(|f| (*f).to_owned()));
+            mapped_for.0 = Some(self.id);
         }
         if recipient.len() > MAX_RECIPIENT {
             return Err(RenderError(format!(
@@ -227,15 +274,16 @@ impl Template {
                 recipient.len()
             )));
         }
+        flags.clear();
+        flags.extend(values[..known].iter().map(|v| ValueFlags::of(v)));
         let values = Values {
             slots,
             values: &values[..known],
+            flags,
             recipient,
+            recipient_flags: ValueFlags::of(recipient.as_bytes()),
         };
-        let text_only = fields[..known]
-            .iter()
-            .position(|f| *f == "text_only")
-            .is_some_and(|i| truthy(values.values[i]));
+        let text_only = text_only_at.is_some_and(|i| truthy(values.values[i]));
         match &self.kind {
             Kind::Parts(parts) => {
                 let bodies = Bodies { text, html, value };

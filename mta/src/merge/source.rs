@@ -198,7 +198,20 @@ impl MessageSource for TemplateSource {
         let recipient = batch
             .recipient(index)
             .ok_or_else(|| RenderError(format!("no recipient {index} in the batch")))?;
-        let fields = batch.field_names();
+        // Names and values on the stack for the usual few fields.
+        let mut inline_names: [&str; INLINE_FIELDS] = [""; INLINE_FIELDS];
+        let many_names: Vec<&str>;
+        let fields: &[&str] = if batch.field_names_iter().len() <= INLINE_FIELDS {
+            let mut count = 0;
+            for (slot, name) in inline_names.iter_mut().zip(batch.field_names_iter()) {
+                *slot = name;
+                count += 1;
+            }
+            &inline_names[..count]
+        } else {
+            many_names = batch.field_names();
+            &many_names
+        };
         let ctx = RenderContext {
             now: SystemTime::now(),
             message_id_domain: self.message_id_domain.clone(),
@@ -213,10 +226,10 @@ impl MessageSource for TemplateSource {
                     *slot = value;
                     count += 1;
                 }
-                template.render(&fields, &values[..count], &address, &ctx, out)
+                template.render(fields, &values[..count], &address, &ctx, out)
             } else {
                 let values: Vec<&[u8]> = recipient.values().collect();
-                template.render(&fields, &values, &address, &ctx, out)
+                template.render(fields, &values, &address, &ctx, out)
             }
         };
         // The address is assembled in a reused buffer; a fresh one only if the

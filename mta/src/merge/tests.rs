@@ -678,3 +678,45 @@ fn throughput() {
         );
     }
 }
+
+/// The per-thread cache of where each placeholder's value comes from is keyed
+/// by template and field names: a change of either maps the values afresh, and
+/// a missing field is reported every time, not only the first.
+#[test]
+fn field_mapping_follows_the_template_and_the_field_names() {
+    let spec = TemplateSpec {
+        from: "a@acme.test".into(),
+        subject: "{{ first_name }}/{{ code }}".into(),
+        text: Some("x\n".into()),
+        ..TemplateSpec::default()
+    };
+    let one = compile(&spec);
+    let subject = |text: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix("Subject: "))
+            .unwrap_or_default()
+            .to_owned()
+    };
+    let got = render(&one, &["first_name", "code"], &[b"Ann", b"7"]);
+    assert_eq!(subject(&got), "Ann/7");
+    let got = render(&one, &["code", "first_name"], &[b"8", b"Bob"]);
+    assert_eq!(subject(&got), "Bob/8");
+    let swapped = TemplateSpec {
+        subject: "{{ code }}-{{ first_name }}".into(),
+        ..spec.clone()
+    };
+    let two = compile(&swapped);
+    let got = render(&two, &["code", "first_name"], &[b"9", b"Cy"]);
+    assert_eq!(subject(&got), "9-Cy");
+    let got = render(&one, &["code", "first_name"], &[b"1", b"Di"]);
+    assert_eq!(subject(&got), "Di/1");
+    for _ in 0..2 {
+        let mut out = BytesMut::new();
+        let err = one
+            .render(&["first_name"], &[b"Ed"], "e@x.test", &ctx(), &mut out)
+            .unwrap_err();
+        assert!(err.to_string().contains("`code`"), "{err}");
+    }
+    let got = render(&one, &["first_name", "code"], &[b"Fay", b"2"]);
+    assert_eq!(subject(&got), "Fay/2");
+}
