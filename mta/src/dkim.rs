@@ -209,15 +209,18 @@ impl DkimSigner {
 
     /// The same, prepending the header fields in place into `out`, which holds the
     /// message; returns whether it signed. Bare CRs and LFs in `out` are turned
-    /// into CRLF first (as the SMTP layer would do anyway). The message is moved up
-    /// by one `memmove` and the fields written in front: no allocation when `out`
-    /// has spare capacity (it usually has: the caller reuses the buffer), and
-    /// ~0.2 µs for 5 KB, nothing next to the signature itself.
-    pub fn sign_in_place(&self, out: &mut BytesMut) -> Result<bool, DkimError> {
+    /// into CRLF first (as the SMTP layer would do anyway), unless `crlf_only`
+    /// says the message has none (a rendered template,
+    /// [`crate::source::Rendered::crlf_only`]), which saves a pass over it. The
+    /// message is moved up by one `memmove` and the fields written in front: no
+    /// allocation when `out` has spare capacity (it usually has: the caller
+    /// reuses the buffer), and ~0.2 µs for 5 KB, nothing next to the signature
+    /// itself.
+    pub fn sign_in_place(&self, out: &mut BytesMut, crlf_only: bool) -> Result<bool, DkimError> {
         if self.entries.is_empty() {
             return Ok(false);
         }
-        if normalized_len(out) != out.len() {
+        if !crlf_only && normalized_len(out) != out.len() {
             let mut normalized = BytesMut::with_capacity(normalized_len(out) + 1024);
             normalize_crlf_into(out, &mut normalized);
             *out = normalized;
@@ -564,10 +567,30 @@ impl BodyHashCache {
 /// `bh=`: SHA-256 of the relaxed canonical body (the same for rsa-sha256 and
 /// ed25519-sha256).
 fn body_hash(body: &[u8]) -> [u8; 32] {
-    let digest = HashAlgorithm::Sha256.hash(Canonicalization::Relaxed.canonical_body(body, 0));
+    let digest = if is_relaxed_canonical(body) {
+        // Already canonical (as quoted-printable output is): one SHA-256 over the
+        // bytes, ~3.5 µs for 5 KB here, instead of ~9 µs through the general
+        // canonicalizer's many small writes.
+        HashAlgorithm::Sha256.hash(body)
+    } else {
+        HashAlgorithm::Sha256.hash(Canonicalization::Relaxed.canonical_body(body, 0))
+    };
     let mut out = [0u8; 32];
     out.copy_from_slice(digest.as_ref());
     out
+}
+
+/// Whether relaxed body canonicalization (RFC 6376 §3.4.4) leaves `body`, whose
+/// line ends are all CRLF, unchanged: no TAB, no run of spaces, no space before
+/// a line end, and exactly one CRLF at the end (no empty lines there). Three
+/// vectorized searches.
+fn is_relaxed_canonical(body: &[u8]) -> bool {
+    body.ends_with(b"\r\n")
+        && !body.ends_with(b"\r\n\r\n")
+        && body != b"\r\n"
+        && memchr(b'\t', body).is_none()
+        && memchr::memmem::find(body, b"  ").is_none()
+        && memchr::memmem::find(body, b" \r").is_none()
 }
 
 /// Reads a PEM private key for `algorithm`, with errors that say what to fix.

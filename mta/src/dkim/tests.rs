@@ -426,7 +426,7 @@ fn no_from_no_signature() {
     assert!(empty.is_empty() && !signer.is_empty());
     assert_eq!(empty.sign(MESSAGE.as_bytes()).expect("ok"), None);
     let mut out = BytesMut::from(MESSAGE);
-    assert!(!empty.sign_in_place(&mut out).expect("ok"));
+    assert!(!empty.sign_in_place(&mut out, false).expect("ok"));
     assert_eq!(out, MESSAGE.as_bytes());
 }
 
@@ -489,7 +489,7 @@ async fn bare_line_ends_are_signed_as_crlf() {
     );
 
     let mut out = BytesMut::from(lf.as_str());
-    assert!(signer.sign_in_place(&mut out).expect("signs"));
+    assert!(signer.sign_in_place(&mut out, false).expect("signs"));
     assert!(out.ends_with(&wire));
     assert_eq!(
         verify(&out, &signer.dns_records()).await,
@@ -503,7 +503,7 @@ async fn sign_in_place_prepends() {
     let signer = signer(&[keys.rsa("acme.test", "s")]);
     let mut out = BytesMut::with_capacity(64 * 1024);
     out.extend_from_slice(MESSAGE.as_bytes());
-    assert!(signer.sign_in_place(&mut out).expect("signs"));
+    assert!(signer.sign_in_place(&mut out, false).expect("signs"));
     assert!(out.starts_with(b"DKIM-Signature: "));
     assert!(out.ends_with(MESSAGE.as_bytes()));
     assert_eq!(
@@ -512,7 +512,7 @@ async fn sign_in_place_prepends() {
     );
     let other = MESSAGE.replace("news@acme.test", "news@example.test");
     let mut out = BytesMut::from(other.as_str());
-    assert!(!signer.sign_in_place(&mut out).expect("ok"));
+    assert!(!signer.sign_in_place(&mut out, false).expect("ok"));
     assert_eq!(out, other.as_bytes());
 }
 
@@ -737,7 +737,7 @@ fn timing() {
         let in_place = per(n, &mut |_| {
             buffer.clear();
             buffer.extend_from_slice(&message);
-            std::hint::black_box(signer.sign_in_place(&mut buffer).ok());
+            std::hint::black_box(signer.sign_in_place(&mut buffer, true).ok());
         });
         println!(
             "{name}: sign {cached:?} (body hash cached), {uncached:?} (body hashed), \
@@ -793,4 +793,40 @@ fn timing() {
         std::hint::black_box(normalized_len(std::hint::black_box(&message)));
     });
     println!("ed25519 key alone {raw:?}; parse + From + select headers {parse:?}; line-end scan {scan:?}");
+}
+
+proptest::proptest! {
+    /// The shortcut for bodies already in relaxed canonical form gives the same
+    /// `bh=` as the general canonicalizer, whatever the body.
+    #[test]
+    fn body_hash_shortcut_matches_the_canonicalizer(
+        lines in proptest::collection::vec("[ab. \t=]{0,12}", 0..8),
+        end in 0usize..3,
+    ) {
+        let mut body = lines.join("\r\n").into_bytes();
+        body.extend(std::iter::repeat_n(b"\r\n".as_slice(), end).flatten());
+        let want = HashAlgorithm::Sha256.hash(Canonicalization::Relaxed.canonical_body(&body, 0));
+        proptest::prop_assert_eq!(&body_hash(&body)[..], want.as_ref());
+    }
+}
+
+#[test]
+fn quoted_printable_bodies_take_the_shortcut() {
+    let body = b"--=_a\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nHello Zo=C3=AB,=\r\n we have=20\r\nnews.\r\n--=_a--\r\n";
+    assert!(is_relaxed_canonical(body));
+    for not in [
+        &b"a  b\r\n"[..],
+        b"a \r\n",
+        b"a\tb\r\n",
+        b"a\r\n\r\n",
+        b"\r\n",
+        b"a",
+        b"",
+    ] {
+        assert!(
+            !is_relaxed_canonical(not),
+            "{:?}",
+            String::from_utf8_lossy(not)
+        );
+    }
 }

@@ -296,7 +296,7 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
             });
             let signed = rendered.and_then(|(from, r)| match &shared.dkim {
                 Some(dkim) => dkim
-                    .sign_in_place(&mut body)
+                    .sign_in_place(&mut body, r.crlf_only)
                     .map(|_| (from, r))
                     .map_err(|e| crate::source::RenderError(format!("DKIM: {e}"))),
                 None => Ok((from, r)),
