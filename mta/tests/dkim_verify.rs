@@ -495,7 +495,7 @@ fn message_from_a_domain_without_key_is_not_signed() {
         let message = campaign_message(from, "jane@example.test");
         assert_eq!(signer.sign(&message).expect("no error"), None, "{from}");
         let mut buffer = bytes::BytesMut::from(&message[..]);
-        assert!(!signer.sign_in_place(&mut buffer).expect("no error"));
+        assert!(!signer.sign_in_place(&mut buffer, true).expect("no error"));
         assert_eq!(buffer, message);
     }
 }
