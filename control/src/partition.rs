@@ -125,7 +125,13 @@ fn sort_in_chunks<R: Read>(
         rejected: Vec::new(),
         suppressed: Vec::new(),
     };
-    let mut chunk = Chunk::default();
+    // Reserved at full size up front (untouched pages cost no memory): growing by
+    // doubling would hold the old and the new buffer at once, 1.5 times the chunk
+    // at the peak when the allocator cannot grow it in place.
+    let mut chunk = Chunk {
+        data: Vec::with_capacity(chunk_bytes + (chunk_bytes >> 6)),
+        index: Vec::with_capacity(chunk_bytes / 48),
+    };
     while let Some(row) = reader.next_row() {
         match row {
             Err(rejected) => sorted.rejected.push(rejected),
