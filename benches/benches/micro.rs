@@ -259,6 +259,17 @@ fn slot_update_in_mapped_batch(bencher: Bencher) {
     });
 }
 
+/// The Ed25519 signature alone (ring, what `mail-auth` signs with): the floor of
+/// what DKIM with Ed25519 adds per message, whatever is done around it.
+#[divan::bench]
+fn ed25519_signature_alone(bencher: Bencher) {
+    let rng = ring::rand::SystemRandom::new();
+    let pkcs8 = ring::signature::Ed25519KeyPair::generate_pkcs8(&rng).expect("key");
+    let key = ring::signature::Ed25519KeyPair::from_pkcs8(pkcs8.as_ref()).expect("key");
+    let digest = [7u8; 32];
+    bencher.bench_local(|| key.sign(black_box(&digest)));
+}
+
 #[divan::bench]
 fn dkim_ed25519_sign_5kb(bencher: Bencher) {
     let dir = tempfile::tempdir().expect("tempdir");

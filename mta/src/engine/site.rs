@@ -264,7 +264,10 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
     // In flight, in enqueue order: the session reports results in that order,
     // so the one looked up is nearly always the first.
     let mut pending: VecDeque<(u64, Item, Instant)> = VecDeque::with_capacity(depth);
-    let mut body = BytesMut::with_capacity(16 * 1024);
+    // Message buffers come back with their results and are rendered into again:
+    // a few per connection, warm in the cache, instead of fresh memory for each
+    // message.
+    let mut spare: Vec<BytesMut> = Vec::with_capacity(depth + 1);
     let mut stop = false;
     let mut claimed = Some(first);
     loop {
@@ -287,6 +290,9 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                 .recipient(index)
                 .map(|r| r.address())
                 .unwrap_or_default();
+            let mut body = spare
+                .pop()
+                .unwrap_or_else(|| BytesMut::with_capacity(BODY_CAPACITY));
             body.clear();
             let rendered = shared.source.envelope_from(&view, index).and_then(|from| {
                 shared
@@ -322,6 +328,7 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                         via,
                         Instant::now(),
                     );
+                    spare.push(body);
                     continue;
                 }
             };
@@ -330,7 +337,7 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                 id,
                 mail_from: from,
                 rcpt_to: vec![rcpt],
-                body: body.split().freeze(),
+                body: body.freeze(),
                 crlf_only: rendered.crlf_only,
             };
             shared.recorder.mark_in_flight(&item);
@@ -354,6 +361,11 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                 if let Some((_, item, started)) = at.and_then(|at| pending.remove(at)) {
                     if record_result(site, shared, &item, &result, via, started) {
                         stop = true;
+                    }
+                }
+                if let Ok(buffer) = result.body.try_into_mut() {
+                    if spare.len() <= depth {
+                        spare.push(buffer);
                     }
                 }
             }
@@ -397,6 +409,10 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
     }
     conn.quit().await;
 }
+
+/// Capacity of a fresh message buffer: a typical rendered message and its DKIM
+/// signature fit without growing it.
+const BODY_CAPACITY: usize = 16 * 1024;
 
 /// The MAIL FROM of one message: the VERP return path of recipient `index` of
 /// the batch when `verp` is set and the batch is a campaign's; a received

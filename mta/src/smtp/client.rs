@@ -159,6 +159,10 @@ pub struct TransactionResult {
     /// to `BDAT LAST`, or the refusal of the DATA command itself; `None` if never sent
     /// or never answered.
     pub data: Option<Reply>,
+    /// [`Transaction::body`], handed back: once the session has written it, the
+    /// caller usually holds the only reference and can take the buffer back
+    /// (`Bytes::try_into_mut`) for the next message, still warm in the cache.
+    pub body: Bytes,
 }
 
 /// Why a session ended.

@@ -325,6 +325,7 @@ impl TxState {
             mail,
             rcpts,
             data,
+            body: tx.body,
         }
     }
 }

@@ -170,6 +170,39 @@ fn clean_crlf_bodies_are_handed_over_without_a_copy() {
     let results = h.take_results();
     assert_eq!(results.len(), 2);
     assert!(results.iter().all(|r| r.rcpts[0].reply.code == 250));
+    // The bodies come back with the results, for the caller to reuse.
+    assert_eq!(results[0].body.as_ptr(), clean.as_ptr());
+    assert_eq!(results[1].body.as_ptr(), dotted.as_ptr());
+}
+
+/// Once the session has written a body and the driver dropped its chunks, the
+/// result holds the only reference: the buffer can be taken back without a copy.
+#[test]
+fn a_finished_body_can_be_taken_back_for_the_next_message() {
+    let mut cfg = config(TlsMode::Opportunistic);
+    cfg.chunking = false;
+    let mut h = Harness::ready(cfg, POSTFIX_GREETING, POSTFIX_EHLO);
+    let mut buffer = bytes::BytesMut::with_capacity(4096);
+    buffer.extend_from_slice(b"Subject: one\r\n\r\nHello.\r\n");
+    let address = buffer.as_ptr();
+    let mut t = tx(1, "b@news.example", &["alice@example.org"], &[]);
+    t.body = buffer.freeze();
+    t.crlf_only = true;
+    h.enqueue(t);
+    let mut chunks = Vec::new();
+    h.session.take_output(&mut chunks);
+    h.server(&["250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n", POSTFIX_354].concat());
+    h.session.take_output(&mut chunks);
+    chunks.clear(); // written
+    h.server("250 2.0.0 Ok: queued as A\r\n");
+    let mut results = h.take_results();
+    let back = results
+        .remove(0)
+        .body
+        .try_into_mut()
+        .expect("the only reference");
+    assert_eq!(back.as_ptr(), address);
+    assert!(back.capacity() >= 4096);
 }
 
 #[test]
