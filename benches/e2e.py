@@ -7,7 +7,9 @@ Phases, one after the other, each with freshly started sinks:
   postfix     smtp-source -> private Postfix -> transport map -> smtp-sink
 CPU is measured with wait4() rusage for single processes (volley, smtp-source,
 smtp-sink) and with a cpuacct cgroup for Postfix's process tree (its daemons come
-and go). Everything binds to 127.0.0.0/8; every wait has a deadline.
+and go). The queues of volley and Postfix live on a fresh ext4 on a loop device
+(see spool_fs). With --rounds K the sink limit and volley alternate K times.
+Everything binds to 127.0.0.0/8; every wait has a deadline.
 """
 import argparse
 import datetime
@@ -385,10 +387,11 @@ def calibrate(procs, args, workdir, volley, dns, template):
     return sum(sizes) // len(sizes)
 
 
-def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim, queues):
+def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim, queues, round_=0):
     log(f"== volley: send {args.recipients:,} recipients (dkim {args.dkim})")
-    spool = os.path.join(queues, "spool")
-    log_path = os.path.join(workdir, "delivery.jsonl")
+    # Each round on a fresh spool.
+    spool = os.path.join(queues, f"spool{round_ or ''}")
+    log_path = os.path.join(workdir, f"delivery{round_ or ''}.jsonl")
     conf = os.path.join(workdir, "volley.toml")
     report = os.path.join(workdir, "report.json")
     volley_config(conf, spool, dns, log_path, dkim)
@@ -576,6 +579,9 @@ def main():
     ap.add_argument("--profile", action="store_true",
                     help="record volley with perf (figures then include perf's overhead) and "
                          "write perf's report to benches/results/e2e-<date>-profile.txt")
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run the sink limit and volley this many times, alternately, and "
+                         "report the round with the median CPU ratio (all rounds are listed)")
     ap.add_argument("--spool-fs", choices=["auto", "loop", "host"], default="auto",
                     help="where the queues of volley and Postfix go: a fresh loop-mounted ext4 "
                          "(auto falls back to the work dir if that is not possible) or the work "
@@ -608,10 +614,33 @@ def main():
                   "sessions_per_site": SESSIONS_PER_SITE, "dkim": args.dkim,
                   "message_bytes": msg_bytes,
                   "queue_fs": "ext4 on a loop device" if mounted else "host"}
-        result["sink_limit"] = None if args.no_source else phase_sink_limit(
-            procs, args, workdir, payload)
-        result["volley"] = phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim,
-                                        queues)
+        # With --rounds K the sink limit and volley run K times, alternately, and
+        # the round with the median CPU ratio is the one reported: the host's speed
+        # drifts by tens of percent over minutes, so one pair can mislead.
+        rounds = []
+        for r in range(args.rounds):
+            lim = None if args.no_source else phase_sink_limit(procs, args, workdir, payload)
+            vol = phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim, queues, r)
+            rounds.append((lim, vol))
+            if args.rounds > 1:
+                ratio = lim and vol["cpu_us_per_msg"] / lim["source_cpu_us_per_msg"]
+                log(f"   round {r + 1}: smtp-source {lim and lim['source_cpu_us_per_msg']:.1f} "
+                    f"µs/msg, volley {vol['cpu_us_per_msg']:.1f} µs/msg"
+                    + (f", ratio {ratio:.2f}" if ratio else ""))
+        if args.rounds > 1:
+            result["rounds"] = [{
+                "source_cpu_us_per_msg": lim and round(lim["source_cpu_us_per_msg"], 2),
+                "volley_cpu_us_per_msg": round(vol["cpu_us_per_msg"], 2),
+                "cpu_ratio": lim and round(vol["cpu_us_per_msg"] / lim["source_cpu_us_per_msg"], 3),
+                "sink_limit_msgs_per_s": lim and round(lim["msgs_per_s"], 1),
+                "volley_msgs_per_s": round(vol["msgs_per_s"], 1),
+                "volley_peak_rss_mb": round(vol["peak_rss_mb"], 1),
+            } for lim, vol in rounds]
+        key = (lambda lv: lv[1]["cpu_us_per_msg"] / lv[0]["source_cpu_us_per_msg"]) \
+            if not args.no_source else (lambda lv: lv[1]["cpu_us_per_msg"])
+        median = sorted(range(len(rounds)), key=lambda i: key(rounds[i]))[len(rounds) // 2]
+        result["median_round"] = median + 1
+        result["sink_limit"], result["volley"] = rounds[median]
         result["postfix"] = None if args.no_postfix else phase_postfix(
             procs, args, workdir, payload, queues)
     finally:
@@ -662,6 +691,12 @@ def main():
               f"smtp-source CPU: {v['cpu_us_per_msg'] / lim['source_cpu_us_per_msg']:.2f}")
     if pf:
         print(f"volley / postfix: {v['msgs_per_s'] / pf['msgs_per_s']:.1f}x")
+    for i, r in enumerate(result.get("rounds", [])):
+        print(f"round {i + 1}: smtp-source {fmt(r['source_cpu_us_per_msg'], '.1f')} µs/msg, "
+              f"volley {r['volley_cpu_us_per_msg']:.1f} µs/msg, ratio {fmt(r['cpu_ratio'], '.2f')}, "
+              f"volley {r['volley_msgs_per_s']:,.0f} msgs/s")
+    if "rounds" in result:
+        print(f"(the figures above are round {result['median_round']}'s: the median ratio)")
     headline = {
         "volley_msgs_per_s": round(v["msgs_per_s"], 1),
         "sink_limit_msgs_per_s": lim and round(lim["msgs_per_s"], 1),

@@ -2,7 +2,8 @@
 # End-to-end benchmark against real peers, on loopback only:
 #
 #   benches/e2e.sh [--recipients N] [--sites S] [--dkim none|ed25519|rsa2048]
-#                  [--postfix-cap M] [--no-postfix] [--no-source]
+#                  [--postfix-cap M] [--no-postfix] [--no-source] [--rounds K]
+#                  [--spool-fs auto|loop|host] [--profile] [--tag T]
 #
 # (defaults 1,000,000 / 10 / none / 100,000). It starts dnsmasq serving MX records
 # for 1,000 domains spread over S sites, one smtp-sink per site on its own
@@ -15,8 +16,11 @@
 # For each: messages/s end to end, CPU per message, peak RSS. The last line printed
 # is one JSON object with the headline figures; the full result goes to
 # benches/results/e2e-<date>[-dkim].json with a plot of volley's messages/s over
-# time (e2e-<date>[-dkim].svg). Installs postfix and dnsmasq-base from Debian if
-# missing (root). Everything it starts is stopped and its temp dir removed at exit.
+# time (e2e-<date>[-dkim].svg). The queues of volley and Postfix go on a fresh
+# loop-mounted ext4 made for the run (--spool-fs); --rounds K alternates the sink
+# limit and volley K times and reports the median CPU ratio. Installs postfix and
+# dnsmasq-base from Debian if missing (root). Everything it starts is stopped, the
+# file system unmounted and its temp dir removed at exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
