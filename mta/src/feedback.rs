@@ -1,6 +1,6 @@
 //! Acting on what comes back: each message received for volley's own domains
 //! (`[relay] domains` and the `[bounce] domain`) is classified
-//! ([`crate::inbound::classify`]) and each event it yields becomes a line in the
+//! ([`crate::inbound::classify()`]) and each event it yields becomes a line in the
 //! delivery log and, when it calls for one, a suppression.
 //!
 //! # Who is meant

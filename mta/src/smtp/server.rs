@@ -36,7 +36,7 @@
 //! reports how many in [`Event::StartTls`]; after [`Session::tls_established`] it
 //! forgets the HELO name, the transaction and any AUTH.
 //!
-//! Message content: see [`body`] (only `CRLF . CRLF` ends DATA; bare CR or LF,
+//! Message content: see the `body` module (only `CRLF . CRLF` ends DATA; bare CR or LF,
 //! lines over 998 characters and oversize messages are refused after their end).
 //!
 //! Layout: this file (the session, commands outside a transaction, STARTTLS,
