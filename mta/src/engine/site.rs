@@ -364,7 +364,9 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
                     }
                 }
                 if let Ok(buffer) = result.body.try_into_mut() {
-                    if spare.len() <= depth {
+                    // A large message's buffer is not kept: memory stays bounded
+                    // by the typical message, not the largest one seen.
+                    if spare.len() <= depth && buffer.capacity() <= SPARE_MAX_CAPACITY {
                         spare.push(buffer);
                     }
                 }
@@ -413,6 +415,9 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
 /// Capacity of a fresh message buffer: a typical rendered message and its DKIM
 /// signature fit without growing it.
 const BODY_CAPACITY: usize = 16 * 1024;
+
+/// Largest message buffer a connection keeps for the next message.
+const SPARE_MAX_CAPACITY: usize = 256 * 1024;
 
 /// The MAIL FROM of one message: the VERP return path of recipient `index` of
 /// the batch when `verp` is set and the batch is a campaign's; a received
