@@ -13,17 +13,16 @@ mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{stderr, stdout, volley};
+use common::{stderr, stdout, volley, volley_run};
 use support::port::{free_port, poll, wait_bound};
 use support::postfix::{Postfix, PostfixOptions, POSTFIX};
 use support::process::{run_bounded, ChildGuard};
 use support::smtp_sink::{SinkOptions, SmtpSink, SMTP_SINK};
 use volley_queue::{BatchView, Spool};
 
-const VOLLEY: &str = env!("CARGO_BIN_EXE_volley");
 const BOUNCE_DOMAIN: &str = "bounce.volley.test";
 
 /// A directory with volley.toml (spool, log, every domain routed to `via`,
@@ -103,11 +102,7 @@ impl Setup {
 
     /// Starts `volley run` and waits until its listener is bound.
     fn daemon(&self) -> ChildGuard {
-        let mut cmd = Command::new(VOLLEY);
-        cmd.args(["--config", &self.arg("volley.toml"), "run"])
-            .env_remove("VOLLEY_CONFIG")
-            .env("VOLLEY_LOG", "info")
-            .stdin(Stdio::null());
+        let cmd = volley_run(&self.arg("volley.toml"));
         let child = ChildGuard::spawn("volley-run", cmd, self.dir.path()).unwrap();
         wait_bound(self.listen, Duration::from_secs(20), || child.check_alive())
             .unwrap_or_else(|e| panic!("volley run did not listen: {e}"));

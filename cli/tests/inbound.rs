@@ -3,14 +3,16 @@
 //! queues straight into the spool when no daemon runs; a message acknowledged
 //! with 250 survives `kill -9`.
 
+mod common;
 #[path = "../../mta/tests/support/mod.rs"]
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Command, Output};
 use std::time::Duration;
 
+use common::volley_run;
 use support::port::{free_port, poll, wait_bound};
 use support::process::{run_bounded, ChildGuard};
 use support::smtp_sink::{SinkMessage, SinkOptions, SmtpSink};
@@ -73,11 +75,7 @@ impl Setup {
 
     /// Starts `volley run` and waits until its listener is bound.
     fn daemon(&self) -> ChildGuard {
-        let mut cmd = Command::new(VOLLEY);
-        cmd.args(["--config", &self.config(), "run"])
-            .env_remove("VOLLEY_CONFIG")
-            .env("VOLLEY_LOG", "info")
-            .stdin(Stdio::null());
+        let cmd = volley_run(&self.config());
         let child = ChildGuard::spawn("volley-run", cmd, self.dir.path()).unwrap();
         wait_bound(self.listen, Duration::from_secs(20), || child.check_alive())
             .unwrap_or_else(|e| panic!("volley run did not listen: {e}"));

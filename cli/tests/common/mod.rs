@@ -16,6 +16,17 @@ pub fn volley(args: &[&str]) -> Output {
         .expect("run volley")
 }
 
+/// `volley --config CONFIG run` (no `$VOLLEY_CONFIG`, info logs, no stdin), for a
+/// test to spawn as the daemon.
+pub fn volley_run(config: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_volley"));
+    cmd.args(["--config", config, "run"])
+        .env_remove("VOLLEY_CONFIG")
+        .env("VOLLEY_LOG", "info")
+        .stdin(Stdio::null());
+    cmd
+}
+
 /// A command's standard output as text.
 pub fn stdout(out: &Output) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
