@@ -634,10 +634,11 @@ def main():
             vol = phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim, queues, r)
             rounds.append((lim, vol))
             if args.rounds > 1:
-                ratio = lim and vol["cpu_us_per_msg"] / lim["source_cpu_us_per_msg"]
-                log(f"   round {r + 1}: smtp-source {lim and lim['source_cpu_us_per_msg']:.1f} "
-                    f"µs/msg, volley {vol['cpu_us_per_msg']:.1f} µs/msg"
-                    + (f", ratio {ratio:.2f}" if ratio else ""))
+                source = (f"smtp-source {lim['source_cpu_us_per_msg']:.1f} µs/msg, "
+                          if lim else "")
+                ratio = (f", ratio {vol['cpu_us_per_msg'] / lim['source_cpu_us_per_msg']:.2f}"
+                         if lim else "")
+                log(f"   round {r + 1}: {source}volley {vol['cpu_us_per_msg']:.1f} µs/msg{ratio}")
         if args.rounds > 1:
             result["rounds"] = [{
                 "source_cpu_us_per_msg": lim and round(lim["source_cpu_us_per_msg"], 2),
@@ -707,7 +708,7 @@ def main():
               f"volley {r['volley_cpu_us_per_msg']:.1f} µs/msg, ratio {fmt(r['cpu_ratio'], '.2f')}, "
               f"volley {r['volley_msgs_per_s']:,.0f} msgs/s")
     if "rounds" in result:
-        print(f"(the figures above are round {result['median_round']}'s: the median ratio)")
+        print(f"(the figures above are round {result['median_round']}'s, the median)")
     headline = {
         "volley_msgs_per_s": round(v["msgs_per_s"], 1),
         "sink_limit_msgs_per_s": lim and round(lim["msgs_per_s"], 1),

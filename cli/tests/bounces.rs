@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use common::{stderr, stdout, volley, volley_run};
+use common::{stderr, stdout, volley_run, volley_with};
 use support::port::{free_port, poll, wait_bound};
 use support::postfix::{Postfix, PostfixOptions, POSTFIX};
 use support::process::{run_bounded, ChildGuard};
@@ -68,10 +68,7 @@ impl Setup {
     }
 
     fn volley(&self, args: &[&str]) -> Output {
-        let config = self.arg("volley.toml");
-        let mut all = vec!["-C", config.as_str()];
-        all.extend_from_slice(args);
-        volley(&all)
+        volley_with(&self.path("volley.toml"), args)
     }
 
     /// `volley send --wait` of `emails`; returns the report.

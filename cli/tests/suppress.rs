@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{stderr, stdout, volley};
+use common::{stderr, stdout, volley, volley_with};
 use support::scripted::Scripted;
 use support::smtp_sink::{SinkOptions, SmtpSink};
 
@@ -48,10 +48,7 @@ impl Setup {
 
     /// Runs `volley -C volley.toml ARGS…`.
     fn volley(&self, args: &[&str]) -> Output {
-        let config = self.arg("volley.toml");
-        let mut all = vec!["-C", config.as_str()];
-        all.extend_from_slice(args);
-        volley(&all)
+        volley_with(&self.path("volley.toml"), args)
     }
 
     fn write_csv(&self, emails: &[&str]) {

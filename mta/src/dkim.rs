@@ -48,12 +48,14 @@
 //! - the Ed25519 signature itself (ring): 28–38 µs, the floor;
 //! - the body hash: a rendered body is already in relaxed canonical form, which
 //!   three vectorized searches confirm, and is hashed with one SHA-256 (SHA-NI,
-//!   ~3.5 µs); other bodies go through `mail-auth`'s canonicalizer (8–11 µs);
-//!   the cache lookup (XXH3-128 of the raw body) ~0.25 µs;
-//! - parsing and header selection ~0.8 µs, the line-end scan ~0.7 µs (skipped
-//!   for rendered messages, which are CRLF-only), the prepend in `sign_in_place`
-//!   ~0.1 µs;
-//! - RSA-2048's private-key operation dominates everything: 0.7–1.0 ms, about
+//!   ~3.5 µs); other bodies go through `mail-auth`'s canonicalizer (8–11 µs,
+//!   measured in session 3); the cache lookup (XXH3-128 of the raw body)
+//!   ~0.25 µs;
+//! - (session 3's timing test) parsing and header selection ~0.8 µs, the
+//!   line-end scan ~0.7 µs (skipped for rendered messages, which are CRLF-only),
+//!   the prepend in `sign_in_place` ~0.1 µs;
+//! - RSA-2048's private-key operation dominates everything: 0.7–1.0 ms (session 3;
+//!   825 µs per message end to end in session 4), about
 //!   1,100–1,400 messages per second per core.
 
 use std::collections::HashMap;
@@ -569,7 +571,7 @@ impl BodyHashCache {
 fn body_hash(body: &[u8]) -> [u8; 32] {
     let digest = if is_relaxed_canonical(body) {
         // Already canonical (as quoted-printable output is): one SHA-256 over the
-        // bytes, ~3.5 µs for 5 KB here, instead of ~9 µs through the general
+        // bytes, ~3.5 µs for 5 KB here, instead of 8–11 µs through the general
         // canonicalizer's many small writes.
         HashAlgorithm::Sha256.hash(body)
     } else {

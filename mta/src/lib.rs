@@ -29,6 +29,7 @@
 //! - [`sweep`]: removing old `done/` batches and relayed messages no batch needs.
 
 pub mod conn;
+mod decimal;
 pub mod deposit;
 pub mod dkim;
 pub mod engine;

@@ -3,6 +3,7 @@
 //! Each test binary declares `mod common;` and uses a subset, hence the allow.
 #![allow(dead_code)]
 
+use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 /// Runs `volley ARGS` (no `$VOLLEY_CONFIG`, warnings only, no stdin) to the end.
@@ -14,6 +15,14 @@ pub fn volley(args: &[&str]) -> Output {
         .stdin(Stdio::null())
         .output()
         .expect("run volley")
+}
+
+/// Runs `volley -C CONFIG ARGS` to the end, as [`volley`] does.
+pub fn volley_with(config: &Path, args: &[&str]) -> Output {
+    let config = config.display().to_string();
+    let mut all = vec!["-C", config.as_str()];
+    all.extend_from_slice(args);
+    volley(&all)
 }
 
 /// `volley --config CONFIG run` (no `$VOLLEY_CONFIG`, info logs, no stdin), for a

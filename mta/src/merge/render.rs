@@ -20,6 +20,7 @@ use super::mime::{
 };
 use super::raw::render_raw;
 use super::EMAIL;
+use crate::decimal::put_decimal;
 use crate::source::RenderError;
 
 /// What varies per message besides the recipient: the clock and a unique number.
@@ -100,7 +101,10 @@ impl<'a> Values<'a> {
 
     /// The value of placeholder `name`, or its default when the value is empty.
     pub(crate) fn piece(&self, name: usize, default: Option<&'a str>) -> &'a [u8] {
-        self.piece_flagged(name, default).0
+        match (self.value(name).0, default) {
+            (b"", Some(default)) => default.as_bytes(),
+            (value, _) => value,
+        }
     }
 
     /// [`Values::piece`] with what the value needs ([`ValueFlags`]).
@@ -109,19 +113,21 @@ impl<'a> Values<'a> {
         name: usize,
         default: Option<&'a str>,
     ) -> (&'a [u8], ValueFlags) {
-        let (value, flags): (&'a [u8], Option<ValueFlags>) = match self.slots.get(name) {
+        match (self.value(name), default) {
+            ((b"", _), Some(default)) => (default.as_bytes(), ValueFlags::of(default.as_bytes())),
+            ((value, flags), _) => (value, flags.unwrap_or_else(|| ValueFlags::of(value))),
+        }
+    }
+
+    /// The recipient's value for placeholder `name`, with its flags when known.
+    fn value(&self, name: usize) -> (&'a [u8], Option<ValueFlags>) {
+        match self.slots.get(name) {
             Some(Slot::Email) => (self.recipient.as_bytes(), Some(self.recipient_flags)),
             Some(&Slot::Value(i)) => (
                 self.values.get(i).copied().unwrap_or_default(),
                 self.flags.get(i).copied(),
             ),
             Some(Slot::Missing) | None => (b"", None),
-        };
-        match default {
-            Some(default) if value.is_empty() => {
-                (default.as_bytes(), ValueFlags::of(default.as_bytes()))
-            }
-            _ => (value, flags.unwrap_or_else(|| ValueFlags::of(value))),
         }
     }
 }
@@ -543,23 +549,6 @@ fn write_hex(n: u64, width: usize, out: &mut BytesMut) {
     }
 }
 
-/// Writes `n` in decimal, at least `width` digits.
-fn write_decimal(n: u64, width: usize, out: &mut BytesMut) {
-    let mut buf = [b'0'; 20];
-    let mut i = buf.len();
-    let mut n = n;
-    loop {
-        i -= 1;
-        buf[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    let start = i.min(buf.len() - width.min(buf.len()));
-    out.put_slice(&buf[start..]);
-}
-
 /// Writes an RFC 5322 date-time in UTC, `Thu, 01 Jan 1970 00:00:00 +0000`, for
 /// `secs` since the Unix epoch.
 pub fn write_date(secs: u64, out: &mut BytesMut) {
@@ -582,17 +571,17 @@ pub fn write_date(secs: u64, out: &mut BytesMut) {
     let year = yoe + era * 400 + u64::from(month <= 2);
     out.put_slice(DAYS[(days % 7) as usize]);
     out.put_slice(b", ");
-    write_decimal(day, 2, out);
+    put_decimal(out, day, 2);
     out.put_u8(b' ');
     out.put_slice(MONTHS[(month - 1) as usize % 12]);
     out.put_u8(b' ');
-    write_decimal(year, 4, out);
+    put_decimal(out, year, 4);
     out.put_u8(b' ');
-    write_decimal(rem / 3600, 2, out);
+    put_decimal(out, rem / 3600, 2);
     out.put_u8(b':');
-    write_decimal(rem / 60 % 60, 2, out);
+    put_decimal(out, rem / 60 % 60, 2);
     out.put_u8(b':');
-    write_decimal(rem % 60, 2, out);
+    put_decimal(out, rem % 60, 2);
     out.put_slice(b" +0000");
 }
 
@@ -624,9 +613,9 @@ mod tests {
         out.put_u8(b' ');
         write_hex(0xabc, 16, &mut out);
         out.put_u8(b' ');
-        write_decimal(7, 2, &mut out);
+        put_decimal(&mut out, 7, 2);
         out.put_u8(b' ');
-        write_decimal(u64::MAX, 2, &mut out);
+        put_decimal(&mut out, u64::MAX, 2);
         assert_eq!(&out[..], b"0 0000000000000abc 07 18446744073709551615");
     }
 

@@ -9,7 +9,10 @@
 use std::borrow::Cow;
 use std::fmt;
 
+use bytes::BufMut;
 use memchr::memchr;
+
+use crate::decimal::put_decimal;
 
 /// Longest reply line accepted by [`parse_reply`], line end included.
 ///
@@ -99,28 +102,14 @@ impl Enhanced {
     /// The dotted form ("5.1.1"), written into `buf`: the same text as
     /// `to_string()` without allocating, for the per-message log line.
     pub fn text_in<'b>(&self, buf: &'b mut [u8; ENHANCED_TEXT_MAX]) -> &'b str {
-        fn digits(n: u16, buf: &mut [u8], at: usize) -> usize {
-            let mut tmp = [0u8; 5];
-            let mut i = tmp.len();
-            let mut n = n;
-            loop {
-                i -= 1;
-                tmp[i] = b'0' + (n % 10) as u8;
-                n /= 10;
-                if n == 0 {
-                    break;
-                }
-            }
-            let len = tmp.len() - i;
-            buf[at..at + len].copy_from_slice(&tmp[i..]);
-            at + len
-        }
-        let mut at = digits(u16::from(self.class), buf, 0);
-        buf[at] = b'.';
-        at = digits(self.subject, buf, at + 1);
-        buf[at] = b'.';
-        at = digits(self.detail, buf, at + 1);
-        std::str::from_utf8(&buf[..at]).unwrap_or_default()
+        let mut rest = &mut buf[..];
+        put_decimal(&mut rest, u64::from(self.class), 0);
+        rest.put_u8(b'.');
+        put_decimal(&mut rest, u64::from(self.subject), 0);
+        rest.put_u8(b'.');
+        put_decimal(&mut rest, u64::from(self.detail), 0);
+        let len = ENHANCED_TEXT_MAX - rest.len();
+        std::str::from_utf8(&buf[..len]).unwrap_or_default()
     }
 }
 

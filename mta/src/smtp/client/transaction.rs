@@ -6,6 +6,7 @@ use std::collections::VecDeque;
 use bytes::{BufMut, BytesMut};
 
 use super::{RcptResult, SessionConfig, Stage, Transaction, TransactionResult};
+use crate::decimal::put_decimal;
 use crate::smtp::data::{normalize_crlf_into, normalized_len};
 use crate::smtp::ehlo::Capabilities;
 use crate::smtp::reply::{Enhanced, Reply};
@@ -229,7 +230,7 @@ impl TxState {
         out.put_u8(b'>');
         if self.size_param {
             out.put_slice(b" SIZE=");
-            put_decimal(out, self.size as u64);
+            put_decimal(out, self.size as u64, 0);
         }
         if self.eight_bit {
             out.put_slice(b" BODY=8BITMIME");
@@ -253,7 +254,7 @@ impl TxState {
         self.outstanding += 1;
         if self.use_bdat {
             out.put_slice(b"BDAT ");
-            put_decimal(out, self.size as u64);
+            put_decimal(out, self.size as u64, 0);
             out.put_slice(b" LAST\r\n");
             if self.tx.crlf_only {
                 out.put_slice(&self.tx.body);
@@ -328,19 +329,4 @@ impl TxState {
             body: tx.body,
         }
     }
-}
-
-/// Writes `n` in decimal without going through `fmt`.
-fn put_decimal(out: &mut BytesMut, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.put_slice(&digits[i..]);
 }
