@@ -261,7 +261,7 @@ def write_template(path):
         f.write("html = " + json.dumps(html, ensure_ascii=False) + "\n")
 
 
-def volley_config(path, spool, dns, log_path, dkim):
+def volley_config(path, spool, dns, log_path, dkim, threads=None):
     lines = [
         "[spool]", f'dir = "{spool}"',
         "[queue]", "batch_size = 100",
@@ -271,6 +271,8 @@ def volley_config(path, spool, dns, log_path, dkim):
         "[site]", f"max_connections = {SESSIONS_PER_SITE}",
         "max_messages_per_connection = 100000",
     ]
+    if threads is not None:
+        lines.insert(lines.index("[site]"), f"threads = {threads}")
     if dkim:
         lines += ["[[dkim]]", 'domain = "volley.bench.test"', 'selector = "bench"',
                   f'key_file = "{dkim[0]}"', f'algorithm = "{dkim[1]}"']
@@ -404,7 +406,7 @@ def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim, queue
     log_path = os.path.join(workdir, f"delivery{round_ or ''}.jsonl")
     conf = os.path.join(workdir, "volley.toml")
     report = os.path.join(workdir, "report.json")
-    volley_config(conf, spool, dns, log_path, dkim)
+    volley_config(conf, spool, dns, log_path, dkim, args.threads)
     sinks = Sinks(procs, args.sites, workdir)
     out = open(os.path.join(workdir, "volley.out"), "ab")
     t0_wall = time.time()
@@ -597,6 +599,8 @@ def main():
                     help="where the queues of volley and Postfix go: a fresh loop-mounted ext4 "
                          "(auto falls back to the work dir if that is not possible) or the work "
                          "dir on the host file system")
+    ap.add_argument("--threads", type=int, default=None,
+                    help="volley's [delivery] threads (default: volley's own, one per core)")
     ap.add_argument("--tag", default="",
                     help="appended to the result file names (e2e-<date>[-dkim]-<tag>), so an "
                          "experimental run does not replace the figures of a quoted one")

@@ -63,6 +63,10 @@ pub struct DeliveryConfig {
     /// are read. Default 10; 1..=1000.
     #[serde(deserialize_with = "pipeline_depth")]
     pub pipeline_depth: u32,
+    /// Delivery threads, each running its share of the connections from connect
+    /// to close. Default 0: one per CPU core; 0..=1024.
+    #[serde(deserialize_with = "threads")]
+    pub threads: u32,
     /// The delivery log: one JSON line per attempt. Default
     /// "/var/log/volley/delivery.jsonl".
     pub log: PathBuf,
@@ -83,6 +87,7 @@ impl Default for DeliveryConfig {
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
             pipeline_depth: 10,
+            threads: 0,
             log: PathBuf::from("/var/log/volley/delivery.jsonl"),
         }
     }
@@ -99,6 +104,9 @@ fn max_connections<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
 }
 fn pipeline_depth<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
     integer::in_range(de, 1..=1000)
+}
+fn threads<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
+    integer::in_range(de, 0..=1024)
 }
 fn short_timeout<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     duration::in_range(de, SHORT)

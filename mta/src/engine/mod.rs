@@ -8,6 +8,7 @@
 //! binary implements). The decisions they call are pure functions elsewhere:
 //! [`crate::outcome`], [`crate::shaping`].
 
+pub mod lanes;
 pub mod record;
 pub mod site;
 pub mod suppress;
@@ -25,6 +26,7 @@ use volley_conf::{limits_for, Config, Route};
 use volley_queue::{QueueError, Spool};
 
 use crate::conn::Timeouts;
+use crate::engine::lanes::Lanes;
 use crate::engine::record::{Answer, Recorder, Via};
 use crate::engine::site::{Host, Site};
 use crate::engine::work::Item;
@@ -64,6 +66,9 @@ pub enum EngineError {
     /// The VERP key could not be read or created.
     #[error(transparent)]
     Verp(#[from] crate::inbound::KeyError),
+    /// The delivery threads could not be started.
+    #[error("cannot start the delivery threads: {0}")]
+    Lanes(std::io::Error),
 }
 
 /// What one delivery round did.
@@ -140,6 +145,7 @@ pub struct Engine {
     spool: Spool,
     resolver: MxResolver,
     shared: Arc<Shared>,
+    lanes: Arc<Lanes>,
     suppressions: Arc<dyn Suppressions>,
 }
 
@@ -225,11 +231,13 @@ impl Engine {
             egress: d.source_addresses.clone(),
             egress_next: AtomicUsize::new(0),
         };
+        let lanes = Lanes::start(d.threads as usize).map_err(EngineError::Lanes)?;
         Ok(Engine {
             config: Arc::new(config),
             spool,
             resolver,
             shared: Arc::new(shared),
+            lanes: Arc::new(lanes),
             suppressions: Arc::new(NoSuppressions),
         })
     }
@@ -309,7 +317,11 @@ impl Engine {
         let sites = self.plan(work.by_domain).await;
         let mut tasks = tokio::task::JoinSet::new();
         for site in sites {
-            tasks.spawn(site::run(Arc::new(site), self.shared.clone()));
+            tasks.spawn(site::run(
+                Arc::new(site),
+                self.shared.clone(),
+                self.lanes.clone(),
+            ));
         }
         while let Some(joined) = tasks.join_next().await {
             if let Err(err) = joined {

@@ -13,6 +13,7 @@ use volley_queue::BatchView;
 
 use crate::conn::{connect_tcp, Connection};
 use crate::deposit::is_inbound_id;
+use crate::engine::lanes::Lanes;
 use crate::engine::record::{Answer, Via};
 use crate::engine::work::Item;
 use crate::engine::Shared;
@@ -117,11 +118,17 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-/// Drains a site with its workers; returns when its queue is empty.
-pub async fn run(site: Arc<Site>, shared: Arc<Shared>) {
+/// Drains a site with its workers; returns when its queue is empty. Each
+/// connection runs on the delivery lane [`Lanes::pick`] gives it.
+pub async fn run(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>) {
     let mut tasks = tokio::task::JoinSet::new();
     for worker in 0..site.workers() {
-        tasks.spawn(worker_loop(site.clone(), shared.clone(), worker));
+        tasks.spawn(worker_loop(
+            site.clone(),
+            shared.clone(),
+            lanes.clone(),
+            worker,
+        ));
     }
     while let Some(joined) = tasks.join_next().await {
         if let Err(err) = joined {
@@ -157,7 +164,9 @@ fn defer_connection(shared: &Shared, item: &Item, reason: &str, via: &Via) {
     );
 }
 
-async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, worker: usize) {
+/// One connection slot of a site: connects, delivers, and connects again while
+/// the site has recipients, each connection on the lane picked for it.
+async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>, worker: usize) {
     loop {
         site.wait_if_paused().await;
         // Claim a recipient before connecting, so no worker opens a connection the
@@ -167,38 +176,77 @@ async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, worker: usize) {
             site.push_front(first);
             return;
         };
-        let opened = open(&site, &shared, worker).await;
-        let (conn, via) = match opened {
-            Ok(pair) => pair,
-            Err(reason) => {
-                site.push_front(first);
-                let failures = site.failures.fetch_add(1, Ordering::AcqRel) + 1;
-                tracing::warn!(site = %site.key, failures, %reason, "cannot connect to any host of the site");
-                if failures >= CONNECT_ROUNDS {
-                    let via = Via {
-                        mx: site
-                            .hosts
-                            .first()
-                            .map(|h| h.name.clone())
-                            .unwrap_or_default(),
-                        ..Via::default()
-                    };
-                    while let Some(item) = site.pop() {
-                        defer_connection(&shared, &item, &reason, &via);
-                    }
-                    return;
-                }
-                let wait = backoff(
-                    failures,
-                    site.limits.connect_backoff,
-                    site.limits.connect_backoff_max,
-                );
-                tokio::time::sleep(wait).await;
-                continue;
+        let (lane, handle) = lanes.pick();
+        // A set of one: dropping this worker (the round cancelled) aborts the
+        // connection too.
+        let mut connection = tokio::task::JoinSet::new();
+        connection.spawn_on(
+            connect_and_deliver(
+                site.clone(),
+                shared.clone(),
+                lanes.clone(),
+                lane,
+                worker,
+                first,
+            ),
+            handle,
+        );
+        let outcome = match connection.join_next().await {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(err)) => {
+                tracing::error!(site = %site.key, %err, "connection task failed");
+                Ok(())
             }
+            None => Ok(()),
         };
-        site.failures.store(0, Ordering::Release);
-        deliver(&site, &shared, conn, &via, first).await;
+        let Err(reason) = outcome else { continue };
+        let failures = site.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        tracing::warn!(site = %site.key, failures, %reason, "cannot connect to any host of the site");
+        if failures >= CONNECT_ROUNDS {
+            let via = Via {
+                mx: site
+                    .hosts
+                    .first()
+                    .map(|h| h.name.clone())
+                    .unwrap_or_default(),
+                ..Via::default()
+            };
+            while let Some(item) = site.pop() {
+                defer_connection(&shared, &item, &reason, &via);
+            }
+            return;
+        }
+        let wait = backoff(
+            failures,
+            site.limits.connect_backoff,
+            site.limits.connect_backoff_max,
+        );
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One connection, run on its lane: opens it and delivers over it. When no host
+/// can be reached, puts `first` back and says why.
+async fn connect_and_deliver(
+    site: Arc<Site>,
+    shared: Arc<Shared>,
+    lanes: Arc<Lanes>,
+    lane: usize,
+    worker: usize,
+    first: Item,
+) -> Result<(), String> {
+    let _seat = lanes.seat(lane);
+    match open(&site, &shared, worker).await {
+        Ok((conn, via)) => {
+            site.failures.store(0, Ordering::Release);
+            let shed = || lanes.shedding(lane, Instant::now());
+            deliver(&site, &shared, conn, &via, first, shed).await;
+            Ok(())
+        }
+        Err(reason) => {
+            site.push_front(first);
+            Err(reason)
+        }
     }
 }
 
@@ -255,8 +303,17 @@ async fn open(site: &Site, shared: &Shared, worker: usize) -> Result<(Connection
 }
 
 /// Sends up to `max_messages_per_connection` messages over one connection,
-/// keeping up to `pipeline_depth` transactions in flight.
-async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, first: Item) {
+/// keeping up to `pipeline_depth` transactions in flight; ends early, after the
+/// transactions in flight, when `shed` says the connection's lane is saturated
+/// (the worker reconnects on another).
+async fn deliver(
+    site: &Site,
+    shared: &Shared,
+    mut conn: Connection,
+    via: &Via,
+    first: Item,
+    shed: impl Fn() -> bool,
+) {
     // Render no further ahead than the session can send (see `useful_depth`).
     let depth = conn.session().useful_depth(shared.pipeline_depth);
     let max = site.limits.max_messages_per_connection as usize;
@@ -359,7 +416,7 @@ async fn deliver(site: &Site, shared: &Shared, mut conn: Connection, via: &Via, 
             Ok(Event::TransactionDone(result)) => {
                 let at = pending.iter().position(|(id, ..)| *id == result.id);
                 if let Some((_, item, started)) = at.and_then(|at| pending.remove(at)) {
-                    if record_result(site, shared, &item, &result, via, started) {
+                    if record_result(site, shared, &item, &result, via, started) || shed() {
                         stop = true;
                     }
                 }
