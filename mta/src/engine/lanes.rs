@@ -6,8 +6,9 @@
 //! happen on the thread whose epoll saw the reply: nothing is handed between
 //! threads per message, as tokio's work-stealing scheduler did.
 //!
-//! New connections go to the first lane that is not busy ([`SPILL_PERMILLE`] of its
-//! time over the last [`SAMPLE`]), so a light load stays on one thread, where
+//! New connections go to the first lane that is not busy (its thread used less
+//! than [`SPILL_PERMILLE`] of a core over the last [`SAMPLE`], as the kernel
+//! accounts it), so a light load stays on one thread, where
 //! each wake-up serves the replies of many connections; on a 2-core host that
 //! also runs the receivers (the e2e benchmark) that costs less CPU per message
 //! than spreading the same load over both cores (benches/README.md). A lane that
@@ -16,16 +17,17 @@
 //! [`Lanes::pick`], so CPU-bound work (RSA signing, TLS) spreads over every core.
 //! The decisions are the pure functions [`choose`] and [`to_shed`].
 
-use std::sync::atomic::{AtomicU32, AtomicU64, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::Arc;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use tokio::runtime::{Builder, Handle};
-use tokio::sync::oneshot;
+use tokio::sync::{oneshot, Notify};
 
-/// How often the lanes' busy time is sampled.
-pub const SAMPLE: Duration = Duration::from_millis(200);
+/// How often each lane measures the CPU time its thread used (while it has
+/// connections): the kernel counts it in 10 ms ticks, so 500 ms gives 2%.
+pub const SAMPLE: Duration = Duration::from_millis(500);
 /// A lane busier than this (per mille of the last sample) takes no new
 /// connection while a less busy one exists.
 pub const SPILL_PERMILLE: u32 = 700;
@@ -38,7 +40,7 @@ pub const RECEIVE_PERMILLE: u32 = 500;
 /// One lane's load over the last sample.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct Load {
-    /// Time spent running tasks, per mille of the sample.
+    /// CPU time the lane's thread used, per mille of the sample.
     pub busy_permille: u32,
     /// Connections open on the lane.
     pub connections: usize,
@@ -74,18 +76,19 @@ pub fn to_shed(loads: &[Load]) -> Vec<usize> {
         .collect()
 }
 
-#[derive(Debug)]
-struct Lane {
-    handle: Handle,
+#[derive(Debug, Default)]
+struct Gauge {
     busy_permille: AtomicU32,
     connections: AtomicUsize,
     shed: AtomicUsize,
+    /// Wakes the lane's meter when its first connection is seated.
+    seated: Notify,
 }
 
 #[derive(Debug)]
-struct Sampler {
-    at: Instant,
-    busy: Vec<Duration>,
+struct Lane {
+    handle: Handle,
+    gauge: Arc<Gauge>,
 }
 
 /// The delivery threads of one engine. Dropping it stops them: each lane's
@@ -93,10 +96,7 @@ struct Sampler {
 #[derive(Debug)]
 pub struct Lanes {
     lanes: Vec<Lane>,
-    started: Instant,
-    /// When the next sample is due, in nanoseconds since `started`.
-    next_sample: AtomicU64,
-    sampler: Mutex<Sampler>,
+    gauges: Arc<[Arc<Gauge>]>,
     stops: Vec<oneshot::Sender<()>>,
 }
 
@@ -108,35 +108,32 @@ impl Lanes {
         } else {
             count
         };
+        let gauges: Arc<[Arc<Gauge>]> = (0..count).map(|_| Arc::default()).collect();
         let mut lanes = Vec::with_capacity(count);
         let mut stops = Vec::with_capacity(count);
-        for i in 0..count {
+        for (i, gauge) in gauges.iter().enumerate() {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             let (stop, stopped) = oneshot::channel::<()>();
             lanes.push(Lane {
                 handle: runtime.handle().clone(),
-                busy_permille: AtomicU32::new(0),
-                connections: AtomicUsize::new(0),
-                shed: AtomicUsize::new(0),
+                gauge: Arc::clone(gauge),
             });
             stops.push(stop);
+            let meter = (count > 1).then(|| meter(Arc::clone(&gauges), i));
             thread::Builder::new()
                 .name(format!("volley-lane-{i}"))
                 .spawn(move || {
+                    if let Some(meter) = meter {
+                        runtime.spawn(meter);
+                    }
                     // Tasks spawned through the handle run while this blocks;
                     // the sender's drop (the engine's) ends it.
                     let _ = runtime.block_on(stopped);
                 })?;
         }
-        let started = Instant::now();
         Ok(Lanes {
-            sampler: Mutex::new(Sampler {
-                at: started,
-                busy: vec![Duration::ZERO; lanes.len()],
-            }),
             lanes,
-            started,
-            next_sample: AtomicU64::new(SAMPLE.as_nanos() as u64),
+            gauges,
             stops,
         })
     }
@@ -153,18 +150,20 @@ impl Lanes {
 
     /// The lane for a new connection (see [`choose`]): its index and runtime.
     pub fn pick(&self) -> (usize, &Handle) {
-        self.maybe_sample(Instant::now());
         let i = if self.lanes.len() == 1 {
             0
         } else {
-            choose(&self.loads())
+            choose(&loads(&self.gauges))
         };
         (i, &self.lanes[i].handle)
     }
 
     /// Counts a connection on `lane` until the returned guard is dropped.
     pub fn seat(self: &Arc<Self>, lane: usize) -> Seat {
-        self.lanes[lane].connections.fetch_add(1, Ordering::Relaxed);
+        let gauge = &self.lanes[lane].gauge;
+        if gauge.connections.fetch_add(1, Ordering::Relaxed) == 0 {
+            gauge.seated.notify_one();
+        }
         Seat {
             lanes: Arc::clone(self),
             lane,
@@ -173,56 +172,67 @@ impl Lanes {
 
     /// Whether a connection on `lane` should finish and reconnect elsewhere
     /// (the lane is saturated while another has room): true for as many
-    /// callers as [`to_shed`] said at the last sample.
-    pub fn shedding(&self, lane: usize, now: Instant) -> bool {
-        if self.lanes.len() == 1 {
-            return false;
-        }
-        self.maybe_sample(now);
+    /// callers as [`to_shed`] said at the lane's last sample.
+    pub fn shedding(&self, lane: usize) -> bool {
         self.lanes[lane]
+            .gauge
             .shed
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok()
     }
 
-    /// Each lane's load at the last sample.
+    /// Each lane's load at its last sample.
     pub fn loads(&self) -> Vec<Load> {
-        self.lanes
-            .iter()
-            .map(|l| Load {
-                busy_permille: l.busy_permille.load(Ordering::Relaxed),
-                connections: l.connections.load(Ordering::Relaxed),
-            })
-            .collect()
+        loads(&self.gauges)
     }
+}
 
-    fn maybe_sample(&self, now: Instant) {
-        let since = now.saturating_duration_since(self.started).as_nanos() as u64;
-        if since < self.next_sample.load(Ordering::Relaxed) {
-            return;
+fn loads(gauges: &[Arc<Gauge>]) -> Vec<Load> {
+    gauges
+        .iter()
+        .map(|g| Load {
+            busy_permille: g.busy_permille.load(Ordering::Relaxed),
+            connections: g.connections.load(Ordering::Relaxed),
+        })
+        .collect()
+}
+
+/// Runs on lane `lane`: every [`SAMPLE`] while the lane has connections,
+/// measures the CPU its own thread used and decides how many connections it
+/// sheds. Asleep while the lane has none (an idle daemon is not woken).
+async fn meter(gauges: Arc<[Arc<Gauge>]>, lane: usize) {
+    let gauge = &gauges[lane];
+    loop {
+        if gauge.connections.load(Ordering::Relaxed) == 0 {
+            gauge.busy_permille.store(0, Ordering::Relaxed);
+            gauge.shed.store(0, Ordering::Relaxed);
+            gauge.seated.notified().await;
         }
-        // One caller samples; the others go on with the last figures.
-        let Ok(mut sampler) = self.sampler.try_lock() else {
+        let (Some(cpu_before), at) = (thread_cpu(), Instant::now()) else {
+            // No /proc: the lanes are filled in turn by load 0, i.e. packed.
             return;
         };
-        let window = now.saturating_duration_since(sampler.at);
-        if window < SAMPLE {
-            return;
-        }
-        for (lane, last) in self.lanes.iter().zip(sampler.busy.iter_mut()) {
-            let busy = lane.handle.metrics().worker_total_busy_duration(0);
-            let delta = busy.saturating_sub(*last);
-            *last = busy;
-            let permille = (delta.as_nanos() * 1000 / window.as_nanos().max(1)).min(1000) as u32;
-            lane.busy_permille.store(permille, Ordering::Relaxed);
-        }
-        for (lane, shed) in self.lanes.iter().zip(to_shed(&self.loads())) {
-            lane.shed.store(shed, Ordering::Relaxed);
-        }
-        sampler.at = now;
-        self.next_sample
-            .store(since + SAMPLE.as_nanos() as u64, Ordering::Relaxed);
+        tokio::time::sleep(SAMPLE).await;
+        let Some(cpu) = thread_cpu() else { return };
+        let window = at.elapsed().as_millis().max(1);
+        let used = cpu.saturating_sub(cpu_before).as_millis();
+        let permille = (used * 1000 / window).min(1000) as u32;
+        gauge.busy_permille.store(permille, Ordering::Relaxed);
+        let shed = to_shed(&loads(&gauges))[lane];
+        gauge.shed.store(shed, Ordering::Relaxed);
     }
+}
+
+/// The CPU time (user and system) the calling thread has used, from
+/// `/proc/thread-self/stat` (in the kernel's 100 Hz user ticks).
+fn thread_cpu() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").ok()?;
+    let after_name = &stat[stat.rfind(')')? + 1..];
+    // Fields 14 and 15 of proc(5): utime, stime; after the name, 12th and 13th.
+    let mut fields = after_name.split_ascii_whitespace().skip(11);
+    let utime: u64 = fields.next()?.parse().ok()?;
+    let stime: u64 = fields.next()?.parse().ok()?;
+    Some(Duration::from_millis((utime + stime) * 10))
 }
 
 impl Drop for Lanes {
@@ -243,6 +253,7 @@ pub struct Seat {
 impl Drop for Seat {
     fn drop(&mut self) {
         self.lanes.lanes[self.lane]
+            .gauge
             .connections
             .fetch_sub(1, Ordering::Relaxed);
     }
@@ -305,12 +316,13 @@ mod tests {
             drop(seat);
             assert_eq!(lanes.loads()[0].connections, 0);
 
-            // Keep lane 0 busy (yielding now and then, as real work does) for
-            // several samples, with four connections seated on it.
+            // Keep lane 0 busy (yielding now and then, as real work does) with
+            // four connections seated on it, until it is seen saturated.
+            let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
             let (_, handle) = lanes.pick();
-            let hog = handle.spawn(async {
-                let until = Instant::now() + SAMPLE * 5;
-                while Instant::now() < until {
+            let hogging = Arc::clone(&stop);
+            let hog = handle.spawn(async move {
+                while !hogging.load(Ordering::Relaxed) {
                     let slice = Instant::now() + Duration::from_millis(1);
                     while Instant::now() < slice {
                         std::hint::spin_loop();
@@ -319,20 +331,31 @@ mod tests {
                 }
             });
             let _seats = [lanes.seat(0), lanes.seat(0), lanes.seat(0), lanes.seat(0)];
-            let deadline = Instant::now() + Duration::from_secs(10);
+            let deadline = Instant::now() + Duration::from_secs(30);
             while lanes.pick().0 != 1 {
                 assert!(Instant::now() < deadline, "lane 0 never measured busy");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             assert!(lanes.loads()[0].busy_permille >= SPILL_PERMILLE);
             // Saturated with four connections while lane 1 idles: one moves.
-            while !lanes.shedding(0, Instant::now()) {
+            while !lanes.shedding(0) {
                 assert!(Instant::now() < deadline, "lane 0 never shed");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(!lanes.shedding(1, Instant::now()));
+            assert!(!lanes.shedding(1));
+            stop.store(true, Ordering::Relaxed);
             hog.await.unwrap();
         });
+    }
+
+    #[test]
+    fn thread_cpu_time_is_read_and_grows() {
+        let before = thread_cpu().unwrap();
+        let until = Instant::now() + Duration::from_millis(120);
+        while Instant::now() < until {
+            std::hint::spin_loop();
+        }
+        assert!(thread_cpu().unwrap() > before);
     }
 
     #[test]
@@ -341,6 +364,6 @@ mod tests {
         let cores = thread::available_parallelism().map_or(1, |n| n.get());
         assert_eq!(lanes.len(), cores);
         assert!(!lanes.is_empty());
-        assert!(!lanes.shedding(0, Instant::now()) || cores > 1);
+        assert!(!lanes.shedding(0));
     }
 }

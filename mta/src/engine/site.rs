@@ -239,7 +239,7 @@ async fn connect_and_deliver(
     match open(&site, &shared, worker).await {
         Ok((conn, via)) => {
             site.failures.store(0, Ordering::Release);
-            let shed = || lanes.shedding(lane, Instant::now());
+            let shed = || lanes.shedding(lane);
             deliver(&site, &shared, conn, &via, first, shed).await;
             Ok(())
         }
