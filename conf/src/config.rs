@@ -244,6 +244,17 @@ mod tests {
     }
 
     #[test]
+    fn delivery_threads_default_and_range() {
+        let config = parse("[delivery]\nthreads = 4\n").unwrap();
+        assert_eq!(config.delivery.threads, 4);
+        assert_eq!(Config::default().delivery.threads, 0);
+        assert_eq!(
+            error("[delivery]\nthreads = 1025\n"),
+            "volley.toml:2:11: delivery.threads: 1025 is out of range: allowed 0..=1024"
+        );
+    }
+
+    #[test]
     fn batch_size_out_of_range() {
         assert_eq!(
             error("[queue]\nbatch_size = 0\n"),
