@@ -3,7 +3,7 @@
 #
 #   benches/e2e.sh [--recipients N] [--sites S] [--dkim none|ed25519|rsa2048]
 #                  [--postfix-cap M] [--no-postfix] [--no-source] [--rounds K]
-#                  [--spool-fs auto|loop|host] [--profile] [--tag T]
+#                  [--spool-fs auto|loop|host] [--threads T] [--profile] [--tag T]
 #
 # (defaults 1,000,000 / 10 / none / 100,000). It starts dnsmasq serving MX records
 # for 1,000 domains spread over S sites, one smtp-sink per site on its own

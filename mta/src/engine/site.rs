@@ -193,11 +193,12 @@ async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>, wo
         );
         let outcome = match connection.join_next().await {
             Some(Ok(outcome)) => outcome,
-            Some(Err(err)) => {
+            Some(Err(err)) if err.is_panic() => {
                 tracing::error!(site = %site.key, %err, "connection task failed");
                 Ok(())
             }
-            None => Ok(()),
+            // Cancelled: the lanes are stopping.
+            Some(Err(_)) | None => return,
         };
         let Err(reason) = outcome else { continue };
         let failures = site.failures.fetch_add(1, Ordering::AcqRel) + 1;
