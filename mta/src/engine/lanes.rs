@@ -103,6 +103,11 @@ pub struct Lanes {
 impl Lanes {
     /// Starts `count` lanes (0: one per CPU core, as the OS reports them).
     pub fn start(count: usize) -> std::io::Result<Lanes> {
+        Lanes::start_metered(count, true)
+    }
+
+    /// Starts the lanes, with or without their meters (tests set the loads).
+    fn start_metered(count: usize, metered: bool) -> std::io::Result<Lanes> {
         let count = if count == 0 {
             thread::available_parallelism().map_or(1, |n| n.get())
         } else {
@@ -119,7 +124,7 @@ impl Lanes {
                 gauge: Arc::clone(gauge),
             });
             stops.push(stop);
-            let meter = (count > 1).then(|| meter(Arc::clone(&gauges), i));
+            let meter = (metered && count > 1).then(|| meter(Arc::clone(&gauges), i));
             thread::Builder::new()
                 .name(format!("volley-lane-{i}"))
                 .spawn(move || {
@@ -216,11 +221,17 @@ async fn meter(gauges: Arc<[Arc<Gauge>]>, lane: usize) {
         let Some(cpu) = thread_cpu() else { return };
         let window = at.elapsed().as_millis().max(1);
         let used = cpu.saturating_sub(cpu_before).as_millis();
-        let permille = (used * 1000 / window).min(1000) as u32;
-        gauge.busy_permille.store(permille, Ordering::Relaxed);
-        let shed = to_shed(&loads(&gauges))[lane];
-        gauge.shed.store(shed, Ordering::Relaxed);
+        record(&gauges, lane, (used * 1000 / window).min(1000) as u32);
     }
+}
+
+/// Stores lane `lane`'s load for the last sample and how many connections it
+/// sheds.
+fn record(gauges: &[Arc<Gauge>], lane: usize, busy_permille: u32) {
+    let gauge = &gauges[lane];
+    gauge.busy_permille.store(busy_permille, Ordering::Relaxed);
+    let shed = to_shed(&loads(gauges))[lane];
+    gauge.shed.store(shed, Ordering::Relaxed);
 }
 
 /// The CPU time (user and system) the calling thread has used, from
@@ -295,12 +306,12 @@ mod tests {
     }
 
     #[test]
-    fn tasks_run_on_the_lane_picked_and_a_busy_lane_spills() {
-        let lanes = Arc::new(Lanes::start(2).unwrap());
+    fn tasks_run_on_the_lane_picked_a_busy_lane_spills_a_saturated_one_sheds() {
+        let lanes = Arc::new(Lanes::start_metered(2, false).unwrap());
         assert_eq!(lanes.len(), 2);
         let rt = Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
-            // Idle: every connection goes to lane 0, and runs on its thread.
+            // Idle: a connection goes to lane 0, and runs on its thread.
             let (lane, handle) = lanes.pick();
             assert_eq!(lane, 0);
             let seat = lanes.seat(lane);
@@ -315,13 +326,34 @@ mod tests {
             assert_eq!(lanes.loads()[0].connections, 1);
             drop(seat);
             assert_eq!(lanes.loads()[0].connections, 0);
+        });
+        // Busy but not saturated: new connections go to lane 1, none move.
+        let _seats = [lanes.seat(0), lanes.seat(0), lanes.seat(0), lanes.seat(0)];
+        record(&lanes.gauges, 0, 750);
+        assert_eq!(lanes.pick().0, 1);
+        assert!(!lanes.shedding(0));
+        // Saturated with four connections while lane 1 idles: one moves.
+        record(&lanes.gauges, 0, 950);
+        assert!(lanes.shedding(0));
+        assert!(!lanes.shedding(0));
+        assert!(!lanes.shedding(1));
+        // Lane 1 busy too: nothing moves.
+        record(&lanes.gauges, 1, 600);
+        record(&lanes.gauges, 0, 950);
+        assert!(!lanes.shedding(0));
+    }
 
-            // Keep lane 0 busy (yielding now and then, as real work does) with
-            // four connections seated on it, until it is seen saturated.
+    #[test]
+    fn a_lane_meters_its_own_thread_while_it_has_connections() {
+        let lanes = Arc::new(Lanes::start(2).unwrap());
+        let rt = Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let _seat = lanes.seat(0);
+            // Work on lane 0, yielding now and then as real work does, until its
+            // meter has seen it (any share of a core: the host may be busy).
             let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
-            let (_, handle) = lanes.pick();
             let hogging = Arc::clone(&stop);
-            let hog = handle.spawn(async move {
+            let hog = lanes.pick().1.spawn(async move {
                 while !hogging.load(Ordering::Relaxed) {
                     let slice = Instant::now() + Duration::from_millis(1);
                     while Instant::now() < slice {
@@ -330,19 +362,13 @@ mod tests {
                     tokio::task::yield_now().await;
                 }
             });
-            let _seats = [lanes.seat(0), lanes.seat(0), lanes.seat(0), lanes.seat(0)];
             let deadline = Instant::now() + Duration::from_secs(30);
-            while lanes.pick().0 != 1 {
-                assert!(Instant::now() < deadline, "lane 0 never measured busy");
+            while lanes.loads()[0].busy_permille < 100 {
+                assert!(Instant::now() < deadline, "lane 0's meter saw no CPU time");
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            assert!(lanes.loads()[0].busy_permille >= SPILL_PERMILLE);
-            // Saturated with four connections while lane 1 idles: one moves.
-            while !lanes.shedding(0) {
-                assert!(Instant::now() < deadline, "lane 0 never shed");
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            assert!(!lanes.shedding(1));
+            // Lane 1 has no connection: its meter sleeps and reports nothing.
+            assert_eq!(lanes.loads()[1].busy_permille, 0);
             stop.store(true, Ordering::Relaxed);
             hog.await.unwrap();
         });
