@@ -85,18 +85,13 @@ struct Gauge {
     seated: Notify,
 }
 
-#[derive(Debug)]
-struct Lane {
-    handle: Handle,
-    gauge: Arc<Gauge>,
-}
-
 /// The delivery threads of one engine. Dropping it stops them: each lane's
 /// runtime is dropped on its own thread, cancelling whatever still runs there.
 #[derive(Debug)]
 pub struct Lanes {
-    lanes: Vec<Lane>,
-    gauges: Arc<[Arc<Gauge>]>,
+    handles: Vec<Handle>,
+    /// Lane `i`'s load, shared with its meter.
+    gauges: Arc<[Gauge]>,
     stops: Vec<oneshot::Sender<()>>,
 }
 
@@ -113,16 +108,13 @@ impl Lanes {
         } else {
             count
         };
-        let gauges: Arc<[Arc<Gauge>]> = (0..count).map(|_| Arc::default()).collect();
-        let mut lanes = Vec::with_capacity(count);
+        let gauges: Arc<[Gauge]> = (0..count).map(|_| Gauge::default()).collect();
+        let mut handles = Vec::with_capacity(count);
         let mut stops = Vec::with_capacity(count);
-        for (i, gauge) in gauges.iter().enumerate() {
+        for i in 0..count {
             let runtime = Builder::new_current_thread().enable_all().build()?;
             let (stop, stopped) = oneshot::channel::<()>();
-            lanes.push(Lane {
-                handle: runtime.handle().clone(),
-                gauge: Arc::clone(gauge),
-            });
+            handles.push(runtime.handle().clone());
             stops.push(stop);
             let meter = (metered && count > 1).then(|| meter(Arc::clone(&gauges), i));
             thread::Builder::new()
@@ -137,35 +129,25 @@ impl Lanes {
                 })?;
         }
         Ok(Lanes {
-            lanes,
+            handles,
             gauges,
             stops,
         })
     }
 
-    /// How many lanes there are.
-    pub fn len(&self) -> usize {
-        self.lanes.len()
-    }
-
-    /// Always false: there is at least one lane.
-    pub fn is_empty(&self) -> bool {
-        self.lanes.is_empty()
-    }
-
     /// The lane for a new connection (see [`choose`]): its index and runtime.
     pub fn pick(&self) -> (usize, &Handle) {
-        let i = if self.lanes.len() == 1 {
+        let i = if self.handles.len() == 1 {
             0
         } else {
             choose(&loads(&self.gauges))
         };
-        (i, &self.lanes[i].handle)
+        (i, &self.handles[i])
     }
 
     /// Counts a connection on `lane` until the returned guard is dropped.
     pub fn seat(self: &Arc<Self>, lane: usize) -> Seat {
-        let gauge = &self.lanes[lane].gauge;
+        let gauge = &self.gauges[lane];
         if gauge.connections.fetch_add(1, Ordering::Relaxed) == 0 {
             gauge.seated.notify_one();
         }
@@ -179,8 +161,7 @@ impl Lanes {
     /// (the lane is saturated while another has room): true for as many
     /// callers as [`to_shed`] said at the lane's last sample.
     pub fn shedding(&self, lane: usize) -> bool {
-        self.lanes[lane]
-            .gauge
+        self.gauges[lane]
             .shed
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |n| n.checked_sub(1))
             .is_ok()
@@ -192,7 +173,7 @@ impl Lanes {
     }
 }
 
-fn loads(gauges: &[Arc<Gauge>]) -> Vec<Load> {
+fn loads(gauges: &[Gauge]) -> Vec<Load> {
     gauges
         .iter()
         .map(|g| Load {
@@ -205,7 +186,7 @@ fn loads(gauges: &[Arc<Gauge>]) -> Vec<Load> {
 /// Runs on lane `lane`: every [`SAMPLE`] while the lane has connections,
 /// measures the CPU its own thread used and decides how many connections it
 /// sheds. Asleep while the lane has none (an idle daemon is not woken).
-async fn meter(gauges: Arc<[Arc<Gauge>]>, lane: usize) {
+async fn meter(gauges: Arc<[Gauge]>, lane: usize) {
     let gauge = &gauges[lane];
     loop {
         if gauge.connections.load(Ordering::Relaxed) == 0 {
@@ -227,7 +208,7 @@ async fn meter(gauges: Arc<[Arc<Gauge>]>, lane: usize) {
 
 /// Stores lane `lane`'s load for the last sample and how many connections it
 /// sheds.
-fn record(gauges: &[Arc<Gauge>], lane: usize, busy_permille: u32) {
+fn record(gauges: &[Gauge], lane: usize, busy_permille: u32) {
     let gauge = &gauges[lane];
     gauge.busy_permille.store(busy_permille, Ordering::Relaxed);
     let shed = to_shed(&loads(gauges))[lane];
@@ -263,8 +244,7 @@ pub struct Seat {
 
 impl Drop for Seat {
     fn drop(&mut self) {
-        self.lanes.lanes[self.lane]
-            .gauge
+        self.lanes.gauges[self.lane]
             .connections
             .fetch_sub(1, Ordering::Relaxed);
     }
@@ -308,7 +288,7 @@ mod tests {
     #[test]
     fn tasks_run_on_the_lane_picked_a_busy_lane_spills_a_saturated_one_sheds() {
         let lanes = Arc::new(Lanes::start_metered(2, false).unwrap());
-        assert_eq!(lanes.len(), 2);
+        assert_eq!(lanes.loads().len(), 2);
         let rt = Builder::new_current_thread().enable_all().build().unwrap();
         rt.block_on(async {
             // Idle: a connection goes to lane 0, and runs on its thread.
@@ -388,8 +368,7 @@ mod tests {
     fn zero_means_one_lane_per_core() {
         let lanes = Lanes::start(0).unwrap();
         let cores = thread::available_parallelism().map_or(1, |n| n.get());
-        assert_eq!(lanes.len(), cores);
-        assert!(!lanes.is_empty());
+        assert_eq!(lanes.loads().len(), cores);
         assert!(!lanes.shedding(0));
     }
 }

@@ -35,9 +35,9 @@ pub fn dot_stuff_into(body: &[u8], out: &mut BytesMut) {
 /// Whether `body` can follow DATA byte for byte, with only `.` CRLF after it:
 /// it ends with CRLF and no line starts with `.`. The client session then sends
 /// a rendered template's buffer ([`crate::source::Rendered::crlf_only`]) as it
-/// is, without copying it. One vectorized search for `.`
-/// after CR as well as after LF, so a body with a bare CR or LF that would start a
-/// line with `.` is never taken as clean (such a body takes the general path).
+/// is, without copying it. Two vectorized searches, for `.` after LF and after
+/// CR, so a body with a bare CR or LF that would start a line with `.` is never
+/// taken as clean, whatever its source claimed (it takes the general path).
 pub fn sendable_as_is(body: &[u8]) -> bool {
     body.ends_with(b"\r\n")
         && body.first() != Some(&b'.')
