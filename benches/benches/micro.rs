@@ -8,11 +8,11 @@ use std::time::{Duration, SystemTime};
 
 use bytes::BytesMut;
 use divan::Bencher;
-use volley_mta::merge::{RenderContext, Template, TemplateSpec};
-use volley_mta::smtp::client::{Event, Session, SessionConfig, TlsMode, Transaction};
-use volley_mta::smtp::data::dot_stuff_into;
-use volley_mta::smtp::reply::parse_reply;
+use volley_merge::{RenderContext, Template, TemplateSpec};
 use volley_queue::{BatchBuilder, BatchMeta, MappedBatch, Slot, Spool, State};
+use volley_smtp::client::{Event, Session, SessionConfig, TlsMode, Transaction};
+use volley_smtp::data::dot_stuff_into;
+use volley_smtp::reply::parse_reply;
 
 fn main() {
     divan::main();
@@ -287,7 +287,7 @@ fn dkim_ed25519_sign_5kb(bencher: Bencher) {
     let toml = format!("[[dkim]]\ndomain = \"b.test\"\nselector = \"s\"\nkey_file = \"{}\"\nalgorithm = \"ed25519\"\n", key.display());
     let config =
         volley_conf::Config::parse(&toml, std::path::Path::new("bench.toml")).expect("config");
-    let signer = volley_mta::dkim::DkimSigner::from_config(&config.dkim).expect("signer");
+    let signer = volley_engine::dkim::DkimSigner::from_config(&config.dkim).expect("signer");
     let message: Vec<u8> = String::from_utf8_lossy(&message_5k())
         .replace('\n', "\r\n")
         .into_bytes();

@@ -23,7 +23,7 @@ pub fn run() -> Result<String> {
     if password.is_empty() {
         bail!("no password on standard input (one line expected)");
     }
-    let hash = volley_mta::listen::hash_password(password)?;
+    let hash = volley_engine::listen::hash_password(password)?;
     Ok(format!("{hash}\n"))
 }
 

@@ -21,19 +21,20 @@ use volley_control::campaign::{unhex, Campaign};
 use volley_control::partition::sort;
 use volley_control::recipients::RecipientReader;
 use volley_control::suppress::normalize;
-use volley_mta::deposit::SpoolDeposit;
-use volley_mta::engine::{Engine, RunReport, Suppressions};
-use volley_mta::feedback::Feedback;
-use volley_mta::listen::Server;
-use volley_mta::merge::TemplateSource;
-use volley_mta::sweep::sweep;
+use volley_engine::deposit::SpoolDeposit;
+use volley_engine::feedback::Feedback;
+use volley_engine::listen::Server;
+use volley_engine::suppress::Suppressions;
+use volley_engine::sweep::sweep;
+use volley_engine::{Engine, RunReport};
+use volley_merge::TemplateSource;
 use volley_queue::BatchMeta;
 use volley_queue::Spool;
 
 use crate::suppressions::{bounce_limits, StoreSuppressions};
 
 /// How often the daemon sweeps the spool (old `done/` batches, relayed
-/// messages no batch needs: see `volley_mta::sweep`).
+/// messages no batch needs: see `volley_engine::sweep`).
 const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 
 /// How old an unreferenced relayed message must be before it is swept.

@@ -12,9 +12,9 @@ use volley_conf::Config;
 use volley_control::campaign::{hex, Campaign};
 use volley_control::partition::sort;
 use volley_control::recipients::{write_rejected, RecipientReader, Rejected};
-use volley_mta::engine::suppress::sending_domain;
-use volley_mta::engine::{Engine, RunReport};
-use volley_mta::merge::{Template, TemplateSource, TemplateSpec};
+use volley_engine::suppress::sending_domain;
+use volley_engine::{Engine, RunReport};
+use volley_merge::{Template, TemplateSource, TemplateSpec};
 use volley_queue::{BatchMeta, BatchView, DomainSummary, Spool};
 
 use crate::suppressions::StoreSuppressions;

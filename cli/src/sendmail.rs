@@ -257,7 +257,7 @@ fn prepare(
     }
     if !message.has("Date") {
         let mut date = BytesMut::new();
-        volley_mta::merge::write_date(now, &mut date);
+        volley_smtp::date::write_date(now, &mut date);
         message
             .fields
             .push(Field::new("Date", &String::from_utf8_lossy(&date)));
@@ -303,7 +303,7 @@ fn display_name(name: &str) -> String {
 /// The trace field of a message put straight into the spool.
 fn received(hostname: &str, now: u64) -> Vec<u8> {
     let mut date = BytesMut::new();
-    volley_mta::merge::write_date(now, &mut date);
+    volley_smtp::date::write_date(now, &mut date);
     let uid = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -1,6 +1,6 @@
 //! The spool's suppression list (`volley_control::suppress`) as the delivery
-//! engine asks it (`volley_mta::engine::Suppressions`) and as the inbound
-//! processing writes to it (`volley_mta::feedback::SuppressionWriter`).
+//! engine asks it (`volley_engine::suppress::Suppressions`) and as the inbound
+//! processing writes to it (`volley_engine::feedback::SuppressionWriter`).
 
 use std::path::Path;
 use std::sync::{PoisonError, RwLock};
@@ -8,8 +8,8 @@ use std::sync::{PoisonError, RwLock};
 use anyhow::{Context, Result};
 use volley_conf::BounceConfig;
 use volley_control::suppress::{Bounce, BounceKind, BounceLimits, Reason, SuppressionStore};
-use volley_mta::engine::Suppressions;
-use volley_mta::feedback::{SuppressAction, SuppressKind, SuppressionWriter};
+use volley_engine::feedback::{SuppressAction, SuppressKind, SuppressionWriter};
+use volley_engine::suppress::Suppressions;
 
 /// The store behind a lock: looked up by the engine per due recipient, refreshed
 /// at the start of each round, written by the inbound listener (the engine

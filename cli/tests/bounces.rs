@@ -8,7 +8,7 @@
 //! `scripts/test.sh` installs them.
 
 mod common;
-#[path = "../../mta/tests/support/mod.rs"]
+#[path = "../../mta/engine/tests/support/mod.rs"]
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
@@ -383,7 +383,7 @@ fn a_complaint_to_a_verp_address_suppresses_its_recipient() {
     let (s, _sink, paths) = sent_through_sink(94, &["carol@sink.test", "dave@sink.test"]);
     let _daemon = s.daemon();
     let fixture =
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../mta/src/inbound/fixtures/arf-abuse.eml");
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../mta/inbound/src/fixtures/arf-abuse.eml");
     let (ok, transcript) = s.swaks(
         "abusedesk@example.test",
         verp_of(&paths, "dave@sink.test"),
@@ -446,7 +446,7 @@ fn a_forged_verp_token_is_refused_at_rcpt_and_logged() {
     let last = if local.ends_with('a') { 'b' } else { 'a' };
     let forged = format!("{}{last}@{domain}", &local[..local.len() - 1]);
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../mta/src/inbound/fixtures/postfix-unknown-user.eml");
+        .join("../mta/inbound/src/fixtures/postfix-unknown-user.eml");
     let (ok, transcript) = s.swaks("", &forged, &fixture);
     assert!(!ok, "{transcript}");
     assert!(

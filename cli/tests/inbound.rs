@@ -4,7 +4,7 @@
 //! with 250 survives `kill -9`.
 
 mod common;
-#[path = "../../mta/tests/support/mod.rs"]
+#[path = "../../mta/engine/tests/support/mod.rs"]
 mod support;
 
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -2,7 +2,7 @@
 //! binary is the one users run.
 
 mod common;
-#[path = "../../mta/tests/support/mod.rs"]
+#[path = "../../mta/engine/tests/support/mod.rs"]
 mod support;
 
 use std::collections::HashMap;

@@ -3,7 +3,7 @@
 //! scripted receivers).
 
 mod common;
-#[path = "../../mta/tests/support/mod.rs"]
+#[path = "../../mta/engine/tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};

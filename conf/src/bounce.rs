@@ -3,7 +3,7 @@
 //! asynchronous bounces suppress an address.
 //!
 //! This crate stays pure: reading or creating the key file is
-//! `volley_mta::inbound::load_or_create_key`'s business, and counting bounces
+//! `volley_engine::verp_key::load_or_create_key`'s business, and counting bounces
 //! against the limits is the suppression list's.
 
 use std::ops::RangeInclusive;

@@ -5,7 +5,7 @@
 //! its From domain or a parent of it; when several domains match, the most
 //! specific (longest) one wins, and every entry with that domain signs, which is
 //! how RSA and Ed25519 dual signing is configured. Reading and checking the key
-//! file is the signer's business (`volley_mta::dkim`): this crate stays pure.
+//! file is the signer's business (`volley_engine::dkim`): this crate stays pure.
 
 use std::path::PathBuf;
 

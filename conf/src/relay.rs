@@ -2,7 +2,7 @@
 //! receives mail for.
 //!
 //! The rules themselves (who gets which recipient) are applied by the server
-//! (`volley_mta::smtp::server::RelayPolicy`); this section only holds the inputs:
+//! (`volley_smtp::server::RelayPolicy`); this section only holds the inputs:
 //! trusted networks as CIDR blocks, parsed here by hand with `std::net`, and the
 //! local domains.
 

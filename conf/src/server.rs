@@ -2,7 +2,7 @@
 //! by every `[[listen]]` entry.
 //!
 //! Reading the certificate, key and users file is the server's business
-//! (`volley_mta::listen`); this crate only checks the values' shape and range.
+//! (`volley_engine::listen`); this crate only checks the values' shape and range.
 
 use std::ops::RangeInclusive;
 use std::path::PathBuf;

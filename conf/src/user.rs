@@ -3,7 +3,7 @@
 //! A user is a name and an argon2 password hash in PHC string form
 //! (`$argon2id$v=19$m=19456,t=2,p=1$<salt>$<hash>`). The hash's shape is checked
 //! here, so a typo is a configuration error naming its line; verifying passwords
-//! and making hashes is the server's business (`volley_mta::listen::users`).
+//! and making hashes is the server's business (`volley_engine::listen::users`).
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
-//! Fuzz target: see volley_mta::fuzzing::dsn.
+//! Fuzz target: see volley_inbound::fuzzing::dsn.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    volley_mta::fuzzing::dsn(data);
+    volley_inbound::fuzzing::dsn(data);
 });

@@ -1,6 +1,6 @@
-//! Fuzz target: see volley_mta::fuzzing::smtp_commands.
+//! Fuzz target: see volley_smtp::fuzzing::smtp_commands.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    volley_mta::fuzzing::smtp_commands(data);
+    volley_smtp::fuzzing::smtp_commands(data);
 });

@@ -1,6 +1,6 @@
-//! Fuzz target: see volley_mta::fuzzing::smtp_replies.
+//! Fuzz target: see volley_smtp::fuzzing::smtp_replies.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    volley_mta::fuzzing::smtp_replies(data);
+    volley_smtp::fuzzing::smtp_replies(data);
 });

@@ -1,6 +1,6 @@
-//! Fuzz target: see volley_mta::fuzzing::template.
+//! Fuzz target: see volley_merge::fuzzing::template.
 #![no_main]
 
 libfuzzer_sys::fuzz_target!(|data: &[u8]| {
-    volley_mta::fuzzing::template(data);
+    volley_merge::fuzzing::template(data);
 });

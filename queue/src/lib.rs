@@ -19,6 +19,7 @@
 //!   quarantine.
 //! - [`summary`]: counts by state, per batch and per domain.
 //! - [`commit`]: when to msync ([`GroupCommit`]).
+//! - [`ids`]: campaign ids of campaigns and of received messages.
 //! - [`fuzzing`]: entry points for the fuzz targets and their stable-Rust harness.
 
 pub mod builder;
@@ -26,6 +27,7 @@ pub mod commit;
 pub mod error;
 pub mod format;
 pub mod fuzzing;
+pub mod ids;
 pub mod mapped;
 pub mod slot;
 pub mod spool;

@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use volley_conf::{Config, ListenRole, ListenTls};
-use volley_mta::deposit::{queue_id, InboundError, SpoolDeposit};
-use volley_mta::smtp::data::dot_stuff_into;
-use volley_mta::smtp::{parse_reply, Capabilities, Parse, Reply};
+use volley_engine::deposit::{InboundError, SpoolDeposit};
+use volley_queue::ids::queue_id;
 use volley_queue::{QueueError, Spool};
+use volley_smtp::data::dot_stuff_into;
+use volley_smtp::{parse_reply, Capabilities, Parse, Reply};
 
 use super::{Exit, Failure};
 
@@ -254,7 +255,7 @@ pub fn into_spool(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use volley_mta::smtp::Enhanced;
+    use volley_smtp::Enhanced;
 
     #[test]
     fn exit_status_of_a_failure_reply() {

@@ -1,0 +1,529 @@
+//! The delivery engine: takes the due recipients out of the spool, resolves their
+//! destinations, groups them into sites and drains each site over pooled,
+//! pipelined connections, recording every reply in the recipient's state slot
+//! and the delivery log.
+//!
+//! Layout: [`work`] (what is due), [`site`] (per-site workers), [`record`]
+//! (slots, log, counters), [`suppress`] (the suppression list, as a trait the
+//! binary implements). The decisions they call are pure functions elsewhere:
+//! [`crate::outcome`], [`crate::shaping`].
+
+pub mod lanes;
+pub mod record;
+pub mod site;
+pub mod work;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use tokio::sync::Semaphore;
+use volley_conf::{limits_for, Config, Route};
+use volley_queue::{QueueError, Spool};
+
+use crate::conn::Timeouts;
+use crate::delivery::lanes::Lanes;
+use crate::delivery::record::{Answer, Recorder, Via};
+use crate::delivery::site::{Host, Site};
+use crate::delivery::work::Item;
+use crate::log::DeliveryLog;
+use crate::mx::{MxError, MxResolver, ResolverConfig};
+use crate::outcome::{BounceClass, Verdict};
+use crate::tls::{TlsClients, TlsSetupError};
+use crate::verp_key::verp_from_config;
+use volley_inbound::Verp;
+use volley_merge::source::MessageSource;
+use volley_smtp::client::{SessionConfig, TlsMode};
+
+pub use crate::suppress::{NoSuppressions, Suppressions};
+
+/// Why the engine could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The spool failed.
+    #[error(transparent)]
+    Queue(#[from] QueueError),
+    /// The delivery log could not be opened.
+    #[error("cannot open the delivery log {path}: {io}")]
+    Log {
+        /// The log path.
+        path: String,
+        /// The OS error.
+        io: std::io::Error,
+    },
+    /// The resolver could not be set up.
+    #[error("DNS resolver: {0}")]
+    Dns(String),
+    /// TLS could not be set up.
+    #[error(transparent)]
+    Tls(#[from] TlsSetupError),
+    /// A DKIM key could not be loaded.
+    #[error(transparent)]
+    Dkim(#[from] crate::dkim::DkimError),
+    /// The VERP key could not be read or created.
+    #[error(transparent)]
+    Verp(#[from] crate::verp_key::KeyError),
+    /// The delivery threads could not be started.
+    #[error("cannot start the delivery threads: {0}")]
+    Lanes(std::io::Error),
+}
+
+/// What one delivery round did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunReport {
+    /// Recipients attempted (or failed before an attempt: DNS, rendering).
+    pub attempted: u64,
+    /// Delivered this round.
+    pub delivered: u64,
+    /// Deferred this round.
+    pub deferred: u64,
+    /// Bounced this round.
+    pub bounced: u64,
+    /// Expired this round.
+    pub expired: u64,
+    /// Finalised unsent this round because they are on the suppression list
+    /// (their slots say bounced, code 0; not counted in `attempted` or `bounced`).
+    pub suppressed: u64,
+    /// Recipients found in flight from an earlier, interrupted run and sent again:
+    /// the only ones that may have been delivered twice.
+    pub resent_after_crash: u64,
+    /// Recipients waiting for a later retry (not due this round).
+    pub not_due: u64,
+    /// Batches completed (every recipient final) and moved to done/.
+    pub batches_completed: u64,
+    /// Corrupt batch files quarantined.
+    pub quarantined: u64,
+    /// Unfinished recipients left for the next round because this one's window
+    /// (`[queue] window`) was full: the next round should start at once.
+    pub waiting: u64,
+}
+
+/// State shared by every site worker of the engine.
+pub struct Shared {
+    pub(crate) recorder: Recorder,
+    pub(crate) source: Arc<dyn MessageSource>,
+    /// Signs each rendered message whose From domain has a key; `None` when no
+    /// `[[dkim]]` key is configured.
+    pub(crate) dkim: Option<crate::dkim::DkimSigner>,
+    /// Makes the VERP return path of each campaign message; `None` when no
+    /// `[bounce] domain` is configured.
+    pub(crate) verp: Option<Arc<Verp>>,
+    pub(crate) tls: TlsClients,
+    pub(crate) tls_verify: bool,
+    pub(crate) session: SessionConfig,
+    pub(crate) timeouts: Timeouts,
+    pub(crate) pipeline_depth: usize,
+    pub(crate) connections: Arc<Semaphore>,
+    pub(crate) next_id: AtomicU64,
+    egress: Vec<IpAddr>,
+    egress_next: AtomicUsize,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Shared").finish_non_exhaustive()
+    }
+}
+
+impl Shared {
+    /// The next source address of the egress pool, if one is configured.
+    pub(crate) fn source_address(&self, _worker: usize) -> Option<IpAddr> {
+        if self.egress.is_empty() {
+            return None;
+        }
+        let i = self.egress_next.fetch_add(1, Ordering::Relaxed) % self.egress.len();
+        Some(self.egress[i])
+    }
+}
+
+/// The delivery engine for one spool.
+pub struct Engine {
+    config: Arc<Config>,
+    spool: Spool,
+    resolver: MxResolver,
+    shared: Arc<Shared>,
+    lanes: Arc<Lanes>,
+    suppressions: Arc<dyn Suppressions>,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine")
+            .field("spool", &self.spool.root())
+            .finish_non_exhaustive()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Engine {
+    /// An engine delivering from `spool` with `config`, messages from `source`,
+    /// logging to `log` (default: `[delivery] log`).
+    pub fn new(
+        config: Config,
+        spool: Spool,
+        source: Arc<dyn MessageSource>,
+        log: Option<&Path>,
+    ) -> Result<Engine, EngineError> {
+        let log_path = log.unwrap_or(&config.delivery.log).to_owned();
+        let log = DeliveryLog::open(&log_path).map_err(|io| EngineError::Log {
+            path: log_path.display().to_string(),
+            io,
+        })?;
+        let resolver = MxResolver::new(&ResolverConfig {
+            nameservers: config.dns.nameservers.clone(),
+            timeout: config.dns.timeout,
+            attempts: config.dns.attempts as usize,
+            ..ResolverConfig::default()
+        })
+        .map_err(|e| EngineError::Dns(e.to_string()))?;
+        let tls = TlsClients::new(config.delivery.tls_ca_file.as_deref())?;
+        let dkim = crate::dkim::DkimSigner::from_config(&config.dkim)?;
+        let dkim = (!dkim.is_empty()).then_some(dkim);
+        let verp = verp_from_config(&config.bounce, spool.root())?.map(Arc::new);
+        let d = &config.delivery;
+        let helo_name = if d.helo_name.is_empty() {
+            crate::host::host_name()
+        } else {
+            d.helo_name.clone()
+        };
+        let shared = Shared {
+            recorder: Recorder {
+                log: Arc::new(log),
+                retry: config.retry.clone(),
+                counters: Default::default(),
+            },
+            source,
+            dkim,
+            verp,
+            tls,
+            tls_verify: d.tls_verify,
+            session: SessionConfig {
+                helo_name,
+                tls: TlsMode::Opportunistic,
+                ..SessionConfig::default()
+            },
+            timeouts: Timeouts {
+                connect: d.connect_timeout,
+                greeting: d.greeting_timeout,
+                command: d.command_timeout,
+                data: d.data_timeout,
+            },
+            pipeline_depth: d.pipeline_depth as usize,
+            connections: Arc::new(Semaphore::new(d.max_connections as usize)),
+            next_id: AtomicU64::new(1),
+            egress: d.source_addresses.clone(),
+            egress_next: AtomicUsize::new(0),
+        };
+        let lanes = Lanes::start(d.threads as usize).map_err(EngineError::Lanes)?;
+        Ok(Engine {
+            config: Arc::new(config),
+            spool,
+            resolver,
+            shared: Arc::new(shared),
+            lanes: Arc::new(lanes),
+            suppressions: Arc::new(NoSuppressions),
+        })
+    }
+
+    /// Checks `suppressions` before sending: due recipients it holds for their
+    /// batch's sending domain are finalised unsent (default: none are).
+    pub fn with_suppressions(mut self, suppressions: Arc<dyn Suppressions>) -> Engine {
+        self.suppressions = suppressions;
+        self
+    }
+
+    /// The spool delivered from.
+    pub fn spool(&self) -> &Spool {
+        &self.spool
+    }
+
+    /// The delivery log, to append other events to the same file (see
+    /// [`crate::feedback`]).
+    pub fn delivery_log(&self) -> Arc<DeliveryLog> {
+        Arc::clone(&self.shared.recorder.log)
+    }
+
+    /// The VERP return paths of campaign mail (`None` without `[bounce]
+    /// domain`): the same key and domain the inbound listener checks.
+    pub fn verp(&self) -> Option<Arc<Verp>> {
+        self.shared.verp.clone()
+    }
+
+    /// Where messages come from (the template cache).
+    pub fn source(&self) -> Arc<dyn MessageSource> {
+        Arc::clone(&self.shared.source)
+    }
+
+    /// One delivery round: every recipient due now is attempted once (deferred
+    /// ones wait for their next attempt); returns when all attempts have a result.
+    pub async fn run_once(&self) -> Result<RunReport, EngineError> {
+        self.suppressions.refresh();
+        let work = work::collect(
+            &self.spool,
+            unix_now(),
+            u64::from(self.config.queue.window),
+            self.suppressions.as_ref(),
+            self.shared.source.as_ref(),
+        )?;
+        for item in &work.suppressed {
+            self.shared.recorder.suppressed(item, &item.address());
+        }
+        if work.in_flight_reset > 0 {
+            // Reported here, at once: a round can itself be cut short.
+            tracing::warn!(
+                "{} resent after a crash: their transactions were in flight when volley stopped, so each may arrive twice",
+                work.in_flight_reset
+            );
+        }
+        let attempted: u64 = work.by_domain.values().map(|v| v.len() as u64).sum();
+        let before = self.counts();
+
+        // Group commit while the round runs.
+        let batches = work.batches.clone();
+        let interval = self
+            .config
+            .queue
+            .sync_interval
+            .max(Duration::from_millis(10));
+        let shared = self.shared.clone();
+        let committer = tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval);
+            loop {
+                tick.tick().await;
+                for b in &batches {
+                    let _ = b.map.sync();
+                }
+                let _ = shared.recorder.log.flush();
+            }
+        });
+
+        let sites = self.plan(work.by_domain).await;
+        let mut tasks = tokio::task::JoinSet::new();
+        for site in sites {
+            tasks.spawn(site::run(
+                Arc::new(site),
+                self.shared.clone(),
+                self.lanes.clone(),
+            ));
+        }
+        while let Some(joined) = tasks.join_next().await {
+            if let Err(err) = joined {
+                tracing::error!(%err, "site task failed");
+            }
+        }
+        committer.abort();
+
+        let mut finished = Vec::new();
+        for batch in &work.batches {
+            batch.map.sync()?;
+            if batch.map.is_finished()? {
+                finished.push(&batch.map);
+            }
+        }
+        let completed = self.spool.complete_all(finished)?.len() as u64;
+        let _ = self.shared.recorder.log.flush();
+        let after = self.counts();
+        Ok(RunReport {
+            attempted,
+            delivered: after.delivered - before.delivered,
+            deferred: after.deferred - before.deferred,
+            bounced: after.bounced - before.bounced,
+            expired: after.expired - before.expired,
+            suppressed: work.suppressed.len() as u64,
+            resent_after_crash: work.in_flight_reset,
+            not_due: work.not_due,
+            batches_completed: completed,
+            quarantined: work.quarantined,
+            waiting: work.waiting,
+        })
+    }
+
+    /// Rounds until every recipient due now has been attempted once: one round
+    /// per `[queue] window` of recipients. Returns the rounds' reports summed
+    /// (`waiting` is then 0).
+    pub async fn run_due(&self) -> Result<RunReport, EngineError> {
+        let mut total = RunReport::default();
+        loop {
+            let report = self.run_once().await?;
+            total.attempted += report.attempted;
+            total.delivered += report.delivered;
+            total.deferred += report.deferred;
+            total.bounced += report.bounced;
+            total.expired += report.expired;
+            total.resent_after_crash += report.resent_after_crash;
+            total.not_due += report.not_due;
+            total.batches_completed += report.batches_completed;
+            total.quarantined += report.quarantined;
+            total.suppressed += report.suppressed;
+            if report.waiting == 0 {
+                return Ok(total);
+            }
+        }
+    }
+
+    /// Outcomes recorded since the engine was made (delivered, deferred, bounced,
+    /// expired, suppressed), for progress displays while a round runs.
+    pub fn progress(&self) -> RunReport {
+        self.counts()
+    }
+
+    fn counts(&self) -> RunReport {
+        let c = &self.shared.recorder.counters;
+        RunReport {
+            delivered: c.delivered.load(Ordering::Relaxed),
+            deferred: c.deferred.load(Ordering::Relaxed),
+            bounced: c.bounced.load(Ordering::Relaxed),
+            expired: c.expired.load(Ordering::Relaxed),
+            suppressed: c.suppressed.load(Ordering::Relaxed),
+            ..RunReport::default()
+        }
+    }
+
+    /// Resolves each domain (route or MX) and groups the recipients into sites.
+    /// Recipients of domains that fail to resolve are recorded here.
+    async fn plan(&self, by_domain: HashMap<String, Vec<Item>>) -> Vec<Site> {
+        let lookups = Arc::new(Semaphore::new(64));
+        let mut tasks = tokio::task::JoinSet::new();
+        for (domain, items) in by_domain {
+            let resolver = self.resolver.clone();
+            let config = self.config.clone();
+            let lookups = lookups.clone();
+            tasks.spawn(async move {
+                let _permit = lookups.acquire_owned().await;
+                let target = resolve(&resolver, &config, &domain).await;
+                (domain, items, target)
+            });
+        }
+        let mut sites: HashMap<String, (Vec<Host>, String, volley_conf::TlsPolicy, Vec<Item>)> =
+            HashMap::new();
+        while let Some(joined) = tasks.join_next().await {
+            let Ok((domain, items, target)) = joined else {
+                continue;
+            };
+            match target {
+                Ok(t) => {
+                    let entry = sites
+                        .entry(t.key)
+                        .or_insert_with(|| (t.hosts, domain.clone(), t.tls, Vec::new()));
+                    entry.3.extend(items);
+                }
+                Err(err) => {
+                    let verdict = if err.permanent {
+                        Verdict::Permanent(BounceClass::NoSuchDomain)
+                    } else {
+                        Verdict::Temporary
+                    };
+                    let answer = Answer {
+                        code: 0,
+                        enhanced: if err.permanent { "5.1.2" } else { "4.4.3" },
+                        subject: Some(if err.permanent { 1 } else { 4 }),
+                        text: &err.reason,
+                        connection_level: true,
+                    };
+                    let via = Via::default();
+                    for item in &items {
+                        self.shared.recorder.record(
+                            item,
+                            &item.address(),
+                            verdict,
+                            &answer,
+                            &via,
+                            Instant::now(),
+                        );
+                    }
+                }
+            }
+        }
+        sites
+            .into_iter()
+            .map(|(key, (hosts, domain, tls, items))| {
+                let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+                let limits = limits_for(
+                    &self.config.site,
+                    &self.config.site_override,
+                    &domain,
+                    &names,
+                );
+                Site::new(key, hosts, limits, tls, items)
+            })
+            .collect()
+    }
+}
+
+/// Where a domain's mail goes.
+struct Target {
+    key: String,
+    hosts: Vec<Host>,
+    tls: volley_conf::TlsPolicy,
+}
+
+/// A resolution failure, as the engine records it.
+struct ResolveFailure {
+    permanent: bool,
+    reason: String,
+}
+
+async fn resolve(
+    resolver: &MxResolver,
+    config: &Config,
+    domain: &str,
+) -> Result<Target, ResolveFailure> {
+    if let Some(route) = config.route.iter().find(|r| r.domain.matches(domain)) {
+        return resolve_route(route, config).await;
+    }
+    let destination = resolver
+        .resolve(domain)
+        .await
+        .map_err(|err: MxError| ResolveFailure {
+            permanent: err.is_permanent(),
+            reason: err.to_string(),
+        })?;
+    let port = config.delivery.smtp_port;
+    let hosts = destination
+        .hosts
+        .iter()
+        .map(|h| Host {
+            name: h.name.clone(),
+            addrs: h.addrs.clone(),
+            port,
+        })
+        .collect();
+    Ok(Target {
+        key: destination.site_key(),
+        hosts,
+        tls: config.delivery.tls,
+    })
+}
+
+async fn resolve_route(route: &Route, config: &Config) -> Result<Target, ResolveFailure> {
+    let (host, port) = (route.host().to_owned(), route.port());
+    let addrs: Vec<IpAddr> = match host.parse::<IpAddr>() {
+        Ok(ip) => vec![ip],
+        Err(_) => tokio::net::lookup_host((host.as_str(), port))
+            .await
+            .map_err(|e| ResolveFailure {
+                permanent: false,
+                reason: format!("route {}: {e}", route.via),
+            })?
+            .map(|a| a.ip())
+            .collect(),
+    };
+    Ok(Target {
+        key: format!("route:{}", route.via),
+        hosts: vec![Host {
+            name: host,
+            addrs,
+            port,
+        }],
+        tls: route.tls.unwrap_or(config.delivery.tls),
+    })
+}

@@ -1,0 +1,212 @@
+//! Recording attempts: the state slot, the delivery log and the run's counters.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use volley_conf::RetryConfig;
+use volley_queue::{Slot, State};
+
+use crate::delivery::work::Item;
+use crate::log::{timestamp, DeliveryLog, LogEvent};
+use crate::outcome::{decide, Outcome, Verdict};
+
+/// Where an attempt went: for the log.
+#[derive(Debug, Clone, Default)]
+pub struct Via {
+    /// MX (or smarthost) name.
+    pub mx: String,
+    /// Address connected to, as logged ("" when none): made once per
+    /// connection, not per logged attempt.
+    pub ip: String,
+    /// Whether TLS was in use.
+    pub tls: bool,
+}
+
+/// What answered an attempt.
+#[derive(Debug, Clone)]
+pub struct Answer<'a> {
+    /// SMTP reply code, 0 when there was no reply (DNS, render failure).
+    pub code: u16,
+    /// Enhanced status code ("5.1.1") or "".
+    pub enhanced: &'a str,
+    /// Enhanced status subject (the "1" of 5.1.1), for bounce classes.
+    pub subject: Option<u16>,
+    /// Reply text or local reason.
+    pub text: &'a str,
+    /// True when the failure was the connection's, the site's or DNS's rather than
+    /// this recipient's own.
+    pub connection_level: bool,
+}
+
+/// Counts of outcomes over a run.
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Recipients delivered.
+    pub delivered: AtomicU64,
+    /// Recipients deferred.
+    pub deferred: AtomicU64,
+    /// Recipients bounced.
+    pub bounced: AtomicU64,
+    /// Recipients expired.
+    pub expired: AtomicU64,
+    /// Recipients finalised unsent because they are on the suppression list.
+    pub suppressed: AtomicU64,
+}
+
+/// Applies outcomes: one slot store and one log line per attempt.
+#[derive(Debug)]
+pub struct Recorder {
+    /// The delivery log (shared with the inbound processing, which appends its
+    /// events to the same file).
+    pub log: Arc<DeliveryLog>,
+    /// Retry policy.
+    pub retry: RetryConfig,
+    /// Outcome counts.
+    pub counters: Counters,
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl Recorder {
+    /// Marks a recipient as handed to a transaction: if volley dies before the
+    /// reply is recorded, this recipient is the one that may be sent twice.
+    pub fn mark_in_flight(&self, item: &Item) {
+        let index = item.index as usize;
+        if let Ok(slot) = item.batch.map.slot(index) {
+            let _ = item.batch.map.set_slot(
+                index,
+                Slot {
+                    state: State::InFlight,
+                    ..slot
+                },
+            );
+        }
+    }
+
+    /// Finalises a recipient found on the suppression list without sending to it:
+    /// its slot becomes bounced with code 0 and its attempts unchanged, and the log
+    /// gets a `suppressed` line (`attempt` is the attempts made before, 0 if none).
+    pub fn suppressed(&self, item: &Item, recipient: &str) {
+        let map = &item.batch.map;
+        let index = item.index as usize;
+        let header = map.header();
+        let slot = map.slot(index).unwrap_or(Slot::PENDING);
+        let stored = map.set_slot(
+            index,
+            Slot {
+                state: State::Bounced,
+                attempts: slot.attempts,
+                code: 0,
+                next_attempt: 0,
+            },
+        );
+        if let Err(err) = stored {
+            tracing::error!(%err, "cannot record a suppressed recipient");
+        }
+        self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
+        let event = LogEvent {
+            ts: timestamp(SystemTime::now()),
+            campaign: header.campaign_id,
+            batch: header.batch_id,
+            recipient,
+            status: "suppressed",
+            code: 0,
+            enhanced: "",
+            reply: "on the suppression list: not sent",
+            mx: "",
+            ip: "",
+            tls: false,
+            attempt: u32::from(slot.attempts),
+            latency_ms: 0,
+            level: "recipient",
+            class: None,
+            next_attempt: None,
+        };
+        if let Err(err) = self.log.write(&event) {
+            tracing::error!(%err, log = %self.log.path().display(), "cannot write the delivery log");
+        }
+    }
+
+    /// Records the attempt's outcome for one recipient (whose address is
+    /// `recipient`) and returns it.
+    pub fn record(
+        &self,
+        item: &Item,
+        recipient: &str,
+        verdict: Verdict,
+        answer: &Answer<'_>,
+        via: &Via,
+        started: Instant,
+    ) -> Outcome {
+        let map = &item.batch.map;
+        let index = item.index as usize;
+        let header = map.header();
+        let slot = map.slot(index).unwrap_or(Slot::PENDING);
+        let attempts = u32::from(slot.attempts) + 1;
+        let now = unix_now();
+        let outcome = decide(verdict, attempts, header.created_at, now, &self.retry);
+        let (state, next_attempt) = match outcome {
+            Outcome::Delivered => (State::Delivered, 0),
+            Outcome::Deferred { next_attempt } => (State::Deferred, next_attempt),
+            Outcome::Bounced(_) => (State::Bounced, 0),
+            Outcome::Expired => (State::Expired, 0),
+        };
+        let stored = map.set_slot(
+            index,
+            Slot {
+                state,
+                attempts: attempts.min(255) as u8,
+                code: answer.code,
+                next_attempt,
+            },
+        );
+        if let Err(err) = stored {
+            tracing::error!(%err, "cannot record a delivery outcome");
+        }
+        let counter = match outcome {
+            Outcome::Delivered => &self.counters.delivered,
+            Outcome::Deferred { .. } => &self.counters.deferred,
+            Outcome::Bounced(_) => &self.counters.bounced,
+            Outcome::Expired => &self.counters.expired,
+        };
+        counter.fetch_add(1, Ordering::Relaxed);
+        let event = LogEvent {
+            ts: timestamp(SystemTime::now()),
+            campaign: header.campaign_id,
+            batch: header.batch_id,
+            recipient,
+            status: outcome.status(),
+            code: answer.code,
+            enhanced: answer.enhanced,
+            reply: answer.text,
+            mx: &via.mx,
+            ip: &via.ip,
+            tls: via.tls,
+            attempt: attempts,
+            latency_ms: started.elapsed().as_millis() as u64,
+            level: if answer.connection_level {
+                "connection"
+            } else {
+                "recipient"
+            },
+            class: match outcome {
+                Outcome::Bounced(class) => Some(class.name()),
+                _ => None,
+            },
+            next_attempt: match outcome {
+                Outcome::Deferred { next_attempt } => Some(next_attempt),
+                _ => None,
+            },
+        };
+        if let Err(err) = self.log.write(&event) {
+            tracing::error!(%err, log = %self.log.path().display(), "cannot write the delivery log");
+        }
+        outcome
+    }
+}

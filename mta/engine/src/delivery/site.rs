@@ -1,0 +1,594 @@
+//! One destination site: its queue of due recipients, its limits, and the
+//! connection workers that drain it.
+
+use std::collections::VecDeque;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use volley_conf::{SiteLimits, TlsPolicy};
+use volley_queue::BatchView;
+
+use crate::conn::{connect_tcp, Connection};
+use crate::delivery::lanes::Lanes;
+use crate::delivery::record::{Answer, Via};
+use crate::delivery::work::Item;
+use crate::delivery::Shared;
+use crate::outcome::{BounceClass, Verdict};
+use crate::shaping::{backoff, pauses_site, RateLimit};
+use volley_inbound::Verp;
+use volley_queue::ids::is_inbound_id;
+use volley_smtp::client::{CloseReason, Event, SessionConfig, Transaction, TransactionResult};
+use volley_smtp::reply::ENHANCED_TEXT_MAX;
+
+/// Consecutive rounds of failing to connect to every host of a site before its
+/// remaining recipients are deferred (a daemon round comes back later).
+const CONNECT_ROUNDS: u32 = 3;
+
+/// A host to connect to: name (for logs, TLS) and addresses.
+#[derive(Debug, Clone)]
+pub struct Host {
+    /// MX or smarthost name.
+    pub name: String,
+    /// Its addresses, in the order to try.
+    pub addrs: Vec<IpAddr>,
+    /// TCP port.
+    pub port: u16,
+}
+
+/// A destination site for one round.
+#[derive(Debug)]
+pub struct Site {
+    /// The site key (sorted MX names, or `route:host:port`).
+    pub key: String,
+    /// Hosts in preference order.
+    pub hosts: Vec<Host>,
+    /// Limits from `[site]` and the matching `[[site_override]]`.
+    pub limits: SiteLimits,
+    /// STARTTLS policy.
+    pub tls: TlsPolicy,
+    queue: Mutex<VecDeque<Item>>,
+    rate: Mutex<RateLimit>,
+    paused_until: Mutex<Option<Instant>>,
+    failures: AtomicU32,
+}
+
+impl Site {
+    /// A site with its recipients.
+    pub fn new(
+        key: String,
+        hosts: Vec<Host>,
+        limits: SiteLimits,
+        tls: TlsPolicy,
+        items: Vec<Item>,
+    ) -> Site {
+        let rate = RateLimit::new(limits.max_messages_per_second, Instant::now());
+        Site {
+            key,
+            hosts,
+            limits,
+            tls,
+            queue: Mutex::new(items.into()),
+            rate: Mutex::new(rate),
+            paused_until: Mutex::new(None),
+            failures: AtomicU32::new(0),
+        }
+    }
+
+    fn pop(&self) -> Option<Item> {
+        lock(&self.queue).pop_front()
+    }
+
+    fn push_front(&self, item: Item) {
+        lock(&self.queue).push_front(item);
+    }
+
+    fn len(&self) -> usize {
+        lock(&self.queue).len()
+    }
+
+    fn pause(&self, for_: Duration) {
+        let until = Instant::now() + for_;
+        let mut paused = lock(&self.paused_until);
+        if paused.is_none_or(|p| p < until) {
+            *paused = Some(until);
+        }
+    }
+
+    async fn wait_if_paused(&self) {
+        let until = *lock(&self.paused_until);
+        if let Some(until) = until {
+            tokio::time::sleep_until(until.into()).await;
+        }
+    }
+
+    /// How many connection workers to start: enough to carry the queue at the
+    /// configured messages per connection, within the connection limit.
+    pub fn workers(&self) -> usize {
+        let per_conn = self.limits.max_messages_per_connection.max(1) as usize;
+        self.len()
+            .div_ceil(per_conn)
+            .clamp(1, self.limits.max_connections.max(1) as usize)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// Drains a site with its workers; returns when its queue is empty. Each
+/// connection runs on the delivery lane [`Lanes::pick`] gives it.
+pub async fn run(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>) {
+    let mut tasks = tokio::task::JoinSet::new();
+    for worker in 0..site.workers() {
+        tasks.spawn(worker_loop(
+            site.clone(),
+            shared.clone(),
+            lanes.clone(),
+            worker,
+        ));
+    }
+    while let Some(joined) = tasks.join_next().await {
+        if let Err(err) = joined {
+            tracing::error!(site = %site.key, %err, "site worker failed");
+        }
+    }
+    // Anything left (every worker gave up): defer it, never drop it.
+    while let Some(item) = site.pop() {
+        defer_connection(
+            &shared,
+            &item,
+            "no connection to the site could be used",
+            &Via::default(),
+        );
+    }
+}
+
+fn defer_connection(shared: &Shared, item: &Item, reason: &str, via: &Via) {
+    let answer = Answer {
+        code: 0,
+        enhanced: "",
+        subject: None,
+        text: reason,
+        connection_level: true,
+    };
+    shared.recorder.record(
+        item,
+        &item.address(),
+        Verdict::Temporary,
+        &answer,
+        via,
+        Instant::now(),
+    );
+}
+
+/// One connection slot of a site: connects, delivers, and connects again while
+/// the site has recipients, each connection on the lane picked for it.
+async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>, worker: usize) {
+    loop {
+        site.wait_if_paused().await;
+        // Claim a recipient before connecting, so no worker opens a connection the
+        // others have left nothing to send over.
+        let Some(first) = site.pop() else { return };
+        let Ok(_permit) = shared.connections.clone().acquire_owned().await else {
+            site.push_front(first);
+            return;
+        };
+        let (lane, handle) = lanes.pick();
+        // A set of one: dropping this worker (the round cancelled) aborts the
+        // connection too.
+        let mut connection = tokio::task::JoinSet::new();
+        connection.spawn_on(
+            connect_and_deliver(
+                site.clone(),
+                shared.clone(),
+                lanes.clone(),
+                lane,
+                worker,
+                first,
+            ),
+            handle,
+        );
+        let outcome = match connection.join_next().await {
+            Some(Ok(outcome)) => outcome,
+            Some(Err(err)) if err.is_panic() => {
+                tracing::error!(site = %site.key, %err, "connection task failed");
+                Ok(())
+            }
+            // Cancelled: the lanes are stopping.
+            Some(Err(_)) | None => return,
+        };
+        let Err(reason) = outcome else { continue };
+        let failures = site.failures.fetch_add(1, Ordering::AcqRel) + 1;
+        tracing::warn!(site = %site.key, failures, %reason, "cannot connect to any host of the site");
+        if failures >= CONNECT_ROUNDS {
+            let via = Via {
+                mx: site
+                    .hosts
+                    .first()
+                    .map(|h| h.name.clone())
+                    .unwrap_or_default(),
+                ..Via::default()
+            };
+            while let Some(item) = site.pop() {
+                defer_connection(&shared, &item, &reason, &via);
+            }
+            return;
+        }
+        let wait = backoff(
+            failures,
+            site.limits.connect_backoff,
+            site.limits.connect_backoff_max,
+        );
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// One connection, run on its lane: opens it and delivers over it. When no host
+/// can be reached, puts `first` back and says why.
+async fn connect_and_deliver(
+    site: Arc<Site>,
+    shared: Arc<Shared>,
+    lanes: Arc<Lanes>,
+    lane: usize,
+    worker: usize,
+    first: Item,
+) -> Result<(), String> {
+    let _seat = lanes.seat(lane);
+    match open(&site, &shared, worker).await {
+        Ok((conn, via)) => {
+            site.failures.store(0, Ordering::Release);
+            let shed = || lanes.shedding(lane);
+            deliver(&site, &shared, conn, &via, first, shed).await;
+            Ok(())
+        }
+        Err(reason) => {
+            site.push_front(first);
+            Err(reason)
+        }
+    }
+}
+
+/// Connects to the first host (in preference order) that accepts a connection and
+/// completes the greeting, EHLO and STARTTLS; the next host is tried on failure.
+async fn open(site: &Site, shared: &Shared, worker: usize) -> Result<(Connection, Via), String> {
+    let mut last = String::from("no address for any host");
+    for host in &site.hosts {
+        for &ip in &host.addrs {
+            let addr = SocketAddr::new(ip, host.port);
+            let source = shared.source_address(worker);
+            let stream = match connect_tcp(addr, source, shared.timeouts.connect).await {
+                Ok(s) => s,
+                Err(err) => {
+                    last = err.to_string();
+                    continue;
+                }
+            };
+            let tls_config = match site.tls {
+                TlsPolicy::Required if shared.tls_verify => Some(shared.tls.verified.clone()),
+                TlsPolicy::Disabled => None,
+                _ => Some(shared.tls.opportunistic.clone()),
+            };
+            let config = SessionConfig {
+                tls: match site.tls {
+                    TlsPolicy::Opportunistic => volley_smtp::client::TlsMode::Opportunistic,
+                    TlsPolicy::Required => volley_smtp::client::TlsMode::Required,
+                    TlsPolicy::Disabled => volley_smtp::client::TlsMode::Disabled,
+                },
+                ..shared.session.clone()
+            };
+            let mut conn = Connection::new(
+                stream,
+                config,
+                shared.timeouts,
+                tls_config.map(|c| (c, host.name.clone())),
+            );
+            match conn.next_event().await {
+                Ok(Event::Ready(_)) => {
+                    let via = Via {
+                        mx: host.name.clone(),
+                        ip: ip.to_string(),
+                        tls: conn.encrypted,
+                    };
+                    return Ok((conn, via));
+                }
+                Ok(Event::Closed(reason)) => last = format!("{} [{}]: {reason:?}", host.name, ip),
+                Ok(other) => last = format!("{} [{}]: unexpected {other:?}", host.name, ip),
+                Err(err) => last = format!("{} [{}]: {err}", host.name, ip),
+            }
+        }
+    }
+    Err(last)
+}
+
+/// Sends up to `max_messages_per_connection` messages over one connection,
+/// keeping up to `pipeline_depth` transactions in flight; ends early, after the
+/// transactions in flight, when `shed` says the connection's lane is saturated
+/// (the worker reconnects on another).
+async fn deliver(
+    site: &Site,
+    shared: &Shared,
+    mut conn: Connection,
+    via: &Via,
+    first: Item,
+    shed: impl Fn() -> bool,
+) {
+    // Render no further ahead than the session can send (see `useful_depth`).
+    let depth = conn.session().useful_depth(shared.pipeline_depth);
+    let max = site.limits.max_messages_per_connection as usize;
+    let mut sent = 0usize;
+    // In flight, in enqueue order: the session reports results in that order,
+    // so the one looked up is nearly always the first.
+    let mut pending: VecDeque<(u64, Item, Instant)> = VecDeque::with_capacity(depth);
+    // Message buffers come back with their results and are rendered into again:
+    // a few per connection, warm in the cache, instead of fresh memory for each
+    // message.
+    let mut spare: Vec<BytesMut> = Vec::with_capacity(depth + 1);
+    let mut stop = false;
+    let mut claimed = Some(first);
+    loop {
+        // Fill the pipeline.
+        while !stop && pending.len() < depth && sent < max {
+            let taken = lock(&site.rate).take(Instant::now());
+            if let Err(wait) = taken {
+                if pending.is_empty() {
+                    tokio::time::sleep(wait).await;
+                    continue;
+                }
+                break;
+            }
+            let Some(item) = claimed.take().or_else(|| site.pop()) else {
+                break;
+            };
+            let view = item.batch.map.view();
+            let index = item.index as usize;
+            let rcpt = view
+                .recipient(index)
+                .map(|r| r.address())
+                .unwrap_or_default();
+            let mut body = spare
+                .pop()
+                .unwrap_or_else(|| BytesMut::with_capacity(BODY_CAPACITY));
+            body.clear();
+            let rendered = shared.source.envelope_from(&view, index).and_then(|from| {
+                shared
+                    .source
+                    .render(&view, index, &mut body)
+                    .map(|r| (from, r))
+            });
+            let signed = rendered.and_then(|(from, r)| match &shared.dkim {
+                Some(dkim) => dkim
+                    .sign_in_place(&mut body, r.crlf_only)
+                    .map(|_| (from, r))
+                    .map_err(|e| volley_merge::source::RenderError(format!("DKIM: {e}"))),
+                None => Ok((from, r)),
+            });
+            let (from, rendered) = match signed {
+                Ok((from, rendered)) => (
+                    with_verp(shared.verp.as_deref(), from, &view, index),
+                    rendered,
+                ),
+                Err(err) => {
+                    let answer = Answer {
+                        code: 0,
+                        enhanced: "",
+                        subject: None,
+                        text: &err.0,
+                        connection_level: false,
+                    };
+                    shared.recorder.record(
+                        &item,
+                        &rcpt,
+                        Verdict::Permanent(BounceClass::Content),
+                        &answer,
+                        via,
+                        Instant::now(),
+                    );
+                    spare.push(body);
+                    continue;
+                }
+            };
+            let id = shared.next_id.fetch_add(1, Ordering::Relaxed);
+            let tx = Transaction {
+                id,
+                mail_from: from,
+                rcpt_to: vec![rcpt],
+                body: body.freeze(),
+                crlf_only: rendered.crlf_only,
+            };
+            shared.recorder.mark_in_flight(&item);
+            match conn.enqueue(tx) {
+                Ok(()) => {
+                    pending.push_back((id, item, Instant::now()));
+                    sent += 1;
+                }
+                Err(_) => {
+                    site.push_front(item);
+                    stop = true;
+                }
+            }
+        }
+        if pending.is_empty() {
+            break;
+        }
+        match conn.next_event().await {
+            Ok(Event::TransactionDone(result)) => {
+                let at = pending.iter().position(|(id, ..)| *id == result.id);
+                if let Some((_, item, started)) = at.and_then(|at| pending.remove(at)) {
+                    if record_result(site, shared, &item, &result, via, started) || shed() {
+                        stop = true;
+                    }
+                }
+                if let Ok(buffer) = result.body.try_into_mut() {
+                    // A large message's buffer is not kept: memory stays bounded
+                    // by the typical message, not the largest one seen.
+                    if spare.len() <= depth && buffer.capacity() <= SPARE_MAX_CAPACITY {
+                        spare.push(buffer);
+                    }
+                }
+            }
+            Ok(Event::Closed(reason)) => {
+                tracing::debug!(site = %site.key, ?reason, "connection closed");
+                if matches!(reason, CloseReason::Failed(_)) {
+                    // A session that failed for a reason other than a reply we
+                    // record (protocol error, RSET refused): a short breather so
+                    // the workers do not reconnect in a tight loop.
+                    site.pause(site.limits.pause.min(Duration::from_secs(1)));
+                }
+                break;
+            }
+            Ok(_) => {}
+            Err(err) => {
+                tracing::debug!(site = %site.key, %err, "connection failed");
+                break;
+            }
+        }
+    }
+    if let Some(item) = claimed {
+        site.push_front(item);
+    }
+    // Transactions that never got a result (connection gone): connection-level.
+    for (_, item, started) in pending.drain(..) {
+        let answer = Answer {
+            code: 0,
+            enhanced: "",
+            subject: None,
+            text: "connection lost before the reply",
+            connection_level: true,
+        };
+        shared.recorder.record(
+            &item,
+            &item.address(),
+            Verdict::Temporary,
+            &answer,
+            via,
+            started,
+        );
+    }
+    conn.quit().await;
+}
+
+/// Capacity of a fresh message buffer: a typical rendered message and its DKIM
+/// signature fit without growing it.
+const BODY_CAPACITY: usize = 16 * 1024;
+
+/// Largest message buffer a connection keeps for the next message.
+const SPARE_MAX_CAPACITY: usize = 256 * 1024;
+
+/// The MAIL FROM of one message: the VERP return path of recipient `index` of
+/// the batch when `verp` is set and the batch is a campaign's; a received
+/// message relayed for a client ([`is_inbound_id`]) and the null sender keep
+/// their own. Reuses `from`'s buffer: no allocation once it is long enough.
+pub(crate) fn with_verp(
+    verp: Option<&Verp>,
+    mut from: String,
+    batch: &BatchView<'_>,
+    index: usize,
+) -> String {
+    let header = batch.header();
+    match verp {
+        Some(verp) if !from.is_empty() && !is_inbound_id(header.campaign_id) => {
+            from.clear();
+            verp.write_return_path(&mut from, header.campaign_id, header.batch_id, index as u32);
+            from
+        }
+        _ => from,
+    }
+}
+
+/// Records one transaction's result; returns true if the site must pause.
+fn record_result(
+    site: &Site,
+    shared: &Shared,
+    item: &Item,
+    result: &TransactionResult,
+    via: &Via,
+    started: Instant,
+) -> bool {
+    let mut pause = false;
+    let mut enhanced_buf = [0u8; ENHANCED_TEXT_MAX];
+    for rcpt in &result.rcpts {
+        let reply = &rcpt.reply;
+        let text = reply.text();
+        let subject = reply.enhanced.as_ref().map(|e| e.subject);
+        let verdict = Verdict::from_reply(reply.code, subject);
+        let enhanced = match &reply.enhanced {
+            Some(e) => e.text_in(&mut enhanced_buf),
+            None => "",
+        };
+        if pauses_site(reply.code, enhanced, &text, &site.limits.pause_patterns) {
+            pause = true;
+        }
+        let answer = Answer {
+            code: reply.code,
+            enhanced,
+            subject,
+            text: &text,
+            connection_level: rcpt.local || reply.code == 421,
+        };
+        shared
+            .recorder
+            .record(item, &rcpt.rcpt, verdict, &answer, via, started);
+    }
+    if pause {
+        tracing::info!(site = %site.key, pause = ?site.limits.pause, "site paused");
+        site.pause(site.limits.pause);
+    }
+    pause
+}
+
+#[cfg(test)]
+mod tests {
+    use volley_queue::{BatchBuilder, BatchMeta};
+
+    use super::*;
+    use volley_queue::ids::INBOUND_ID_BASE;
+
+    fn batch(campaign_id: u64) -> Vec<u8> {
+        let meta = BatchMeta {
+            batch_id: 7,
+            campaign_id,
+            content_hash: [0; 32],
+            created_at: 0,
+        };
+        let mut builder = BatchBuilder::new::<&str>(meta, &[]).unwrap_or_else(|e| panic!("{e}"));
+        for r in ["a@x.test", "b@x.test", "c@x.test", "d@x.test"] {
+            builder
+                .push(r, &[] as &[&[u8]])
+                .unwrap_or_else(|e| panic!("{e}"));
+        }
+        builder.finish().unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    #[test]
+    fn campaign_mail_gets_the_verp_return_path() {
+        let verp = volley_inbound::testing::verp();
+        let file = batch(42);
+        let view = BatchView::parse(&file).unwrap_or_else(|e| panic!("{e}"));
+        let mut from = String::with_capacity(128);
+        from.push_str("news@acme.test");
+        let buffer = from.as_ptr();
+        let out = with_verp(Some(&verp), from, &view, 3);
+        // The fixtures' address of (42, 7, 3), written into the same buffer.
+        assert_eq!(
+            out,
+            "b-aaaaaaaaaaacuaaaaaaaaaaaa4aaaaadbbekhwvnatpxkr4o@bounce.acme.test"
+        );
+        assert_eq!(out.as_ptr(), buffer);
+        // Not without a [bounce] domain, nor for the null sender.
+        assert_eq!(
+            with_verp(None, "news@acme.test".into(), &view, 3),
+            "news@acme.test"
+        );
+        assert_eq!(with_verp(Some(&verp), String::new(), &view, 3), "");
+        // A relayed message keeps its sender.
+        let relayed = batch(INBOUND_ID_BASE + 5);
+        let view = BatchView::parse(&relayed).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(
+            with_verp(Some(&verp), "app@src.test".into(), &view, 0),
+            "app@src.test"
+        );
+    }
+}

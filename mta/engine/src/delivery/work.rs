@@ -1,0 +1,303 @@
+//! The work of one delivery round: live batches, and the recipients due now
+//! grouped by destination domain; due recipients on the suppression list are set
+//! apart (the engine finalises them without sending).
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
+
+use crate::suppress::{sending_domain, Suppressions};
+use volley_merge::source::MessageSource;
+
+/// A batch being delivered from, with the time its recipients were queued.
+#[derive(Debug)]
+pub struct LiveBatch {
+    /// The mapping, whose slots record every outcome.
+    pub map: MappedBatch,
+}
+
+/// One recipient to attempt: its batch and index.
+#[derive(Debug, Clone)]
+pub struct Item {
+    /// The batch.
+    pub batch: Arc<LiveBatch>,
+    /// Recipient index in the batch.
+    pub index: u32,
+}
+
+impl Item {
+    /// The recipient's address, decoded from its batch. The send path already has
+    /// it; this is for the paths that fail before a transaction (DNS, rendering).
+    pub fn address(&self) -> String {
+        self.batch
+            .map
+            .view()
+            .recipient(self.index as usize)
+            .map(|r| r.address())
+            .unwrap_or_default()
+    }
+}
+
+/// What a round starts from.
+#[derive(Debug, Default)]
+pub struct Work {
+    /// Every live batch opened for this round (all are synced and checked for
+    /// completion at the end).
+    pub batches: Vec<Arc<LiveBatch>>,
+    /// Due recipients per lower-cased destination domain.
+    pub by_domain: HashMap<String, Vec<Item>>,
+    /// Recipients found in flight (left by a crash) and reset to pending: they may
+    /// have been delivered already, so they are the possible duplicates.
+    pub in_flight_reset: u64,
+    /// Due recipients on the suppression list for their batch's sending domain:
+    /// not to be sent.
+    pub suppressed: Vec<Item>,
+    /// Recipients not due yet (deferred with a later next attempt).
+    pub not_due: u64,
+    /// Corrupt batch files quarantined by the recovery scan.
+    pub quarantined: u64,
+    /// Unfinished recipients in batches left for the next round (the window was
+    /// full).
+    pub waiting: u64,
+}
+
+/// Scans the spool (quarantining corrupt files), maps every batch with
+/// unfinished recipients, resets in-flight recipients, and collects those due at
+/// `now` (unix seconds). Batches are taken in spool order until they hold
+/// `window` recipients; the unfinished ones beyond are counted in
+/// [`Work::waiting`] and left for the next round.
+/// Suppressed recipients (in `suppressions` for the domain of their batch's
+/// envelope sender, asked of `source`) are set apart in [`Work::suppressed`].
+pub fn collect(
+    spool: &Spool,
+    now: u64,
+    window: u64,
+    suppressions: &dyn Suppressions,
+    source: &dyn MessageSource,
+) -> Result<Work, QueueError> {
+    let screen = !suppressions.is_empty();
+    let mut address = String::with_capacity(128);
+    let recovery = spool.recover()?;
+    let mut work = Work {
+        quarantined: recovery.quarantined.len() as u64,
+        ..Work::default()
+    };
+    let mut mapped = 0u64;
+    let mut finished = Vec::new();
+    for status in recovery.batches {
+        let unfinished = status.counts.unfinished();
+        if unfinished > 0 && mapped >= window {
+            work.waiting += unfinished;
+            continue;
+        }
+        let map = match MappedBatch::open(&status.path) {
+            Ok(map) => map,
+            Err(err @ QueueError::Corrupt { .. }) => {
+                spool.quarantine(&status.path, &err.to_string())?;
+                work.quarantined += 1;
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        if unfinished == 0 {
+            finished.push(map);
+            continue;
+        }
+        work.in_flight_reset += map.reset_in_flight()? as u64;
+        let batch = Arc::new(LiveBatch { map });
+        let view = batch.map.view();
+        mapped += view.header().recipient_count as u64;
+        let mut last_domain: &[u8] = &[];
+        let mut last_key = String::new();
+        // One template per batch, so one envelope sender domain (a template that
+        // cannot be loaded gives "": only `*` entries apply; rendering fails later).
+        let sender_domain = if screen {
+            sending_domain(&source.envelope_from(&view, 0).unwrap_or_default())
+        } else {
+            String::new()
+        };
+        for (index, recipient) in view.recipients().enumerate() {
+            let slot = batch.map.slot(index).map_err(|fault| QueueError::Corrupt {
+                path: status.path.clone(),
+                fault,
+            })?;
+            if !is_due(slot, now) {
+                if !slot.state.is_final() {
+                    work.not_due += 1;
+                }
+                continue;
+            }
+            // Recipients are sorted by domain: the key is made once per run of them.
+            if last_domain != recipient.domain || last_key.is_empty() {
+                last_domain = recipient.domain;
+                last_key = String::from_utf8_lossy(recipient.domain).to_ascii_lowercase();
+            }
+            let item = Item {
+                batch: batch.clone(),
+                index: index as u32,
+            };
+            if screen {
+                address.clear();
+                address.push_str(&String::from_utf8_lossy(recipient.local));
+                address.push('@');
+                address.push_str(&String::from_utf8_lossy(recipient.domain));
+                if suppressions.is_suppressed(&address, &sender_domain) {
+                    work.suppressed.push(item);
+                    continue;
+                }
+            }
+            match work.by_domain.get_mut(&last_key) {
+                Some(items) => items.push(item),
+                None => {
+                    work.by_domain.insert(last_key.clone(), vec![item]);
+                }
+            }
+        }
+        work.batches.push(batch);
+    }
+    spool.complete_all(&finished)?;
+    Ok(work)
+}
+
+/// Whether a recipient in `slot` should be attempted at `now`.
+pub fn is_due(slot: Slot, now: u64) -> bool {
+    match slot.state {
+        State::Pending | State::InFlight => true,
+        State::Deferred => slot.next_attempt <= now,
+        State::Delivered | State::Bounced | State::Expired => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::suppress::NoSuppressions;
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use volley_merge::source::StaticMessage;
+    use volley_queue::{BatchBuilder, BatchMeta};
+
+    /// Suppresses listed (address, sending domain) pairs; counts refreshes.
+    struct Listed(Vec<(&'static str, &'static str)>, AtomicU32);
+
+    impl Suppressions for Listed {
+        fn is_suppressed(&self, address: &str, sending_domain: &str) -> bool {
+            self.1.fetch_add(1, Ordering::Relaxed);
+            self.0.iter().any(|(a, d)| {
+                a.eq_ignore_ascii_case(address) && (*d == "*" || *d == sending_domain)
+            })
+        }
+        fn refresh(&self) {}
+    }
+
+    fn spool_with(addresses: &[&str]) -> (tempfile::TempDir, Spool) {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let meta = BatchMeta {
+            batch_id: 0,
+            campaign_id: 1,
+            content_hash: [0; 32],
+            created_at: 0,
+        };
+        let mut b = BatchBuilder::new(meta, &[] as &[&str]).unwrap();
+        for a in addresses {
+            b.push(a, &[] as &[&[u8]]).unwrap();
+        }
+        spool.write_batch(&b.finish().unwrap()).unwrap();
+        (dir, spool)
+    }
+
+    fn source(from: &str) -> StaticMessage {
+        StaticMessage {
+            from: from.into(),
+            message: bytes::Bytes::from_static(b"Subject: x\r\n\r\nx\r\n"),
+        }
+    }
+
+    #[test]
+    fn suppressed_recipients_are_set_apart_for_their_sending_domain() {
+        let (_dir, spool) = spool_with(&["a@x.test", "B@X.test", "c@y.test", "d@y.test"]);
+        let list = Listed(
+            vec![
+                ("b@x.test", "*"),
+                ("c@y.test", "acme.test"),
+                ("d@y.test", "other.test"),
+            ],
+            AtomicU32::new(0),
+        );
+        let work = collect(&spool, 0, 1000, &list, &source("news@Acme.TEST")).unwrap();
+        let suppressed: Vec<u32> = work.suppressed.iter().map(|i| i.index).collect();
+        let mut sent: Vec<String> = work
+            .by_domain
+            .values()
+            .flatten()
+            .map(Item::address)
+            .collect();
+        sent.sort();
+        assert_eq!(suppressed, [1, 2]);
+        assert_eq!(sent, ["a@x.test", "d@y.test"]);
+        assert_eq!(
+            list.1.load(Ordering::Relaxed),
+            4,
+            "asked once per due recipient"
+        );
+
+        // No suppressions: nothing is asked, everything is due.
+        let work = collect(&spool, 0, 1000, &NoSuppressions, &source("news@acme.test")).unwrap();
+        assert!(work.suppressed.is_empty());
+        assert_eq!(work.by_domain.values().flatten().count(), 4);
+    }
+
+    #[test]
+    fn a_round_maps_batches_up_to_its_window() {
+        use volley_queue::{BatchBuilder, BatchMeta};
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path()).unwrap();
+        let files: Vec<Vec<u8>> = (0..3)
+            .map(|batch_id| {
+                let meta = BatchMeta {
+                    batch_id,
+                    campaign_id: 1,
+                    content_hash: [0; 32],
+                    created_at: 0,
+                };
+                let mut b = BatchBuilder::new(meta, &[] as &[&str]).unwrap();
+                for i in 0..10 {
+                    b.push(&format!("u{i}@x.test"), &[] as &[&[u8]]).unwrap();
+                }
+                b.finish().unwrap()
+            })
+            .collect();
+        spool
+            .write_batches(files.iter().map(Vec::as_slice))
+            .unwrap();
+        let work = collect(&spool, 0, 15, &NoSuppressions, &source("news@acme.test")).unwrap();
+        assert_eq!(work.batches.len(), 2, "the second batch fills the window");
+        assert_eq!(work.by_domain["x.test"].len(), 20);
+        assert_eq!(work.waiting, 10);
+        let all = collect(&spool, 0, 1000, &NoSuppressions, &source("news@acme.test")).unwrap();
+        assert_eq!((all.batches.len(), all.waiting), (3, 0));
+    }
+
+    #[test]
+    fn due_recipients() {
+        let s = |state, next_attempt| Slot {
+            state,
+            attempts: 1,
+            code: 451,
+            next_attempt,
+        };
+        let table = [
+            (s(State::Pending, 0), true),
+            (s(State::InFlight, 0), true),
+            (s(State::Deferred, 100), true),
+            (s(State::Deferred, 101), false),
+            (s(State::Delivered, 0), false),
+            (s(State::Bounced, 0), false),
+            (s(State::Expired, 0), false),
+        ];
+        for (slot, due) in table {
+            assert_eq!(is_due(slot, 100), due, "{slot:?}");
+        }
+    }
+}
