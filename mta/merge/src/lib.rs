@@ -49,6 +49,7 @@ mod compile;
 mod error;
 pub mod fuzzing;
 pub(crate) mod mime;
+mod part;
 mod prequoted;
 mod raw;
 pub(crate) mod render;
@@ -57,6 +58,7 @@ mod spec;
 mod template_source;
 #[cfg(test)]
 mod tests;
+mod values;
 mod verbatim;
 
 pub use compile::Template;

@@ -20,12 +20,12 @@
 
 use bytes::{BufMut, BytesMut};
 
-use super::compile::{Part, Piece};
 use super::mime::{
     fits_7bit, html_escaped, is_qp_literal, lossy, write_qp_literal, write_qp_value, ValueFlags,
     HEX, QP_LINE,
 };
-use super::render::Values;
+use super::part::{Part, Piece};
+use super::values::Values;
 
 /// A body part compiled for quoted-printable: see the [module documentation](self).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -194,8 +194,8 @@ fn encode_last_blank(out: &mut BytesMut, col: &mut usize) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::compile::{Part, Piece};
     use crate::mime::{push_html_escaped, push_lossy, write_qp};
+    use crate::part::{Part, Piece};
     use proptest::prelude::*;
 
     fn lit(text: &str) -> Piece {
@@ -263,7 +263,7 @@ mod tests {
         let part = Part { pieces };
         let pre = Prequoted::build(&part)?;
         let slots: Vec<_> = (0..values.len())
-            .map(super::super::render::Slot::Value)
+            .map(super::super::values::Slot::Value)
             .collect();
         let values = Values::for_tests(&slots, values, "r@example.test");
         let mut out = BytesMut::new();

@@ -15,10 +15,10 @@
 use bytes::{BufMut, BytesMut};
 use memchr::memmem;
 
-use super::compile::{parse_part, Names, Part, Piece, Template};
 use super::error::TemplateError;
 use super::mime::{push_header_text, valid_header_name, write_header, Encode};
-use super::render::{header_text, occurrences, write_to, RenderContext, Values};
+use super::part::{parse_part, Names, Part, Piece};
+use super::values::{header_text, occurrences, write_to, Values};
 use crate::source::RenderError;
 
 /// Longest line of a message, without its CRLF (RFC 5322 §2.1.1).
@@ -207,17 +207,14 @@ fn declared_boundaries(text: &str) -> Vec<Box<[u8]>> {
     found
 }
 
-/// Renders a raw message: generated Date, Message-ID, From and To, the message's
-/// own header fields merged, then the body.
+/// Renders a raw message after its origin fields (Date, Message-ID, From, which
+/// the caller writes): To, the message's own header fields merged, then the body.
 pub(crate) fn render_raw(
-    template: &Template,
     raw: &RawTemplate,
     values: &Values<'_>,
-    ctx: &RenderContext,
     buf: &mut String,
     out: &mut BytesMut,
 ) -> Result<(), RenderError> {
-    template.write_origin(ctx, out);
     if raw.generate_to {
         write_to(values.recipient, buf, out);
     }

@@ -8,51 +8,21 @@
 //! integers without `format!`.
 
 use std::cell::RefCell;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::UNIX_EPOCH;
 
 use bytes::{BufMut, BytesMut};
-use memchr::memmem;
 
-use super::compile::{Kind, Part, Parts, Piece, Template};
+use super::compile::{Kind, Parts, Template};
 use super::mime::{
-    fits_7bit, push_header_text, push_html_escaped, push_lossy, write_7bit, write_header, write_qp,
-    Encode, ValueFlags,
+    fits_7bit, push_html_escaped, push_lossy, write_7bit, write_header, write_qp, Encode,
+    ValueFlags,
 };
+use super::part::{Part, Piece};
 use super::raw::render_raw;
+pub use super::values::RenderContext;
+use super::values::{header_text, write_to, Slot, Values};
 use super::EMAIL;
 use crate::source::RenderError;
-
-/// What varies per message besides the recipient: the clock and a unique number.
-#[derive(Debug, Clone)]
-pub struct RenderContext {
-    /// Written as the Date header.
-    pub now: SystemTime,
-    /// Right-hand side of the Message-ID; empty for the From domain (which costs
-    /// no allocation per message).
-    pub message_id_domain: String,
-    /// Distinct for every message this process renders: goes into the Message-ID
-    /// and, mixed with the template's secret, into the MIME boundaries.
-    pub unique: u64,
-}
-
-impl RenderContext {
-    /// A context at `now` with Message-IDs in the From domain.
-    pub fn new(now: SystemTime, unique: u64) -> RenderContext {
-        RenderContext {
-            now,
-            message_id_domain: String::new(),
-            unique,
-        }
-    }
-}
-
-/// Where each placeholder's value comes from for the current recipient.
-#[derive(Debug, Clone, Copy)]
-pub(crate) enum Slot {
-    Missing,
-    Email,
-    Value(usize),
-}
 
 /// Buffers reused from message to message on one thread.
 #[derive(Debug, Default)]
@@ -73,76 +43,6 @@ pub(crate) struct Scratch {
 
 thread_local! {
     static SCRATCH: RefCell<Scratch> = RefCell::new(Scratch::default());
-}
-
-/// The values of one recipient, by placeholder index.
-pub(crate) struct Values<'a> {
-    slots: &'a [Slot],
-    values: &'a [&'a [u8]],
-    /// `flags[i]` for `values[i]` (worked out on the spot where missing).
-    flags: &'a [ValueFlags],
-    pub(crate) recipient: &'a str,
-    recipient_flags: ValueFlags,
-}
-
-impl<'a> Values<'a> {
-    /// Values for a test: `slots[i]` says where placeholder `i` comes from.
-    #[cfg(test)]
-    pub(crate) fn for_tests(slots: &'a [Slot], values: &'a [&'a [u8]], recipient: &'a str) -> Self {
-        Values {
-            slots,
-            values,
-            flags: &[],
-            recipient,
-            recipient_flags: ValueFlags::of(recipient.as_bytes()),
-        }
-    }
-
-    /// The value of placeholder `name`, or its default when the value is empty.
-    pub(crate) fn piece(&self, name: usize, default: Option<&'a str>) -> &'a [u8] {
-        match (self.value(name).0, default) {
-            (b"", Some(default)) => default.as_bytes(),
-            (value, _) => value,
-        }
-    }
-
-    /// [`Values::piece`] with what the value needs ([`ValueFlags`]).
-    pub(crate) fn piece_flagged(
-        &self,
-        name: usize,
-        default: Option<&'a str>,
-    ) -> (&'a [u8], ValueFlags) {
-        match (self.value(name), default) {
-            ((b"", _), Some(default)) => (default.as_bytes(), ValueFlags::of(default.as_bytes())),
-            ((value, flags), _) => (value, flags.unwrap_or_else(|| ValueFlags::of(value))),
-        }
-    }
-
-    /// The recipient's value for placeholder `name`, with its flags when known.
-    fn value(&self, name: usize) -> (&'a [u8], Option<ValueFlags>) {
-        match self.slots.get(name) {
-            Some(Slot::Email) => (self.recipient.as_bytes(), Some(self.recipient_flags)),
-            Some(&Slot::Value(i)) => (
-                self.values.get(i).copied().unwrap_or_default(),
-                self.flags.get(i).copied(),
-            ),
-            Some(Slot::Missing) | None => (b"", None),
-        }
-    }
-}
-
-/// Appends a part rendered as header text: every character that could end the
-/// line replaced by a space.
-pub(crate) fn header_text(part: &Part, values: &Values<'_>, out: &mut String) {
-    out.clear();
-    for piece in &part.pieces {
-        match piece {
-            Piece::Lit(text) => push_header_text(text.as_bytes(), out),
-            Piece::Field { name, default } => {
-                push_header_text(values.piece(*name, default.as_deref()), out);
-            }
-        }
-    }
 }
 
 /// Renders a body part: literal text as written, values lossily UTF-8 and, in
@@ -294,7 +194,10 @@ impl Template {
                 let bodies = Bodies { text, html, value };
                 self.render_parts(parts, &values, text_only, ctx, header, bodies, out)
             }
-            Kind::Raw(raw) => render_raw(self, raw, &values, ctx, header, out),
+            Kind::Raw(raw) => {
+                self.write_origin(ctx, out);
+                render_raw(raw, &values, header, out)
+            }
         }
     }
 
@@ -423,19 +326,6 @@ impl Template {
 fn truthy(value: &[u8]) -> bool {
     let value = value.trim_ascii();
     value == b"1" || value.eq_ignore_ascii_case(b"true") || value.eq_ignore_ascii_case(b"yes")
-}
-
-/// Writes `To: recipient`: the address sanitized (no control characters) and not
-/// encoded (RFC 2047 words are not allowed in addresses).
-pub(crate) fn write_to(recipient: &str, buf: &mut String, out: &mut BytesMut) {
-    buf.clear();
-    push_header_text(recipient.as_bytes(), buf);
-    write_header(out, "To", buf, Encode::Never);
-}
-
-/// Number of times `needle` occurs in `haystack`.
-pub(crate) fn occurrences(haystack: &[u8], needle: &[u8]) -> usize {
-    memmem::find_iter(haystack, needle).count()
 }
 
 /// How often boundaries `a` and `b` (each starting `=_`) occur in `haystack`.
