@@ -21,6 +21,7 @@ use volley_control::campaign::{unhex, Campaign};
 use volley_control::partition::sort;
 use volley_control::recipients::RecipientReader;
 use volley_control::suppress::normalize;
+use volley_engine::delivery::feed::SpoolFeed;
 use volley_engine::deposit::SpoolDeposit;
 use volley_engine::feedback::Feedback;
 use volley_engine::listen::Server;
@@ -134,12 +135,18 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     };
     let listen_config = config.clone();
     let keep_done = config.bounce.window;
-    let engine = Engine::new(config, spool, source, args.log.as_deref())?
-        .with_suppressions(Arc::clone(&suppressions) as Arc<dyn Suppressions>);
+    let root = spool.root().to_owned();
+    let engine = Engine::new(
+        config,
+        Arc::new(SpoolFeed::new(spool)),
+        source,
+        args.log.as_deref(),
+    )?
+    .with_suppressions(Arc::clone(&suppressions) as Arc<dyn Suppressions>);
     // What comes back for the local domains is classified on receipt, logged in
     // the engine's delivery log and written to the same suppression list.
     let feedback = Arc::new(Feedback::new(
-        engine.spool().root(),
+        &root,
         engine.verp(),
         engine.source(),
         engine.delivery_log(),
@@ -162,13 +169,13 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             ),
             None => None,
         };
-        tracing::info!(spool = %engine.spool().root().display(), "volley run: delivering");
+        tracing::info!(spool = %root.display(), "volley run: delivering");
         let mut last_sweep: Option<Instant> = None;
         loop {
             // Between rounds (batches move to done/ only at a round's end).
             if last_sweep.is_none_or(|t| t.elapsed() >= SWEEP_EVERY) {
                 last_sweep = Some(Instant::now());
-                let root = engine.spool().root().to_owned();
+                let root = root.clone();
                 let swept = tokio::task::spawn_blocking(move || {
                     sweep(&root, SystemTime::now(), keep_done, SWEEP_GRACE)
                 })

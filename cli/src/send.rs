@@ -12,6 +12,7 @@ use volley_conf::Config;
 use volley_control::campaign::{hex, Campaign};
 use volley_control::partition::sort;
 use volley_control::recipients::{write_rejected, RecipientReader, Rejected};
+use volley_engine::delivery::feed::SpoolFeed;
 use volley_engine::suppress::sending_domain;
 use volley_engine::{Engine, RunReport};
 use volley_merge::{Template, TemplateSource, TemplateSpec};
@@ -158,8 +159,13 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     let source = Arc::new(TemplateSource::new(spool.content_dir()));
     source.insert(hash, template);
     let spool_dir = config.spool.dir.clone();
-    let engine =
-        Engine::new(config, spool, source, args.log.as_deref())?.with_suppressions(suppressions);
+    let engine = Engine::new(
+        config,
+        Arc::new(SpoolFeed::new(spool)),
+        source,
+        args.log.as_deref(),
+    )?
+    .with_suppressions(suppressions);
     let total = parts.recipients;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(deliver(&engine, total, args.wait))?;

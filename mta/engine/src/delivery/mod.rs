@@ -8,6 +8,7 @@
 //! binary implements). The decisions they call are pure functions elsewhere:
 //! [`crate::outcome`], [`crate::shaping`].
 
+pub mod feed;
 pub mod lanes;
 pub mod record;
 pub mod site;
@@ -22,9 +23,10 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Semaphore;
 use volley_conf::{limits_for, Config, Route};
-use volley_queue::{QueueError, Spool};
+use volley_queue::QueueError;
 
 use crate::conn::Timeouts;
+use crate::delivery::feed::{Feed, LiveBatch};
 use crate::delivery::lanes::Lanes;
 use crate::delivery::record::{Answer, Recorder, Via};
 use crate::delivery::site::{Host, Site};
@@ -142,7 +144,7 @@ impl Shared {
 /// The delivery engine for one spool.
 pub struct Engine {
     config: Arc<Config>,
-    spool: Spool,
+    feed: Arc<dyn Feed>,
     resolver: MxResolver,
     shared: Arc<Shared>,
     lanes: Arc<Lanes>,
@@ -151,9 +153,7 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine")
-            .field("spool", &self.spool.root())
-            .finish_non_exhaustive()
+        f.debug_struct("Engine").finish_non_exhaustive()
     }
 }
 
@@ -165,11 +165,12 @@ fn unix_now() -> u64 {
 }
 
 impl Engine {
-    /// An engine delivering from `spool` with `config`, messages from `source`,
-    /// logging to `log` (default: `[delivery] log`).
+    /// An engine delivering the batches of `feed` with `config`, messages from
+    /// `source`, logging to `log` (default: `[delivery] log`). The VERP key is
+    /// looked for in `[spool] dir` unless `[bounce] secret_file` says otherwise.
     pub fn new(
         config: Config,
-        spool: Spool,
+        feed: Arc<dyn Feed>,
         source: Arc<dyn MessageSource>,
         log: Option<&Path>,
     ) -> Result<Engine, EngineError> {
@@ -188,7 +189,7 @@ impl Engine {
         let tls = TlsClients::new(config.delivery.tls_ca_file.as_deref())?;
         let dkim = crate::dkim::DkimSigner::from_config(&config.dkim)?;
         let dkim = (!dkim.is_empty()).then_some(dkim);
-        let verp = verp_from_config(&config.bounce, spool.root())?.map(Arc::new);
+        let verp = verp_from_config(&config.bounce, &config.spool.dir)?.map(Arc::new);
         let d = &config.delivery;
         let helo_name = if d.helo_name.is_empty() {
             crate::host::host_name()
@@ -226,7 +227,7 @@ impl Engine {
         let lanes = Lanes::start(d.threads as usize).map_err(EngineError::Lanes)?;
         Ok(Engine {
             config: Arc::new(config),
-            spool,
+            feed,
             resolver,
             shared: Arc::new(shared),
             lanes: Arc::new(lanes),
@@ -239,11 +240,6 @@ impl Engine {
     pub fn with_suppressions(mut self, suppressions: Arc<dyn Suppressions>) -> Engine {
         self.suppressions = suppressions;
         self
-    }
-
-    /// The spool delivered from.
-    pub fn spool(&self) -> &Spool {
-        &self.spool
     }
 
     /// The delivery log, to append other events to the same file (see
@@ -267,10 +263,10 @@ impl Engine {
     /// ones wait for their next attempt); returns when all attempts have a result.
     pub async fn run_once(&self) -> Result<RunReport, EngineError> {
         self.suppressions.refresh();
+        let opened = self.feed.open_round(u64::from(self.config.queue.window))?;
         let work = work::collect(
-            &self.spool,
+            opened,
             unix_now(),
-            u64::from(self.config.queue.window),
             self.suppressions.as_ref(),
             self.shared.source.as_ref(),
         )?;
@@ -295,12 +291,13 @@ impl Engine {
             .sync_interval
             .max(Duration::from_millis(10));
         let shared = self.shared.clone();
+        let feed = Arc::clone(&self.feed);
         let committer = tokio::spawn(async move {
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
-                for b in &batches {
-                    let _ = b.map.sync();
+                if let Err(err) = feed.commit(&batches) {
+                    tracing::warn!(%err, "group commit failed; retried at the next one");
                 }
                 let _ = shared.recorder.log.flush();
             }
@@ -322,14 +319,14 @@ impl Engine {
         }
         committer.abort();
 
-        let mut finished = Vec::new();
+        self.feed.commit(&work.batches)?;
+        let mut finished: Vec<&LiveBatch> = Vec::new();
         for batch in &work.batches {
-            batch.map.sync()?;
             if batch.map.is_finished()? {
-                finished.push(&batch.map);
+                finished.push(batch);
             }
         }
-        let completed = self.spool.complete_all(finished)?.len() as u64;
+        let completed = self.feed.complete(&finished)?;
         let _ = self.shared.recorder.log.flush();
         let after = self.counts();
         Ok(RunReport {

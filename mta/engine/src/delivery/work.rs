@@ -5,17 +5,11 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
+use volley_queue::{QueueError, Slot, State};
 
+use crate::delivery::feed::{LiveBatch, Opened};
 use crate::suppress::{sending_domain, Suppressions};
 use volley_merge::source::MessageSource;
-
-/// A batch being delivered from, with the time its recipients were queued.
-#[derive(Debug)]
-pub struct LiveBatch {
-    /// The mapping, whose slots record every outcome.
-    pub map: MappedBatch,
-}
 
 /// One recipient to attempt: its batch and index.
 #[derive(Debug, Clone)]
@@ -62,52 +56,27 @@ pub struct Work {
     pub waiting: u64,
 }
 
-/// Scans the spool (quarantining corrupt files), maps every batch with
-/// unfinished recipients, resets in-flight recipients, and collects those due at
-/// `now` (unix seconds). Batches are taken in spool order until they hold
-/// `window` recipients; the unfinished ones beyond are counted in
-/// [`Work::waiting`] and left for the next round.
-/// Suppressed recipients (in `suppressions` for the domain of their batch's
-/// envelope sender, asked of `source`) are set apart in [`Work::suppressed`].
+/// The work of a round from the batches a feed `opened`: in-flight recipients
+/// (left by a crash) are reset, and those due at `now` (unix seconds) are
+/// collected by destination domain. Suppressed recipients (in `suppressions` for
+/// the domain of their batch's envelope sender, asked of `source`) are set apart
+/// in [`Work::suppressed`].
 pub fn collect(
-    spool: &Spool,
+    opened: Opened,
     now: u64,
-    window: u64,
     suppressions: &dyn Suppressions,
     source: &dyn MessageSource,
 ) -> Result<Work, QueueError> {
     let screen = !suppressions.is_empty();
     let mut address = String::with_capacity(128);
-    let recovery = spool.recover()?;
     let mut work = Work {
-        quarantined: recovery.quarantined.len() as u64,
+        quarantined: opened.quarantined,
+        waiting: opened.waiting,
         ..Work::default()
     };
-    let mut mapped = 0u64;
-    let mut finished = Vec::new();
-    for status in recovery.batches {
-        let unfinished = status.counts.unfinished();
-        if unfinished > 0 && mapped >= window {
-            work.waiting += unfinished;
-            continue;
-        }
-        let map = match MappedBatch::open(&status.path) {
-            Ok(map) => map,
-            Err(err @ QueueError::Corrupt { .. }) => {
-                spool.quarantine(&status.path, &err.to_string())?;
-                work.quarantined += 1;
-                continue;
-            }
-            Err(err) => return Err(err),
-        };
-        if unfinished == 0 {
-            finished.push(map);
-            continue;
-        }
-        work.in_flight_reset += map.reset_in_flight()? as u64;
-        let batch = Arc::new(LiveBatch { map });
+    for batch in opened.batches {
+        work.in_flight_reset += batch.map.reset_in_flight()? as u64;
         let view = batch.map.view();
-        mapped += view.header().recipient_count as u64;
         let mut last_domain: &[u8] = &[];
         let mut last_key = String::new();
         // One template per batch, so one envelope sender domain (a template that
@@ -119,7 +88,7 @@ pub fn collect(
         };
         for (index, recipient) in view.recipients().enumerate() {
             let slot = batch.map.slot(index).map_err(|fault| QueueError::Corrupt {
-                path: status.path.clone(),
+                path: batch.map.path().to_owned(),
                 fault,
             })?;
             if !is_due(slot, now) {
@@ -156,7 +125,6 @@ pub fn collect(
         }
         work.batches.push(batch);
     }
-    spool.complete_all(&finished)?;
     Ok(work)
 }
 
@@ -172,9 +140,11 @@ pub fn is_due(slot: Slot, now: u64) -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::delivery::feed::{Feed, SpoolFeed};
     use crate::suppress::NoSuppressions;
     use std::sync::atomic::{AtomicU32, Ordering};
     use volley_merge::source::StaticMessage;
+    use volley_queue::Spool;
     use volley_queue::{BatchBuilder, BatchMeta};
 
     /// Suppresses listed (address, sending domain) pairs; counts refreshes.
@@ -207,6 +177,13 @@ mod tests {
         (dir, spool)
     }
 
+    /// The batches of a round from `spool`, as the engine gets them.
+    fn opened(spool: &Spool, window: u64) -> Opened {
+        SpoolFeed::new(spool.try_clone().unwrap())
+            .open_round(window)
+            .unwrap()
+    }
+
     fn source(from: &str) -> StaticMessage {
         StaticMessage {
             from: from.into(),
@@ -225,7 +202,7 @@ mod tests {
             ],
             AtomicU32::new(0),
         );
-        let work = collect(&spool, 0, 1000, &list, &source("news@Acme.TEST")).unwrap();
+        let work = collect(opened(&spool, 1000), 0, &list, &source("news@Acme.TEST")).unwrap();
         let suppressed: Vec<u32> = work.suppressed.iter().map(|i| i.index).collect();
         let mut sent: Vec<String> = work
             .by_domain
@@ -243,7 +220,13 @@ mod tests {
         );
 
         // No suppressions: nothing is asked, everything is due.
-        let work = collect(&spool, 0, 1000, &NoSuppressions, &source("news@acme.test")).unwrap();
+        let work = collect(
+            opened(&spool, 1000),
+            0,
+            &NoSuppressions,
+            &source("news@acme.test"),
+        )
+        .unwrap();
         assert!(work.suppressed.is_empty());
         assert_eq!(work.by_domain.values().flatten().count(), 4);
     }
@@ -271,11 +254,23 @@ mod tests {
         spool
             .write_batches(files.iter().map(Vec::as_slice))
             .unwrap();
-        let work = collect(&spool, 0, 15, &NoSuppressions, &source("news@acme.test")).unwrap();
+        let work = collect(
+            opened(&spool, 15),
+            0,
+            &NoSuppressions,
+            &source("news@acme.test"),
+        )
+        .unwrap();
         assert_eq!(work.batches.len(), 2, "the second batch fills the window");
         assert_eq!(work.by_domain["x.test"].len(), 20);
         assert_eq!(work.waiting, 10);
-        let all = collect(&spool, 0, 1000, &NoSuppressions, &source("news@acme.test")).unwrap();
+        let all = collect(
+            opened(&spool, 1000),
+            0,
+            &NoSuppressions,
+            &source("news@acme.test"),
+        )
+        .unwrap();
         assert_eq!((all.batches.len(), all.waiting), (3, 0));
     }
 

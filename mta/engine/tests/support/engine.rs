@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use volley_conf::Config;
+use volley_engine::delivery::feed::SpoolFeed;
 use volley_engine::{Engine, RunReport};
 use volley_merge::source::StaticMessage;
 use volley_queue::{BatchBuilder, BatchMeta, MappedBatch, Spool, State};
@@ -76,7 +77,8 @@ impl Fixture {
             from: "bounces@volley.test".into(),
             message: Bytes::from_static(MESSAGE),
         });
-        Engine::new(self.config.clone(), spool, source, None).unwrap()
+        let feed = Arc::new(SpoolFeed::new(spool));
+        Engine::new(self.config.clone(), feed, source, None).unwrap()
     }
 
     pub fn run_once(&self) -> RunReport {
