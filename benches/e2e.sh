@@ -28,14 +28,7 @@ need=()
 [ -x /usr/sbin/smtp-sink ] || need+=(postfix)
 [ -x /usr/sbin/dnsmasq ] || need+=(dnsmasq-base)
 if [ ${#need[@]} -gt 0 ]; then
-  [ "$(id -u)" = 0 ] || { echo "missing ${need[*]}: run as root to install them" >&2; exit 1; }
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-  guard=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
-  fi
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${need[@]}"
-  if [ "$guard" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+  scripts/install-packages.sh "${need[@]}"
 fi
 
 echo "== building volley and the plot tool (release)" >&2

@@ -12,14 +12,8 @@ n="${QUICKSTART_RECIPIENTS:-20000}"
 
 if ! command -v smtp-sink >/dev/null && [ ! -x /usr/sbin/smtp-sink ]; then
   [ "$(id -u)" = 0 ] || { echo "smtp-sink (Debian package postfix) is missing; run as root to install it" >&2; exit 1; }
-  echo "== installing smtp-sink (package postfix, left unconfigured)"
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-  guard=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
-  fi
-  apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postfix
-  if [ "$guard" = 1 ]; then rm -f /usr/sbin/policy-rc.d; fi
+  echo "== smtp-sink comes with Debian's postfix package (left unconfigured)"
+  scripts/install-packages.sh postfix
 fi
 
 echo "== building volley (release)"

@@ -13,29 +13,10 @@ cd "$(dirname "$0")/.."
 # implicit TLS; only recommended by swaks, so not pulled in here), openssl (test
 # certificates).
 PEERS=(postfix dnsmasq-base python3-aiosmtpd swaks libnet-ssleay-perl openssl python3-dkim)
-missing=()
-for pkg in "${PEERS[@]}"; do
-  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
-done
-if [ ${#missing[@]} -gt 0 ]; then
-  if [ "$(id -u)" != 0 ]; then
-    echo "test peers missing: ${missing[*]} (install them, or run as root)" >&2
-    exit 1
-  fi
-  echo "== installing test peers: ${missing[*]}"
-  # Postfix's package would otherwise configure and start a system MTA on every
-  # interface: choose "No configuration", and keep package scripts from starting
-  # any service while we install (policy-rc.d, removed afterwards).
-  echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
-  guard=0
-  if [ ! -e /usr/sbin/policy-rc.d ]; then
-    printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && guard=1
-  fi
-  apt-get update -q
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends "${missing[@]}"
-  [ "$guard" = 1 ] && rm -f /usr/sbin/policy-rc.d
-fi
+scripts/install-packages.sh "${PEERS[@]}"
 
+echo "== module graph"
+python3 scripts/module-cycles.py
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"

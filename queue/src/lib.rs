@@ -10,7 +10,7 @@
 //! recalls who is to get what and where each recipient stands.
 //!
 //! # Layout
-//! - [`format`]: the file format v1 (FORMAT.md), header, validation, [`BatchView`].
+//! - [`format`](mod@format): the file format v1 (FORMAT.md), header, validation, [`BatchView`].
 //! - [`slot`]: the 8-byte state slot, [`Slot`] and [`State`].
 //! - [`builder`]: [`BatchBuilder`], the bytes of a new batch.
 //! - [`mapped`]: [`MappedBatch`], a live batch with in-place slot updates (the only

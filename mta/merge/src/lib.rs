@@ -1,4 +1,4 @@
-//! Mail merge at send time: a campaign's template is compiled once, and each
+//! volley-merge: mail merge at send time: a campaign's template is compiled once, and each
 //! recipient's message is rendered from it straight into the send buffer when the
 //! recipient's turn comes.
 //!
@@ -22,24 +22,38 @@
 //! or any filter but `default` (a campaign template is not a program), and
 //! re-encoding a raw message's body.
 //!
+//! What it may use: `volley-queue` (a batch's recipients and merge values),
+//! `volley-smtp` (the RFC 5322 date and decimal writers the wire uses), serde and
+//! toml (template files), `ring` (content hashes, boundary secrets). No I/O but
+//! reading template and content files; nothing of the engine's: the engine asks a
+//! [`MessageSource`](source::MessageSource) for each message.
+//!
 //! # Layout
-//! - `spec.rs`: [`TemplateSpec`], the template as written: loading TOML and `.eml`
-//!   files, the stored JSON form, content hash and content store file.
-//! - `compile.rs`: the placeholder parser and [`Template::compile`]; what is the same
-//!   for every message (From, Reply-To, attachments) is encoded here, once.
-//! - `render.rs`: [`Template::render`] and [`RenderContext`]: headers, MIME
-//!   structure, boundaries, Date and Message-ID.
-//! - `raw.rs`: raw RFC 5322 message templates.
-//! - `mime.rs`: quoted-printable, base64, RFC 2047 and header folding, escaping.
-//! - `address.rs`: the sender mailboxes.
+//! Modules in the order they use each other (each uses only those above it):
+//! - `error.rs`: [`TemplateError`]. `mime.rs`: quoted-printable, base64, RFC 2047
+//!   and header folding, escaping. `address.rs`: the sender mailboxes.
 //! - [`source`]: [`MessageSource`](source::MessageSource), what the delivery engine
 //!   asks for each recipient's envelope sender and message at send time, with
-//!   [`StaticMessage`](source::StaticMessage) (one message for all).
-//! - `template_source.rs`: [`TemplateSource`], the `MessageSource` that finds a
-//!   batch's template (or received message) by content hash.
+//!   [`StaticMessage`](source::StaticMessage) (one message for all), and
+//!   `RenderError`, why a message could not be made.
+//! - `part.rs`: the placeholder parser: a part as literal and field pieces, the
+//!   field names a template needs.
+//! - `values.rs`: what one message is rendered from besides the template
+//!   ([`RenderContext`], the recipient's values by placeholder) and the header
+//!   text writers shared by every kind of template.
+//! - `prequoted.rs`: quoted-printable body parts encoded at compile time.
+//! - `raw.rs`: raw RFC 5322 message templates (compile and render).
+//! - `spec.rs`: [`TemplateSpec`], the template as written: loading TOML and `.eml`
+//!   files, the stored JSON form, content hash and content store file.
+//! - `compile.rs`: [`Template::compile`]; what is the same for every message
+//!   (From, Reply-To, attachments) is encoded here, once.
+//! - `render.rs`: [`Template::render`]: headers, MIME structure, boundaries, Date
+//!   and Message-ID.
 //! - `verbatim.rs`: [`Verbatim`], a received message in the content store, relayed
 //!   byte for byte (no merge, no Date or Message-ID).
-//! - `error.rs`: [`TemplateError`].
+//! - `template_source.rs`: [`TemplateSource`], the `MessageSource` that finds a
+//!   batch's template (or received message) by content hash.
+//! - [`fuzzing`]: the entry point of the `template` fuzz target.
 //!
 //! `FORMAT.md` beside this file documents the template files, the content store and
 //! the messages sent.

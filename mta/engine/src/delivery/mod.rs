@@ -1,12 +1,14 @@
-//! The delivery engine: takes the due recipients out of the spool, resolves their
-//! destinations, groups them into sites and drains each site over pooled,
-//! pipelined connections, recording every reply in the recipient's state slot
-//! and the delivery log.
+//! The delivery engine: takes the due recipients out of the batches its
+//! [`feed`] opens, resolves their destinations, groups them into sites and drains
+//! each site over pooled, pipelined connections, recording every reply in the
+//! recipient's state slot and the delivery log.
 //!
-//! Layout: [`work`] (what is due), [`site`] (per-site workers), [`record`]
-//! (slots, log, counters), [`suppress`] (the suppression list, as a trait the
-//! binary implements). The decisions they call are pure functions elsewhere:
-//! [`crate::outcome`], [`crate::shaping`].
+//! Layout: [`feed`] (where batches come from and progress goes: the one trait the
+//! engine is fed through, and [`feed::SpoolFeed`]), [`work`] (what is due),
+//! [`site`] (per-site workers), [`lanes`] (delivery threads), [`record`] (slots,
+//! log, counters). The decisions they call are pure functions elsewhere:
+//! [`crate::outcome`], [`crate::shaping`]; the suppression list is asked through
+//! [`crate::suppress`].
 
 pub mod feed;
 pub mod lanes;

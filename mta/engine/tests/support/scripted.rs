@@ -27,12 +27,14 @@ use super::process::{run_bounded, ChildGuard};
 pub const PYTHON: &str = "/usr/bin/python3";
 
 /// Path of the receiver script: beside this file, whichever crate's tests include
-/// it (`file!()` is relative to the workspace root, one level above every crate).
+/// it (`file!()` is relative to the workspace root, an ancestor of every crate).
 pub fn script() -> std::path::PathBuf {
-    let this = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("..")
-        .join(file!());
-    this.with_file_name("scripted_smtpd.py")
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = manifest
+        .ancestors()
+        .find(|dir| dir.join(file!()).exists())
+        .unwrap_or(manifest);
+    root.join(file!()).with_file_name("scripted_smtpd.py")
 }
 
 /// One DATA transaction as the scripted receiver saw it.
