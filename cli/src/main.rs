@@ -1,7 +1,8 @@
 //! The `volley` binary: subcommands that wire the crates together.
 //!
 //! Thin by design: parsing arguments, loading the configuration and printing
-//! results. The work lives in `volley-queue`, `volley-mta` and `volley-control`.
+//! results. The work lives in `volley-queue`, the `mta/` crates (`volley-smtp`, `volley-merge`,
+//! `volley-inbound`, `volley-engine`) and `volley-control`.
 
 use std::ffi::OsString;
 use std::io::Write;

@@ -11,7 +11,7 @@
 //!   content/      message templates and received messages, content-addressed:
 //!                 HASH.json (and HASH.eml for a received message)
 //!   campaigns/    one record per campaign: CAMPAIGN.json
-//!   inbound/      received messages for volley's own domains (volley-mta)
+//!   inbound/      received messages for volley's own domains (volley-engine)
 //! ```
 
 use std::fs::{self, File};

@@ -42,7 +42,7 @@
 //!
 //! Per ~5 KB message, one core of the 2-core AMD EPYC dev machine, release build
 //! (`benches/micro.sh`: `dkim_ed25519_sign_5kb`, `ed25519_signature_alone`; and
-//! `cargo test --release -p volley-mta --lib dkim::tests::timing -- --ignored
+//! `cargo test --release -p volley-engine --lib dkim::tests::timing -- --ignored
 //! --nocapture`; the host's speed drifts, so ranges):
 //!
 //! - the Ed25519 signature itself (ring): 28–38 µs, the floor;

@@ -696,7 +696,7 @@ fn five_kb_message() -> Vec<u8> {
 }
 
 /// Per-message signing cost. Run with
-/// `cargo test --release -p volley-mta --lib dkim::tests::timing -- --ignored --nocapture`.
+/// `cargo test --release -p volley-engine --lib dkim::tests::timing -- --ignored --nocapture`.
 #[test]
 #[ignore = "timing; run in release with --nocapture"]
 fn timing() {
