@@ -22,6 +22,7 @@ use volley_control::partition::sort;
 use volley_control::recipients::RecipientReader;
 use volley_control::suppress::normalize;
 use volley_engine::delivery::feed::SpoolFeed;
+use volley_engine::delivery::unix_now;
 use volley_engine::deposit::SpoolDeposit;
 use volley_engine::feedback::Feedback;
 use volley_engine::listen::Server;
@@ -120,6 +121,10 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     if let Some(dir) = &args.spool {
         config.spool.dir = dir.clone();
     }
+    // Before any connection: a limit too low for the configured connections is
+    // refused now, not met as EMFILE mid-campaign.
+    let listening = !args.once;
+    volley_engine::host::raise_open_files(volley_engine::host::files_needed(&config, listening))?;
     let spool = Spool::open(&config.spool.dir)?;
     // Before anything else writes to tmp/ (the partitioning's sort, the listener).
     spool.remove_uncommitted()?;
@@ -164,8 +169,13 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         let wake = Arc::new(Notify::new());
         let listener = match deposit_spool {
             Some(spool) => Some(
-                start_listener(&listen_config, spool, Arc::clone(&wake), Arc::clone(&feedback))
-                    .await?,
+                start_listener(
+                    &listen_config,
+                    spool,
+                    Arc::clone(&wake),
+                    Arc::clone(&feedback),
+                )
+                .await?,
             ),
             None => None,
         };
@@ -186,18 +196,18 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
                     Err(err) => tracing::warn!(%err, "the spool sweep failed"),
                 }
             }
-            tokio::select! {
-                report = engine.run_due() => {
-                    let report = report?;
-                    if report.attempted > 0 || report.suppressed > 0 || report.resent_after_crash > 0 {
-                        tracing::info!("{}", describe(&report, false));
-                    }
-                }
+            let report = tokio::select! {
+                report = engine.run_due() => report?,
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,
+            };
+            if report.attempted > 0 || report.suppressed > 0 || report.resent_after_crash > 0 {
+                tracing::info!("{}", describe(&report, false));
             }
+            // Nothing due: no rescans until the next recipient is due or a
+            // deposit brings new work.
             tokio::select! {
-                _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                _ = tokio::time::sleep(report.pause(unix_now())) => {}
                 _ = wake.notified() => {}
                 _ = tokio::signal::ctrl_c() => break,
                 _ = term.recv() => break,

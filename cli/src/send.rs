@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
@@ -13,6 +13,7 @@ use volley_control::campaign::{hex, Campaign};
 use volley_control::partition::sort;
 use volley_control::recipients::{write_rejected, RecipientReader, Rejected};
 use volley_engine::delivery::feed::SpoolFeed;
+use volley_engine::delivery::unix_now;
 use volley_engine::suppress::sending_domain;
 use volley_engine::{Engine, RunReport};
 use volley_merge::{Template, TemplateSource, TemplateSpec};
@@ -55,13 +56,6 @@ pub struct SendArgs {
     pub spool: Option<PathBuf>,
 }
 
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
-
 /// Runs `volley send`.
 pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     let started = Instant::now();
@@ -95,6 +89,9 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         name.push(".rejects.csv");
         args.recipients.with_file_name(name)
     });
+    // Before any connection: a limit too low for the configured connections is
+    // refused now, not met as EMFILE mid-campaign.
+    volley_engine::host::raise_open_files(volley_engine::host::files_needed(&config, false))?;
     let spool = Spool::open(&config.spool.dir)?;
     let hash = spec
         .store(&spool.content_dir())
@@ -233,11 +230,12 @@ async fn deliver(engine: &Engine, total: u64, wait: bool) -> Result<()> {
     let rounds = async {
         loop {
             let report = engine.run_due().await?;
-            // Done when nothing was due and nothing waits for a retry.
+            // Without --wait, done when nothing is due; with it, when nothing
+            // waits for a retry either.
             if !wait || (report.attempted == 0 && report.not_due == 0) {
                 return anyhow::Ok(());
             }
-            tokio::time::sleep(Duration::from_secs(1)).await;
+            tokio::time::sleep(report.pause(unix_now())).await;
         }
     };
     // The progress display runs until the rounds end.

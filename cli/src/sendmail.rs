@@ -26,6 +26,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
+use volley_engine::delivery::unix_now;
 
 use bytes::BytesMut;
 use clap::Args;
@@ -317,13 +318,6 @@ fn received(hostname: &str, now: u64) -> Vec<u8> {
         String::from_utf8_lossy(&date)
     )
     .into_bytes()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn system_host_name() -> String {

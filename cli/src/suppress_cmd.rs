@@ -3,7 +3,8 @@
 
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, UNIX_EPOCH};
+use volley_engine::delivery::unix_now;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -91,13 +92,6 @@ pub enum SuppressCommand {
         #[arg(long, value_name = "DIR")]
         spool: Option<PathBuf>,
     },
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 fn open(explicit: Option<PathBuf>, config: Option<&Path>) -> Result<SuppressionStore> {

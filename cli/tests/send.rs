@@ -429,3 +429,34 @@ fn wait_retries_deferred_recipients_until_every_one_is_final() {
         "{report}"
     );
 }
+
+#[test]
+fn connection_limits_beyond_the_open_files_limit_are_refused_before_sending() {
+    let s = Setup::new(64, "");
+    let config = std::fs::read_to_string(s.path("volley.toml")).unwrap();
+    let config = config.replace("[delivery]\n", "[delivery]\nmax_connections = 2000\n");
+    std::fs::write(s.path("volley.toml"), config).unwrap();
+    s.write_csv(&["a@x.test,A,B".to_string()]);
+    // A hard limit of 1024 open files cannot hold 2,000 connections.
+    let out = std::process::Command::new("bash")
+        .arg("-c")
+        .arg("ulimit -n 1024 && exec \"$@\"")
+        .arg("bash")
+        .arg(env!("CARGO_BIN_EXE_volley"))
+        .args(s.send_args())
+        .env_remove("VOLLEY_CONFIG")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(
+        err.contains("need 2256 open files") && err.contains("at most 1024"),
+        "{err}"
+    );
+    assert!(
+        !s.path("spool/active").exists()
+            || std::fs::read_dir(s.path("spool/active")).unwrap().count() == 0
+    );
+    assert_eq!(s.sink.counters().messages, 0);
+}

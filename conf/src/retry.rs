@@ -15,8 +15,10 @@ pub struct RetryConfig {
     /// ["5m", "10m", "30m", "1h", "2h", "4h"]; 1 to 100 entries, each 1s..=7d.
     #[serde(deserialize_with = "intervals")]
     pub intervals: Vec<Duration>,
-    /// A recipient still deferred this long after its first attempt expires
-    /// (final, like a bounce). Default 5d; allowed 1m..=30d.
+    /// How long a recipient may stay queued, counted from when it was queued
+    /// (its batch was written), as Postfix's `maximal_queue_lifetime`: a
+    /// temporary failure whose next attempt would fall later expires the
+    /// recipient (final, like a bounce). Default 5d; allowed 1m..=30d.
     #[serde(deserialize_with = "expire")]
     pub expire: Duration,
 }

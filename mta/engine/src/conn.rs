@@ -282,7 +282,7 @@ impl Connection {
         let timeout = self.timeouts.command;
         let tls = tokio::time::timeout(timeout, connector.connect(name, tcp))
             .await
-            .map_err(|_| ConnError::Timeout(timeout))?
+            .map_err(|_| ConnError::Tls(format!("no handshake within {timeout:?}")))?
             .map_err(|e| ConnError::Tls(e.to_string()))?;
         self.stream = Stream::Tls(Box::new(tls));
         self.encrypted = true;

@@ -58,12 +58,12 @@
 //!   825 µs per message end to end in session 4), about
 //!   1,100–1,400 messages per second per core.
 
+use crate::delivery::unix_now;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use mail_auth::common::crypto::{DkimKey, Ed25519Key, HashAlgorithm, RsaKey, Sha256, SigningKey};
@@ -707,12 +707,6 @@ fn base64(bytes: &[u8]) -> String {
     volley_merge::base64_into(bytes, &mut out);
     // The alphabet is ASCII.
     String::from_utf8(out).unwrap_or_default()
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_secs())
 }
 
 #[cfg(test)]

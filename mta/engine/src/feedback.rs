@@ -353,7 +353,7 @@ impl Feedback {
             let from = self
                 .source
                 .envelope_from(&view, target.index as usize)
-                .map_err(|e| e.0)?;
+                .map_err(|e| e.reason)?;
             return Ok((recipient, from));
         }
         Err(format!("no batch {name} in active/ or done/"))

@@ -3,8 +3,8 @@
 //! Fields: `ts` (RFC 3339, UTC, milliseconds), `campaign`, `batch`, `recipient`,
 //! `status` (delivered | deferred | bounced | expired | suppressed), `code`, `enhanced`, `reply`,
 //! `mx`, `ip`, `tls`, `attempt`, `latency_ms`; plus `class` for bounces, `level`
-//! (`recipient` or `connection`: whether the failure was the recipient's own or the
-//! connection's), and `next_attempt` for deferrals.
+//! (`recipient`, `connection` or `local`: whether the failure was the recipient's
+//! own, the connection's, or this host's), and `next_attempt` for deferrals.
 //!
 //! What comes back later ([`volley_inbound`]) is logged in the same file with the
 //! same field names ([`InboundLogEvent`]): `status` is `bounced_async`,
@@ -54,7 +54,8 @@ pub struct LogEvent<'a> {
     /// Milliseconds from the start of this recipient's transaction to its reply.
     pub latency_ms: u64,
     /// "recipient" when the reply was about this recipient, "connection" when the
-    /// connection, the site or DNS failed.
+    /// connection, the site or DNS failed, "local" when the message could not be
+    /// made or signed here.
     pub level: &'a str,
     /// For bounces: bad_mailbox, mailbox, policy, content, no_such_domain, other.
     #[serde(skip_serializing_if = "Option::is_none")]

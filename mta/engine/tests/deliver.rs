@@ -6,7 +6,7 @@ mod support;
 use std::time::Duration;
 
 use support::dnsmasq::{DnsMasq, Record};
-use support::engine::{addrs, expected_body, ip, now, states, Fixture};
+use support::engine::{addrs, expected_body, ip, now, runtime, states, Fixture};
 use support::smtp_sink::{SinkOptions, SmtpSink};
 use volley_queue::State;
 
@@ -156,4 +156,120 @@ fn an_unreachable_site_defers_its_recipients_as_connection_failures() {
     assert!(e["next_attempt"].as_u64().unwrap() >= now());
     assert!(paths[0].exists(), "the batch stays live");
     assert!(states(&paths[0]).iter().all(|&s| s == State::Deferred));
+}
+
+#[test]
+fn a_deferred_destination_does_not_hold_back_what_is_due_behind_it() {
+    let sink = SmtpSink::start(ip(2), SinkOptions::plain());
+    let port = sink.addr().port();
+    let dns = DnsMasq::start(&[
+        Record::mx("a.test", "mx.down.test", 10),
+        Record::addr("mx.down.test", "127.0.0.6"),
+        Record::mx("b.test", "mx.up.test", 10),
+        Record::addr("mx.up.test", "127.0.0.2"),
+    ]);
+    let mut f = Fixture::new(&dns, port);
+    f.config.queue.window = 1000;
+    f.config.retry.intervals = vec![Duration::from_secs(3600)];
+    // Ten batches for a.test (nothing listens on 127.0.0.6), then ten for b.test:
+    // a.test's fill the first round's window.
+    let mut batches = vec![addrs("a.test", 100); 10];
+    batches.extend(vec![addrs("b.test", 100); 10]);
+    f.queue(&batches);
+
+    let engine = f.engine();
+    let rt = runtime();
+    let deadline = Duration::from_secs(60);
+    let report = rt
+        .block_on(async { tokio::time::timeout(deadline, engine.run_due()).await })
+        .expect("run_due returned")
+        .unwrap();
+    assert_eq!(
+        (
+            report.attempted,
+            report.delivered,
+            report.deferred,
+            report.waiting
+        ),
+        (2000, 1000, 1000, 0),
+        "{report:?}"
+    );
+    let messages = sink
+        .wait_for_messages(1000, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(messages.len(), 1000);
+
+    // Only not-due work left: a round attempts nothing, scans once and says
+    // when to look again instead of spinning.
+    let started = std::time::Instant::now();
+    let report = rt.block_on(engine.run_due()).unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!((report.attempted, report.not_due), (0, 1000), "{report:?}");
+    let next_due = report.next_due.expect("a next due time");
+    assert!(next_due >= now() + 3500, "{next_due}");
+    assert_eq!(report.pause(now()), Duration::from_secs(60));
+}
+
+/// Fails every recipient's message: `user0` transiently (a local failure that
+/// may pass), the others for good.
+struct Failing;
+
+impl volley_merge::source::MessageSource for Failing {
+    fn envelope_from(
+        &self,
+        _: &volley_queue::BatchView<'_>,
+        _: usize,
+    ) -> Result<String, volley_merge::source::RenderError> {
+        Ok("bounces@volley.test".into())
+    }
+
+    fn render(
+        &self,
+        batch: &volley_queue::BatchView<'_>,
+        index: usize,
+        _: &mut bytes::BytesMut,
+    ) -> Result<volley_merge::source::Rendered, volley_merge::source::RenderError> {
+        use volley_merge::source::RenderError;
+        match batch.recipient(index).map(|r| r.address()).as_deref() {
+            Some("user0@fail.test") => Err(RenderError::transient("template: Too many open files")),
+            _ => Err(RenderError::permanent("no value for merge field `name`")),
+        }
+    }
+}
+
+#[test]
+fn local_failures_defer_and_only_unrenderable_messages_bounce() {
+    let sink = SmtpSink::start(ip(2), SinkOptions::plain());
+    let dns = DnsMasq::start(&[
+        Record::mx("fail.test", "mx.fail.test", 10),
+        Record::addr("mx.fail.test", "127.0.0.2"),
+    ]);
+    let f = Fixture::new(&dns, sink.addr().port());
+    f.queue(&[addrs("fail.test", 2)]);
+    let engine = f.engine_with(std::sync::Arc::new(Failing));
+    let report = runtime().block_on(engine.run_once()).unwrap();
+    assert_eq!((report.deferred, report.bounced), (1, 1), "{report:?}");
+    let transient = &f.log_for("user0@fail.test")[0];
+    assert_eq!(
+        (
+            transient["status"].as_str(),
+            transient["level"].as_str(),
+            transient["reply"].as_str()
+        ),
+        (
+            Some("deferred"),
+            Some("local"),
+            Some("template: Too many open files")
+        )
+    );
+    let permanent = &f.log_for("user1@fail.test")[0];
+    assert_eq!(
+        (permanent["status"].as_str(), permanent["level"].as_str()),
+        (Some("bounced"), Some("local"))
+    );
+    assert!(sink.parsed_messages().is_empty(), "nothing was sent");
 }

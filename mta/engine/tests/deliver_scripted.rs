@@ -233,6 +233,41 @@ fn uses_starttls_when_offered() {
 }
 
 #[test]
+fn opportunistic_tls_falls_back_to_plaintext_after_a_failed_handshake() {
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = self_signed_cert(certs.path());
+    // Offers STARTTLS, answers 220, then speaks only TLS 1.1, which rustls refuses.
+    let old_tls = json!({"starttls": {"cert": cert, "key": key, "max_version": "TLSv1_1"}});
+    let (server, _dns, mut f) = setup(31, "oldtls.test", "mx.oldtls.test", old_tls.clone());
+    // One connection at a time, one message each: the second and third
+    // connections show whether the host was remembered.
+    f.config.site.max_connections = 1;
+    f.config.site.max_messages_per_connection = 1;
+    f.queue(&[addrs("oldtls.test", 3)]);
+    let r = f.run_once();
+    assert_eq!((r.delivered, r.deferred), (3, 0), "{r:?} {:?}", f.log());
+    let txs = server.transactions();
+    assert_eq!(txs.len(), 3);
+    assert!(txs.iter().all(|t| !t.tls), "sent in plaintext");
+    assert!(f.log().iter().all(|e| e["tls"] == false));
+    let handshakes = server
+        .transcript()
+        .lines()
+        .filter(|l| l.ends_with("C: STARTTLS"))
+        .count();
+    assert_eq!(handshakes, 1, "{}", server.transcript());
+
+    // `required` never falls back: nothing is sent.
+    let (server, _dns, mut f) = setup(32, "oldtls.test", "mx.oldtls.test", old_tls);
+    f.config.delivery.tls = TlsPolicy::Required;
+    f.config.delivery.tls_verify = false;
+    f.queue(&[addrs("oldtls.test", 2)]);
+    let r = f.run_once();
+    assert_eq!((r.delivered, r.deferred), (0, 2), "{r:?}");
+    assert!(server.transactions().is_empty());
+}
+
+#[test]
 fn required_tls_verifies_the_certificate_against_the_configured_ca() {
     let certs = tempfile::tempdir().unwrap();
     let (cert, key) = self_signed_cert(certs.path());

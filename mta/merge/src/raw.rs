@@ -242,8 +242,8 @@ pub(crate) fn render_raw(
     body.finish();
     for (boundary, literal) in &raw.boundaries {
         if boundary.find_iter(&out[body_start..]).count() > *literal {
-            return Err(RenderError(
-                "a merge value holds one of the message's MIME boundaries".into(),
+            return Err(RenderError::permanent(
+                "a merge value holds one of the message's MIME boundaries",
             ));
         }
     }

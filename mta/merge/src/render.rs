@@ -160,7 +160,7 @@ impl Template {
                     .filter(|name| !fields[..known].contains(&name.as_str()))
                     .map(|name| format!("`{name}`"))
                     .collect();
-                return Err(RenderError(format!(
+                return Err(RenderError::permanent(format!(
                     "no value for merge field{} {}",
                     if missing.len() == 1 { "" } else { "s" },
                     missing.join(", ")
@@ -174,7 +174,7 @@ impl Template {
             mapped_for.0 = Some(self.id);
         }
         if recipient.len() > MAX_RECIPIENT {
-            return Err(RenderError(format!(
+            return Err(RenderError::permanent(format!(
                 "recipient address is {} bytes long",
                 recipient.len()
             )));
@@ -316,8 +316,8 @@ impl Template {
                 return Ok(());
             }
         }
-        Err(RenderError(
-            "every MIME boundary tried occurs in the message".into(),
+        Err(RenderError::permanent(
+            "every MIME boundary tried occurs in the message",
         ))
     }
 }

@@ -3,11 +3,47 @@
 use bytes::{Bytes, BytesMut};
 use volley_queue::BatchView;
 
-/// Why a recipient's message could not be produced. The recipient bounces with
-/// this reason (nothing is sent).
+/// Why a recipient's message could not be produced (nothing is sent). A
+/// permanent one bounces the recipient with this reason; a transient one (a local
+/// failure that passes: a file that could not be read for lack of descriptors or
+/// an I/O error, a signing failure) defers it like a 4xx.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{0}")]
-pub struct RenderError(pub String);
+#[error("{reason}")]
+pub struct RenderError {
+    /// What went wrong, as logged.
+    pub reason: String,
+    /// Whether trying again later may succeed.
+    pub transient: bool,
+}
+
+impl RenderError {
+    /// A failure that trying again cannot mend: the template cannot render for
+    /// this recipient.
+    pub fn permanent(reason: impl Into<String>) -> RenderError {
+        RenderError {
+            reason: reason.into(),
+            transient: false,
+        }
+    }
+
+    /// A local failure that may pass.
+    pub fn transient(reason: impl Into<String>) -> RenderError {
+        RenderError {
+            reason: reason.into(),
+            transient: true,
+        }
+    }
+
+    /// A file that could not be read: permanent when it is not there (the
+    /// content is gone), transient for every other error (EMFILE, EIO, ...).
+    pub fn io(reason: impl Into<String>, err: &std::io::Error) -> RenderError {
+        if err.kind() == std::io::ErrorKind::NotFound {
+            RenderError::permanent(reason)
+        } else {
+            RenderError::transient(reason)
+        }
+    }
+}
 
 /// Produces, at send time, the envelope sender and the message for one recipient
 /// of a batch. Called on the delivery hot path: render straight into `out`.

@@ -13,6 +13,7 @@ use bytes::BytesMut;
 use volley_queue::BatchView;
 
 use super::compile::Template;
+use super::error::TemplateError;
 use super::render::RenderContext;
 use super::spec::{hash_hex, sha256, stored_path, TemplateSpec};
 use super::verbatim::Verbatim;
@@ -95,7 +96,7 @@ impl TemplateSource {
     pub fn template(&self, hash: &[u8; 32]) -> Result<Arc<Template>, RenderError> {
         match self.content(hash)? {
             Content::Template(template) => Ok(template),
-            Content::Verbatim(_) => Err(RenderError(format!(
+            Content::Verbatim(_) => Err(RenderError::permanent(format!(
                 "content {} is a received message, not a template",
                 hash_hex(hash)
             ))),
@@ -118,24 +119,29 @@ impl TemplateSource {
         }
         let path = stored_path(&self.content_dir, hash);
         let bytes = std::fs::read(&path)
-            .map_err(|err| RenderError(format!("template {}: {err}", path.display())))?;
+            .map_err(|err| RenderError::io(format!("template {}: {err}", path.display()), &err))?;
         if sha256(&bytes) != *hash {
-            return Err(RenderError(format!(
+            return Err(RenderError::permanent(format!(
                 "template {}: contents do not match hash {}",
                 path.display(),
                 hash_hex(hash)
             )));
         }
         if Verbatim::is_stored(&bytes) {
-            let message = Verbatim::load(&self.content_dir, &bytes)
-                .map_err(|err| RenderError(format!("{}: {err}", path.display())))?;
+            let message = Verbatim::load(&self.content_dir, &bytes).map_err(|err| {
+                let reason = format!("{}: {err}", path.display());
+                match &err {
+                    TemplateError::Read { io, .. } => RenderError::io(reason, io),
+                    _ => RenderError::permanent(reason),
+                }
+            })?;
             let message = Arc::new(message);
             self.cache_verbatim(*hash, Arc::clone(&message));
             return Ok(Content::Verbatim(message));
         }
         let template = TemplateSpec::from_stored(&bytes)
             .and_then(|spec| Template::compile(&spec))
-            .map_err(|err| RenderError(format!("template {}: {err}", path.display())))?;
+            .map_err(|err| RenderError::permanent(format!("template {}: {err}", path.display())))?;
         let mut templates = self
             .templates
             .write()
@@ -197,7 +203,7 @@ impl MessageSource for TemplateSource {
         let rendered = Rendered { crlf_only: true };
         let recipient = batch
             .recipient(index)
-            .ok_or_else(|| RenderError(format!("no recipient {index} in the batch")))?;
+            .ok_or_else(|| RenderError::permanent(format!("no recipient {index} in the batch")))?;
         // Names and values on the stack for the usual few fields.
         let mut inline_names: [&str; INLINE_FIELDS] = [""; INLINE_FIELDS];
         let many_names: Vec<&str>;
@@ -247,7 +253,7 @@ impl MessageSource for TemplateSource {
                 recipient.address_into(&mut buf);
                 render(&buf, out)
             }
-            (_, None) => Err(RenderError("internal: address buffer".into())),
+            (_, None) => Err(RenderError::permanent("internal: address buffer")),
         }
         .map(|()| rendered)
     }
@@ -363,10 +369,16 @@ mod tests {
         let view = BatchView::parse(&file).unwrap();
         let mut out = BytesMut::new();
         let err = source.render(&view, 0, &mut out).unwrap_err();
-        assert!(err.0.contains(&hash_hex(&hash)), "{err}");
+        assert!(err.reason.contains(&hash_hex(&hash)), "{err}");
+        assert!(!err.transient, "a missing template cannot render: {err}");
+        // A read that fails otherwise (EISDIR here; EMFILE, EIO) may pass.
+        std::fs::create_dir_all(stored_path(dir.path(), &hash)).unwrap();
+        let err = source.render(&view, 0, &mut out).unwrap_err();
+        assert!(err.transient, "{err}");
+        std::fs::remove_dir(stored_path(dir.path(), &hash)).unwrap();
         std::fs::write(stored_path(dir.path(), &hash), b"{\"from\":\"x@y.test\"}").unwrap();
         let err = source.render(&view, 0, &mut out).unwrap_err();
-        assert!(err.0.contains("do not match"), "{err}");
+        assert!(err.reason.contains("do not match"), "{err}");
         assert!(out.is_empty());
         // Registered directly, no file needed.
         source.insert(hash, Arc::new(Template::compile(&spec).unwrap()));

@@ -134,7 +134,7 @@ fn missing_fields_are_listed() {
     let err = template
         .render(&["first_name"], &[b"x"], "a@b.test", &ctx(), &mut out)
         .unwrap_err();
-    assert_eq!(err.0, "no value for merge fields `campaign`, `code`");
+    assert_eq!(err.reason, "no value for merge fields `campaign`, `code`");
     assert_eq!(&out[..], b"keep");
 }
 
@@ -410,7 +410,7 @@ fn renders_raw_messages() {
         )
         .unwrap_err();
     assert_eq!(
-        err.0,
+        err.reason,
         "a merge value holds one of the message's MIME boundaries"
     );
     assert!(out.is_empty());
@@ -638,8 +638,8 @@ proptest! {
     }
 }
 
-/// Rough render throughput: `cargo test -p volley-mta --release --lib
-/// merge::tests::throughput -- --ignored --nocapture`.
+/// Rough render throughput: `cargo test -p volley-merge --release --lib
+/// tests::throughput -- --ignored --nocapture`.
 #[test]
 #[ignore]
 fn throughput() {

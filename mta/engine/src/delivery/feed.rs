@@ -11,7 +11,10 @@
 
 use std::sync::Arc;
 
-use volley_queue::{MappedBatch, QueueError, Spool};
+use volley_queue::ids::is_inbound_id;
+use volley_queue::{BatchStatus, MappedBatch, QueueError, Spool};
+
+use crate::delivery::work::is_due;
 
 /// A batch being delivered from: its mapping, whose slots record every outcome.
 #[derive(Debug)]
@@ -23,12 +26,18 @@ pub struct LiveBatch {
 /// The batches of one round, as a feed hands them over.
 #[derive(Debug, Default)]
 pub struct Opened {
-    /// Batches with unfinished recipients, in the order they are served.
+    /// Batches with recipients due now, in the order they are served.
     pub batches: Vec<Arc<LiveBatch>>,
+    /// Unfinished recipients of the batches left out because none of their
+    /// recipients is due yet.
+    pub not_due: u64,
+    /// The earliest unix second at which a recipient of a batch left out becomes
+    /// due; `None` when every batch left out is finished.
+    pub next_due: Option<u64>,
     /// Corrupt batch files set aside (quarantined) while opening.
     pub quarantined: u64,
-    /// Unfinished recipients left for a later round because the round's window
-    /// (`[queue] window`) was full.
+    /// Unfinished recipients of batches with due recipients left for the next
+    /// round because the round's window (`[queue] window`) was full.
     pub waiting: u64,
 }
 
@@ -36,11 +45,13 @@ pub struct Opened {
 /// mapped batch files, whether they are the spool's or local copies of leased
 /// batches.
 pub trait Feed: Send + Sync + 'static {
-    /// The batches of the next round: every batch with unfinished recipients,
-    /// until they hold `window` recipients (the unfinished recipients of the rest
-    /// are counted in [`Opened::waiting`]). Batches found finished are completed
-    /// here; corrupt ones are set aside and counted.
-    fn open_round(&self, window: u64) -> Result<Opened, QueueError>;
+    /// The batches of the next round at `now` (unix seconds): those with
+    /// recipients due, until they hold `window` due recipients (the unfinished
+    /// recipients of the rest are counted in [`Opened::waiting`]). Batches with
+    /// nothing due take no room: they are counted in [`Opened::not_due`], with
+    /// the time the first of them becomes due. Batches found finished are
+    /// completed here; corrupt ones are set aside and counted.
+    fn open_round(&self, now: u64, window: u64) -> Result<Opened, QueueError>;
 
     /// Group commit, called every `[queue] sync_interval` while a round runs and
     /// once at its end: the slots of `batches` to stable storage (and, for a
@@ -72,21 +83,29 @@ impl SpoolFeed {
 }
 
 impl Feed for SpoolFeed {
-    /// Runs the recovery scan (quarantining corrupt files), then maps batches in
-    /// spool order.
-    fn open_round(&self, window: u64) -> Result<Opened, QueueError> {
+    /// Runs the recovery scan (quarantining corrupt files), then maps the batches
+    /// with due recipients in [`round_order`].
+    fn open_round(&self, now: u64, window: u64) -> Result<Opened, QueueError> {
         let recovery = self.spool.recover()?;
         let mut opened = Opened {
             quarantined: recovery.quarantined.len() as u64,
             ..Opened::default()
         };
-        let mut mapped = 0u64;
+        let mut due = 0u64;
         let mut finished = Vec::new();
-        for status in recovery.batches {
+        for status in round_order(recovery.batches) {
             let unfinished = status.counts.unfinished();
-            if unfinished > 0 && mapped >= window {
-                opened.waiting += unfinished;
-                continue;
+            match status.next_due {
+                Some(at) if at > now => {
+                    opened.not_due += unfinished;
+                    opened.next_due = Some(opened.next_due.map_or(at, |t| t.min(at)));
+                    continue;
+                }
+                Some(_) if due >= window => {
+                    opened.waiting += unfinished;
+                    continue;
+                }
+                _ => {}
             }
             let map = match MappedBatch::open(&status.path) {
                 Ok(map) => map,
@@ -101,7 +120,9 @@ impl Feed for SpoolFeed {
                 finished.push(map);
                 continue;
             }
-            mapped += map.view().header().recipient_count as u64;
+            due += (0..map.len())
+                .filter(|&i| map.slot(i).is_ok_and(|slot| is_due(slot, now)))
+                .count() as u64;
             opened.batches.push(Arc::new(LiveBatch { map }));
         }
         self.spool.complete_all(&finished)?;
@@ -124,5 +145,79 @@ impl Feed for SpoolFeed {
     fn complete(&self, finished: &[&LiveBatch]) -> Result<u64, QueueError> {
         let done = self.spool.complete_all(finished.iter().map(|b| &b.map))?;
         Ok(done.len() as u64)
+    }
+}
+
+/// The order a round serves batches in, so that no sender waits behind
+/// another's backlog: relayed messages first (each is small, and a program or
+/// person waits for it), then the campaigns' batches taken in turn, one batch of
+/// each campaign (oldest campaign first) before a second of any, each campaign's
+/// in batch order.
+pub fn round_order(mut batches: Vec<BatchStatus>) -> Vec<BatchStatus> {
+    batches.sort_by_key(|b| (b.campaign_id, b.batch_id));
+    let mut keyed = Vec::with_capacity(batches.len());
+    // A batch's turn: its position within its campaign.
+    let (mut turn, mut last) = (0u64, None);
+    for b in batches {
+        turn = if last == Some(b.campaign_id) {
+            turn + 1
+        } else {
+            0
+        };
+        last = Some(b.campaign_id);
+        keyed.push(((!is_inbound_id(b.campaign_id), turn, b.campaign_id), b));
+    }
+    keyed.sort_by_key(|(key, _)| *key);
+    keyed.into_iter().map(|(_, b)| b).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use volley_queue::ids::INBOUND_ID_BASE;
+    use volley_queue::StateCounts;
+
+    fn status(campaign_id: u64, batch_id: u64) -> BatchStatus {
+        BatchStatus {
+            path: format!("{campaign_id}-{batch_id}").into(),
+            campaign_id,
+            batch_id,
+            counts: StateCounts::default(),
+            next_due: Some(0),
+            bytes: 0,
+        }
+    }
+
+    #[test]
+    fn rounds_take_relayed_mail_first_then_campaigns_in_turn() {
+        let relayed = INBOUND_ID_BASE + 7;
+        // (batches in spool order, the order served), each batch (campaign, batch).
+        type Ids<'a> = &'a [(u64, u64)];
+        let table: [(Ids, Ids); 5] = [
+            (&[], &[]),
+            (&[(1, 0), (1, 1), (1, 2)], &[(1, 0), (1, 1), (1, 2)]),
+            // Two campaigns: one batch of each in turn, the older first.
+            (
+                &[(2, 1), (1, 0), (2, 0), (1, 1), (1, 2)],
+                &[(1, 0), (2, 0), (1, 1), (2, 1), (1, 2)],
+            ),
+            // Relayed messages before every campaign, however large.
+            (
+                &[(1, 0), (1, 1), (relayed, 0), (relayed + 1, 0)],
+                &[(relayed, 0), (relayed + 1, 0), (1, 0), (1, 1)],
+            ),
+            (
+                &[(3, 0), (relayed, 1), (5, 0), (relayed, 0), (3, 1)],
+                &[(relayed, 0), (relayed, 1), (3, 0), (5, 0), (3, 1)],
+            ),
+        ];
+        for (input, expected) in table {
+            let batches = round_order(input.iter().map(|&(c, b)| status(c, b)).collect());
+            let got: Vec<(u64, u64)> = batches
+                .iter()
+                .map(|b| (b.campaign_id, b.batch_id))
+                .collect();
+            assert_eq!(got, expected, "{input:?}");
+        }
     }
 }

@@ -14,6 +14,7 @@ pub mod feed;
 pub mod lanes;
 pub mod record;
 pub mod site;
+pub mod tls_fallback;
 pub mod work;
 
 use std::collections::HashMap;
@@ -30,7 +31,7 @@ use volley_queue::QueueError;
 use crate::conn::Timeouts;
 use crate::delivery::feed::{Feed, LiveBatch};
 use crate::delivery::lanes::Lanes;
-use crate::delivery::record::{Answer, Recorder, Via};
+use crate::delivery::record::{Answer, Level, Recorder, Via};
 use crate::delivery::site::{Host, Site};
 use crate::delivery::work::Item;
 use crate::log::DeliveryLog;
@@ -96,6 +97,9 @@ pub struct RunReport {
     pub resent_after_crash: u64,
     /// Recipients waiting for a later retry (not due this round).
     pub not_due: u64,
+    /// The earliest unix second at which one of them becomes due, as the round's
+    /// scan saw it (recipients the round itself deferred are not in it).
+    pub next_due: Option<u64>,
     /// Batches completed (every recipient final) and moved to done/.
     pub batches_completed: u64,
     /// Corrupt batch files quarantined.
@@ -103,6 +107,26 @@ pub struct RunReport {
     /// Unfinished recipients left for the next round because this one's window
     /// (`[queue] window`) was full: the next round should start at once.
     pub waiting: u64,
+}
+
+impl RunReport {
+    /// How long a caller that keeps delivering may wait before its next round
+    /// when nothing wakes it (new work does), at unix second `now`: a moment
+    /// after a round that attempted something (its deferrals are not in
+    /// `next_due`), else until the next recipient is due, at least a second and
+    /// at most `MAX_IDLE`, so that a spool with nothing due is not rescanned in a
+    /// loop.
+    pub fn pause(&self, now: u64) -> Duration {
+        const AFTER_WORK: Duration = Duration::from_secs(1);
+        const MAX_IDLE: Duration = Duration::from_secs(60);
+        if self.attempted > 0 || self.suppressed > 0 {
+            return AFTER_WORK;
+        }
+        match self.next_due {
+            Some(at) => Duration::from_secs(at.saturating_sub(now)).clamp(AFTER_WORK, MAX_IDLE),
+            None => MAX_IDLE,
+        }
+    }
 }
 
 /// State shared by every site worker of the engine.
@@ -117,6 +141,9 @@ pub struct Shared {
     pub(crate) verp: Option<Arc<Verp>>,
     pub(crate) tls: TlsClients,
     pub(crate) tls_verify: bool,
+    /// Hosts sent to in plaintext for a while after a failed handshake
+    /// (opportunistic TLS only).
+    pub(crate) plaintext: tls_fallback::PlaintextHosts,
     pub(crate) session: SessionConfig,
     pub(crate) timeouts: Timeouts,
     pub(crate) pipeline_depth: usize,
@@ -159,7 +186,8 @@ impl std::fmt::Debug for Engine {
     }
 }
 
-fn unix_now() -> u64 {
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs())
@@ -209,6 +237,7 @@ impl Engine {
             verp,
             tls,
             tls_verify: d.tls_verify,
+            plaintext: Default::default(),
             session: SessionConfig {
                 helo_name,
                 tls: TlsMode::Opportunistic,
@@ -265,10 +294,13 @@ impl Engine {
     /// ones wait for their next attempt); returns when all attempts have a result.
     pub async fn run_once(&self) -> Result<RunReport, EngineError> {
         self.suppressions.refresh();
-        let opened = self.feed.open_round(u64::from(self.config.queue.window))?;
+        let now = unix_now();
+        let opened = self
+            .feed
+            .open_round(now, u64::from(self.config.queue.window))?;
         let work = work::collect(
             opened,
-            unix_now(),
+            now,
             self.suppressions.as_ref(),
             self.shared.source.as_ref(),
         )?;
@@ -340,6 +372,7 @@ impl Engine {
             suppressed: work.suppressed.len() as u64,
             resent_after_crash: work.in_flight_reset,
             not_due: work.not_due,
+            next_due: work.next_due,
             batches_completed: completed,
             quarantined: work.quarantined,
             waiting: work.waiting,
@@ -347,8 +380,9 @@ impl Engine {
     }
 
     /// Rounds until every recipient due now has been attempted once: one round
-    /// per `[queue] window` of recipients. Returns the rounds' reports summed
-    /// (`waiting` is then 0).
+    /// per `[queue] window` of due recipients. Returns the rounds' reports summed
+    /// (`waiting` is then 0; `not_due` and `next_due` are the last round's, whose
+    /// scan saw every batch).
     pub async fn run_due(&self) -> Result<RunReport, EngineError> {
         let mut total = RunReport::default();
         loop {
@@ -359,7 +393,8 @@ impl Engine {
             total.bounced += report.bounced;
             total.expired += report.expired;
             total.resent_after_crash += report.resent_after_crash;
-            total.not_due += report.not_due;
+            total.not_due = report.not_due;
+            total.next_due = report.next_due;
             total.batches_completed += report.batches_completed;
             total.quarantined += report.quarantined;
             total.suppressed += report.suppressed;
@@ -426,7 +461,7 @@ impl Engine {
                         enhanced: if err.permanent { "5.1.2" } else { "4.4.3" },
                         subject: Some(if err.permanent { 1 } else { 4 }),
                         text: &err.reason,
-                        connection_level: true,
+                        level: Level::Connection,
                     };
                     let via = Via::default();
                     for item in &items {
@@ -525,4 +560,31 @@ async fn resolve_route(route: &Route, config: &Config) -> Result<Target, Resolve
         }],
         tls: route.tls.unwrap_or(config.delivery.tls),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pauses_between_rounds() {
+        let report = |attempted, next_due| RunReport {
+            attempted,
+            next_due,
+            ..RunReport::default()
+        };
+        let s = Duration::from_secs;
+        let table = [
+            (report(5, None), s(1)),
+            (report(5, Some(10_000)), s(1)),
+            (report(0, None), s(60)),
+            (report(0, Some(1_030)), s(30)),
+            (report(0, Some(1_000)), s(1)),
+            (report(0, Some(900)), s(1)),
+            (report(0, Some(100_000)), s(60)),
+        ];
+        for (r, pause) in table {
+            assert_eq!(r.pause(1_000), pause, "{r:?}");
+        }
+    }
 }

@@ -1,8 +1,9 @@
 //! Recording attempts: the state slot, the delivery log and the run's counters.
 
+use crate::delivery::unix_now;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Instant, SystemTime};
 
 use volley_conf::RetryConfig;
 use volley_queue::{Slot, State};
@@ -34,9 +35,31 @@ pub struct Answer<'a> {
     pub subject: Option<u16>,
     /// Reply text or local reason.
     pub text: &'a str,
-    /// True when the failure was the connection's, the site's or DNS's rather than
-    /// this recipient's own.
-    pub connection_level: bool,
+    /// Whose failure it was (the log's `level`).
+    pub level: Level,
+}
+
+/// Whose answer an attempt got, logged as `level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    /// The recipient's own (a reply to its RCPT or its message).
+    Recipient,
+    /// The connection's, the site's or DNS's.
+    Connection,
+    /// This host's: the message could not be made or signed here (a file that
+    /// could not be read, a signing failure).
+    Local,
+}
+
+impl Level {
+    /// The name logged.
+    pub fn name(self) -> &'static str {
+        match self {
+            Level::Recipient => "recipient",
+            Level::Connection => "connection",
+            Level::Local => "local",
+        }
+    }
 }
 
 /// Counts of outcomes over a run.
@@ -64,13 +87,6 @@ pub struct Recorder {
     pub retry: RetryConfig,
     /// Outcome counts.
     pub counters: Counters,
-}
-
-fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Recorder {
@@ -190,11 +206,7 @@ impl Recorder {
             tls: via.tls,
             attempt: attempts,
             latency_ms: started.elapsed().as_millis() as u64,
-            level: if answer.connection_level {
-                "connection"
-            } else {
-                "recipient"
-            },
+            level: answer.level.name(),
             class: match outcome {
                 Outcome::Bounced(class) => Some(class.name()),
                 _ => None,

@@ -11,16 +11,19 @@ use bytes::BytesMut;
 use volley_conf::{SiteLimits, TlsPolicy};
 use volley_queue::BatchView;
 
-use crate::conn::{connect_tcp, Connection};
+use crate::conn::{connect_tcp, ConnError, Connection};
 use crate::delivery::lanes::Lanes;
-use crate::delivery::record::{Answer, Via};
+use crate::delivery::record::{Answer, Level, Via};
 use crate::delivery::work::Item;
 use crate::delivery::Shared;
 use crate::outcome::{BounceClass, Verdict};
 use crate::shaping::{backoff, pauses_site, RateLimit};
 use volley_inbound::Verp;
+use volley_merge::source::RenderError;
 use volley_queue::ids::is_inbound_id;
-use volley_smtp::client::{CloseReason, Event, SessionConfig, Transaction, TransactionResult};
+use volley_smtp::client::{
+    CloseReason, Event, SessionConfig, TlsMode, Transaction, TransactionResult,
+};
 use volley_smtp::reply::ENHANCED_TEXT_MAX;
 
 /// Consecutive rounds of failing to connect to every host of a site before its
@@ -152,7 +155,7 @@ fn defer_connection(shared: &Shared, item: &Item, reason: &str, via: &Via) {
         enhanced: "",
         subject: None,
         text: reason,
-        connection_level: true,
+        level: Level::Connection,
     };
     shared.recorder.record(
         item,
@@ -253,54 +256,99 @@ async fn connect_and_deliver(
 
 /// Connects to the first host (in preference order) that accepts a connection and
 /// completes the greeting, EHLO and STARTTLS; the next host is tried on failure.
+/// On an opportunistic site, a host whose TLS handshake fails is tried again at
+/// once in plaintext and remembered ([`super::tls_fallback`]).
 async fn open(site: &Site, shared: &Shared, worker: usize) -> Result<(Connection, Via), String> {
     let mut last = String::from("no address for any host");
+    let opportunistic = site.tls == TlsPolicy::Opportunistic;
     for host in &site.hosts {
         for &ip in &host.addrs {
-            let addr = SocketAddr::new(ip, host.port);
-            let source = shared.source_address(worker);
-            let stream = match connect_tcp(addr, source, shared.timeouts.connect).await {
-                Ok(s) => s,
-                Err(err) => {
-                    last = err.to_string();
-                    continue;
+            let plaintext = opportunistic && shared.plaintext.active(ip, Instant::now());
+            let failure = match open_host(site, shared, worker, host, ip, plaintext).await {
+                Ok(open) => return Ok(open),
+                Err(failure) => failure,
+            };
+            last = failure.reason;
+            if failure.handshake && opportunistic && !plaintext {
+                tracing::warn!(site = %site.key, mx = %host.name, %ip, reason = %last,
+                    "TLS handshake failed: sending to this host in plaintext for the next hour");
+                shared.plaintext.remember(ip, Instant::now());
+                match open_host(site, shared, worker, host, ip, true).await {
+                    Ok(open) => return Ok(open),
+                    Err(failure) => last = failure.reason,
                 }
-            };
-            let tls_config = match site.tls {
-                TlsPolicy::Required if shared.tls_verify => Some(shared.tls.verified.clone()),
-                TlsPolicy::Disabled => None,
-                _ => Some(shared.tls.opportunistic.clone()),
-            };
-            let config = SessionConfig {
-                tls: match site.tls {
-                    TlsPolicy::Opportunistic => volley_smtp::client::TlsMode::Opportunistic,
-                    TlsPolicy::Required => volley_smtp::client::TlsMode::Required,
-                    TlsPolicy::Disabled => volley_smtp::client::TlsMode::Disabled,
-                },
-                ..shared.session.clone()
-            };
-            let mut conn = Connection::new(
-                stream,
-                config,
-                shared.timeouts,
-                tls_config.map(|c| (c, host.name.clone())),
-            );
-            match conn.next_event().await {
-                Ok(Event::Ready(_)) => {
-                    let via = Via {
-                        mx: host.name.clone(),
-                        ip: ip.to_string(),
-                        tls: conn.encrypted,
-                    };
-                    return Ok((conn, via));
-                }
-                Ok(Event::Closed(reason)) => last = format!("{} [{}]: {reason:?}", host.name, ip),
-                Ok(other) => last = format!("{} [{}]: unexpected {other:?}", host.name, ip),
-                Err(err) => last = format!("{} [{}]: {err}", host.name, ip),
             }
         }
     }
     Err(last)
+}
+
+/// Why a host could not be opened.
+struct OpenFailure {
+    reason: String,
+    /// The TLS handshake failed (after the server accepted STARTTLS).
+    handshake: bool,
+}
+
+/// Connects to `host` at `ip`, through greeting, EHLO and STARTTLS (none when
+/// `plaintext` or the site disables TLS).
+async fn open_host(
+    site: &Site,
+    shared: &Shared,
+    worker: usize,
+    host: &Host,
+    ip: IpAddr,
+    plaintext: bool,
+) -> Result<(Connection, Via), OpenFailure> {
+    let failed = |reason: String| OpenFailure {
+        reason,
+        handshake: false,
+    };
+    let addr = SocketAddr::new(ip, host.port);
+    let source = shared.source_address(worker);
+    let stream = connect_tcp(addr, source, shared.timeouts.connect)
+        .await
+        .map_err(|err| failed(err.to_string()))?;
+    let (mode, tls_config) = match site.tls {
+        _ if plaintext => (TlsMode::Disabled, None),
+        TlsPolicy::Disabled => (TlsMode::Disabled, None),
+        TlsPolicy::Required if shared.tls_verify => {
+            (TlsMode::Required, Some(shared.tls.verified.clone()))
+        }
+        TlsPolicy::Required => (TlsMode::Required, Some(shared.tls.opportunistic.clone())),
+        TlsPolicy::Opportunistic => (
+            TlsMode::Opportunistic,
+            Some(shared.tls.opportunistic.clone()),
+        ),
+    };
+    let config = SessionConfig {
+        tls: mode,
+        ..shared.session.clone()
+    };
+    let mut conn = Connection::new(
+        stream,
+        config,
+        shared.timeouts,
+        tls_config.map(|c| (c, host.name.clone())),
+    );
+    let at = |what: String| format!("{} [{}]: {what}", host.name, ip);
+    match conn.next_event().await {
+        Ok(Event::Ready(_)) => {
+            let via = Via {
+                mx: host.name.clone(),
+                ip: ip.to_string(),
+                tls: conn.encrypted,
+            };
+            Ok((conn, via))
+        }
+        Ok(Event::Closed(reason)) => Err(failed(at(format!("{reason:?}")))),
+        Ok(other) => Err(failed(at(format!("unexpected {other:?}")))),
+        Err(err @ ConnError::Tls(_)) => Err(OpenFailure {
+            reason: at(err.to_string()),
+            handshake: true,
+        }),
+        Err(err) => Err(failed(at(err.to_string()))),
+    }
 }
 
 /// Sends up to `max_messages_per_connection` messages over one connection,
@@ -359,10 +407,12 @@ async fn deliver(
                     .map(|r| (from, r))
             });
             let signed = rendered.and_then(|(from, r)| match &shared.dkim {
+                // A signing failure is this host's and may pass: the recipient
+                // is deferred, not bounced.
                 Some(dkim) => dkim
                     .sign_in_place(&mut body, r.crlf_only)
                     .map(|_| (from, r))
-                    .map_err(|e| volley_merge::source::RenderError(format!("DKIM: {e}"))),
+                    .map_err(|e| RenderError::transient(format!("DKIM: {e}"))),
                 None => Ok((from, r)),
             });
             let (from, rendered) = match signed {
@@ -375,17 +425,17 @@ async fn deliver(
                         code: 0,
                         enhanced: "",
                         subject: None,
-                        text: &err.0,
-                        connection_level: false,
+                        text: &err.reason,
+                        level: Level::Local,
                     };
-                    shared.recorder.record(
-                        &item,
-                        &rcpt,
-                        Verdict::Permanent(BounceClass::Content),
-                        &answer,
-                        via,
-                        Instant::now(),
-                    );
+                    let verdict = if err.transient {
+                        Verdict::Temporary
+                    } else {
+                        Verdict::Permanent(BounceClass::Content)
+                    };
+                    shared
+                        .recorder
+                        .record(&item, &rcpt, verdict, &answer, via, Instant::now());
                     spare.push(body);
                     continue;
                 }
@@ -456,7 +506,7 @@ async fn deliver(
             enhanced: "",
             subject: None,
             text: "connection lost before the reply",
-            connection_level: true,
+            level: Level::Connection,
         };
         shared.recorder.record(
             &item,
@@ -526,7 +576,11 @@ fn record_result(
             enhanced,
             subject,
             text: &text,
-            connection_level: rcpt.local || reply.code == 421,
+            level: if rcpt.local || reply.code == 421 {
+                Level::Connection
+            } else {
+                Level::Recipient
+            },
         };
         shared
             .recorder

@@ -49,6 +49,8 @@ pub struct Work {
     pub suppressed: Vec<Item>,
     /// Recipients not due yet (deferred with a later next attempt).
     pub not_due: u64,
+    /// The earliest unix second at which a recipient not due yet becomes due.
+    pub next_due: Option<u64>,
     /// Corrupt batch files quarantined by the recovery scan.
     pub quarantined: u64,
     /// Unfinished recipients in batches left for the next round (the window was
@@ -72,6 +74,8 @@ pub fn collect(
     let mut work = Work {
         quarantined: opened.quarantined,
         waiting: opened.waiting,
+        not_due: opened.not_due,
+        next_due: opened.next_due,
         ..Work::default()
     };
     for batch in opened.batches {
@@ -94,6 +98,8 @@ pub fn collect(
             if !is_due(slot, now) {
                 if !slot.state.is_final() {
                     work.not_due += 1;
+                    let at = slot.next_attempt;
+                    work.next_due = Some(work.next_due.map_or(at, |t| t.min(at)));
                 }
                 continue;
             }
@@ -180,7 +186,7 @@ mod tests {
     /// The batches of a round from `spool`, as the engine gets them.
     fn opened(spool: &Spool, window: u64) -> Opened {
         SpoolFeed::new(spool.try_clone().unwrap())
-            .open_round(window)
+            .open_round(0, window)
             .unwrap()
     }
 

@@ -10,7 +10,7 @@ use bytes::Bytes;
 use volley_conf::Config;
 use volley_engine::delivery::feed::SpoolFeed;
 use volley_engine::{Engine, RunReport};
-use volley_merge::source::StaticMessage;
+use volley_merge::source::{MessageSource, StaticMessage};
 use volley_queue::{BatchBuilder, BatchMeta, MappedBatch, Spool, State};
 
 use super::dnsmasq::DnsMasq;
@@ -72,11 +72,15 @@ impl Fixture {
     }
 
     pub fn engine(&self) -> Engine {
-        let spool = Spool::open(&self.spool_dir()).unwrap();
-        let source = Arc::new(StaticMessage {
+        self.engine_with(Arc::new(StaticMessage {
             from: "bounces@volley.test".into(),
             message: Bytes::from_static(MESSAGE),
-        });
+        }))
+    }
+
+    /// An engine whose messages come from `source`.
+    pub fn engine_with(&self, source: Arc<dyn MessageSource>) -> Engine {
+        let spool = Spool::open(&self.spool_dir()).unwrap();
         let feed = Arc::new(SpoolFeed::new(spool));
         Engine::new(self.config.clone(), feed, source, None).unwrap()
     }

@@ -61,6 +61,8 @@ Scenario keys (all optional; unknown keys are an error):
   starttls            {"cert": path, "key": path, "require": false}: offer STARTTLS
                       (require: every command but EHLO/HELO/NOOP/QUIT/STARTTLS gets
                       "530 Must issue a STARTTLS command first" before TLS)
+                      ("max_version": "TLSv1_1": speak TLS 1.1 at most, which
+                      rustls refuses, so the handshake after "220 Ready" fails)
 """
 
 import argparse
@@ -137,6 +139,10 @@ class Scenario:
         if tls:
             ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
             ctx.load_cert_chain(tls["cert"], tls["key"])
+            if tls.get("max_version"):
+                ctx.minimum_version = ssl.TLSVersion.TLSv1
+                ctx.maximum_version = getattr(ssl.TLSVersion, tls["max_version"])
+                ctx.set_ciphers("DEFAULT:@SECLEVEL=0")
             self.tls_context = ctx
             self.require_starttls = bool(tls.get("require", False))
 
