@@ -18,6 +18,7 @@ mod queue_cmd;
 mod run;
 mod send;
 mod sendmail;
+mod stop;
 mod suppress_cmd;
 mod suppressions;
 mod synth;

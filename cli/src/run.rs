@@ -13,6 +13,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
+use crate::stop::{run_round, Round, StopSignals};
 use anyhow::{Context, Result};
 use clap::Args;
 use tokio::sync::{oneshot, Notify};
@@ -22,9 +23,9 @@ use volley_control::partition::sort;
 use volley_control::recipients::RecipientReader;
 use volley_control::suppress::normalize;
 use volley_engine::delivery::feed::SpoolFeed;
-use volley_engine::delivery::unix_now;
 use volley_engine::deposit::SpoolDeposit;
 use volley_engine::feedback::Feedback;
+use volley_engine::host::unix_now;
 use volley_engine::listen::Server;
 use volley_engine::suppress::Suppressions;
 use volley_engine::sweep::sweep;
@@ -139,6 +140,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         None
     };
     let listen_config = config.clone();
+    let grace = config.delivery.stop_timeout;
     let keep_done = config.bounce.window;
     let root = spool.root().to_owned();
     let engine = Engine::new(
@@ -159,12 +161,14 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     ));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
+        let mut signals = StopSignals::new()?;
         if args.once {
-            let report = engine.run_due().await?;
+            let report = match run_round(&engine, engine.run_due(), &mut signals, grace).await? {
+                Round::Done(report) | Round::Stopped(Some(report)) => report,
+                Round::Stopped(None) => RunReport::default(),
+            };
             return anyhow::Ok(format!("{}\n", describe(&report, true)));
         }
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .context("cannot listen for SIGTERM")?;
         // Deposits wake the round loop, so a received message goes out at once.
         let wake = Arc::new(Notify::new());
         let listener = match deposit_spool {
@@ -196,10 +200,14 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
                     Err(err) => tracing::warn!(%err, "the spool sweep failed"),
                 }
             }
-            let report = tokio::select! {
-                report = engine.run_due() => report?,
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
+            let report = match run_round(&engine, engine.run_due(), &mut signals, grace).await? {
+                Round::Done(report) => report,
+                Round::Stopped(report) => {
+                    if let Some(report) = report {
+                        tracing::info!("{}", describe(&report, false));
+                    }
+                    break;
+                }
             };
             if report.attempted > 0 || report.suppressed > 0 || report.resent_after_crash > 0 {
                 tracing::info!("{}", describe(&report, false));
@@ -209,8 +217,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             tokio::select! {
                 _ = tokio::time::sleep(report.pause(unix_now())) => {}
                 _ = wake.notified() => {}
-                _ = tokio::signal::ctrl_c() => break,
-                _ = term.recv() => break,
+                () = signals.recv() => break,
             }
         }
         if let Some((stop, task)) = listener {

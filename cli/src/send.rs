@@ -6,6 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::stop::{run_round, Round, StopSignals};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use volley_conf::Config;
@@ -13,7 +14,7 @@ use volley_control::campaign::{hex, Campaign};
 use volley_control::partition::sort;
 use volley_control::recipients::{write_rejected, RecipientReader, Rejected};
 use volley_engine::delivery::feed::SpoolFeed;
-use volley_engine::delivery::unix_now;
+use volley_engine::host::unix_now;
 use volley_engine::suppress::sending_domain;
 use volley_engine::{Engine, RunReport};
 use volley_merge::{Template, TemplateSource, TemplateSpec};
@@ -156,6 +157,7 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     let source = Arc::new(TemplateSource::new(spool.content_dir()));
     source.insert(hash, template);
     let spool_dir = config.spool.dir.clone();
+    let grace = config.delivery.stop_timeout;
     let engine = Engine::new(
         config,
         Arc::new(SpoolFeed::new(spool)),
@@ -165,7 +167,7 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     .with_suppressions(suppressions);
     let total = parts.recipients;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
-    runtime.block_on(deliver(&engine, total, args.wait))?;
+    runtime.block_on(deliver(&engine, total, args.wait, grace))?;
     // Recipients suppressed after partitioning (added while the campaign ran):
     // their slots say bounced, but they were never sent.
     let late_suppressed = engine.progress().suppressed;
@@ -208,7 +210,7 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
 
 /// Delivery rounds with a progress line on stderr; with `wait`, until every
 /// recipient is final.
-async fn deliver(engine: &Engine, total: u64, wait: bool) -> Result<()> {
+async fn deliver(engine: &Engine, total: u64, wait: bool, grace: Duration) -> Result<()> {
     let started = Instant::now();
     let tty = std::io::stderr().is_terminal();
     let progress = async {
@@ -227,15 +229,23 @@ async fn deliver(engine: &Engine, total: u64, wait: bool) -> Result<()> {
             );
         }
     };
+    let mut signals = StopSignals::new()?;
     let rounds = async {
         loop {
-            let report = engine.run_due().await?;
+            let report = match run_round(engine, engine.run_due(), &mut signals, grace).await? {
+                Round::Done(report) => report,
+                // What was not sent stays queued: `volley run` takes it on.
+                Round::Stopped(_) => return anyhow::Ok(()),
+            };
             // Without --wait, done when nothing is due; with it, when nothing
             // waits for a retry either.
             if !wait || (report.attempted == 0 && report.not_due == 0) {
                 return anyhow::Ok(());
             }
-            tokio::time::sleep(report.pause(unix_now())).await;
+            tokio::select! {
+                () = tokio::time::sleep(report.pause(unix_now())) => {}
+                () = signals.recv() => return anyhow::Ok(()),
+            }
         }
     };
     // The progress display runs until the rounds end.

@@ -26,7 +26,7 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
-use volley_engine::delivery::unix_now;
+use volley_engine::host::unix_now;
 
 use bytes::BytesMut;
 use clap::Args;

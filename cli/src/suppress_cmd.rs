@@ -4,7 +4,7 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
-use volley_engine::delivery::unix_now;
+use volley_engine::host::unix_now;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;

@@ -460,3 +460,92 @@ fn connection_limits_beyond_the_open_files_limit_are_refused_before_sending() {
     );
     assert_eq!(s.sink.counters().messages, 0);
 }
+
+/// Sends SIGTERM to `child` and waits (bounded) for it to exit.
+fn terminate(child: &mut std::process::Child, deadline: Duration) -> std::process::ExitStatus {
+    let pid = child.id().to_string();
+    let sent = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(sent.success());
+    let end = Instant::now() + deadline;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > end {
+            child.kill().unwrap();
+            panic!("volley did not exit within {deadline:?} of SIGTERM");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn sigterm_mid_campaign_finishes_what_is_in_flight_and_sends_nothing_twice() {
+    const N: usize = 30_000;
+    let s = Setup::new(
+        68,
+        "[site]\nmax_connections = 4\nmax_messages_per_connection = 1000\n",
+    );
+    let rows: Vec<String> = (0..N)
+        .map(|i| format!("r{i}@d{}.test,N{i},C", i % 20))
+        .collect();
+    s.write_csv(&rows);
+
+    // 1. `volley send`, stopped a third of the way.
+    let mut child = spawn(&s.send_args(), &s.path("send.log"));
+    wait_messages(
+        &s.sink,
+        (N / 3) as u64,
+        &mut child,
+        Duration::from_secs(120),
+    );
+    let status = terminate(&mut child, Duration::from_secs(30));
+    let send_log = std::fs::read_to_string(s.path("send.log")).unwrap();
+    assert!(status.success(), "{status:?}: {send_log}");
+    let first = s.sink.counters().messages;
+    assert!(first < N as u64, "stopped before the end: {first}");
+
+    // 2. `volley run`, stopped two thirds of the way.
+    let run_args: Vec<String> = ["--config", &s.arg("volley.toml"), "run"]
+        .iter()
+        .map(|x| x.to_string())
+        .collect();
+    let mut child = spawn(&run_args, &s.path("run.log"));
+    wait_messages(
+        &s.sink,
+        (2 * N / 3) as u64,
+        &mut child,
+        Duration::from_secs(120),
+    );
+    let status = terminate(&mut child, Duration::from_secs(30));
+    let run_log = std::fs::read_to_string(s.path("run.log")).unwrap();
+    assert!(status.success(), "{status:?}: {run_log}");
+    assert!(run_log.contains("volley run: stopped"), "{run_log}");
+    let mut resent = resent_in_log(&s.path("run.log"));
+
+    // 3. Rounds until nothing is left.
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let out = volley(&["--config", &s.arg("volley.toml"), "run", "--once"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        resent += resent_in(&text);
+        if text.starts_with("0 attempted") && text.contains(" 0 waiting for a retry") {
+            break;
+        }
+        assert!(Instant::now() < end, "not finished: {text}");
+    }
+    s.sink
+        .wait_for_count(N as u64, Duration::from_secs(60))
+        .unwrap();
+    let counts = received(&s.sink);
+    assert_eq!(counts.len(), N, "every recipient received");
+    let doubled: Vec<_> = counts.iter().filter(|(_, &c)| c > 1).collect();
+    assert!(
+        doubled.is_empty(),
+        "{} sent twice, e.g. {:?}",
+        doubled.len(),
+        &doubled[..doubled.len().min(3)]
+    );
+    assert_eq!(resent, 0, "nothing was left in flight by the stops");
+}

@@ -255,6 +255,21 @@ mod tests {
     }
 
     #[test]
+    fn delivery_stop_timeout_default_and_range() {
+        let config = parse("[delivery]\nstop_timeout = \"0s\"\n").unwrap();
+        assert_eq!(config.delivery.stop_timeout, Duration::ZERO);
+        assert_eq!(
+            Config::default().delivery.stop_timeout,
+            Duration::from_secs(10)
+        );
+        let err = error("[delivery]\nstop_timeout = \"1h\"\n");
+        assert!(
+            err.starts_with("volley.toml:2:16: delivery.stop_timeout: "),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn batch_size_out_of_range() {
         assert_eq!(
             error("[queue]\nbatch_size = 0\n"),

@@ -59,6 +59,12 @@ pub struct DeliveryConfig {
     /// (RFC 5321 §4.5.3.2).
     #[serde(deserialize_with = "long_timeout")]
     pub data_timeout: Duration,
+    /// On SIGTERM or Ctrl-C, how long to wait for the replies of the
+    /// transactions in flight (no new ones start) before exiting; those still
+    /// without a reply then may be sent again after the restart. Default 10s;
+    /// 0s..=10m.
+    #[serde(deserialize_with = "stop_timeout")]
+    pub stop_timeout: Duration,
     /// Transactions sent ahead on one pipelined connection before their replies
     /// are read. Default 10; 1..=1000.
     #[serde(deserialize_with = "pipeline_depth")]
@@ -86,6 +92,7 @@ impl Default for DeliveryConfig {
             greeting_timeout: Duration::from_secs(300),
             command_timeout: Duration::from_secs(300),
             data_timeout: Duration::from_secs(600),
+            stop_timeout: Duration::from_secs(10),
             pipeline_depth: 10,
             threads: 0,
             log: PathBuf::from("/var/log/volley/delivery.jsonl"),
@@ -113,4 +120,7 @@ fn short_timeout<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error>
 }
 fn long_timeout<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
     duration::in_range(de, LONG)
+}
+fn stop_timeout<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    duration::in_range(de, Duration::ZERO..=Duration::from_secs(600))
 }

@@ -58,7 +58,7 @@
 //!   825 µs per message end to end in session 4), about
 //!   1,100–1,400 messages per second per core.
 
-use crate::delivery::unix_now;
+use crate::host::unix_now;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};

@@ -1,5 +1,6 @@
-//! The machine's host name: the default of `[delivery] helo_name` and of the
-//! name the SMTP listener greets with.
+//! What this machine says: its host name (the default of `[delivery]
+//! helo_name` and of the name the SMTP listener greets with), its clock, and its
+//! open-files limit.
 
 /// The kernel's host name, or `localhost` when it cannot be read or is empty.
 pub fn host_name() -> String {
@@ -8,6 +9,14 @@ pub fn host_name() -> String {
         .ok()
         .filter(|s| !s.is_empty())
         .unwrap_or_else(|| "localhost".to_owned())
+}
+
+/// Seconds since the Unix epoch (0 if the clock is before it).
+pub fn unix_now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 /// Descriptors kept free for everything but connections: the delivery log, the

@@ -20,9 +20,9 @@ pub mod work;
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Semaphore;
 use volley_conf::{limits_for, Config, Route};
@@ -34,6 +34,7 @@ use crate::delivery::lanes::Lanes;
 use crate::delivery::record::{Answer, Level, Recorder, Via};
 use crate::delivery::site::{Host, Site};
 use crate::delivery::work::Item;
+use crate::host::unix_now;
 use crate::log::DeliveryLog;
 use crate::mx::{MxError, MxResolver, ResolverConfig};
 use crate::outcome::{BounceClass, Verdict};
@@ -149,6 +150,8 @@ pub struct Shared {
     pub(crate) pipeline_depth: usize,
     pub(crate) connections: Arc<Semaphore>,
     pub(crate) next_id: AtomicU64,
+    /// Set by [`Engine::stop`]: no new transactions or connections.
+    stopping: AtomicBool,
     egress: Vec<IpAddr>,
     egress_next: AtomicUsize,
 }
@@ -160,6 +163,11 @@ impl std::fmt::Debug for Shared {
 }
 
 impl Shared {
+    /// Whether the engine is stopping ([`Engine::stop`]).
+    pub(crate) fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::Relaxed)
+    }
+
     /// The next source address of the egress pool, if one is configured.
     pub(crate) fn source_address(&self, _worker: usize) -> Option<IpAddr> {
         if self.egress.is_empty() {
@@ -184,14 +192,6 @@ impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Engine").finish_non_exhaustive()
     }
-}
-
-/// Seconds since the Unix epoch (0 if the clock is before it).
-pub fn unix_now() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
 }
 
 impl Engine {
@@ -252,6 +252,7 @@ impl Engine {
             pipeline_depth: d.pipeline_depth as usize,
             connections: Arc::new(Semaphore::new(d.max_connections as usize)),
             next_id: AtomicU64::new(1),
+            stopping: AtomicBool::new(false),
             egress: d.source_addresses.clone(),
             egress_next: AtomicUsize::new(0),
         };
@@ -398,10 +399,18 @@ impl Engine {
             total.batches_completed += report.batches_completed;
             total.quarantined += report.quarantined;
             total.suppressed += report.suppressed;
-            if report.waiting == 0 {
+            if report.waiting == 0 || self.shared.stopping() {
                 return Ok(total);
             }
         }
+    }
+
+    /// Begins an orderly stop: no new transaction or connection starts, the
+    /// transactions in flight get their replies recorded and their connections
+    /// say QUIT, so the round being run ends by itself (recipients not yet sent
+    /// stay as they were, due at the next start). The caller bounds the wait.
+    pub fn stop(&self) {
+        self.shared.stopping.store(true, Ordering::Relaxed);
     }
 
     /// Outcomes recorded since the engine was made (delivered, deferred, bounced,

@@ -1,6 +1,6 @@
 //! Recording attempts: the state slot, the delivery log and the run's counters.
 
-use crate::delivery::unix_now;
+use crate::host::unix_now;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};

@@ -138,7 +138,11 @@ pub async fn run(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>) {
             tracing::error!(site = %site.key, %err, "site worker failed");
         }
     }
-    // Anything left (every worker gave up): defer it, never drop it.
+    // Anything left (every worker gave up): defer it, never drop it. When
+    // stopping, what was never sent stays as it was, due at the next start.
+    if shared.stopping() {
+        return;
+    }
     while let Some(item) = site.pop() {
         defer_connection(
             &shared,
@@ -172,6 +176,9 @@ fn defer_connection(shared: &Shared, item: &Item, reason: &str, via: &Via) {
 async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>, worker: usize) {
     loop {
         site.wait_if_paused().await;
+        if shared.stopping() {
+            return;
+        }
         // Claim a recipient before connecting, so no worker opens a connection the
         // others have left nothing to send over.
         let Some(first) = site.pop() else { return };
@@ -378,7 +385,7 @@ async fn deliver(
     let mut claimed = Some(first);
     loop {
         // Fill the pipeline.
-        while !stop && pending.len() < depth && sent < max {
+        while !stop && pending.len() < depth && sent < max && !shared.stopping() {
             let taken = lock(&site.rate).take(Instant::now());
             if let Err(wait) = taken {
                 if pending.is_empty() {
