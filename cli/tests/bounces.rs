@@ -204,16 +204,19 @@ fn have(binary: &str) -> bool {
         .is_some_and(|paths| std::env::split_paths(&paths).any(|dir| dir.join(binary).is_file()))
 }
 
-/// Whether the peers are here; prints why a test is skipped.
-fn peers(needed: &[&str], postfix: bool) -> bool {
+/// Whether the peers of `test` are here; says why it is skipped when not.
+fn peers(test: &str, needed: &[&str], postfix: bool) -> bool {
     for binary in needed {
         if !have(binary) {
-            eprintln!("SKIPPED: {binary} is not installed (scripts/test.sh installs it)");
+            support::skip(
+                test,
+                &format!("{binary} is not installed (scripts/test.sh installs it)"),
+            );
             return false;
         }
     }
     if postfix && !Postfix::available() {
-        eprintln!("SKIPPED: a private Postfix needs root and {POSTFIX}");
+        support::skip(test, &format!("a private Postfix needs root and {POSTFIX}"));
         return false;
     }
     true
@@ -266,7 +269,11 @@ fn verp_of<'a>(paths: &'a [(String, String)], rcpt: &str) -> &'a str {
 
 #[test]
 fn postfix_bounces_for_unknown_users_are_logged_and_suppressed() {
-    if !peers(&["swaks"], true) {
+    if !peers(
+        "postfix_bounces_for_unknown_users_are_logged_and_suppressed",
+        &["swaks"],
+        true,
+    ) {
         return;
     }
     let ip = Ipv4Addr::new(127, 0, 0, 91);
@@ -377,7 +384,11 @@ fn postfix_bounces_for_unknown_users_are_logged_and_suppressed() {
 
 #[test]
 fn a_complaint_to_a_verp_address_suppresses_its_recipient() {
-    if !peers(&["swaks", SMTP_SINK], false) {
+    if !peers(
+        "a_complaint_to_a_verp_address_suppresses_its_recipient",
+        &["swaks", SMTP_SINK],
+        false,
+    ) {
         return;
     }
     let (s, _sink, paths) = sent_through_sink(94, &["carol@sink.test", "dave@sink.test"]);
@@ -408,7 +419,11 @@ fn a_complaint_to_a_verp_address_suppresses_its_recipient() {
 
 #[test]
 fn an_unsubscribe_reply_suppresses_its_sender() {
-    if !peers(&["swaks", SMTP_SINK], false) {
+    if !peers(
+        "an_unsubscribe_reply_suppresses_its_sender",
+        &["swaks", SMTP_SINK],
+        false,
+    ) {
         return;
     }
     let (s, _sink, _paths) = sent_through_sink(96, &["erin@sink.test"]);
@@ -435,7 +450,11 @@ fn an_unsubscribe_reply_suppresses_its_sender() {
 
 #[test]
 fn a_forged_verp_token_is_refused_at_rcpt_and_logged() {
-    if !peers(&["swaks", SMTP_SINK], false) {
+    if !peers(
+        "a_forged_verp_token_is_refused_at_rcpt_and_logged",
+        &["swaks", SMTP_SINK],
+        false,
+    ) {
         return;
     }
     let (s, _sink, paths) = sent_through_sink(98, &["frank@sink.test"]);

@@ -15,11 +15,13 @@ pub struct QueueConfig {
     #[serde(deserialize_with = "batch_size")]
     pub batch_size: u32,
     /// How often dirty state slots are flushed to disk with msync (group
-    /// commit); zero flushes after every update. Default 1s; allowed 0s..=1h.
+    /// commit); zero flushes each update as it is made. Default 1s; allowed
+    /// 0s..=1h.
     #[serde(deserialize_with = "sync_interval")]
     pub sync_interval: Duration,
-    /// At most this many recipients are mapped and queued for one delivery round;
-    /// the batches beyond wait for the next round, which starts at once. Bounds
+    /// At most this many recipients due now are mapped and queued for one
+    /// delivery round (those waiting for a retry take no room); the batches
+    /// beyond wait for the next round, which starts at once. Bounds
     /// the memory of a round whatever the spool holds. Default 200000; allowed
     /// 1000..=10000000.
     #[serde(deserialize_with = "window")]

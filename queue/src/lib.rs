@@ -18,12 +18,10 @@
 //! - [`spool`]: the [`Spool`] directory, grouped durable writes, the recovery scan,
 //!   quarantine.
 //! - [`summary`]: counts by state, per batch and per domain.
-//! - [`commit`]: when to msync ([`GroupCommit`]).
 //! - [`ids`]: campaign ids of campaigns and of received messages.
 //! - [`fuzzing`]: entry points for the fuzz targets and their stable-Rust harness.
 
 pub mod builder;
-pub mod commit;
 pub mod error;
 pub mod format;
 pub mod fuzzing;
@@ -35,7 +33,6 @@ pub mod summary;
 mod varint;
 
 pub use builder::{BatchBuilder, BatchMeta, BuildError};
-pub use commit::GroupCommit;
 pub use error::QueueError;
 pub use format::{BatchIndex, BatchView, FormatError, Header, Recipient, Region};
 pub use mapped::MappedBatch;

@@ -324,6 +324,19 @@ impl fmt::Debug for DkimSigner {
     }
 }
 
+/// Fields signed once more than they occur (when they are in the key's
+/// `headers`): those whose second copy would change what a reader sees.
+const OVERSIGNED: [&str; 8] = [
+    "From",
+    "To",
+    "Subject",
+    "Date",
+    "Message-ID",
+    "Content-Type",
+    "List-Unsubscribe",
+    "List-Unsubscribe-Post",
+];
+
 impl Entry {
     /// Appends this key's DKIM-Signature field for `message` to `out`.
     fn sign(
@@ -338,6 +351,19 @@ impl Entry {
         signature.bh = bh.to_vec();
         signature.t = now;
         signature.h = signed_headers;
+        // Over-signing: a field a relay must not add a second copy of is listed
+        // once more than the message has it, so an added copy breaks the
+        // signature (DKIM replay). Absent fields are listed once already.
+        for name in OVERSIGNED {
+            let listed = signature.h.iter().any(|h| h.eq_ignore_ascii_case(name));
+            let present = message
+                .headers
+                .iter()
+                .any(|(field, _)| field.eq_ignore_ascii_case(name.as_bytes()));
+            if listed && present {
+                signature.h.push((*name).to_owned());
+            }
+        }
         signature.b = self
             .key
             .sign(SignedData {

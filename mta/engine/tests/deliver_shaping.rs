@@ -160,8 +160,10 @@ fn connections_leave_from_the_configured_source_addresses() {
 #[test]
 fn postfix_receives_the_exact_bytes_into_its_maildir() {
     if !Postfix::available() {
-        eprintln!("skipped: a private Postfix needs root");
-        return;
+        return support::skip(
+            "postfix_receives_the_exact_bytes_into_its_maildir",
+            "a private Postfix needs root",
+        );
     }
     let postfix = Postfix::start(ip(47), PostfixOptions::default());
     let dns = DnsMasq::start(&[
@@ -172,6 +174,10 @@ fn postfix_receives_the_exact_bytes_into_its_maildir() {
     f.queue(&[addrs("maildir.test", 3)]);
     let r = f.run_once();
     assert_eq!(r.delivered, 3, "{r:?}\n{}", postfix.log());
+    // Postfix offers CHUNKING: the messages went as BDAT (its disconnect line
+    // counts the commands, "bdat=N").
+    let log = postfix.log();
+    assert!(log.contains(" bdat="), "no BDAT in Postfix's log:\n{log}");
     let delivered = postfix
         .wait_for_delivered(3, Duration::from_secs(30))
         .unwrap();

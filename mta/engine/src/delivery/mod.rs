@@ -231,6 +231,8 @@ impl Engine {
                 log: Arc::new(log),
                 retry: config.retry.clone(),
                 counters: Default::default(),
+                sync_each: config.queue.sync_interval.is_zero(),
+                flushed: AtomicBool::new(true),
             },
             source,
             dkim,
@@ -331,9 +333,7 @@ impl Engine {
             let mut tick = tokio::time::interval(interval);
             loop {
                 tick.tick().await;
-                if let Err(err) = feed.commit(&batches) {
-                    tracing::warn!(%err, "group commit failed; retried at the next one");
-                }
+                shared.recorder.flush_result(&feed.commit(&batches));
                 let _ = shared.recorder.log.flush();
             }
         });
@@ -354,7 +354,9 @@ impl Engine {
         }
         committer.abort();
 
-        self.feed.commit(&work.batches)?;
+        let committed = self.feed.commit(&work.batches);
+        self.shared.recorder.flush_result(&committed);
+        committed?;
         let mut finished: Vec<&LiveBatch> = Vec::new();
         for batch in &work.batches {
             if batch.map.is_finished()? {

@@ -1,12 +1,12 @@
 //! Recording attempts: the state slot, the delivery log and the run's counters.
 
 use crate::host::unix_now;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use volley_conf::RetryConfig;
-use volley_queue::{Slot, State};
+use volley_queue::{QueueError, Slot, State};
 
 use crate::delivery::work::Item;
 use crate::log::{timestamp, DeliveryLog, LogEvent};
@@ -87,9 +87,37 @@ pub struct Recorder {
     pub retry: RetryConfig,
     /// Outcome counts.
     pub counters: Counters,
+    /// `[queue] sync_interval = "0s"`: each slot update is msynced at once.
+    pub sync_each: bool,
+    /// Whether the last flush of state slots to disk succeeded. While it has
+    /// not, no new transaction starts ([`Recorder::durable`]).
+    pub flushed: AtomicBool,
 }
 
 impl Recorder {
+    /// Whether recorded state reaches the disk: false after a failed msync,
+    /// until one succeeds. New work waits meanwhile.
+    pub fn durable(&self) -> bool {
+        self.flushed.load(Ordering::Relaxed)
+    }
+
+    /// Notes the result of flushing state slots to disk; a failure is logged as
+    /// an error (each time it starts failing) and holds new work back.
+    pub fn flush_result(&self, result: &Result<(), QueueError>) {
+        match result {
+            Ok(()) => {
+                if !self.flushed.swap(true, Ordering::Relaxed) {
+                    tracing::info!("state slots are reaching the disk again: delivery resumes");
+                }
+            }
+            Err(err) => {
+                if self.flushed.swap(false, Ordering::Relaxed) {
+                    tracing::error!(%err, "cannot flush state slots to disk: no new transactions until it works again");
+                }
+            }
+        }
+    }
+
     /// Marks a recipient as handed to a transaction: if volley dies before the
     /// reply is recorded, this recipient is the one that may be sent twice.
     pub fn mark_in_flight(&self, item: &Item) {
@@ -182,8 +210,10 @@ impl Recorder {
                 next_attempt,
             },
         );
-        if let Err(err) = stored {
-            tracing::error!(%err, "cannot record a delivery outcome");
+        match stored {
+            Err(err) => tracing::error!(%err, "cannot record a delivery outcome"),
+            Ok(()) if self.sync_each => self.flush_result(&map.sync()),
+            Ok(()) => {}
         }
         let counter = match outcome {
             Outcome::Delivered => &self.counters.delivered,
@@ -220,5 +250,34 @@ impl Recorder {
             tracing::error!(%err, log = %self.log.path().display(), "cannot write the delivery log");
         }
         outcome
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_flush_holds_new_work_until_one_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let recorder = Recorder {
+            log: Arc::new(DeliveryLog::open(&dir.path().join("log.jsonl")).unwrap()),
+            retry: RetryConfig::default(),
+            counters: Counters::default(),
+            sync_each: false,
+            flushed: AtomicBool::new(true),
+        };
+        assert!(recorder.durable());
+        let failed = Err(QueueError::Io {
+            action: "msync",
+            path: dir.path().join("batch.vqb"),
+            io: std::io::Error::from_raw_os_error(5),
+        });
+        recorder.flush_result(&failed);
+        assert!(!recorder.durable());
+        recorder.flush_result(&failed);
+        assert!(!recorder.durable());
+        recorder.flush_result(&Ok(()));
+        assert!(recorder.durable());
     }
 }

@@ -386,6 +386,15 @@ async fn deliver(
     loop {
         // Fill the pipeline.
         while !stop && pending.len() < depth && sent < max && !shared.stopping() {
+            // State that cannot reach the disk must not be bet on: no new
+            // transaction until a flush works again.
+            if !shared.recorder.durable() {
+                if pending.is_empty() {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+                break;
+            }
             let taken = lock(&site.rate).take(Instant::now());
             if let Err(wait) = taken {
                 if pending.is_empty() {

@@ -269,9 +269,10 @@ fn ed25519_signature_is_fixed() {
         concat!(
             "DKIM-Signature: v=1; a=ed25519-sha256; s=s2026; d=acme.test; c=relaxed/relaxed;\r\n",
             "\th=Content-Type:MIME-Version:Message-ID:Date:Subject:To:From:Reply-To\r\n",
-            "\t:List-Unsubscribe:List-Unsubscribe-Post; t=1772445600; bh=LJ7zav2cOBSPKH0rd\r\n",
-            "\tWBjL0hX9cQ9nyEqBvxT2UzIyuw=; b=N0meYKxPoEJE0q5MC77m254edL/eNwNLh3b0/humh4W0\r\n",
-            "\t7JNOv00Z8yYwJS0A/2k6EhWrcf5XjtgQBMmCMN/7Cw==;\r\n",
+            "\t:List-Unsubscribe:List-Unsubscribe-Post:From:To:Subject:Date:Message-ID\r\n",
+            "\t:Content-Type; t=1772445600; bh=LJ7zav2cOBSPKH0rdWBjL0hX9cQ9nyEqBvxT2UzIyuw\r\n",
+            "\t=; b=J9uVzoABFppN4U9a/YnvD8Drqn5SFP4CQSvz8ISKsKC9qRvP3y2P859DAFa0owh5FF5Xk4\r\n",
+            "\tTpg/HFKDT3sJFGAA==;\r\n",
         )
     );
 }
@@ -305,6 +306,18 @@ async fn ed25519_and_rsa_verify_with_mail_auth() {
             .replace("Subject: Our", "Subject: Your");
         let results = verify(tampered.as_bytes(), &signer.dns_records()).await;
         assert!(matches!(results[..], [DkimResult::Fail(_)]), "{results:?}");
+        // ... and so does adding a second copy of a present signed field
+        // (a replayed message with another Subject or From on top).
+        for added in ["Subject: Win a prize\r\n", "From: someone@else.test\r\n"] {
+            let text = String::from_utf8(message.clone()).expect("ASCII");
+            let at = text.find("\r\nSubject:").expect("a Subject") + 2;
+            let replayed = format!("{}{added}{}", &text[..at], &text[at..]);
+            let results = verify(replayed.as_bytes(), &signer.dns_records()).await;
+            assert!(
+                matches!(results[..], [DkimResult::Fail(_)]),
+                "{added}: {results:?}"
+            );
+        }
         // Unsigned fields may change.
         let changed = String::from_utf8(message)
             .expect("ASCII")
@@ -335,12 +348,14 @@ fn signature_fields() {
         assert!(line.len() <= 78, "{line}");
         assert_eq!(i > 0, line.starts_with('\t'), "{line}");
     }
-    // h= lists the present fields bottom-up, then the absent ones (over-signing).
+    // h= lists the present fields bottom-up, then the absent ones, then the
+    // present ones a second copy of must break (over-signing).
     let h = tag(&text, "h").expect("h=");
     assert_eq!(
         h,
         "Content-Type:MIME-Version:Message-ID:Date:Subject:To:From:\
-         Reply-To:List-Unsubscribe:List-Unsubscribe-Post"
+         Reply-To:List-Unsubscribe:List-Unsubscribe-Post:\
+         From:To:Subject:Date:Message-ID:Content-Type"
     );
     assert!(tag(&text, "t").is_some());
     assert!(tag(&text, "l").is_none() && tag(&text, "x").is_none());
