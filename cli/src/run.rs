@@ -143,13 +143,20 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     let grace = config.delivery.stop_timeout;
     let keep_done = config.bounce.window;
     let root = spool.root().to_owned();
+    // Reports of relayed mail that fails are queued in the same spool.
+    let reports = Arc::new(SpoolDeposit::new(
+        spool.try_clone()?,
+        config.queue.batch_size,
+        config.relay.domains.clone(),
+    ));
     let engine = Engine::new(
         config,
         Arc::new(SpoolFeed::new(spool)),
         source,
         args.log.as_deref(),
     )?
-    .with_suppressions(Arc::clone(&suppressions) as Arc<dyn Suppressions>);
+    .with_suppressions(Arc::clone(&suppressions) as Arc<dyn Suppressions>)
+    .with_reports(reports);
     // What comes back for the local domains is classified on receipt, logged in
     // the engine's delivery log and written to the same suppression list.
     let feedback = Arc::new(Feedback::new(

@@ -41,6 +41,7 @@ use crate::listen::{Deposit, DepositError};
 use volley_inbound::VerpError;
 use volley_merge::{TemplateError, Verbatim};
 use volley_queue::ids::{queue_id, INBOUND_ID_BASE};
+use volley_smtp::dsn::{RcptDsn, Ret};
 use volley_smtp::server::Envelope;
 
 /// Why a message could not be stored (the client gets a 4xx and tries again).
@@ -172,14 +173,26 @@ impl SpoolDeposit {
         now.max(previous + 1)
     }
 
-    /// Stores `message` (sent as it is: CRLF line ends expected) from
-    /// `mail_from` (without angle brackets, empty for `<>`) for `rcpt_to`,
-    /// durably; see the [module documentation](self).
+    /// [`SpoolDeposit::store_dsn`] without DSN parameters.
     pub fn store(
         &self,
         mail_from: &str,
         rcpt_to: &[String],
         message: &[u8],
+    ) -> Result<Deposited, InboundError> {
+        self.store_dsn(mail_from, rcpt_to, message, &Dsn::default())
+    }
+
+    /// Stores `message` (sent as it is: CRLF line ends expected) from
+    /// `mail_from` (without angle brackets, empty for `<>`) for `rcpt_to`,
+    /// durably, with what its sender asked to be told (`dsn`: kept in the
+    /// batches' [`DSN_FIELDS`]); see the [module documentation](self).
+    pub fn store_dsn(
+        &self,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &[u8],
+        dsn: &Dsn,
     ) -> Result<Deposited, InboundError> {
         let (local, remote): (Vec<&str>, Vec<&str>) = rcpt_to
             .iter()
@@ -203,7 +216,7 @@ impl SpoolDeposit {
             // under it) is never overwritten: take the next.
             let mut tries = 0;
             loop {
-                match self.write_batches(id, hash, &remote) {
+                match self.write_batches(id, hash, &remote, rcpt_to, dsn) {
                     Ok(n) => {
                         batches = n;
                         break;
@@ -247,15 +260,20 @@ impl SpoolDeposit {
         })
     }
 
-    /// Writes the batches of one message (durable when it returns).
+    /// Writes the batches of one message (durable when it returns): the
+    /// `recipients`, each with the DSN parameters it was given (found by its
+    /// place in `rcpt_to`, parallel to `dsn.rcpts`).
     fn write_batches(
         &self,
         id: u64,
         content_hash: [u8; 32],
         recipients: &[String],
+        rcpt_to: &[String],
+        dsn: &Dsn,
     ) -> Result<usize, InboundError> {
         let created_at = unix_micros() / 1_000_000;
-        let none: &[&[u8]] = &[];
+        let ret = dsn.ret.map_or("", Ret::name);
+        let envid = dsn.envid.as_deref().unwrap_or_default();
         let mut files = Vec::new();
         for (batch_id, chunk) in recipients.chunks(self.batch_size).enumerate() {
             let meta = BatchMeta {
@@ -264,9 +282,23 @@ impl SpoolDeposit {
                 content_hash,
                 created_at,
             };
-            let mut builder = BatchBuilder::new::<&str>(meta, &[])?;
+            let mut builder = BatchBuilder::new(meta, &DSN_FIELDS)?;
             for rcpt in chunk {
-                builder.push(rcpt, none)?;
+                let given = rcpt_to
+                    .iter()
+                    .position(|r| r == rcpt)
+                    .and_then(|i| dsn.rcpts.get(i));
+                let notify = given
+                    .and_then(|d| d.notify)
+                    .map(volley_smtp::dsn::Notify::text);
+                let orcpt = given.and_then(|d| d.orcpt.as_deref()).unwrap_or_default();
+                let values: [&[u8]; 4] = [
+                    notify.as_deref().unwrap_or_default().as_bytes(),
+                    orcpt.as_bytes(),
+                    ret.as_bytes(),
+                    envid.as_bytes(),
+                ];
+                builder.push(rcpt, &values)?;
             }
             files.push(builder.finish()?);
         }
@@ -292,9 +324,31 @@ fn sorted_unique(recipients: &[&str]) -> Vec<String> {
     keyed.into_iter().map(|(_, r)| r.to_owned()).collect()
 }
 
+/// The merge fields of a relayed message's batches: what its sender asked to be
+/// told of each recipient (RFC 3461 `NOTIFY` and `ORCPT`, and the message's
+/// `RET` and `ENVID`), for the delivery status notification if it fails. A
+/// value is empty when it was not given.
+pub const DSN_FIELDS: [&str; 4] = ["dsn_notify", "dsn_orcpt", "dsn_ret", "dsn_envid"];
+
+/// A relayed message's DSN parameters, as the SMTP server received them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Dsn {
+    /// `RET=`.
+    pub ret: Option<Ret>,
+    /// `ENVID=`.
+    pub envid: Option<String>,
+    /// `NOTIFY=` and `ORCPT=` of each recipient, in the order of `rcpt_to`.
+    pub rcpts: Vec<RcptDsn>,
+}
+
 impl Deposit for SpoolDeposit {
     fn deposit(&self, envelope: &Envelope, message: &[u8]) -> Result<String, DepositError> {
-        self.store(&envelope.mail_from, &envelope.rcpt_to, message)
+        let dsn = Dsn {
+            ret: envelope.ret,
+            envid: envelope.envid.clone(),
+            rcpts: envelope.rcpt_dsn.clone(),
+        };
+        self.store_dsn(&envelope.mail_from, &envelope.rcpt_to, message, &dsn)
             .map(|d| queue_id(d.id))
             .map_err(|err| match err {
                 InboundError::Forged { .. } => DepositError::Refused {
@@ -304,6 +358,16 @@ impl Deposit for SpoolDeposit {
                 },
                 err => DepositError::Failed(err.to_string()),
             })
+    }
+}
+
+/// Reports of failed relayed mail are queued as relayed messages of their own
+/// from the null sender.
+impl crate::delivery::reports::ReportSink for SpoolDeposit {
+    fn queue(&self, to: &str, message: &[u8]) -> Result<(), String> {
+        self.store("", &[to.to_owned()], message)
+            .map(|_| ())
+            .map_err(|err| err.to_string())
     }
 }
 
@@ -556,6 +620,9 @@ mod tests {
             esmtp: true,
             user: None,
             tls: false,
+            ret: None,
+            envid: None,
+            rcpt_dsn: vec![Default::default()],
         };
         // A valid token: stored, classified (batch 7 of campaign 42 is not in
         // this spool: the DSN's recipient, for every sending domain).

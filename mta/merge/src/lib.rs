@@ -53,6 +53,8 @@
 //!   byte for byte (no merge, no Date or Message-ID).
 //! - `template_source.rs`: [`TemplateSource`], the `MessageSource` that finds a
 //!   batch's template (or received message) by content hash.
+//! - [`report`]: the delivery status notifications volley writes itself (a
+//!   relayed message that bounced or expired), RFC 3464.
 //! - [`fuzzing`]: the entry point of the `template` fuzz target.
 //!
 //! `FORMAT.md` beside this file documents the template files, the content store and
@@ -67,6 +69,7 @@ mod part;
 mod prequoted;
 mod raw;
 pub(crate) mod render;
+pub mod report;
 pub mod source;
 mod spec;
 mod template_source;

@@ -21,6 +21,8 @@
 //! - [`server`]: the server [`server::Session`]: commands in, replies and
 //!   decisions (AUTH, accepted messages, STARTTLS) out; relay rules, limits,
 //!   DATA and BDAT content checks.
+//! - [`dsn`]: the DSN extension's parameters (RFC 3461: RET, ENVID, NOTIFY,
+//!   ORCPT) as the server receives them.
 //! - [`date`], [`decimal`]: the RFC 5322 date and decimal numbers written without
 //!   `fmt` (per-message paths: `Date:`, `Received:`, SIZE= and BDAT sizes).
 //! - [`fuzzing`]: the entry points of the `smtp_replies` and `smtp_commands` fuzz
@@ -30,6 +32,7 @@ pub mod client;
 pub mod data;
 pub mod date;
 pub mod decimal;
+pub mod dsn;
 pub mod ehlo;
 pub mod fuzzing;
 pub mod reply;

@@ -158,6 +158,12 @@ pub struct Envelope {
     pub user: Option<String>,
     /// The session was encrypted (STARTTLS or implicit TLS).
     pub tls: bool,
+    /// `RET=` (RFC 3461): what a failure report returns of the message.
+    pub ret: Option<crate::dsn::Ret>,
+    /// `ENVID=` (RFC 3461), decoded.
+    pub envid: Option<String>,
+    /// `NOTIFY=` and `ORCPT=` of each recipient, in the order of `rcpt_to`.
+    pub rcpt_dsn: Vec<crate::dsn::RcptDsn>,
 }
 
 impl Envelope {
@@ -266,6 +272,8 @@ struct Transaction {
     mail_from: String,
     params: MailParams,
     rcpt_to: Vec<String>,
+    /// The DSN parameters of each of `rcpt_to`.
+    rcpt_dsn: Vec<crate::dsn::RcptDsn>,
     /// Content being received (DATA or BDAT chunks so far).
     body: Option<BodyReader>,
 }
@@ -668,7 +676,7 @@ impl Session {
             Command::StartTls => self.starttls(),
             Command::Auth { mechanism, initial } => self.auth(mechanism, initial),
             Command::Mail { address, params } => self.mail(address, params),
-            Command::Rcpt { address } => self.rcpt(address),
+            Command::Rcpt { address, dsn } => self.rcpt(address, dsn),
             Command::Data => self.data(),
             Command::Bdat { size, last } => self.bdat(size, last),
             Command::Rset => {
@@ -718,6 +726,7 @@ impl Session {
             "SMTPUTF8".into(),
             "CHUNKING".into(),
             "ENHANCEDSTATUSCODES".into(),
+            "DSN".into(),
         ];
         if s.starttls && !self.tls {
             lines.push("STARTTLS".into());

@@ -13,6 +13,7 @@
 pub mod feed;
 pub mod lanes;
 pub mod record;
+pub mod reports;
 pub mod site;
 pub mod tls_fallback;
 pub mod work;
@@ -186,6 +187,10 @@ pub struct Engine {
     shared: Arc<Shared>,
     lanes: Arc<Lanes>,
     suppressions: Arc<dyn Suppressions>,
+    /// Where the reports of failed relayed mail go; none without it.
+    reports: Option<Arc<dyn reports::ReportSink>>,
+    /// Numbers the reports made.
+    report_seq: AtomicU64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -233,6 +238,7 @@ impl Engine {
                 counters: Default::default(),
                 sync_each: config.queue.sync_interval.is_zero(),
                 flushed: AtomicBool::new(true),
+                failed_relayed: Default::default(),
             },
             source,
             dkim,
@@ -266,6 +272,8 @@ impl Engine {
             shared: Arc::new(shared),
             lanes: Arc::new(lanes),
             suppressions: Arc::new(NoSuppressions),
+            reports: None,
+            report_seq: AtomicU64::new(0),
         })
     }
 
@@ -273,6 +281,13 @@ impl Engine {
     /// batch's sending domain are finalised unsent (default: none are).
     pub fn with_suppressions(mut self, suppressions: Arc<dyn Suppressions>) -> Engine {
         self.suppressions = suppressions;
+        self
+    }
+
+    /// Sends a delivery status notification to the sender of each relayed
+    /// message that bounces or expires, through `sink` (default: none is sent).
+    pub fn with_reports(mut self, sink: Arc<dyn reports::ReportSink>) -> Engine {
+        self.reports = Some(sink);
         self
     }
 
@@ -357,6 +372,20 @@ impl Engine {
         let committed = self.feed.commit(&work.batches);
         self.shared.recorder.flush_result(&committed);
         committed?;
+        let failed = self.shared.recorder.take_failed_relayed();
+        if let (false, Some(sink)) = (failed.is_empty(), &self.reports) {
+            let mut unique = self
+                .report_seq
+                .fetch_add(failed.len() as u64, Ordering::Relaxed);
+            reports::send(
+                failed,
+                self.shared.source.as_ref(),
+                sink.as_ref(),
+                &self.shared.session.helo_name,
+                unix_now(),
+                &mut unique,
+            );
+        }
         let mut finished: Vec<&LiveBatch> = Vec::new();
         for batch in &work.batches {
             if batch.map.is_finished()? {

@@ -2,15 +2,17 @@
 
 use crate::host::unix_now;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
 
 use volley_conf::RetryConfig;
 use volley_queue::{QueueError, Slot, State};
 
+use crate::delivery::feed::LiveBatch;
 use crate::delivery::work::Item;
 use crate::log::{timestamp, DeliveryLog, LogEvent};
 use crate::outcome::{decide, Outcome, Verdict};
+use volley_queue::ids::is_inbound_id;
 
 /// Where an attempt went: for the log.
 #[derive(Debug, Clone, Default)]
@@ -92,9 +94,39 @@ pub struct Recorder {
     /// Whether the last flush of state slots to disk succeeded. While it has
     /// not, no new transaction starts ([`Recorder::durable`]).
     pub flushed: AtomicBool,
+    /// Recipients of relayed messages that bounced or expired since the last
+    /// [`Recorder::take_failed_relayed`]: their senders get a report.
+    pub failed_relayed: Mutex<Vec<FailedRelayed>>,
+}
+
+/// A relayed message's recipient that failed for good, as its report needs it.
+#[derive(Debug)]
+pub struct FailedRelayed {
+    /// Its batch.
+    pub batch: Arc<LiveBatch>,
+    /// Its index in the batch.
+    pub index: u32,
+    /// The enhanced status code reported (`4.4.7` when it expired).
+    pub status: String,
+    /// The reply (`550 5.1.1 ...`) or the local reason.
+    pub diagnostic: String,
+    /// The host that answered ("" when none did).
+    pub mx: String,
+    /// Whether it expired (rather than bounced).
+    pub expired: bool,
 }
 
 impl Recorder {
+    /// The relayed recipients that failed since the last call.
+    pub fn take_failed_relayed(&self) -> Vec<FailedRelayed> {
+        std::mem::take(
+            &mut *self
+                .failed_relayed
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner),
+        )
+    }
+
     /// Whether recorded state reaches the disk: false after a failed msync,
     /// until one succeeds. New work waits meanwhile.
     pub fn durable(&self) -> bool {
@@ -116,6 +148,33 @@ impl Recorder {
                 }
             }
         }
+    }
+
+    /// Keeps what the report of a relayed recipient's failure needs.
+    fn note_failed_relayed(&self, item: &Item, outcome: Outcome, answer: &Answer<'_>, via: &Via) {
+        let expired = outcome == Outcome::Expired;
+        let status = match (expired, answer.enhanced) {
+            (true, _) => "4.4.7".to_owned(),
+            (false, "") if answer.code >= 500 => format!("5.{}.0", answer.subject.unwrap_or(0)),
+            (false, "") => "5.0.0".to_owned(),
+            (false, enhanced) => enhanced.to_owned(),
+        };
+        let diagnostic = match (answer.code, answer.enhanced) {
+            (0, _) => answer.text.to_owned(),
+            (code, "") => format!("{code} {}", answer.text),
+            (code, enhanced) => format!("{code} {enhanced} {}", answer.text),
+        };
+        self.failed_relayed
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .push(FailedRelayed {
+                batch: Arc::clone(&item.batch),
+                index: item.index,
+                status,
+                diagnostic,
+                mx: via.mx.clone(),
+                expired,
+            });
     }
 
     /// Marks a recipient as handed to a transaction: if volley dies before the
@@ -222,6 +281,13 @@ impl Recorder {
             Outcome::Expired => &self.counters.expired,
         };
         counter.fetch_add(1, Ordering::Relaxed);
+        // Relayed mail that fails for good is reported to its sender (campaigns
+        // report through the log and VERP).
+        if matches!(outcome, Outcome::Bounced(_) | Outcome::Expired)
+            && is_inbound_id(header.campaign_id)
+        {
+            self.note_failed_relayed(item, outcome, answer, via);
+        }
         let event = LogEvent {
             ts: timestamp(SystemTime::now()),
             campaign: header.campaign_id,
@@ -266,6 +332,7 @@ mod tests {
             counters: Counters::default(),
             sync_each: false,
             flushed: AtomicBool::new(true),
+            failed_relayed: Mutex::default(),
         };
         assert!(recorder.durable());
         let failed = Err(QueueError::Io {

@@ -4,6 +4,7 @@
 //! error is the reply to send ([`Line`]); nothing the client sent is echoed back.
 
 use super::reply::Line;
+use crate::dsn::{xtext_decode, Notify, RcptDsn, Ret};
 
 /// A parsed command. Borrowed pieces point into the command line.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +24,8 @@ pub(crate) enum Command<'a> {
     },
     Rcpt {
         address: &'a str,
+        /// `NOTIFY=` and `ORCPT=` (RFC 3461).
+        dsn: RcptDsn,
     },
     Data,
     Bdat {
@@ -36,8 +39,8 @@ pub(crate) enum Command<'a> {
     Help,
 }
 
-/// The MAIL parameters we understand (RFC 1870, 6152, 6531, 4954).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// The MAIL parameters we understand (RFC 1870, 6152, 6531, 4954, 3461).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub(crate) struct MailParams {
     /// `SIZE=n`: the client's estimate of the message size.
     pub size: Option<u64>,
@@ -45,6 +48,10 @@ pub(crate) struct MailParams {
     pub eight_bit_mime: bool,
     /// `SMTPUTF8`.
     pub smtputf8: bool,
+    /// `RET=FULL|HDRS`.
+    pub ret: Option<Ret>,
+    /// `ENVID=`, xtext decoded.
+    pub envid: Option<String>,
 }
 
 /// Longest path we take: RFC 5321 §4.5.3.1.3 (256 octets with the brackets).
@@ -106,14 +113,8 @@ pub(crate) fn parse(line: &[u8]) -> Result<Command<'_>, Line> {
         let (address, params) = path(rest, false).map_err(|why| {
             Line::new(501, "5.1.3", format!("Bad recipient address syntax: {why}"))
         })?;
-        if !params.trim().is_empty() {
-            return Err(Line::new(
-                555,
-                "5.5.4",
-                "RCPT parameters not recognized or not implemented",
-            ));
-        }
-        Ok(Command::Rcpt { address })
+        let dsn = rcpt_params(params)?;
+        Ok(Command::Rcpt { address, dsn })
     } else if is("BDAT") {
         let mut words = arg.split_whitespace();
         let size = words
@@ -298,6 +299,20 @@ fn mail_params(text: &str) -> Result<MailParams, Line> {
             }
         } else if key.eq_ignore_ascii_case("AUTH") {
             // RFC 4954 §5: the original submitter; we trust only our own AUTH.
+        } else if key.eq_ignore_ascii_case("RET") {
+            let ret = value.and_then(Ret::parse).ok_or_else(|| bad("RET"))?;
+            if params.ret.replace(ret).is_some() {
+                return Err(bad("RET"));
+            }
+        } else if key.eq_ignore_ascii_case("ENVID") {
+            // RFC 3461 §4.4: at most 100 characters of xtext.
+            let envid = value
+                .filter(|v| !v.is_empty() && v.len() <= 100)
+                .and_then(xtext_decode)
+                .ok_or_else(|| bad("ENVID"))?;
+            if params.envid.replace(envid).is_some() {
+                return Err(bad("ENVID"));
+            }
         } else {
             return Err(Line::new(
                 555,
@@ -307,6 +322,42 @@ fn mail_params(text: &str) -> Result<MailParams, Line> {
         }
     }
     Ok(params)
+}
+
+/// The RCPT parameters after the path: `NOTIFY=` and `ORCPT=` (RFC 3461).
+fn rcpt_params(text: &str) -> Result<RcptDsn, Line> {
+    let mut dsn = RcptDsn::default();
+    for param in text.split_whitespace() {
+        let (key, value) = param.split_once('=').unwrap_or((param, ""));
+        let bad = |what: &str| Line::new(501, "5.5.4", format!("Bad {what} parameter"));
+        if key.eq_ignore_ascii_case("NOTIFY") {
+            let notify = Notify::parse(value).ok_or_else(|| bad("NOTIFY"))?;
+            if dsn.notify.replace(notify).is_some() {
+                return Err(bad("NOTIFY"));
+            }
+        } else if key.eq_ignore_ascii_case("ORCPT") {
+            // addr-type ";" xtext, at most 500 characters (RFC 3461 §4.2).
+            let orcpt = Some(value)
+                .filter(|v| v.len() <= 500)
+                .and_then(|v| v.split_once(';'))
+                .filter(|(kind, _)| {
+                    !kind.is_empty() && kind.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                })
+                .and_then(|(kind, addr)| Some(format!("{kind};{}", xtext_decode(addr)?)))
+                .filter(|o| !o.ends_with(';'))
+                .ok_or_else(|| bad("ORCPT"))?;
+            if dsn.orcpt.replace(orcpt).is_some() {
+                return Err(bad("ORCPT"));
+            }
+        } else {
+            return Err(Line::new(
+                555,
+                "5.5.4",
+                "RCPT parameters not recognized or not implemented",
+            ));
+        }
+    }
+    Ok(dsn)
 }
 
 #[cfg(test)]
@@ -412,9 +463,35 @@ mod tests {
             MailParams {
                 size: Some(1000),
                 eight_bit_mime: true,
-                smtputf8: true
+                smtputf8: true,
+                ..MailParams::default()
             }
         );
+        let (_, params) = mail("MAIL FROM:<a@b.test> RET=HDRS ENVID=QQ314159+2Bx");
+        assert_eq!(
+            (params.ret, params.envid.as_deref()),
+            (Some(Ret::Hdrs), Some("QQ314159+x"))
+        );
+        for (line, expected) in [
+            (
+                "MAIL FROM:<a@b.test> RET=ALL",
+                "501 5.5.4 Bad RET parameter",
+            ),
+            (
+                "MAIL FROM:<a@b.test> RET=FULL RET=HDRS",
+                "501 5.5.4 Bad RET parameter",
+            ),
+            (
+                "MAIL FROM:<a@b.test> ENVID=a+zz",
+                "501 5.5.4 Bad ENVID parameter",
+            ),
+            (
+                "MAIL FROM:<a@b.test> ENVID=",
+                "501 5.5.4 Bad ENVID parameter",
+            ),
+        ] {
+            assert_eq!(err(line), expected, "{line}");
+        }
         assert!(!mail("MAIL FROM:<a@b.test> body=7bit").1.eight_bit_mime);
         for (line, expected) in [
             (
@@ -462,7 +539,7 @@ mod tests {
                 "501 5.5.4 Bad SMTPUTF8 parameter",
             ),
             (
-                "MAIL FROM:<a@b.test> RET=HDRS",
+                "MAIL FROM:<a@b.test> MT-PRIORITY=3",
                 "555 5.5.4 MAIL parameters not recognized or not implemented",
             ),
         ] {
@@ -480,21 +557,53 @@ mod tests {
         assert_eq!(
             ok("RCPT TO:<u@d.test>"),
             Command::Rcpt {
-                address: "u@d.test"
+                address: "u@d.test",
+                dsn: RcptDsn::default(),
             }
         );
         assert_eq!(
             ok("RCPT TO:<Postmaster>"),
             Command::Rcpt {
-                address: "Postmaster"
+                address: "Postmaster",
+                dsn: RcptDsn::default(),
             }
         );
+        assert_eq!(
+            ok("RCPT TO:<u@d.test> NOTIFY=FAILURE,DELAY ORCPT=rfc822;U+2Bx@d.test"),
+            Command::Rcpt {
+                address: "u@d.test",
+                dsn: RcptDsn {
+                    notify: Notify::parse("FAILURE,DELAY"),
+                    orcpt: Some("rfc822;U+x@d.test".into()),
+                },
+            }
+        );
+        for (line, expected) in [
+            (
+                "RCPT TO:<u@d.test> NOTIFY=NEVER,FAILURE",
+                "501 5.5.4 Bad NOTIFY parameter",
+            ),
+            (
+                "RCPT TO:<u@d.test> ORCPT=u@d.test",
+                "501 5.5.4 Bad ORCPT parameter",
+            ),
+            (
+                "RCPT TO:<u@d.test> ORCPT=rfc822;",
+                "501 5.5.4 Bad ORCPT parameter",
+            ),
+            (
+                "RCPT TO:<u@d.test> NOTIFY=NEVER NOTIFY=NEVER",
+                "501 5.5.4 Bad NOTIFY parameter",
+            ),
+        ] {
+            assert_eq!(err(line), expected, "{line}");
+        }
         assert_eq!(
             err("RCPT TO:<>"),
             "501 5.1.3 Bad recipient address syntax: empty address"
         );
         assert_eq!(
-            err("RCPT TO:<u@d.test> NOTIFY=NEVER"),
+            err("RCPT TO:<u@d.test> FOO=BAR"),
             "555 5.5.4 RCPT parameters not recognized or not implemented"
         );
     }

@@ -70,6 +70,9 @@ mod tests {
             esmtp: true,
             user: Some("app".into()),
             tls: true,
+            ret: None,
+            envid: None,
+            rcpt_dsn: Vec::new(),
         };
         let mut out = BytesMut::new();
         write_received(&envelope, "mx.acme.test", 1_772_445_600, &mut out);

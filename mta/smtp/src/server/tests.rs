@@ -9,11 +9,12 @@ use super::*;
 
 const GREETING: &str = "220 mx.acme.test ESMTP volley\r\n";
 const EHLO_PLAIN: &str = "250-mx.acme.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n\
-    250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250 ENHANCEDSTATUSCODES\r\n";
+    250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250 DSN\r\n";
 const EHLO_STARTTLS: &str = "250-mx.acme.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n\
-    250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250 STARTTLS\r\n";
+    250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n\
+    250 STARTTLS\r\n";
 const EHLO_AUTH: &str = "250-mx.acme.test\r\n250-PIPELINING\r\n250-SIZE 1000\r\n\
-    250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n\
+    250-8BITMIME\r\n250-SMTPUTF8\r\n250-CHUNKING\r\n250-ENHANCEDSTATUSCODES\r\n250-DSN\r\n\
     250 AUTH PLAIN LOGIN\r\n";
 /// `\0alice\0secret`
 const PLAIN_OK: &str = "AGFsaWNlAHNlY3JldA==";
@@ -173,6 +174,9 @@ fn a_message_with_helo_and_unstuffing() {
             esmtp: false,
             user: None,
             tls: false,
+            ret: None,
+            envid: None,
+            rcpt_dsn: vec![Default::default()],
         }
     );
     assert_eq!(m.envelope.protocol(), "SMTP");

@@ -6,6 +6,7 @@ use tracing::warn;
 use super::body::{BodyReader, Flaw};
 use super::command::MailParams;
 use super::{Envelope, Event, Message, Refusal, Session, State, Transaction};
+use crate::dsn::RcptDsn;
 
 impl Session {
     pub(super) fn mail(&mut self, address: &str, params: MailParams) {
@@ -31,12 +32,13 @@ impl Session {
             mail_from: address.to_owned(),
             params,
             rcpt_to: Vec::new(),
+            rcpt_dsn: Vec::new(),
             body: None,
         });
         self.reply(250, "2.1.0", "Ok");
     }
 
-    pub(super) fn rcpt(&mut self, address: &str) {
+    pub(super) fn rcpt(&mut self, address: &str, dsn: RcptDsn) {
         let Some(tx) = self.tx.as_ref() else {
             return self.error(503, "5.5.1", "Need MAIL before RCPT");
         };
@@ -71,6 +73,7 @@ impl Session {
         }
         if let Some(tx) = self.tx.as_mut() {
             tx.rcpt_to.push(address.to_owned());
+            tx.rcpt_dsn.push(dsn);
         }
         self.reply(250, "2.1.5", "Ok");
     }
@@ -159,6 +162,9 @@ impl Session {
                     esmtp,
                     user: self.user.clone(),
                     tls: self.tls,
+                    ret: tx.params.ret,
+                    envid: tx.params.envid,
+                    rcpt_dsn: tx.rcpt_dsn,
                 };
                 self.state = State::AwaitDeposit;
                 self.events

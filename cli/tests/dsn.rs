@@ -1,0 +1,153 @@
+//! Delivery status notifications for relayed mail, end to end: a message
+//! submitted to `volley run`'s submission listener (with RFC 3461 parameters) for
+//! recipients a real Postfix refuses, and the report volley then sends to the
+//! message's sender, which that Postfix accepts into its Maildir.
+
+mod common;
+#[path = "../../mta/engine/tests/support/mod.rs"]
+mod support;
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::time::Duration;
+
+use common::volley_run;
+use support::port::{free_port, wait_bound};
+use support::postfix::{Postfix, PostfixOptions};
+use support::process::ChildGuard;
+
+/// A plain SMTP client, one command at a time.
+struct Client {
+    reader: BufReader<TcpStream>,
+    writer: TcpStream,
+}
+
+impl Client {
+    fn connect(addr: SocketAddrV4) -> Client {
+        let stream = TcpStream::connect(addr).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let writer = stream.try_clone().unwrap();
+        let mut client = Client {
+            reader: BufReader::new(stream),
+            writer,
+        };
+        assert!(client.reply().starts_with("220 "));
+        client
+    }
+
+    /// The next reply, all its lines.
+    fn reply(&mut self) -> String {
+        let mut all = String::new();
+        loop {
+            let mut line = String::new();
+            self.reader.read_line(&mut line).unwrap();
+            all.push_str(&line);
+            if line.len() < 4 || line.as_bytes()[3] != b'-' {
+                return all;
+            }
+        }
+    }
+
+    fn send(&mut self, line: &str) -> String {
+        self.writer
+            .write_all(format!("{line}\r\n").as_bytes())
+            .unwrap();
+        self.reply()
+    }
+}
+
+#[test]
+fn a_relayed_message_that_bounces_gets_a_dsn_that_its_sender_receives() {
+    const TEST: &str = "a_relayed_message_that_bounces_gets_a_dsn_that_its_sender_receives";
+    if !Postfix::available() {
+        return support::skip(TEST, "a private Postfix needs root");
+    }
+    // Postfix delivers app@pf.test to its Maildir and refuses the others.
+    let postfix = Postfix::start(
+        Ipv4Addr::new(127, 0, 0, 93),
+        PostfixOptions {
+            hostname: Some("mx.pf.test".into()),
+            recipient_access: vec![
+                ("nobody@pf.test".into(), "550 5.1.1 User unknown".into()),
+                ("quiet@pf.test".into(), "550 5.1.1 User unknown".into()),
+            ],
+            main_cf: vec![
+                "virtual_mailbox_domains = pf.test".into(),
+                "virtual_mailbox_maps = inline:{ app@pf.test=inbox/ }".into(),
+            ],
+            ..PostfixOptions::default()
+        },
+    );
+    let ip = Ipv4Addr::new(127, 0, 0, 94);
+    let listen = SocketAddrV4::new(ip, free_port(ip));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"mta.volley.test\"\nlog = \"{log}\"\n\
+         [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n\
+         [relay]\nnetworks = [\"127.0.0.0/8\"]\n\
+         [[listen]]\naddress = \"{listen}\"\nrole = \"submission\"\ntls = \"none\"\n",
+        spool = dir.path().join("spool").display(),
+        log = dir.path().join("delivery.jsonl").display(),
+        via = postfix.addr(),
+    );
+    let config_path = dir.path().join("volley.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = ChildGuard::spawn(
+        "volley-run",
+        volley_run(&config_path.display().to_string()),
+        dir.path(),
+    )
+    .unwrap();
+    wait_bound(listen, Duration::from_secs(20), || child.check_alive())
+        .unwrap_or_else(|e| panic!("volley run did not listen: {e}"));
+
+    let mut c = Client::connect(listen);
+    let ehlo = c.send("EHLO app.pf.test");
+    assert!(
+        ehlo.contains("250-DSN\r\n") || ehlo.contains("250 DSN\r\n"),
+        "{ehlo}"
+    );
+    assert!(c
+        .send("MAIL FROM:<app@pf.test> RET=HDRS ENVID=QQ314159")
+        .starts_with("250 "));
+    assert!(c
+        .send("RCPT TO:<nobody@pf.test> NOTIFY=FAILURE ORCPT=rfc822;Nobody+2Bdsn@pf.test")
+        .starts_with("250 "));
+    // A recipient whose sender wants no report.
+    assert!(c
+        .send("RCPT TO:<quiet@pf.test> NOTIFY=NEVER")
+        .starts_with("250 "));
+    assert!(c.send("DATA").starts_with("354 "));
+    let queued = c.send(
+        "From: App <app@pf.test>\r\nTo: nobody@pf.test\r\nSubject: monthly statement\r\n\
+         Message-ID: <m1@app.pf.test>\r\n\r\nsecret body text\r\n.",
+    );
+    assert!(queued.starts_with("250 "), "{queued}");
+    c.send("QUIT");
+
+    // The report reaches the sender's mailbox at Postfix.
+    let delivered = postfix
+        .wait_for_delivered(1, Duration::from_secs(60))
+        .unwrap();
+    let report = delivered[0].text();
+    assert_eq!(delivered[0].recipient, "app@pf.test");
+    for needle in [
+        "Return-Path: <>\n",
+        "From: Mail Delivery System <MAILER-DAEMON@mta.volley.test>\n",
+        "Content-Type: multipart/report; report-type=delivery-status;\n",
+        "Reporting-MTA: dns; mta.volley.test\n",
+        "Original-Envelope-Id: QQ314159\n",
+        "Original-Recipient: rfc822;Nobody+dsn@pf.test\n",
+        "Final-Recipient: rfc822; nobody@pf.test\nAction: failed\nStatus: 5.1.1\n",
+        "Diagnostic-Code: smtp; 550 5.1.1",
+        // RET=HDRS: the header comes back, the body does not.
+        "Content-Type: text/rfc822-headers\n",
+        "Subject: monthly statement\n",
+    ] {
+        assert!(report.contains(needle), "{needle:?} in:\n{report}");
+    }
+    assert!(!report.contains("secret body text"), "{report}");
+    assert!(!report.contains("quiet@pf.test"), "NOTIFY=NEVER: {report}");
+}
