@@ -26,11 +26,11 @@ use std::io::Read;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
-use volley_engine::host::unix_now;
 
 use bytes::BytesMut;
 use clap::Args;
 use volley_conf::Config;
+use volley_engine::host::unix_now;
 
 use self::addresses::{check, parse_list};
 use self::message::{normalize_input, Field, Message};

@@ -4,7 +4,6 @@
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, UNIX_EPOCH};
-use volley_engine::host::unix_now;
 
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
@@ -13,6 +12,7 @@ use volley_control::suppress::import::ImportList;
 use volley_control::suppress::{Entry, Reason, SuppressionStore};
 
 use crate::table;
+use volley_engine::host::unix_now;
 
 /// `volley suppress …`
 #[derive(Debug, Subcommand)]

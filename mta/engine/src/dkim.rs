@@ -58,7 +58,6 @@
 //!   825 µs per message end to end in session 4), about
 //!   1,100–1,400 messages per second per core.
 
-use crate::host::unix_now;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -75,6 +74,7 @@ use rustls::pki_types::pem::{self, PemObject};
 use rustls::pki_types::PrivateKeyDer;
 use volley_conf::{DkimAlgorithm, DkimConfig};
 
+use crate::host::unix_now;
 use volley_smtp::data::{normalize_crlf_into, normalized_len};
 
 /// How many body hashes [`DkimSigner`] remembers (most recent first out).

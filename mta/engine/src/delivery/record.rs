@@ -1,6 +1,5 @@
 //! Recording attempts: the state slot, the delivery log and the run's counters.
 
-use crate::host::unix_now;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Instant, SystemTime};
@@ -10,6 +9,7 @@ use volley_queue::{QueueError, Slot, State};
 
 use crate::delivery::feed::LiveBatch;
 use crate::delivery::work::Item;
+use crate::host::unix_now;
 use crate::log::{timestamp, DeliveryLog, LogEvent};
 use crate::outcome::{decide, Outcome, Verdict};
 use volley_queue::ids::is_inbound_id;

@@ -44,9 +44,11 @@ pub fn send(
     now: u64,
     unique: &mut u64,
 ) -> usize {
-    let mut by_batch: HashMap<*const super::feed::LiveBatch, Vec<FailedRelayed>> = HashMap::new();
+    let mut by_batch: HashMap<(u64, u64), Vec<FailedRelayed>> = HashMap::new();
     for f in failed {
-        by_batch.entry(Arc::as_ptr(&f.batch)).or_default().push(f);
+        let header = f.batch.map.header();
+        let key = (header.campaign_id, header.batch_id);
+        by_batch.entry(key).or_default().push(f);
     }
     let mut sent = 0;
     for (_, failed) in by_batch {
@@ -78,7 +80,11 @@ pub fn send(
         }
         let addresses: Vec<String> = failed
             .iter()
-            .map(|f| value_address(&view, f.index))
+            .map(|f| {
+                view.recipient(f.index as usize)
+                    .map(|r| r.address())
+                    .unwrap_or_default()
+            })
             .collect();
         let originals: Vec<String> = failed.iter().map(|f| value(f.index, orcpt_at)).collect();
         let wanted: Vec<bool> = failed
@@ -129,10 +135,4 @@ pub fn send(
         }
     }
     sent
-}
-
-fn value_address(view: &volley_queue::BatchView<'_>, index: u32) -> String {
-    view.recipient(index as usize)
-        .map(|r| r.address())
-        .unwrap_or_default()
 }
