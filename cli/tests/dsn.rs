@@ -9,12 +9,55 @@ mod support;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::{Ipv4Addr, SocketAddrV4, TcpStream};
+use std::path::Path;
 use std::time::Duration;
 
 use common::volley_run;
-use support::port::{free_port, wait_bound};
+use support::port::{free_port, poll, wait_bound};
 use support::postfix::{Postfix, PostfixOptions};
 use support::process::ChildGuard;
+
+/// `volley run` with a submission listener on 127.0.0.`listen_ip` trusted from
+/// loopback, every domain routed to `via`, and `extra` config; returns it
+/// running, the listener's address and the temp dir.
+fn daemon(
+    via: std::net::SocketAddr,
+    listen_ip: u8,
+    extra: &str,
+) -> (ChildGuard, SocketAddrV4, tempfile::TempDir) {
+    let ip = Ipv4Addr::new(127, 0, 0, listen_ip);
+    let listen = SocketAddrV4::new(ip, free_port(ip));
+    let dir = tempfile::tempdir().unwrap();
+    let config = format!(
+        "[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"mta.volley.test\"\nlog = \"{log}\"\n\
+         [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n\
+         [relay]\nnetworks = [\"127.0.0.0/8\"]\n\
+         [[listen]]\naddress = \"{listen}\"\nrole = \"submission\"\ntls = \"none\"\n{extra}",
+        spool = dir.path().join("spool").display(),
+        log = dir.path().join("delivery.jsonl").display(),
+    );
+    let config_path = dir.path().join("volley.toml");
+    std::fs::write(&config_path, config).unwrap();
+    let child = ChildGuard::spawn(
+        "volley-run",
+        volley_run(&config_path.display().to_string()),
+        dir.path(),
+    )
+    .unwrap();
+    wait_bound(listen, Duration::from_secs(20), || child.check_alive())
+        .unwrap_or_else(|e| panic!("volley run did not listen: {e}"));
+    (child, listen, dir)
+}
+
+/// Delivery-log lines of `recipient` with `status`.
+fn logged(dir: &Path, recipient: &str, status: &str) -> usize {
+    std::fs::read_to_string(dir.join("delivery.jsonl"))
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .filter(|e| e["recipient"] == recipient && e["status"] == status)
+        .count()
+}
 
 /// A plain SMTP client, one command at a time.
 struct Client {
@@ -80,28 +123,7 @@ fn a_relayed_message_that_bounces_gets_a_dsn_that_its_sender_receives() {
             ..PostfixOptions::default()
         },
     );
-    let ip = Ipv4Addr::new(127, 0, 0, 94);
-    let listen = SocketAddrV4::new(ip, free_port(ip));
-    let dir = tempfile::tempdir().unwrap();
-    let config = format!(
-        "[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"mta.volley.test\"\nlog = \"{log}\"\n\
-         [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n\
-         [relay]\nnetworks = [\"127.0.0.0/8\"]\n\
-         [[listen]]\naddress = \"{listen}\"\nrole = \"submission\"\ntls = \"none\"\n",
-        spool = dir.path().join("spool").display(),
-        log = dir.path().join("delivery.jsonl").display(),
-        via = postfix.addr(),
-    );
-    let config_path = dir.path().join("volley.toml");
-    std::fs::write(&config_path, config).unwrap();
-    let child = ChildGuard::spawn(
-        "volley-run",
-        volley_run(&config_path.display().to_string()),
-        dir.path(),
-    )
-    .unwrap();
-    wait_bound(listen, Duration::from_secs(20), || child.check_alive())
-        .unwrap_or_else(|e| panic!("volley run did not listen: {e}"));
+    let (_daemon, listen, _dir) = daemon(postfix.addr(), 94, "");
 
     let mut c = Client::connect(listen);
     let ehlo = c.send("EHLO app.pf.test");
@@ -150,4 +172,80 @@ fn a_relayed_message_that_bounces_gets_a_dsn_that_its_sender_receives() {
     }
     assert!(!report.contains("secret body text"), "{report}");
     assert!(!report.contains("quiet@pf.test"), "NOTIFY=NEVER: {report}");
+}
+
+#[test]
+fn delay_warnings_and_success_reports_follow_notify() {
+    const TEST: &str = "delay_warnings_and_success_reports_follow_notify";
+    if !Postfix::available() {
+        return support::skip(TEST, "a private Postfix needs root");
+    }
+    // ok@pf.test is delivered, later@pf.test deferred at every attempt.
+    let postfix = Postfix::start(
+        Ipv4Addr::new(127, 0, 0, 95),
+        PostfixOptions {
+            hostname: Some("mx.pf.test".into()),
+            recipient_access: vec![("later@pf.test".into(), "450 4.2.0 Try later".into())],
+            main_cf: vec![
+                "virtual_mailbox_domains = pf.test".into(),
+                "virtual_mailbox_maps = inline:{ app@pf.test=inbox/, ok@pf.test=inbox/ }".into(),
+            ],
+            ..PostfixOptions::default()
+        },
+    );
+    let (_daemon, listen, dir) = daemon(postfix.addr(), 96, "[bounce]\ndelay_warning = \"1s\"\n");
+    let mut c = Client::connect(listen);
+    c.send("EHLO app.pf.test");
+    assert!(c.send("MAIL FROM:<app@pf.test>").starts_with("250 "));
+    assert!(c
+        .send("RCPT TO:<ok@pf.test> NOTIFY=SUCCESS")
+        .starts_with("250 "));
+    assert!(c.send("RCPT TO:<later@pf.test>").starts_with("250 "));
+    assert!(c.send("DATA").starts_with("354 "));
+    let queued = c.send("From: app@pf.test\r\nSubject: invoice\r\n\r\nbody\r\n.");
+    assert!(queued.starts_with("250 "), "{queued}");
+    c.send("QUIT");
+
+    let reports = |postfix: &Postfix| -> Vec<String> {
+        postfix
+            .delivered()
+            .iter()
+            .filter(|d| d.recipient == "app@pf.test")
+            .map(|d| d.text())
+            .collect()
+    };
+    let got = poll(Duration::from_secs(60), || {
+        let r = reports(&postfix);
+        (r.len() >= 2).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("reports: {:?}\n{}", reports(&postfix), postfix.log()));
+    let success = got
+        .iter()
+        .find(|r| r.contains("Subject: Successful Mail Delivery Report"))
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert!(
+        success.contains("Final-Recipient: rfc822; ok@pf.test\nAction: delivered\nStatus: 2.0.0\n"),
+        "{success}"
+    );
+    let delayed = got
+        .iter()
+        .find(|r| r.contains("Subject: Delayed Mail (still being retried)"))
+        .unwrap_or_else(|| panic!("{got:?}"));
+    assert!(
+        delayed
+            .contains("Final-Recipient: rfc822; later@pf.test\nAction: delayed\nStatus: 4.2.0\n"),
+        "{delayed}"
+    );
+    assert!(!delayed.contains("ok@pf.test"), "{delayed}");
+    // Retried again and again, warned of once.
+    poll(Duration::from_secs(60), || {
+        (logged(dir.path(), "later@pf.test", "deferred") >= 4).then_some(())
+    })
+    .unwrap_or_else(|| panic!("later@pf.test was not retried"));
+    let again = reports(&postfix);
+    let delays = again
+        .iter()
+        .filter(|r| r.contains("Action: delayed"))
+        .count();
+    assert_eq!((again.len(), delays), (2, 1), "{again:?}");
 }

@@ -46,6 +46,12 @@ pub struct BounceConfig {
     /// allowed 1h..=1year.
     #[serde(deserialize_with = "window")]
     pub window: Duration,
+    /// Relayed mail still undelivered this long after it was queued gets a
+    /// delay warning to its sender (a DSN with `Action: delayed`), once per
+    /// recipient, unless `NOTIFY` left delays out. Default 0s: no warnings;
+    /// allowed 0s..=30d.
+    #[serde(deserialize_with = "delay_warning")]
+    pub delay_warning: Duration,
 }
 
 /// Longest `prefix`: the local part is the prefix and a 48-character token, and
@@ -68,6 +74,7 @@ impl Default for BounceConfig {
             hard_limit: 1,
             soft_limit: 5,
             window: Duration::from_secs(7 * DAY),
+            delay_warning: Duration::ZERO,
         }
     }
 }
@@ -80,6 +87,10 @@ impl BounceConfig {
             None => spool_dir.join("bounce.key"),
         }
     }
+}
+
+fn delay_warning<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    duration::in_range(de, Duration::ZERO..=Duration::from_secs(30 * DAY))
 }
 
 fn domain<'de, D: Deserializer<'de>>(de: D) -> Result<Option<String>, D::Error> {
@@ -176,7 +187,7 @@ mod tests {
     fn every_key() {
         let text = "[bounce]\ndomain = \"Bounce.Acme.Test.\"\nprefix = \"VB.\"\n\
                     secret_file = \"/etc/volley/bounce.key\"\nhard_limit = 2\n\
-                    soft_limit = 10\nwindow = \"30d\"\n";
+                    soft_limit = 10\nwindow = \"30d\"\ndelay_warning = \"4h\"\n";
         let bounce = parse(text).unwrap_or_else(|err| panic!("{err}")).bounce;
         assert_eq!(
             bounce,
@@ -187,6 +198,7 @@ mod tests {
                 hard_limit: 2,
                 soft_limit: 10,
                 window: Duration::from_secs(30 * DAY),
+                delay_warning: Duration::from_secs(4 * 3600),
             }
         );
         assert_eq!(

@@ -42,6 +42,8 @@ use volley_inbound::VerpError;
 use volley_merge::{TemplateError, Verbatim};
 use volley_queue::ids::{queue_id, INBOUND_ID_BASE};
 use volley_smtp::dsn::{RcptDsn, Ret};
+
+use crate::delivery::reports::DSN_FIELDS;
 use volley_smtp::server::Envelope;
 
 /// Why a message could not be stored (the client gets a 4xx and tries again).
@@ -323,12 +325,6 @@ fn sorted_unique(recipients: &[&str]) -> Vec<String> {
     keyed.dedup_by(|a, b| a.0 == b.0);
     keyed.into_iter().map(|(_, r)| r.to_owned()).collect()
 }
-
-/// The merge fields of a relayed message's batches: what its sender asked to be
-/// told of each recipient (RFC 3461 `NOTIFY` and `ORCPT`, and the message's
-/// `RET` and `ENVID`), for the delivery status notification if it fails. A
-/// value is empty when it was not given.
-pub const DSN_FIELDS: [&str; 4] = ["dsn_notify", "dsn_orcpt", "dsn_ret", "dsn_envid"];
 
 /// A relayed message's DSN parameters, as the SMTP server received them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -1,10 +1,11 @@
 //! Delivery status notifications volley writes itself (RFC 3464, RFC 3461): the
-//! report sent to the envelope sender of a relayed message that bounced or
-//! expired. A `multipart/report; report-type=delivery-status` with a line for
-//! people, the `message/delivery-status` part, and the returned message (whole,
-//! as `message/rfc822`, or its header only, as `text/rfc822-headers`).
+//! report sent to the envelope sender of a relayed message whose recipients
+//! bounced or expired (or, when asked, were delayed or delivered). A
+//! `multipart/report; report-type=delivery-status` with a line for people, the
+//! `message/delivery-status` part, and the returned message (whole, as
+//! `message/rfc822`, or its header only, as `text/rfc822-headers`).
 //!
-//! Pure: the caller says who failed and why, and stores the bytes as a message
+//! Pure: the caller says what happened to whom and why, and stores the bytes as a message
 //! of its own from the null sender.
 
 use std::fmt::Write as _;
@@ -17,9 +18,38 @@ use volley_smtp::dsn::Ret;
 /// `bounce_size_limit`), whatever `RET` asked.
 pub const RETURN_LIMIT: usize = 50_000;
 
+/// What happened to a recipient a report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Bounced: `Action: failed`.
+    Failed,
+    /// Given up after `[retry] expire`: `Action: failed`.
+    Expired,
+    /// Still being retried after `[bounce] delay_warning`: `Action: delayed`.
+    Delayed,
+    /// Delivered (`NOTIFY=SUCCESS`): `Action: delivered`.
+    Delivered,
+}
+
+impl Action {
+    /// The `Action:` field's value.
+    pub fn field(self) -> &'static str {
+        match self {
+            Action::Failed | Action::Expired => "failed",
+            Action::Delayed => "delayed",
+            Action::Delivered => "delivered",
+        }
+    }
+
+    /// Whether it is a failure (the message is returned per `RET`).
+    pub fn failed(self) -> bool {
+        matches!(self, Action::Failed | Action::Expired)
+    }
+}
+
 /// One recipient a report is about.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Failed<'a> {
+pub struct Recipient<'a> {
     /// The recipient as queued.
     pub recipient: &'a str,
     /// `ORCPT` as received (`rfc822;user@example.test`), if any.
@@ -31,8 +61,8 @@ pub struct Failed<'a> {
     pub diagnostic: &'a str,
     /// The host that answered, if one did.
     pub remote_mta: Option<&'a str>,
-    /// Whether it expired in the queue (`Action: failed` either way).
-    pub expired: bool,
+    /// What happened to it.
+    pub action: Action,
 }
 
 /// The report of one message.
@@ -52,8 +82,8 @@ pub struct Report<'a> {
     pub unique: u64,
     /// `RET` of the message, if given.
     pub ret: Option<Ret>,
-    /// The recipients that failed.
-    pub failed: &'a [Failed<'a>],
+    /// The recipients it is about.
+    pub recipients: &'a [Recipient<'a>],
     /// The message as it was queued.
     pub original: &'a [u8],
 }
@@ -86,7 +116,30 @@ impl Report<'_> {
         let mut arrival = BytesMut::new();
         write_date(self.arrival, &mut arrival);
         let arrival = String::from_utf8_lossy(&arrival).into_owned();
-        let expired = self.failed.iter().all(|f| f.expired);
+        let any = |action: Action| self.recipients.iter().any(|f| f.action == action);
+        let failed = self.recipients.iter().any(|f| f.action.failed());
+        let (subject, why) = if failed && !any(Action::Failed) {
+            (
+                "Undelivered Mail Returned to Sender (expired)",
+                "Your message could not be delivered in the time allowed, and was given up.",
+            )
+        } else if failed {
+            (
+                "Undelivered Mail Returned to Sender",
+                "Your message could not be delivered to one or more recipients.",
+            )
+        } else if any(Action::Delayed) {
+            (
+                "Delayed Mail (still being retried)",
+                "Your message has not been delivered yet. It is still being retried; \
+                 there is nothing to do.",
+            )
+        } else {
+            (
+                "Successful Mail Delivery Report",
+                "Your message was delivered to the recipients below, as you asked to be told.",
+            )
+        };
         let mut out = String::with_capacity(2048);
         let _ = write!(
             out,
@@ -110,19 +163,9 @@ impl Report<'_> {
              {why}\r\n\
              \r\n",
             to = field(self.to),
-            subject = if expired {
-                "Undelivered Mail Returned to Sender (expired)"
-            } else {
-                "Undelivered Mail Returned to Sender"
-            },
             unique = self.unique,
-            why = if expired {
-                "Your message could not be delivered in the time allowed, and was given up."
-            } else {
-                "Your message could not be delivered to one or more recipients."
-            },
         );
-        for f in self.failed {
+        for f in self.recipients {
             let _ = write!(out, "<{}>: {}\r\n", field(f.recipient), field(f.diagnostic));
         }
         let _ = write!(
@@ -136,15 +179,16 @@ impl Report<'_> {
             let _ = write!(out, "Original-Envelope-Id: {}\r\n", field(envid));
         }
         let _ = write!(out, "Arrival-Date: {arrival}\r\n");
-        for f in self.failed {
+        for f in self.recipients {
             out.push_str("\r\n");
             if let Some(original) = f.original {
                 let _ = write!(out, "Original-Recipient: {}\r\n", field(original));
             }
             let _ = write!(
                 out,
-                "Final-Recipient: rfc822; {}\r\nAction: failed\r\nStatus: {}\r\n",
+                "Final-Recipient: rfc822; {}\r\nAction: {}\r\nStatus: {}\r\n",
                 field(f.recipient),
+                f.action.field(),
                 field(f.status)
             );
             if let Some(mta) = f.remote_mta {
@@ -161,7 +205,9 @@ impl Report<'_> {
                 field(f.diagnostic)
             );
         }
-        let whole = self.ret != Some(Ret::Hdrs) && self.original.len() <= RETURN_LIMIT;
+        // Only a failure returns the message (RFC 3461 §4.3); delays and
+        // deliveries return its header.
+        let whole = failed && self.ret != Some(Ret::Hdrs) && self.original.len() <= RETURN_LIMIT;
         let _ = write!(
             out,
             "\r\n--{boundary}\r\nContent-Type: {}\r\n\r\n",
@@ -207,18 +253,22 @@ mod tests {
     const ORIGINAL: &[u8] =
         b"From: app@example.test\r\nTo: u@x.test\r\nSubject: hi\r\n\r\nbody line\r\n";
 
-    fn failed(expired: bool) -> Failed<'static> {
-        Failed {
+    fn failed(expired: bool) -> Recipient<'static> {
+        Recipient {
             recipient: "u@x.test",
             original: Some("rfc822;U@x.test"),
             status: if expired { "4.4.7" } else { "5.1.1" },
             diagnostic: "550 5.1.1 <u@x.test>: Recipient address rejected",
             remote_mta: Some("mx.x.test"),
-            expired,
+            action: if expired {
+                Action::Expired
+            } else {
+                Action::Failed
+            },
         }
     }
 
-    fn report<'a>(failed: &'a [Failed<'a>], ret: Option<Ret>, original: &'a [u8]) -> String {
+    fn report<'a>(recipients: &'a [Recipient<'a>], ret: Option<Ret>, original: &'a [u8]) -> String {
         let r = Report {
             host: "mta.volley.test",
             to: "app@example.test",
@@ -227,7 +277,7 @@ mod tests {
             now: 1_772_445_600,
             unique: 7,
             ret,
-            failed,
+            recipients,
             original,
         };
         String::from_utf8(r.write()).unwrap()
@@ -275,8 +325,35 @@ mod tests {
     }
 
     #[test]
+    fn delay_and_success_reports_say_so_and_return_the_header_only() {
+        for (action, subject, field) in [
+            (
+                Action::Delayed,
+                "Subject: Delayed Mail (still being retried)",
+                "Action: delayed",
+            ),
+            (
+                Action::Delivered,
+                "Subject: Successful Mail Delivery Report",
+                "Action: delivered",
+            ),
+        ] {
+            let f = [Recipient {
+                action,
+                ..failed(false)
+            }];
+            let text = report(&f, Some(Ret::Full), ORIGINAL);
+            assert!(text.contains(subject) && text.contains(field), "{text}");
+            assert!(
+                text.contains("text/rfc822-headers") && !text.contains("body line"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
     fn outside_text_cannot_add_fields() {
-        let f = [Failed {
+        let f = [Recipient {
             recipient: "u@x.test\r\nBcc: evil@x.test",
             diagnostic: "550 no\r\nX-Evil: 1",
             ..failed(false)

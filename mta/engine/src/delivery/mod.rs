@@ -238,7 +238,8 @@ impl Engine {
                 counters: Default::default(),
                 sync_each: config.queue.sync_interval.is_zero(),
                 flushed: AtomicBool::new(true),
-                failed_relayed: Default::default(),
+                delay_warning: config.bounce.delay_warning.as_secs(),
+                relayed_reports: Default::default(),
             },
             source,
             dkim,
@@ -372,7 +373,7 @@ impl Engine {
         let committed = self.feed.commit(&work.batches);
         self.shared.recorder.flush_result(&committed);
         committed?;
-        let failed = self.shared.recorder.take_failed_relayed();
+        let failed = self.shared.recorder.take_relayed_reports();
         if let (false, Some(sink)) = (failed.is_empty(), &self.reports) {
             let mut unique = self
                 .report_seq

@@ -7,11 +7,12 @@ use std::time::{Instant, SystemTime};
 use volley_conf::RetryConfig;
 use volley_queue::{QueueError, Slot, State};
 
-use crate::delivery::feed::LiveBatch;
+use crate::delivery::reports::{crosses_delay_warning, notify_of, RelayedOutcome};
 use crate::delivery::work::Item;
 use crate::host::unix_now;
 use crate::log::{timestamp, DeliveryLog, LogEvent};
 use crate::outcome::{decide, Outcome, Verdict};
+use volley_merge::report::Action;
 use volley_queue::ids::is_inbound_id;
 
 /// Where an attempt went: for the log.
@@ -94,34 +95,19 @@ pub struct Recorder {
     /// Whether the last flush of state slots to disk succeeded. While it has
     /// not, no new transaction starts ([`Recorder::durable`]).
     pub flushed: AtomicBool,
-    /// Recipients of relayed messages that bounced or expired since the last
-    /// [`Recorder::take_failed_relayed`]: their senders get a report.
-    pub failed_relayed: Mutex<Vec<FailedRelayed>>,
-}
-
-/// A relayed message's recipient that failed for good, as its report needs it.
-#[derive(Debug)]
-pub struct FailedRelayed {
-    /// Its batch.
-    pub batch: Arc<LiveBatch>,
-    /// Its index in the batch.
-    pub index: u32,
-    /// The enhanced status code reported (`4.4.7` when it expired).
-    pub status: String,
-    /// The reply (`550 5.1.1 ...`) or the local reason.
-    pub diagnostic: String,
-    /// The host that answered ("" when none did).
-    pub mx: String,
-    /// Whether it expired (rather than bounced).
-    pub expired: bool,
+    /// `[bounce] delay_warning` in seconds (0: no delay warnings).
+    pub delay_warning: u64,
+    /// Outcomes of relayed messages' recipients to report to their senders,
+    /// since the last [`Recorder::take_relayed_reports`].
+    pub relayed_reports: Mutex<Vec<RelayedOutcome>>,
 }
 
 impl Recorder {
-    /// The relayed recipients that failed since the last call.
-    pub fn take_failed_relayed(&self) -> Vec<FailedRelayed> {
+    /// The relayed recipients' outcomes to report, since the last call.
+    pub fn take_relayed_reports(&self) -> Vec<RelayedOutcome> {
         std::mem::take(
             &mut *self
-                .failed_relayed
+                .relayed_reports
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner),
         )
@@ -150,30 +136,31 @@ impl Recorder {
         }
     }
 
-    /// Keeps what the report of a relayed recipient's failure needs.
-    fn note_failed_relayed(&self, item: &Item, outcome: Outcome, answer: &Answer<'_>, via: &Via) {
-        let expired = outcome == Outcome::Expired;
-        let status = match (expired, answer.enhanced) {
-            (true, _) => "4.4.7".to_owned(),
-            (false, "") if answer.code >= 500 => format!("5.{}.0", answer.subject.unwrap_or(0)),
-            (false, "") => "5.0.0".to_owned(),
-            (false, enhanced) => enhanced.to_owned(),
+    /// Keeps what the report of a relayed recipient's outcome needs.
+    fn note_relayed(&self, item: &Item, action: Action, answer: &Answer<'_>, via: &Via) {
+        let status = match (action, answer.enhanced) {
+            (Action::Expired, _) => "4.4.7".to_owned(),
+            (Action::Delivered, "") => "2.0.0".to_owned(),
+            (Action::Delayed, "") => "4.0.0".to_owned(),
+            (_, "") if answer.code >= 500 => format!("5.{}.0", answer.subject.unwrap_or(0)),
+            (_, "") => "5.0.0".to_owned(),
+            (_, enhanced) => enhanced.to_owned(),
         };
         let diagnostic = match (answer.code, answer.enhanced) {
             (0, _) => answer.text.to_owned(),
             (code, "") => format!("{code} {}", answer.text),
             (code, enhanced) => format!("{code} {enhanced} {}", answer.text),
         };
-        self.failed_relayed
+        self.relayed_reports
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
-            .push(FailedRelayed {
+            .push(RelayedOutcome {
                 batch: Arc::clone(&item.batch),
                 index: item.index,
+                action,
                 status,
                 diagnostic,
                 mx: via.mx.clone(),
-                expired,
             });
     }
 
@@ -281,12 +268,32 @@ impl Recorder {
             Outcome::Expired => &self.counters.expired,
         };
         counter.fetch_add(1, Ordering::Relaxed);
-        // Relayed mail that fails for good is reported to its sender (campaigns
-        // report through the log and VERP).
-        if matches!(outcome, Outcome::Bounced(_) | Outcome::Expired)
-            && is_inbound_id(header.campaign_id)
-        {
-            self.note_failed_relayed(item, outcome, answer, via);
+        // Relayed mail is reported to its sender (campaigns report through the
+        // log and VERP): failures always (NOTIFY is checked when reporting),
+        // delays past `delay_warning` and deliveries when NOTIFY asks.
+        if is_inbound_id(header.campaign_id) {
+            let action = match outcome {
+                Outcome::Bounced(_) => Some(Action::Failed),
+                Outcome::Expired => Some(Action::Expired),
+                Outcome::Deferred { next_attempt }
+                    if crosses_delay_warning(
+                        header.created_at,
+                        self.delay_warning,
+                        attempts,
+                        now,
+                        next_attempt,
+                    ) =>
+                {
+                    Some(Action::Delayed)
+                }
+                Outcome::Delivered if notify_of(item).is_some_and(|n| n.success) => {
+                    Some(Action::Delivered)
+                }
+                _ => None,
+            };
+            if let Some(action) = action {
+                self.note_relayed(item, action, answer, via);
+            }
         }
         let event = LogEvent {
             ts: timestamp(SystemTime::now()),
@@ -332,7 +339,8 @@ mod tests {
             counters: Counters::default(),
             sync_each: false,
             flushed: AtomicBool::new(true),
-            failed_relayed: Mutex::default(),
+            delay_warning: 0,
+            relayed_reports: Mutex::default(),
         };
         assert!(recorder.durable());
         let failed = Err(QueueError::Io {

@@ -1,23 +1,26 @@
 //! Delivery status notifications for relayed mail (RFC 3464): at the end of a
 //! round, every relayed message with recipients that bounced or expired in it
-//! gets one report per batch, to its envelope sender, queued as a message of
-//! its own from the null sender. Never for campaign mail (campaigns report
-//! through the log and VERP), never to the null sender, never for a recipient
-//! whose `NOTIFY` leaves failures out; `ORCPT`, `ENVID` and `RET` as received.
+//! gets a report to its envelope sender, queued as a message of its own from
+//! the null sender; so do recipients still deferred past `[bounce]
+//! delay_warning` (once each) and, with `NOTIFY=SUCCESS`, delivered ones. One
+//! report per batch and kind (failures, delays, deliveries). Never for campaign
+//! mail (campaigns report through the log and VERP), never to the null sender,
+//! never for what a recipient's `NOTIFY` leaves out; `ORCPT`, `ENVID` and `RET`
+//! as received.
 //!
-//! Not yet: delay warnings (`NOTIFY=DELAY`) and success reports
-//! (`NOTIFY=SUCCESS`). A report lost to a crash between the recording of the
-//! failure and the end of the round is not made again.
+//! A report whose outcome was recorded just before a crash, in the round that
+//! did not end, is not made again.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use volley_merge::report::{Failed, Report};
+use volley_merge::report::{Action, Recipient, Report};
 use volley_merge::source::MessageSource;
 use volley_smtp::dsn::{Notify, Ret};
 
-use crate::delivery::record::FailedRelayed;
+use crate::delivery::feed::LiveBatch;
+use crate::delivery::work::Item;
 
 /// Where reports go: queued as new relayed messages (the binary passes its
 /// spool deposit).
@@ -26,28 +29,78 @@ pub trait ReportSink: Send + Sync {
     fn queue(&self, to: &str, message: &[u8]) -> Result<(), String>;
 }
 
-/// The merge fields of a relayed batch that hold its DSN parameters
-/// (`volley_engine::deposit::DSN_FIELDS`).
+/// The merge fields of a relayed message's batches: what its sender asked to be
+/// told of each recipient (RFC 3461 `NOTIFY` and `ORCPT`, and the message's
+/// `RET` and `ENVID`; the deposit writes them). A value is empty when it was
+/// not given.
+pub const DSN_FIELDS: [&str; 4] = [NOTIFY, ORCPT, RET, ENVID];
 const NOTIFY: &str = "dsn_notify";
 const ORCPT: &str = "dsn_orcpt";
 const RET: &str = "dsn_ret";
 const ENVID: &str = "dsn_envid";
 
-/// Makes and queues the reports of `failed`; answers how many were queued.
+/// What happened to a relayed message's recipient, as its report needs it.
+#[derive(Debug)]
+pub struct RelayedOutcome {
+    /// Its batch.
+    pub batch: Arc<LiveBatch>,
+    /// Its index in the batch.
+    pub index: u32,
+    /// Bounced, expired, delayed or delivered.
+    pub action: Action,
+    /// The enhanced status code reported (`4.4.7` when it expired).
+    pub status: String,
+    /// The reply (`550 5.1.1 ...`) or the local reason.
+    pub diagnostic: String,
+    /// The host that answered ("" when none did).
+    pub mx: String,
+}
+
+/// Whether a deferral at `now` of a recipient queued at `queued_at`, next tried
+/// at `next_attempt`, is the one that warns of its delay: the one whose next
+/// attempt falls at or past `queued_at + delay_warning` (or the first attempt,
+/// when that is already past). Once per recipient, with nothing stored.
+pub fn crosses_delay_warning(
+    queued_at: u64,
+    delay_warning: u64,
+    attempts: u32,
+    now: u64,
+    next_attempt: u64,
+) -> bool {
+    let threshold = queued_at.saturating_add(delay_warning);
+    delay_warning > 0 && next_attempt >= threshold && (now < threshold || attempts == 1)
+}
+
+/// The `NOTIFY` a relayed recipient was given (`None` when not given).
+pub fn notify_of(item: &Item) -> Option<Notify> {
+    let view = item.batch.map.view();
+    let field = view.field_names_iter().position(|n| n == NOTIFY)?;
+    let value = view.recipient(item.index as usize)?.values().nth(field)?;
+    Notify::parse(std::str::from_utf8(value).ok()?)
+}
+
+/// Makes and queues the reports of `outcomes` (those their recipients' `NOTIFY`
+/// asks for); answers how many were queued.
 /// `host` is the reporting host's name; `unique` distinguishes the reports of
 /// one process.
 pub fn send(
-    failed: Vec<FailedRelayed>,
+    outcomes: Vec<RelayedOutcome>,
     source: &dyn MessageSource,
     sink: &dyn ReportSink,
     host: &str,
     now: u64,
     unique: &mut u64,
 ) -> usize {
-    let mut by_batch: HashMap<(u64, u64), Vec<FailedRelayed>> = HashMap::new();
-    for f in failed {
+    // One report per batch and kind: failures, delays and deliveries apart.
+    let mut by_batch: HashMap<(u64, u64, u8), Vec<RelayedOutcome>> = HashMap::new();
+    for f in outcomes {
         let header = f.batch.map.header();
-        let key = (header.campaign_id, header.batch_id);
+        let kind = match f.action {
+            Action::Failed | Action::Expired => 0,
+            Action::Delayed => 1,
+            Action::Delivered => 2,
+        };
+        let key = (header.campaign_id, header.batch_id, kind);
         by_batch.entry(key).or_default().push(f);
     }
     let mut sent = 0;
@@ -89,22 +142,19 @@ pub fn send(
         let originals: Vec<String> = failed.iter().map(|f| value(f.index, orcpt_at)).collect();
         let wanted: Vec<bool> = failed
             .iter()
-            .map(|f| {
-                let notify = value(f.index, notify_at);
-                notify.is_empty() || Notify::parse(&notify).is_some_and(|n| n.failure)
-            })
+            .map(|f| wanted(f.action, Notify::parse(&value(f.index, notify_at))))
             .collect();
-        let entries: Vec<Failed<'_>> = failed
+        let entries: Vec<Recipient<'_>> = failed
             .iter()
             .enumerate()
             .filter(|(i, _)| wanted[*i])
-            .map(|(i, f)| Failed {
+            .map(|(i, f)| Recipient {
                 recipient: &addresses[i],
                 original: Some(originals[i].as_str()).filter(|o| !o.is_empty()),
                 status: &f.status,
                 diagnostic: &f.diagnostic,
                 remote_mta: Some(f.mx.as_str()).filter(|m| !m.is_empty()),
-                expired: f.expired,
+                action: f.action,
             })
             .collect();
         if entries.is_empty() {
@@ -121,7 +171,7 @@ pub fn send(
             now,
             unique: *unique ^ now.rotate_left(20),
             ret,
-            failed: &entries,
+            recipients: &entries,
             original: &original,
         };
         match sink.queue(&sender, &report.write()) {
@@ -135,4 +185,63 @@ pub fn send(
         }
     }
     sent
+}
+
+/// Whether a recipient given `notify` (`None`: not given) wants `action`
+/// reported: failures unless `NOTIFY` leaves them out, delays likewise,
+/// deliveries only when asked.
+pub fn wanted(action: Action, notify: Option<Notify>) -> bool {
+    match action {
+        Action::Failed | Action::Expired => notify.is_none_or(|n| n.failure),
+        Action::Delayed => notify.is_none_or(|n| n.delay),
+        Action::Delivered => notify.is_some_and(|n| n.success),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_delay_is_warned_of_once() {
+        // Queued at 0, warning after 100; (attempts, now, next attempt).
+        let table = [
+            (1, 10, 40, false),
+            (2, 40, 90, false),
+            (3, 90, 150, true),
+            (4, 150, 250, false),
+            (1, 200, 260, true),
+            (5, 99, 100, true),
+        ];
+        for (attempts, now, next, warn) in table {
+            assert_eq!(
+                crosses_delay_warning(0, 100, attempts, now, next),
+                warn,
+                "{attempts} {now} {next}"
+            );
+        }
+        assert!(
+            !crosses_delay_warning(0, 0, 1, 10, 1000),
+            "0 turns warnings off"
+        );
+    }
+
+    #[test]
+    fn what_notify_asks_for() {
+        let table = [
+            (Action::Failed, None, true),
+            (Action::Expired, Some("NEVER"), false),
+            (Action::Failed, Some("DELAY"), false),
+            (Action::Failed, Some("FAILURE"), true),
+            (Action::Delayed, None, true),
+            (Action::Delayed, Some("FAILURE"), false),
+            (Action::Delayed, Some("DELAY,FAILURE"), true),
+            (Action::Delivered, None, false),
+            (Action::Delivered, Some("SUCCESS"), true),
+        ];
+        for (action, notify, expected) in table {
+            let notify = notify.map(|n| Notify::parse(n).unwrap());
+            assert_eq!(wanted(action, notify), expected, "{action:?} {notify:?}");
+        }
+    }
 }
