@@ -261,7 +261,7 @@ mod tests {
         assert_eq!(
             error("[bounce]\nsoft_limits = 3\n"),
             "volley.toml:2:1: bounce.soft_limits: unknown key; did you mean `soft_limit`? \
-             (known keys: domain, prefix, secret_file, hard_limit, soft_limit, window)"
+             (known keys: domain, prefix, secret_file, hard_limit, soft_limit, window, delay_warning)"
         );
     }
 }
