@@ -35,7 +35,7 @@ echo "== cargo test"
 export VOLLEY_TEST_SKIPS="$PWD/target/skipped.log"
 rm -f "$VOLLEY_TEST_SKIPS"
 status=0
-cargo test --workspace --exclude volley-fuzz --exclude volley-benches 2>&1 | tee target/test.log || status=$?
+cargo test --workspace --no-fail-fast --exclude volley-fuzz --exclude volley-benches 2>&1 | tee target/test.log || status=$?
 skips=0
 if [ -f "$VOLLEY_TEST_SKIPS" ]; then
   echo "== skipped tests"

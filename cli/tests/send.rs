@@ -197,6 +197,24 @@ fn resent_in_log(log: &Path) -> u64 {
         .sum()
 }
 
+/// `volley run --once` until nothing is left to do (bounded by `deadline`);
+/// answers how many recipients the runs reported resending after a crash.
+fn run_once_until_done(s: &Setup, deadline: Duration) -> u64 {
+    let end = Instant::now() + deadline;
+    let mut resent = 0;
+    loop {
+        let out = volley(&["--config", &s.arg("volley.toml"), "run", "--once"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        resent += resent_in(&text);
+        if text.starts_with("0 attempted") && text.contains(" 0 waiting for a retry") {
+            return resent;
+        }
+        assert!(Instant::now() < end, "not finished: {text}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
 /// Waits until the sink has counted at least `n` messages (or the process ended).
 fn wait_messages(sink: &SmtpSink, n: u64, child: &mut std::process::Child, deadline: Duration) {
     let end = Instant::now() + deadline;
@@ -258,18 +276,7 @@ fn sigkill_during_send_and_run_neither_loses_nor_doubles_recipients() {
     }
 
     // 3. Rounds until nothing is left; each start reports what it resent.
-    let end = Instant::now() + Duration::from_secs(300);
-    loop {
-        let out = volley(&["--config", &s.arg("volley.toml"), "run", "--once"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        resent += resent_in(&text);
-        if text.starts_with("0 attempted") && text.contains(" 0 waiting for a retry") {
-            break;
-        }
-        assert!(Instant::now() < end, "not finished: {text}");
-        std::thread::sleep(Duration::from_millis(300));
-    }
+    resent += run_once_until_done(&s, Duration::from_secs(300));
     s.sink
         .wait_for_count(N as u64, Duration::from_secs(60))
         .unwrap();
@@ -524,17 +531,7 @@ fn sigterm_mid_campaign_finishes_what_is_in_flight_and_sends_nothing_twice() {
     let mut resent = resent_in_log(&s.path("run.log"));
 
     // 3. Rounds until nothing is left.
-    let end = Instant::now() + Duration::from_secs(120);
-    loop {
-        let out = volley(&["--config", &s.arg("volley.toml"), "run", "--once"]);
-        assert!(out.status.success(), "{}", stderr(&out));
-        let text = String::from_utf8_lossy(&out.stdout).into_owned();
-        resent += resent_in(&text);
-        if text.starts_with("0 attempted") && text.contains(" 0 waiting for a retry") {
-            break;
-        }
-        assert!(Instant::now() < end, "not finished: {text}");
-    }
+    resent += run_once_until_done(&s, Duration::from_secs(120));
     s.sink
         .wait_for_count(N as u64, Duration::from_secs(60))
         .unwrap();
