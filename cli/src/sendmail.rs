@@ -30,7 +30,9 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use clap::Args;
 use volley_conf::Config;
+use volley_engine::deposit::Dsn;
 use volley_engine::host::unix_now;
+use volley_smtp::dsn::RcptDsn;
 
 use self::addresses::{check, parse_list};
 use self::message::{normalize_input, Field, Message};
@@ -131,6 +133,17 @@ fn run(
             format!("the message is larger than [server] max_message_size ({limit} bytes)"),
         ));
     }
+    let dsn = Dsn {
+        ret: opts.ret,
+        envid: opts.envid.clone(),
+        rcpts: vec![
+            RcptDsn {
+                notify: opts.notify,
+                orcpt: None,
+            };
+            prepared.recipients.len()
+        ],
+    };
     let mut why_not_listener = None;
     if let Some(addr) = local_listener(&config) {
         match via_listener(
@@ -138,6 +151,7 @@ fn run(
             &prepared.sender,
             &prepared.recipients,
             &prepared.message,
+            &dsn,
         )? {
             Submitted::Queued(reply) => {
                 tracing::info!(listener = %addr, %reply, "queued");
@@ -148,14 +162,20 @@ fn run(
     }
     let mut message = received(&hostname, unix_now());
     message.extend_from_slice(&prepared.message);
-    into_spool(&config, &prepared.sender, &prepared.recipients, &message)
-        .map(|id| tracing::info!(spool = %config.spool.dir.display(), queue_id = %id, "queued"))
-        .map_err(|mut f| {
-            if let Some(why) = why_not_listener {
-                f.message.push_str(&format!(" (listener: {why})"));
-            }
-            f
-        })
+    into_spool(
+        &config,
+        &prepared.sender,
+        &prepared.recipients,
+        &message,
+        &dsn,
+    )
+    .map(|id| tracing::info!(spool = %config.spool.dir.display(), queue_id = %id, "queued"))
+    .map_err(|mut f| {
+        if let Some(why) = why_not_listener {
+            f.message.push_str(&format!(" (listener: {why})"));
+        }
+        f
+    })
 }
 
 /// A message ready to submit.

@@ -249,3 +249,101 @@ fn delay_warnings_and_success_reports_follow_notify() {
         .count();
     assert_eq!((again.len(), delays), (2, 1), "{again:?}");
 }
+
+/// `volley --config CONFIG sendmail ARGS` with `message` on standard input.
+fn sendmail(config: &Path, args: &[&str], message: &str) -> std::process::Output {
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_volley"))
+        .arg("--config")
+        .arg(config)
+        .arg("sendmail")
+        .args(args)
+        .env_remove("VOLLEY_CONFIG")
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(message.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+#[test]
+fn sendmail_dsn_options_reach_the_report() {
+    const TEST: &str = "sendmail_dsn_options_reach_the_report";
+    if !Postfix::available() {
+        return support::skip(TEST, "a private Postfix needs root");
+    }
+    let postfix = Postfix::start(
+        Ipv4Addr::new(127, 0, 0, 97),
+        PostfixOptions {
+            hostname: Some("mx.pf.test".into()),
+            recipient_access: vec![("nobody@pf.test".into(), "550 5.1.1 User unknown".into())],
+            main_cf: vec![
+                "virtual_mailbox_domains = pf.test".into(),
+                "virtual_mailbox_maps = inline:{ app@pf.test=inbox/ }".into(),
+            ],
+            ..PostfixOptions::default()
+        },
+    );
+    let (_daemon, _listen, dir) = daemon(postfix.addr(), 98, "");
+    let config = dir.path().join("volley.toml");
+    // -N never: the bounce is logged, and nobody is told.
+    let out = sendmail(
+        &config,
+        &["-f", "app@pf.test", "-N", "never", "nobody@pf.test"],
+        "Subject: first\n\nquiet\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    poll(Duration::from_secs(60), || {
+        (logged(dir.path(), "nobody@pf.test", "bounced") >= 1).then_some(())
+    })
+    .expect("the first message bounced");
+    // -R hdrs -V: the report carries the envelope id and the header only.
+    let out = sendmail(
+        &config,
+        &[
+            "-f",
+            "app@pf.test",
+            "-Rhdrs",
+            "-V",
+            "ENV42",
+            "nobody@pf.test",
+        ],
+        "Subject: second\n\nbody of the second\n",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let delivered = postfix
+        .wait_for_delivered(1, Duration::from_secs(60))
+        .unwrap();
+    let report = delivered[0].text();
+    for needle in [
+        "Original-Envelope-Id: ENV42\n",
+        "Final-Recipient: rfc822; nobody@pf.test\nAction: failed\nStatus: 5.1.1\n",
+        "Content-Type: text/rfc822-headers\n",
+        "Subject: second\n",
+    ] {
+        assert!(report.contains(needle), "{needle:?} in:\n{report}");
+    }
+    assert!(!report.contains("body of the second"), "{report}");
+    // The -N never message got none, though it bounced a round earlier.
+    let all = postfix.delivered();
+    assert_eq!(
+        all.len(),
+        1,
+        "{:?}",
+        all.iter().map(|d| d.text()).collect::<Vec<_>>()
+    );
+}

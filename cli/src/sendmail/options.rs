@@ -4,6 +4,8 @@
 use std::ffi::OsString;
 use std::path::PathBuf;
 
+use volley_smtp::dsn::{Notify, Ret};
+
 /// What the command line asks for.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Options {
@@ -24,6 +26,13 @@ pub struct Options {
     pub help: bool,
     /// `-bi` (rebuild the aliases database): nothing to do, exit at once.
     pub no_op: bool,
+    /// `-N never` or `-N failure,delay,success`: which outcomes the sender is
+    /// told of (RFC 3461 NOTIFY), for every recipient.
+    pub notify: Option<Notify>,
+    /// `-R full` or `-R hdrs`: what a failure report returns (RET).
+    pub ret: Option<Ret>,
+    /// `-V envid`: the envelope id reports carry (ENVID).
+    pub envid: Option<String>,
 }
 
 /// Letters taking a value (the rest of the argument, else the next argument), as
@@ -107,9 +116,31 @@ fn apply(opts: &mut Options, letter: char, value: String) -> Result<(), String> 
             }
         },
         'q' => return Err("-q: volley runs its queue itself (`volley run`)".into()),
+        'N' => {
+            let notify = Notify::parse(&value).ok_or_else(|| {
+                format!("-N {value}: expected never, or a comma-separated list of failure, delay and success")
+            })?;
+            opts.notify = Some(notify);
+        }
+        'R' => {
+            let ret =
+                Ret::parse(&value).ok_or_else(|| format!("-R {value}: expected full or hdrs"))?;
+            opts.ret = Some(ret);
+        }
+        'V' => {
+            if value.is_empty()
+                || value.len() > 100
+                || !value.bytes().all(|b| (b' '..=b'~').contains(&b))
+            {
+                return Err(
+                    "-V: the envelope id must be 1 to 100 printable ASCII characters".into(),
+                );
+            }
+            opts.envid = Some(value);
+        }
         // -o<anything else> (-odi, -oem, -oQ/dir...), -O option=value, -B type,
-        // -N dsn, -R ret, -V envid, -X log, -L label, -A, -e, -h, -p: accepted and
-        // ignored, as callers pass them out of habit.
+        // -X log, -L label, -A, -e, -h, -p: accepted and ignored, as callers pass
+        // them out of habit.
         _ => {}
     }
     Ok(())
@@ -117,7 +148,8 @@ fn apply(opts: &mut Options, letter: char, value: String) -> Result<(), String> 
 
 /// The `--help` text.
 pub const USAGE: &str = "\
-usage: sendmail [-t] [-i | -oi] [-f SENDER] [-F FULL_NAME] [-C FILE] [RECIPIENT...]
+usage: sendmail [-t] [-i | -oi] [-f SENDER] [-F FULL_NAME] [-C FILE]
+                [-N never|failure,delay,success] [-R full|hdrs] [-V ENVID] [RECIPIENT...]
        volley sendmail [same options]
 
 Queues the message read from standard input, like /usr/sbin/sendmail: through the
@@ -132,8 +164,13 @@ else straight into the spool (delivered by the next `volley run`).
   -F NAME    full name for the From field added when the message has none
   -C FILE    configuration file (else $VOLLEY_CONFIG, else /etc/volley/volley.toml)
   -bm        deliver mail (the default); -bi does nothing
+  -N DSN     which outcomes to be told of (RFC 3461 NOTIFY): never, or any of
+             failure, delay, success (default: failures, and delays when
+             [bounce] delay_warning is set)
+  -R RET     what a failure report returns: full (default) or hdrs
+  -V ENVID   envelope id carried by the reports
 
-Accepted and ignored: -o<option> (-odi, -oem, -oQ...), -O, -B, -N, -R, -V, -X, -L,
+Accepted and ignored: -o<option> (-odi, -oem, -oQ...), -O, -B, -X, -L,
 -A, -e, -h, -p, -G, -I, -U, -c, -m, -n, -v, -x.
 Missing Date, Message-ID and From fields are added; bare LF line ends become CRLF;
 lines over 998 bytes are broken.
@@ -196,6 +233,23 @@ mod tests {
     }
 
     #[test]
+    fn dsn_options() {
+        let opts = p(&[
+            "-N",
+            "failure,delay",
+            "-Rhdrs",
+            "-V",
+            "QQ314159",
+            "a@x.test",
+        ])
+        .unwrap();
+        assert_eq!(opts.notify, Notify::parse("FAILURE,DELAY"));
+        assert_eq!(opts.ret, Some(Ret::Hdrs));
+        assert_eq!(opts.envid.as_deref(), Some("QQ314159"));
+        assert_eq!(p(&["-Nnever"]).unwrap().notify, Some(Notify::default()));
+    }
+
+    #[test]
     fn usage_errors() {
         for (args, want) in [
             (&["-k"][..], "unknown option -k"),
@@ -206,6 +260,9 @@ mod tests {
             (&["-bs"], "-bs is not supported"),
             (&["-q"], "option -q needs a value"),
             (&["-q1h"], "volley runs its queue itself"),
+            (&["-N", "sometimes"], "-N sometimes: expected never"),
+            (&["-Rall"], "-R all: expected full or hdrs"),
+            (&["-V", "a\tb"], "-V: the envelope id must be"),
         ] {
             let err = p(args).unwrap_err();
             assert!(err.contains(want), "{args:?}: {err}");

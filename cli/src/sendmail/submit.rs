@@ -9,10 +9,11 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use volley_conf::{Config, ListenRole, ListenTls};
-use volley_engine::deposit::{InboundError, SpoolDeposit};
+use volley_engine::deposit::{Dsn, InboundError, SpoolDeposit};
 use volley_queue::ids::queue_id;
 use volley_queue::{QueueError, Spool};
 use volley_smtp::data::dot_stuff_into;
+use volley_smtp::dsn::xtext_encode;
 use volley_smtp::{parse_reply, Capabilities, Parse, Reply};
 
 use super::{Exit, Failure};
@@ -135,6 +136,7 @@ pub fn via_listener(
     sender: &str,
     recipients: &[String],
     message: &[u8],
+    dsn: &Dsn,
 ) -> Result<Submitted, Failure> {
     let stream = match TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT) {
         Ok(s) => s,
@@ -169,6 +171,19 @@ pub fn via_listener(
     if caps.size.is_some_and(|s| s > 0) {
         mail.push_str(&format!(" SIZE={}", message.len()));
     }
+    // The DSN parameters go along when the daemon offers DSN (it does).
+    let dsn_offered = caps
+        .extensions
+        .iter()
+        .any(|e| e.trim().eq_ignore_ascii_case("DSN"));
+    if dsn_offered {
+        if let Some(ret) = dsn.ret {
+            mail.push_str(&format!(" RET={}", ret.name()));
+        }
+        if let Some(envid) = &dsn.envid {
+            mail.push_str(&format!(" ENVID={}", xtext_encode(envid)));
+        }
+    }
     match client.command(&mail, COMMAND_TIMEOUT) {
         Ok(r) if r.is_positive_completion() => {}
         Ok(r) if r.code == 421 => return before(format!("MAIL: {r}")),
@@ -179,10 +194,17 @@ pub fn via_listener(
         Err(e) => return before(e),
     }
     let lost = |e: String| Failure::new(Exit::TempFail, format!("{addr}: {e}"));
-    for rcpt in recipients {
-        let r = client
-            .command(&format!("RCPT TO:<{rcpt}>"), COMMAND_TIMEOUT)
-            .map_err(lost)?;
+    for (i, rcpt) in recipients.iter().enumerate() {
+        let mut command = format!("RCPT TO:<{rcpt}>");
+        if let Some(notify) = dsn
+            .rcpts
+            .get(i)
+            .and_then(|d| d.notify)
+            .filter(|_| dsn_offered)
+        {
+            command.push_str(&format!(" NOTIFY={}", notify.text()));
+        }
+        let r = client.command(&command, COMMAND_TIMEOUT).map_err(lost)?;
         if !r.is_positive_completion() {
             client.quit();
             return Err(refused(&format!("recipient {rcpt}"), &r, false));
@@ -220,6 +242,7 @@ pub fn into_spool(
     sender: &str,
     recipients: &[String],
     message: &[u8],
+    dsn: &Dsn,
 ) -> Result<String, Failure> {
     let dir = &config.spool.dir;
     let end = Instant::now() + LOCK_WAIT;
@@ -242,7 +265,7 @@ pub fn into_spool(
         }
     };
     let deposit = SpoolDeposit::new(spool, config.queue.batch_size, config.relay.domains.clone());
-    match deposit.store(sender, recipients, message) {
+    match deposit.store_dsn(sender, recipients, message, dsn) {
         Ok(done) => Ok(queue_id(done.id)),
         Err(InboundError::NoRecipients) => {
             Err(Failure::new(Exit::DataErr, "no recipients".to_owned()))

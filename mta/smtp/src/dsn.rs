@@ -107,6 +107,20 @@ impl RcptDsn {
     }
 }
 
+/// Encodes `text` as RFC 3461 xtext: `+`, `=` and bytes outside `!`..`~` as
+/// `+XX`.
+pub fn xtext_encode(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for b in text.bytes() {
+        if (b'!'..=b'~').contains(&b) && b != b'+' && b != b'=' {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("+{b:02X}"));
+        }
+    }
+    out
+}
+
 /// Decodes RFC 3461 xtext (`+XX` hex escapes); `None` when malformed or not
 /// printable ASCII.
 pub fn xtext_decode(text: &str) -> Option<String> {
@@ -195,6 +209,10 @@ mod tests {
         for (text, expected) in table {
             assert_eq!(xtext_decode(text).as_deref(), expected, "{text}");
         }
+        for text in ["QQ314159", "a+b=c", "x y"] {
+            assert_eq!(xtext_decode(&xtext_encode(text)).as_deref(), Some(text));
+        }
+        assert_eq!(xtext_encode("a+b=c d"), "a+2Bb+3Dc+20d");
         assert_eq!(Ret::parse("hdrs"), Some(Ret::Hdrs));
         assert_eq!(Ret::parse("FULL").map(Ret::name), Some("FULL"));
         assert_eq!(Ret::parse("ALL"), None);

@@ -370,9 +370,11 @@ impl Engine {
         }
         committer.abort();
 
+        // A flush that fails is logged (flush_result) and holds new work back;
+        // the round still ends, but no batch is completed on unflushed state:
+        // the next round tries again.
         let committed = self.feed.commit(&work.batches);
         self.shared.recorder.flush_result(&committed);
-        committed?;
         let failed = self.shared.recorder.take_relayed_reports();
         if let (false, Some(sink)) = (failed.is_empty(), &self.reports) {
             let mut unique = self
@@ -388,9 +390,11 @@ impl Engine {
             );
         }
         let mut finished: Vec<&LiveBatch> = Vec::new();
-        for batch in &work.batches {
-            if batch.map.is_finished()? {
-                finished.push(batch);
+        if committed.is_ok() {
+            for batch in &work.batches {
+                if batch.map.is_finished()? {
+                    finished.push(batch);
+                }
             }
         }
         let completed = self.feed.complete(&finished)?;
