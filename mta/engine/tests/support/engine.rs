@@ -48,7 +48,7 @@ impl Fixture {
 
     /// Writes one batch per list of addresses (campaign 1, batch ids from 0).
     pub fn queue(&self, batches: &[Vec<String>]) -> Vec<PathBuf> {
-        let spool = Spool::open(&self.spool_dir()).unwrap();
+        let spool = open_spool(&self.spool_dir());
         let files: Vec<Vec<u8>> = batches
             .iter()
             .enumerate()
@@ -80,7 +80,7 @@ impl Fixture {
 
     /// An engine whose messages come from `source`.
     pub fn engine_with(&self, source: Arc<dyn MessageSource>) -> Engine {
-        let spool = Spool::open(&self.spool_dir()).unwrap();
+        let spool = open_spool(&self.spool_dir());
         let feed = Arc::new(SpoolFeed::new(spool));
         Engine::new(self.config.clone(), feed, source, None).unwrap()
     }
@@ -103,6 +103,22 @@ impl Fixture {
             .into_iter()
             .filter(|e| e["recipient"] == recipient)
             .collect()
+    }
+}
+
+/// Opens the spool for writing. Its lock is an flock, and a child process that
+/// another test forks holds a copy of every descriptor until it execs: a lock
+/// just released can look held for that moment, so a busy lock is tried again
+/// for a few seconds.
+pub fn open_spool(dir: &Path) -> Spool {
+    let end = std::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        match Spool::open(dir) {
+            Err(volley_queue::QueueError::Locked { .. }) if std::time::Instant::now() < end => {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            other => return other.unwrap(),
+        }
     }
 }
 
