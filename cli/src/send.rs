@@ -14,6 +14,7 @@ use volley_control::campaign::{hex, Campaign};
 use volley_control::partition::sort;
 use volley_control::recipients::{write_rejected, RecipientReader, Rejected};
 use volley_engine::delivery::feed::SpoolFeed;
+use volley_engine::deposit::SpoolDeposit;
 use volley_engine::host::unix_now;
 use volley_engine::suppress::sending_domain;
 use volley_engine::{Engine, RunReport};
@@ -158,13 +159,21 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     source.insert(hash, template);
     let spool_dir = config.spool.dir.clone();
     let grace = config.delivery.stop_timeout;
+    // The engine delivers whatever the spool holds, relayed mail included: its
+    // reports are queued in the same spool.
+    let reports = Arc::new(SpoolDeposit::new(
+        spool.try_clone()?,
+        config.queue.batch_size,
+        config.relay.domains.clone(),
+    ));
     let engine = Engine::new(
         config,
         Arc::new(SpoolFeed::new(spool)),
         source,
         args.log.as_deref(),
     )?
-    .with_suppressions(suppressions);
+    .with_suppressions(suppressions)
+    .with_reports(reports);
     let total = parts.recipients;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(deliver(&engine, total, args.wait, grace))?;

@@ -273,3 +273,72 @@ fn local_failures_defer_and_only_unrenderable_messages_bounce() {
     );
     assert!(sink.parsed_messages().is_empty(), "nothing was sent");
 }
+
+/// Collects the reports the engine queues.
+#[derive(Default)]
+struct Reports(std::sync::Mutex<Vec<(String, String)>>);
+
+impl volley_engine::delivery::reports::ReportSink for Reports {
+    fn queue(&self, to: &str, message: &[u8]) -> Result<(), String> {
+        let text = String::from_utf8_lossy(message).into_owned();
+        self.0.lock().unwrap().push((to.to_owned(), text));
+        Ok(())
+    }
+}
+
+#[test]
+fn a_failure_recorded_just_before_a_crash_is_still_reported_once() {
+    use volley_engine::delivery::reports::DSN_FIELDS;
+    use volley_queue::ids::INBOUND_ID_BASE;
+    use volley_queue::{BatchBuilder, BatchMeta, MappedBatch, Slot, Spool};
+
+    let sink = SmtpSink::start(ip(2), SinkOptions::plain());
+    let dns = DnsMasq::start(&[]);
+    let f = Fixture::new(&dns, sink.addr().port());
+    // A relayed message's batch whose recipient bounced: the slot says so, but
+    // the process died before the round's end made the report.
+    let meta = BatchMeta {
+        batch_id: 0,
+        campaign_id: INBOUND_ID_BASE + 1,
+        content_hash: [0; 32],
+        created_at: now(),
+    };
+    let mut b = BatchBuilder::new(meta, &DSN_FIELDS).unwrap();
+    b.push("gone@x.test", &[b"" as &[u8], b"", b"", b"ENV7"])
+        .unwrap();
+    let spool = Spool::open(&f.spool_dir()).unwrap();
+    let path = spool.write_batch(&b.finish().unwrap()).unwrap();
+    drop(spool);
+    let map = MappedBatch::open(&path).unwrap();
+    map.set_slot(
+        0,
+        Slot {
+            state: State::Bounced,
+            attempts: 1,
+            code: 550,
+            next_attempt: 0,
+        },
+    )
+    .unwrap();
+    drop(map);
+
+    let reports = std::sync::Arc::new(Reports::default());
+    let engine = f.engine().with_reports(reports.clone());
+    let rt = runtime();
+    let r = rt.block_on(engine.run_once()).unwrap();
+    assert_eq!(r.batches_completed, 1, "{r:?}");
+    let got = reports.0.lock().unwrap().clone();
+    assert_eq!(got.len(), 1, "{got:?}");
+    let (to, text) = &got[0];
+    assert_eq!(to, "bounces@volley.test", "the message's envelope sender");
+    for needle in [
+        "Original-Envelope-Id: ENV7\r\n",
+        "Final-Recipient: rfc822; gone@x.test\r\nAction: failed\r\nStatus: 5.0.0\r\n",
+        "550 (the rest of the reply was lost in a restart)",
+    ] {
+        assert!(text.contains(needle), "{needle:?} in {text}");
+    }
+    // Reported once: the next rounds find nothing to report.
+    rt.block_on(engine.run_once()).unwrap();
+    assert_eq!(reports.0.lock().unwrap().len(), 1);
+}

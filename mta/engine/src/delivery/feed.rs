@@ -39,6 +39,9 @@ pub struct Opened {
     /// Unfinished recipients of batches with due recipients left for the next
     /// round because the round's window (`[queue] window`) was full.
     pub waiting: u64,
+    /// Batches found with every recipient final, for the engine to complete
+    /// (after reporting on any relayed recipient not reported on yet).
+    pub finished: Vec<Arc<LiveBatch>>,
 }
 
 /// What feeds the delivery engine. Errors are the queue's: a feed works on
@@ -50,7 +53,8 @@ pub trait Feed: Send + Sync + 'static {
     /// recipients of the rest are counted in [`Opened::waiting`]). Batches with
     /// nothing due take no room: they are counted in [`Opened::not_due`], with
     /// the time the first of them becomes due. Batches found finished are
-    /// completed here; corrupt ones are set aside and counted.
+    /// handed over in [`Opened::finished`]; corrupt ones are set aside and
+    /// counted.
     fn open_round(&self, now: u64, window: u64) -> Result<Opened, QueueError>;
 
     /// Group commit, called every `[queue] sync_interval` while a round runs and
@@ -92,7 +96,6 @@ impl Feed for SpoolFeed {
             ..Opened::default()
         };
         let mut due = 0u64;
-        let mut finished = Vec::new();
         for status in round_order(recovery.batches) {
             let unfinished = status.counts.unfinished();
             match status.next_due {
@@ -117,7 +120,7 @@ impl Feed for SpoolFeed {
                 Err(err) => return Err(err),
             };
             if unfinished == 0 {
-                finished.push(map);
+                opened.finished.push(Arc::new(LiveBatch { map }));
                 continue;
             }
             due += (0..map.len())
@@ -125,7 +128,6 @@ impl Feed for SpoolFeed {
                 .count() as u64;
             opened.batches.push(Arc::new(LiveBatch { map }));
         }
-        self.spool.complete_all(&finished)?;
         Ok(opened)
     }
 

@@ -314,9 +314,25 @@ impl Engine {
     pub async fn run_once(&self) -> Result<RunReport, EngineError> {
         self.suppressions.refresh();
         let now = unix_now();
-        let opened = self
+        let mut opened = self
             .feed
             .open_round(now, u64::from(self.config.queue.window))?;
+        // Relayed recipients whose outcome was recorded but never reported on
+        // (a crash in the last round): reported at the end of this one.
+        let found_finished = std::mem::take(&mut opened.finished);
+        if self.reports.is_some() {
+            let mut pending = Vec::new();
+            for batch in found_finished.iter().chain(&opened.batches) {
+                pending.extend(reports::unreported(batch));
+            }
+            if !pending.is_empty() {
+                tracing::info!(
+                    recipients = pending.len(),
+                    "relayed outcomes left unreported by an earlier run: reporting them"
+                );
+                self.shared.recorder.note_unreported(pending);
+            }
+        }
         let work = work::collect(
             opened,
             now,
@@ -389,10 +405,15 @@ impl Engine {
                 &mut unique,
             );
         }
+        // A relayed batch whose report could not be queued stays, so that the
+        // next round tries again.
+        let reported = |batch: &Arc<LiveBatch>| {
+            self.reports.is_none() || reports::unreported(batch).is_empty()
+        };
         let mut finished: Vec<&LiveBatch> = Vec::new();
         if committed.is_ok() {
-            for batch in &work.batches {
-                if batch.map.is_finished()? {
+            for batch in work.batches.iter().chain(&found_finished) {
+                if batch.map.is_finished()? && reported(batch) {
                     finished.push(batch);
                 }
             }

@@ -103,6 +103,15 @@ pub struct Recorder {
 }
 
 impl Recorder {
+    /// Adds outcomes found unreported (left by an earlier run) to those to
+    /// report at the end of the round.
+    pub fn note_unreported(&self, outcomes: Vec<RelayedOutcome>) {
+        self.relayed_reports
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .extend(outcomes);
+    }
+
     /// The relayed recipients' outcomes to report, since the last call.
     pub fn take_relayed_reports(&self) -> Vec<RelayedOutcome> {
         std::mem::take(

@@ -17,6 +17,8 @@ use std::sync::Arc;
 use bytes::BytesMut;
 use volley_merge::report::{Action, Recipient, Report};
 use volley_merge::source::MessageSource;
+use volley_queue::ids::is_inbound_id;
+use volley_queue::{Slot, State};
 use volley_smtp::dsn::{Notify, Ret};
 
 use crate::delivery::feed::LiveBatch;
@@ -104,87 +106,176 @@ pub fn send(
         by_batch.entry(key).or_default().push(f);
     }
     let mut sent = 0;
-    for (_, failed) in by_batch {
-        let Some(first) = failed.first() else {
-            continue;
-        };
-        let batch = Arc::clone(&first.batch);
-        let view = batch.map.view();
-        let names = view.field_names();
-        let at = |name: &str| names.iter().position(|n| *n == name);
-        let value = |index: u32, field: Option<usize>| -> String {
-            let Some(field) = field else {
-                return String::new();
-            };
-            view.recipient(index as usize)
-                .and_then(|r| r.values().nth(field))
-                .map(|v| String::from_utf8_lossy(v).into_owned())
-                .unwrap_or_default()
-        };
-        let (notify_at, orcpt_at) = (at(NOTIFY), at(ORCPT));
-        let index = first.index as usize;
-        let sender = source.envelope_from(&view, index).unwrap_or_default();
-        if sender.is_empty() {
-            continue;
-        }
-        let mut original = BytesMut::new();
-        if let Err(err) = source.render(&view, index, &mut original) {
-            tracing::warn!(%err, batch = %batch.map.path().display(), "cannot read a failed message back for its report");
-        }
-        let addresses: Vec<String> = failed
-            .iter()
-            .map(|f| {
-                view.recipient(f.index as usize)
-                    .map(|r| r.address())
-                    .unwrap_or_default()
-            })
-            .collect();
-        let originals: Vec<String> = failed.iter().map(|f| value(f.index, orcpt_at)).collect();
-        let wanted: Vec<bool> = failed
-            .iter()
-            .map(|f| wanted(f.action, Notify::parse(&value(f.index, notify_at))))
-            .collect();
-        let entries: Vec<Recipient<'_>> = failed
-            .iter()
-            .enumerate()
-            .filter(|(i, _)| wanted[*i])
-            .map(|(i, f)| Recipient {
-                recipient: &addresses[i],
-                original: Some(originals[i].as_str()).filter(|o| !o.is_empty()),
-                status: &f.status,
-                diagnostic: &f.diagnostic,
-                remote_mta: Some(f.mx.as_str()).filter(|m| !m.is_empty()),
-                action: f.action,
-            })
-            .collect();
-        if entries.is_empty() {
-            continue;
-        }
-        let envid = value(first.index, at(ENVID));
-        let ret = Ret::parse(&value(first.index, at(RET)));
-        *unique += 1;
-        let report = Report {
-            host,
-            to: &sender,
-            envid: Some(envid.as_str()).filter(|e| !e.is_empty()),
-            arrival: view.header().created_at,
-            now,
-            unique: *unique ^ now.rotate_left(20),
-            ret,
-            recipients: &entries,
-            original: &original,
-        };
-        match sink.queue(&sender, &report.write()) {
-            Ok(()) => {
-                sent += 1;
-                tracing::info!(to = %sender, recipients = entries.len(), "delivery status notification queued");
+    for (_, group) in by_batch {
+        match report_batch(&group, source, sink, host, now, unique) {
+            Ok(queued) => {
+                sent += usize::from(queued);
+                mark_reported(&group);
             }
-            Err(err) => {
-                tracing::error!(to = %sender, %err, "cannot queue a delivery status notification")
-            }
+            // Left unmarked: the next round's scan finds them again.
+            Err(err) => tracing::error!(%err, "cannot queue a delivery status notification"),
         }
     }
     sent
+}
+
+/// Marks the final recipients of `group` as reported on (their slots'
+/// `next_attempt`, unused once a recipient is final, becomes [`REPORTED`]), so
+/// that a restart does not report them again and a batch is only completed
+/// once they are.
+fn mark_reported(group: &[RelayedOutcome]) {
+    for f in group {
+        let index = f.index as usize;
+        if let Ok(slot) = f.batch.map.slot(index) {
+            if slot.state.is_final() && slot.next_attempt != REPORTED {
+                let _ = f.batch.map.set_slot(
+                    index,
+                    Slot {
+                        next_attempt: REPORTED,
+                        ..slot
+                    },
+                );
+            }
+        }
+    }
+}
+
+/// The `next_attempt` of a final relayed recipient whose outcome was reported
+/// on (or needed no report): final slots otherwise keep 0 there.
+pub const REPORTED: u64 = 1;
+
+/// The final recipients of a relayed `batch` whose outcome was never reported
+/// on (a crash came between the recording and the end of the round, or the
+/// report could not be queued): failures, and deliveries that `NOTIFY=SUCCESS`
+/// asked to hear of. The reply's text did not survive; the code did.
+pub fn unreported(batch: &Arc<LiveBatch>) -> Vec<RelayedOutcome> {
+    let map = &batch.map;
+    if !is_inbound_id(map.header().campaign_id) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    for index in 0..map.len() {
+        let Ok(slot) = map.slot(index) else { continue };
+        if slot.next_attempt == REPORTED {
+            continue;
+        }
+        let item = Item {
+            batch: Arc::clone(batch),
+            index: index as u32,
+        };
+        let action = match slot.state {
+            State::Bounced if slot.code == 0 => continue, // suppressed: never sent
+            State::Bounced => Action::Failed,
+            State::Expired => Action::Expired,
+            State::Delivered if notify_of(&item).is_some_and(|n| n.success) => Action::Delivered,
+            _ => continue,
+        };
+        let status = match action {
+            Action::Expired => "4.4.7",
+            Action::Delivered => "2.0.0",
+            _ if slot.code >= 500 => "5.0.0",
+            _ => "4.0.0",
+        };
+        out.push(RelayedOutcome {
+            batch: Arc::clone(batch),
+            index: index as u32,
+            action,
+            status: status.to_owned(),
+            diagnostic: format!(
+                "{} (the rest of the reply was lost in a restart)",
+                slot.code
+            ),
+            mx: String::new(),
+        });
+    }
+    out
+}
+
+/// Makes and queues the report of one batch's `group` of outcomes (of one
+/// kind): `Ok(true)` queued, `Ok(false)` none needed (the null sender, or
+/// nothing `NOTIFY` asks for).
+fn report_batch(
+    group: &[RelayedOutcome],
+    source: &dyn MessageSource,
+    sink: &dyn ReportSink,
+    host: &str,
+    now: u64,
+    unique: &mut u64,
+) -> Result<bool, String> {
+    let failed = group;
+    let Some(first) = failed.first() else {
+        return Ok(false);
+    };
+    let batch = Arc::clone(&first.batch);
+    let view = batch.map.view();
+    let names = view.field_names();
+    let at = |name: &str| names.iter().position(|n| *n == name);
+    let value = |index: u32, field: Option<usize>| -> String {
+        let Some(field) = field else {
+            return String::new();
+        };
+        view.recipient(index as usize)
+            .and_then(|r| r.values().nth(field))
+            .map(|v| String::from_utf8_lossy(v).into_owned())
+            .unwrap_or_default()
+    };
+    let (notify_at, orcpt_at) = (at(NOTIFY), at(ORCPT));
+    let index = first.index as usize;
+    let sender = source.envelope_from(&view, index).unwrap_or_default();
+    if sender.is_empty() {
+        return Ok(false);
+    }
+    let mut original = BytesMut::new();
+    if let Err(err) = source.render(&view, index, &mut original) {
+        tracing::warn!(%err, batch = %batch.map.path().display(), "cannot read a failed message back for its report");
+    }
+    let addresses: Vec<String> = failed
+        .iter()
+        .map(|f| {
+            view.recipient(f.index as usize)
+                .map(|r| r.address())
+                .unwrap_or_default()
+        })
+        .collect();
+    let originals: Vec<String> = failed.iter().map(|f| value(f.index, orcpt_at)).collect();
+    let wanted: Vec<bool> = failed
+        .iter()
+        .map(|f| wanted(f.action, Notify::parse(&value(f.index, notify_at))))
+        .collect();
+    let entries: Vec<Recipient<'_>> = failed
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| wanted[*i])
+        .map(|(i, f)| Recipient {
+            recipient: &addresses[i],
+            original: Some(originals[i].as_str()).filter(|o| !o.is_empty()),
+            status: &f.status,
+            diagnostic: &f.diagnostic,
+            remote_mta: Some(f.mx.as_str()).filter(|m| !m.is_empty()),
+            action: f.action,
+        })
+        .collect();
+    if entries.is_empty() {
+        return Ok(false);
+    }
+    let envid = value(first.index, at(ENVID));
+    let ret = Ret::parse(&value(first.index, at(RET)));
+    *unique += 1;
+    let report = Report {
+        host,
+        to: &sender,
+        envid: Some(envid.as_str()).filter(|e| !e.is_empty()),
+        arrival: view.header().created_at,
+        now,
+        unique: *unique ^ now.rotate_left(20),
+        ret,
+        recipients: &entries,
+        original: &original,
+    };
+    sink.queue(&sender, &report.write())
+        .map_err(|err| format!("to {sender}: {err}"))?;
+    tracing::info!(to = %sender, recipients = entries.len(), "delivery status notification queued");
+    Ok(true)
 }
 
 /// Whether a recipient given `notify` (`None`: not given) wants `action`
