@@ -224,7 +224,13 @@ fn show(dir: &Path, batch: &str, values: bool, json: bool) -> Result<String> {
                 } else {
                     slot.code.to_string()
                 },
-                when(slot.next_attempt),
+                // A final slot's next_attempt is no time (1 marks a relayed
+                // recipient's report as queued).
+                if slot.state.is_final() {
+                    "-".to_owned()
+                } else {
+                    when(slot.next_attempt)
+                },
             ];
             if values {
                 // Escape control characters so a value cannot garble the terminal.
