@@ -546,3 +546,39 @@ fn sigterm_mid_campaign_finishes_what_is_in_flight_and_sends_nothing_twice() {
     );
     assert_eq!(resent, 0, "nothing was left in flight by the stops");
 }
+
+#[test]
+fn an_unreachable_destination_holds_back_nothing_queued_behind_it() {
+    // The reported stall: [queue] window = 1000, 1,000 recipients at a.test
+    // (nothing listens at its MX) ahead of 1,000 at b.test; default backoffs.
+    let s = Setup::new(67, "[queue]\nwindow = 1000\n");
+    let down = std::net::Ipv4Addr::new(127, 0, 0, 69);
+    let down = format!("{down}:{}", support::port::free_port(down));
+    let config = std::fs::read_to_string(s.path("volley.toml")).unwrap();
+    let config = config.replacen(
+        "[[route]]\n",
+        &format!("[[route]]\ndomain = \"a.test\"\nvia = \"{down}\"\n[[route]]\n"),
+        1,
+    );
+    std::fs::write(s.path("volley.toml"), config).unwrap();
+    let mut rows: Vec<String> = (0..1000).map(|i| format!("u{i}@a.test,A,C")).collect();
+    rows.extend((0..1000).map(|i| format!("u{i}@b.test,B,C")));
+    s.write_csv(&rows);
+    let started = Instant::now();
+    let out = volley(&strs(&s.send_args()));
+    assert!(out.status.success(), "{}", stderr(&out));
+    // Without --wait it returns once nothing is due, and the unreachable site
+    // did not hold the round through its connect backoffs (10 s, then 20 s).
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    let counters = s
+        .sink
+        .wait_for_count(1000, Duration::from_secs(20))
+        .unwrap();
+    assert_eq!(counters.messages, 1000);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.contains("1000 delivered, 1000 deferred"), "{text}");
+}

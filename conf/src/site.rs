@@ -28,7 +28,8 @@ pub struct SiteLimits {
     /// Default 0; 0..=1000000.
     #[serde(deserialize_with = "rate")]
     pub max_messages_per_second: f64,
-    /// Wait before reconnecting after a connection failure; doubles per
+    /// Wait before reconnecting after a connection failure, at a site that has
+    /// answered in this round (one that has not defers at once); doubles per
     /// consecutive failure up to `connect_backoff_max`. Default 10s.
     #[serde(deserialize_with = "backoff")]
     pub connect_backoff: Duration,

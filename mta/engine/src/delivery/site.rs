@@ -3,7 +3,7 @@
 
 use std::collections::VecDeque;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -26,9 +26,20 @@ use volley_smtp::client::{
 };
 use volley_smtp::reply::ENHANCED_TEXT_MAX;
 
-/// Consecutive rounds of failing to connect to every host of a site before its
-/// remaining recipients are deferred (a daemon round comes back later).
+/// Consecutive failures to connect to every host of a site, once a connection
+/// to it has worked in this round, before its remaining recipients are
+/// deferred (a daemon round comes back later).
 const CONNECT_ROUNDS: u32 = 3;
+
+/// Whether a site's workers give up after `failures` consecutive failures to
+/// reach any of its hosts: at once when no connection to it has worked in this
+/// round (an unreachable destination defers at once, as Postfix does, instead
+/// of holding the round, and everything queued behind it, through backoffs);
+/// after [`CONNECT_ROUNDS`] when one has (a busy server refusing some
+/// connections while others deliver).
+fn give_up(failures: u32, connected: bool) -> bool {
+    failures >= if connected { CONNECT_ROUNDS } else { 1 }
+}
 
 /// A host to connect to: name (for logs, TLS) and addresses.
 #[derive(Debug, Clone)]
@@ -56,6 +67,8 @@ pub struct Site {
     rate: Mutex<RateLimit>,
     paused_until: Mutex<Option<Instant>>,
     failures: AtomicU32,
+    /// A connection to the site has worked in this round.
+    connected: AtomicBool,
 }
 
 impl Site {
@@ -77,6 +90,7 @@ impl Site {
             rate: Mutex::new(rate),
             paused_until: Mutex::new(None),
             failures: AtomicU32::new(0),
+            connected: AtomicBool::new(false),
         }
     }
 
@@ -213,7 +227,7 @@ async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>, wo
         let Err(reason) = outcome else { continue };
         let failures = site.failures.fetch_add(1, Ordering::AcqRel) + 1;
         tracing::warn!(site = %site.key, failures, %reason, "cannot connect to any host of the site");
-        if failures >= CONNECT_ROUNDS {
+        if give_up(failures, site.connected.load(Ordering::Acquire)) {
             let via = Via {
                 mx: site
                     .hosts
@@ -250,6 +264,7 @@ async fn connect_and_deliver(
     match open(&site, &shared, worker).await {
         Ok((conn, via)) => {
             site.failures.store(0, Ordering::Release);
+            site.connected.store(true, Ordering::Release);
             let shed = || lanes.shedding(lane);
             deliver(&site, &shared, conn, &via, first, shed).await;
             Ok(())
@@ -614,6 +629,24 @@ mod tests {
     use volley_queue::{BatchBuilder, BatchMeta};
 
     use super::*;
+
+    #[test]
+    fn an_unreachable_site_gives_up_at_once_a_busy_one_after_retries() {
+        let table = [
+            (1, false, true),
+            (1, true, false),
+            (2, true, false),
+            (CONNECT_ROUNDS, true, true),
+            (0, false, false),
+        ];
+        for (failures, connected, expected) in table {
+            assert_eq!(
+                give_up(failures, connected),
+                expected,
+                "{failures} {connected}"
+            );
+        }
+    }
     use volley_queue::ids::INBOUND_ID_BASE;
 
     fn batch(campaign_id: u64) -> Vec<u8> {
