@@ -13,7 +13,6 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::stop::{run_round, Round, StopSignals};
 use anyhow::{Context, Result};
 use clap::Args;
 use tokio::sync::{oneshot, Notify};
@@ -30,10 +29,12 @@ use volley_engine::listen::Server;
 use volley_engine::suppress::Suppressions;
 use volley_engine::sweep::sweep;
 use volley_engine::{Engine, RunReport};
+use volley_merge::source::MessageSource;
 use volley_merge::TemplateSource;
 use volley_queue::BatchMeta;
 use volley_queue::Spool;
 
+use crate::stop::{run_round, Round, StopSignals};
 use crate::suppressions::{bounce_limits, StoreSuppressions};
 
 /// How often the daemon sweeps the spool (old `done/` batches, relayed
@@ -143,20 +144,13 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     let grace = config.delivery.stop_timeout;
     let keep_done = config.bounce.window;
     let root = spool.root().to_owned();
-    // Reports of relayed mail that fails are queued in the same spool.
-    let reports = Arc::new(SpoolDeposit::new(
-        spool.try_clone()?,
-        config.queue.batch_size,
-        config.relay.domains.clone(),
-    ));
-    let engine = Engine::new(
+    let engine = spool_engine(
         config,
-        Arc::new(SpoolFeed::new(spool)),
+        spool,
         source,
         args.log.as_deref(),
-    )?
-    .with_suppressions(Arc::clone(&suppressions) as Arc<dyn Suppressions>)
-    .with_reports(reports);
+        Arc::clone(&suppressions) as Arc<dyn Suppressions>,
+    )?;
     // What comes back for the local domains is classified on receipt, logged in
     // the engine's delivery log and written to the same suppression list.
     let feedback = Arc::new(Feedback::new(
@@ -235,6 +229,28 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         tracing::info!("volley run: stopped");
         Ok(String::new())
     })
+}
+
+/// The delivery engine fed from `spool`, checking `suppressions`, logging to
+/// `log` (default `[delivery] log`); reports of relayed mail that fails are
+/// queued in the same spool. What `volley run` and `volley send` deliver with.
+pub fn spool_engine(
+    config: Config,
+    spool: Spool,
+    source: Arc<dyn MessageSource>,
+    log: Option<&Path>,
+    suppressions: Arc<dyn Suppressions>,
+) -> Result<Engine> {
+    let reports = Arc::new(SpoolDeposit::new(
+        spool.try_clone()?,
+        config.queue.batch_size,
+        config.relay.domains.clone(),
+    ));
+    Ok(
+        Engine::new(config, Arc::new(SpoolFeed::new(spool)), source, log)?
+            .with_suppressions(suppressions)
+            .with_reports(reports),
+    )
 }
 
 /// Binds every `[[listen]]` entry and runs the listener in a task until the

@@ -6,21 +6,20 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::stop::{run_round, Round, StopSignals};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use volley_conf::Config;
 use volley_control::campaign::{hex, Campaign};
 use volley_control::partition::sort;
 use volley_control::recipients::{write_rejected, RecipientReader, Rejected};
-use volley_engine::delivery::feed::SpoolFeed;
-use volley_engine::deposit::SpoolDeposit;
 use volley_engine::host::unix_now;
 use volley_engine::suppress::sending_domain;
 use volley_engine::{Engine, RunReport};
 use volley_merge::{Template, TemplateSource, TemplateSpec};
 use volley_queue::{BatchMeta, BatchView, DomainSummary, Spool};
 
+use crate::run::spool_engine;
+use crate::stop::{run_round, Round, StopSignals};
 use crate::suppressions::StoreSuppressions;
 use crate::table;
 
@@ -159,21 +158,8 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     source.insert(hash, template);
     let spool_dir = config.spool.dir.clone();
     let grace = config.delivery.stop_timeout;
-    // The engine delivers whatever the spool holds, relayed mail included: its
-    // reports are queued in the same spool.
-    let reports = Arc::new(SpoolDeposit::new(
-        spool.try_clone()?,
-        config.queue.batch_size,
-        config.relay.domains.clone(),
-    ));
-    let engine = Engine::new(
-        config,
-        Arc::new(SpoolFeed::new(spool)),
-        source,
-        args.log.as_deref(),
-    )?
-    .with_suppressions(suppressions)
-    .with_reports(reports);
+    // The engine delivers whatever the spool holds, relayed mail included.
+    let engine = spool_engine(config, spool, source, args.log.as_deref(), suppressions)?;
     let total = parts.recipients;
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(deliver(&engine, total, args.wait, grace))?;

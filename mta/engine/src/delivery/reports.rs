@@ -8,8 +8,10 @@
 //! never for what a recipient's `NOTIFY` leaves out; `ORCPT`, `ENVID` and `RET`
 //! as received.
 //!
-//! A report whose outcome was recorded just before a crash, in the round that
-//! did not end, is not made again.
+//! Reported recipients are marked in their slots ([`REPORTED`]); the next round
+//! reports the final ones left unmarked (a crash before the round's end, a
+//! report that could not be queued), and a relayed batch is completed only once
+//! all are marked. Delay warnings are not made again after a crash.
 
 use std::collections::HashMap;
 use std::sync::Arc;
