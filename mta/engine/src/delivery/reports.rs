@@ -20,7 +20,7 @@ use bytes::BytesMut;
 use volley_merge::report::{Action, Recipient, Report};
 use volley_merge::source::MessageSource;
 use volley_queue::ids::is_inbound_id;
-use volley_queue::{Slot, State};
+use volley_queue::{BatchView, Slot, State};
 use volley_smtp::dsn::{Notify, Ret};
 
 use crate::delivery::feed::LiveBatch;
@@ -77,10 +77,17 @@ pub fn crosses_delay_warning(
 
 /// The `NOTIFY` a relayed recipient was given (`None` when not given).
 pub fn notify_of(item: &Item) -> Option<Notify> {
-    let view = item.batch.map.view();
-    let field = view.field_names_iter().position(|n| n == NOTIFY)?;
-    let value = view.recipient(item.index as usize)?.values().nth(field)?;
-    Notify::parse(std::str::from_utf8(value).ok()?)
+    Notify::parse(&dsn_value(&item.batch.map.view(), item.index, NOTIFY))
+}
+
+/// The DSN field `name` ([`DSN_FIELDS`]) of recipient `index` of `view`; ""
+/// when the batch has no such field.
+fn dsn_value(view: &BatchView<'_>, index: u32, name: &str) -> String {
+    view.field_names_iter()
+        .position(|n| n == name)
+        .and_then(|field| view.recipient(index as usize)?.values().nth(field))
+        .map(|v| String::from_utf8_lossy(v).into_owned())
+        .unwrap_or_default()
 }
 
 /// Makes and queues the reports of `outcomes` (those their recipients' `NOTIFY`
@@ -210,18 +217,6 @@ fn report_batch(
     };
     let batch = Arc::clone(&first.batch);
     let view = batch.map.view();
-    let names = view.field_names();
-    let at = |name: &str| names.iter().position(|n| *n == name);
-    let value = |index: u32, field: Option<usize>| -> String {
-        let Some(field) = field else {
-            return String::new();
-        };
-        view.recipient(index as usize)
-            .and_then(|r| r.values().nth(field))
-            .map(|v| String::from_utf8_lossy(v).into_owned())
-            .unwrap_or_default()
-    };
-    let (notify_at, orcpt_at) = (at(NOTIFY), at(ORCPT));
     let index = first.index as usize;
     let sender = source.envelope_from(&view, index).unwrap_or_default();
     if sender.is_empty() {
@@ -239,10 +234,13 @@ fn report_batch(
                 .unwrap_or_default()
         })
         .collect();
-    let originals: Vec<String> = failed.iter().map(|f| value(f.index, orcpt_at)).collect();
+    let originals: Vec<String> = failed
+        .iter()
+        .map(|f| dsn_value(&view, f.index, ORCPT))
+        .collect();
     let wanted: Vec<bool> = failed
         .iter()
-        .map(|f| wanted(f.action, Notify::parse(&value(f.index, notify_at))))
+        .map(|f| wanted(f.action, Notify::parse(&dsn_value(&view, f.index, NOTIFY))))
         .collect();
     let entries: Vec<Recipient<'_>> = failed
         .iter()
@@ -260,8 +258,8 @@ fn report_batch(
     if entries.is_empty() {
         return Ok(false);
     }
-    let envid = value(first.index, at(ENVID));
-    let ret = Ret::parse(&value(first.index, at(RET)));
+    let envid = dsn_value(&view, first.index, ENVID);
+    let ret = Ret::parse(&dsn_value(&view, first.index, RET));
     *unique += 1;
     let report = Report {
         host,
