@@ -217,15 +217,15 @@ fn show(dir: &Path, batch: &str, values: bool, json: bool) -> Result<String> {
             let mut row = vec![
                 i.to_string(),
                 address,
-                slot.state.name().to_owned(),
+                volley_queue::slot::final_status(slot).to_owned(),
                 slot.attempts.to_string(),
                 if slot.code == 0 {
                     "-".into()
                 } else {
                     slot.code.to_string()
                 },
-                // A final slot's next_attempt is no time (1 marks a relayed
-                // recipient's report as queued).
+                // A final slot's next_attempt is no time (it holds a
+                // `volley_queue::slot::mark`).
                 if slot.state.is_final() {
                     "-".to_owned()
                 } else {

@@ -9,10 +9,13 @@
 //! - [`recipients`]: reading a CSV recipient list, rejected rows with line numbers.
 //! - [`partition`]: sorting by destination and cutting batch files.
 //! - [`campaign`]: campaign records in the spool, for crash-safe submission.
+//! - [`store`]: the store (SQLite or PostgreSQL): campaigns, batch rows,
+//!   progress, final recipients, tokens, the event outbox.
 //! - [`suppress`]: the suppression list in the spool, bounce counting, imports.
 
 pub mod address;
 pub mod campaign;
 pub mod partition;
 pub mod recipients;
+pub mod store;
 pub mod suppress;

@@ -81,6 +81,30 @@ pub const MAX_CODE: u16 = 1023;
 /// The largest next-attempt time a slot can hold (34 bits of unix seconds).
 pub const MAX_NEXT_ATTEMPT: u64 = (1 << 34) - 1;
 
+/// Why a final slot is final when no reply made it so. A final recipient is never
+/// attempted again, so its `next_attempt` field is free; these values in it say
+/// what finalised it (0: a reply or the retry limit did).
+pub mod mark {
+    /// A relayed recipient whose outcome was reported to the sender.
+    pub const REPORTED: u64 = 1;
+    /// Finalised unsent (bounced, code 0) because it is on the suppression list.
+    pub const SUPPRESSED: u64 = 2;
+    /// Finalised unsent (expired) because its campaign was cancelled.
+    pub const CANCELLED: u64 = 3;
+    /// Finalised unsent (expired) because its campaign's `stop_at` passed.
+    pub const STOPPED: u64 = 4;
+}
+
+/// What a final slot's outcome is called in reports and tables: the state's name,
+/// or `suppressed`, `cancelled`, `expired` for the recipients finalised unsent.
+pub fn final_status(slot: Slot) -> &'static str {
+    match (slot.state, slot.next_attempt) {
+        (State::Bounced, mark::SUPPRESSED) if slot.code == 0 => "suppressed",
+        (State::Expired, mark::CANCELLED) => "cancelled",
+        (state, _) => state.name(),
+    }
+}
+
 /// One recipient's delivery state, as decoded from its slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Slot {

@@ -9,7 +9,8 @@
 //! engine hands it the batches whose recipients are all final
 //! ([`Feed::complete`]).
 
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 
 use volley_queue::ids::is_inbound_id;
 use volley_queue::{BatchStatus, MappedBatch, QueueError, Spool};
@@ -21,6 +22,84 @@ use crate::delivery::work::is_due;
 pub struct LiveBatch {
     /// The mapping.
     pub map: MappedBatch,
+    /// Set while the batch must not be sent from (its campaign suspended or
+    /// cancelled): no new transaction takes its recipients; those in flight
+    /// finish and are recorded. Shared by every batch of a campaign.
+    pub hold: Arc<AtomicBool>,
+    /// The last reply of each recipient attempted, kept for a feed that wants
+    /// them (the control plane's per-recipient table); `None`: not kept.
+    pub replies: Option<Mutex<Vec<Reply>>>,
+}
+
+/// The last answer one recipient of a [`LiveBatch`] got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    /// Recipient index in the batch.
+    pub index: u32,
+    /// Unix second of the answer.
+    pub at: u64,
+    /// Enhanced status code ("5.1.1"), or "".
+    pub enhanced: String,
+    /// Reply text or local reason.
+    pub text: String,
+}
+
+impl LiveBatch {
+    /// A batch sent from freely, its replies not kept.
+    pub fn new(map: MappedBatch) -> LiveBatch {
+        LiveBatch {
+            map,
+            hold: Arc::new(AtomicBool::new(false)),
+            replies: None,
+        }
+    }
+
+    /// Whether the batch is held ([`LiveBatch::hold`]).
+    pub fn held(&self) -> bool {
+        self.hold.load(Ordering::Relaxed)
+    }
+
+    /// Keeps `reply` when the batch keeps replies.
+    pub fn keep_reply(&self, reply: impl FnOnce() -> Reply) {
+        if let Some(replies) = &self.replies {
+            replies
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .push(reply());
+        }
+    }
+
+    /// The replies kept since the last call, the last one per recipient.
+    pub fn take_replies(&self) -> Vec<Reply> {
+        let Some(replies) = &self.replies else {
+            return Vec::new();
+        };
+        let mut all = std::mem::take(&mut *replies.lock().unwrap_or_else(PoisonError::into_inner));
+        // Stable: the last reply of a recipient stays after its earlier ones.
+        all.sort_by_key(|r| r.index);
+        let mut out: Vec<Reply> = Vec::with_capacity(all.len());
+        for reply in all {
+            match out.last_mut() {
+                Some(last) if last.index == reply.index => *last = reply,
+                _ => out.push(reply),
+            }
+        }
+        out
+    }
+}
+
+/// What a feed does with one batch of a round ([`open_spool_round`]).
+#[derive(Debug)]
+pub enum Admit {
+    /// Deliver from it, under `hold`, keeping replies when `replies`.
+    Open {
+        /// The batch's hold flag (its campaign's).
+        hold: Arc<AtomicBool>,
+        /// Whether to keep its recipients' replies.
+        replies: bool,
+    },
+    /// Not now: its campaign starts at this unix second (`None`: when told).
+    Wait(Option<u64>),
 }
 
 /// The batches of one round, as a feed hands them over.
@@ -86,49 +165,82 @@ impl SpoolFeed {
     }
 }
 
-impl Feed for SpoolFeed {
-    /// Runs the recovery scan (quarantining corrupt files), then maps the batches
-    /// with due recipients in [`round_order`].
-    fn open_round(&self, now: u64, window: u64) -> Result<Opened, QueueError> {
-        let recovery = self.spool.recover()?;
-        let mut opened = Opened {
-            quarantined: recovery.quarantined.len() as u64,
-            ..Opened::default()
-        };
-        let mut due = 0u64;
-        for status in round_order(recovery.batches) {
-            let unfinished = status.counts.unfinished();
-            match status.next_due {
-                Some(at) if at > now => {
+/// A round from `spool`: runs the recovery scan (quarantining corrupt files),
+/// then maps the batches with due recipients in [`round_order`], each as `admit`
+/// says (batches it makes wait count as not due).
+pub fn open_spool_round(
+    spool: &Spool,
+    now: u64,
+    window: u64,
+    admit: impl Fn(&BatchStatus) -> Admit,
+) -> Result<Opened, QueueError> {
+    let recovery = spool.recover()?;
+    let mut opened = Opened {
+        quarantined: recovery.quarantined.len() as u64,
+        ..Opened::default()
+    };
+    let mut due = 0u64;
+    for status in round_order(recovery.batches) {
+        let unfinished = status.counts.unfinished();
+        let (hold, replies) = match admit(&status) {
+            Admit::Open { hold, replies } => (hold, replies),
+            Admit::Wait(until) => {
+                if unfinished > 0 {
                     opened.not_due += unfinished;
-                    opened.next_due = Some(opened.next_due.map_or(at, |t| t.min(at)));
-                    continue;
+                    if let Some(at) = until {
+                        opened.next_due = Some(opened.next_due.map_or(at, |t| t.min(at)));
+                    }
                 }
-                Some(_) if due >= window => {
-                    opened.waiting += unfinished;
-                    continue;
-                }
-                _ => {}
-            }
-            let map = match MappedBatch::open(&status.path) {
-                Ok(map) => map,
-                Err(err @ QueueError::Corrupt { .. }) => {
-                    self.spool.quarantine(&status.path, &err.to_string())?;
-                    opened.quarantined += 1;
-                    continue;
-                }
-                Err(err) => return Err(err),
-            };
-            if unfinished == 0 {
-                opened.finished.push(Arc::new(LiveBatch { map }));
                 continue;
             }
-            due += (0..map.len())
-                .filter(|&i| map.slot(i).is_ok_and(|slot| is_due(slot, now)))
-                .count() as u64;
-            opened.batches.push(Arc::new(LiveBatch { map }));
+        };
+        match status.next_due {
+            Some(at) if at > now => {
+                opened.not_due += unfinished;
+                opened.next_due = Some(opened.next_due.map_or(at, |t| t.min(at)));
+                continue;
+            }
+            Some(_) if due >= window => {
+                opened.waiting += unfinished;
+                continue;
+            }
+            _ => {}
         }
-        Ok(opened)
+        let map = match MappedBatch::open(&status.path) {
+            Ok(map) => map,
+            Err(err @ QueueError::Corrupt { .. }) => {
+                spool.quarantine(&status.path, &err.to_string())?;
+                opened.quarantined += 1;
+                continue;
+            }
+            Err(err) => return Err(err),
+        };
+        let batch = Arc::new(LiveBatch {
+            map,
+            hold,
+            replies: replies.then(Mutex::default),
+        });
+        if unfinished == 0 {
+            opened.finished.push(batch);
+            continue;
+        }
+        let map = &batch.map;
+        due += (0..map.len())
+            .filter(|&i| map.slot(i).is_ok_and(|slot| is_due(slot, now)))
+            .count() as u64;
+        opened.batches.push(batch);
+    }
+    Ok(opened)
+}
+
+impl Feed for SpoolFeed {
+    /// Every batch of the spool, in [`round_order`] ([`open_spool_round`]).
+    fn open_round(&self, now: u64, window: u64) -> Result<Opened, QueueError> {
+        let free = Arc::new(AtomicBool::new(false));
+        open_spool_round(&self.spool, now, window, |_| Admit::Open {
+            hold: Arc::clone(&free),
+            replies: false,
+        })
     }
 
     /// msync of every batch, even past one that fails (the first error is

@@ -7,6 +7,7 @@ use std::time::{Instant, SystemTime};
 use volley_conf::RetryConfig;
 use volley_queue::{QueueError, Slot, State};
 
+use crate::delivery::feed::Reply;
 use crate::delivery::reports::{crosses_delay_warning, notify_of, RelayedOutcome};
 use crate::delivery::work::Item;
 use crate::host::unix_now;
@@ -189,7 +190,8 @@ impl Recorder {
     }
 
     /// Finalises a recipient found on the suppression list without sending to it:
-    /// its slot becomes bounced with code 0 and its attempts unchanged, and the log
+    /// its slot becomes bounced with code 0, marked [`volley_queue::slot::mark::SUPPRESSED`],
+    /// its attempts unchanged, and the log
     /// gets a `suppressed` line (`attempt` is the attempts made before, 0 if none).
     pub fn suppressed(&self, item: &Item, recipient: &str) {
         let map = &item.batch.map;
@@ -202,13 +204,19 @@ impl Recorder {
                 state: State::Bounced,
                 attempts: slot.attempts,
                 code: 0,
-                next_attempt: 0,
+                next_attempt: volley_queue::slot::mark::SUPPRESSED,
             },
         );
         if let Err(err) = stored {
             tracing::error!(%err, "cannot record a suppressed recipient");
         }
         self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
+        item.batch.keep_reply(|| Reply {
+            index: item.index,
+            at: unix_now(),
+            enhanced: String::new(),
+            text: "on the suppression list".to_owned(),
+        });
         let event = LogEvent {
             ts: timestamp(SystemTime::now()),
             campaign: header.campaign_id,
@@ -304,6 +312,12 @@ impl Recorder {
                 self.note_relayed(item, action, answer, via);
             }
         }
+        item.batch.keep_reply(|| Reply {
+            index: item.index,
+            at: now,
+            enhanced: answer.enhanced.to_owned(),
+            text: answer.text.to_owned(),
+        });
         let event = LogEvent {
             ts: timestamp(SystemTime::now()),
             campaign: header.campaign_id,

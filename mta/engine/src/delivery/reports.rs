@@ -20,6 +20,7 @@ use bytes::BytesMut;
 use volley_merge::report::{Action, Recipient, Report};
 use volley_merge::source::MessageSource;
 use volley_queue::ids::is_inbound_id;
+use volley_queue::slot::mark;
 use volley_queue::{BatchView, Slot, State};
 use volley_smtp::dsn::{Notify, Ret};
 
@@ -150,8 +151,9 @@ fn mark_reported(group: &[RelayedOutcome]) {
 }
 
 /// The `next_attempt` of a final relayed recipient whose outcome was reported
-/// on (or needed no report): final slots otherwise keep 0 there.
-pub const REPORTED: u64 = 1;
+/// on (or needed no report): final slots otherwise keep 0 there, or another
+/// [`volley_queue::slot::mark`].
+pub use volley_queue::slot::mark::REPORTED;
 
 /// The final recipients of a relayed `batch` whose outcome was never reported
 /// on (a crash came between the recording and the end of the round, or the
@@ -173,7 +175,8 @@ pub fn unreported(batch: &Arc<LiveBatch>) -> Vec<RelayedOutcome> {
             index: index as u32,
         };
         let action = match slot.state {
-            State::Bounced if slot.code == 0 => continue, // suppressed: never sent
+            // Suppressed: never sent, nothing to report.
+            State::Bounced if slot.next_attempt == mark::SUPPRESSED => continue,
             State::Bounced => Action::Failed,
             State::Expired => Action::Expired,
             State::Delivered if notify_of(&item).is_some_and(|n| n.success) => Action::Delivered,

@@ -94,8 +94,16 @@ impl Site {
         }
     }
 
+    /// The next recipient to send to; those of held batches (a suspended
+    /// campaign) are dropped from the round as they come, their slots untouched.
     fn pop(&self) -> Option<Item> {
-        lock(&self.queue).pop_front()
+        let mut queue = lock(&self.queue);
+        while let Some(item) = queue.pop_front() {
+            if !item.batch.held() {
+                return Some(item);
+            }
+        }
+        None
     }
 
     fn push_front(&self, item: Item) {
@@ -418,7 +426,11 @@ async fn deliver(
                 }
                 break;
             }
-            let Some(item) = claimed.take().or_else(|| site.pop()) else {
+            let Some(item) = claimed
+                .take()
+                .filter(|i| !i.batch.held())
+                .or_else(|| site.pop())
+            else {
                 break;
             };
             let view = item.batch.map.view();

@@ -1,0 +1,495 @@
+//! Batch rows, their per-domain progress, and the final per-recipient rows.
+//!
+//! A batch row is made when its campaign is partitioned (all of a campaign's in
+//! one transaction, with the campaign marked partitioned), holds the lease
+//! fields a fleet needs (holder, epoch, expiry) and is updated in place; its
+//! progress rows (one per destination domain in it) are updated in place as
+//! delivery goes on; the per-recipient rows are written once, in bulk, when the
+//! batch is done. While a batch is live its file's slots are the truth and the
+//! progress rows a copy at most a few seconds old.
+
+use serde::Serialize;
+use sqlx::any::AnyRow;
+use sqlx::Row;
+
+use super::campaigns::INSERT_ROWS;
+use super::{now, Context, Store, StoreError};
+use crate::recipients::Rejected;
+
+/// Recipients by state: a batch's, a domain's or a campaign's.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    /// Every recipient.
+    pub recipients: i64,
+    /// Not attempted yet.
+    pub pending: i64,
+    /// In a transaction now.
+    pub in_flight: i64,
+    /// Accepted by the receiver.
+    pub delivered: i64,
+    /// Temporarily refused, to be retried.
+    pub deferred: i64,
+    /// Permanently refused.
+    pub bounced: i64,
+    /// Given up on (retry limit or `stop_at`).
+    pub expired: i64,
+    /// Stopped before sending: suppressed while queued.
+    pub suppressed: i64,
+    /// Finalised unsent: the campaign was cancelled.
+    pub cancelled: i64,
+}
+
+impl Counts {
+    /// Adds `other`.
+    pub fn add(&mut self, other: &Counts) {
+        self.recipients += other.recipients;
+        self.pending += other.pending;
+        self.in_flight += other.in_flight;
+        self.delivered += other.delivered;
+        self.deferred += other.deferred;
+        self.bounced += other.bounced;
+        self.expired += other.expired;
+        self.suppressed += other.suppressed;
+        self.cancelled += other.cancelled;
+    }
+
+    /// Recipients not final yet.
+    pub fn unfinished(&self) -> i64 {
+        self.pending + self.in_flight + self.deferred
+    }
+}
+
+/// One batch of a partitioned campaign: its id and its recipients per
+/// destination domain (lower case, in batch order).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchCut {
+    /// Batch id.
+    pub batch: i64,
+    /// (domain, recipients) in the order they come in the batch.
+    pub domains: Vec<(String, i64)>,
+}
+
+/// The progress of one domain of one live batch ([`Store::record_progress`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// Campaign id.
+    pub campaign: i64,
+    /// Batch id.
+    pub batch: i64,
+    /// Destination domain.
+    pub domain: String,
+    /// Its recipients by state.
+    pub counts: Counts,
+}
+
+/// One recipient's final outcome, as written when its batch is done.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FinalRecipient {
+    /// Index in its batch.
+    pub idx: i64,
+    /// Address.
+    pub email: String,
+    /// `delivered`, `bounced`, `expired`, `suppressed` or `cancelled`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Last SMTP code (0: none).
+    pub code: i64,
+    /// Last enhanced status code, or "".
+    pub enhanced: String,
+    /// Last reply text or local reason, or "".
+    pub reply: String,
+    /// Unix second of the outcome.
+    pub at: i64,
+}
+
+/// A batch found done ([`Store::complete_batch`]).
+#[derive(Debug, Clone)]
+pub struct DoneBatch {
+    /// Campaign id.
+    pub campaign: i64,
+    /// Batch id.
+    pub batch: i64,
+    /// Final counts per domain.
+    pub domains: Vec<(String, Counts)>,
+    /// Every recipient, by index.
+    pub recipients: Vec<FinalRecipient>,
+}
+
+/// One row of the per-recipient table ([`Store::final_recipients`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RecipientRow {
+    /// Batch id.
+    pub batch: i64,
+    /// The recipient as written.
+    #[serde(flatten)]
+    pub recipient: FinalRecipient,
+}
+
+/// A batch row.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchRow {
+    /// Campaign id.
+    pub campaign: i64,
+    /// Batch id.
+    pub batch: i64,
+    /// Its first destination domain.
+    pub site: String,
+    /// Its recipients.
+    pub recipients: i64,
+    /// `queued` or `done`.
+    pub state: String,
+}
+
+const COUNT_COLUMNS: &str =
+    "recipients, pending, in_flight, delivered, deferred, bounced, expired, suppressed, cancelled";
+
+fn sums() -> String {
+    COUNT_COLUMNS
+        .split(", ")
+        .map(|c| format!("CAST(COALESCE(SUM({c}), 0) AS BIGINT) AS {c}"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn counts_of(row: &AnyRow) -> Result<Counts, StoreError> {
+    let get = |c: &'static str| row.try_get::<i64, _>(c).what("read counts");
+    Ok(Counts {
+        recipients: get("recipients")?,
+        pending: get("pending")?,
+        in_flight: get("in_flight")?,
+        delivered: get("delivered")?,
+        deferred: get("deferred")?,
+        bounced: get("bounced")?,
+        expired: get("expired")?,
+        suppressed: get("suppressed")?,
+        cancelled: get("cancelled")?,
+    })
+}
+
+fn values(rows: usize, columns: usize) -> String {
+    let mut out = String::new();
+    for r in 0..rows {
+        if r > 0 {
+            out.push_str(", ");
+        }
+        out.push('(');
+        for c in 0..columns {
+            if c > 0 {
+                out.push_str(", ");
+            }
+            out.push_str(&format!("${}", r * columns + c + 1));
+        }
+        out.push(')');
+    }
+    out
+}
+
+impl Store {
+    /// Records the result of partitioning campaign `id`, all or nothing: its
+    /// batch rows and their progress rows (every recipient pending), its
+    /// rejected rows, its counts, and the mark that it is partitioned. Rows
+    /// already there (a resumed partitioning) are left alone.
+    pub async fn set_partitioned(
+        &self,
+        id: i64,
+        cuts: &[BatchCut],
+        rejected: &[Rejected],
+        suppressed: i64,
+    ) -> Result<(), StoreError> {
+        let at = now();
+        let mut tx = self.pool().begin().await.what("begin a partitioning")?;
+        let mut recipients = 0i64;
+        for chunk in cuts.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO batches (campaign, batch, site, recipients, state, lease_epoch, updated_at) VALUES {} ON CONFLICT DO NOTHING",
+                values(chunk.len(), 7)
+            );
+            let mut query = sqlx::query(&sql);
+            for cut in chunk {
+                let total: i64 = cut.domains.iter().map(|d| d.1).sum();
+                recipients += total;
+                let site = cut.domains.first().map(|d| d.0.clone()).unwrap_or_default();
+                query = query
+                    .bind(id)
+                    .bind(cut.batch)
+                    .bind(site)
+                    .bind(total)
+                    .bind("queued")
+                    .bind(0i64)
+                    .bind(at);
+            }
+            query.execute(&mut *tx).await.what("insert batch rows")?;
+        }
+        let domains: Vec<(i64, &str, i64)> = cuts
+            .iter()
+            .flat_map(|c| c.domains.iter().map(|(d, n)| (c.batch, d.as_str(), *n)))
+            .collect();
+        for chunk in domains.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO progress (campaign, batch, domain, {COUNT_COLUMNS}) VALUES {} ON CONFLICT DO NOTHING",
+                values(chunk.len(), 12)
+            );
+            let mut query = sqlx::query(&sql);
+            for (batch, domain, n) in chunk {
+                query = query
+                    .bind(id)
+                    .bind(*batch)
+                    .bind(domain.to_string())
+                    .bind(*n)
+                    .bind(*n);
+                for _ in 0..7 {
+                    query = query.bind(0i64);
+                }
+            }
+            query.execute(&mut *tx).await.what("insert progress rows")?;
+        }
+        for chunk in rejected.chunks(INSERT_ROWS) {
+            let sql = format!(
+                "INSERT INTO rejects (campaign, line, email, reason) VALUES {} ON CONFLICT DO NOTHING",
+                values(chunk.len(), 4)
+            );
+            let mut query = sqlx::query(&sql);
+            for r in chunk {
+                query = query
+                    .bind(id)
+                    .bind(r.line as i64)
+                    .bind(r.email.clone())
+                    .bind(r.reason.clone());
+            }
+            query.execute(&mut *tx).await.what("insert rejected rows")?;
+        }
+        sqlx::query(
+            "UPDATE campaigns SET partitioned = 1, recipients = $1, rejected_rows = $2, suppressed = $3, batches = $4 WHERE id = $5",
+        )
+        .bind(recipients)
+        .bind(rejected.len() as i64)
+        .bind(suppressed)
+        .bind(cuts.len() as i64)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .what("mark a campaign partitioned")?;
+        tx.commit().await.what("commit a partitioning")?;
+        Ok(())
+    }
+
+    /// Updates the progress rows of live batches (those of batches already done
+    /// are left alone: their final counts are written with them).
+    pub async fn record_progress(&self, progress: &[Progress]) -> Result<(), StoreError> {
+        if progress.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await.what("begin a progress update")?;
+        for p in progress {
+            let c = &p.counts;
+            sqlx::query(
+                "UPDATE progress SET pending = $1, in_flight = $2, delivered = $3, deferred = $4, bounced = $5, expired = $6, suppressed = $7, cancelled = $8 \
+                 WHERE campaign = $9 AND batch = $10 AND domain = $11 \
+                 AND EXISTS (SELECT 1 FROM batches b WHERE b.campaign = $9 AND b.batch = $10 AND b.state <> 'done')",
+            )
+            .bind(c.pending)
+            .bind(c.in_flight)
+            .bind(c.delivered)
+            .bind(c.deferred)
+            .bind(c.bounced)
+            .bind(c.expired)
+            .bind(c.suppressed)
+            .bind(c.cancelled)
+            .bind(p.campaign)
+            .bind(p.batch)
+            .bind(p.domain.clone())
+            .execute(&mut *tx)
+            .await
+            .what("update progress")?;
+        }
+        tx.commit().await.what("commit a progress update")?;
+        Ok(())
+    }
+
+    /// Records batches as done, each all or nothing: final progress, the
+    /// per-recipient rows and the batch row's state. A batch done already is
+    /// left as it is (a completion repeated after a crash).
+    pub async fn complete_batches(&self, done: &[DoneBatch]) -> Result<(), StoreError> {
+        let at = now();
+        let mut tx = self.pool().begin().await.what("begin a batch completion")?;
+        for batch in done {
+            let updated = sqlx::query(
+                "UPDATE batches SET state = 'done', lease_holder = NULL, lease_expires = NULL, updated_at = $1 WHERE campaign = $2 AND batch = $3 AND state <> 'done'",
+            )
+            .bind(at)
+            .bind(batch.campaign)
+            .bind(batch.batch)
+            .execute(&mut *tx)
+            .await
+            .what("complete a batch")?;
+            if updated.rows_affected() == 0 {
+                continue;
+            }
+            for (domain, c) in &batch.domains {
+                sqlx::query(
+                    "UPDATE progress SET pending = $1, in_flight = $2, delivered = $3, deferred = $4, bounced = $5, expired = $6, suppressed = $7, cancelled = $8 WHERE campaign = $9 AND batch = $10 AND domain = $11",
+                )
+                .bind(c.pending)
+                .bind(c.in_flight)
+                .bind(c.delivered)
+                .bind(c.deferred)
+                .bind(c.bounced)
+                .bind(c.expired)
+                .bind(c.suppressed)
+                .bind(c.cancelled)
+                .bind(batch.campaign)
+                .bind(batch.batch)
+                .bind(domain.clone())
+                .execute(&mut *tx)
+                .await
+                .what("write final progress")?;
+            }
+            for chunk in batch.recipients.chunks(INSERT_ROWS / 2) {
+                let sql = format!(
+                    "INSERT INTO recipients (campaign, batch, idx, email, status, attempts, code, enhanced, reply, at) VALUES {} ON CONFLICT DO NOTHING",
+                    values(chunk.len(), 10)
+                );
+                let mut query = sqlx::query(&sql);
+                for r in chunk {
+                    query = query
+                        .bind(batch.campaign)
+                        .bind(batch.batch)
+                        .bind(r.idx)
+                        .bind(r.email.clone())
+                        .bind(r.status.clone())
+                        .bind(r.attempts)
+                        .bind(r.code)
+                        .bind(r.enhanced.clone())
+                        .bind(r.reply.clone())
+                        .bind(r.at);
+                }
+                query.execute(&mut *tx).await.what("write recipient rows")?;
+            }
+        }
+        tx.commit().await.what("commit a batch completion")?;
+        Ok(())
+    }
+
+    /// A campaign's recipients by state, over its batches (live batches as of
+    /// their last progress update).
+    pub async fn campaign_counts(&self, campaign: i64) -> Result<Counts, StoreError> {
+        let row = sqlx::query(&format!(
+            "SELECT {} FROM progress WHERE campaign = $1",
+            sums()
+        ))
+        .bind(campaign)
+        .fetch_one(self.pool())
+        .await
+        .what("count a campaign's recipients")?;
+        counts_of(&row)
+    }
+
+    /// A campaign's recipients by state per destination domain, the `limit`
+    /// largest domains first.
+    pub async fn domain_counts(
+        &self,
+        campaign: i64,
+        limit: i64,
+    ) -> Result<Vec<(String, Counts)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT domain, {} FROM progress WHERE campaign = $1 GROUP BY domain ORDER BY SUM(recipients) DESC, domain LIMIT $2",
+            sums()
+        ))
+        .bind(campaign)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .what("count a campaign's domains")?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("domain").what("read a domain")?, counts_of(r)?)))
+            .collect()
+    }
+
+    /// How many of a campaign's batches are not done.
+    pub async fn live_batches(&self, campaign: i64) -> Result<i64, StoreError> {
+        sqlx::query("SELECT COUNT(*) FROM batches WHERE campaign = $1 AND state <> 'done'")
+            .bind(campaign)
+            .fetch_one(self.pool())
+            .await
+            .and_then(|r| r.try_get(0))
+            .what("count live batches")
+    }
+
+    /// A campaign's batch rows from batch `from` on, in order, at most `limit`.
+    pub async fn batch_rows(
+        &self,
+        campaign: i64,
+        from: i64,
+        limit: i64,
+    ) -> Result<Vec<BatchRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT campaign, batch, site, recipients, state FROM batches WHERE campaign = $1 AND batch >= $2 ORDER BY batch LIMIT $3",
+        )
+        .bind(campaign)
+        .bind(from)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .what("list batches")?;
+        rows.iter()
+            .map(|r| {
+                Ok(BatchRow {
+                    campaign: r.try_get("campaign").what("read a batch")?,
+                    batch: r.try_get("batch").what("read a batch")?,
+                    site: r.try_get("site").what("read a batch")?,
+                    recipients: r.try_get("recipients").what("read a batch")?,
+                    state: r.try_get("state").what("read a batch")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Final recipient rows of one batch from index `from` on, optionally only
+    /// those with `status`, at most `limit`.
+    pub async fn final_recipients(
+        &self,
+        campaign: i64,
+        batch: i64,
+        from: i64,
+        status: Option<&str>,
+        limit: i64,
+    ) -> Result<Vec<RecipientRow>, StoreError> {
+        let filter = if status.is_some() {
+            " AND status = $5"
+        } else {
+            ""
+        };
+        let sql = format!(
+            "SELECT batch, idx, email, status, attempts, code, enhanced, reply, at FROM recipients WHERE campaign = $1 AND batch = $2 AND idx >= $3{filter} ORDER BY idx LIMIT $4"
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(campaign)
+            .bind(batch)
+            .bind(from)
+            .bind(limit);
+        if let Some(s) = status {
+            query = query.bind(s.to_owned());
+        }
+        let rows = query.fetch_all(self.pool()).await.what("list recipients")?;
+        rows.iter()
+            .map(|r| {
+                let get = |c: &'static str| r.try_get::<i64, _>(c).what("read a recipient");
+                let text = |c: &'static str| r.try_get::<String, _>(c).what("read a recipient");
+                Ok(RecipientRow {
+                    batch: get("batch")?,
+                    recipient: FinalRecipient {
+                        idx: get("idx")?,
+                        email: text("email")?,
+                        status: text("status")?,
+                        attempts: get("attempts")?,
+                        code: get("code")?,
+                        enhanced: text("enhanced")?,
+                        reply: text("reply")?,
+                        at: get("at")?,
+                    },
+                })
+            })
+            .collect()
+    }
+}

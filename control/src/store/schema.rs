@@ -1,0 +1,128 @@
+//! The store's tables, as versioned migrations. Each migration is one SQL text
+//! for both databases, with `{serial}` standing for an auto-numbered primary
+//! key (SQLite's `INTEGER PRIMARY KEY`, PostgreSQL's `BIGSERIAL PRIMARY KEY`).
+//! Every integer is a `BIGINT` (a signed 64-bit `i64` in both), times are unix
+//! seconds, flags are 0/1: the types the Any driver reads the same way from
+//! both.
+//!
+//! A migration, once released, never changes: a new one is appended.
+
+/// The migrations, in order: (version, SQL statements separated by `;`).
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+
+/// The newest schema version this binary knows.
+pub fn current() -> i64 {
+    MIGRATIONS.last().map_or(0, |m| m.0)
+}
+
+/// Version 1: tokens, campaigns (with tags, rejected rows, idempotency), batch
+/// rows with lease fields and per-domain progress, final per-recipient rows,
+/// uploads and the event outbox.
+const V1: &str = r#"
+CREATE TABLE tokens (
+    id {serial},
+    name TEXT NOT NULL UNIQUE,
+    role TEXT NOT NULL,
+    hash TEXT NOT NULL UNIQUE,
+    created_at BIGINT NOT NULL,
+    last_used_at BIGINT,
+    revoked_at BIGINT
+);
+CREATE TABLE campaigns (
+    id BIGINT PRIMARY KEY,
+    owner BIGINT,
+    state TEXT NOT NULL,
+    content_hash TEXT NOT NULL,
+    sender_domain TEXT NOT NULL,
+    list_path TEXT NOT NULL,
+    batch_size BIGINT NOT NULL,
+    start_at BIGINT,
+    stop_at BIGINT,
+    notify TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    idempotency_key TEXT,
+    request_hash TEXT,
+    partitioned BIGINT NOT NULL,
+    recipients BIGINT NOT NULL,
+    rejected_rows BIGINT NOT NULL,
+    suppressed BIGINT NOT NULL,
+    batches BIGINT NOT NULL,
+    created_at BIGINT NOT NULL,
+    started_at BIGINT,
+    completed_at BIGINT,
+    summary_queued BIGINT NOT NULL,
+    UNIQUE (owner, idempotency_key)
+);
+CREATE INDEX campaigns_state ON campaigns (state, id);
+CREATE TABLE campaign_tags (
+    campaign BIGINT NOT NULL,
+    tag TEXT NOT NULL,
+    PRIMARY KEY (campaign, tag)
+);
+CREATE INDEX campaign_tags_tag ON campaign_tags (tag, campaign);
+CREATE TABLE rejects (
+    campaign BIGINT NOT NULL,
+    line BIGINT NOT NULL,
+    email TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (campaign, line)
+);
+CREATE TABLE batches (
+    campaign BIGINT NOT NULL,
+    batch BIGINT NOT NULL,
+    site TEXT NOT NULL,
+    recipients BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    lease_holder TEXT,
+    lease_epoch BIGINT NOT NULL,
+    lease_expires BIGINT,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (campaign, batch)
+);
+CREATE INDEX batches_state ON batches (state, campaign, batch);
+CREATE TABLE progress (
+    campaign BIGINT NOT NULL,
+    batch BIGINT NOT NULL,
+    domain TEXT NOT NULL,
+    recipients BIGINT NOT NULL,
+    pending BIGINT NOT NULL,
+    in_flight BIGINT NOT NULL,
+    delivered BIGINT NOT NULL,
+    deferred BIGINT NOT NULL,
+    bounced BIGINT NOT NULL,
+    expired BIGINT NOT NULL,
+    suppressed BIGINT NOT NULL,
+    cancelled BIGINT NOT NULL,
+    PRIMARY KEY (campaign, batch, domain)
+);
+CREATE TABLE recipients (
+    campaign BIGINT NOT NULL,
+    batch BIGINT NOT NULL,
+    idx BIGINT NOT NULL,
+    email TEXT NOT NULL,
+    status TEXT NOT NULL,
+    attempts BIGINT NOT NULL,
+    code BIGINT NOT NULL,
+    enhanced TEXT NOT NULL,
+    reply TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (campaign, batch, idx)
+);
+CREATE INDEX recipients_status ON recipients (campaign, status, batch, idx);
+CREATE TABLE uploads (
+    id TEXT PRIMARY KEY,
+    owner BIGINT,
+    path TEXT NOT NULL,
+    bytes BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE events (
+    id {serial},
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    campaign BIGINT,
+    payload TEXT NOT NULL,
+    sent_at BIGINT
+);
+CREATE INDEX events_unsent ON events (sent_at, id)
+"#;

@@ -1,0 +1,373 @@
+//! The store against both of its databases: an SQLite file and a private
+//! PostgreSQL started for the test (initdb + pg_ctl on 127.0.0.x). Every case
+//! runs on both; a case that passes on one and not the other is a bug.
+
+#[path = "../../mta/engine/tests/support/postgres.rs"]
+#[allow(dead_code)]
+mod postgres;
+
+use postgres::Postgres;
+use volley_control::recipients::Rejected;
+use volley_control::store::batches::{BatchCut, Counts, DoneBatch, FinalRecipient, Progress};
+use volley_control::store::campaigns::{CampaignFilter, CampaignState, NewCampaign};
+use volley_control::store::tokens::Role;
+use volley_control::store::{schema, Store, StoreError};
+
+/// Runs `case` on a fresh SQLite store and a fresh PostgreSQL database.
+fn on_both<F, Fut>(name: &str, case: F)
+where
+    F: Fn(Store) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let sqlite = volley_control::store::sqlite_url(dir.path());
+    runtime.block_on(async {
+        let store = Store::open(&sqlite).await.unwrap();
+        case(store).await;
+    });
+    let pg = Postgres::start(61);
+    let url = pg.new_database(name);
+    runtime.block_on(async {
+        let store = Store::open(&url).await.unwrap();
+        assert_eq!(store.backend(), volley_control::store::Backend::Postgres);
+        case(store).await;
+    });
+}
+
+#[test]
+fn a_store_is_migrated_once_and_a_newer_one_is_refused() {
+    on_both("migrations", |store| async move {
+        assert_eq!(store.schema_version().await.unwrap(), schema::current());
+        // Opening again applies nothing and keeps the data.
+        let (token, _) = store.create_token("t", Role::Admin).await.unwrap();
+        let again = Store::open(&store_url(&store)).await.unwrap();
+        assert_eq!(again.list_tokens().await.unwrap(), vec![token]);
+        // A version from a newer volley.
+        sqlx_insert_version(&store, schema::current() + 1).await;
+        match Store::open(&store_url(&store)).await {
+            Err(StoreError::TooNew {
+                found, supported, ..
+            }) => {
+                assert_eq!(
+                    (found, supported),
+                    (schema::current() + 1, schema::current())
+                );
+            }
+            other => panic!("a newer store must be refused, got {other:?}"),
+        }
+    });
+}
+
+fn store_url(store: &Store) -> String {
+    store.url().to_owned()
+}
+
+async fn sqlx_insert_version(store: &Store, version: i64) {
+    store
+        .debug_execute(&format!(
+            "INSERT INTO volley_schema (version, applied_at) VALUES ({version}, 0)"
+        ))
+        .await
+        .unwrap();
+}
+
+#[test]
+fn tokens_are_shown_once_and_kept_as_hashes() {
+    on_both("tokens", |store| async move {
+        let (admin, secret) = store.create_token("ops", Role::Admin).await.unwrap();
+        assert!(secret.starts_with("vly_") && secret.len() > 40, "{secret}");
+        assert_eq!(
+            store.authenticate(&secret).await.unwrap().map(|t| t.id),
+            Some(admin.id)
+        );
+        assert_eq!(store.authenticate("vly_wrong").await.unwrap(), None);
+        // The same name twice is a conflict.
+        let again = store.create_token("ops", Role::Sender).await.unwrap_err();
+        assert!(again.is_conflict(), "{again}");
+        // Revoked: refused from then on.
+        assert!(store.revoke_token("ops").await.unwrap());
+        assert!(!store.revoke_token("ops").await.unwrap());
+        assert_eq!(store.authenticate(&secret).await.unwrap(), None);
+        let listed = store.list_tokens().await.unwrap();
+        assert_eq!(listed.len(), 1);
+        assert!(listed[0].revoked_at.is_some());
+    });
+}
+
+fn new_campaign(owner: i64, tags: &[&str]) -> NewCampaign {
+    NewCampaign {
+        owner: Some(owner),
+        content_hash: "ab".repeat(32),
+        sender_domain: "acme.test".into(),
+        list_path: "/tmp/list.csv".into(),
+        batch_size: 2,
+        tags: tags.iter().map(|t| t.to_string()).collect(),
+        ..NewCampaign::default()
+    }
+}
+
+#[test]
+fn campaigns_list_newest_first_by_state_tag_and_cursor() {
+    on_both("campaigns", |store| async move {
+        let mut ids = Vec::new();
+        for i in 0..5 {
+            let tags: &[&str] = if i % 2 == 0 { &["even"] } else { &["odd"] };
+            let c = store
+                .insert_campaign(&new_campaign(1, tags), 0)
+                .await
+                .unwrap();
+            assert_eq!(c.state, CampaignState::Queued);
+            ids.push(c.id);
+        }
+        let other = store
+            .insert_campaign(&new_campaign(2, &[]), 0)
+            .await
+            .unwrap();
+        assert!(ids.windows(2).all(|w| w[0] < w[1]) && other.id > ids[4]);
+        let list = |filter: CampaignFilter| {
+            let store = store.clone();
+            async move {
+                store
+                    .list_campaigns(&filter)
+                    .await
+                    .unwrap()
+                    .iter()
+                    .map(|c| c.id)
+                    .collect::<Vec<_>>()
+            }
+        };
+        let mine = CampaignFilter {
+            owner: Some(1),
+            limit: 2,
+            ..CampaignFilter::default()
+        };
+        assert_eq!(list(mine.clone()).await, [ids[4], ids[3]]);
+        let page2 = CampaignFilter {
+            before: Some(ids[3]),
+            ..mine.clone()
+        };
+        assert_eq!(list(page2).await, [ids[2], ids[1]]);
+        let even = CampaignFilter {
+            tag: Some("even".into()),
+            limit: 10,
+            ..CampaignFilter::default()
+        };
+        assert_eq!(list(even).await, [ids[4], ids[2], ids[0]]);
+        assert!(store
+            .transition(ids[0], &[CampaignState::Queued], CampaignState::Suspended)
+            .await
+            .unwrap());
+        assert!(!store
+            .transition(ids[0], &[CampaignState::Queued], CampaignState::Sending)
+            .await
+            .unwrap());
+        let suspended = CampaignFilter {
+            state: Some(CampaignState::Suspended),
+            limit: 10,
+            ..CampaignFilter::default()
+        };
+        assert_eq!(list(suspended).await, [ids[0]]);
+        // Scheduled when start_at is ahead.
+        let later = NewCampaign {
+            start_at: Some(volley_control::store::now() + 3600),
+            ..new_campaign(1, &[])
+        };
+        assert_eq!(
+            store.insert_campaign(&later, 0).await.unwrap().state,
+            CampaignState::Scheduled
+        );
+    });
+}
+
+#[test]
+fn an_idempotency_key_gives_back_the_same_campaign() {
+    on_both("idempotency", |store| async move {
+        let keyed = NewCampaign {
+            idempotency: Some(("k1".into(), "hash-a".into())),
+            ..new_campaign(1, &[])
+        };
+        let first = store.insert_campaign(&keyed, 0).await.unwrap();
+        let found = store.idempotent(Some(1), "k1").await.unwrap().unwrap();
+        assert_eq!(found.id, first.id);
+        assert_eq!(found.request_hash.as_deref(), Some("hash-a"));
+        // Inserting again with the key (a race lost): the first is answered.
+        let again = store.insert_campaign(&keyed, 0).await.unwrap();
+        assert_eq!(again.id, first.id);
+        // Another owner's key is another campaign.
+        assert_eq!(store.idempotent(Some(2), "k1").await.unwrap(), None);
+    });
+}
+
+fn counts(recipients: i64, f: impl FnOnce(&mut Counts)) -> Counts {
+    let mut c = Counts {
+        recipients,
+        ..Counts::default()
+    };
+    f(&mut c);
+    c
+}
+
+#[test]
+fn batches_progress_and_final_rows_add_up() {
+    on_both("batches", |store| async move {
+        let c = store
+            .insert_campaign(&new_campaign(1, &[]), 0)
+            .await
+            .unwrap();
+        let cuts = vec![
+            BatchCut {
+                batch: 0,
+                domains: vec![("a.test".into(), 2)],
+            },
+            BatchCut {
+                batch: 1,
+                domains: vec![("a.test".into(), 1), ("b.test".into(), 1)],
+            },
+        ];
+        let rejected = vec![Rejected {
+            line: 3,
+            email: "bad".into(),
+            reason: "no @".into(),
+        }];
+        store
+            .set_partitioned(c.id, &cuts, &rejected, 1)
+            .await
+            .unwrap();
+        // A resumed partitioning records the same rows again: nothing doubles.
+        store
+            .set_partitioned(c.id, &cuts, &rejected, 1)
+            .await
+            .unwrap();
+        let row = store.campaign(c.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                row.partitioned,
+                row.recipients,
+                row.batches,
+                row.rejected_rows,
+                row.suppressed
+            ),
+            (true, 4, 2, 1, 1)
+        );
+        let total = store.campaign_counts(c.id).await.unwrap();
+        assert_eq!(total, counts(4, |c| c.pending = 4));
+        assert_eq!(store.rejects(c.id, 0, 10).await.unwrap(), rejected);
+
+        store
+            .record_progress(&[Progress {
+                campaign: c.id,
+                batch: 0,
+                domain: "a.test".into(),
+                counts: counts(2, |c| {
+                    c.delivered = 1;
+                    c.deferred = 1
+                }),
+            }])
+            .await
+            .unwrap();
+        assert_eq!(
+            store.campaign_counts(c.id).await.unwrap(),
+            counts(4, |c| {
+                c.pending = 2;
+                c.delivered = 1;
+                c.deferred = 1
+            })
+        );
+        let rcpt = |idx, email: &str, status: &str| FinalRecipient {
+            idx,
+            email: email.into(),
+            status: status.into(),
+            attempts: 1,
+            code: 250,
+            enhanced: "2.0.0".into(),
+            reply: "ok".into(),
+            at: 5,
+        };
+        let done = DoneBatch {
+            campaign: c.id,
+            batch: 1,
+            domains: vec![
+                ("a.test".into(), counts(1, |c| c.delivered = 1)),
+                ("b.test".into(), counts(1, |c| c.bounced = 1)),
+            ],
+            recipients: vec![
+                rcpt(0, "x@a.test", "delivered"),
+                rcpt(1, "y@b.test", "bounced"),
+            ],
+        };
+        store
+            .complete_batches(std::slice::from_ref(&done))
+            .await
+            .unwrap();
+        // Repeated after a crash: nothing changes.
+        store.complete_batches(&[done]).await.unwrap();
+        assert_eq!(store.live_batches(c.id).await.unwrap(), 1);
+        // A late progress update of a done batch is ignored.
+        store
+            .record_progress(&[Progress {
+                campaign: c.id,
+                batch: 1,
+                domain: "b.test".into(),
+                counts: counts(1, |c| c.pending = 1),
+            }])
+            .await
+            .unwrap();
+        let domains = store.domain_counts(c.id, 10).await.unwrap();
+        assert_eq!(domains[0].0, "a.test");
+        assert_eq!(
+            domains[0].1,
+            counts(3, |c| {
+                c.pending = 0;
+                c.delivered = 2;
+                c.deferred = 1
+            })
+        );
+        assert_eq!(domains[1], ("b.test".into(), counts(1, |c| c.bounced = 1)));
+        let bounced = store
+            .final_recipients(c.id, 1, 0, Some("bounced"), 10)
+            .await
+            .unwrap();
+        assert_eq!(bounced.len(), 1);
+        assert_eq!(bounced[0].recipient.email, "y@b.test");
+        assert_eq!(
+            store
+                .final_recipients(c.id, 1, 1, None, 10)
+                .await
+                .unwrap()
+                .len(),
+            1
+        );
+        let rows = store.batch_rows(c.id, 0, 10).await.unwrap();
+        assert_eq!(
+            rows.iter().map(|r| r.state.as_str()).collect::<Vec<_>>(),
+            ["queued", "done"]
+        );
+        assert_eq!(rows[1].site, "a.test");
+
+        assert!(store.finish_campaign(c.id, 9).await.unwrap());
+        assert!(!store.finish_campaign(c.id, 10).await.unwrap());
+        let done = store.campaign(c.id).await.unwrap().unwrap();
+        assert_eq!(
+            (done.state, done.completed_at),
+            (CampaignState::Completed, Some(9))
+        );
+        let id = store
+            .add_event(
+                "campaign.completed",
+                Some(c.id),
+                &serde_json::json!({"id": c.id}),
+            )
+            .await
+            .unwrap();
+        let events = store.events(0, 10).await.unwrap();
+        assert_eq!(
+            (events.len(), events[0].id, events[0].kind.as_str()),
+            (1, id, "campaign.completed")
+        );
+    });
+}
