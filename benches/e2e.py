@@ -263,6 +263,7 @@ def write_template(path):
 
 def volley_config(path, spool, dns, log_path, dkim, threads=None):
     lines = [
+        "[control]", 'listen = ""',
         "[spool]", f'dir = "{spool}"',
         "[queue]", "batch_size = 100",
         "[dns]", f'nameservers = ["{dns}"]',

@@ -11,8 +11,12 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod api_client;
 mod bench;
+mod campaign_cmd;
 mod config_cmd;
+mod control;
+mod control_feed;
 mod hash_password;
 mod queue_cmd;
 mod run;
@@ -23,6 +27,8 @@ mod suppress_cmd;
 mod suppressions;
 mod synth;
 mod table;
+mod token_cmd;
+mod templates;
 
 /// mimalloc rather than the system allocator: each message allocates a few dozen
 /// small buffers (envelope, replies, log line) on the delivery threads, and glibc's
@@ -75,6 +81,14 @@ enum Command {
     /// The suppression list: addresses never sent to, per sending domain.
     #[command(subcommand)]
     Suppress(suppress_cmd::SuppressCommand),
+    /// API tokens: create (printed once, stored as a hash), list, revoke.
+    #[command(subcommand)]
+    Token(token_cmd::TokenCommand),
+    /// Campaigns through the control plane's API: list, show, suspend, resume,
+    /// cancel, the per-recipient table.
+    ///
+    /// Example: volley campaign show 1796205600000 --token $TOKEN
+    Campaign(campaign_cmd::CampaignArgs),
     /// Benchmarks that print tables and a JSON line.
     #[command(subcommand)]
     Bench(bench::BenchCommand),
@@ -113,6 +127,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::run(args, cli.config.as_deref()),
         Command::Suppress(cmd) => suppress_cmd::run(cmd, cli.config.as_deref()),
         Command::HashPassword => hash_password::run(),
+        Command::Token(cmd) => token_cmd::run(cmd, cli.config.as_deref()),
+        Command::Campaign(args) => campaign_cmd::run(args, cli.config.as_deref()),
         Command::Sendmail(args) => return sendmail::main(&args.args, cli.config.as_deref()),
     };
     match result {

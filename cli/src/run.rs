@@ -17,11 +17,9 @@ use anyhow::{Context, Result};
 use clap::Args;
 use tokio::sync::{oneshot, Notify};
 use volley_conf::Config;
-use volley_control::campaign::{unhex, Campaign};
-use volley_control::partition::sort;
-use volley_control::recipients::RecipientReader;
-use volley_control::suppress::normalize;
-use volley_engine::delivery::feed::SpoolFeed;
+use volley_control::api::{self, Limits};
+use volley_control::plane::Plane;
+use volley_engine::delivery::feed::Feed;
 use volley_engine::deposit::SpoolDeposit;
 use volley_engine::feedback::Feedback;
 use volley_engine::host::unix_now;
@@ -31,9 +29,9 @@ use volley_engine::sweep::sweep;
 use volley_engine::{Engine, RunReport};
 use volley_merge::source::MessageSource;
 use volley_merge::TemplateSource;
-use volley_queue::BatchMeta;
 use volley_queue::Spool;
 
+use crate::control_feed::ControlFeed;
 use crate::stop::{run_round, Round, StopSignals};
 use crate::suppressions::{bounce_limits, StoreSuppressions};
 
@@ -57,50 +55,6 @@ pub struct RunArgs {
     /// Delivery log (default: `[delivery] log`).
     #[arg(long, value_name = "FILE.jsonl")]
     pub log: Option<PathBuf>,
-}
-
-/// Finishes the partitioning of campaigns a crash interrupted: their batches are
-/// deterministic, so the missing ones are written and the rest left alone.
-pub fn resume_partitioning(spool: &Spool) -> Result<u64> {
-    let mut resumed = 0;
-    for mut campaign in Campaign::list(spool)? {
-        if campaign.partitioned {
-            continue;
-        }
-        let hash = unhex(&campaign.content_hash)
-            .with_context(|| format!("campaign {}: bad content hash", campaign.id))?;
-        let mut list = RecipientReader::open(&campaign.recipients)
-            .with_context(|| format!("campaign {}: cannot resume its partitioning", campaign.id))?;
-        // Drop exactly what the first partitioning dropped, so the cut is the same;
-        // addresses suppressed since are stopped by the engine.
-        let dropped = Campaign::load_suppressed(spool, campaign.id)?;
-        let sorted = sort(spool, &mut list, campaign.id, |email| {
-            dropped
-                .contains(&normalize(email))
-                .then(|| "recorded".to_owned())
-        })?;
-        let suppressed = sorted.suppressed.len();
-        let meta = BatchMeta {
-            batch_id: 0,
-            campaign_id: campaign.id,
-            content_hash: hash,
-            created_at: campaign.created_at,
-        };
-        let parts = sorted.write(spool, meta, campaign.batch_size, true)?;
-        campaign.partitioned = true;
-        campaign.recipient_count = parts.recipients;
-        campaign.rejected_rows = parts.rejected.len() as u64;
-        campaign.suppressed = suppressed as u64;
-        campaign.save(spool)?;
-        tracing::info!(
-            campaign = campaign.id,
-            written = parts.written,
-            batches = parts.batches,
-            "resumed an interrupted partitioning"
-        );
-        resumed += 1;
-    }
-    Ok(resumed)
 }
 
 /// One round in one line. The resent count is included for `--once` (stdout); the
@@ -130,10 +84,27 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     let spool = Spool::open(&config.spool.dir)?;
     // Before anything else writes to tmp/ (the partitioning's sort, the listener).
     spool.remove_uncommitted()?;
-    resume_partitioning(&spool)?;
     let suppressions =
         Arc::new(StoreSuppressions::open(spool.root())?.with_limits(bounce_limits(&config.bounce)));
     let source = Arc::new(TemplateSource::new(spool.content_dir()));
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let store = runtime.block_on(crate::control::open_store(&config))?;
+    let plane = crate::control::plane(&config, store, &spool, &source, &suppressions)?;
+    // Campaigns whose partitioning a crash interrupted are finished first.
+    runtime
+        .block_on(plane.resume_partitioning())
+        .context("cannot resume an interrupted partitioning")?;
+    runtime.block_on(plane.refresh())?;
+    let api_listen = if args.once { None } else { config.control.listen };
+    let limits = Limits {
+        max_body_bytes: config.control.max_body_bytes,
+        max_upload_bytes: config.control.max_upload_bytes,
+    };
+    let feed = Arc::new(ControlFeed::new(
+        spool.try_clone()?,
+        Arc::clone(&plane),
+        runtime.handle().clone(),
+    ));
     let listen = !args.once && !config.listen.is_empty();
     let deposit_spool = if listen {
         Some(spool.try_clone()?)
@@ -147,6 +118,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     let engine = spool_engine(
         config,
         spool,
+        feed,
         source,
         args.log.as_deref(),
         Arc::clone(&suppressions) as Arc<dyn Suppressions>,
@@ -160,7 +132,6 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         engine.delivery_log(),
         suppressions,
     ));
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let mut signals = StopSignals::new()?;
         if args.once {
@@ -168,6 +139,10 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
                 Round::Done(report) | Round::Stopped(Some(report)) => report,
                 Round::Stopped(None) => RunReport::default(),
             };
+            // Campaigns this round completed are closed in the store.
+            if let Err(err) = plane.tick().await {
+                tracing::warn!(%err, "control plane tick failed");
+            }
             return anyhow::Ok(format!("{}\n", describe(&report, true)));
         }
         // Deposits wake the round loop, so a received message goes out at once.
@@ -184,6 +159,12 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             ),
             None => None,
         };
+        let api = match api_listen {
+            Some(addr) => Some(start_api(addr, Arc::clone(&plane), limits).await?),
+            None => None,
+        };
+        let ticker = tokio::spawn(tick_loop(Arc::clone(&plane)));
+        let planned = plane.wake();
         tracing::info!(spool = %root.display(), "volley run: delivering");
         let mut last_sweep: Option<Instant> = None;
         loop {
@@ -218,8 +199,14 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             tokio::select! {
                 _ = tokio::time::sleep(report.pause(unix_now())) => {}
                 _ = wake.notified() => {}
+                _ = planned.notified() => {}
                 () = signals.recv() => break,
             }
+        }
+        ticker.abort();
+        if let Some((stop, task)) = api {
+            let _ = stop.send(());
+            let _ = task.await;
         }
         if let Some((stop, task)) = listener {
             // Open sessions get 421; a message being stored is finished first.
@@ -231,12 +218,14 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     })
 }
 
-/// The delivery engine fed from `spool`, checking `suppressions`, logging to
-/// `log` (default `[delivery] log`); reports of relayed mail that fails are
-/// queued in the same spool. What `volley run` and `volley send` deliver with.
+/// The delivery engine fed by `feed` from `spool`, checking `suppressions`,
+/// logging to `log` (default `[delivery] log`); reports of relayed mail that
+/// fails are queued in the same spool. What `volley run` and `volley send`
+/// deliver with.
 pub fn spool_engine(
     config: Config,
     spool: Spool,
+    feed: Arc<dyn Feed>,
     source: Arc<dyn MessageSource>,
     log: Option<&Path>,
     suppressions: Arc<dyn Suppressions>,
@@ -247,7 +236,7 @@ pub fn spool_engine(
         config.relay.domains.clone(),
     ));
     Ok(
-        Engine::new(config, Arc::new(SpoolFeed::new(spool)), source, log)?
+        Engine::new(config, feed, source, log)?
             .with_suppressions(suppressions)
             .with_reports(reports),
     )
@@ -281,80 +270,38 @@ async fn start_listener(
     Ok((stop, task))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use volley_control::campaign::hex;
-    use volley_queue::BatchView;
-
-    fn queued(spool: &Spool) -> Vec<String> {
-        let mut out = Vec::new();
-        for path in spool.active_files().unwrap() {
-            let bytes = std::fs::read(path).unwrap();
-            out.extend(
-                BatchView::parse(&bytes)
-                    .unwrap()
-                    .recipients()
-                    .map(|r| r.address()),
-            );
+/// The scheduler: the plane's tick about once a second (scheduled starts,
+/// completions, the outbox), until aborted.
+pub async fn tick_loop(plane: Arc<Plane>) {
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(err) = plane.tick().await {
+            tracing::warn!(%err, "control plane tick failed");
         }
-        out
     }
+}
 
-    #[test]
-    fn a_resumed_partitioning_drops_exactly_what_the_first_one_dropped() {
-        let dir = tempfile::tempdir().unwrap();
-        let spool = Spool::open(&dir.path().join("spool")).unwrap();
-        let csv = dir.path().join("list.csv");
-        let rows: String = (0..10).map(|i| format!("u{i}@x.test\n")).collect();
-        std::fs::write(&csv, format!("email\n{rows}")).unwrap();
-        let mut campaign = Campaign {
-            id: 7,
-            content_hash: hex(&[1; 32]),
-            recipients: csv.clone(),
-            batch_size: 3,
-            created_at: 1,
-            partitioned: false,
-            recipient_count: 0,
-            rejected_rows: 0,
-            suppressed: 2,
+/// Serves the HTTP API on `addr` in a task until the returned sender is used.
+async fn start_api(
+    addr: std::net::SocketAddr,
+    plane: Arc<Plane>,
+    limits: Limits,
+) -> Result<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ([control] listen)"))?;
+    tracing::info!(%addr, "volley run: serving the API");
+    let (stop, stopped) = oneshot::channel::<()>();
+    let router = api::router(plane, limits);
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
         };
-        // What `volley send` does: record the dropped addresses, then the campaign.
-        campaign
-            .save_suppressed(&spool, ["U3@x.test", "u8@x.test"])
-            .unwrap();
-        campaign.save(&spool).unwrap();
-        let mut list = RecipientReader::open(&csv).unwrap();
-        let sorted = sort(&spool, &mut list, 7, |e| {
-            ["u3@x.test", "u8@x.test"]
-                .contains(&e)
-                .then(|| "manual".into())
-        })
-        .unwrap();
-        let meta = BatchMeta {
-            batch_id: 0,
-            campaign_id: 7,
-            content_hash: [1; 32],
-            created_at: 1,
-        };
-        sorted.write(&spool, meta, 3, false).unwrap();
-        let first = queued(&spool);
-        // Killed after the first batch: the others are missing.
-        for path in &spool.active_files().unwrap()[1..] {
-            std::fs::remove_file(path).unwrap();
+        if let Err(err) = api::serve(listener, router, shutdown).await {
+            tracing::error!(%err, "the API server failed");
         }
-        assert_eq!(resume_partitioning(&spool).unwrap(), 1);
-        assert_eq!(queued(&spool), first, "same cut, nothing lost or doubled");
-        assert_eq!(first.len(), 8);
-        assert!(!first.iter().any(|a| a == "u3@x.test" || a == "u8@x.test"));
-        campaign = Campaign::list(&spool).unwrap().remove(0);
-        assert_eq!(
-            (
-                campaign.partitioned,
-                campaign.recipient_count,
-                campaign.suppressed
-            ),
-            (true, 8, 2)
-        );
-    }
+    });
+    Ok((stop, task))
 }

@@ -9,15 +9,15 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use volley_conf::Config;
-use volley_control::campaign::{hex, Campaign};
-use volley_control::partition::sort;
+use volley_control::plane::submit::{Recipients, Submission};
+use volley_control::plane::Plane;
 use volley_control::recipients::{write_rejected, RecipientReader, Rejected};
 use volley_engine::host::unix_now;
-use volley_engine::suppress::sending_domain;
 use volley_engine::{Engine, RunReport};
 use volley_merge::{Template, TemplateSource, TemplateSpec};
-use volley_queue::{BatchMeta, BatchView, DomainSummary, Spool};
+use volley_queue::{BatchView, DomainSummary, Spool};
 
+use crate::control_feed::ControlFeed;
 use crate::run::spool_engine;
 use crate::stop::{run_round, Round, StopSignals};
 use crate::suppressions::StoreSuppressions;
@@ -55,6 +55,10 @@ pub struct SendArgs {
     /// Spool directory (default: `[spool] dir`).
     #[arg(long, value_name = "DIR")]
     pub spool: Option<PathBuf>,
+    /// Send a summary of the campaign (counts, domains, bounce reasons, rate)
+    /// to ADDR when it completes; repeat for more addresses.
+    #[arg(long, value_name = "ADDR")]
+    pub notify: Vec<String>,
 }
 
 /// Runs `volley send`.
@@ -66,11 +70,9 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     }
     let spec = TemplateSpec::load(&args.template)
         .with_context(|| format!("template {}", args.template.display()))?;
-    let template = Arc::new(
-        Template::compile(&spec)
-            .with_context(|| format!("template {}", args.template.display()))?,
-    );
-    let mut list = RecipientReader::open(&args.recipients)?;
+    let template = Template::compile(&spec)
+        .with_context(|| format!("template {}", args.template.display()))?;
+    let list = RecipientReader::open(&args.recipients)?;
     let mut available: Vec<&str> = list.fields().iter().map(String::as_str).collect();
     available.push("email");
     template.check_fields(&available).with_context(|| {
@@ -80,6 +82,7 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
             args.template.display()
         )
     })?;
+    drop(list);
 
     let rejects_path = args.rejects.clone().unwrap_or_else(|| {
         let mut name = args
@@ -94,86 +97,73 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     // refused now, not met as EMFILE mid-campaign.
     volley_engine::host::raise_open_files(volley_engine::host::files_needed(&config, false))?;
     let spool = Spool::open(&config.spool.dir)?;
-    let hash = spec
-        .store(&spool.content_dir())
-        .context("cannot store the template")?;
     let recipients_abs =
         std::fs::canonicalize(&args.recipients).unwrap_or_else(|_| args.recipients.clone());
-    let mut campaign = Campaign {
-        id: Campaign::next_id(&spool),
-        content_hash: hex(&hash),
-        recipients: recipients_abs,
-        batch_size: config.queue.batch_size,
-        created_at: unix_now(),
-        partitioned: false,
-        recipient_count: 0,
-        rejected_rows: 0,
-        suppressed: 0,
-    };
-    // Suppressed recipients are dropped while the list is read, for the template's
-    // sending domain (that of its envelope sender), and recorded with the campaign
-    // before any batch is written (a resumed partitioning drops the same ones).
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let suppressions = Arc::new(StoreSuppressions::open(spool.root())?);
-    let sender_domain = sending_domain(template.envelope_from());
-    let mut sorted = suppressions.with(|store| {
-        sort(&spool, &mut list, campaign.id, |email| {
-            store
-                .is_suppressed(email, &sender_domain)
-                .map(|e| e.reason.to_string())
-        })
-    })?;
-    let suppressed = std::mem::take(&mut sorted.suppressed);
-    campaign.suppressed = suppressed.len() as u64;
-    campaign.save_suppressed(&spool, suppressed.iter().map(|r| r.email.as_str()))?;
-    campaign.save(&spool)?;
-    let meta = BatchMeta {
-        batch_id: 0,
-        campaign_id: campaign.id,
-        content_hash: hash,
-        created_at: campaign.created_at,
+    let source = Arc::new(TemplateSource::new(spool.content_dir()));
+    let store = runtime.block_on(crate::control::open_store(&config))?;
+    let plane = crate::control::plane(&config, store, &spool, &source, &suppressions)?;
+    // The campaign is recorded and cut into batches through the control plane,
+    // as one submitted over the API is (suppressed recipients are dropped for
+    // the template's sending domain, and recorded before any batch is written).
+    let submission = Submission {
+        template: serde_json::to_value(&spec).context("the template as JSON")?,
+        recipients: Recipients::File(recipients_abs),
+        start_at: None,
+        stop_at: None,
+        batch_size: None,
+        notify: args.notify.clone(),
+        tags: Vec::new(),
+        idempotency: None,
+        wait: true,
     };
-    let parts = sorted.write(&spool, meta, config.queue.batch_size, false)?;
-    campaign.partitioned = true;
-    campaign.recipient_count = parts.recipients;
-    campaign.rejected_rows = parts.rejected.len() as u64;
-    campaign.save(&spool)?;
-    if !parts.rejected.is_empty() || !suppressed.is_empty() {
-        let mut rows: Vec<&Rejected> = parts.rejected.iter().chain(&suppressed).collect();
-        rows.sort_by_key(|r| r.line);
-        write_rejected(&rejects_path, rows)
+    let campaign = runtime
+        .block_on(plane.submit(None, submission))
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+        .campaign;
+    runtime.block_on(plane.refresh())?;
+    let rejected = runtime.block_on(all_rejects(&plane, campaign.id))?;
+    if !rejected.is_empty() {
+        write_rejected(&rejects_path, rejected.iter())
             .with_context(|| format!("cannot write {}", rejects_path.display()))?;
         eprintln!(
             "volley: {} rows rejected, {} recipients suppressed, listed with their line numbers in {}",
-            parts.rejected.len(),
-            suppressed.len(),
+            campaign.rejected_rows,
+            campaign.suppressed,
             rejects_path.display()
         );
     }
     eprintln!(
         "volley: campaign {} queued: {} recipients in {} batches of up to {}",
-        campaign.id, parts.recipients, parts.batches, config.queue.batch_size
+        campaign.id, campaign.recipients, campaign.batches, campaign.batch_size
     );
 
-    let source = Arc::new(TemplateSource::new(spool.content_dir()));
-    source.insert(hash, template);
     let spool_dir = config.spool.dir.clone();
     let grace = config.delivery.stop_timeout;
+    let feed = Arc::new(ControlFeed::new(
+        spool.try_clone()?,
+        Arc::clone(&plane),
+        runtime.handle().clone(),
+    ));
     // The engine delivers whatever the spool holds, relayed mail included.
-    let engine = spool_engine(config, spool, source, args.log.as_deref(), suppressions)?;
-    let total = parts.recipients;
-    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let engine = spool_engine(config, spool, feed, source, args.log.as_deref(), suppressions)?;
+    let total = campaign.recipients as u64;
     runtime.block_on(deliver(&engine, total, args.wait, grace))?;
     // Recipients suppressed after partitioning (added while the campaign ran):
     // their slots say bounced, but they were never sent.
     let late_suppressed = engine.progress().suppressed;
     drop(engine);
+    if let Err(err) = runtime.block_on(plane.tick()) {
+        tracing::warn!(%err, "control plane tick failed");
+    }
 
     let reader = Spool::open_read_only(&spool_dir)?;
     // Every recipient may have been suppressed (or rejected): no batches then.
-    let summary = if parts.batches == 0 {
+    let summary = if campaign.batches == 0 {
         DomainSummary::default()
     } else {
-        campaign_summary(&reader, campaign.id)?
+        campaign_summary(&reader, campaign.id as u64)?
     };
     let elapsed = started.elapsed().as_secs_f64();
     let t = &summary.total;
@@ -184,7 +174,7 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         "deferred": t.deferred + t.pending + t.in_flight,
         "bounced": t.bounced.saturating_sub(late_suppressed),
         "expired": t.expired,
-        "suppressed": campaign.suppressed + late_suppressed,
+        "suppressed": campaign.suppressed as u64 + late_suppressed,
         "rejected_rows": campaign.rejected_rows,
         "elapsed_s": elapsed,
         "msgs_per_s": if elapsed > 0.0 { t.delivered as f64 / elapsed } else { 0.0 },
@@ -200,6 +190,20 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         campaign.id, total, report["delivered"], report["deferred"], report["bounced"], t.expired, report["suppressed"], campaign.rejected_rows, elapsed,
         report["msgs_per_s"].as_f64().unwrap_or(0.0)
     ));
+    Ok(out)
+}
+
+/// Every row a campaign's list had to skip, and those dropped as suppressed,
+/// by line.
+async fn all_rejects(plane: &Plane, campaign: i64) -> Result<Vec<Rejected>> {
+    let mut out = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = plane.store().rejects(campaign, after, 10_000).await?;
+        let Some(last) = page.last() else { break };
+        after = last.line as i64;
+        out.extend(page);
+    }
     Ok(out)
 }
 

@@ -3,11 +3,13 @@
 //! processing writes to it (`volley_engine::feedback::SuppressionWriter`).
 
 use std::path::Path;
-use std::sync::{PoisonError, RwLock};
+use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use volley_conf::BounceConfig;
-use volley_control::suppress::{Bounce, BounceKind, BounceLimits, Reason, SuppressionStore};
+use volley_control::suppress::{
+    Bounce, BounceKind, BounceLimits, Reason, SharedList, SuppressionStore,
+};
 use volley_engine::feedback::{SuppressAction, SuppressKind, SuppressionWriter};
 use volley_engine::suppress::Suppressions;
 
@@ -16,7 +18,7 @@ use volley_engine::suppress::Suppressions;
 /// sees those entries at once: the same list in memory).
 #[derive(Debug)]
 pub struct StoreSuppressions {
-    store: RwLock<SuppressionStore>,
+    list: Arc<SharedList>,
     limits: BounceLimits,
 }
 
@@ -40,7 +42,7 @@ impl StoreSuppressions {
             )
         })?;
         Ok(StoreSuppressions {
-            store: RwLock::new(store),
+            list: Arc::new(SharedList::new(store)),
             limits: bounce_limits(&BounceConfig::default()),
         })
     }
@@ -53,7 +55,12 @@ impl StoreSuppressions {
 
     /// Runs `f` with the store (for partitioning, before delivery starts).
     pub fn with<R>(&self, f: impl FnOnce(&SuppressionStore) -> R) -> R {
-        f(&self.store.read().unwrap_or_else(PoisonError::into_inner))
+        self.list.read(f)
+    }
+
+    /// The list in memory, for the control plane (partitioning, the API).
+    pub fn shared(&self) -> Arc<SharedList> {
+        Arc::clone(&self.list)
     }
 }
 
@@ -63,8 +70,7 @@ impl Suppressions for StoreSuppressions {
     }
 
     fn refresh(&self) {
-        let mut store = self.store.write().unwrap_or_else(PoisonError::into_inner);
-        if let Err(err) = store.refresh() {
+        if let Err(err) = self.list.write(SuppressionStore::refresh) {
             tracing::warn!(%err, "cannot reread the suppression list; using it as it was");
         }
     }
@@ -76,7 +82,16 @@ impl Suppressions for StoreSuppressions {
 
 impl SuppressionWriter for StoreSuppressions {
     fn apply(&self, action: &SuppressAction<'_>) -> std::result::Result<bool, String> {
-        let mut store = self.store.write().unwrap_or_else(PoisonError::into_inner);
+        self.list.write(|store| self.apply_to(store, action))
+    }
+}
+
+impl StoreSuppressions {
+    fn apply_to(
+        &self,
+        store: &mut SuppressionStore,
+        action: &SuppressAction<'_>,
+    ) -> std::result::Result<bool, String> {
         let detail = Some(action.detail).filter(|d| !d.is_empty());
         let bounce = |kind| Bounce {
             address: action.address,

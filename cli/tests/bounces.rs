@@ -42,7 +42,7 @@ impl Setup {
     fn listening_on(via: SocketAddr, listen: SocketAddrV4) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
-            "[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
+            "[control]\nlisten = \"\"\n[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
              [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n\
              [server]\nhostname = \"mx.volley.test\"\n[relay]\ndomains = [\"acme.test\"]\n\
              [bounce]\ndomain = \"{BOUNCE_DOMAIN}\"\n\

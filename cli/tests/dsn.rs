@@ -29,7 +29,7 @@ fn daemon(
     let listen = SocketAddrV4::new(ip, free_port(ip));
     let dir = tempfile::tempdir().unwrap();
     let config = format!(
-        "[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"mta.volley.test\"\nlog = \"{log}\"\n\
+        "[control]\nlisten = \"\"\n[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"mta.volley.test\"\nlog = \"{log}\"\n\
          [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n\
          [relay]\nnetworks = [\"127.0.0.0/8\"]\n\
          [[listen]]\naddress = \"{listen}\"\nrole = \"submission\"\ntls = \"none\"\n{extra}",

@@ -43,7 +43,7 @@ impl Setup {
 
     fn write_config(&self, route: &str) {
         let config = format!(
-            "[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
+            "[control]\nlisten = \"\"\n[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
              [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{route}\"\n\
              [server]\nhostname = \"mx.volley.test\"\n\
              [[listen]]\naddress = \"{listen}\"\nrole = \"submission\"\ntls = \"none\"\n",

@@ -26,7 +26,7 @@ impl Setup {
         );
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
-            "[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
+            "[control]\nlisten = \"\"\n[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
              [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n{extra_config}",
             spool = dir.path().join("spool").display(),
             log = dir.path().join("delivery.jsonl").display(),

@@ -24,7 +24,7 @@ impl Setup {
     fn new(via: std::net::SocketAddr) -> Setup {
         let dir = tempfile::tempdir().unwrap();
         let config = format!(
-            "[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
+            "[control]\nlisten = \"\"\n[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
              [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n",
             spool = dir.path().join("spool").display(),
             log = dir.path().join("delivery.jsonl").display(),

@@ -5,6 +5,7 @@ use std::path::Path;
 use serde::Deserialize;
 
 use crate::bounce::BounceConfig;
+use crate::control::ControlConfig;
 use crate::delivery::DeliveryConfig;
 use crate::dkim::DkimConfig;
 use crate::dns::DnsConfig;
@@ -53,6 +54,8 @@ pub struct Config {
     pub relay: RelayConfig,
     /// `[bounce]`: VERP return paths and what bounces back.
     pub bounce: BounceConfig,
+    /// `[control]`: the control plane's API and store.
+    pub control: ControlConfig,
 }
 
 impl Config {
@@ -239,7 +242,7 @@ mod tests {
         assert_eq!(
             error("[frobnicate]\n"),
             "volley.toml:1:2: frobnicate: unknown section (known sections: spool, queue, dns, \
-             delivery, retry, route, site, site_override, dkim, listen, server, user, relay, bounce)"
+             delivery, retry, route, site, site_override, dkim, listen, server, user, relay, bounce, control)"
         );
     }
 

@@ -22,7 +22,7 @@
 //!   (`[site]` and `[[site_override]]`), `dkim.rs` (`[[dkim]]`); for the SMTP
 //!   server `listen.rs` (`[[listen]]`), `server.rs` (`[server]`), `user.rs`
 //!   (`[[user]]` and the users file), `relay.rs` (`[relay]`, CIDR blocks); `bounce.rs` ([`BounceConfig`]: VERP
-//!   return paths and bounce limits);
+//!   return paths and bounce limits); `control.rs` ([`ControlConfig`]: the API and the store);
 //!   `glob.rs` for domain patterns.
 //!   A new section is a new file with one struct, plus one field in [`Config`].
 //! - `integer.rs`, `duration.rs`: range checks for values, used with
@@ -32,6 +32,7 @@
 
 mod bounce;
 mod config;
+mod control;
 mod delivery;
 mod dkim;
 mod dns;
@@ -53,6 +54,7 @@ mod user;
 
 pub use bounce::{BounceConfig, MAX_VERP_PREFIX};
 pub use config::Config;
+pub use control::ControlConfig;
 pub use delivery::{DeliveryConfig, TlsPolicy};
 pub use dkim::{DkimAlgorithm, DkimConfig};
 pub use dns::DnsConfig;

@@ -8,14 +8,19 @@
 //! - [`address`]: which recipient addresses are refused before queueing.
 //! - [`recipients`]: reading a CSV recipient list, rejected rows with line numbers.
 //! - [`partition`]: sorting by destination and cutting batch files.
-//! - [`campaign`]: campaign records in the spool, for crash-safe submission.
+//! - [`api`]: the HTTP API (axum) over the plane.
+//! - [`campaign`]: what a partitioning keeps in the spool beside its batches.
+//! - [`plane`]: the control plane's operations (submit, suspend, resume,
+//!   cancel, the scheduler, what delivery may send).
 //! - [`store`]: the store (SQLite or PostgreSQL): campaigns, batch rows,
 //!   progress, final recipients, tokens, the event outbox.
 //! - [`suppress`]: the suppression list in the spool, bounce counting, imports.
 
 pub mod address;
+pub mod api;
 pub mod campaign;
 pub mod partition;
+pub mod plane;
 pub mod recipients;
 pub mod store;
 pub mod suppress;

@@ -31,6 +31,7 @@ use std::path::{Path, PathBuf};
 use volley_queue::{BatchBuilder, BatchMeta, QueueError, Spool};
 
 use crate::recipients::{RecipientReader, Rejected, RowRef};
+use crate::store::batches::BatchCut;
 
 /// Batch files are committed in groups of about this many bytes (one syncfs each).
 const GROUP_BYTES: usize = 32 << 20;
@@ -49,6 +50,9 @@ pub struct Partitioned {
     pub recipients: u64,
     /// Rows skipped (unreadable, wrong field count, bad address, duplicate), by line.
     pub rejected: Vec<Rejected>,
+    /// Every batch (written now or found), with its recipients per destination
+    /// domain: the batch rows of the control plane's store.
+    pub cuts: Vec<BatchCut>,
 }
 
 /// Writes the batches of campaign `campaign_id` for the rows of `reader`, with
@@ -302,6 +306,10 @@ impl BatchWriter<'_> {
     ) -> Result<(), QueueError> {
         if self.in_batch == 0 {
             result.batches += 1;
+            result.cuts.push(BatchCut {
+                batch: self.meta.batch_id as i64,
+                domains: Vec::new(),
+            });
             let name = Spool::file_name(self.meta.campaign_id, self.meta.batch_id);
             self.builder = if self.existing.contains(&name) {
                 None
@@ -311,6 +319,13 @@ impl BatchWriter<'_> {
         }
         if let Some(builder) = &mut self.builder {
             builder.push(email, values)?;
+        }
+        if let Some(cut) = result.cuts.last_mut() {
+            let domain = email.rsplit_once('@').map_or("", |(_, d)| d);
+            match cut.domains.last_mut() {
+                Some((d, n)) if d.eq_ignore_ascii_case(domain) => *n += 1,
+                _ => cut.domains.push((domain.to_ascii_lowercase(), 1)),
+            }
         }
         self.in_batch += 1;
         if self.in_batch == batch_size {

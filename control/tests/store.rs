@@ -234,13 +234,18 @@ fn batches_progress_and_final_rows_add_up() {
             email: "bad".into(),
             reason: "no @".into(),
         }];
+        let dropped = vec![Rejected {
+            line: 5,
+            email: "s@a.test".into(),
+            reason: "suppressed: manual".into(),
+        }];
         store
-            .set_partitioned(c.id, &cuts, &rejected, 1)
+            .set_partitioned(c.id, &cuts, &rejected, &dropped)
             .await
             .unwrap();
         // A resumed partitioning records the same rows again: nothing doubles.
         store
-            .set_partitioned(c.id, &cuts, &rejected, 1)
+            .set_partitioned(c.id, &cuts, &rejected, &dropped)
             .await
             .unwrap();
         let row = store.campaign(c.id).await.unwrap().unwrap();
@@ -256,7 +261,7 @@ fn batches_progress_and_final_rows_add_up() {
         );
         let total = store.campaign_counts(c.id).await.unwrap();
         assert_eq!(total, counts(4, |c| c.pending = 4));
-        assert_eq!(store.rejects(c.id, 0, 10).await.unwrap(), rejected);
+        assert_eq!(store.rejects(c.id, 0, 10).await.unwrap(), [rejected.clone(), dropped].concat());
 
         store
             .record_progress(&[Progress {

@@ -188,14 +188,15 @@ fn values(rows: usize, columns: usize) -> String {
 impl Store {
     /// Records the result of partitioning campaign `id`, all or nothing: its
     /// batch rows and their progress rows (every recipient pending), its
-    /// rejected rows, its counts, and the mark that it is partitioned. Rows
-    /// already there (a resumed partitioning) are left alone.
+    /// rejected rows and the rows dropped as suppressed (both listed with their
+    /// reasons), its counts, and the mark that it is partitioned. Rows already
+    /// there (a resumed partitioning) are left alone.
     pub async fn set_partitioned(
         &self,
         id: i64,
         cuts: &[BatchCut],
         rejected: &[Rejected],
-        suppressed: i64,
+        suppressed: &[Rejected],
     ) -> Result<(), StoreError> {
         let at = now();
         let mut tx = self.pool().begin().await.what("begin a partitioning")?;
@@ -244,7 +245,7 @@ impl Store {
             }
             query.execute(&mut *tx).await.what("insert progress rows")?;
         }
-        for chunk in rejected.chunks(INSERT_ROWS) {
+        for chunk in rejected.chunks(INSERT_ROWS).chain(suppressed.chunks(INSERT_ROWS)) {
             let sql = format!(
                 "INSERT INTO rejects (campaign, line, email, reason) VALUES {} ON CONFLICT DO NOTHING",
                 values(chunk.len(), 4)
@@ -264,7 +265,7 @@ impl Store {
         )
         .bind(recipients)
         .bind(rejected.len() as i64)
-        .bind(suppressed)
+        .bind(suppressed.len() as i64)
         .bind(cuts.len() as i64)
         .bind(id)
         .execute(&mut *tx)
@@ -368,6 +369,41 @@ impl Store {
             }
         }
         tx.commit().await.what("commit a batch completion")?;
+        Ok(())
+    }
+
+    /// Writes the rows of recipients that became final while their batch is
+    /// live, in bulk ((campaign, batch, row) each); rows there already are kept.
+    pub async fn insert_final_recipients(
+        &self,
+        rows: &[(i64, i64, FinalRecipient)],
+    ) -> Result<(), StoreError> {
+        if rows.is_empty() {
+            return Ok(());
+        }
+        let mut tx = self.pool().begin().await.what("begin recipient rows")?;
+        for chunk in rows.chunks(INSERT_ROWS / 2) {
+            let sql = format!(
+                "INSERT INTO recipients (campaign, batch, idx, email, status, attempts, code, enhanced, reply, at) VALUES {} ON CONFLICT DO NOTHING",
+                values(chunk.len(), 10)
+            );
+            let mut query = sqlx::query(&sql);
+            for (campaign, batch, r) in chunk {
+                query = query
+                    .bind(*campaign)
+                    .bind(*batch)
+                    .bind(r.idx)
+                    .bind(r.email.clone())
+                    .bind(r.status.clone())
+                    .bind(r.attempts)
+                    .bind(r.code)
+                    .bind(r.enhanced.clone())
+                    .bind(r.reply.clone())
+                    .bind(r.at);
+            }
+            query.execute(&mut *tx).await.what("write recipient rows")?;
+        }
+        tx.commit().await.what("commit recipient rows")?;
         Ok(())
     }
 

@@ -10,13 +10,14 @@
 //!
 //! Layout: [`schema`] (the versioned migrations), [`tokens`], [`campaigns`]
 //! (campaign rows, tags, rejected rows), [`batches`] (batch rows, progress and
-//! final recipient rows), [`events`] (the outbox).
+//! final recipient rows), [`uploads`], [`events`] (the outbox).
 
 pub mod batches;
 pub mod campaigns;
 pub mod events;
 pub mod schema;
 pub mod tokens;
+pub mod uploads;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -114,7 +114,8 @@ CREATE TABLE uploads (
     owner BIGINT,
     path TEXT NOT NULL,
     bytes BIGINT NOT NULL,
-    created_at BIGINT NOT NULL
+    created_at BIGINT NOT NULL,
+    campaign BIGINT
 );
 CREATE TABLE events (
     id {serial},

@@ -720,3 +720,26 @@ fn fsync_dir(dir: &Path) -> Result<(), SuppressError> {
 
 #[cfg(test)]
 mod tests;
+
+/// The list shared by everything in one process that reads or writes it (the
+/// engine before each recipient, the inbound listener, the partitioning, the
+/// API): one copy in memory behind a lock, so a write is seen by all at once.
+#[derive(Debug)]
+pub struct SharedList(std::sync::RwLock<SuppressionStore>);
+
+impl SharedList {
+    /// Shares `store`.
+    pub fn new(store: SuppressionStore) -> SharedList {
+        SharedList(std::sync::RwLock::new(store))
+    }
+
+    /// Runs `f` with the list.
+    pub fn read<R>(&self, f: impl FnOnce(&SuppressionStore) -> R) -> R {
+        f(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+
+    /// Runs `f` with the list, for a change.
+    pub fn write<R>(&self, f: impl FnOnce(&mut SuppressionStore) -> R) -> R {
+        f(&mut self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner))
+    }
+}

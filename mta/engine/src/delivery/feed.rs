@@ -172,7 +172,7 @@ pub fn open_spool_round(
     spool: &Spool,
     now: u64,
     window: u64,
-    admit: impl Fn(&BatchStatus) -> Admit,
+    mut admit: impl FnMut(&BatchStatus) -> Admit,
 ) -> Result<Opened, QueueError> {
     let recovery = spool.recover()?;
     let mut opened = Opened {

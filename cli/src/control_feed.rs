@@ -1,0 +1,268 @@
+//! The delivery engine fed by the control plane on one node: batches come from
+//! the local spool as with `SpoolFeed`, but each campaign's are admitted as the
+//! plane says (scheduled ones wait, suspended ones are held, cancelled or
+//! stopped ones have their unsent recipients finalised), progress goes to the
+//! store about once a second, and a batch is recorded as done in the store
+//! before its file leaves `active/`.
+//!
+//! In-process, no copy of batch files: the engine maps the spool's files and
+//! records every reply in their slots; this feed reads the slots.
+
+use std::collections::HashMap;
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use volley_control::plane::progress::{domain_counts, final_row, LastReply};
+use volley_control::plane::{Admission, Plane};
+use volley_control::store::batches::{Counts, DoneBatch, FinalRecipient, Progress};
+use volley_control::store::now;
+use volley_engine::delivery::feed::{open_spool_round, Admit, Feed, LiveBatch, Opened, Reply};
+use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
+
+/// How often live batches' progress goes to the store.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+
+type BatchKey = (i64, i64);
+
+/// What the feed remembers of a live batch between progress reports.
+#[derive(Default)]
+struct Sent {
+    /// Counts per domain last sent.
+    counts: Vec<(String, Counts)>,
+    /// Recipients whose final row was written (one bit each).
+    written: Vec<u64>,
+}
+
+impl Sent {
+    fn is_written(&self, i: usize) -> bool {
+        self.written.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+    }
+
+    fn mark(&mut self, i: usize) {
+        if self.written.len() <= i / 64 {
+            self.written.resize(i / 64 + 1, 0);
+        }
+        self.written[i / 64] |= 1 << (i % 64);
+    }
+}
+
+/// The engine's feed on a node whose control plane runs in the same process.
+pub struct ControlFeed {
+    spool: Spool,
+    plane: Arc<Plane>,
+    runtime: tokio::runtime::Handle,
+    free: Arc<AtomicBool>,
+    last_progress: Mutex<Option<Instant>>,
+    sent: Mutex<HashMap<BatchKey, Sent>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+fn key(batch: &LiveBatch) -> BatchKey {
+    let h = batch.map.header();
+    (h.campaign_id as i64, h.batch_id as i64)
+}
+
+fn last_reply(r: Reply) -> LastReply {
+    LastReply {
+        at: r.at as i64,
+        enhanced: r.enhanced,
+        text: r.text,
+    }
+}
+
+/// Sets every unsent recipient of the batch at `path` final: expired, marked
+/// with `mark` (cancelled, or stopped at `stop_at`).
+fn finalize(path: &std::path::Path, mark: u64) -> Result<u64, QueueError> {
+    let map = MappedBatch::open(path)?;
+    let mut done = 0;
+    for i in 0..map.len() {
+        let Ok(slot) = map.slot(i) else { continue };
+        if slot.state.is_final() {
+            continue;
+        }
+        map.set_slot(
+            i,
+            Slot {
+                state: State::Expired,
+                next_attempt: mark,
+                ..slot
+            },
+        )?;
+        done += 1;
+    }
+    map.sync()?;
+    Ok(done)
+}
+
+impl ControlFeed {
+    /// Feeds the engine from `spool` as `plane` admits; store writes run on
+    /// `runtime`.
+    pub fn new(spool: Spool, plane: Arc<Plane>, runtime: tokio::runtime::Handle) -> ControlFeed {
+        ControlFeed {
+            spool,
+            plane,
+            runtime,
+            free: Arc::new(AtomicBool::new(false)),
+            last_progress: Mutex::new(None),
+            sent: Mutex::default(),
+        }
+    }
+
+    /// Waits for `f` on the runtime from the engine's (synchronous) feed calls.
+    fn block_on<F: std::future::Future>(&self, f: F) -> F::Output {
+        tokio::task::block_in_place(|| self.runtime.block_on(f))
+    }
+
+    /// The progress of `batches` changed since the last report, and the rows
+    /// of their recipients that became final.
+    fn progress(&self, batches: &[Arc<LiveBatch>]) -> (Vec<Progress>, Vec<(i64, i64, FinalRecipient)>) {
+        let at = now();
+        let mut progress = Vec::new();
+        let mut finals = Vec::new();
+        let mut sent = lock(&self.sent);
+        for batch in batches {
+            if batch.replies.is_none() {
+                continue;
+            }
+            let (campaign, id) = key(batch);
+            let view = batch.map.view();
+            let counts = domain_counts(&view, |i| batch.map.slot(i).ok());
+            let entry = sent.entry((campaign, id)).or_default();
+            for (domain, c) in &counts {
+                let before = entry.counts.iter().find(|(d, _)| d == domain).map(|(_, c)| *c);
+                if before != Some(*c) {
+                    progress.push(Progress {
+                        campaign,
+                        batch: id,
+                        domain: domain.clone(),
+                        counts: *c,
+                    });
+                }
+            }
+            entry.counts = counts;
+            for reply in batch.take_replies() {
+                let i = reply.index as usize;
+                let Ok(slot) = batch.map.slot(i) else { continue };
+                if slot.state.is_final() && !entry.is_written(i) {
+                    entry.mark(i);
+                    finals.push((campaign, id, final_row(&view, i, slot, Some(&last_reply(reply)), at)));
+                }
+            }
+        }
+        (progress, finals)
+    }
+}
+
+impl Feed for ControlFeed {
+    fn open_round(&self, now: u64, window: u64) -> Result<Opened, QueueError> {
+        let plane = &self.plane;
+        let mut finalized = 0u64;
+        let mut failure = None;
+        let opened = open_spool_round(&self.spool, now, window, |status| {
+            match plane.admit(status.campaign_id, now) {
+                Admission::Open(hold) => Admit::Open { hold, replies: true },
+                Admission::Wait(until) => Admit::Wait(until),
+                Admission::Finalize(mark) => {
+                    if status.counts.unfinished() > 0 {
+                        match finalize(&status.path, mark) {
+                            Ok(n) => finalized += n,
+                            Err(e) => failure = Some(e),
+                        }
+                    }
+                    // Held: nothing of it is sent; it is completed at the
+                    // round's end.
+                    Admit::Open {
+                        hold: Arc::new(AtomicBool::new(true)),
+                        replies: true,
+                    }
+                }
+                Admission::Unknown => Admit::Open {
+                    hold: Arc::clone(&self.free),
+                    replies: false,
+                },
+            }
+        })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+        if finalized > 0 {
+            tracing::info!(recipients = finalized, "unsent recipients of cancelled or stopped campaigns finalised");
+        }
+        Ok(opened)
+    }
+
+    fn commit(&self, batches: &[Arc<LiveBatch>]) -> Result<(), QueueError> {
+        let mut result = Ok(());
+        for batch in batches {
+            if let (Err(err), Ok(())) = (batch.map.sync(), &result) {
+                result = Err(err);
+            }
+        }
+        let due = {
+            let mut last = lock(&self.last_progress);
+            let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
+            if due {
+                *last = Some(Instant::now());
+            }
+            due
+        };
+        if due {
+            let (progress, finals) = self.progress(batches);
+            if !progress.is_empty() || !finals.is_empty() {
+                let plane = Arc::clone(&self.plane);
+                self.runtime.spawn(async move { plane.record_progress(progress, finals).await });
+            }
+        }
+        result
+    }
+
+    fn complete(&self, finished: &[&LiveBatch]) -> Result<u64, QueueError> {
+        let at = now();
+        let mut done = Vec::new();
+        {
+            let mut sent = lock(&self.sent);
+            for batch in finished {
+                if batch.replies.is_none() {
+                    continue;
+                }
+                let (campaign, id) = key(batch);
+                let view = batch.map.view();
+                let entry = sent.remove(&(campaign, id)).unwrap_or_default();
+                let replies: HashMap<u32, Reply> =
+                    batch.take_replies().into_iter().map(|r| (r.index, r)).collect();
+                let mut recipients = Vec::new();
+                for i in 0..view.len() {
+                    if entry.is_written(i) {
+                        continue;
+                    }
+                    let slot = batch.map.slot(i).unwrap_or(Slot::PENDING);
+                    let reply = replies.get(&(i as u32)).cloned().map(last_reply);
+                    recipients.push(final_row(&view, i, slot, reply.as_ref(), at));
+                }
+                done.push(DoneBatch {
+                    campaign,
+                    batch: id,
+                    domains: domain_counts(&view, |i| batch.map.slot(i).ok()),
+                    recipients,
+                });
+            }
+        }
+        if !done.is_empty() {
+            // The store first: a crash before the move leaves the batch in
+            // active/, completed again (idempotently) at the next round.
+            let plane = Arc::clone(&self.plane);
+            self.block_on(async move { plane.complete_batches(&done).await })
+                .map_err(|e| QueueError::Io {
+                    action: "record completed batches in",
+                    path: self.spool.root().join("control store"),
+                    io: std::io::Error::other(e.to_string()),
+                })?;
+        }
+        let moved = self.spool.complete_all(finished.iter().map(|b| &b.map))?;
+        Ok(moved.len() as u64)
+    }
+}

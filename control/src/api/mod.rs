@@ -1,0 +1,254 @@
+//! The control plane's HTTP API (axum): campaigns, uploads, suppressions and
+//! the event outbox, in JSON, errors as problem+json ([`problem`]). Every call
+//! but `GET /healthz` needs `Authorization: Bearer TOKEN`; a sender token sees
+//! only its own campaigns, an admin token everything, a gateway token none of
+//! this (it leases batches, in the fleet).
+//!
+//! Bounds: a JSON body is read up to `[control] max_body_bytes` (413 past it),
+//! an upload streamed to disk up to `max_upload_bytes`, headers within hyper's
+//! limits (its 400 KB read buffer); lists are paginated (at most
+//! [`MAX_PAGE`] items a page).
+//!
+//! Layout: [`problem`] (errors), [`campaigns`] (campaigns and uploads),
+//! [`suppressions`], and here the router, authentication, JSON bodies and
+//! times.
+
+pub mod campaigns;
+pub mod problem;
+pub mod suppressions;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{FromRequestParts, State};
+use axum::http::request::Parts;
+use axum::http::{header, StatusCode};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::de::DeserializeOwned;
+
+use crate::plane::Plane;
+use crate::store::tokens::{Role, Token};
+use problem::Problem;
+
+/// Most items one page of a list holds.
+pub const MAX_PAGE: usize = 1000;
+
+/// The bounds on requests, from `[control]`.
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Largest JSON body.
+    pub max_body_bytes: u64,
+    /// Largest upload.
+    pub max_upload_bytes: u64,
+}
+
+/// What every handler gets.
+#[derive(Clone)]
+pub struct AppState {
+    /// The control plane.
+    pub plane: Arc<Plane>,
+    /// Request bounds.
+    pub limits: Limits,
+}
+
+/// The caller of a request: its token.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Token);
+
+impl Caller {
+    /// Whether it may do everything.
+    pub fn is_admin(&self) -> bool {
+        self.0.role == Role::Admin
+    }
+
+    /// The owner its campaigns are filed under (`None` for an admin: all).
+    pub fn owner_filter(&self) -> Option<i64> {
+        (!self.is_admin()).then_some(self.0.id)
+    }
+
+    /// Refuses a caller that is not an admin.
+    pub fn admin(&self) -> Result<(), Problem> {
+        if self.is_admin() {
+            Ok(())
+        } else {
+            Err(Problem::forbidden(format!(
+                "token {:?} is a {} token: this needs an admin token",
+                self.0.name,
+                self.0.role.name()
+            )))
+        }
+    }
+
+    /// Refuses a gateway token (campaigns are for senders and admins).
+    pub fn sender(&self) -> Result<(), Problem> {
+        if self.0.role == Role::Gateway {
+            Err(Problem::forbidden(format!(
+                "token {:?} is a gateway token: use a sender or admin token",
+                self.0.name
+            )))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = Problem;
+
+    fn from_request_parts(
+        parts: &mut Parts,
+        state: &AppState,
+    ) -> impl Future<Output = Result<Caller, Problem>> + Send {
+        let header = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .map(|v| v.to_str().map(str::to_owned));
+        let plane = Arc::clone(&state.plane);
+        async move {
+            let unauthorized = |detail: &str| Problem::new(StatusCode::UNAUTHORIZED, detail);
+            let value = match header {
+                None => {
+                    return Err(unauthorized(
+                        "no Authorization header: send Authorization: Bearer TOKEN (make a token with volley token create)",
+                    ))
+                }
+                Some(Err(_)) => return Err(unauthorized("the Authorization header is not text")),
+                Some(Ok(v)) => v,
+            };
+            let Some(secret) = value
+                .strip_prefix("Bearer ")
+                .or_else(|| value.strip_prefix("bearer "))
+            else {
+                return Err(unauthorized(
+                    "the Authorization header must be Bearer TOKEN",
+                ));
+            };
+            match plane.store().authenticate(secret.trim()).await? {
+                Some(token) => Ok(Caller(token)),
+                None => Err(unauthorized(
+                    "the token is not valid (mistyped, or revoked): check it with volley token list",
+                )),
+            }
+        }
+    }
+}
+
+/// Reads a JSON body of at most `limit` bytes into `T`; errors say where
+/// (line, column and the path of the field) and what is wrong. Answers the
+/// raw bytes too (the idempotency check hashes them).
+pub async fn json_body<T: DeserializeOwned>(body: Body, limit: u64) -> Result<(T, bytes::Bytes), Problem> {
+    let bytes = axum::body::to_bytes(body, limit as usize).await.map_err(|e| {
+        let too_big = std::error::Error::source(&e)
+            .is_some_and(|s| s.to_string().contains("length limit"))
+            || e.to_string().contains("length limit");
+        if too_big {
+            Problem::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body is larger than {limit} bytes ([control] max_body_bytes): upload long recipient lists with POST /v1/uploads"),
+            )
+        } else {
+            Problem::bad_request(format!("the body could not be read: {e}"))
+        }
+    })?;
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let path = e.path().to_string();
+        let inner = e.into_inner();
+        let at = format!("line {} column {}", inner.line(), inner.column());
+        if path == "." || path.is_empty() {
+            Problem::bad_request(format!("the body is not valid JSON for this call ({at}): {inner}"))
+        } else {
+            Problem::bad_request(format!("{path} ({at}): {inner}"))
+        }
+    })?;
+    de.end()
+        .map_err(|e| Problem::bad_request(format!("the body has trailing bytes after its JSON: {e}")))?;
+    Ok((value, bytes))
+}
+
+/// Parses an RFC 3339 time (`2026-12-02T10:00:00Z`, `…+01:00`) into unix seconds.
+pub fn parse_time(text: &str) -> Option<i64> {
+    let text = text.trim();
+    let (base, offset) = if let Some(base) = text.strip_suffix('Z').or_else(|| text.strip_suffix('z')) {
+        (base, 0i64)
+    } else {
+        let split = text.len().checked_sub(6)?;
+        let (base, off) = text.split_at(split);
+        let sign = match off.as_bytes().first()? {
+            b'+' => 1,
+            b'-' => -1,
+            _ => return None,
+        };
+        let (h, m) = off.get(1..)?.split_once(':')?;
+        let minutes = h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?;
+        (base, sign * minutes * 60)
+    };
+    let t = humantime::parse_rfc3339(&format!("{base}Z")).ok()?;
+    let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
+    Some(secs - offset)
+}
+
+async fn healthz() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+async fn not_found() -> Problem {
+    Problem::not_found("no such API path: see the API section of README.md")
+}
+
+/// Every route of the API.
+pub fn router(plane: Arc<Plane>, limits: Limits) -> Router {
+    let state = AppState { plane, limits };
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/uploads", post(campaigns::upload))
+        .route("/v1/campaigns", post(campaigns::create).get(campaigns::list))
+        .route("/v1/campaigns/{id}", get(campaigns::show))
+        .route("/v1/campaigns/{id}/suspend", post(campaigns::suspend))
+        .route("/v1/campaigns/{id}/resume", post(campaigns::resume))
+        .route("/v1/campaigns/{id}/cancel", post(campaigns::cancel))
+        .route("/v1/campaigns/{id}/recipients", get(campaigns::recipients))
+        .route("/v1/campaigns/{id}/rejects", get(campaigns::rejects))
+        .route(
+            "/v1/suppressions",
+            get(suppressions::list).post(suppressions::add).delete(suppressions::remove),
+        )
+        .route("/v1/events", get(campaigns::events))
+        .fallback(not_found)
+        .with_state(state)
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// The state of a handler, for the handlers' modules.
+pub(crate) type St = State<AppState>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_times() {
+        let table = [
+            ("2026-12-02T10:00:00Z", Some(1_796_205_600)),
+            ("2026-12-02T11:00:00+01:00", Some(1_796_205_600)),
+            ("2026-12-02T09:30:00-00:30", Some(1_796_205_600)),
+            ("2026-12-02T10:00:00.250Z", Some(1_796_205_600)),
+            ("2026-12-02 10:00", None),
+            ("tomorrow", None),
+            ("", None),
+        ];
+        for (text, want) in table {
+            assert_eq!(parse_time(text), want, "{text}");
+        }
+    }
+}

@@ -1,0 +1,272 @@
+//! What the API shows of a campaign: its row with counts, rates and the
+//! per-domain table; and the per-recipient table, from the store's final rows
+//! for done batches and from the batch files' slots for live ones.
+
+use serde::Serialize;
+use volley_queue::slot::final_status;
+use volley_queue::BatchView;
+
+use super::{Plane, PlaneError};
+use crate::store::batches::Counts;
+use crate::store::campaigns::Campaign;
+use crate::store::now;
+
+/// Domains listed in a campaign's per-domain table.
+pub const DOMAINS_SHOWN: i64 = 50;
+
+/// A campaign as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct CampaignView {
+    /// Its id.
+    pub id: i64,
+    /// Where it stands.
+    pub state: &'static str,
+    /// Its API path.
+    pub url: String,
+    /// Recipients queued.
+    pub recipients: i64,
+    /// Not attempted yet.
+    pub pending: i64,
+    /// In a transaction now.
+    pub in_flight: i64,
+    /// Accepted by their receivers.
+    pub delivered: i64,
+    /// Refused for now, to be retried.
+    pub deferred: i64,
+    /// Refused for good.
+    pub bounced: i64,
+    /// Given up on (retry limit, or `stop_at`).
+    pub expired: i64,
+    /// Not sent because suppressed (before queueing, or while queued).
+    pub suppressed: i64,
+    /// Not sent because the campaign was cancelled.
+    pub cancelled: i64,
+    /// Rows of the list skipped (see `/rejects`).
+    pub rejected_rows: i64,
+    /// Whether every batch has been written (the counts are final then).
+    pub partitioned: bool,
+    /// Batches.
+    pub batches: i64,
+    /// Delivered per second since it started.
+    pub msgs_per_s: f64,
+    /// Seconds left at that rate (`null` until there is a rate, or when done).
+    pub eta_s: Option<f64>,
+    /// RFC 3339 times.
+    pub created_at: String,
+    /// When its first batch went to delivery.
+    pub started_at: Option<String>,
+    /// When its last recipient became final.
+    pub completed_at: Option<String>,
+    /// RFC 3339, if scheduled.
+    pub start_at: Option<String>,
+    /// RFC 3339, if set.
+    pub stop_at: Option<String>,
+    /// Recipients per batch.
+    pub batch_size: i64,
+    /// Summary addresses.
+    pub notify: Vec<String>,
+    /// Tags.
+    pub tags: Vec<String>,
+    /// The largest domains, with their counts.
+    pub domains: Vec<DomainView>,
+}
+
+/// One row of a campaign's per-domain table.
+#[derive(Debug, Clone, Serialize)]
+pub struct DomainView {
+    /// The destination domain.
+    pub domain: String,
+    /// Its recipients by state.
+    #[serde(flatten)]
+    pub counts: Counts,
+}
+
+/// Unix seconds as RFC 3339 (UTC).
+pub fn rfc3339(at: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
+}
+
+/// A per-recipient table row.
+#[derive(Debug, Clone, Serialize)]
+pub struct RecipientView {
+    /// The address.
+    pub email: String,
+    /// `pending`, `in_flight`, `deferred`, `delivered`, `bounced`, `expired`,
+    /// `suppressed` or `cancelled`.
+    pub status: String,
+    /// Attempts made.
+    pub attempts: i64,
+    /// Last SMTP reply code, if any.
+    pub code: Option<i64>,
+    /// Last enhanced status code, if known.
+    pub enhanced: Option<String>,
+    /// Last reply text or reason, if known.
+    pub reply: Option<String>,
+    /// RFC 3339 time of the last outcome, if known.
+    pub at: Option<String>,
+    /// Batch and index: where it is in the queue.
+    pub batch: i64,
+    /// Index in its batch.
+    pub index: i64,
+}
+
+/// The statuses a recipient can have, for `?status=`.
+pub const STATUSES: [&str; 8] = [
+    "pending", "in_flight", "deferred", "delivered", "bounced", "expired", "suppressed", "cancelled",
+];
+
+impl Plane {
+    /// Campaign `c` with its counts and per-domain table.
+    pub async fn view(&self, c: &Campaign) -> Result<CampaignView, PlaneError> {
+        let counts = self.store.campaign_counts(c.id).await?;
+        let domains = self
+            .store
+            .domain_counts(c.id, DOMAINS_SHOWN)
+            .await?
+            .into_iter()
+            .map(|(domain, counts)| DomainView { domain, counts })
+            .collect();
+        let end = c.completed_at.unwrap_or_else(now);
+        let elapsed = c.started_at.map_or(0, |s| end - s).max(1) as f64;
+        let rate = if c.started_at.is_some() { counts.delivered as f64 / elapsed } else { 0.0 };
+        let left = counts.unfinished();
+        Ok(CampaignView {
+            id: c.id,
+            state: c.state.name(),
+            url: format!("/v1/campaigns/{}", c.id),
+            recipients: c.recipients.max(counts.recipients),
+            pending: counts.pending,
+            in_flight: counts.in_flight,
+            delivered: counts.delivered,
+            deferred: counts.deferred,
+            bounced: counts.bounced,
+            expired: counts.expired,
+            suppressed: counts.suppressed + c.suppressed,
+            cancelled: counts.cancelled,
+            rejected_rows: c.rejected_rows,
+            partitioned: c.partitioned,
+            batches: c.batches,
+            msgs_per_s: (rate * 10.0).round() / 10.0,
+            eta_s: (rate > 0.0 && left > 0 && c.completed_at.is_none()).then(|| (left as f64 / rate).round()),
+            created_at: rfc3339(c.created_at),
+            started_at: c.started_at.map(rfc3339),
+            completed_at: c.completed_at.map(rfc3339),
+            start_at: c.start_at.map(rfc3339),
+            stop_at: c.stop_at.map(rfc3339),
+            batch_size: c.batch_size,
+            notify: c.notify.clone(),
+            tags: c.tags.clone(),
+            domains,
+        })
+    }
+
+    /// A page of campaign `c`'s per-recipient table in queue order from
+    /// `cursor` (batch, index), optionally only those with `status`; answers
+    /// the rows and the cursor of the next page (`None`: this was the last).
+    pub async fn recipients(
+        &self,
+        c: &Campaign,
+        status: Option<&str>,
+        cursor: (i64, i64),
+        limit: usize,
+    ) -> Result<(Vec<RecipientView>, Option<(i64, i64)>), PlaneError> {
+        let mut out = Vec::new();
+        let (mut batch, mut index) = cursor;
+        loop {
+            let rows = self.store.batch_rows(c.id, batch, 64).await?;
+            if rows.is_empty() {
+                return Ok((out, None));
+            }
+            for row in &rows {
+                if row.batch != batch {
+                    index = 0;
+                }
+                batch = row.batch;
+                let want = limit - out.len();
+                let (found, next) = if row.state == "done" {
+                    let got = self
+                        .store
+                        .final_recipients(c.id, row.batch, index, status, want as i64 + 1)
+                        .await?;
+                    let more = got.len() > want;
+                    let next = if more { got.get(want).map(|r| r.recipient.idx) } else { None };
+                    let views = got
+                        .into_iter()
+                        .take(want)
+                        .map(|r| RecipientView {
+                            email: r.recipient.email,
+                            status: r.recipient.status,
+                            attempts: r.recipient.attempts,
+                            code: (r.recipient.code != 0).then_some(r.recipient.code),
+                            enhanced: Some(r.recipient.enhanced).filter(|e| !e.is_empty()),
+                            reply: Some(r.recipient.reply).filter(|e| !e.is_empty()),
+                            at: Some(rfc3339(r.recipient.at)),
+                            batch: r.batch,
+                            index: r.recipient.idx,
+                        })
+                        .collect();
+                    (views, next)
+                } else {
+                    self.live_recipients(c, row.batch, index, status, want).await?
+                };
+                out.extend(found);
+                if let Some(next) = next {
+                    return Ok((out, Some((row.batch, next))));
+                }
+                if out.len() >= limit {
+                    return Ok((out, Some((row.batch + 1, 0))));
+                }
+                index = 0;
+            }
+            batch = rows.last().map_or(batch, |r| r.batch) + 1;
+            index = 0;
+        }
+    }
+
+    /// Rows of a live batch from its file (its slots are the truth while it is
+    /// live), with the final rows the store has for it.
+    async fn live_recipients(
+        &self,
+        c: &Campaign,
+        batch: i64,
+        from: i64,
+        status: Option<&str>,
+        want: usize,
+    ) -> Result<(Vec<RecipientView>, Option<i64>), PlaneError> {
+        let name = volley_queue::Spool::file_name(c.id as u64, batch as u64);
+        let Some(path) = self.spool.find(&name) else {
+            return Ok((Vec::new(), None));
+        };
+        let bytes = tokio::fs::read(&path)
+            .await
+            .map_err(|e| PlaneError::Internal(format!("cannot read {}: {e}", path.display())))?;
+        let known = self.store.final_recipients(c.id, batch, from, None, i64::MAX / 2).await?;
+        let view = BatchView::parse(&bytes)
+            .map_err(|e| PlaneError::Internal(format!("{}: {e}", path.display())))?;
+        let mut out = Vec::new();
+        for i in (from.max(0) as usize)..view.len() {
+            let Ok(slot) = view.slot(i) else { continue };
+            let name = final_status(slot);
+            if status.is_some_and(|s| s != name) {
+                continue;
+            }
+            if out.len() == want {
+                return Ok((out, Some(i as i64)));
+            }
+            let row = known.iter().find(|r| r.recipient.idx == i as i64);
+            out.push(RecipientView {
+                email: view.recipient(i).map(|r| r.address()).unwrap_or_default(),
+                status: name.to_owned(),
+                attempts: i64::from(slot.attempts),
+                code: (slot.code != 0).then_some(i64::from(slot.code)),
+                enhanced: row.map(|r| r.recipient.enhanced.clone()).filter(|e| !e.is_empty()),
+                reply: row.map(|r| r.recipient.reply.clone()).filter(|e| !e.is_empty()),
+                at: row.map(|r| rfc3339(r.recipient.at)),
+                batch,
+                index: i as i64,
+            });
+        }
+        Ok((out, None))
+    }
+}
