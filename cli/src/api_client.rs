@@ -56,15 +56,26 @@ impl ApiClient {
         &self.base
     }
 
-    async fn answer(&self, what: &str, response: reqwest::Result<reqwest::Response>) -> Result<serde_json::Value> {
-        let response = response.with_context(|| format!("cannot reach the API at {} ({what})", self.base))?;
+    async fn answer(
+        &self,
+        what: &str,
+        response: reqwest::Result<reqwest::Response>,
+    ) -> Result<serde_json::Value> {
+        let response =
+            response.with_context(|| format!("cannot reach the API at {} ({what})", self.base))?;
         let status = response.status();
-        let body = response.bytes().await.with_context(|| format!("{what}: the answer was cut short"))?;
-        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(|_| {
-            serde_json::json!({"detail": String::from_utf8_lossy(&body).into_owned()})
-        });
+        let body = response
+            .bytes()
+            .await
+            .with_context(|| format!("{what}: the answer was cut short"))?;
+        let value: serde_json::Value = serde_json::from_slice(&body).unwrap_or_else(
+            |_| serde_json::json!({"detail": String::from_utf8_lossy(&body).into_owned()}),
+        );
         if !status.is_success() {
-            let detail = value.get("detail").and_then(|d| d.as_str()).unwrap_or("no detail");
+            let detail = value
+                .get("detail")
+                .and_then(|d| d.as_str())
+                .unwrap_or("no detail");
             bail!("{what}: {status}: {detail}");
         }
         Ok(value)
@@ -94,11 +105,15 @@ impl ApiClient {
     }
 
     /// POST the file at `path` as the body of `api_path`, streamed.
-    pub async fn post_file(&self, api_path: &str, path: &std::path::Path) -> Result<serde_json::Value> {
+    pub async fn post_file(
+        &self,
+        api_path: &str,
+        path: &std::path::Path,
+    ) -> Result<serde_json::Value> {
         let file = tokio::fs::File::open(path)
             .await
             .with_context(|| format!("cannot open {}", path.display()))?;
-        let stream = tokio_util_stream(file);
+        let stream = file_chunks(file);
         let r = self
             .http
             .post(format!("{}{api_path}", self.base))
@@ -112,7 +127,7 @@ impl ApiClient {
 }
 
 /// A file as a stream of chunks (64 KiB), never read whole.
-fn tokio_util_stream(
+fn file_chunks(
     file: tokio::fs::File,
 ) -> impl futures_util::Stream<Item = std::io::Result<bytes::Bytes>> {
     use tokio::io::AsyncReadExt;

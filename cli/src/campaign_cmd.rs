@@ -87,7 +87,14 @@ fn text(v: &Value, key: &str) -> String {
 }
 
 const COUNTS: [&str; 8] = [
-    "recipients", "pending", "delivered", "deferred", "bounced", "expired", "suppressed", "cancelled",
+    "recipients",
+    "pending",
+    "delivered",
+    "deferred",
+    "bounced",
+    "expired",
+    "suppressed",
+    "cancelled",
 ];
 
 fn campaign_rows(campaigns: &[Value]) -> String {
@@ -108,10 +115,22 @@ fn campaign_rows(campaigns: &[Value]) -> String {
 
 fn show(c: &Value) -> String {
     let mut out = campaign_rows(std::slice::from_ref(c));
-    for key in ["created_at", "start_at", "started_at", "completed_at", "stop_at", "eta_s", "rejected_rows"] {
+    for key in [
+        "created_at",
+        "start_at",
+        "started_at",
+        "completed_at",
+        "stop_at",
+        "eta_s",
+        "rejected_rows",
+    ] {
         out.push_str(&format!("{key}: {}\n", text(c, key)));
     }
-    let domains = c.get("domains").and_then(Value::as_array).cloned().unwrap_or_default();
+    let domains = c
+        .get("domains")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_default();
     if !domains.is_empty() {
         out.push('\n');
         let mut header = vec!["domain"];
@@ -145,14 +164,21 @@ fn query(pairs: &[(&str, Option<&str>)]) -> String {
 pub fn percent(v: &str) -> String {
     v.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
+                (b as char).to_string()
+            }
             _ => format!("%{b:02X}"),
         })
         .collect()
 }
 
 /// Every page of a list answer: the items under `key`, following `next_cursor`.
-async fn all_pages(client: &ApiClient, path: &str, pairs: &[(&str, Option<&str>)], key: &str) -> Result<Vec<Value>> {
+async fn all_pages(
+    client: &ApiClient,
+    path: &str,
+    pairs: &[(&str, Option<&str>)],
+    key: &str,
+) -> Result<Vec<Value>> {
     let mut out = Vec::new();
     let mut cursor: Option<String> = None;
     loop {
@@ -160,7 +186,12 @@ async fn all_pages(client: &ApiClient, path: &str, pairs: &[(&str, Option<&str>)
         all.push(("cursor", cursor.as_deref()));
         all.push(("limit", Some("1000")));
         let page = client.get(&format!("{path}{}", query(&all))).await?;
-        out.extend(page.get(key).and_then(Value::as_array).cloned().unwrap_or_default());
+        out.extend(
+            page.get(key)
+                .and_then(Value::as_array)
+                .cloned()
+                .unwrap_or_default(),
+        );
         match page.get("next_cursor").and_then(Value::as_str) {
             Some(next) => cursor = Some(next.to_owned()),
             None => return Ok(out),
@@ -171,35 +202,63 @@ async fn all_pages(client: &ApiClient, path: &str, pairs: &[(&str, Option<&str>)
 /// Runs `volley campaign …`.
 pub fn run(args: CampaignArgs, config_path: Option<&Path>) -> Result<String> {
     let config = Config::discover(config_path)?;
-    let client = ApiClient::new(base_url(args.api.api.as_deref(), &config)?, token(args.api.token.as_deref(), &config)?)?;
+    let client = ApiClient::new(
+        base_url(args.api.api.as_deref(), &config)?,
+        token(args.api.token.as_deref(), &config)?,
+    )?;
     let json = args.api.json;
     let runtime = tokio::runtime::Runtime::new()?;
     runtime.block_on(async {
-        let pretty = |v: &Value| -> Result<String> { Ok(format!("{}\n", serde_json::to_string_pretty(v)?)) };
+        let pretty =
+            |v: &Value| -> Result<String> { Ok(format!("{}\n", serde_json::to_string_pretty(v)?)) };
         match args.command {
             CampaignCommand::List { state, tag } => {
-                let list = all_pages(&client, "/v1/campaigns", &[("state", state.as_deref()), ("tag", tag.as_deref())], "campaigns").await?;
+                let list = all_pages(
+                    &client,
+                    "/v1/campaigns",
+                    &[("state", state.as_deref()), ("tag", tag.as_deref())],
+                    "campaigns",
+                )
+                .await?;
                 if json {
                     return pretty(&Value::Array(list));
                 }
                 Ok(campaign_rows(&list))
             }
             CampaignCommand::Show { id } => {
-                let c = client.get(&format!("/v1/campaigns/{}", percent(&id))).await?;
-                if json { pretty(&c) } else { Ok(show(&c)) }
+                let c = client
+                    .get(&format!("/v1/campaigns/{}", percent(&id)))
+                    .await?;
+                if json {
+                    pretty(&c)
+                } else {
+                    Ok(show(&c))
+                }
             }
             CampaignCommand::Suspend { id } => act(&client, &id, "suspend", json).await,
             CampaignCommand::Resume { id } => act(&client, &id, "resume", json).await,
             CampaignCommand::Cancel { id } => act(&client, &id, "cancel", json).await,
             CampaignCommand::Recipients { id, status } => {
-                let rows = all_pages(&client, &format!("/v1/campaigns/{}/recipients", percent(&id)), &[("status", status.as_deref())], "recipients").await?;
+                let rows = all_pages(
+                    &client,
+                    &format!("/v1/campaigns/{}/recipients", percent(&id)),
+                    &[("status", status.as_deref())],
+                    "recipients",
+                )
+                .await?;
                 if json {
                     return pretty(&Value::Array(rows));
                 }
-                let keys = ["email", "status", "attempts", "code", "enhanced", "reply", "at"];
+                let keys = [
+                    "email", "status", "attempts", "code", "enhanced", "reply", "at",
+                ];
                 let table_rows: Vec<Vec<String>> = rows
                     .iter()
-                    .map(|r| keys.iter().map(|k| text(r, k).escape_debug().to_string()).collect())
+                    .map(|r| {
+                        keys.iter()
+                            .map(|k| text(r, k).escape_debug().to_string())
+                            .collect()
+                    })
                     .collect();
                 Ok(table::render(&keys, &table_rows))
             }
@@ -208,9 +267,18 @@ pub fn run(args: CampaignArgs, config_path: Option<&Path>) -> Result<String> {
 }
 
 async fn act(client: &ApiClient, id: &str, action: &str, json: bool) -> Result<String> {
-    let c = client.post(&format!("/v1/campaigns/{}/{action}", percent(id)), &Value::Null).await?;
+    let c = client
+        .post(
+            &format!("/v1/campaigns/{}/{action}", percent(id)),
+            &Value::Null,
+        )
+        .await?;
     if json {
         return Ok(format!("{}\n", serde_json::to_string_pretty(&c)?));
     }
-    Ok(format!("campaign {}: {}\n", text(&c, "id"), text(&c, "state")))
+    Ok(format!(
+        "campaign {}: {}\n",
+        text(&c, "id"),
+        text(&c, "state")
+    ))
 }

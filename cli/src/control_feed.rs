@@ -36,7 +36,9 @@ struct Sent {
 
 impl Sent {
     fn is_written(&self, i: usize) -> bool {
-        self.written.get(i / 64).is_some_and(|w| w & (1 << (i % 64)) != 0)
+        self.written
+            .get(i / 64)
+            .is_some_and(|w| w & (1 << (i % 64)) != 0)
     }
 
     fn mark(&mut self, i: usize) {
@@ -119,7 +121,10 @@ impl ControlFeed {
 
     /// The progress of `batches` changed since the last report, and the rows
     /// of their recipients that became final.
-    fn progress(&self, batches: &[Arc<LiveBatch>]) -> (Vec<Progress>, Vec<(i64, i64, FinalRecipient)>) {
+    fn progress(
+        &self,
+        batches: &[Arc<LiveBatch>],
+    ) -> (Vec<Progress>, Vec<(i64, i64, FinalRecipient)>) {
         let at = now();
         let mut progress = Vec::new();
         let mut finals = Vec::new();
@@ -133,7 +138,11 @@ impl ControlFeed {
             let counts = domain_counts(&view, |i| batch.map.slot(i).ok());
             let entry = sent.entry((campaign, id)).or_default();
             for (domain, c) in &counts {
-                let before = entry.counts.iter().find(|(d, _)| d == domain).map(|(_, c)| *c);
+                let before = entry
+                    .counts
+                    .iter()
+                    .find(|(d, _)| d == domain)
+                    .map(|(_, c)| *c);
                 if before != Some(*c) {
                     progress.push(Progress {
                         campaign,
@@ -146,14 +155,32 @@ impl ControlFeed {
             entry.counts = counts;
             for reply in batch.take_replies() {
                 let i = reply.index as usize;
-                let Ok(slot) = batch.map.slot(i) else { continue };
+                let Ok(slot) = batch.map.slot(i) else {
+                    continue;
+                };
                 if slot.state.is_final() && !entry.is_written(i) {
                     entry.mark(i);
-                    finals.push((campaign, id, final_row(&view, i, slot, Some(&last_reply(reply)), at)));
+                    finals.push((
+                        campaign,
+                        id,
+                        final_row(&view, i, slot, Some(&last_reply(reply)), at),
+                    ));
                 }
             }
         }
         (progress, finals)
+    }
+}
+
+impl ControlFeed {
+    /// Sends the progress of `batches` to the store (in the background).
+    fn report(&self, batches: &[Arc<LiveBatch>]) {
+        let (progress, finals) = self.progress(batches);
+        if !progress.is_empty() || !finals.is_empty() {
+            let plane = Arc::clone(&self.plane);
+            self.runtime
+                .spawn(async move { plane.record_progress(progress, finals).await });
+        }
     }
 }
 
@@ -164,7 +191,10 @@ impl Feed for ControlFeed {
         let mut failure = None;
         let opened = open_spool_round(&self.spool, now, window, |status| {
             match plane.admit(status.campaign_id, now) {
-                Admission::Open(hold) => Admit::Open { hold, replies: true },
+                Admission::Open(hold) => Admit::Open {
+                    hold,
+                    replies: true,
+                },
                 Admission::Wait(until) => Admit::Wait(until),
                 Admission::Finalize(mark) => {
                     if status.counts.unfinished() > 0 {
@@ -190,7 +220,10 @@ impl Feed for ControlFeed {
             return Err(e);
         }
         if finalized > 0 {
-            tracing::info!(recipients = finalized, "unsent recipients of cancelled or stopped campaigns finalised");
+            tracing::info!(
+                recipients = finalized,
+                "unsent recipients of cancelled or stopped campaigns finalised"
+            );
         }
         Ok(opened)
     }
@@ -211,13 +244,23 @@ impl Feed for ControlFeed {
             due
         };
         if due {
-            let (progress, finals) = self.progress(batches);
-            if !progress.is_empty() || !finals.is_empty() {
-                let plane = Arc::clone(&self.plane);
-                self.runtime.spawn(async move { plane.record_progress(progress, finals).await });
-            }
+            self.report(batches);
         }
         result
+    }
+
+    fn end_round(&self, batches: &[Arc<LiveBatch>]) {
+        // Batches completed this round were written whole by `complete`
+        // (their entries are gone): only the live ones are reported.
+        let live: Vec<Arc<LiveBatch>> = {
+            let sent = lock(&self.sent);
+            batches
+                .iter()
+                .filter(|b| sent.contains_key(&key(b)) || !b.map.is_finished().unwrap_or(true))
+                .cloned()
+                .collect()
+        };
+        self.report(&live);
     }
 
     fn complete(&self, finished: &[&LiveBatch]) -> Result<u64, QueueError> {
@@ -232,8 +275,11 @@ impl Feed for ControlFeed {
                 let (campaign, id) = key(batch);
                 let view = batch.map.view();
                 let entry = sent.remove(&(campaign, id)).unwrap_or_default();
-                let replies: HashMap<u32, Reply> =
-                    batch.take_replies().into_iter().map(|r| (r.index, r)).collect();
+                let replies: HashMap<u32, Reply> = batch
+                    .take_replies()
+                    .into_iter()
+                    .map(|r| (r.index, r))
+                    .collect();
                 let mut recipients = Vec::new();
                 for i in 0..view.len() {
                     if entry.is_written(i) {

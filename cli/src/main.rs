@@ -21,14 +21,15 @@ mod hash_password;
 mod queue_cmd;
 mod run;
 mod send;
+mod send_handoff;
 mod sendmail;
 mod stop;
 mod suppress_cmd;
 mod suppressions;
 mod synth;
 mod table;
-mod token_cmd;
 mod templates;
+mod token_cmd;
 
 /// mimalloc rather than the system allocator: each message allocates a few dozen
 /// small buffers (envelope, replies, log line) on the delivery threads, and glibc's

@@ -95,7 +95,11 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         .block_on(plane.resume_partitioning())
         .context("cannot resume an interrupted partitioning")?;
     runtime.block_on(plane.refresh())?;
-    let api_listen = if args.once { None } else { config.control.listen };
+    let api_listen = if args.once {
+        None
+    } else {
+        config.control.listen
+    };
     let limits = Limits {
         max_body_bytes: config.control.max_body_bytes,
         max_upload_bytes: config.control.max_upload_bytes,
@@ -235,11 +239,9 @@ pub fn spool_engine(
         config.queue.batch_size,
         config.relay.domains.clone(),
     ));
-    Ok(
-        Engine::new(config, feed, source, log)?
-            .with_suppressions(suppressions)
-            .with_reports(reports),
-    )
+    Ok(Engine::new(config, feed, source, log)?
+        .with_suppressions(suppressions)
+        .with_reports(reports))
 }
 
 /// Binds every `[[listen]]` entry and runs the listener in a task until the

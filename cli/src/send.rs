@@ -96,7 +96,14 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     // Before any connection: a limit too low for the configured connections is
     // refused now, not met as EMFILE mid-campaign.
     volley_engine::host::raise_open_files(volley_engine::host::files_needed(&config, false))?;
-    let spool = Spool::open(&config.spool.dir)?;
+    let spool = match Spool::open(&config.spool.dir) {
+        Ok(spool) => spool,
+        // A daemon delivers from this spool: it takes the campaign over its API.
+        Err(volley_queue::QueueError::Locked { .. }) => {
+            return crate::send_handoff::run(&args, &config, &spec, &rejects_path);
+        }
+        Err(e) => return Err(e.into()),
+    };
     let recipients_abs =
         std::fs::canonicalize(&args.recipients).unwrap_or_else(|_| args.recipients.clone());
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -147,7 +154,14 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         runtime.handle().clone(),
     ));
     // The engine delivers whatever the spool holds, relayed mail included.
-    let engine = spool_engine(config, spool, feed, source, args.log.as_deref(), suppressions)?;
+    let engine = spool_engine(
+        config,
+        spool,
+        feed,
+        source,
+        args.log.as_deref(),
+        suppressions,
+    )?;
     let total = campaign.recipients as u64;
     runtime.block_on(deliver(&engine, total, args.wait, grace))?;
     // Recipients suppressed after partitioning (added while the campaign ran):

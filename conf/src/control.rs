@@ -106,7 +106,10 @@ mod tests {
     #[test]
     fn defaults_and_errors() {
         let c = Config::default().control;
-        assert_eq!(c.listen.map(|a| a.to_string()).as_deref(), Some("127.0.0.1:8025"));
+        assert_eq!(
+            c.listen.map(|a| a.to_string()).as_deref(),
+            Some("127.0.0.1:8025")
+        );
         let off = Config::parse("[control]\nlisten = \"\"\n", Path::new("v.toml")).unwrap();
         assert_eq!(off.control.listen, None);
         let pg = Config::parse(
@@ -114,12 +117,17 @@ mod tests {
             Path::new("v.toml"),
         )
         .unwrap();
-        assert_eq!(pg.control.database.as_deref(), Some("postgres://v@127.0.0.5:5432/volley"));
+        assert_eq!(
+            pg.control.database.as_deref(),
+            Some("postgres://v@127.0.0.5:5432/volley")
+        );
         assert_eq!(
             error("[control]\nlisten = \"localhost\"\n"),
             "volley.toml:2:10: control.listen: \"localhost\" is not an IP:PORT address (e.g. \"127.0.0.1:8025\"; \"\" for no API)"
         );
-        assert!(error("[control]\ndatabase = \"mysql://x\"\n").starts_with("volley.toml:2:12: control.database: "));
-        assert!(error("[control]\nmax_recipients = 0\n").starts_with("volley.toml:2:18: control.max_recipients: "));
+        assert!(error("[control]\ndatabase = \"mysql://x\"\n")
+            .starts_with("volley.toml:2:12: control.database: "));
+        assert!(error("[control]\nmax_recipients = 0\n")
+            .starts_with("volley.toml:2:18: control.max_recipients: "));
     }
 }

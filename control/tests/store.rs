@@ -261,7 +261,10 @@ fn batches_progress_and_final_rows_add_up() {
         );
         let total = store.campaign_counts(c.id).await.unwrap();
         assert_eq!(total, counts(4, |c| c.pending = 4));
-        assert_eq!(store.rejects(c.id, 0, 10).await.unwrap(), [rejected.clone(), dropped].concat());
+        assert_eq!(
+            store.rejects(c.id, 0, 10).await.unwrap(),
+            [rejected.clone(), dropped].concat()
+        );
 
         store
             .record_progress(&[Progress {

@@ -56,7 +56,9 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
         .ok()
         .map(str::trim)
         .filter(|k| !k.is_empty() && k.len() <= 255)
-        .ok_or_else(|| Problem::bad_request("Idempotency-Key must be 1 to 255 printable ASCII characters"))?;
+        .ok_or_else(|| {
+            Problem::bad_request("Idempotency-Key must be 1 to 255 printable ASCII characters")
+        })?;
     Ok(Some(key.to_owned()))
 }
 
@@ -83,7 +85,8 @@ async fn campaign_for(state: &St, caller: &Caller, id: &str) -> Result<Campaign,
 
 async fn shown(state: &St, c: &Campaign) -> Result<serde_json::Value, Problem> {
     let view = state.plane.view(c).await?;
-    serde_json::to_value(view).map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
+    serde_json::to_value(view)
+        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))
 }
 
 /// `POST /v1/uploads`: a CSV body of any length, streamed to disk.
@@ -94,11 +97,20 @@ pub async fn upload(state: St, caller: Caller, body: Body) -> Result<Response, P
         .plane
         .upload(Some(caller.0.id), stream, state.limits.max_upload_bytes)
         .await?;
-    Ok((StatusCode::CREATED, Json(serde_json::json!({"id": id, "bytes": bytes}))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(serde_json::json!({"id": id, "bytes": bytes})),
+    )
+        .into_response())
 }
 
 /// `POST /v1/campaigns`.
-pub async fn create(state: St, caller: Caller, headers: HeaderMap, body: Body) -> Result<Response, Problem> {
+pub async fn create(
+    state: St,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, Problem> {
     caller.sender()?;
     let key = idempotency_key(&headers)?;
     let (req, raw): (CreateBody, _) = json_body(body, state.limits.max_body_bytes).await?;
@@ -130,7 +142,11 @@ pub async fn create(state: St, caller: Caller, headers: HeaderMap, body: Body) -
     };
     let submitted = state.plane.submit(Some(caller.0.id), sub).await?;
     let body = shown(&state, &submitted.campaign).await?;
-    let status = if submitted.replayed { StatusCode::OK } else { StatusCode::CREATED };
+    let status = if submitted.replayed {
+        StatusCode::OK
+    } else {
+        StatusCode::CREATED
+    };
     let mut response = (status, Json(body)).into_response();
     if let Ok(location) = format!("/v1/campaigns/{}", submitted.campaign.id).parse() {
         response.headers_mut().insert(header::LOCATION, location);
@@ -152,12 +168,18 @@ fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, Problem> {
     match limit {
         None => Ok(default),
         Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(n) => Err(Problem::bad_request(format!("limit must be from 1 to {MAX_PAGE}, not {n}"))),
+        Some(n) => Err(Problem::bad_request(format!(
+            "limit must be from 1 to {MAX_PAGE}, not {n}"
+        ))),
     }
 }
 
 /// `GET /v1/campaigns?state=S&tag=T&cursor=C&limit=N`: newest first.
-pub async fn list(state: St, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<serde_json::Value>, Problem> {
+pub async fn list(
+    state: St,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, Problem> {
     caller.sender()?;
     let limit = page_limit(q.limit, 50)?;
     let wanted = q
@@ -173,7 +195,10 @@ pub async fn list(state: St, caller: Caller, Query(q): Query<ListQuery>) -> Resu
     let before = q
         .cursor
         .as_deref()
-        .map(|c| c.parse::<i64>().map_err(|_| Problem::bad_request(format!("cursor {c:?} is not one this API gave"))))
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| Problem::bad_request(format!("cursor {c:?} is not one this API gave")))
+        })
         .transpose()?;
     let filter = CampaignFilter {
         owner: caller.owner_filter(),
@@ -189,32 +214,54 @@ pub async fn list(state: St, caller: Caller, Query(q): Query<ListQuery>) -> Resu
     for c in &found {
         out.push(shown(&state, c).await?);
     }
-    let next = if more { found.last().map(|c| c.id.to_string()) } else { None };
-    Ok(Json(serde_json::json!({"campaigns": out, "next_cursor": next})))
+    let next = if more {
+        found.last().map(|c| c.id.to_string())
+    } else {
+        None
+    };
+    Ok(Json(
+        serde_json::json!({"campaigns": out, "next_cursor": next}),
+    ))
 }
 
 /// `GET /v1/campaigns/ID`.
-pub async fn show(state: St, caller: Caller, Path(id): Path<String>) -> Result<Json<serde_json::Value>, Problem> {
+pub async fn show(
+    state: St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, Problem> {
     let c = campaign_for(&state, &caller, &id).await?;
     Ok(Json(shown(&state, &c).await?))
 }
 
 /// `POST /v1/campaigns/ID/suspend`.
-pub async fn suspend(state: St, caller: Caller, Path(id): Path<String>) -> Result<Json<serde_json::Value>, Problem> {
+pub async fn suspend(
+    state: St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, Problem> {
     let c = campaign_for(&state, &caller, &id).await?;
     let c = state.plane.suspend(c.id).await?;
     Ok(Json(shown(&state, &c).await?))
 }
 
 /// `POST /v1/campaigns/ID/resume`.
-pub async fn resume(state: St, caller: Caller, Path(id): Path<String>) -> Result<Json<serde_json::Value>, Problem> {
+pub async fn resume(
+    state: St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, Problem> {
     let c = campaign_for(&state, &caller, &id).await?;
     let c = state.plane.resume(c.id).await?;
     Ok(Json(shown(&state, &c).await?))
 }
 
 /// `POST /v1/campaigns/ID/cancel`.
-pub async fn cancel(state: St, caller: Caller, Path(id): Path<String>) -> Result<Json<serde_json::Value>, Problem> {
+pub async fn cancel(
+    state: St,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<serde_json::Value>, Problem> {
     let c = campaign_for(&state, &caller, &id).await?;
     let c = state.plane.cancel(c.id).await?;
     Ok(Json(shown(&state, &c).await?))
@@ -240,7 +287,10 @@ pub async fn recipients(
     let limit = page_limit(q.limit, 100)?;
     if let Some(s) = &q.status {
         if !STATUSES.contains(&s.as_str()) {
-            return Err(Problem::bad_request(format!("status {s:?} is not one of {}", STATUSES.join(", "))));
+            return Err(Problem::bad_request(format!(
+                "status {s:?} is not one of {}",
+                STATUSES.join(", ")
+            )));
         }
     }
     let cursor = match q.cursor.as_deref() {
@@ -248,9 +298,14 @@ pub async fn recipients(
         Some(text) => text
             .split_once('.')
             .and_then(|(b, i)| Some((b.parse().ok()?, i.parse().ok()?)))
-            .ok_or_else(|| Problem::bad_request(format!("cursor {text:?} is not one this API gave")))?,
+            .ok_or_else(|| {
+                Problem::bad_request(format!("cursor {text:?} is not one this API gave"))
+            })?,
     };
-    let (rows, next) = state.plane.recipients(&c, q.status.as_deref(), cursor, limit).await?;
+    let (rows, next) = state
+        .plane
+        .recipients(&c, q.status.as_deref(), cursor, limit)
+        .await?;
     Ok(Json(serde_json::json!({
         "recipients": rows,
         "next_cursor": next.map(|(b, i)| format!("{b}.{i}")),
@@ -267,7 +322,10 @@ pub struct PageQuery {
 
 fn number_cursor(cursor: Option<&str>) -> Result<i64, Problem> {
     cursor
-        .map(|c| c.parse::<i64>().map_err(|_| Problem::bad_request(format!("cursor {c:?} is not one this API gave"))))
+        .map(|c| {
+            c.parse::<i64>()
+                .map_err(|_| Problem::bad_request(format!("cursor {c:?} is not one this API gave")))
+        })
         .transpose()
         .map(|c| c.unwrap_or(0))
 }
@@ -282,10 +340,18 @@ pub async fn rejects(
     let c = campaign_for(&state, &caller, &id).await?;
     let limit = page_limit(q.limit, 100)?;
     let after = number_cursor(q.cursor.as_deref())?;
-    let mut rows = state.plane.store().rejects(c.id, after, limit as i64 + 1).await?;
+    let mut rows = state
+        .plane
+        .store()
+        .rejects(c.id, after, limit as i64 + 1)
+        .await?;
     let more = rows.len() > limit;
     rows.truncate(limit);
-    let next = if more { rows.last().map(|r| r.line.to_string()) } else { None };
+    let next = if more {
+        rows.last().map(|r| r.line.to_string())
+    } else {
+        None
+    };
     let rows: Vec<_> = rows
         .iter()
         .map(|r| serde_json::json!({"line": r.line, "email": r.email, "reason": r.reason}))
@@ -298,12 +364,18 @@ pub async fn rejects(
 }
 
 /// `GET /v1/events?cursor=ID`: the outbox, oldest first (admin).
-pub async fn events(State(state): St, caller: Caller, Query(q): Query<PageQuery>) -> Result<Json<serde_json::Value>, Problem> {
+pub async fn events(
+    State(state): St,
+    caller: Caller,
+    Query(q): Query<PageQuery>,
+) -> Result<Json<serde_json::Value>, Problem> {
     caller.admin()?;
     let limit = page_limit(q.limit, 100)?;
     let after = number_cursor(q.cursor.as_deref())?;
     let events = state.plane.store().events(after, limit as i64).await?;
-    let next = (events.len() == limit).then(|| events.last().map(|e| e.id.to_string())).flatten();
+    let next = (events.len() == limit)
+        .then(|| events.last().map(|e| e.id.to_string()))
+        .flatten();
     let rows: Vec<_> = events
         .iter()
         .map(|e| {
@@ -316,5 +388,7 @@ pub async fn events(State(state): St, caller: Caller, Query(q): Query<PageQuery>
             })
         })
         .collect();
-    Ok(Json(serde_json::json!({"events": rows, "next_cursor": next})))
+    Ok(Json(
+        serde_json::json!({"events": rows, "next_cursor": next}),
+    ))
 }

@@ -138,7 +138,10 @@ impl FromRequestParts<AppState> for Caller {
 /// Reads a JSON body of at most `limit` bytes into `T`; errors say where
 /// (line, column and the path of the field) and what is wrong. Answers the
 /// raw bytes too (the idempotency check hashes them).
-pub async fn json_body<T: DeserializeOwned>(body: Body, limit: u64) -> Result<(T, bytes::Bytes), Problem> {
+pub async fn json_body<T: DeserializeOwned>(
+    body: Body,
+    limit: u64,
+) -> Result<(T, bytes::Bytes), Problem> {
     let bytes = axum::body::to_bytes(body, limit as usize).await.map_err(|e| {
         let too_big = std::error::Error::source(&e)
             .is_some_and(|s| s.to_string().contains("length limit"))
@@ -158,33 +161,37 @@ pub async fn json_body<T: DeserializeOwned>(body: Body, limit: u64) -> Result<(T
         let inner = e.into_inner();
         let at = format!("line {} column {}", inner.line(), inner.column());
         if path == "." || path.is_empty() {
-            Problem::bad_request(format!("the body is not valid JSON for this call ({at}): {inner}"))
+            Problem::bad_request(format!(
+                "the body is not valid JSON for this call ({at}): {inner}"
+            ))
         } else {
             Problem::bad_request(format!("{path} ({at}): {inner}"))
         }
     })?;
-    de.end()
-        .map_err(|e| Problem::bad_request(format!("the body has trailing bytes after its JSON: {e}")))?;
+    de.end().map_err(|e| {
+        Problem::bad_request(format!("the body has trailing bytes after its JSON: {e}"))
+    })?;
     Ok((value, bytes))
 }
 
 /// Parses an RFC 3339 time (`2026-12-02T10:00:00Z`, `…+01:00`) into unix seconds.
 pub fn parse_time(text: &str) -> Option<i64> {
     let text = text.trim();
-    let (base, offset) = if let Some(base) = text.strip_suffix('Z').or_else(|| text.strip_suffix('z')) {
-        (base, 0i64)
-    } else {
-        let split = text.len().checked_sub(6)?;
-        let (base, off) = text.split_at(split);
-        let sign = match off.as_bytes().first()? {
-            b'+' => 1,
-            b'-' => -1,
-            _ => return None,
+    let (base, offset) =
+        if let Some(base) = text.strip_suffix('Z').or_else(|| text.strip_suffix('z')) {
+            (base, 0i64)
+        } else {
+            let split = text.len().checked_sub(6)?;
+            let (base, off) = text.split_at(split);
+            let sign = match off.as_bytes().first()? {
+                b'+' => 1,
+                b'-' => -1,
+                _ => return None,
+            };
+            let (h, m) = off.get(1..)?.split_once(':')?;
+            let minutes = h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?;
+            (base, sign * minutes * 60)
         };
-        let (h, m) = off.get(1..)?.split_once(':')?;
-        let minutes = h.parse::<i64>().ok()? * 60 + m.parse::<i64>().ok()?;
-        (base, sign * minutes * 60)
-    };
     let t = humantime::parse_rfc3339(&format!("{base}Z")).ok()?;
     let secs = t.duration_since(std::time::UNIX_EPOCH).ok()?.as_secs() as i64;
     Some(secs - offset)
@@ -204,7 +211,10 @@ pub fn router(plane: Arc<Plane>, limits: Limits) -> Router {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/uploads", post(campaigns::upload))
-        .route("/v1/campaigns", post(campaigns::create).get(campaigns::list))
+        .route(
+            "/v1/campaigns",
+            post(campaigns::create).get(campaigns::list),
+        )
         .route("/v1/campaigns/{id}", get(campaigns::show))
         .route("/v1/campaigns/{id}/suspend", post(campaigns::suspend))
         .route("/v1/campaigns/{id}/resume", post(campaigns::resume))
@@ -213,7 +223,9 @@ pub fn router(plane: Arc<Plane>, limits: Limits) -> Router {
         .route("/v1/campaigns/{id}/rejects", get(campaigns::rejects))
         .route(
             "/v1/suppressions",
-            get(suppressions::list).post(suppressions::add).delete(suppressions::remove),
+            get(suppressions::list)
+                .post(suppressions::add)
+                .delete(suppressions::remove),
         )
         .route("/v1/events", get(campaigns::events))
         .fallback(not_found)
@@ -226,7 +238,9 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// The state of a handler, for the handlers' modules.

@@ -34,14 +34,25 @@ pub struct ListQuery {
 
 /// `GET /v1/suppressions?address=A&domain=D&cursor=C&limit=N`: by address,
 /// then sending domain.
-pub async fn list(state: St, caller: Caller, Query(q): Query<ListQuery>) -> Result<Json<serde_json::Value>, Problem> {
+pub async fn list(
+    state: St,
+    caller: Caller,
+    Query(q): Query<ListQuery>,
+) -> Result<Json<serde_json::Value>, Problem> {
     caller.admin()?;
     let limit = match q.limit {
         None => 100,
         Some(n) if (1..=MAX_PAGE).contains(&n) => n,
-        Some(n) => return Err(Problem::bad_request(format!("limit must be from 1 to {MAX_PAGE}, not {n}"))),
+        Some(n) => {
+            return Err(Problem::bad_request(format!(
+                "limit must be from 1 to {MAX_PAGE}, not {n}"
+            )))
+        }
     };
-    let after = q.cursor.as_deref().map(|c| c.split_once(' ').map(|(a, d)| (a.to_owned(), d.to_owned())));
+    let after = q
+        .cursor
+        .as_deref()
+        .map(|c| c.split_once(' ').map(|(a, d)| (a.to_owned(), d.to_owned())));
     let after = match after {
         Some(None) => return Err(Problem::bad_request("cursor is not one this API gave")),
         Some(Some(k)) => Some(k),
@@ -56,7 +67,9 @@ pub async fn list(state: St, caller: Caller, Query(q): Query<ListQuery>) -> Resu
         entries.retain(|e| domain.as_deref().is_none_or(|d| e.domain == d));
         entries.sort_by(|a, b| (a.address, a.domain).cmp(&(b.address, b.domain)));
         let start = match &after {
-            Some((a, d)) => entries.partition_point(|e| (e.address, e.domain) <= (a.as_str(), d.as_str())),
+            Some((a, d)) => {
+                entries.partition_point(|e| (e.address, e.domain) <= (a.as_str(), d.as_str()))
+            }
             None => 0,
         };
         let page: Vec<Entry<'_>> = entries.iter().skip(start).take(limit).copied().collect();
@@ -65,7 +78,9 @@ pub async fn list(state: St, caller: Caller, Query(q): Query<ListQuery>) -> Resu
             .flatten();
         (page.iter().map(entry_json).collect::<Vec<_>>(), next)
     });
-    Ok(Json(serde_json::json!({"suppressions": rows, "next_cursor": next})))
+    Ok(Json(
+        serde_json::json!({"suppressions": rows, "next_cursor": next}),
+    ))
 }
 
 /// The body of `POST /v1/suppressions`.
@@ -99,7 +114,11 @@ pub async fn add(state: St, caller: Caller, body: Body) -> Result<Response, Prob
             .find(|e| e.domain == domain.trim().to_ascii_lowercase())
             .map(entry_json)
     });
-    let status = if added { StatusCode::CREATED } else { StatusCode::OK };
+    let status = if added {
+        StatusCode::CREATED
+    } else {
+        StatusCode::OK
+    };
     Ok((status, Json(entry.unwrap_or_default())).into_response())
 }
 
@@ -113,7 +132,11 @@ pub struct RemoveQuery {
 
 /// `DELETE /v1/suppressions?address=A&domain=D`: for that sending domain, or
 /// every one without `domain`.
-pub async fn remove(state: St, caller: Caller, Query(q): Query<RemoveQuery>) -> Result<Json<serde_json::Value>, Problem> {
+pub async fn remove(
+    state: St,
+    caller: Caller,
+    Query(q): Query<RemoveQuery>,
+) -> Result<Json<serde_json::Value>, Problem> {
     caller.admin()?;
     let at = crate::store::now() as u64;
     let removed = state
@@ -128,5 +151,7 @@ pub async fn remove(state: St, caller: Caller, Query(q): Query<RemoveQuery>) -> 
             q.domain.map(|d| format!(" for {d}")).unwrap_or_default()
         )));
     }
-    Ok(Json(serde_json::json!({"address": q.address, "removed": removed})))
+    Ok(Json(
+        serde_json::json!({"address": q.address, "removed": removed}),
+    ))
 }

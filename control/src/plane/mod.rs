@@ -41,7 +41,11 @@ pub trait Templates: Send + Sync + 'static {
     /// html, reply_to, headers, attachments), checks that a list with merge
     /// fields `fields` (and `email`) fills every placeholder, and stores it in
     /// the content store. The error says what to change.
-    fn store(&self, template: &serde_json::Value, fields: &[String]) -> Result<StoredTemplate, String>;
+    fn store(
+        &self,
+        template: &serde_json::Value,
+        fields: &[String],
+    ) -> Result<StoredTemplate, String>;
 }
 
 /// A template as stored ([`Templates::store`]).
@@ -129,7 +133,9 @@ pub struct Plane {
 
 impl std::fmt::Debug for Plane {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Plane").field("store", &self.store.url()).finish_non_exhaustive()
+        f.debug_struct("Plane")
+            .field("store", &self.store.url())
+            .finish_non_exhaustive()
     }
 }
 
@@ -214,7 +220,13 @@ impl Plane {
             Some(s) => s.clone(),
             None => return Admission::Unknown,
         };
-        match decide(snap.state, snap.partitioned, snap.start_at, snap.stop_at, now as i64) {
+        match decide(
+            snap.state,
+            snap.partitioned,
+            snap.start_at,
+            snap.stop_at,
+            now as i64,
+        ) {
             Decision::Open => Admission::Open(self.hold_of(id)),
             Decision::WaitUntil(at) => Admission::Wait(Some(at)),
             Decision::Hold => Admission::Wait(None),
@@ -251,7 +263,11 @@ impl Plane {
         if c.state == Suspended {
             return Ok(c);
         }
-        if !self.store.transition(id, &[Scheduled, Queued, Sending], Suspended).await? {
+        if !self
+            .store
+            .transition(id, &[Scheduled, Queued, Sending], Suspended)
+            .await?
+        {
             return Err(PlaneError::Conflict(format!(
                 "campaign {id} is {}: only a scheduled, queued or sending campaign can be suspended",
                 self.get(id).await?.state.name()
@@ -298,7 +314,11 @@ impl Plane {
         if c.state == Cancelled {
             return Ok(c);
         }
-        if !self.store.transition(id, &[Scheduled, Queued, Sending, Suspended], Cancelled).await? {
+        if !self
+            .store
+            .transition(id, &[Scheduled, Queued, Sending, Suspended], Cancelled)
+            .await?
+        {
             return Err(PlaneError::Conflict(format!(
                 "campaign {id} is {}: a completed campaign cannot be cancelled",
                 self.get(id).await?.state.name()
@@ -329,7 +349,10 @@ impl Plane {
             }
             let due = c.start_at.is_none_or(|s| s <= at);
             if (c.state == Queued || (c.state == Scheduled && due))
-                && self.store.transition(c.id, &[Queued, Scheduled], Sending).await?
+                && self
+                    .store
+                    .transition(c.id, &[Queued, Scheduled], Sending)
+                    .await?
             {
                 tracing::info!(campaign = c.id, "campaign sending");
                 woke = true;
@@ -360,8 +383,15 @@ impl Plane {
                     "started_at": c.started_at,
                     "completed_at": c.completed_at,
                 });
-                self.store.add_event("campaign.completed", Some(c.id), &payload).await?;
-                tracing::info!(campaign = c.id, state = c.state.name(), delivered = counts.delivered, "campaign completed");
+                self.store
+                    .add_event("campaign.completed", Some(c.id), &payload)
+                    .await?;
+                tracing::info!(
+                    campaign = c.id,
+                    state = c.state.name(),
+                    delivered = counts.delivered,
+                    "campaign completed"
+                );
                 if !c.notify.is_empty() && !c.summary_queued {
                     lock(&self.summaries).push(c.id);
                 }
@@ -390,7 +420,11 @@ impl Plane {
     /// Records live batches' progress and their newly final recipients
     /// (best effort: a failure is logged; the batches' completion writes what
     /// is missing).
-    pub async fn record_progress(&self, progress: Vec<Progress>, finals: Vec<(i64, i64, FinalRecipient)>) {
+    pub async fn record_progress(
+        &self,
+        progress: Vec<Progress>,
+        finals: Vec<(i64, i64, FinalRecipient)>,
+    ) {
         if let Err(e) = self.store.record_progress(&progress).await {
             tracing::warn!(err = %e, "cannot record delivery progress");
         }

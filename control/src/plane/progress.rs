@@ -23,7 +23,10 @@ pub fn count(counts: &mut Counts, slot: Slot) {
 
 /// A batch's recipients by state per destination domain (lower case, in batch
 /// order); `slot` gives each recipient's slot (a corrupt one counts as pending).
-pub fn domain_counts(view: &BatchView<'_>, slot: impl Fn(usize) -> Option<Slot>) -> Vec<(String, Counts)> {
+pub fn domain_counts(
+    view: &BatchView<'_>,
+    slot: impl Fn(usize) -> Option<Slot>,
+) -> Vec<(String, Counts)> {
     let mut out: Vec<(String, Counts)> = Vec::new();
     let mut last: &[u8] = &[];
     for (i, r) in view.recipients().enumerate() {
@@ -66,11 +69,16 @@ pub fn final_row(
     reply: Option<&LastReply>,
     now: i64,
 ) -> FinalRecipient {
-    let email = view.recipient(index).map(|r| r.address()).unwrap_or_default();
+    let email = view
+        .recipient(index)
+        .map(|r| r.address())
+        .unwrap_or_default();
     let fallback = || match (slot.state, slot.next_attempt) {
         (State::Expired, mark::CANCELLED) => "the campaign was cancelled".to_owned(),
         (State::Expired, mark::STOPPED) => "the campaign's stop_at passed".to_owned(),
-        (State::Bounced, mark::SUPPRESSED) if slot.code == 0 => "on the suppression list".to_owned(),
+        (State::Bounced, mark::SUPPRESSED) if slot.code == 0 => {
+            "on the suppression list".to_owned()
+        }
         _ => String::new(),
     };
     FinalRecipient {
@@ -92,14 +100,24 @@ mod tests {
 
     #[test]
     fn counts_per_domain_and_marks() {
-        let meta = BatchMeta { batch_id: 0, campaign_id: 1, content_hash: [0; 32], created_at: 0 };
+        let meta = BatchMeta {
+            batch_id: 0,
+            campaign_id: 1,
+            content_hash: [0; 32],
+            created_at: 0,
+        };
         let mut b = BatchBuilder::new(meta, &[] as &[&str]).unwrap();
         for a in ["a@x.test", "b@X.test", "c@y.test", "d@y.test", "e@y.test"] {
             b.push(a, &[] as &[&[u8]]).unwrap();
         }
         let file = b.finish().unwrap();
         let view = BatchView::parse(&file).unwrap();
-        let s = |state, code, next_attempt| Slot { state, attempts: 1, code, next_attempt };
+        let s = |state, code, next_attempt| Slot {
+            state,
+            attempts: 1,
+            code,
+            next_attempt,
+        };
         let slots = [
             s(State::Delivered, 250, 0),
             s(State::Bounced, 0, mark::SUPPRESSED),
@@ -108,11 +126,28 @@ mod tests {
             s(State::Deferred, 451, 99),
         ];
         let got = domain_counts(&view, |i| slots.get(i).copied());
-        let x = Counts { recipients: 2, delivered: 1, suppressed: 1, ..Counts::default() };
-        let y = Counts { recipients: 3, cancelled: 1, bounced: 1, deferred: 1, ..Counts::default() };
-        assert_eq!(got, vec![("x.test".to_owned(), x), ("y.test".to_owned(), y)]);
+        let x = Counts {
+            recipients: 2,
+            delivered: 1,
+            suppressed: 1,
+            ..Counts::default()
+        };
+        let y = Counts {
+            recipients: 3,
+            cancelled: 1,
+            bounced: 1,
+            deferred: 1,
+            ..Counts::default()
+        };
+        assert_eq!(
+            got,
+            vec![("x.test".to_owned(), x), ("y.test".to_owned(), y)]
+        );
         let row = final_row(&view, 2, slots[2], None, 7);
-        assert_eq!((row.status.as_str(), row.reply.as_str(), row.at), ("cancelled", "the campaign was cancelled", 7));
+        assert_eq!(
+            (row.status.as_str(), row.reply.as_str(), row.at),
+            ("cancelled", "the campaign was cancelled", 7)
+        );
         assert_eq!(final_row(&view, 1, slots[1], None, 7).status, "suppressed");
     }
 }

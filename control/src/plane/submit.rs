@@ -119,7 +119,9 @@ fn write_rows(rows: &[JsonRecipient], path: &Path) -> Result<(), PlaneError> {
             }
         }
     }
-    let internal = |e: &dyn std::fmt::Display| PlaneError::Internal(format!("cannot write {}: {e}", path.display()));
+    let internal = |e: &dyn std::fmt::Display| {
+        PlaneError::Internal(format!("cannot write {}: {e}", path.display()))
+    };
     let file = std::fs::File::create(path).map_err(|e| internal(&e))?;
     let mut out = csv::Writer::from_writer(std::io::BufWriter::new(file));
     let mut header = vec!["email"];
@@ -159,7 +161,12 @@ impl Plane {
     /// Stores an upload's bytes as they come (`chunks` of a CSV body of any
     /// length, never held whole) under a new id, durably before answering; a
     /// body over `max_bytes` is refused and nothing is kept.
-    pub async fn upload<S, E>(&self, owner: Option<i64>, mut chunks: S, max_bytes: u64) -> Result<(String, u64), PlaneError>
+    pub async fn upload<S, E>(
+        &self,
+        owner: Option<i64>,
+        mut chunks: S,
+        max_bytes: u64,
+    ) -> Result<(String, u64), PlaneError>
     where
         S: futures_util::Stream<Item = Result<bytes::Bytes, E>> + Unpin,
         E: std::fmt::Display,
@@ -173,8 +180,13 @@ impl Plane {
         let id = random_id()?;
         let path = dir.join(format!("{id}.csv"));
         let partial = dir.join(format!("{id}.partial"));
-        let internal = |e: std::io::Error| PlaneError::Internal(format!("cannot write {}: {e}", partial.display()));
-        let mut file = tokio::io::BufWriter::with_capacity(1 << 20, tokio::fs::File::create(&partial).await.map_err(internal)?);
+        let internal = |e: std::io::Error| {
+            PlaneError::Internal(format!("cannot write {}: {e}", partial.display()))
+        };
+        let mut file = tokio::io::BufWriter::with_capacity(
+            1 << 20,
+            tokio::fs::File::create(&partial).await.map_err(internal)?,
+        );
         let mut bytes = 0u64;
         let result: Result<(), PlaneError> = async {
             while let Some(chunk) = chunks.next().await {
@@ -199,14 +211,20 @@ impl Plane {
         tokio::fs::rename(&partial, &path).await.map_err(internal)?;
         let d = dir.clone();
         let _ = tokio::task::spawn_blocking(move || sync_dir(&d)).await;
-        self.store.insert_upload(&id, owner, &path.display().to_string(), bytes as i64).await?;
+        self.store
+            .insert_upload(&id, owner, &path.display().to_string(), bytes as i64)
+            .await?;
         Ok((id, bytes))
     }
 
     /// Submits a campaign for `owner` (`None`: a local command); answers once
     /// it is recorded, and partitioned if that took under a moment (else the
     /// partitioning goes on in the background).
-    pub async fn submit(self: &Arc<Self>, owner: Option<i64>, sub: Submission) -> Result<Submitted, PlaneError> {
+    pub async fn submit(
+        self: &Arc<Self>,
+        owner: Option<i64>,
+        sub: Submission,
+    ) -> Result<Submitted, PlaneError> {
         if let Some((key, hash)) = &sub.idempotency {
             if let Some(found) = self.store.idempotent(owner, key).await? {
                 if found.request_hash.as_deref() != Some(hash.as_str()) {
@@ -215,17 +233,24 @@ impl Plane {
                         found.id
                     )));
                 }
-                return Ok(Submitted { campaign: found, replayed: true });
+                return Ok(Submitted {
+                    campaign: found,
+                    replayed: true,
+                });
             }
         }
         let at = now();
         if let (Some(start), Some(stop)) = (sub.start_at, sub.stop_at) {
             if stop <= start {
-                return Err(PlaneError::Unprocessable("stop_at must be later than start_at".into()));
+                return Err(PlaneError::Unprocessable(
+                    "stop_at must be later than start_at".into(),
+                ));
             }
         }
         if sub.stop_at.is_some_and(|s| s <= at) {
-            return Err(PlaneError::Unprocessable("stop_at is in the past: nothing would be sent".into()));
+            return Err(PlaneError::Unprocessable(
+                "stop_at is in the past: nothing would be sent".into(),
+            ));
         }
         let batch_size = sub.batch_size.unwrap_or(self.settings.batch_size);
         if !(1..=MAX_BATCH_SIZE).contains(&batch_size) {
@@ -234,7 +259,8 @@ impl Plane {
             )));
         }
         for (i, a) in sub.notify.iter().enumerate() {
-            crate::address::check(a).map_err(|why| PlaneError::Unprocessable(format!("notify[{i}]: {a:?}: {why}")))?;
+            crate::address::check(a)
+                .map_err(|why| PlaneError::Unprocessable(format!("notify[{i}]: {a:?}: {why}")))?;
         }
         let (list, owned) = match &sub.recipients {
             Recipients::Rows(rows) => {
@@ -246,8 +272,9 @@ impl Plane {
                     )));
                 }
                 let dir = self.uploads_dir();
-                std::fs::create_dir_all(&dir)
-                    .map_err(|e| PlaneError::Internal(format!("cannot make {}: {e}", dir.display())))?;
+                std::fs::create_dir_all(&dir).map_err(|e| {
+                    PlaneError::Internal(format!("cannot make {}: {e}", dir.display()))
+                })?;
                 let path = dir.join(format!("{}.csv", random_id()?));
                 let (rows, p) = (rows.clone(), path.clone());
                 tokio::task::spawn_blocking(move || write_rows(&rows, &p))
@@ -256,11 +283,11 @@ impl Plane {
                 (path, true)
             }
             Recipients::Upload(id) => {
-                let path = self
-                    .store
-                    .upload_path(id, owner)
-                    .await?
-                    .ok_or_else(|| PlaneError::Unprocessable(format!("there is no upload {id:?} of yours: POST /v1/uploads first")))?;
+                let path = self.store.upload_path(id, owner).await?.ok_or_else(|| {
+                    PlaneError::Unprocessable(format!(
+                        "there is no upload {id:?} of yours: POST /v1/uploads first"
+                    ))
+                })?;
                 (PathBuf::from(path), true)
             }
             Recipients::File(path) => (path.clone(), false),
@@ -273,11 +300,19 @@ impl Plane {
         };
         let fields = match RecipientReader::open(&list) {
             Ok(reader) => reader.fields().to_vec(),
-            Err(e) => return Err(failed(PlaneError::Unprocessable(format!("the recipient list: {e}")))),
+            Err(e) => {
+                return Err(failed(PlaneError::Unprocessable(format!(
+                    "the recipient list: {e}"
+                ))))
+            }
         };
         let stored = match self.templates.store(&sub.template, &fields) {
             Ok(s) => s,
-            Err(why) => return Err(failed(PlaneError::Unprocessable(format!("template: {why}")))),
+            Err(why) => {
+                return Err(failed(PlaneError::Unprocessable(format!(
+                    "template: {why}"
+                ))))
+            }
         };
         let new = NewCampaign {
             owner,
@@ -299,7 +334,10 @@ impl Plane {
         if campaign.list_path != new.list_path {
             // An idempotent race lost: the other request's campaign.
             let _ = std::fs::remove_file(&list);
-            return Ok(Submitted { campaign, replayed: true });
+            return Ok(Submitted {
+                campaign,
+                replayed: true,
+            });
         }
         if let Recipients::Upload(id) = &sub.recipients {
             self.store.use_upload(id, campaign.id).await?;
@@ -316,10 +354,17 @@ impl Plane {
         };
         let campaign = match finished {
             Ok(Ok(Err(e))) => return Err(e),
-            Ok(Err(e)) => return Err(PlaneError::Internal(format!("the partitioning failed: {e}"))),
+            Ok(Err(e)) => {
+                return Err(PlaneError::Internal(format!(
+                    "the partitioning failed: {e}"
+                )))
+            }
             _ => self.store.campaign(id).await?.unwrap_or(campaign),
         };
-        Ok(Submitted { campaign, replayed: false })
+        Ok(Submitted {
+            campaign,
+            replayed: false,
+        })
     }
 
     /// Cuts campaign `id` into batches (or finishes a cut a crash interrupted:
@@ -342,8 +387,17 @@ impl Plane {
                 return Err(e);
             }
         };
-        self.store.set_partitioned(id, &parts.cuts, &parts.rejected, &suppressed).await?;
-        tracing::info!(campaign = id, recipients = parts.recipients, batches = parts.batches, rejected = parts.rejected.len(), suppressed = suppressed.len(), "campaign partitioned");
+        self.store
+            .set_partitioned(id, &parts.cuts, &parts.rejected, &suppressed)
+            .await?;
+        tracing::info!(
+            campaign = id,
+            recipients = parts.recipients,
+            batches = parts.batches,
+            rejected = parts.rejected.len(),
+            suppressed = suppressed.len(),
+            "campaign partitioned"
+        );
         // A list copied into the spool for this campaign is not needed any more.
         if list.starts_with(self.uploads_dir()) {
             let _ = std::fs::remove_file(&list);
@@ -356,8 +410,12 @@ impl Plane {
     }
 
     /// The blocking part of [`Plane::partition`].
-    fn cut(&self, c: &Campaign) -> Result<(crate::partition::Partitioned, Vec<Rejected>, PathBuf), PlaneError> {
-        let internal = |e: &dyn std::fmt::Display| PlaneError::Internal(format!("campaign {}: {e}", c.id));
+    fn cut(
+        &self,
+        c: &Campaign,
+    ) -> Result<(crate::partition::Partitioned, Vec<Rejected>, PathBuf), PlaneError> {
+        let internal =
+            |e: &dyn std::fmt::Display| PlaneError::Internal(format!("campaign {}: {e}", c.id));
         let spool: &Spool = &self.spool;
         let list = PathBuf::from(&c.list_path);
         let mut reader = RecipientReader::open(&list).map_err(|e| internal(&e))?;
@@ -369,18 +427,22 @@ impl Plane {
         let resume = recorded.is_some();
         let sorted = match &recorded {
             Some(dropped) => sort(spool, &mut reader, id, |email| {
-                dropped.contains(&normalize(email)).then(|| "recorded".to_owned())
+                dropped
+                    .contains(&normalize(email))
+                    .then(|| "recorded".to_owned())
             }),
             None => self.suppressions.read(|list| {
                 sort(spool, &mut reader, id, |email| {
-                    list.is_suppressed(email, &c.sender_domain).map(|e| e.reason.to_string())
+                    list.is_suppressed(email, &c.sender_domain)
+                        .map(|e| e.reason.to_string())
                 })
             }),
         };
         let mut sorted = sorted.map_err(|e| internal(&e))?;
         let mut suppressed = std::mem::take(&mut sorted.suppressed);
         if !resume {
-            save_suppressed(spool, id, suppressed.iter().map(|r| r.email.as_str())).map_err(|e| internal(&e))?;
+            save_suppressed(spool, id, suppressed.iter().map(|r| r.email.as_str()))
+                .map_err(|e| internal(&e))?;
         } else {
             for r in &mut suppressed {
                 r.reason = "suppressed".into();

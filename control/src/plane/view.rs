@@ -113,7 +113,14 @@ pub struct RecipientView {
 
 /// The statuses a recipient can have, for `?status=`.
 pub const STATUSES: [&str; 8] = [
-    "pending", "in_flight", "deferred", "delivered", "bounced", "expired", "suppressed", "cancelled",
+    "pending",
+    "in_flight",
+    "deferred",
+    "delivered",
+    "bounced",
+    "expired",
+    "suppressed",
+    "cancelled",
 ];
 
 impl Plane {
@@ -129,7 +136,11 @@ impl Plane {
             .collect();
         let end = c.completed_at.unwrap_or_else(now);
         let elapsed = c.started_at.map_or(0, |s| end - s).max(1) as f64;
-        let rate = if c.started_at.is_some() { counts.delivered as f64 / elapsed } else { 0.0 };
+        let rate = if c.started_at.is_some() {
+            counts.delivered as f64 / elapsed
+        } else {
+            0.0
+        };
         let left = counts.unfinished();
         Ok(CampaignView {
             id: c.id,
@@ -148,7 +159,8 @@ impl Plane {
             partitioned: c.partitioned,
             batches: c.batches,
             msgs_per_s: (rate * 10.0).round() / 10.0,
-            eta_s: (rate > 0.0 && left > 0 && c.completed_at.is_none()).then(|| (left as f64 / rate).round()),
+            eta_s: (rate > 0.0 && left > 0 && c.completed_at.is_none())
+                .then(|| (left as f64 / rate).round()),
             created_at: rfc3339(c.created_at),
             started_at: c.started_at.map(rfc3339),
             completed_at: c.completed_at.map(rfc3339),
@@ -190,7 +202,11 @@ impl Plane {
                         .final_recipients(c.id, row.batch, index, status, want as i64 + 1)
                         .await?;
                     let more = got.len() > want;
-                    let next = if more { got.get(want).map(|r| r.recipient.idx) } else { None };
+                    let next = if more {
+                        got.get(want).map(|r| r.recipient.idx)
+                    } else {
+                        None
+                    };
                     let views = got
                         .into_iter()
                         .take(want)
@@ -208,7 +224,8 @@ impl Plane {
                         .collect();
                     (views, next)
                 } else {
-                    self.live_recipients(c, row.batch, index, status, want).await?
+                    self.live_recipients(c, row.batch, index, status, want)
+                        .await?
                 };
                 out.extend(found);
                 if let Some(next) = next {
@@ -241,7 +258,10 @@ impl Plane {
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|e| PlaneError::Internal(format!("cannot read {}: {e}", path.display())))?;
-        let known = self.store.final_recipients(c.id, batch, from, None, i64::MAX / 2).await?;
+        let known = self
+            .store
+            .final_recipients(c.id, batch, from, None, i64::MAX / 2)
+            .await?;
         let view = BatchView::parse(&bytes)
             .map_err(|e| PlaneError::Internal(format!("{}: {e}", path.display())))?;
         let mut out = Vec::new();
@@ -260,8 +280,12 @@ impl Plane {
                 status: name.to_owned(),
                 attempts: i64::from(slot.attempts),
                 code: (slot.code != 0).then_some(i64::from(slot.code)),
-                enhanced: row.map(|r| r.recipient.enhanced.clone()).filter(|e| !e.is_empty()),
-                reply: row.map(|r| r.recipient.reply.clone()).filter(|e| !e.is_empty()),
+                enhanced: row
+                    .map(|r| r.recipient.enhanced.clone())
+                    .filter(|e| !e.is_empty()),
+                reply: row
+                    .map(|r| r.recipient.reply.clone())
+                    .filter(|e| !e.is_empty()),
                 at: row.map(|r| rfc3339(r.recipient.at)),
                 batch,
                 index: i as i64,

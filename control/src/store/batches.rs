@@ -245,7 +245,10 @@ impl Store {
             }
             query.execute(&mut *tx).await.what("insert progress rows")?;
         }
-        for chunk in rejected.chunks(INSERT_ROWS).chain(suppressed.chunks(INSERT_ROWS)) {
+        for chunk in rejected
+            .chunks(INSERT_ROWS)
+            .chain(suppressed.chunks(INSERT_ROWS))
+        {
             let sql = format!(
                 "INSERT INTO rejects (campaign, line, email, reason) VALUES {} ON CONFLICT DO NOTHING",
                 values(chunk.len(), 4)

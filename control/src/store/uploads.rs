@@ -14,21 +14,27 @@ impl Store {
         path: &str,
         bytes: i64,
     ) -> Result<(), StoreError> {
-        sqlx::query("INSERT INTO uploads (id, owner, path, bytes, created_at) VALUES ($1, $2, $3, $4, $5)")
-            .bind(id)
-            .bind(owner)
-            .bind(path)
-            .bind(bytes)
-            .bind(now())
-            .execute(self.pool())
-            .await
-            .what("record an upload")?;
+        sqlx::query(
+            "INSERT INTO uploads (id, owner, path, bytes, created_at) VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(owner)
+        .bind(path)
+        .bind(bytes)
+        .bind(now())
+        .execute(self.pool())
+        .await
+        .what("record an upload")?;
         Ok(())
     }
 
     /// The file of upload `id` if `owner` made it (`None`: whoever did) and
     /// no campaign has taken it yet.
-    pub async fn upload_path(&self, id: &str, owner: Option<i64>) -> Result<Option<String>, StoreError> {
+    pub async fn upload_path(
+        &self,
+        id: &str,
+        owner: Option<i64>,
+    ) -> Result<Option<String>, StoreError> {
         let row = sqlx::query(
             "SELECT path FROM uploads WHERE id = $1 AND ($2 IS NULL OR owner = $2) AND campaign IS NULL",
         )
@@ -37,7 +43,8 @@ impl Store {
         .fetch_optional(self.pool())
         .await
         .what("find an upload")?;
-        row.map(|r| r.try_get("path").what("read an upload")).transpose()
+        row.map(|r| r.try_get("path").what("read an upload"))
+            .transpose()
     }
 
     /// Notes that campaign `campaign` took upload `id`.

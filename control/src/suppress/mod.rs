@@ -735,11 +735,17 @@ impl SharedList {
 
     /// Runs `f` with the list.
     pub fn read<R>(&self, f: impl FnOnce(&SuppressionStore) -> R) -> R {
-        f(&self.0.read().unwrap_or_else(std::sync::PoisonError::into_inner))
+        f(&self
+            .0
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 
     /// Runs `f` with the list, for a change.
     pub fn write<R>(&self, f: impl FnOnce(&mut SuppressionStore) -> R) -> R {
-        f(&mut self.0.write().unwrap_or_else(std::sync::PoisonError::into_inner))
+        f(&mut self
+            .0
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner))
     }
 }

@@ -179,9 +179,11 @@ fn postfix_receives_the_exact_bytes_into_its_maildir() {
     let r = f.run_once();
     assert_eq!(r.delivered, 3, "{r:?}\n{}", postfix.log());
     // Postfix offers CHUNKING: the messages went as BDAT (its disconnect line
-    // counts the commands, "bdat=N").
-    let log = postfix.log();
-    assert!(log.contains(" bdat="), "no BDAT in Postfix's log:\n{log}");
+    // counts the commands, "bdat=N"; it is written when the session ends,
+    // after the replies volley recorded).
+    if let Err(log) = postfix.wait_for_log(" bdat=", Duration::from_secs(30)) {
+        panic!("no BDAT in Postfix's log:\n{log}");
+    }
     let delivered = postfix
         .wait_for_delivered(3, Duration::from_secs(30))
         .unwrap();

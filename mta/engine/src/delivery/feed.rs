@@ -144,6 +144,11 @@ pub trait Feed: Send + Sync + 'static {
     /// Called at the end of a round with the batches whose recipients are all
     /// final (after [`Feed::commit`]); answers how many were completed.
     fn complete(&self, finished: &[&LiveBatch]) -> Result<u64, QueueError>;
+
+    /// Called last in a round with every batch it delivered from (the
+    /// completed ones included): a feed that reports progress reports the
+    /// round's last state here. Does nothing by default.
+    fn end_round(&self, _batches: &[Arc<LiveBatch>]) {}
 }
 
 /// The local spool as a feed: `active/` in spool order; finished batches move

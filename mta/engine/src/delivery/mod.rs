@@ -419,6 +419,7 @@ impl Engine {
             }
         }
         let completed = self.feed.complete(&finished)?;
+        self.feed.end_round(&work.batches);
         let _ = self.shared.recorder.log.flush();
         let after = self.counts();
         Ok(RunReport {

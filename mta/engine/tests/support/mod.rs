@@ -6,6 +6,8 @@
 //!   replies, deferrals, 421, dropped connections, delays, STARTTLS).
 //! * [`postfix`]: a private real Postfix (CHUNKING, SMTPUTF8, STARTTLS); root only.
 //! * [`dnsmasq`]: a DNS server for MX/A lookups (maintained separately).
+//! * [`postgres`]: a private PostgreSQL (initdb + pg_ctl in a temp dir).
+//! * [`http`]: a minimal HTTP client for the control plane's API.
 //! * [`port`]: free ports and waiting for listeners; [`process`]: child processes.
 //!
 //! Each test binary declares `mod support;` and uses a subset, hence the allow.
@@ -13,8 +15,10 @@
 
 pub mod dnsmasq;
 pub mod engine;
+pub mod http;
 pub mod port;
 pub mod postfix;
+pub mod postgres;
 pub mod process;
 pub mod scripted;
 pub mod smtp_sink;

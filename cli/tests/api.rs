@@ -1,0 +1,797 @@
+//! The control plane's HTTP API end to end: a real `volley run` serving it,
+//! a real smtp-sink receiving, and each case run against both stores (the
+//! embedded SQLite file and a private PostgreSQL started for the test).
+//! Assertions are on what a user checks: status codes and problem details,
+//! the messages that arrived, and the API's counts against them.
+
+mod common;
+#[path = "../../mta/engine/tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+use support::http::{request, Answer};
+use support::port::{free_port, poll};
+use support::postgres::Postgres;
+use support::process::ChildGuard;
+use support::smtp_sink::{SinkOptions, SmtpSink};
+
+/// A node: `volley run` with its API, delivering to an smtp-sink.
+struct Node {
+    dir: tempfile::TempDir,
+    sink: SmtpSink,
+    api: SocketAddr,
+    daemon: Option<ChildGuard>,
+    admin: String,
+    _pg: Option<Postgres>,
+}
+
+/// The stores every case runs on: SQLite, then PostgreSQL when installed.
+fn stores(test: &str) -> Vec<bool> {
+    if Postgres::available() {
+        vec![false, true]
+    } else {
+        support::skip(
+            &format!("{test} (PostgreSQL)"),
+            "PostgreSQL is not installed",
+        );
+        vec![false]
+    }
+}
+
+impl Node {
+    fn start(last: u8, postgres: bool, extra: &str) -> Node {
+        let ip = Ipv4Addr::new(127, 0, 0, last);
+        let sink = SmtpSink::start(ip, SinkOptions::plain());
+        let dir = tempfile::tempdir().unwrap();
+        let pg = postgres.then(|| Postgres::start(last));
+        let database = pg
+            .as_ref()
+            .map(|p| format!("database = \"{}\"\n", p.url()))
+            .unwrap_or_default();
+        let api = SocketAddr::from((ip, free_port(ip)));
+        let config = format!(
+            "[control]\nlisten = \"{api}\"\n{database}[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
+             [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n{extra}",
+            spool = dir.path().join("spool").display(),
+            log = dir.path().join("delivery.jsonl").display(),
+            via = sink.addr(),
+        );
+        std::fs::write(dir.path().join("volley.toml"), config).unwrap();
+        let mut node = Node {
+            dir,
+            sink,
+            api,
+            daemon: None,
+            admin: String::new(),
+            _pg: pg,
+        };
+        node.admin = node.token("ops", "admin");
+        node.run();
+        node
+    }
+
+    fn config(&self) -> PathBuf {
+        self.dir.path().join("volley.toml")
+    }
+
+    /// `volley token create`: the token printed.
+    fn token(&self, name: &str, role: &str) -> String {
+        let out = common::volley_with(
+            &self.config(),
+            &["token", "create", "--name", name, "--role", role],
+        );
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        common::stdout(&out).trim().to_owned()
+    }
+
+    fn run(&mut self) {
+        let cmd = common::volley_run(&self.config().display().to_string());
+        let daemon = ChildGuard::spawn("volley-run", cmd, self.dir.path()).unwrap();
+        let api = self.api;
+        let up = poll(Duration::from_secs(30), || {
+            daemon.check_alive().ok()?;
+            let a = support::http::try_request(api, "GET", "/healthz", &[], b"").ok()?;
+            (a.status == 200).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "the API did not come up: {}",
+            daemon.stderr_text()
+        );
+        self.daemon = Some(daemon);
+    }
+
+    fn kill(&mut self) {
+        self.daemon = None;
+    }
+
+    fn call(&self, method: &str, path: &str, token: &str, body: Option<&Value>) -> Answer {
+        let auth = format!("Bearer {token}");
+        let bytes = body.map(|b| b.to_string().into_bytes()).unwrap_or_default();
+        let mut headers = vec![("Authorization", auth.as_str())];
+        if body.is_some() {
+            headers.push(("Content-Type", "application/json"));
+        }
+        request(self.api, method, path, &headers, &bytes)
+    }
+
+    /// GET a campaign until `done` holds (deadline 60 s).
+    fn wait_for(&self, id: i64, token: &str, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+        let mut last = Value::Null;
+        let found = poll(Duration::from_secs(60), || {
+            last = self
+                .call("GET", &format!("/v1/campaigns/{id}"), token, None)
+                .json();
+            done(&last).then(|| last.clone())
+        });
+        found.unwrap_or_else(|| {
+            panic!(
+                "campaign {id}: not {what} after 60 s: {last}\n{}",
+                self.log()
+            )
+        })
+    }
+
+    fn log(&self) -> String {
+        self.daemon
+            .as_ref()
+            .map(|d| d.stderr_text())
+            .unwrap_or_default()
+    }
+
+    /// Recipients of the messages that arrived whose address starts with `prefix`.
+    fn arrived(&self, prefix: &str) -> Vec<String> {
+        self.sink
+            .parsed_messages()
+            .iter()
+            .flat_map(|m| {
+                m.rcpt_tos()
+                    .into_iter()
+                    .map(str::to_owned)
+                    .collect::<Vec<_>>()
+            })
+            .filter(|r| r.starts_with(prefix))
+            .collect()
+    }
+}
+
+fn template() -> Value {
+    json!({
+        "from": "News <news@volley.test>",
+        "subject": "Hello {{ name }}",
+        "text": "Hi {{ name }}, this is for {{ email }}.",
+    })
+}
+
+fn rows(prefix: &str, n: usize) -> Vec<Value> {
+    (0..n)
+        .map(|i| json!({"email": format!("{prefix}{i}@x{}.test", i % 3), "fields": {"name": format!("N{i}")}}))
+        .collect()
+}
+
+fn id_of(answer: &Answer) -> i64 {
+    answer.json()["id"]
+        .as_i64()
+        .unwrap_or_else(|| panic!("no id in {} {}", answer.status, answer.text()))
+}
+
+fn is_problem(a: &Answer, status: u16, needle: &str) {
+    assert_eq!(a.status, status, "{}", a.text());
+    assert_eq!(
+        a.header("content-type"),
+        Some("application/problem+json"),
+        "{}",
+        a.text()
+    );
+    let detail = a.json()["detail"].as_str().unwrap_or_default().to_owned();
+    assert!(
+        detail.contains(needle),
+        "detail {detail:?} lacks {needle:?}"
+    );
+    assert_eq!(a.json()["status"], status);
+}
+
+#[test]
+fn campaigns_over_the_api_are_delivered_counted_and_paginated() {
+    for (n, pg) in stores("campaigns_over_the_api").into_iter().enumerate() {
+        let node = Node::start(70 + n as u8, pg, "");
+        // Health needs no token; everything else does.
+        assert_eq!(request(node.api, "GET", "/healthz", &[], b"").status, 200);
+        is_problem(
+            &request(node.api, "GET", "/v1/campaigns", &[], b""),
+            401,
+            "Authorization",
+        );
+        is_problem(
+            &node.call("GET", "/v1/campaigns", "vly_forged", None),
+            401,
+            "not valid",
+        );
+        let sender = node.token("shop", "sender");
+        let other = node.token("blog", "sender");
+        let gateway = node.token("gw1", "gateway");
+        is_problem(
+            &node.call("GET", "/v1/campaigns", &gateway, None),
+            403,
+            "gateway token",
+        );
+        is_problem(
+            &node.call("GET", "/v1/suppressions", &sender, None),
+            403,
+            "admin token",
+        );
+
+        // Malformed bodies: what is wrong and where.
+        let bad = request(
+            node.api,
+            "POST",
+            "/v1/campaigns",
+            &[("Authorization", &format!("Bearer {sender}"))],
+            b"{\"template\": {\"from\": ",
+        );
+        is_problem(&bad, 400, "line 1 column");
+        let wrong = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(&json!({"template": template(), "recipients": [{"email": 5}]})),
+        );
+        is_problem(&wrong, 400, "recipients[0].email");
+        let typo = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(&json!({"template": template(), "recipents": []})),
+        );
+        is_problem(&typo, 400, "recipents");
+        let none = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(&json!({"template": template()})),
+        );
+        is_problem(&none, 400, "no recipients");
+        let missing = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(&json!({"template": {"from": "a@volley.test", "subject": "{{ nope }}", "text": "x"}, "recipients": rows("m", 1)})),
+        );
+        is_problem(&missing, 422, "nope");
+        // Nothing half-made by the failed requests.
+        assert_eq!(
+            node.call("GET", "/v1/campaigns", &sender, None).json()["campaigns"],
+            json!([])
+        );
+
+        let mut recipients = rows("a", 28);
+        recipients.insert(5, json!({"email": "not-an-address"}));
+        recipients.insert(9, json!({"email": "A0@X0.test", "fields": {"name": "dup"}}));
+        let body = json!({"template": template(), "recipients": recipients, "tags": ["news"]});
+        let created = request(
+            node.api,
+            "POST",
+            "/v1/campaigns",
+            &[
+                ("Authorization", &format!("Bearer {sender}")),
+                ("Idempotency-Key", "k-1"),
+            ],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(created.status, 201, "{}", created.text());
+        let id = id_of(&created);
+        assert_eq!(created.json()["url"], format!("/v1/campaigns/{id}"));
+        // The same key and body: the same campaign; another body: refused.
+        let again = request(
+            node.api,
+            "POST",
+            "/v1/campaigns",
+            &[
+                ("Authorization", &format!("Bearer {sender}")),
+                ("Idempotency-Key", "k-1"),
+            ],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!((again.status, id_of(&again)), (200, id), "{}", again.text());
+        let changed = json!({"template": template(), "recipients": rows("z", 1)});
+        let conflict = request(
+            node.api,
+            "POST",
+            "/v1/campaigns",
+            &[
+                ("Authorization", &format!("Bearer {sender}")),
+                ("Idempotency-Key", "k-1"),
+            ],
+            changed.to_string().as_bytes(),
+        );
+        is_problem(&conflict, 422, "different request body");
+
+        let done = node.wait_for(id, &sender, "completed", |c| c["state"] == "completed");
+        for (key, want) in [
+            ("recipients", 28),
+            ("delivered", 28),
+            ("pending", 0),
+            ("deferred", 0),
+            ("bounced", 0),
+            ("rejected_rows", 2),
+        ] {
+            assert_eq!(done[key], want, "{key}: {done}");
+        }
+        assert_eq!(done["domains"].as_array().map(Vec::len), Some(3), "{done}");
+        // What arrived is what the API counts: 28, each once, personalized.
+        let arrived = node.arrived("a");
+        assert_eq!(arrived.len(), 28, "{arrived:?}");
+        assert_eq!(arrived.iter().collect::<HashSet<_>>().len(), 28);
+        let bodies: Vec<String> = node
+            .sink
+            .message_bodies()
+            .iter()
+            .map(|b| String::from_utf8_lossy(b).into_owned())
+            .collect();
+        assert!(
+            bodies
+                .iter()
+                .any(|b| b.contains("Hi N7, this is for a7@x1.test.")),
+            "{bodies:?}"
+        );
+
+        // Rejected rows with their CSV line numbers (the header is line 1).
+        let rejects = node
+            .call("GET", &format!("/v1/campaigns/{id}/rejects"), &sender, None)
+            .json();
+        let lines: Vec<(i64, String)> = rejects["rejects"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| {
+                (
+                    r["line"].as_i64().unwrap(),
+                    r["reason"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(lines.len(), 2, "{rejects}");
+        assert_eq!(lines[0].0, 7, "{rejects}");
+        assert!(lines[1].1.contains("duplicate"), "{rejects}");
+
+        // The per-recipient table, page by page to the end.
+        let mut seen = Vec::new();
+        let mut cursor = String::new();
+        let mut pages = 0;
+        loop {
+            let path = format!("/v1/campaigns/{id}/recipients?limit=10{cursor}");
+            let page = node.call("GET", &path, &sender, None).json();
+            for r in page["recipients"].as_array().unwrap() {
+                assert_eq!(
+                    (r["status"].as_str(), r["code"].as_i64()),
+                    (Some("delivered"), Some(250)),
+                    "{r}"
+                );
+                assert!(r["reply"].as_str().is_some_and(|t| !t.is_empty()), "{r}");
+                seen.push(r["email"].as_str().unwrap().to_owned());
+            }
+            pages += 1;
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+            assert!(pages < 10, "pagination does not end");
+        }
+        assert_eq!(pages, 3);
+        assert_eq!(seen.iter().collect::<HashSet<_>>().len(), 28);
+        let bounced = node
+            .call(
+                "GET",
+                &format!("/v1/campaigns/{id}/recipients?status=bounced"),
+                &sender,
+                None,
+            )
+            .json();
+        assert_eq!(bounced["recipients"], json!([]));
+
+        // Another sender cannot read it; the admin can; lists filter.
+        is_problem(
+            &node.call("GET", &format!("/v1/campaigns/{id}"), &other, None),
+            403,
+            "another token",
+        );
+        assert_eq!(
+            node.call("GET", &format!("/v1/campaigns/{id}"), &node.admin, None)
+                .status,
+            200
+        );
+        assert_eq!(
+            node.call("GET", "/v1/campaigns", &other, None).json()["campaigns"],
+            json!([])
+        );
+        let tagged = node
+            .call(
+                "GET",
+                "/v1/campaigns?tag=news&state=completed",
+                &sender,
+                None,
+            )
+            .json();
+        assert_eq!(tagged["campaigns"][0]["id"], id, "{tagged}");
+        is_problem(
+            &node.call("GET", "/v1/campaigns?state=finished", &sender, None),
+            400,
+            "not one of",
+        );
+        is_problem(
+            &node.call("GET", "/v1/campaigns/999", &sender, None),
+            404,
+            "no campaign 999",
+        );
+        // The outbox has the completion.
+        let events = node.call("GET", "/v1/events", &node.admin, None).json();
+        let completed: Vec<&Value> = events["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|e| e["type"] == "campaign.completed" && e["campaign"] == id)
+            .collect();
+        assert_eq!(completed.len(), 1, "{events}");
+        assert_eq!(completed[0]["data"]["delivered"], 28);
+        // And the command-line client shows the same.
+        let out = common::volley_with(
+            &node.config(),
+            &["campaign", "--token", &sender, "show", &id.to_string()],
+        );
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        assert!(
+            common::stdout(&out).contains("completed"),
+            "{}",
+            common::stdout(&out)
+        );
+    }
+}
+
+#[test]
+fn uploads_are_streamed_and_campaigns_list_page_by_page() {
+    for (n, pg) in stores("uploads").into_iter().enumerate() {
+        let node = Node::start(72 + n as u8, pg, "");
+        let sender = node.token("shop", "sender");
+        let mut csv = String::from("email,name\n");
+        for i in 0..500 {
+            csv.push_str(&format!("u{i}@up{}.test,U{i}\n", i % 7));
+        }
+        csv.push_str("broken-row\n");
+        let auth = format!("Bearer {sender}");
+        let up = request(
+            node.api,
+            "POST",
+            "/v1/uploads",
+            &[("Authorization", &auth)],
+            csv.as_bytes(),
+        );
+        assert_eq!(up.status, 201, "{}", up.text());
+        let upload = up.json()["id"].as_str().unwrap().to_owned();
+        let c = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(&json!({"template": template(), "upload": upload, "batch_size": 50})),
+        );
+        assert_eq!(c.status, 201, "{}", c.text());
+        let id = id_of(&c);
+        let done = node.wait_for(id, &sender, "completed", |c| c["state"] == "completed");
+        assert_eq!(
+            (
+                done["delivered"].as_i64(),
+                done["rejected_rows"].as_i64(),
+                done["batches"].as_i64()
+            ),
+            (Some(500), Some(1), Some(10)),
+            "{done}"
+        );
+        assert_eq!(node.arrived("u").len(), 500);
+        // An upload is used once.
+        let reuse = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(&json!({"template": template(), "upload": upload})),
+        );
+        is_problem(&reuse, 422, "no upload");
+        // Three more campaigns; listing two a page reaches every one once.
+        let mut ids = vec![id];
+        for i in 0..3 {
+            let c = node.call(
+                "POST",
+                "/v1/campaigns",
+                &sender,
+                Some(&json!({"template": template(), "recipients": rows(&format!("p{i}x"), 2)})),
+            );
+            ids.push(id_of(&c));
+        }
+        let mut listed = Vec::new();
+        let mut cursor = String::new();
+        loop {
+            let page = node
+                .call(
+                    "GET",
+                    &format!("/v1/campaigns?limit=2{cursor}"),
+                    &sender,
+                    None,
+                )
+                .json();
+            listed.extend(
+                page["campaigns"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|c| c["id"].as_i64().unwrap()),
+            );
+            match page["next_cursor"].as_str() {
+                Some(next) => cursor = format!("&cursor={next}"),
+                None => break,
+            }
+        }
+        ids.reverse();
+        assert_eq!(listed, ids);
+    }
+}
+
+/// A site slow enough to act while a campaign is under way: 20 messages a
+/// second, one connection.
+const SLOW: &str = "[site]\nmax_connections = 1\nmax_messages_per_second = 20\n";
+
+#[test]
+fn scheduled_suspended_resumed_and_cancelled_campaigns_as_the_receiver_sees_them() {
+    for (n, pg) in stores("scheduled_suspended").into_iter().enumerate() {
+        let node = Node::start(74 + n as u8, pg, SLOW);
+        let sender = node.token("shop", "sender");
+        // Scheduled: nothing before start_at, everything after.
+        let start = std::time::SystemTime::now() + Duration::from_secs(4);
+        let start_at = humantime::format_rfc3339_seconds(start).to_string();
+        let c = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(
+                &json!({"template": template(), "recipients": rows("s", 5), "start_at": start_at}),
+            ),
+        );
+        assert_eq!(c.status, 201, "{}", c.text());
+        let scheduled = id_of(&c);
+        assert_eq!(c.json()["state"], "scheduled");
+        let done = node.wait_for(scheduled, &sender, "completed", |c| {
+            c["state"] == "completed"
+        });
+        let started = done["started_at"].as_str().unwrap();
+        assert!(
+            started >= start_at.as_str(),
+            "started {started} before {start_at}"
+        );
+        assert_eq!(node.arrived("s").len(), 5);
+
+        // Suspended: no message of it arrives until resumed; then the rest, once each.
+        let c = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(&json!({"template": template(), "recipients": rows("h", 100)})),
+        );
+        let held = id_of(&c);
+        assert!(
+            poll(Duration::from_secs(30), || (node.arrived("h").len() >= 10)
+                .then_some(()))
+            .is_some()
+        );
+        let s = node.call(
+            "POST",
+            &format!("/v1/campaigns/{held}/suspend"),
+            &sender,
+            None,
+        );
+        assert_eq!(
+            (s.status, s.json()["state"].as_str()),
+            (200, Some("suspended")),
+            "{}",
+            s.text()
+        );
+        // In-flight transactions finish: wait for the count to settle, then
+        // watch it stay put for three seconds.
+        let mut settled = node.arrived("h").len();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            let now = node.arrived("h").len();
+            if now == settled {
+                break;
+            }
+            settled = now;
+        }
+        let watch_until = Instant::now() + Duration::from_secs(3);
+        while Instant::now() < watch_until {
+            assert_eq!(
+                node.arrived("h").len(),
+                settled,
+                "a message of a suspended campaign arrived"
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(
+            settled < 100,
+            "the campaign finished before it was suspended"
+        );
+        let shown = node
+            .call("GET", &format!("/v1/campaigns/{held}"), &sender, None)
+            .json();
+        assert_eq!(shown["delivered"], settled as i64, "{shown}");
+        let r = node.call(
+            "POST",
+            &format!("/v1/campaigns/{held}/resume"),
+            &sender,
+            None,
+        );
+        assert_eq!(r.status, 200, "{}", r.text());
+        let done = node.wait_for(held, &sender, "completed", |c| c["state"] == "completed");
+        assert_eq!(done["delivered"], 100, "{done}");
+        let arrived = node.arrived("h");
+        assert_eq!(
+            (arrived.len(), arrived.iter().collect::<HashSet<_>>().len()),
+            (100, 100)
+        );
+
+        // Cancelled: the unsent are finalised as cancelled, and counted so.
+        let c = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(&json!({"template": template(), "recipients": rows("c", 100)})),
+        );
+        let cancelled = id_of(&c);
+        assert!(
+            poll(Duration::from_secs(30), || (!node.arrived("c").is_empty())
+                .then_some(()))
+            .is_some()
+        );
+        let x = node.call(
+            "POST",
+            &format!("/v1/campaigns/{cancelled}/cancel"),
+            &sender,
+            None,
+        );
+        assert_eq!(
+            (x.status, x.json()["state"].as_str()),
+            (200, Some("cancelled")),
+            "{}",
+            x.text()
+        );
+        let done = node.wait_for(cancelled, &sender, "closed", |c| {
+            !c["completed_at"].is_null()
+        });
+        assert_eq!(done["state"], "cancelled");
+        let delivered = done["delivered"].as_i64().unwrap();
+        assert_eq!(
+            delivered + done["cancelled"].as_i64().unwrap(),
+            100,
+            "{done}"
+        );
+        assert!(done["cancelled"].as_i64().unwrap() > 0, "{done}");
+        assert_eq!(node.arrived("c").len() as i64, delivered);
+        let table = node
+            .call(
+                "GET",
+                &format!("/v1/campaigns/{cancelled}/recipients?status=cancelled&limit=1000"),
+                &sender,
+                None,
+            )
+            .json();
+        assert_eq!(
+            table["recipients"].as_array().unwrap().len() as i64,
+            100 - delivered
+        );
+        // A final campaign is not resumed or cancelled again.
+        is_problem(
+            &node.call(
+                "POST",
+                &format!("/v1/campaigns/{held}/suspend"),
+                &sender,
+                None,
+            ),
+            409,
+            "completed",
+        );
+    }
+}
+
+#[test]
+fn a_daemon_killed_mid_campaign_delivers_the_rest_once_after_restart() {
+    for (n, pg) in stores("killed_mid_campaign").into_iter().enumerate() {
+        let mut node = Node::start(76 + n as u8, pg, SLOW);
+        let sender = node.token("shop", "sender");
+        let c = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(&json!({"template": template(), "recipients": rows("k", 60)})),
+        );
+        let id = id_of(&c);
+        assert!(
+            poll(Duration::from_secs(30), || (node.arrived("k").len() >= 10)
+                .then_some(()))
+            .is_some()
+        );
+        node.kill();
+        node.run();
+        let done = node.wait_for(id, &sender, "completed", |c| c["state"] == "completed");
+        assert_eq!(done["delivered"], 60, "{done}");
+        let arrived = node.arrived("k");
+        let unique = arrived.iter().collect::<HashSet<_>>().len();
+        assert_eq!(unique, 60, "every recipient arrived");
+        // Only a transaction in flight at the kill may arrive twice (one
+        // connection: at most one).
+        assert!(
+            arrived.len() - unique <= 1,
+            "{} duplicates",
+            arrived.len() - unique
+        );
+    }
+}
+
+#[test]
+fn send_hands_its_campaign_to_a_running_daemon_and_follows_it() {
+    let node = Node::start(78, false, "");
+    let dir = node.dir.path();
+    std::fs::write(
+        dir.join("campaign.toml"),
+        "from = \"News <news@volley.test>\"\nsubject = \"Hi {{ name }}\"\ntext = \"Hello {{ name }}\"\n",
+    )
+    .unwrap();
+    let mut csv = String::from("email,name\n");
+    for i in 0..40 {
+        csv.push_str(&format!("d{i}@hand{}.test,D{i}\n", i % 2));
+    }
+    csv.push_str("nobody,X\n");
+    std::fs::write(dir.join("list.csv"), csv).unwrap();
+    let report = dir.join("report.json");
+    let out = common::volley_with(
+        &node.config(),
+        &[
+            "send",
+            "--template",
+            &dir.join("campaign.toml").display().to_string(),
+            "--recipients",
+            &dir.join("list.csv").display().to_string(),
+            "--report",
+            &report.display().to_string(),
+        ],
+    );
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    assert!(
+        common::stderr(&out).contains("handing the campaign to it"),
+        "{}",
+        common::stderr(&out)
+    );
+    let report: Value = serde_json::from_slice(&std::fs::read(report).unwrap()).unwrap();
+    assert_eq!(
+        (
+            report["delivered"].as_i64(),
+            report["rejected_rows"].as_i64()
+        ),
+        (Some(40), Some(1)),
+        "{report}"
+    );
+    let rejects = std::fs::read_to_string(dir.join("list.rejects.csv")).unwrap();
+    assert!(rejects.contains("42,nobody,"), "{rejects}");
+    assert_eq!(node.arrived("d").len(), 40);
+    // The token made for it is revoked.
+    let out = common::volley_with(&node.config(), &["token", "list", "--json"]);
+    let tokens: Value = serde_json::from_str(&common::stdout(&out)).unwrap();
+    let minted: Vec<&Value> = tokens
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["name"].as_str().unwrap().starts_with("volley-send-"))
+        .collect();
+    assert_eq!(minted.len(), 1);
+    assert!(!minted[0]["revoked_at"].is_null());
+}
