@@ -95,6 +95,14 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         .block_on(plane.resume_partitioning())
         .context("cannot resume an interrupted partitioning")?;
     runtime.block_on(plane.refresh())?;
+    // What `volley sendmail` dropped while a daemon held the spool.
+    volley_engine::maildrop::prepare(spool.root())?;
+    let drops = SpoolDeposit::new(
+        spool.try_clone()?,
+        config.queue.batch_size,
+        config.relay.domains.clone(),
+    );
+    volley_engine::maildrop::pickup(spool.root(), &drops)?;
     let api_listen = if args.once {
         None
     } else {
@@ -168,6 +176,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             None => None,
         };
         let ticker = tokio::spawn(tick_loop(Arc::clone(&plane)));
+        let pickups = tokio::spawn(pickup_loop(root.clone(), drops, Arc::clone(&wake)));
         let planned = plane.wake();
         tracing::info!(spool = %root.display(), "volley run: delivering");
         let mut last_sweep: Option<Instant> = None;
@@ -208,6 +217,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             }
         }
         ticker.abort();
+        pickups.abort();
         if let Some((stop, task)) = api {
             let _ = stop.send(());
             let _ = task.await;
@@ -306,4 +316,24 @@ async fn start_api(
         }
     });
     Ok((stop, task))
+}
+
+/// Picks up what `volley sendmail` leaves in the drop directory, every second,
+/// waking the round loop when something was queued; until aborted.
+async fn pickup_loop(root: PathBuf, deposit: SpoolDeposit, wake: Arc<Notify>) {
+    let deposit = Arc::new(deposit);
+    let mut every = tokio::time::interval(Duration::from_secs(1));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let (root, deposit) = (root.clone(), Arc::clone(&deposit));
+        match tokio::task::spawn_blocking(move || volley_engine::maildrop::pickup(&root, &deposit))
+            .await
+        {
+            Ok(Ok(0)) => {}
+            Ok(Ok(_)) => wake.notify_one(),
+            Ok(Err(err)) => tracing::warn!(%err, "cannot pick up the drop directory"),
+            Err(err) => tracing::warn!(%err, "the drop directory pickup failed"),
+        }
+    }
 }

@@ -9,7 +9,8 @@
 //! else `LOGIN@[server] hostname`. It is then submitted to the local daemon's
 //! submission listener if one is configured on loopback and answers (plain
 //! SMTP, trusted by `[relay] networks`), else stored straight into the spool
-//! when no daemon holds it, for the next `volley run`. Exit status per
+//! when no daemon holds it, for the next `volley run`, else into its drop
+//! directory (`volley_engine::maildrop`) for the daemon to pick up. Exit status per
 //! sysexits.h ([`Exit`]).
 //!
 //! Layout: `sendmail/options.rs` (the command line), `sendmail/message.rs` (the
@@ -378,7 +379,7 @@ fn login_name() -> String {
 
 /// 64 random bits for a Message-ID (`/dev/urandom`; the time and pid if that
 /// cannot be read).
-fn random_u64() -> u64 {
+pub(crate) fn random_u64() -> u64 {
     let mut bytes = [0u8; 8];
     let read = std::fs::File::open("/dev/urandom").and_then(|mut f| f.read_exact(&mut bytes));
     match read {

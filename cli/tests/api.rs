@@ -795,3 +795,69 @@ fn send_hands_its_campaign_to_a_running_daemon_and_follows_it() {
     assert_eq!(minted.len(), 1);
     assert!(!minted[0]["revoked_at"].is_null());
 }
+
+#[test]
+fn sendmail_queues_through_the_drop_directory_while_the_daemon_runs() {
+    // No trusted network and no listener: sendmail cannot submit over SMTP.
+    let node = Node::start(79, false, "[relay]\nnetworks = []\n");
+    for i in 0..3 {
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_volley"))
+            .args([
+                "--config",
+                &node.config().display().to_string(),
+                "sendmail",
+                "-i",
+                "-f",
+                "app@volley.test",
+            ])
+            .arg(format!("drop{i}@dropped.test"))
+            .env_remove("VOLLEY_CONFIG")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(format!("Subject: drop {i}\n\nline one\n.\nline three\n").as_bytes())
+            .unwrap();
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "exit {:?}: {}",
+            out.status.code(),
+            common::stderr(&out)
+        );
+    }
+    let arrived = poll(Duration::from_secs(30), || {
+        let got = node.arrived("drop");
+        (got.len() == 3).then_some(got)
+    });
+    assert!(
+        arrived.is_some(),
+        "{:?}\n{}",
+        node.arrived("drop"),
+        node.log()
+    );
+    let bodies: Vec<String> = node
+        .sink
+        .message_bodies()
+        .iter()
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .collect();
+    assert!(
+        bodies
+            .iter()
+            .any(|b| b.contains("Subject: drop 1") && b.contains("line one\n.\nline three")),
+        "{bodies:?}"
+    );
+    // Nothing is left in the drop directory.
+    let left: Vec<_> = std::fs::read_dir(node.dir.path().join("spool/maildrop"))
+        .unwrap()
+        .flatten()
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -5,11 +5,12 @@
 
 use std::io::{Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, TcpStream};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::BytesMut;
 use volley_conf::{Config, ListenRole, ListenTls};
 use volley_engine::deposit::{Dsn, InboundError, SpoolDeposit};
+use volley_engine::maildrop::{self, Dropped};
 use volley_queue::ids::queue_id;
 use volley_queue::{QueueError, Spool};
 use volley_smtp::data::dot_stuff_into;
@@ -24,9 +25,6 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
 const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 /// Time for the reply to the end of the data (the server fsyncs the message).
 const DATA_TIMEOUT: Duration = Duration::from_secs(600);
-/// How long to wait for the spool lock of a short-lived holder (`volley run
-/// --once`, another sendmail) before giving up with EX_TEMPFAIL.
-const LOCK_WAIT: Duration = Duration::from_secs(3);
 
 /// The listener to submit to: the first `[[listen]]` entry with role
 /// submission, without implicit TLS, on a loopback or wildcard address (then
@@ -235,8 +233,8 @@ pub fn via_listener(
     Ok(Submitted::Queued(r.text().into_owned()))
 }
 
-/// Stores the message straight into the spool (no daemon holds it). Returns
-/// the queue id.
+/// Stores the message straight into the spool when no daemon holds it, else
+/// into its drop directory for the daemon to pick up. Returns the queue id.
 pub fn into_spool(
     config: &Config,
     sender: &str,
@@ -245,24 +243,22 @@ pub fn into_spool(
     dsn: &Dsn,
 ) -> Result<String, Failure> {
     let dir = &config.spool.dir;
-    let end = Instant::now() + LOCK_WAIT;
-    let spool = loop {
-        match Spool::open(dir) {
-            Ok(spool) => break spool,
-            Err(QueueError::Locked { .. }) if Instant::now() < end => {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-            Err(QueueError::Locked { .. }) => {
-                return Err(Failure::new(
-                    Exit::TempFail,
-                    format!(
-                        "the volley daemon is not reachable on a submission listener and the spool {} is in use: try again later",
-                        dir.display()
-                    ),
-                ))
-            }
-            Err(e) => return Err(Failure::new(Exit::CantCreat, e.to_string())),
+    let spool = match Spool::open(dir) {
+        Ok(spool) => spool,
+        // A daemon (or a send) holds the spool: the message goes to the drop
+        // directory, durably, and the daemon picks it up.
+        Err(QueueError::Locked { .. }) => {
+            let dropped = Dropped {
+                sender: sender.to_owned(),
+                recipients: recipients.to_vec(),
+                dsn: dsn.clone(),
+                message: message.to_vec(),
+            };
+            return maildrop::write(dir, &dropped, super::random_u64())
+                .map(|name| format!("drop-{name}"))
+                .map_err(|e| Failure::new(Exit::CantCreat, e.to_string()));
         }
+        Err(e) => return Err(Failure::new(Exit::CantCreat, e.to_string())),
     };
     let deposit = SpoolDeposit::new(spool, config.queue.batch_size, config.relay.domains.clone());
     match deposit.store_dsn(sender, recipients, message, dsn) {

@@ -38,6 +38,8 @@
 //!   users; accepted messages go to a caller's [`listen::Deposit`].
 //! - [`deposit`]: [`deposit::SpoolDeposit`], accepted messages into the spool
 //!   (stored verbatim, batches of their own; local domains to `inbound/`).
+//! - [`maildrop`]: the drop directory `volley sendmail` leaves messages in
+//!   while a daemon holds the spool, and the daemon's pickup.
 //! - [`sweep`]: removing old `done/` batches and relayed messages no batch needs.
 
 pub mod conn;
@@ -48,6 +50,7 @@ pub mod feedback;
 pub mod host;
 pub mod listen;
 pub mod log;
+pub mod maildrop;
 pub mod mx;
 pub mod outcome;
 pub mod shaping;
