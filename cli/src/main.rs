@@ -24,6 +24,7 @@ mod send;
 mod send_handoff;
 mod sendmail;
 mod stop;
+mod summary;
 mod suppress_cmd;
 mod suppressions;
 mod synth;

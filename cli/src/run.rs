@@ -103,6 +103,12 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         config.relay.domains.clone(),
     );
     volley_engine::maildrop::pickup(spool.root(), &drops)?;
+    let summaries = SpoolDeposit::new(
+        spool.try_clone()?,
+        config.queue.batch_size,
+        config.relay.domains.clone(),
+    );
+    let helo = helo_name(&config);
     let api_listen = if args.once {
         None
     } else {
@@ -151,10 +157,9 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
                 Round::Done(report) | Round::Stopped(Some(report)) => report,
                 Round::Stopped(None) => RunReport::default(),
             };
-            // Campaigns this round completed are closed in the store.
-            if let Err(err) = plane.tick().await {
-                tracing::warn!(%err, "control plane tick failed");
-            }
+            // Campaigns this round completed are closed in the store (their
+            // summaries wait for the next run).
+            tick(&plane, &summaries, &helo, &Notify::new()).await;
             return anyhow::Ok(format!("{}\n", describe(&report, true)));
         }
         // Deposits wake the round loop, so a received message goes out at once.
@@ -175,7 +180,12 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             Some(addr) => Some(start_api(addr, Arc::clone(&plane), limits).await?),
             None => None,
         };
-        let ticker = tokio::spawn(tick_loop(Arc::clone(&plane)));
+        let ticker = tokio::spawn(tick_loop(
+            Arc::clone(&plane),
+            summaries,
+            helo.clone(),
+            Arc::clone(&wake),
+        ));
         let pickups = tokio::spawn(pickup_loop(root.clone(), drops, Arc::clone(&wake)));
         let planned = plane.wake();
         tracing::info!(spool = %root.display(), "volley run: delivering");
@@ -283,15 +293,35 @@ async fn start_listener(
 }
 
 /// The scheduler: the plane's tick about once a second (scheduled starts,
-/// completions, the outbox), until aborted.
-pub async fn tick_loop(plane: Arc<Plane>) {
+/// completions, the outbox), then the summaries due queued through `deposit`
+/// (waking the round loop), until aborted.
+pub async fn tick_loop(plane: Arc<Plane>, deposit: SpoolDeposit, helo: String, wake: Arc<Notify>) {
     let mut every = tokio::time::interval(Duration::from_secs(1));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         every.tick().await;
-        if let Err(err) = plane.tick().await {
-            tracing::warn!(%err, "control plane tick failed");
-        }
+        tick(&plane, &deposit, &helo, &wake).await;
+    }
+}
+
+/// One scheduler step ([`tick_loop`]).
+pub async fn tick(plane: &Plane, deposit: &SpoolDeposit, helo: &str, wake: &Notify) {
+    if let Err(err) = plane.tick().await {
+        tracing::warn!(%err, "control plane tick failed");
+    }
+    match crate::summary::queue_due(plane, deposit, helo).await {
+        Ok(0) => {}
+        Ok(_) => wake.notify_one(),
+        Err(err) => tracing::warn!(err = %format!("{err:#}"), "cannot queue a campaign summary"),
+    }
+}
+
+/// The name volley gives itself (`[delivery] helo_name`, else the host's).
+pub fn helo_name(config: &Config) -> String {
+    if config.delivery.helo_name.is_empty() {
+        volley_engine::host::host_name()
+    } else {
+        config.delivery.helo_name.clone()
     }
 }
 

@@ -148,6 +148,12 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
 
     let spool_dir = config.spool.dir.clone();
     let grace = config.delivery.stop_timeout;
+    let summaries = volley_engine::deposit::SpoolDeposit::new(
+        spool.try_clone()?,
+        config.queue.batch_size,
+        config.relay.domains.clone(),
+    );
+    let helo = crate::run::helo_name(&config);
     let feed = Arc::new(ControlFeed::new(
         spool.try_clone()?,
         Arc::clone(&plane),
@@ -164,6 +170,22 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     )?;
     let total = campaign.recipients as u64;
     runtime.block_on(deliver(&engine, total, args.wait, grace))?;
+    // A campaign that completed with --notify: its summary is queued and
+    // sent now (one more round for it).
+    if !args.notify.is_empty() {
+        runtime.block_on(crate::run::tick(
+            &plane,
+            &summaries,
+            &helo,
+            &tokio::sync::Notify::new(),
+        ));
+        let queued = runtime
+            .block_on(plane.store().campaign(campaign.id))?
+            .is_some_and(|c| c.summary_queued);
+        if queued {
+            runtime.block_on(deliver(&engine, 0, false, grace))?;
+        }
+    }
     // Recipients suppressed after partitioning (added while the campaign ran):
     // their slots say bounced, but they were never sent.
     let late_suppressed = engine.progress().suppressed;

@@ -861,3 +861,46 @@ fn sendmail_queues_through_the_drop_directory_while_the_daemon_runs() {
         .collect();
     assert!(left.is_empty(), "{left:?}");
 }
+
+#[test]
+fn the_requester_gets_a_summary_when_a_campaign_completes() {
+    let node = Node::start(80, false, "");
+    let sender = node.token("shop", "sender");
+    let mut recipients = rows("n", 6);
+    recipients.push(json!({"email": "bad address"}));
+    let c = node.call(
+        "POST",
+        "/v1/campaigns",
+        &sender,
+        Some(&json!({"template": template(), "recipients": recipients, "notify": ["boss@requester.test"]})),
+    );
+    assert_eq!(c.status, 201, "{}", c.text());
+    let id = id_of(&c);
+    node.wait_for(id, &sender, "completed", |c| c["state"] == "completed");
+    let summary = poll(Duration::from_secs(30), || {
+        node.sink
+            .parsed_messages()
+            .into_iter()
+            .find(|m| m.rcpt_tos().contains(&"boss@requester.test"))
+    })
+    .unwrap_or_else(|| panic!("no summary arrived\n{}", node.log()));
+    assert_eq!(summary.mail_from(), "");
+    let body = String::from_utf8_lossy(&summary.body).into_owned();
+    for needle in [
+        format!("Subject: Campaign {id} completed: 6 delivered of 6"),
+        "6 recipients: 6 delivered".to_owned(),
+        "1 rows of the list were rejected".to_owned(),
+        "x0.test".to_owned(),
+    ] {
+        assert!(body.contains(&needle), "{needle:?} not in:\n{body}");
+    }
+    // Once only.
+    std::thread::sleep(Duration::from_secs(2));
+    let count = node
+        .sink
+        .parsed_messages()
+        .iter()
+        .filter(|m| m.rcpt_tos().contains(&"boss@requester.test"))
+        .count();
+    assert_eq!(count, 1);
+}

@@ -582,3 +582,25 @@ fn an_unreachable_destination_holds_back_nothing_queued_behind_it() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(text.contains("1000 delivered, 1000 deferred"), "{text}");
 }
+
+#[test]
+fn send_notify_mails_the_summary_when_the_campaign_completes() {
+    let s = Setup::new(68, "");
+    let rows: Vec<String> = (0..5).map(|i| format!("n{i}@sum.test,N{i},C{i}")).collect();
+    s.write_csv(&rows);
+    let mut args = s.send_args();
+    args.extend(["--notify".into(), "owner@requester.test".into()]);
+    let out = volley(&strs(&args));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let msgs = s
+        .sink
+        .wait_for_messages(6, Duration::from_secs(30))
+        .unwrap();
+    let summary = msgs
+        .iter()
+        .find(|m| m.rcpt_tos().contains(&"owner@requester.test"))
+        .expect("a summary to the requester");
+    let body = String::from_utf8_lossy(&summary.body);
+    assert!(body.contains("5 recipients: 5 delivered"), "{body}");
+    assert!(body.contains("sum.test"), "{body}");
+}

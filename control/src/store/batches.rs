@@ -445,6 +445,34 @@ impl Store {
             .collect()
     }
 
+    /// The commonest reasons a campaign's recipients failed (bounced or
+    /// expired), by (code, enhanced code): each with its count and one reply
+    /// as an example, the `limit` commonest first.
+    pub async fn failure_reasons(
+        &self,
+        campaign: i64,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, i64, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT code, enhanced, COUNT(*) AS n, MIN(reply) AS sample FROM recipients WHERE campaign = $1 AND status IN ('bounced', 'expired') GROUP BY code, enhanced ORDER BY COUNT(*) DESC, code LIMIT $2",
+        )
+        .bind(campaign)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .what("count failure reasons")?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("code").what("read a reason")?,
+                    r.try_get("enhanced").what("read a reason")?,
+                    r.try_get("n").what("read a reason")?,
+                    r.try_get("sample").what("read a reason")?,
+                ))
+            })
+            .collect()
+    }
+
     /// How many of a campaign's batches are not done.
     pub async fn live_batches(&self, campaign: i64) -> Result<i64, StoreError> {
         sqlx::query("SELECT COUNT(*) FROM batches WHERE campaign = $1 AND state <> 'done'")
