@@ -42,6 +42,9 @@ const SWEEP_EVERY: Duration = Duration::from_secs(3600);
 /// How old an unreferenced relayed message must be before it is swept.
 const SWEEP_GRACE: Duration = Duration::from_secs(3600);
 
+/// How long an upload no campaign took is kept (seconds).
+const UPLOAD_KEEP: i64 = 86_400;
+
 /// Arguments of `volley run`.
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -95,6 +98,12 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         .block_on(plane.resume_partitioning())
         .context("cannot resume an interrupted partitioning")?;
     runtime.block_on(plane.refresh())?;
+    // Uploads cut short by a crash, and those no campaign took in a day.
+    match runtime.block_on(plane.sweep_uploads(UPLOAD_KEEP)) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(files = n, "stale uploads removed"),
+        Err(err) => tracing::warn!(%err, "cannot sweep the uploads"),
+    }
     // What `volley sendmail` dropped while a daemon held the spool.
     volley_engine::maildrop::prepare(spool.root())?;
     let drops = SpoolDeposit::new(

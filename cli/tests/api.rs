@@ -904,3 +904,120 @@ fn the_requester_gets_a_summary_when_a_campaign_completes() {
         .count();
     assert_eq!(count, 1);
 }
+
+/// Files in a spool directory.
+fn files_in(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .map(|e| {
+            e.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn kill_9_during_an_upload_and_during_partitioning_loses_and_doubles_nothing() {
+    for (n, pg) in stores("kill_9_during_partitioning").into_iter().enumerate() {
+        let mut node = Node::start(81 + n as u8, pg, "");
+        let sender = node.token("shop", "sender");
+        let spool = node.dir.path().join("spool");
+
+        // 1. Killed while an upload is streaming in: the client never got an
+        // answer; after the restart nothing of it is left.
+        let mut stream = std::net::TcpStream::connect(node.api).unwrap();
+        use std::io::Write;
+        write!(
+            stream,
+            "POST /v1/uploads HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {sender}\r\nContent-Length: 10000000\r\n\r\nemail\r\n"
+        )
+        .unwrap();
+        for i in 0..20_000 {
+            write!(stream, "half{i}@up.test\r\n").unwrap();
+        }
+        stream.flush().unwrap();
+        let partial = poll(Duration::from_secs(10), || {
+            files_in(&spool.join("uploads"))
+                .iter()
+                .any(|f| f.ends_with(".partial"))
+                .then_some(())
+        });
+        assert!(partial.is_some(), "the upload is not being written");
+        node.kill();
+        drop(stream);
+        node.run();
+        assert!(
+            files_in(&spool.join("uploads")).is_empty(),
+            "{:?}",
+            files_in(&spool.join("uploads"))
+        );
+        assert_eq!(
+            node.call("GET", "/v1/campaigns", &sender, None).json()["campaigns"],
+            json!([])
+        );
+
+        // 2. Killed while the campaign is being cut into batches (one
+        // recipient a batch, so that the cut takes a while).
+        let total = 20_000;
+        let mut csv = String::from("email,name\n");
+        for i in 0..total {
+            csv.push_str(&format!("p{i}@part{}.test,P{i}\n", i % 11));
+        }
+        let auth = format!("Bearer {sender}");
+        let up = request(
+            node.api,
+            "POST",
+            "/v1/uploads",
+            &[("Authorization", &auth)],
+            csv.as_bytes(),
+        );
+        let upload = up.json()["id"].as_str().unwrap().to_owned();
+        // The request is sent and not waited for: the kill comes as soon as
+        // the first batch file is in the spool.
+        let body = json!({"template": template(), "upload": upload, "batch_size": 1}).to_string();
+        let mut post = std::net::TcpStream::connect(node.api).unwrap();
+        write!(
+            post,
+            "POST /v1/campaigns HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {sender}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        )
+        .unwrap();
+        let mid = poll(Duration::from_secs(30), || {
+            (!files_in(&spool.join("active")).is_empty()).then_some(())
+        });
+        assert!(mid.is_some(), "no batch was written");
+        node.kill();
+        let batches_at_kill =
+            files_in(&spool.join("active")).len() + files_in(&spool.join("done")).len();
+        drop(post);
+        node.run();
+        let listed = node.call("GET", "/v1/campaigns", &sender, None).json();
+        let id = listed["campaigns"][0]["id"]
+            .as_i64()
+            .expect("the campaign survived the kill");
+        let done = node.wait_for(id, &sender, "completed", |c| c["state"] == "completed");
+        assert_eq!(
+            (done["recipients"].as_i64(), done["delivered"].as_i64()),
+            (Some(total), Some(total)),
+            "{done}"
+        );
+        let arrived = node.arrived("p");
+        let unique = arrived.iter().collect::<HashSet<_>>().len();
+        assert_eq!(unique as i64, total);
+        // Messages in flight at the kill may arrive twice, nothing else.
+        assert!(
+            arrived.len() - unique <= 64,
+            "{} duplicates",
+            arrived.len() - unique
+        );
+        eprintln!(
+            "killed during the partitioning ({batches_at_kill} of {total} batches written); {} duplicates",
+            arrived.len() - unique
+        );
+        assert!(
+            node.log().contains("resuming an interrupted partitioning"),
+            "the partitioning ended before the kill: the test did not test it\n{}",
+            node.log()
+        );
+    }
+}

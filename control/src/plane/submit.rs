@@ -462,6 +462,29 @@ impl Plane {
         Ok((parts, suppressed, list))
     }
 
+    /// Removes what a crash left in the uploads directory: bodies cut short
+    /// (`*.partial`, their client never got an answer), and uploads no
+    /// campaign took within `keep` seconds (at start, and then now and then).
+    pub async fn sweep_uploads(&self, keep: i64) -> Result<u64, PlaneError> {
+        let dir = self.uploads_dir();
+        let mut removed = 0;
+        if let Ok(entries) = std::fs::read_dir(&dir) {
+            for e in entries.flatten() {
+                if e.path().extension().is_some_and(|x| x == "partial")
+                    && std::fs::remove_file(e.path()).is_ok()
+                {
+                    removed += 1;
+                }
+            }
+        }
+        for path in self.store.expire_uploads(now() - keep).await? {
+            if std::fs::remove_file(&path).is_ok() {
+                removed += 1;
+            }
+        }
+        Ok(removed)
+    }
+
     /// Finishes the partitionings a crash interrupted (at start).
     pub async fn resume_partitioning(self: &Arc<Self>) -> Result<u64, PlaneError> {
         let mut resumed = 0;

@@ -57,4 +57,19 @@ impl Store {
             .what("take an upload")?;
         Ok(())
     }
+
+    /// Forgets the uploads made before `before` that no campaign took;
+    /// answers their files, for the caller to remove.
+    pub async fn expire_uploads(&self, before: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query(
+            "DELETE FROM uploads WHERE campaign IS NULL AND created_at < $1 RETURNING path",
+        )
+        .bind(before)
+        .fetch_all(self.pool())
+        .await
+        .what("expire uploads")?;
+        rows.iter()
+            .map(|r| r.try_get("path").what("read an upload"))
+            .collect()
+    }
 }
