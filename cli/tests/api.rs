@@ -1021,3 +1021,34 @@ fn kill_9_during_an_upload_and_during_partitioning_loses_and_doubles_nothing() {
         );
     }
 }
+
+#[test]
+fn at_stop_at_the_unsent_recipients_expire() {
+    let node = Node::start(83, false, SLOW);
+    let sender = node.token("shop", "sender");
+    let stop = std::time::SystemTime::now() + Duration::from_secs(3);
+    let stop_at = humantime::format_rfc3339_seconds(stop).to_string();
+    let c = node.call(
+        "POST",
+        "/v1/campaigns",
+        &sender,
+        Some(&json!({"template": template(), "recipients": rows("e", 200), "stop_at": stop_at})),
+    );
+    assert_eq!(c.status, 201, "{}", c.text());
+    let id = id_of(&c);
+    let done = node.wait_for(id, &sender, "completed", |c| c["state"] == "completed");
+    let delivered = done["delivered"].as_i64().unwrap();
+    let expired = done["expired"].as_i64().unwrap();
+    assert!(delivered > 0 && expired > 0, "{done}");
+    assert_eq!(delivered + expired, 200, "{done}");
+    assert_eq!(node.arrived("e").len() as i64, delivered);
+    assert!(
+        done["completed_at"].as_str().unwrap() >= stop_at.as_str(),
+        "{done}"
+    );
+    // A stop_at in the past is refused.
+    let past = node.call("POST", "/v1/campaigns", &sender, Some(&json!({"template": template(), "recipients": rows("q", 1), "stop_at": "2020-01-01T00:00:00Z"})));
+    is_problem(&past, 422, "stop_at is in the past");
+    let garbled = node.call("POST", "/v1/campaigns", &sender, Some(&json!({"template": template(), "recipients": rows("q", 1), "start_at": "next tuesday"})));
+    is_problem(&garbled, 400, "RFC 3339");
+}
