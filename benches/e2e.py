@@ -261,9 +261,10 @@ def write_template(path):
         f.write("html = " + json.dumps(html, ensure_ascii=False) + "\n")
 
 
-def volley_config(path, spool, dns, log_path, dkim, threads=None):
-    lines = [
-        "[control]", 'listen = ""',
+def volley_config(path, spool, dns, log_path, dkim, threads=None, api=None):
+    # No [control] section unless the API is used: a binary from before the
+    # control plane (an A/B's A) refuses it.
+    lines = (["[control]", f'listen = "{api}"'] if api else []) + [
         "[spool]", f'dir = "{spool}"',
         "[queue]", "batch_size = 100",
         "[dns]", f'nameservers = ["{dns}"]',
@@ -407,7 +408,11 @@ def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim, queue
     log_path = os.path.join(workdir, f"delivery{round_ or ''}.jsonl")
     conf = os.path.join(workdir, "volley.toml")
     report = os.path.join(workdir, "report.json")
-    volley_config(conf, spool, dns, log_path, dkim, args.threads)
+    api = f"127.0.0.1:{free_port('127.0.0.1')}" if args.path == "api" else None
+    volley_config(conf, spool, dns, log_path, dkim, args.threads, api)
+    if api:
+        return phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts,
+                                spool, log_path)
     sinks = Sinks(procs, args.sites, workdir)
     out = open(os.path.join(workdir, "volley.out"), "ab")
     t0_wall = time.time()
@@ -449,6 +454,66 @@ def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim, queue
             "peak_rss_mb": ru.ru_maxrss / 1024, "queue_files": peak_files,
             "queue_mb": peak_bytes / 1e6, "sink_cpu_us_per_msg": sink_cpu / max(delivered, 1) * 1e6,
             "report": rep, "series": delivered_series(log_path, t0_wall)}
+
+
+def api_call(api, method, path, token, body=None, data=None, timeout=3600):
+    """One call of volley's HTTP API; answers the JSON body."""
+    import urllib.request
+    headers = {"Authorization": f"Bearer {token}"}
+    if body is not None:
+        data = json.dumps(body).encode()
+        headers["Content-Type"] = "application/json"
+    req = urllib.request.Request(f"http://{api}{path}", data=data, method=method, headers=headers)
+    with urllib.request.urlopen(req, timeout=timeout) as r:
+        return json.loads(r.read())
+
+
+def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, spool, log_path):
+    """volley run fed by its control plane: the list uploaded (streamed), the
+    campaign submitted over the API, timed until the API says completed. CPU is
+    the daemon's, all of it (startup and the API included)."""
+    import tomllib
+    out = open(os.path.join(workdir, "volley.out"), "ab")
+    tok = subprocess.run([volley, "-C", conf, "token", "create", "--name", f"bench{time.time_ns()}",
+                          "--role", "sender"], capture_output=True, check=True, text=True).stdout.strip()
+    sinks = Sinks(procs, args.sites, workdir)
+    p = procs.start([volley, "-C", conf, "run"], stdout=out, stderr=out)
+    host, port = api.rsplit(":", 1)
+    wait_listening(host, int(port))
+    with open(template, "rb") as f:
+        spec = tomllib.load(f)
+    t0_wall = time.time()
+    started = time.monotonic()
+    with open(rcpts, "rb") as f:
+        up = api_call(api, "POST", "/v1/uploads", tok, data=f)
+    c = api_call(api, "POST", "/v1/campaigns", tok, {"template": spec, "upload": up["id"]})
+    queued_s = None
+    peak_files, peak_bytes = 0, 0
+    deadline = started + 3600
+    while True:
+        c = api_call(api, "GET", f"/v1/campaigns/{c['id']}", tok)
+        if queued_s is None and c.get("partitioned"):
+            queued_s = time.monotonic() - started
+        if c["state"] == "completed":
+            break
+        if time.monotonic() > deadline or p.poll() is not None:
+            raise RuntimeError(f"the campaign did not complete; see {workdir}/volley.out")
+        files, size = spool_usage(spool)
+        peak_files, peak_bytes = max(peak_files, files), max(peak_bytes, size)
+        time.sleep(0.2)
+    wall = time.monotonic() - started
+    ru = procs.stop(p)
+    sink_cpu = sinks.stop()
+    delivered = c["delivered"]
+    if delivered != args.recipients:
+        log(f"warning: volley delivered {delivered} of {args.recipients}")
+    cpu = rusage_cpu(ru)
+    return {"messages": delivered, "wall_s": wall, "msgs_per_s": delivered / wall,
+            "cpu_s": cpu, "cpu_us_per_msg": cpu / max(delivered, 1) * 1e6,
+            "sys_us_per_msg": ru.ru_stime / max(delivered, 1) * 1e6,
+            "peak_rss_mb": ru.ru_maxrss / 1024, "queue_files": peak_files,
+            "queue_mb": peak_bytes / 1e6, "sink_cpu_us_per_msg": sink_cpu / max(delivered, 1) * 1e6,
+            "queued_s": queued_s, "report": c, "series": delivered_series(log_path, t0_wall)}
 
 
 def postfix_config(d, smtpd, sites):
@@ -602,6 +667,9 @@ def main():
                          "dir on the host file system")
     ap.add_argument("--threads", type=int, default=None,
                     help="volley's [delivery] threads (default: volley's own, one per core)")
+    ap.add_argument("--path", choices=["send", "api"], default="send",
+                    help="send: one `volley send` (the campaign path); api: `volley run` fed by "
+                         "its control plane, the campaign uploaded and submitted over the HTTP API")
     ap.add_argument("--tag", default="",
                     help="appended to the result file names (e2e-<date>[-dkim]-<tag>), so an "
                          "experimental run does not replace the figures of a quoted one")
