@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# One command from a fresh clone to a real campaign: builds volley (release),
-# installs Postfix's smtp-sink if missing (as root, unattended; nothing else of
-# Postfix is configured or started), starts it on 127.0.0.77 as the receiver,
-# generates 20,000 recipients with merge fields, and sends them a personalized
-# campaign through volley (progress bar, summary per domain, JSON report).
+# One command from a fresh clone to a real campaign through volley's control
+# plane: builds volley (release), installs Postfix's smtp-sink if missing (as
+# root, unattended; nothing else of Postfix is configured or started), starts it
+# on 127.0.0.77 as the receiver, starts the volley daemon (`volley run`: the HTTP
+# API on 127.0.0.77:8025, the store an SQLite file in the spool), makes an API
+# token, generates 20,000 recipients with merge fields, submits a personalized
+# campaign over the API and prints its progress until it completes.
 # Everything stays on loopback and in ./quickstart/.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -26,7 +28,8 @@ port=2525
 sink_user=(); [ "$(id -u)" = 0 ] && sink_user=(-u nobody)
 /usr/sbin/smtp-sink -c "${sink_user[@]}" "127.0.0.77:$port" 1000 > "$work/sink.log" 2>&1 &
 sink=$!
-trap 'kill $sink 2>/dev/null || true' EXIT
+daemon=
+trap 'kill $sink 2>/dev/null || true; [ -z "$daemon" ] || kill $daemon 2>/dev/null || true' EXIT
 for _ in $(seq 50); do
   (exec 3<>"/dev/tcp/127.0.0.77/$port") 2>/dev/null && break
   sleep 0.1
@@ -45,6 +48,10 @@ for i in range(int(sys.argv[1])):
 PY
 
 cat > "$work/volley.toml" <<EOF2
+# The control plane: its HTTP API, and its store (unset: SPOOL/control.db).
+[control]
+listen = "127.0.0.77:8025"
+
 [spool]
 dir = "$work/spool"
 
@@ -76,10 +83,23 @@ You are on the {{ plan }} plan. This message was rendered for you at send time.
 html = "<p>Hi <b>{{ first_name }}</b>,</p><p>You are on the {{ plan }} plan.</p>"
 EOF2
 
-echo "== volley send: $n recipients"
-"$volley" send --config "$work/volley.toml" --template "$work/campaign.toml" \
-  --recipients "$work/recipients.csv" --report "$work/report.json"
-echo "== report ($work/report.json)"
-cat "$work/report.json"; echo
+echo "== volley run: the daemon, with its API on 127.0.0.77:8025 (log: $work/volley.log)"
+"$volley" --config "$work/volley.toml" run > "$work/volley.log" 2>&1 &
+daemon=$!
+for _ in $(seq 100); do
+  (exec 3<>"/dev/tcp/127.0.0.77/8025") 2>/dev/null && break
+  sleep 0.1
+done
+echo "== volley token create: an API token (shown once; only its hash is stored)"
+VOLLEY_TOKEN=$("$volley" --config "$work/volley.toml" token create --name quickstart --role sender)
+export VOLLEY_TOKEN
+echo "$VOLLEY_TOKEN" > "$work/token"
+echo "== volley campaign submit: $n recipients (the list is uploaded, then POST /v1/campaigns)"
+id=$("$volley" --config "$work/volley.toml" campaign submit --template "$work/campaign.toml" \
+  --recipients "$work/recipients.csv" --tag quickstart)
+echo "== volley campaign show $id --follow"
+"$volley" --config "$work/volley.toml" campaign show "$id" --follow
 echo "== the sink counted $(grep -o "mesg=[0-9]*" "$work/sink.log" | tail -n 1 | cut -d= -f2) messages"
-echo "Delivery log: $work/delivery.jsonl; queue: $volley queue summary --spool $work/spool"
+echo "The same over HTTP: curl -H \"Authorization: Bearer \$(cat $work/token)\" http://127.0.0.77:8025/v1/campaigns/$id"
+echo "Per-recipient table: $volley --config $work/volley.toml campaign recipients $id --token \$(cat $work/token)"
+kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=

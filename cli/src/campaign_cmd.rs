@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
 use serde_json::Value;
 use volley_conf::Config;
@@ -47,10 +47,38 @@ pub enum CampaignCommand {
         #[arg(long, value_name = "TAG")]
         tag: Option<String>,
     },
+    /// Submit a campaign: the list is uploaded (streamed), then the campaign
+    /// made from the template; prints its id.
+    ///
+    /// Example: volley campaign submit --template news.toml --recipients list.csv --tag news
+    Submit {
+        /// Campaign template (TOML, as for `volley send`).
+        #[arg(long, value_name = "FILE")]
+        template: std::path::PathBuf,
+        /// Recipients: CSV with a header row and an `email` column.
+        #[arg(long, value_name = "FILE.csv")]
+        recipients: std::path::PathBuf,
+        /// Start at this RFC 3339 time (default: now).
+        #[arg(long, value_name = "TIME")]
+        start_at: Option<String>,
+        /// Unsent recipients expire at this RFC 3339 time.
+        #[arg(long, value_name = "TIME")]
+        stop_at: Option<String>,
+        /// Where the summary goes when it completes (repeat for more).
+        #[arg(long, value_name = "ADDR")]
+        notify: Vec<String>,
+        /// Tags (repeat for more).
+        #[arg(long, value_name = "TAG")]
+        tag: Vec<String>,
+    },
     /// One campaign: its counts and per-domain table.
     Show {
         /// Campaign id.
         id: String,
+        /// Print a progress line every second until the campaign completes
+        /// (or is cancelled), then the table.
+        #[arg(long)]
+        follow: bool,
     },
     /// Stop new transactions of a campaign (those in flight finish).
     Suspend {
@@ -76,6 +104,10 @@ pub enum CampaignCommand {
         #[arg(long, value_name = "STATUS")]
         status: Option<String>,
     },
+}
+
+fn count(v: &Value, key: &str) -> i64 {
+    v.get(key).and_then(Value::as_i64).unwrap_or(0)
 }
 
 fn text(v: &Value, key: &str) -> String {
@@ -225,15 +257,39 @@ pub fn run(args: CampaignArgs, config_path: Option<&Path>) -> Result<String> {
                 }
                 Ok(campaign_rows(&list))
             }
-            CampaignCommand::Show { id } => {
-                let c = client
-                    .get(&format!("/v1/campaigns/{}", percent(&id)))
-                    .await?;
+            CampaignCommand::Submit { template, recipients, start_at, stop_at, notify, tag } => {
+                let spec = volley_merge::TemplateSpec::load(&template)
+                    .with_context(|| format!("template {}", template.display()))?;
+                let up = client.post_file("/v1/uploads", &recipients).await?;
+                let body = serde_json::json!({
+                    "template": serde_json::to_value(&spec)?,
+                    "upload": up["id"],
+                    "start_at": start_at,
+                    "stop_at": stop_at,
+                    "notify": notify,
+                    "tags": tag,
+                });
+                let c = client.post("/v1/campaigns", &body).await?;
                 if json {
-                    pretty(&c)
-                } else {
-                    Ok(show(&c))
+                    return pretty(&c);
                 }
+                eprintln!("volley: campaign {} {} (volley campaign show {} --follow)", text(&c, "id"), text(&c, "state"), text(&c, "id"));
+                Ok(format!("{}\n", text(&c, "id")))
+            }
+            CampaignCommand::Show { id, follow } => {
+                let path = format!("/v1/campaigns/{}", percent(&id));
+                let mut c = client.get(&path).await?;
+                while follow && c["completed_at"].is_null() {
+                    let done = count(&c, "delivered") + count(&c, "bounced") + count(&c, "expired") + count(&c, "suppressed") + count(&c, "cancelled");
+                    eprintln!(
+                        "campaign {}: {} {done}/{} final, {} delivered, {} deferred, {} bounced, {} msgs/s, ETA {} s",
+                        text(&c, "id"), text(&c, "state"), count(&c, "recipients"), count(&c, "delivered"),
+                        count(&c, "deferred"), count(&c, "bounced"), text(&c, "msgs_per_s"), text(&c, "eta_s")
+                    );
+                    tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+                    c = client.get(&path).await?;
+                }
+                if json { pretty(&c) } else { Ok(show(&c)) }
             }
             CampaignCommand::Suspend { id } => act(&client, &id, "suspend", json).await,
             CampaignCommand::Resume { id } => act(&client, &id, "resume", json).await,

@@ -348,11 +348,12 @@ impl Store {
         rows.iter().map(campaign_of).collect()
     }
 
-    /// Campaigns not in a final state, or final but not yet summarised: what
-    /// the scheduler and the feed look at, oldest first.
+    /// Campaigns not closed yet, or closed with a summary to queue still: what
+    /// the scheduler and the feed look at, oldest first (closed ones drop out,
+    /// so the scheduler's work follows the open campaigns, not all there were).
     pub async fn open_campaigns(&self) -> Result<Vec<Campaign>, StoreError> {
         let rows = sqlx::query(&format!(
-            "SELECT {COLUMNS} FROM campaigns WHERE state NOT IN ('completed', 'cancelled') OR completed_at IS NULL OR summary_queued = 0 ORDER BY id"
+            "SELECT {COLUMNS} FROM campaigns WHERE state NOT IN ('completed', 'cancelled') OR completed_at IS NULL OR (summary_queued = 0 AND notify <> '[]') ORDER BY id"
         ))
         .fetch_all(self.pool())
         .await
