@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use volley_control::plane::progress::{domain_counts, final_row, LastReply};
 use volley_control::plane::{Admission, Plane};
-use volley_control::store::batches::{Counts, DoneBatch, FinalRecipient, Progress};
+use volley_control::store::batches::{Counts, DoneBatch, Progress};
 use volley_control::store::now;
 use volley_engine::delivery::feed::{open_spool_round, Admit, Feed, LiveBatch, Opened, Reply};
 use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
@@ -25,28 +25,15 @@ const PROGRESS_EVERY: Duration = Duration::from_secs(1);
 
 type BatchKey = (i64, i64);
 
-/// What the feed remembers of a live batch between progress reports.
+/// What the feed remembers of a live batch across progress reports and
+/// rounds, until it is done.
 #[derive(Default)]
 struct Sent {
     /// Counts per domain last sent.
     counts: Vec<(String, Counts)>,
-    /// Recipients whose final row was written (one bit each).
-    written: Vec<u64>,
-}
-
-impl Sent {
-    fn is_written(&self, i: usize) -> bool {
-        self.written
-            .get(i / 64)
-            .is_some_and(|w| w & (1 << (i % 64)) != 0)
-    }
-
-    fn mark(&mut self, i: usize) {
-        if self.written.len() <= i / 64 {
-            self.written.resize(i / 64 + 1, 0);
-        }
-        self.written[i / 64] |= 1 << (i % 64);
-    }
+    /// The last reply of each recipient that got one that did not deliver it
+    /// (bounces, deferrals, expiries): written with the batch's outcomes.
+    replies: HashMap<u32, LastReply>,
 }
 
 /// The engine's feed on a node whose control plane runs in the same process.
@@ -119,15 +106,10 @@ impl ControlFeed {
         tokio::task::block_in_place(|| self.runtime.block_on(f))
     }
 
-    /// The progress of `batches` changed since the last report, and the rows
-    /// of their recipients that became final.
-    fn progress(
-        &self,
-        batches: &[Arc<LiveBatch>],
-    ) -> (Vec<Progress>, Vec<(i64, i64, FinalRecipient)>) {
-        let at = now();
+    /// The progress of `batches` changed since the last report (and their
+    /// replies, kept until each is done).
+    fn progress(&self, batches: &[Arc<LiveBatch>]) -> Vec<Progress> {
         let mut progress = Vec::new();
-        let mut finals = Vec::new();
         let mut sent = lock(&self.sent);
         for batch in batches {
             if batch.replies.is_none() {
@@ -154,32 +136,21 @@ impl ControlFeed {
             }
             entry.counts = counts;
             for reply in batch.take_replies() {
-                let i = reply.index as usize;
-                let Ok(slot) = batch.map.slot(i) else {
-                    continue;
-                };
-                if slot.state.is_final() && !entry.is_written(i) {
-                    entry.mark(i);
-                    finals.push((
-                        campaign,
-                        id,
-                        final_row(&view, i, slot, Some(&last_reply(reply)), at),
-                    ));
-                }
+                entry.replies.insert(reply.index, last_reply(reply));
             }
         }
-        (progress, finals)
+        progress
     }
 }
 
 impl ControlFeed {
     /// Sends the progress of `batches` to the store (in the background).
     fn report(&self, batches: &[Arc<LiveBatch>]) {
-        let (progress, finals) = self.progress(batches);
-        if !progress.is_empty() || !finals.is_empty() {
+        let progress = self.progress(batches);
+        if !progress.is_empty() {
             let plane = Arc::clone(&self.plane);
             self.runtime
-                .spawn(async move { plane.record_progress(progress, finals).await });
+                .spawn(async move { plane.record_progress(progress).await });
         }
     }
 }
@@ -274,21 +245,16 @@ impl Feed for ControlFeed {
                 }
                 let (campaign, id) = key(batch);
                 let view = batch.map.view();
-                let entry = sent.remove(&(campaign, id)).unwrap_or_default();
-                let replies: HashMap<u32, Reply> = batch
-                    .take_replies()
-                    .into_iter()
-                    .map(|r| (r.index, r))
-                    .collect();
-                let mut recipients = Vec::new();
-                for i in 0..view.len() {
-                    if entry.is_written(i) {
-                        continue;
-                    }
-                    let slot = batch.map.slot(i).unwrap_or(Slot::PENDING);
-                    let reply = replies.get(&(i as u32)).cloned().map(last_reply);
-                    recipients.push(final_row(&view, i, slot, reply.as_ref(), at));
+                let mut entry = sent.remove(&(campaign, id)).unwrap_or_default();
+                for reply in batch.take_replies() {
+                    entry.replies.insert(reply.index, last_reply(reply));
                 }
+                let recipients = (0..view.len())
+                    .map(|i| {
+                        let slot = batch.map.slot(i).unwrap_or(Slot::PENDING);
+                        final_row(&view, i, slot, entry.replies.get(&(i as u32)), at)
+                    })
+                    .collect();
                 done.push(DoneBatch {
                     campaign,
                     batch: id,

@@ -372,7 +372,6 @@ fn campaigns_over_the_api_are_delivered_counted_and_paginated() {
                     (Some("delivered"), Some(250)),
                     "{r}"
                 );
-                assert!(r["reply"].as_str().is_some_and(|t| !t.is_empty()), "{r}");
                 seen.push(r["email"].as_str().unwrap().to_owned());
             }
             pages += 1;

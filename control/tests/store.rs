@@ -341,7 +341,17 @@ fn batches_progress_and_final_rows_add_up() {
             .await
             .unwrap();
         assert_eq!(bounced.len(), 1);
-        assert_eq!(bounced[0].recipient.email, "y@b.test");
+        assert_eq!(bounced[0].email, "y@b.test");
+        assert_eq!(bounced[0].reply, "ok");
+        // The failure reasons are counted once, however often the completion
+        // is repeated.
+        let reasons = store.failure_reasons(c.id, 10).await.unwrap();
+        assert_eq!(reasons, vec![(250, "2.0.0".to_owned(), 1, "ok".to_owned())]);
+        assert_eq!(
+            store.final_recipients(c.id, 0, 0, None, 10).await.unwrap(),
+            vec![],
+            "a live batch has no outcomes row"
+        );
         assert_eq!(
             store
                 .final_recipients(c.id, 1, 1, None, 10)

@@ -28,7 +28,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 use tokio::sync::Notify;
 use volley_queue::Spool;
 
-use crate::store::batches::{DoneBatch, FinalRecipient, Progress};
+use crate::store::batches::{DoneBatch, Progress};
 use crate::store::campaigns::{Campaign, CampaignState};
 use crate::store::{now, Store, StoreError};
 use crate::suppress::SharedList;
@@ -417,19 +417,11 @@ impl Plane {
         std::mem::take(&mut *lock(&self.summaries))
     }
 
-    /// Records live batches' progress and their newly final recipients
-    /// (best effort: a failure is logged; the batches' completion writes what
-    /// is missing).
-    pub async fn record_progress(
-        &self,
-        progress: Vec<Progress>,
-        finals: Vec<(i64, i64, FinalRecipient)>,
-    ) {
+    /// Records live batches' progress (best effort: a failure is logged; the
+    /// batches' completion writes their final counts).
+    pub async fn record_progress(&self, progress: Vec<Progress>) {
         if let Err(e) = self.store.record_progress(&progress).await {
             tracing::warn!(err = %e, "cannot record delivery progress");
-        }
-        if let Err(e) = self.store.insert_final_recipients(&finals).await {
-            tracing::warn!(err = %e, "cannot record final recipients");
         }
     }
 

@@ -199,11 +199,11 @@ impl Plane {
                 let (found, next) = if row.state == "done" {
                     let got = self
                         .store
-                        .final_recipients(c.id, row.batch, index, status, want as i64 + 1)
+                        .final_recipients(c.id, row.batch, index, status, want + 1)
                         .await?;
                     let more = got.len() > want;
                     let next = if more {
-                        got.get(want).map(|r| r.recipient.idx)
+                        got.get(want).map(|r| r.idx)
                     } else {
                         None
                     };
@@ -211,15 +211,15 @@ impl Plane {
                         .into_iter()
                         .take(want)
                         .map(|r| RecipientView {
-                            email: r.recipient.email,
-                            status: r.recipient.status,
-                            attempts: r.recipient.attempts,
-                            code: (r.recipient.code != 0).then_some(r.recipient.code),
-                            enhanced: Some(r.recipient.enhanced).filter(|e| !e.is_empty()),
-                            reply: Some(r.recipient.reply).filter(|e| !e.is_empty()),
-                            at: Some(rfc3339(r.recipient.at)),
-                            batch: r.batch,
-                            index: r.recipient.idx,
+                            email: r.email,
+                            status: r.status,
+                            attempts: r.attempts,
+                            code: (r.code != 0).then_some(r.code),
+                            enhanced: Some(r.enhanced).filter(|e| !e.is_empty()),
+                            reply: Some(r.reply).filter(|e| !e.is_empty()),
+                            at: Some(rfc3339(r.at)),
+                            batch: row.batch,
+                            index: r.idx,
                         })
                         .collect();
                     (views, next)
@@ -260,7 +260,7 @@ impl Plane {
             .map_err(|e| PlaneError::Internal(format!("cannot read {}: {e}", path.display())))?;
         let known = self
             .store
-            .final_recipients(c.id, batch, from, None, i64::MAX / 2)
+            .final_recipients(c.id, batch, from, None, usize::MAX)
             .await?;
         let view = BatchView::parse(&bytes)
             .map_err(|e| PlaneError::Internal(format!("{}: {e}", path.display())))?;
@@ -274,19 +274,15 @@ impl Plane {
             if out.len() == want {
                 return Ok((out, Some(i as i64)));
             }
-            let row = known.iter().find(|r| r.recipient.idx == i as i64);
+            let row = known.iter().find(|r| r.idx == i as i64);
             out.push(RecipientView {
                 email: view.recipient(i).map(|r| r.address()).unwrap_or_default(),
                 status: name.to_owned(),
                 attempts: i64::from(slot.attempts),
                 code: (slot.code != 0).then_some(i64::from(slot.code)),
-                enhanced: row
-                    .map(|r| r.recipient.enhanced.clone())
-                    .filter(|e| !e.is_empty()),
-                reply: row
-                    .map(|r| r.recipient.reply.clone())
-                    .filter(|e| !e.is_empty()),
-                at: row.map(|r| rfc3339(r.recipient.at)),
+                enhanced: row.map(|r| r.enhanced.clone()).filter(|e| !e.is_empty()),
+                reply: row.map(|r| r.reply.clone()).filter(|e| !e.is_empty()),
+                at: row.map(|r| rfc3339(r.at)),
                 batch,
                 index: i as i64,
             });

@@ -4,8 +4,10 @@
 //! one transaction, with the campaign marked partitioned), holds the lease
 //! fields a fleet needs (holder, epoch, expiry) and is updated in place; its
 //! progress rows (one per destination domain in it) are updated in place as
-//! delivery goes on; the per-recipient rows are written once, in bulk, when the
-//! batch is done. While a batch is live its file's slots are the truth and the
+//! delivery goes on; the final outcomes of its recipients are written once,
+//! when the batch is done, as one row (a JSON array: a row per recipient would
+//! cost the store a row write per message), with the campaign's failure
+//! reasons counted beside them. While a batch is live its file's slots are the truth and the
 //! progress rows a copy at most a few seconds old.
 
 use serde::Serialize;
@@ -83,7 +85,8 @@ pub struct Progress {
 }
 
 /// One recipient's final outcome, as written when its batch is done.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(from = "Packed", into = "Packed")]
 pub struct FinalRecipient {
     /// Index in its batch.
     pub idx: i64,
@@ -103,7 +106,39 @@ pub struct FinalRecipient {
     pub at: i64,
 }
 
-/// A batch found done ([`Store::complete_batch`]).
+/// A [`FinalRecipient`] as stored: an array, without field names (a batch's
+/// outcomes are one JSON array of these).
+#[derive(Serialize, serde::Deserialize)]
+struct Packed(i64, String, String, i64, i64, String, String, i64);
+
+impl From<FinalRecipient> for Packed {
+    fn from(r: FinalRecipient) -> Packed {
+        Packed(
+            r.idx, r.email, r.status, r.attempts, r.code, r.enhanced, r.reply, r.at,
+        )
+    }
+}
+
+impl From<Packed> for FinalRecipient {
+    fn from(p: Packed) -> FinalRecipient {
+        FinalRecipient {
+            idx: p.0,
+            email: p.1,
+            status: p.2,
+            attempts: p.3,
+            code: p.4,
+            enhanced: p.5,
+            reply: p.6,
+            at: p.7,
+        }
+    }
+}
+
+/// One failure reason of a batch being completed: ((code, enhanced), (count,
+/// an example reply)).
+type FailureCount<'a> = ((i64, &'a str), (i64, &'a str));
+
+/// A batch found done ([`Store::complete_batches`]).
 #[derive(Debug, Clone)]
 pub struct DoneBatch {
     /// Campaign id.
@@ -114,16 +149,6 @@ pub struct DoneBatch {
     pub domains: Vec<(String, Counts)>,
     /// Every recipient, by index.
     pub recipients: Vec<FinalRecipient>,
-}
-
-/// One row of the per-recipient table ([`Store::final_recipients`]).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct RecipientRow {
-    /// Batch id.
-    pub batch: i64,
-    /// The recipient as written.
-    #[serde(flatten)]
-    pub recipient: FinalRecipient,
 }
 
 /// A batch row.
@@ -356,64 +381,45 @@ impl Store {
                 .await
                 .what("write final progress")?;
             }
-            for chunk in batch.recipients.chunks(INSERT_ROWS / 2) {
-                let sql = format!(
-                    "INSERT INTO recipients (campaign, batch, idx, email, status, attempts, code, enhanced, reply, at) VALUES {} ON CONFLICT DO NOTHING",
-                    values(self.backend(), chunk.len(), 10)
-                );
-                let mut query = sqlx::query(&sql);
-                for r in chunk {
-                    query = query
-                        .bind(batch.campaign)
-                        .bind(batch.batch)
-                        .bind(r.idx)
-                        .bind(r.email.clone())
-                        .bind(r.status.clone())
-                        .bind(r.attempts)
-                        .bind(r.code)
-                        .bind(r.enhanced.clone())
-                        .bind(r.reply.clone())
-                        .bind(r.at);
+            let packed = serde_json::to_string(&batch.recipients)
+                .map_err(|e| StoreError::Corrupt(format!("outcomes: {e}")))?;
+            sqlx::query("INSERT INTO outcomes (campaign, batch, recipients) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+                .bind(batch.campaign)
+                .bind(batch.batch)
+                .bind(packed)
+                .execute(&mut *tx)
+                .await
+                .what("write a batch's outcomes")?;
+            // ((code, enhanced), (count, an example reply)).
+            let mut failed: Vec<FailureCount<'_>> = Vec::new();
+            for r in &batch.recipients {
+                if r.status != "bounced" && r.status != "expired" {
+                    continue;
                 }
-                query.execute(&mut *tx).await.what("write recipient rows")?;
+                match failed
+                    .iter_mut()
+                    .find(|(k, _)| *k == (r.code, r.enhanced.as_str()))
+                {
+                    Some((_, (n, _))) => *n += 1,
+                    None => failed.push(((r.code, &r.enhanced), (1, &r.reply))),
+                }
+            }
+            for ((code, enhanced), (n, sample)) in failed {
+                sqlx::query(
+                    "INSERT INTO failures (campaign, code, enhanced, count, sample) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (campaign, code, enhanced) DO UPDATE SET count = failures.count + excluded.count",
+                )
+                .bind(batch.campaign)
+                .bind(code)
+                .bind(enhanced.to_owned())
+                .bind(n)
+                .bind(sample.chars().take(300).collect::<String>())
+                .execute(&mut *tx)
+                .await
+                .what("count failure reasons")?;
             }
         }
         tx.commit().await.what("commit a batch completion")?;
-        Ok(())
-    }
-
-    /// Writes the rows of recipients that became final while their batch is
-    /// live, in bulk ((campaign, batch, row) each); rows there already are kept.
-    pub async fn insert_final_recipients(
-        &self,
-        rows: &[(i64, i64, FinalRecipient)],
-    ) -> Result<(), StoreError> {
-        if rows.is_empty() {
-            return Ok(());
-        }
-        let mut tx = self.pool().begin().await.what("begin recipient rows")?;
-        for chunk in rows.chunks(INSERT_ROWS / 2) {
-            let sql = format!(
-                "INSERT INTO recipients (campaign, batch, idx, email, status, attempts, code, enhanced, reply, at) VALUES {} ON CONFLICT DO NOTHING",
-                values(self.backend(), chunk.len(), 10)
-            );
-            let mut query = sqlx::query(&sql);
-            for (campaign, batch, r) in chunk {
-                query = query
-                    .bind(*campaign)
-                    .bind(*batch)
-                    .bind(r.idx)
-                    .bind(r.email.clone())
-                    .bind(r.status.clone())
-                    .bind(r.attempts)
-                    .bind(r.code)
-                    .bind(r.enhanced.clone())
-                    .bind(r.reply.clone())
-                    .bind(r.at);
-            }
-            query.execute(&mut *tx).await.what("write recipient rows")?;
-        }
-        tx.commit().await.what("commit recipient rows")?;
         Ok(())
     }
 
@@ -461,7 +467,7 @@ impl Store {
         limit: i64,
     ) -> Result<Vec<(i64, String, i64, String)>, StoreError> {
         let rows = sqlx::query(
-            "SELECT code, enhanced, COUNT(*) AS n, MIN(reply) AS sample FROM recipients WHERE campaign = $1 AND status IN ('bounced', 'expired') GROUP BY code, enhanced ORDER BY COUNT(*) DESC, code LIMIT $2",
+            "SELECT code, enhanced, count AS n, sample FROM failures WHERE campaign = $1 ORDER BY count DESC, code LIMIT $2",
         )
         .bind(campaign)
         .bind(limit)
@@ -519,51 +525,34 @@ impl Store {
             .collect()
     }
 
-    /// Final recipient rows of one batch from index `from` on, optionally only
-    /// those with `status`, at most `limit`.
+    /// The final outcomes of one done batch's recipients from index `from` on,
+    /// optionally only those with `status`, at most `limit` (none for a batch
+    /// not done).
     pub async fn final_recipients(
         &self,
         campaign: i64,
         batch: i64,
         from: i64,
         status: Option<&str>,
-        limit: i64,
-    ) -> Result<Vec<RecipientRow>, StoreError> {
-        let filter = if status.is_some() {
-            " AND status = $5"
-        } else {
-            ""
-        };
-        let sql = format!(
-            "SELECT batch, idx, email, status, attempts, code, enhanced, reply, at FROM recipients WHERE campaign = $1 AND batch = $2 AND idx >= $3{filter} ORDER BY idx LIMIT $4"
-        );
-        let mut query = sqlx::query(&sql)
+        limit: usize,
+    ) -> Result<Vec<FinalRecipient>, StoreError> {
+        let row = sqlx::query("SELECT recipients FROM outcomes WHERE campaign = $1 AND batch = $2")
             .bind(campaign)
             .bind(batch)
-            .bind(from)
-            .bind(limit);
-        if let Some(s) = status {
-            query = query.bind(s.to_owned());
-        }
-        let rows = query.fetch_all(self.pool()).await.what("list recipients")?;
-        rows.iter()
-            .map(|r| {
-                let get = |c: &'static str| r.try_get::<i64, _>(c).what("read a recipient");
-                let text = |c: &'static str| r.try_get::<String, _>(c).what("read a recipient");
-                Ok(RecipientRow {
-                    batch: get("batch")?,
-                    recipient: FinalRecipient {
-                        idx: get("idx")?,
-                        email: text("email")?,
-                        status: text("status")?,
-                        attempts: get("attempts")?,
-                        code: get("code")?,
-                        enhanced: text("enhanced")?,
-                        reply: text("reply")?,
-                        at: get("at")?,
-                    },
-                })
-            })
-            .collect()
+            .fetch_optional(self.pool())
+            .await
+            .what("read a batch's outcomes")?;
+        let Some(row) = row else {
+            return Ok(Vec::new());
+        };
+        let text: String = row.try_get("recipients").what("read a batch's outcomes")?;
+        let all: Vec<FinalRecipient> = serde_json::from_str(&text).map_err(|e| {
+            StoreError::Corrupt(format!("outcomes of batch {campaign}/{batch}: {e}"))
+        })?;
+        Ok(all
+            .into_iter()
+            .filter(|r| r.idx >= from && status.is_none_or(|s| r.status == s))
+            .take(limit)
+            .collect())
     }
 }

@@ -16,8 +16,9 @@ pub fn current() -> i64 {
 }
 
 /// Version 1: tokens, campaigns (with tags, rejected rows, idempotency), batch
-/// rows with lease fields and per-domain progress, final per-recipient rows,
-/// uploads and the event outbox.
+/// rows with lease fields and per-domain progress, the final outcomes of a
+/// done batch's recipients (one row per batch: a JSON array, written once),
+/// failure reasons counted per campaign, uploads and the event outbox.
 const V1: &str = r#"
 CREATE TABLE tokens (
     id {serial},
@@ -95,20 +96,20 @@ CREATE TABLE progress (
     cancelled BIGINT NOT NULL,
     PRIMARY KEY (campaign, batch, domain)
 );
-CREATE TABLE recipients (
+CREATE TABLE outcomes (
     campaign BIGINT NOT NULL,
     batch BIGINT NOT NULL,
-    idx BIGINT NOT NULL,
-    email TEXT NOT NULL,
-    status TEXT NOT NULL,
-    attempts BIGINT NOT NULL,
+    recipients TEXT NOT NULL,
+    PRIMARY KEY (campaign, batch)
+);
+CREATE TABLE failures (
+    campaign BIGINT NOT NULL,
     code BIGINT NOT NULL,
     enhanced TEXT NOT NULL,
-    reply TEXT NOT NULL,
-    at BIGINT NOT NULL,
-    PRIMARY KEY (campaign, batch, idx)
+    count BIGINT NOT NULL,
+    sample TEXT NOT NULL,
+    PRIMARY KEY (campaign, code, enhanced)
 );
-CREATE INDEX recipients_status ON recipients (campaign, status, batch, idx);
 CREATE TABLE uploads (
     id TEXT PRIMARY KEY,
     owner BIGINT,

@@ -26,8 +26,9 @@ pub struct LiveBatch {
     /// cancelled): no new transaction takes its recipients; those in flight
     /// finish and are recorded. Shared by every batch of a campaign.
     pub hold: Arc<AtomicBool>,
-    /// The last reply of each recipient attempted, kept for a feed that wants
-    /// them (the control plane's per-recipient table); `None`: not kept.
+    /// The last reply of each recipient whose attempt did not deliver it
+    /// (deferred, bounced, expired), kept for a feed that wants them (the
+    /// control plane's per-recipient table); `None`: not kept.
     pub replies: Option<Mutex<Vec<Reply>>>,
 }
 

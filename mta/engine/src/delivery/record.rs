@@ -211,12 +211,7 @@ impl Recorder {
             tracing::error!(%err, "cannot record a suppressed recipient");
         }
         self.counters.suppressed.fetch_add(1, Ordering::Relaxed);
-        item.batch.keep_reply(|| Reply {
-            index: item.index,
-            at: unix_now(),
-            enhanced: String::new(),
-            text: "on the suppression list".to_owned(),
-        });
+
         let event = LogEvent {
             ts: timestamp(SystemTime::now()),
             campaign: header.campaign_id,
@@ -312,12 +307,16 @@ impl Recorder {
                 self.note_relayed(item, action, answer, via);
             }
         }
-        item.batch.keep_reply(|| Reply {
-            index: item.index,
-            at: now,
-            enhanced: answer.enhanced.to_owned(),
-            text: answer.text.to_owned(),
-        });
+        // Only what went wrong is kept: a delivery's reply is in the log, and
+        // keeping it for every message would cost an allocation each.
+        if !matches!(outcome, Outcome::Delivered) {
+            item.batch.keep_reply(|| Reply {
+                index: item.index,
+                at: now,
+                enhanced: answer.enhanced.to_owned(),
+                text: answer.text.to_owned(),
+            });
+        }
         let event = LogEvent {
             ts: timestamp(SystemTime::now()),
             campaign: header.campaign_id,
