@@ -134,9 +134,9 @@ impl From<Packed> for FinalRecipient {
     }
 }
 
-/// One failure reason of a batch being completed: ((code, enhanced), (count,
-/// an example reply)).
-type FailureCount<'a> = ((i64, &'a str), (i64, &'a str));
+/// One failure reason of batches being completed: ((campaign, code,
+/// enhanced), (count, an example reply)).
+type FailureCount<'a> = ((i64, i64, &'a str), (i64, &'a str));
 
 /// A batch found done ([`Store::complete_batches`]).
 #[derive(Debug, Clone)]
@@ -311,113 +311,153 @@ impl Store {
     }
 
     /// Updates the progress rows of live batches (those of batches already done
-    /// are left alone: their final counts are written with them).
+    /// are left alone: their final counts are written with them). One
+    /// statement per [`INSERT_ROWS`] / 12 rows: an upsert whose update applies
+    /// only while the batch is not done.
     pub async fn record_progress(&self, progress: &[Progress]) -> Result<(), StoreError> {
         if progress.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool().begin().await.what("begin a progress update")?;
-        for p in progress {
-            let c = &p.counts;
-            sqlx::query(
-                "UPDATE progress SET pending = $1, in_flight = $2, delivered = $3, deferred = $4, bounced = $5, expired = $6, suppressed = $7, cancelled = $8 \
-                 WHERE campaign = $9 AND batch = $10 AND domain = $11 \
-                 AND EXISTS (SELECT 1 FROM batches b WHERE b.campaign = $9 AND b.batch = $10 AND b.state <> 'done')",
-            )
-            .bind(c.pending)
-            .bind(c.in_flight)
-            .bind(c.delivered)
-            .bind(c.deferred)
-            .bind(c.bounced)
-            .bind(c.expired)
-            .bind(c.suppressed)
-            .bind(c.cancelled)
-            .bind(p.campaign)
-            .bind(p.batch)
-            .bind(p.domain.clone())
-            .execute(&mut *tx)
-            .await
-            .what("update progress")?;
-        }
+        self.upsert_progress(&mut tx, progress, true).await?;
         tx.commit().await.what("commit a progress update")?;
         Ok(())
     }
 
-    /// Records batches as done, each all or nothing: final progress, the
-    /// per-recipient rows and the batch row's state. A batch done already is
+    /// Writes progress rows in multi-row upserts; with `live_only`, a row of
+    /// a batch that is done is not changed.
+    async fn upsert_progress(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        progress: &[Progress],
+        live_only: bool,
+    ) -> Result<(), StoreError> {
+        let only = if live_only {
+            " WHERE EXISTS (SELECT 1 FROM batches b WHERE b.campaign = excluded.campaign AND b.batch = excluded.batch AND b.state <> 'done')"
+        } else {
+            ""
+        };
+        for chunk in progress.chunks(INSERT_ROWS / 12) {
+            let sql = format!(
+                "INSERT INTO progress (campaign, batch, domain, {COUNT_COLUMNS}) VALUES {} \
+                 ON CONFLICT (campaign, batch, domain) DO UPDATE SET pending = excluded.pending, in_flight = excluded.in_flight, \
+                 delivered = excluded.delivered, deferred = excluded.deferred, bounced = excluded.bounced, expired = excluded.expired, \
+                 suppressed = excluded.suppressed, cancelled = excluded.cancelled{only}",
+                values(self.backend(), chunk.len(), 12)
+            );
+            let mut query = sqlx::query(&sql);
+            for p in chunk {
+                let c = &p.counts;
+                query = query
+                    .bind(p.campaign)
+                    .bind(p.batch)
+                    .bind(p.domain.clone())
+                    .bind(c.recipients)
+                    .bind(c.pending)
+                    .bind(c.in_flight)
+                    .bind(c.delivered)
+                    .bind(c.deferred)
+                    .bind(c.bounced)
+                    .bind(c.expired)
+                    .bind(c.suppressed)
+                    .bind(c.cancelled);
+            }
+            query.execute(&mut **tx).await.what("write progress")?;
+        }
+        Ok(())
+    }
+
+    /// Records batches as done, all or nothing: the batch rows' state, final
+    /// progress, each batch's outcomes (one row) and the campaigns' failure
+    /// reasons, in a handful of multi-row statements. A batch done already is
     /// left as it is (a completion repeated after a crash).
     pub async fn complete_batches(&self, done: &[DoneBatch]) -> Result<(), StoreError> {
+        if done.is_empty() {
+            return Ok(());
+        }
         let at = now();
         let mut tx = self.pool().begin().await.what("begin a batch completion")?;
-        for batch in done {
-            let updated = sqlx::query(
-                "UPDATE batches SET state = 'done', lease_holder = NULL, lease_expires = NULL, updated_at = $1 WHERE campaign = $2 AND batch = $3 AND state <> 'done'",
-            )
-            .bind(at)
-            .bind(batch.campaign)
-            .bind(batch.batch)
-            .execute(&mut *tx)
-            .await
-            .what("complete a batch")?;
-            if updated.rows_affected() == 0 {
-                continue;
+        // Which of them this call completes (the others were before).
+        let mut newly: Vec<&DoneBatch> = Vec::new();
+        for chunk in done.chunks(INSERT_ROWS / 2) {
+            let list = values(self.backend(), chunk.len(), 2);
+            let sql = format!(
+                "UPDATE batches SET state = 'done', lease_holder = NULL, lease_expires = NULL, updated_at = {at} \
+                 WHERE state <> 'done' AND (campaign, batch) IN (VALUES {list}) RETURNING campaign, batch"
+            );
+            let mut query = sqlx::query(&sql);
+            for b in chunk {
+                query = query.bind(b.campaign).bind(b.batch);
             }
-            for (domain, c) in &batch.domains {
-                sqlx::query(
-                    "UPDATE progress SET pending = $1, in_flight = $2, delivered = $3, deferred = $4, bounced = $5, expired = $6, suppressed = $7, cancelled = $8 WHERE campaign = $9 AND batch = $10 AND domain = $11",
-                )
-                .bind(c.pending)
-                .bind(c.in_flight)
-                .bind(c.delivered)
-                .bind(c.deferred)
-                .bind(c.bounced)
-                .bind(c.expired)
-                .bind(c.suppressed)
-                .bind(c.cancelled)
-                .bind(batch.campaign)
-                .bind(batch.batch)
-                .bind(domain.clone())
-                .execute(&mut *tx)
-                .await
-                .what("write final progress")?;
+            let rows = query.fetch_all(&mut *tx).await.what("complete batches")?;
+            for r in rows {
+                let key: (i64, i64) = (
+                    r.try_get("campaign").what("read a batch")?,
+                    r.try_get("batch").what("read a batch")?,
+                );
+                if let Some(b) = chunk.iter().find(|b| (b.campaign, b.batch) == key) {
+                    newly.push(b);
+                }
             }
-            let packed = serde_json::to_string(&batch.recipients)
-                .map_err(|e| StoreError::Corrupt(format!("outcomes: {e}")))?;
-            sqlx::query("INSERT INTO outcomes (campaign, batch, recipients) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
-                .bind(batch.campaign)
-                .bind(batch.batch)
-                .bind(packed)
-                .execute(&mut *tx)
-                .await
-                .what("write a batch's outcomes")?;
-            // ((code, enhanced), (count, an example reply)).
-            let mut failed: Vec<FailureCount<'_>> = Vec::new();
-            for r in &batch.recipients {
+        }
+        let progress: Vec<Progress> = newly
+            .iter()
+            .flat_map(|b| {
+                b.domains.iter().map(|(domain, counts)| Progress {
+                    campaign: b.campaign,
+                    batch: b.batch,
+                    domain: domain.clone(),
+                    counts: *counts,
+                })
+            })
+            .collect();
+        self.upsert_progress(&mut tx, &progress, false).await?;
+        for chunk in newly.chunks(INSERT_ROWS / 3) {
+            let sql = format!(
+                "INSERT INTO outcomes (campaign, batch, recipients) VALUES {} ON CONFLICT DO NOTHING",
+                values(self.backend(), chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for b in chunk {
+                let packed = serde_json::to_string(&b.recipients)
+                    .map_err(|e| StoreError::Corrupt(format!("outcomes: {e}")))?;
+                query = query.bind(b.campaign).bind(b.batch).bind(packed);
+            }
+            query.execute(&mut *tx).await.what("write outcomes")?;
+        }
+        // Failure reasons, summed over the batches first.
+        let mut failed: Vec<FailureCount<'_>> = Vec::new();
+        for b in &newly {
+            for r in &b.recipients {
                 if r.status != "bounced" && r.status != "expired" {
                     continue;
                 }
-                match failed
-                    .iter_mut()
-                    .find(|(k, _)| *k == (r.code, r.enhanced.as_str()))
-                {
+                let key = (b.campaign, r.code, r.enhanced.as_str());
+                match failed.iter_mut().find(|(k, _)| *k == key) {
                     Some((_, (n, _))) => *n += 1,
-                    None => failed.push(((r.code, &r.enhanced), (1, &r.reply))),
+                    None => failed.push((key, (1, &r.reply))),
                 }
             }
-            for ((code, enhanced), (n, sample)) in failed {
-                sqlx::query(
-                    "INSERT INTO failures (campaign, code, enhanced, count, sample) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (campaign, code, enhanced) DO UPDATE SET count = failures.count + excluded.count",
-                )
-                .bind(batch.campaign)
-                .bind(code)
-                .bind(enhanced.to_owned())
-                .bind(n)
-                .bind(sample.chars().take(300).collect::<String>())
+        }
+        for chunk in failed.chunks(INSERT_ROWS / 5) {
+            let sql = format!(
+                "INSERT INTO failures (campaign, code, enhanced, count, sample) VALUES {} \
+                 ON CONFLICT (campaign, code, enhanced) DO UPDATE SET count = failures.count + excluded.count",
+                values(self.backend(), chunk.len(), 5)
+            );
+            let mut query = sqlx::query(&sql);
+            for ((campaign, code, enhanced), (n, sample)) in chunk {
+                query = query
+                    .bind(*campaign)
+                    .bind(*code)
+                    .bind(enhanced.to_string())
+                    .bind(*n)
+                    .bind(sample.chars().take(300).collect::<String>());
+            }
+            query
                 .execute(&mut *tx)
                 .await
                 .what("count failure reasons")?;
-            }
         }
         tx.commit().await.what("commit a batch completion")?;
         Ok(())
