@@ -45,6 +45,11 @@ fn stores(test: &str) -> Vec<bool> {
 
 impl Node {
     fn start(last: u8, postgres: bool, extra: &str) -> Node {
+        Node::start_with(last, postgres, "", extra)
+    }
+
+    /// With `control` lines in the `[control]` section and `extra` sections.
+    fn start_with(last: u8, postgres: bool, control: &str, extra: &str) -> Node {
         let ip = Ipv4Addr::new(127, 0, 0, last);
         let sink = SmtpSink::start(ip, SinkOptions::plain());
         let dir = tempfile::tempdir().unwrap();
@@ -55,7 +60,7 @@ impl Node {
             .unwrap_or_default();
         let api = SocketAddr::from((ip, free_port(ip)));
         let config = format!(
-            "[control]\nlisten = \"{api}\"\n{database}[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
+            "[control]\nlisten = \"{api}\"\n{control}{database}[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
              [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n{extra}",
             spool = dir.path().join("spool").display(),
             log = dir.path().join("delivery.jsonl").display(),
@@ -1050,4 +1055,118 @@ fn at_stop_at_the_unsent_recipients_expire() {
     is_problem(&past, 422, "stop_at is in the past");
     let garbled = node.call("POST", "/v1/campaigns", &sender, Some(&json!({"template": template(), "recipients": rows("q", 1), "start_at": "next tuesday"})));
     is_problem(&garbled, 400, "RFC 3339");
+}
+
+#[test]
+fn suppressions_over_the_api_bounds_and_tokens_at_rest() {
+    let node = Node::start_with(84, false, "max_body_bytes = 4096\n", "");
+    let admin = node.admin.clone();
+    let sender = node.token("shop", "sender");
+    // Add, find, refuse a bad address, remove.
+    let added = node.call(
+        "POST",
+        "/v1/suppressions",
+        &admin,
+        Some(
+            &json!({"address": "Ann@Blocked.test", "domain": "volley.test", "reason": "complaint"}),
+        ),
+    );
+    assert_eq!(added.status, 201, "{}", added.text());
+    assert_eq!(added.json()["address"], "ann@blocked.test");
+    let again = node.call(
+        "POST",
+        "/v1/suppressions",
+        &admin,
+        Some(&json!({"address": "ann@blocked.test", "domain": "volley.test"})),
+    );
+    assert_eq!(again.status, 200);
+    is_problem(
+        &node.call(
+            "POST",
+            "/v1/suppressions",
+            &admin,
+            Some(&json!({"address": "not an address"})),
+        ),
+        422,
+        "not an address",
+    );
+    let found = node
+        .call(
+            "GET",
+            "/v1/suppressions?address=ann@blocked.test",
+            &admin,
+            None,
+        )
+        .json();
+    assert_eq!(found["suppressions"][0]["reason"], "complaint", "{found}");
+    // A campaign to it drops it as suppressed.
+    let c = node.call(
+        "POST",
+        "/v1/campaigns",
+        &sender,
+        Some(&json!({"template": template(), "recipients": [{"email": "ann@blocked.test", "fields": {"name": "A"}}, {"email": "bo@open.test", "fields": {"name": "B"}}]})),
+    );
+    let id = id_of(&c);
+    let done = node.wait_for(id, &sender, "completed", |c| c["state"] == "completed");
+    assert_eq!(
+        (done["delivered"].as_i64(), done["suppressed"].as_i64()),
+        (Some(1), Some(1)),
+        "{done}"
+    );
+    let rejects = node
+        .call("GET", &format!("/v1/campaigns/{id}/rejects"), &sender, None)
+        .json();
+    assert!(
+        rejects["rejects"][0]["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("suppressed"),
+        "{rejects}"
+    );
+    let removed = node.call(
+        "DELETE",
+        "/v1/suppressions?address=ann@blocked.test",
+        &admin,
+        None,
+    );
+    assert_eq!(removed.status, 200, "{}", removed.text());
+    is_problem(
+        &node.call(
+            "DELETE",
+            "/v1/suppressions?address=ann@blocked.test",
+            &admin,
+            None,
+        ),
+        404,
+        "not suppressed",
+    );
+    // Bodies are bounded: past max_body_bytes, 413 with what to do.
+    let big = json!({"template": template(), "recipients": rows("b", 200)});
+    is_problem(
+        &node.call("POST", "/v1/campaigns", &sender, Some(&big)),
+        413,
+        "max_body_bytes",
+    );
+    // Only hashes of tokens are at rest.
+    let db = std::fs::read(node.dir.path().join("spool/control.db")).unwrap();
+    let wal = std::fs::read(node.dir.path().join("spool/control.db-wal")).unwrap_or_default();
+    for secret in [&admin, &sender] {
+        let needle = secret.as_bytes();
+        assert!(
+            !db.windows(needle.len()).any(|w| w == needle),
+            "a token is stored in clear"
+        );
+        assert!(
+            !wal.windows(needle.len()).any(|w| w == needle),
+            "a token is stored in clear"
+        );
+    }
+    // A revoked token is refused from then on.
+    let out = common::volley_with(&node.config(), &["token", "revoke", "shop"]);
+    assert!(out.status.success(), "{}", common::stderr(&out));
+    is_problem(
+        &node.call("GET", "/v1/campaigns", &sender, None),
+        401,
+        "revoked",
+    );
 }
