@@ -21,7 +21,6 @@ mod hash_password;
 mod queue_cmd;
 mod run;
 mod send;
-mod send_handoff;
 mod sendmail;
 mod stop;
 mod summary;

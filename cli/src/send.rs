@@ -18,6 +18,8 @@ use volley_merge::{Template, TemplateSource, TemplateSpec};
 use volley_queue::{BatchView, DomainSummary, Spool};
 
 use crate::control_feed::ControlFeed;
+
+mod handoff;
 use crate::run::spool_engine;
 use crate::stop::{run_round, Round, StopSignals};
 use crate::suppressions::StoreSuppressions;
@@ -100,7 +102,7 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         Ok(spool) => spool,
         // A daemon delivers from this spool: it takes the campaign over its API.
         Err(volley_queue::QueueError::Locked { .. }) => {
-            return crate::send_handoff::run(&args, &config, &spec, &rejects_path);
+            return handoff::run(&args, &config, &spec, &rejects_path);
         }
         Err(e) => return Err(e.into()),
     };

@@ -17,9 +17,9 @@ use volley_conf::Config;
 use volley_control::recipients::{write_rejected, Rejected};
 use volley_merge::TemplateSpec;
 
+use super::SendArgs;
 use crate::api_client::{base_url, token, ApiClient};
 use crate::campaign_cmd::percent;
-use crate::send::SendArgs;
 use crate::table;
 
 fn count(c: &Value, key: &str) -> i64 {
