@@ -1,6 +1,8 @@
 //! `volley send`: one campaign end to end on this host: read the template and the
 //! recipients, partition into batches, deliver, report.
 
+mod handoff;
+
 use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,8 +20,6 @@ use volley_merge::{Template, TemplateSource, TemplateSpec};
 use volley_queue::{BatchView, DomainSummary, Spool};
 
 use crate::control_feed::ControlFeed;
-
-mod handoff;
 use crate::run::spool_engine;
 use crate::stop::{run_round, Round, StopSignals};
 use crate::suppressions::StoreSuppressions;
