@@ -198,6 +198,14 @@ fn prepare(
     login: &str,
     now: u64,
 ) -> Result<Prepared, Failure> {
+    // As the listener refuses it (a next hop that drops NULs could find a
+    // second message behind one).
+    if raw.contains(&0) {
+        return Err(Failure::new(
+            Exit::DataErr,
+            "the message holds a NUL byte: refused".to_owned(),
+        ));
+    }
     let text = normalize_input(raw, opts.ignore_dots);
     let mut message = Message::parse(&text);
     let qualify = |address: String| {
@@ -485,6 +493,11 @@ mod tests {
             (&["a@x_y.test"], "\n", "bad address \"a@x_y.test\""),
             (&["-t"], "To: Ann Smith a@x.test\n\n", "bad address"),
             (&["-f", "a b@x.test", "c@x.test"], "\n", "-f: bad address"),
+            (
+                &["a@x.test"],
+                "Subject: x\n\nfirst\n\0.\nsecond\n",
+                "NUL byte",
+            ),
         ] {
             let err = prep(args, input).unwrap_err();
             assert_eq!(err.exit, Exit::DataErr, "{args:?}");

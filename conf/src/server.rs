@@ -40,6 +40,11 @@ pub struct ServerConfig {
     /// `421 4.7.0`. Default 10; 1..=1000.
     #[serde(deserialize_with = "max_errors")]
     pub max_errors: u32,
+    /// Commands that move no mail (NOOP, RSET, VRFY, HELP, a repeated EHLO…)
+    /// one session may send in a row before it is closed with `421 4.7.0 Too
+    /// many commands without mail`. Default 100; 1..=100000.
+    #[serde(deserialize_with = "max_junk_commands")]
+    pub max_junk_commands: u32,
     /// Connections open at once over all listeners. Default 1000; 1..=100000.
     #[serde(deserialize_with = "max_connections")]
     pub max_connections: u32,
@@ -68,6 +73,7 @@ impl Default for ServerConfig {
             max_recipients: 1000,
             max_line_length: 4096,
             max_errors: 10,
+            max_junk_commands: 100,
             max_connections: 1000,
             max_connections_per_ip: 20,
             idle_timeout: Duration::from_secs(300),
@@ -91,6 +97,9 @@ fn max_line_length<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
 }
 fn max_errors<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
     integer::in_range(de, 1..=1000)
+}
+fn max_junk_commands<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
+    integer::in_range(de, 1..=100_000)
 }
 fn max_connections<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
     integer::in_range(de, 1..=100_000)

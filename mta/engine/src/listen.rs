@@ -180,6 +180,7 @@ impl Server {
             settings.max_recipients = s.max_recipients as usize;
             settings.max_line_length = s.max_line_length as usize;
             settings.max_errors = s.max_errors;
+            settings.max_junk_commands = s.max_junk_commands;
             settings.starttls = entry.tls == ListenTls::Starttls && tls.is_some();
             settings.auth = entry.role == ListenRole::Submission
                 && entry.tls != ListenTls::None

@@ -117,6 +117,7 @@ fn start(listen: &str, server: &str, relay: &str) -> Harness {
 }
 
 const SUBMISSION: &str = "[[listen]]\naddress = \"ADDR\"\nrole = \"submission\"\n";
+const INBOUND: &str = "[[listen]]\naddress = \"ADDR\"\nrole = \"inbound\"\n";
 
 impl Harness {
     fn addr(&self) -> SocketAddr {
@@ -598,4 +599,54 @@ fn shutdown_tells_open_sessions_and_returns() {
         "{text}"
     );
     assert!(TcpStream::connect_timeout(&h.addr(), Duration::from_secs(1)).is_err());
+}
+
+#[test]
+fn nul_before_the_end_of_data_refuses_the_message_over_data_and_bdat() {
+    for listen in [SUBMISSION, INBOUND] {
+        let h = start(listen, "", "");
+        let mut raw = Raw::connect(h.addr());
+        raw.expect("220 ", WAIT);
+        raw.send(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\n");
+        raw.expect("354 ", WAIT);
+        raw.send(
+            b"Subject: hi\r\n\r\nfirst\r\n\x00.\r\nMAIL FROM:<smuggled@x.test>\r\n\
+              RCPT TO:<victim@acme.test>\r\nDATA\r\nsecond\r\n.\r\n",
+        );
+        raw.expect(
+            "550 5.6.0 Message refused: NUL in message content\r\n",
+            WAIT,
+        );
+        raw.send(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nBDAT 8 LAST\r\nab\x00.\r\ncd");
+        let text = raw.expect("Message refused: NUL in message content\r\n250", WAIT);
+        assert_eq!(text.matches("NUL in message content").count(), 2, "{text}");
+        raw.send(b"QUIT\r\n");
+        raw.until_closed(WAIT);
+        assert!(h.recorder.messages().is_empty(), "{listen}");
+    }
+}
+
+#[test]
+fn a_bare_lf_never_ends_a_command_line() {
+    for listen in [SUBMISSION, INBOUND] {
+        let h = start(listen, "", "");
+        let mut raw = Raw::connect(h.addr());
+        raw.expect("220 ", WAIT);
+        raw.send(b"EHLO a.test\nNOOP\r\n");
+        raw.expect(
+            "500 5.5.2 Syntax error: control character in command\r\n",
+            WAIT,
+        );
+        raw.send(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\nRCPT TO:<v@acme.test>\r\nDATA\r\n");
+        let text = raw.expect("554 5.5.1", WAIT);
+        assert_eq!(text.matches("250 2.1.5").count(), 0, "{text}");
+        // A whole dialogue in bare LFs never gets a 354.
+        let mut lf = Raw::connect(h.addr());
+        lf.expect("220 ", WAIT);
+        lf.send(b"EHLO a.test\nMAIL FROM:<a@b.test>\nRCPT TO:<u@acme.test>\nDATA\nhi\n.\nQUIT\n");
+        lf.send(b"\r\nQUIT\r\n");
+        let text = lf.until_closed(WAIT);
+        assert!(!text.contains("354"), "{text}");
+        assert!(h.recorder.messages().is_empty(), "{listen}");
+    }
 }

@@ -60,7 +60,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use bytes::{Buf, BytesMut};
-use memchr::memchr;
 use tracing::{info, warn};
 
 use self::body::BodyReader;
@@ -617,25 +616,32 @@ impl Session {
         }
     }
 
-    /// The next line (with its LF) from the input, or `None` if it is not complete.
-    /// An overlong line is answered with `500 5.5.2` and dropped up to its end.
+    /// The next line (with its CRLF) from the input, or `None` if it is not
+    /// complete. Only CRLF ends a line (RFC 5321 §2.3.8): a bare LF is part of
+    /// the line, which is then refused whole as holding a control character, so
+    /// `RCPT TO:<a@x>\nRCPT TO:<b@y>\r\n` is one refused line, not two
+    /// commands. An overlong line is answered with `500 5.5.2` and dropped up to
+    /// its CRLF.
     fn take_line(&mut self) -> Option<BytesMut> {
         let max = self.settings.max_line_length.max(512);
         loop {
             if self.skipping_line {
-                match memchr(b'\n', &self.input) {
+                match crlf(&self.input) {
                     Some(end) => {
                         self.input.advance(end + 1);
                         self.skipping_line = false;
                     }
                     None => {
-                        self.input.clear();
+                        // Keep a final CR: its LF may come in the next read.
+                        let keep = usize::from(self.input.last() == Some(&b'\r'));
+                        let drop = self.input.len() - keep;
+                        self.input.advance(drop);
                         return None;
                     }
                 }
             }
             let window = &self.input[..self.input.len().min(max)];
-            if let Some(end) = memchr(b'\n', window) {
+            if let Some(end) = crlf(window) {
                 return Some(self.input.split_to(end + 1));
             }
             if self.input.len() < max {
@@ -842,4 +848,9 @@ impl Session {
             }
         }
     }
+}
+
+/// Where the LF of the first CRLF in `input` is.
+fn crlf(input: &[u8]) -> Option<usize> {
+    memchr::memchr_iter(b'\n', input).find(|&i| i > 0 && input[i - 1] == b'\r')
 }

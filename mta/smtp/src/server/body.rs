@@ -1,8 +1,9 @@
 //! Receiving message content: DATA (dot-stuffed, ended by `CRLF . CRLF`) and BDAT
 //! chunks (exact lengths, RFC 3030), checked as they stream in.
 //!
-//! Only CRLF ends a line. A bare CR or bare LF anywhere, a line longer than 998
-//! characters (RFC 5322 §2.1.1) or more bytes than the size limit is a [`Flaw`]:
+//! Only CRLF ends a line. A bare CR or bare LF anywhere, a NUL byte, a line
+//! longer than 998 characters (RFC 5322 §2.1.1) or more bytes than the size
+//! limit is a [`Flaw`]:
 //! the reader stops storing, keeps reading to the end of the data, and the session
 //! refuses the whole message. In particular `\n.\n`, `\r.\n`, `\n.\r\n` and
 //! `\r.\r` never end DATA: after a bare line end the reader is not at a line start,
@@ -28,6 +29,9 @@ pub enum Flaw {
     BareLineEnd,
     /// A line longer than 998 characters.
     LineTooLong,
+    /// A NUL byte: a next hop that drops NULs before looking for the end of
+    /// the data could see a second message behind `\0.`.
+    Nul,
 }
 
 /// Where the reader is within a line.
@@ -170,6 +174,9 @@ impl BodyReader {
     fn content(&mut self, bytes: &[u8]) {
         if bytes.is_empty() {
             return;
+        }
+        if memchr::memchr(0, bytes).is_some() {
+            self.set_flaw(Flaw::Nul);
         }
         self.line_len += bytes.len();
         self.size += bytes.len() as u64;

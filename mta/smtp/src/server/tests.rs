@@ -457,11 +457,12 @@ fn bdat_chunks_are_binary_and_always_consumed() {
         d.send("MAIL FROM:<a@b.test>\r\nBDAT 2 LAST\r\nhi"),
         "250 2.1.0 Ok\r\n554 5.5.1 No valid recipients\r\n"
     );
-    // Chunk split across reads, with NUL and 8-bit bytes.
+    // Chunk split across reads, with control and 8-bit bytes (NUL is refused:
+    // nul_in_content_is_refused_whole).
     d.send("RSET\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\n");
-    assert_eq!(d.send_bytes(b"BDAT 5 LAST\r\n\x00\xff"), "");
+    assert_eq!(d.send_bytes(b"BDAT 5 LAST\r\n\x01\xff"), "");
     assert_eq!(d.send("\r\nx"), "250 2.0.0 Ok: queued as Q1\r\n");
-    assert_eq!(d.messages[0].data, b"\x00\xff\r\nx");
+    assert_eq!(d.messages[0].data, b"\x01\xff\r\nx");
     // Size limit across chunks.
     d.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\n");
     let chunk = format!("{}\r\n", "x".repeat(98)).repeat(6);
@@ -769,4 +770,53 @@ fn a_refused_message_gets_the_drivers_5xx() {
     session.message_refused(450, "4.0.0", "x".into());
     session.message_queued("Q1");
     assert!(session.output().is_empty());
+}
+
+#[test]
+fn nul_in_content_is_refused_whole() {
+    const NUL: &str = "550 5.6.0 Message refused: NUL in message content\r\n";
+    for role in [ListenRole::Inbound, ListenRole::Submission] {
+        let mut d = Driver::new(settings(role, &["10.0.0.0/8"]));
+        d.send("EHLO c.test\r\n");
+        // A NUL before the dot of what a NUL-dropping next hop would take for
+        // the end of the data, then a smuggled transaction: one refused message.
+        d.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\n");
+        let replies = d.send(
+            "Subject: x\r\n\r\nfirst\r\n\x00.\r\nMAIL FROM:<smuggled@evil.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\nsecond\r\n.\r\n",
+        );
+        assert_eq!(replies, NUL, "{role:?}");
+        assert!(d.messages.is_empty(), "{role:?}");
+        // Over BDAT too, and wherever it is.
+        d.send("MAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\n");
+        assert_eq!(d.send_bytes(b"BDAT 4 LAST\r\nab\x00c"), NUL, "{role:?}");
+        assert!(d.messages.is_empty());
+        // The session goes on.
+        assert_eq!(d.send("NOOP\r\n"), "250 2.0.0 Ok\r\n");
+    }
+}
+
+#[test]
+fn only_crlf_ends_a_command_line() {
+    const BAD: &str = "500 5.5.2 Syntax error: control character in command\r\n";
+    let mut d = Driver::new(settings(ListenRole::Inbound, &[]));
+    // One line holding a bare LF: one refusal, not two replies.
+    assert_eq!(d.send("EHLO a.test\nNOOP\r\n"), BAD);
+    d.send("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\n");
+    assert_eq!(
+        d.send("RCPT TO:<u@acme.test>\nRCPT TO:<v@acme.test>\r\n"),
+        BAD
+    );
+    // No recipient was taken from it.
+    assert_eq!(d.send("DATA\r\n"), "554 5.5.1 No valid recipients\r\n");
+    // A dialogue in bare LFs never reaches DATA: it is one unfinished line.
+    let mut d = Driver::new(settings(ListenRole::Inbound, &[]));
+    assert_eq!(
+        d.send("EHLO a.test\nMAIL FROM:<a@b.test>\nRCPT TO:<u@acme.test>\nDATA\n"),
+        ""
+    );
+    assert_eq!(d.send("\r\n"), BAD);
+    assert!(d.messages.is_empty());
+    // A CRLF split across reads still ends the line.
+    assert_eq!(d.send("NOOP\r"), "");
+    assert_eq!(d.send("\n"), "250 2.0.0 Ok\r\n");
 }

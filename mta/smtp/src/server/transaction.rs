@@ -191,6 +191,12 @@ impl Session {
                 "Message refused: bare CR or LF in message content (lines must end with CRLF)",
                 "bare CR or LF",
             ),
+            Flaw::Nul => (
+                550,
+                "5.6.0",
+                "Message refused: NUL in message content",
+                "NUL in content",
+            ),
             Flaw::LineTooLong => (
                 550,
                 "5.6.0",
