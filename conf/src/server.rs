@@ -45,6 +45,20 @@ pub struct ServerConfig {
     /// many commands without mail`. Default 100; 1..=100000.
     #[serde(deserialize_with = "max_junk_commands")]
     pub max_junk_commands: u32,
+    /// Failed AUTH attempts from one client address, or for one user name,
+    /// within `auth_lockout` after which further attempts get `454 4.7.0`
+    /// without a password check (each failure past the third already delays
+    /// the next check: 1 s, 2 s, 4 s … 30 s). Default 10; 1..=1000.
+    #[serde(deserialize_with = "max_errors")]
+    pub max_auth_failures: u32,
+    /// How long failed AUTH attempts count. Default 15m; 1m..=1d.
+    #[serde(deserialize_with = "auth_lockout")]
+    pub auth_lockout: Duration,
+    /// Password checks (argon2id, ~19 MiB each) run at once over all
+    /// sessions; more wait their turn, so memory stays bounded whatever
+    /// clients do. Default 0: one per core; 0..=1024.
+    #[serde(deserialize_with = "max_auth_checks")]
+    pub max_auth_checks: u32,
     /// Connections open at once over all listeners. Default 1000; 1..=100000.
     #[serde(deserialize_with = "max_connections")]
     pub max_connections: u32,
@@ -74,6 +88,9 @@ impl Default for ServerConfig {
             max_line_length: 4096,
             max_errors: 10,
             max_junk_commands: 100,
+            max_auth_failures: 10,
+            auth_lockout: Duration::from_secs(900),
+            max_auth_checks: 0,
             max_connections: 1000,
             max_connections_per_ip: 20,
             idle_timeout: Duration::from_secs(300),
@@ -97,6 +114,12 @@ fn max_line_length<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
 }
 fn max_errors<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
     integer::in_range(de, 1..=1000)
+}
+fn auth_lockout<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> {
+    duration::in_range(de, Duration::from_secs(60)..=Duration::from_secs(86_400))
+}
+fn max_auth_checks<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
+    integer::in_range(de, 0..=1024)
 }
 fn max_junk_commands<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
     integer::in_range(de, 1..=100_000)

@@ -16,6 +16,7 @@
 //! (one connection); `listen/users.rs` (AUTH users, argon2); `listen/tls.rs`
 //! (rustls server configuration).
 
+pub mod auth_throttle;
 mod connection;
 mod tls;
 pub mod users;
@@ -110,6 +111,10 @@ pub(crate) struct Shared {
     pub(crate) idle_timeout: Duration,
     pub(crate) session_timeout: Duration,
     pub(crate) hostname: String,
+    /// Password checks running at once (`[server] max_auth_checks`).
+    pub(crate) auth_checks: Arc<Semaphore>,
+    /// Failed AUTH counts across connections.
+    pub(crate) auth_throttle: Mutex<auth_throttle::Throttle>,
     connections: Arc<Semaphore>,
     per_ip: Mutex<HashMap<IpAddr, u32>>,
     max_connections: u32,
@@ -210,6 +215,14 @@ impl Server {
             idle_timeout: s.idle_timeout,
             session_timeout: s.session_timeout,
             hostname,
+            auth_checks: Arc::new(Semaphore::new(match s.max_auth_checks {
+                0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+                n => n as usize,
+            })),
+            auth_throttle: Mutex::new(auth_throttle::Throttle::new(
+                s.max_auth_failures,
+                s.auth_lockout,
+            )),
             connections: Arc::new(Semaphore::new(s.max_connections as usize)),
             per_ip: Mutex::new(HashMap::new()),
             max_connections: s.max_connections,

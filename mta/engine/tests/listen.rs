@@ -650,3 +650,26 @@ fn a_bare_lf_never_ends_a_command_line() {
         assert!(h.recorder.messages().is_empty(), "{listen}");
     }
 }
+
+#[test]
+fn failed_auth_across_connections_locks_the_address_and_the_name() {
+    let h = start(SUBMISSION, "max_auth_failures = 3\n", "networks = []");
+    let auth = |user: &str, password: &str| {
+        swaks(
+            h.addr(),
+            &["-tls", "-a", "PLAIN", "-au", user, "-ap", password, "--to", "x@remote.test"],
+        )
+    };
+    for _ in 0..3 {
+        let (ok, out) = auth("alice", "wrong");
+        assert!(!ok && out.contains("535 5.7.8"), "{out}");
+    }
+    // Locked now: even the right password gets a temporary refusal, unchecked.
+    let (ok, out) = auth("alice", "secret");
+    assert!(!ok, "{out}");
+    assert!(out.contains("454 4.7.0 Too many failed authentications"), "{out}");
+    // So does another name from the same address.
+    let (_, out) = auth("bob", "whatever");
+    assert!(out.contains("454 4.7.0"), "{out}");
+    assert!(h.recorder.messages().is_empty());
+}

@@ -408,6 +408,24 @@ impl Session {
         self.process();
     }
 
+    /// The [`Event::Authenticate`] is refused without a check: too many
+    /// failures from this client or for this name lately. Replies `454 4.7.0`
+    /// (temporary: try later), counted as an error.
+    pub fn auth_throttled(&mut self) {
+        if self.state != State::AwaitAuth {
+            return;
+        }
+        self.state = State::ExpectCommand;
+        let user = self.login_user.take().unwrap_or_default();
+        warn!(client = %self.client_ip, user, "authentication refused: too many failures");
+        self.error(
+            454,
+            "4.7.0",
+            "Too many failed authentications, try again later",
+        );
+        self.process();
+    }
+
     /// The message of [`Event::Message`] is stored durably under `queue_id`:
     /// replies `250 2.0.0 Ok: queued as <queue_id>`.
     pub fn message_queued(&mut self, queue_id: &str) {

@@ -99,15 +99,7 @@ pub(crate) async fn serve(
         while let Some(event) = session.poll_event() {
             match event {
                 Event::Authenticate(credentials) => {
-                    let shared2 = Arc::clone(&shared);
-                    let ok = tokio::task::spawn_blocking(move || {
-                        shared2
-                            .users
-                            .verify(&credentials.user, &credentials.password)
-                    })
-                    .await
-                    .unwrap_or(false);
-                    session.auth_verdict(ok);
+                    authenticate(&mut session, credentials, client, &shared).await;
                 }
                 Event::Message(message) => {
                     deposit(&mut session, *message, &shared, &mut messages).await;
@@ -229,4 +221,48 @@ async fn deposit(session: &mut Session, message: Message, shared: &Arc<Shared>, 
             session.message_failed();
         }
     }
+}
+
+/// Checks an AUTH attempt: refused at once (`454`) while its address or name is
+/// locked out, else after the throttle's delay and a free password-check slot
+/// (argon2 is memory-hard: the slots bound the memory of concurrent checks).
+async fn authenticate(
+    session: &mut Session,
+    credentials: volley_smtp::server::Credentials,
+    client: std::net::IpAddr,
+    shared: &Arc<Shared>,
+) {
+    use super::auth_throttle::Gate;
+    let gate = throttle(shared).gate(client, &credentials.user, Instant::now());
+    let wait = match gate {
+        Gate::Locked => return session.auth_throttled(),
+        Gate::Check(wait) => wait,
+    };
+    if !wait.is_zero() {
+        tokio::time::sleep(wait).await;
+    }
+    let Ok(_permit) = Arc::clone(&shared.auth_checks).acquire_owned().await else {
+        return session.auth_verdict(false);
+    };
+    let user = credentials.user.clone();
+    let shared2 = Arc::clone(shared);
+    let ok = tokio::task::spawn_blocking(move || {
+        shared2
+            .users
+            .verify(&credentials.user, &credentials.password)
+    })
+    .await
+    .unwrap_or(false);
+    let failures = throttle(shared).record(client, &user, ok, Instant::now());
+    if !ok {
+        warn!(%client, user, failures, delayed_ms = wait.as_millis() as u64, "failed AUTH counted");
+    }
+    session.auth_verdict(ok);
+}
+
+fn throttle(shared: &Shared) -> std::sync::MutexGuard<'_, super::auth_throttle::Throttle> {
+    shared
+        .auth_throttle
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
