@@ -59,6 +59,13 @@ pub struct ServerConfig {
     /// clients do. Default 0: one per core; 0..=1024.
     #[serde(deserialize_with = "max_auth_checks")]
     pub max_auth_checks: u32,
+    /// Bytes of message content all sessions may hold in memory at once: a
+    /// message reserves its declared `SIZE` (else `max_message_size`) before
+    /// its content is read; one that does not fit gets `452 4.3.1` (try again
+    /// later). Default 1 GiB; 1 MiB..=64 GiB (raised to `max_message_size`
+    /// when below it).
+    #[serde(deserialize_with = "max_buffered_bytes")]
+    pub max_buffered_bytes: u64,
     /// Connections open at once over all listeners. Default 1000; 1..=100000.
     #[serde(deserialize_with = "max_connections")]
     pub max_connections: u32,
@@ -91,6 +98,7 @@ impl Default for ServerConfig {
             max_auth_failures: 10,
             auth_lockout: Duration::from_secs(900),
             max_auth_checks: 0,
+            max_buffered_bytes: 1 << 30,
             max_connections: 1000,
             max_connections_per_ip: 20,
             idle_timeout: Duration::from_secs(300),
@@ -120,6 +128,9 @@ fn auth_lockout<'de, D: Deserializer<'de>>(de: D) -> Result<Duration, D::Error> 
 }
 fn max_auth_checks<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
     integer::in_range(de, 0..=1024)
+}
+fn max_buffered_bytes<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
+    integer::in_range(de, (1 << 20)..=(64 << 30))
 }
 fn max_junk_commands<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
     integer::in_range(de, 1..=100_000)

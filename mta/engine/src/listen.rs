@@ -168,6 +168,10 @@ impl Server {
             .cloned()
             .collect();
         let mut listeners = Vec::new();
+        // One content budget for every listener's sessions.
+        let budget = volley_smtp::server::budget::ContentBudget::new(
+            s.max_buffered_bytes.max(s.max_message_size),
+        );
         for entry in &config.listen {
             if entry.tls == ListenTls::Implicit && tls.is_none() {
                 return Err(ListenError::TlsSetup(format!(
@@ -186,6 +190,7 @@ impl Server {
             settings.max_line_length = s.max_line_length as usize;
             settings.max_errors = s.max_errors;
             settings.max_junk_commands = s.max_junk_commands;
+            settings.content_budget = Some(Arc::clone(&budget));
             settings.starttls = entry.tls == ListenTls::Starttls && tls.is_some();
             settings.auth = entry.role == ListenRole::Submission
                 && entry.tls != ListenTls::None

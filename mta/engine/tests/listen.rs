@@ -657,7 +657,17 @@ fn failed_auth_across_connections_locks_the_address_and_the_name() {
     let auth = |user: &str, password: &str| {
         swaks(
             h.addr(),
-            &["-tls", "-a", "PLAIN", "-au", user, "-ap", password, "--to", "x@remote.test"],
+            &[
+                "-tls",
+                "-a",
+                "PLAIN",
+                "-au",
+                user,
+                "-ap",
+                password,
+                "--to",
+                "x@remote.test",
+            ],
         )
     };
     for _ in 0..3 {
@@ -667,9 +677,41 @@ fn failed_auth_across_connections_locks_the_address_and_the_name() {
     // Locked now: even the right password gets a temporary refusal, unchecked.
     let (ok, out) = auth("alice", "secret");
     assert!(!ok, "{out}");
-    assert!(out.contains("454 4.7.0 Too many failed authentications"), "{out}");
+    assert!(
+        out.contains("454 4.7.0 Too many failed authentications"),
+        "{out}"
+    );
     // So does another name from the same address.
     let (_, out) = auth("bob", "whatever");
     assert!(out.contains("454 4.7.0"), "{out}");
     assert!(h.recorder.messages().is_empty());
+}
+
+#[test]
+fn messages_in_transit_share_one_memory_budget() {
+    let h = start(
+        SUBMISSION,
+        "max_message_size = 1048576\nmax_buffered_bytes = 1048576\n",
+        "networks = [\"127.0.0.0/8\"]",
+    );
+    let mut a = Raw::connect(h.addr());
+    let mut b = Raw::connect(h.addr());
+    for raw in [&mut a, &mut b] {
+        raw.expect("220 ", WAIT);
+        raw.send(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\n");
+        raw.expect("250 2.1.5", WAIT);
+    }
+    a.send(b"DATA\r\n");
+    a.expect("354 ", WAIT);
+    // The budget is held by a's message: b waits with a temporary refusal.
+    b.send(b"DATA\r\n");
+    b.expect("452 4.3.1 Insufficient system storage", WAIT);
+    a.send(b"Subject: x\r\n\r\nhello\r\n.\r\n");
+    a.expect("250 2.0.0 Ok: queued", WAIT);
+    // Given back: b's retry goes through.
+    b.send(b"DATA\r\n");
+    b.expect("354 ", WAIT);
+    b.send(b"Subject: y\r\n\r\nagain\r\n.\r\n");
+    b.expect("250 2.0.0 Ok: queued", WAIT);
+    assert_eq!(h.recorder.messages().len(), 2);
 }

@@ -46,6 +46,7 @@
 //! `reply.rs` ([`Line`]); `tests.rs` (byte transcripts).
 
 mod body;
+pub mod budget;
 mod command;
 mod policy;
 mod received;
@@ -98,6 +99,9 @@ pub struct Settings {
     pub auth: bool,
     /// Who may send to which recipients.
     pub relay: RelayPolicy,
+    /// The bytes of content all sessions may hold at once (see
+    /// [`budget`]); `None`: no bound but the size limit.
+    pub content_budget: Option<Arc<budget::ContentBudget>>,
     /// The VERP return paths of our campaign mail: a recipient at its domain
     /// with its prefix whose token does not verify is refused at RCPT with
     /// `550 5.7.1` (and logged). `None`: no check.
@@ -131,6 +135,7 @@ impl Settings {
             starttls: false,
             auth: false,
             relay,
+            content_budget: None,
             verp: None,
         }
     }
@@ -256,6 +261,8 @@ enum Refusal {
     NoTransaction,
     /// MAIL but no accepted recipient.
     NoRecipients,
+    /// The content budget is used up.
+    NoStorage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -275,6 +282,8 @@ struct Transaction {
     rcpt_dsn: Vec<crate::dsn::RcptDsn>,
     /// Content being received (DATA or BDAT chunks so far).
     body: Option<BodyReader>,
+    /// Its share of the content budget, while it is received.
+    reservation: Option<budget::Reservation>,
 }
 
 /// A server SMTP session on one connection. See the module documentation.

@@ -820,3 +820,49 @@ fn only_crlf_ends_a_command_line() {
     assert_eq!(d.send("NOOP\r"), "");
     assert_eq!(d.send("\n"), "250 2.0.0 Ok\r\n");
 }
+
+#[test]
+fn content_beyond_the_budget_waits_with_452() {
+    let budget = crate::server::budget::ContentBudget::new(1000);
+    let settings = Settings {
+        content_budget: Some(Arc::clone(&budget)),
+        max_message_size: 600,
+        ..settings(ListenRole::Inbound, &[])
+    };
+    // Two sessions sharing one budget (Settings clones share it).
+    let mut a = Driver::new(settings.clone());
+    let mut b = Driver::new(settings);
+    for d in [&mut a, &mut b] {
+        d.send("EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\n");
+    }
+    // The first reserves the size limit (no SIZE=); the second does not fit.
+    assert_eq!(
+        a.send("DATA\r\n"),
+        "354 2.0.0 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    assert_eq!(budget.used(), 600);
+    assert!(b.send("DATA\r\n").starts_with("452 4.3.1 "));
+    // Over BDAT the transaction ends with the refusal.
+    assert!(b.send("BDAT 3 LAST\r\nabc").starts_with("452 4.3.1 "));
+    assert_eq!(
+        b.send("BDAT 3 LAST\r\nabc"),
+        "503 5.5.1 Need MAIL and RCPT before BDAT\r\n"
+    );
+    // The first message ends: its share comes back, the other may go.
+    assert_eq!(
+        a.send("Subject: x\r\n\r\nhi\r\n.\r\n"),
+        "250 2.0.0 Ok: queued as Q1\r\n"
+    );
+    assert_eq!(budget.used(), 0);
+    // A declared SIZE reserves only that much, and binds the message to it.
+    b.send("MAIL FROM:<a@b.test> SIZE=10\r\nRCPT TO:<u@acme.test>\r\n");
+    assert_eq!(
+        b.send("DATA\r\n"),
+        "354 2.0.0 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    assert_eq!(budget.used(), 10);
+    assert!(b
+        .send("Subject: too long for SIZE=10\r\n\r\nx\r\n.\r\n")
+        .starts_with("552 5.3.4"));
+    assert_eq!(budget.used(), 0);
+}

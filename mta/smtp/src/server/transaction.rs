@@ -34,6 +34,7 @@ impl Session {
             rcpt_to: Vec::new(),
             rcpt_dsn: Vec::new(),
             body: None,
+            reservation: None,
         });
         self.reply(250, "2.1.0", "Ok");
     }
@@ -88,7 +89,11 @@ impl Session {
         if tx.rcpt_to.is_empty() {
             return self.error(554, "5.5.1", "No valid recipients");
         }
-        tx.body = Some(BodyReader::new(true, self.settings.max_message_size));
+        let Some(limit) = self.reserve() else {
+            return self.no_storage();
+        };
+        let Some(tx) = self.tx.as_mut() else { return };
+        tx.body = Some(BodyReader::new(true, limit));
         self.state = State::ExpectData;
         self.reply(354, "2.0.0", "End data with <CR><LF>.<CR><LF>");
     }
@@ -97,12 +102,16 @@ impl Session {
         let refused = match self.tx.as_mut() {
             None => Some(Refusal::NoTransaction),
             Some(tx) if tx.rcpt_to.is_empty() => Some(Refusal::NoRecipients),
-            Some(tx) => {
-                if tx.body.is_none() {
-                    tx.body = Some(BodyReader::new(false, self.settings.max_message_size));
+            Some(tx) if tx.body.is_some() => None,
+            Some(_) => match self.reserve() {
+                Some(limit) => {
+                    if let Some(tx) = self.tx.as_mut() {
+                        tx.body = Some(BodyReader::new(false, limit));
+                    }
+                    None
                 }
-                None
-            }
+                None => Some(Refusal::NoStorage),
+            },
         };
         self.state = State::ExpectChunk {
             left: size,
@@ -111,12 +120,42 @@ impl Session {
         };
     }
 
+    /// Reserves the content budget for the transaction's message: its
+    /// declared `SIZE` if any, else the size limit. Answers the size the
+    /// message may have, or `None` when the budget is used up.
+    fn reserve(&mut self) -> Option<u64> {
+        let max = self.settings.max_message_size;
+        let tx = self.tx.as_mut()?;
+        let limit = tx.params.size.map_or(max, |s| s.min(max));
+        if let Some(budget) = &self.settings.content_budget {
+            tx.reservation = Some(budget.try_reserve(limit)?);
+        }
+        Some(limit)
+    }
+
+    /// `452 4.3.1`: too much content held by all sessions; the transaction is
+    /// kept, so the client may try DATA again or come back later.
+    fn no_storage(&mut self) {
+        warn!(client = %self.client_ip, "content budget used up: DATA refused for now");
+        self.reply(
+            452,
+            "4.3.1",
+            "Insufficient system storage: too many messages in transit, try again later",
+        );
+    }
+
     pub(super) fn end_of_chunk(&mut self, last: bool, refused: Option<Refusal>) {
         match refused {
             Some(Refusal::NoTransaction) => {
                 return self.error(503, "5.5.1", "Need MAIL and RCPT before BDAT");
             }
             Some(Refusal::NoRecipients) => return self.error(554, "5.5.1", "No valid recipients"),
+            Some(Refusal::NoStorage) => {
+                // RFC 3030 §2: after a failed chunk the transaction is over (a
+                // later chunk must not start a message missing this one).
+                self.tx = None;
+                return self.no_storage();
+            }
             None => {}
         }
         let Some(reader) = self.tx.as_mut().and_then(|tx| tx.body.as_mut()) else {
