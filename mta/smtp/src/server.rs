@@ -258,11 +258,11 @@ enum State {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Refusal {
     /// No MAIL (or the transaction failed earlier).
-    NoTransaction,
+    Transaction,
     /// MAIL but no accepted recipient.
-    NoRecipients,
+    Recipients,
     /// The content budget is used up.
-    NoStorage,
+    Storage,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

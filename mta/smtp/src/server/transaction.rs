@@ -100,8 +100,8 @@ impl Session {
 
     pub(super) fn bdat(&mut self, size: u64, last: bool) {
         let refused = match self.tx.as_mut() {
-            None => Some(Refusal::NoTransaction),
-            Some(tx) if tx.rcpt_to.is_empty() => Some(Refusal::NoRecipients),
+            None => Some(Refusal::Transaction),
+            Some(tx) if tx.rcpt_to.is_empty() => Some(Refusal::Recipients),
             Some(tx) if tx.body.is_some() => None,
             Some(_) => match self.reserve() {
                 Some(limit) => {
@@ -110,7 +110,7 @@ impl Session {
                     }
                     None
                 }
-                None => Some(Refusal::NoStorage),
+                None => Some(Refusal::Storage),
             },
         };
         self.state = State::ExpectChunk {
@@ -146,11 +146,11 @@ impl Session {
 
     pub(super) fn end_of_chunk(&mut self, last: bool, refused: Option<Refusal>) {
         match refused {
-            Some(Refusal::NoTransaction) => {
+            Some(Refusal::Transaction) => {
                 return self.error(503, "5.5.1", "Need MAIL and RCPT before BDAT");
             }
-            Some(Refusal::NoRecipients) => return self.error(554, "5.5.1", "No valid recipients"),
-            Some(Refusal::NoStorage) => {
+            Some(Refusal::Recipients) => return self.error(554, "5.5.1", "No valid recipients"),
+            Some(Refusal::Storage) => {
                 // RFC 3030 §2: after a failed chunk the transaction is over (a
                 // later chunk must not start a message missing this one).
                 self.tx = None;
