@@ -9,6 +9,7 @@ use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use volley_conf::Config;
 use volley_control::suppress::import::ImportList;
+use volley_control::suppress::pending::{Pending, PendingList};
 use volley_control::suppress::{Entry, Reason, SuppressionStore};
 
 use crate::table;
@@ -92,6 +93,65 @@ pub enum SuppressCommand {
         #[arg(long, value_name = "DIR")]
         spool: Option<PathBuf>,
     },
+    /// Suppression requests waiting for an operator: reports that named their
+    /// recipient without a verified VERP token (DSNs or complaints to a plain
+    /// address, "unsubscribe" replies), which anyone could have sent.
+    ///
+    /// Example: volley suppress pending
+    Pending {
+        /// One JSON object per line instead of a table.
+        #[arg(long)]
+        json: bool,
+        /// Spool directory (default: `[spool] dir` from the configuration).
+        #[arg(long, value_name = "DIR")]
+        spool: Option<PathBuf>,
+    },
+    /// Apply pending requests (by the ids `pending` shows, or `--all`).
+    ///
+    /// Example: volley suppress accept 3 4
+    Accept {
+        /// Ids of the requests.
+        ids: Vec<u64>,
+        /// Every pending request.
+        #[arg(long)]
+        all: bool,
+        /// Spool directory (default: `[spool] dir` from the configuration).
+        #[arg(long, value_name = "DIR")]
+        spool: Option<PathBuf>,
+    },
+    /// Drop pending requests (by id, or `--all`) without applying them.
+    ///
+    /// Example: volley suppress reject 5
+    Reject {
+        /// Ids of the requests.
+        ids: Vec<u64>,
+        /// Every pending request.
+        #[arg(long)]
+        all: bool,
+        /// Spool directory (default: `[spool] dir` from the configuration).
+        #[arg(long, value_name = "DIR")]
+        spool: Option<PathBuf>,
+    },
+}
+
+fn spool_root(explicit: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf> {
+    Ok(match explicit {
+        Some(dir) => dir,
+        None => Config::discover(config)?.spool.dir,
+    })
+}
+
+/// The pending requests `ids` (or all) taken out of the list.
+fn take_pending(root: &Path, ids: &[u64], all: bool) -> Result<Vec<Pending>> {
+    if ids.is_empty() && !all {
+        bail!("give the ids of the requests (volley suppress pending shows them), or --all");
+    }
+    let list = PendingList::new(&SuppressionStore::dir(root));
+    let known: Vec<u64> = list.list()?.iter().map(|p| p.id).collect();
+    if let Some(missing) = ids.iter().find(|id| !known.contains(id)) {
+        bail!("no pending request {missing} (volley suppress pending shows them)");
+    }
+    Ok(list.take((!all).then_some(ids))?)
 }
 
 fn open(explicit: Option<PathBuf>, config: Option<&Path>) -> Result<SuppressionStore> {
@@ -161,6 +221,66 @@ pub fn run(cmd: SuppressCommand, config: Option<&Path>) -> Result<String> {
                 &domain,
                 &Reason::parse(&reason),
             )
+        }
+        SuppressCommand::Pending { json, spool } => {
+            let root = spool_root(spool, config)?;
+            let pending = PendingList::new(&SuppressionStore::dir(&root)).list()?;
+            if json {
+                let mut out = String::new();
+                for p in &pending {
+                    out.push_str(&serde_json::to_string(p)?);
+                    out.push('\n');
+                }
+                return Ok(out);
+            }
+            let rows: Vec<Vec<String>> = pending
+                .iter()
+                .map(|p| {
+                    vec![
+                        p.id.to_string(),
+                        p.address.clone(),
+                        p.domain.clone(),
+                        p.kind.clone(),
+                        volley_control::plane::view::rfc3339(p.at as i64),
+                        p.detail.escape_debug().to_string(),
+                        p.source.escape_debug().to_string(),
+                    ]
+                })
+                .collect();
+            Ok(table::render(
+                &[
+                    "id", "address", "domain", "kind", "since", "detail", "source",
+                ],
+                &rows,
+            ))
+        }
+        SuppressCommand::Accept { ids, all, spool } => {
+            let root = spool_root(spool, config)?;
+            let taken = take_pending(&root, &ids, all)?;
+            let mut store = open(Some(root), None)?;
+            let mut out = String::new();
+            for p in &taken {
+                let reason = Reason::parse(&p.kind);
+                let added = store.add(&p.address, &p.domain, &reason, Some(&p.detail), p.at)?;
+                writeln!(
+                    out,
+                    "{} {} for {} ({})",
+                    if added {
+                        "suppressed"
+                    } else {
+                        "already suppressed:"
+                    },
+                    p.address,
+                    p.domain,
+                    p.kind
+                )?;
+            }
+            Ok(out)
+        }
+        SuppressCommand::Reject { ids, all, spool } => {
+            let root = spool_root(spool, config)?;
+            let taken = take_pending(&root, &ids, all)?;
+            Ok(format!("{} pending requests dropped\n", taken.len()))
         }
     }
 }

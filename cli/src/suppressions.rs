@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use anyhow::{Context, Result};
 use volley_conf::BounceConfig;
+use volley_control::suppress::pending::{Pending, PendingList};
 use volley_control::suppress::{
     Bounce, BounceKind, BounceLimits, Reason, SharedList, SuppressionStore,
 };
@@ -19,6 +20,7 @@ use volley_engine::suppress::Suppressions;
 #[derive(Debug)]
 pub struct StoreSuppressions {
     list: Arc<SharedList>,
+    pending: PendingList,
     limits: BounceLimits,
 }
 
@@ -43,6 +45,7 @@ impl StoreSuppressions {
         })?;
         Ok(StoreSuppressions {
             list: Arc::new(SharedList::new(store)),
+            pending: PendingList::new(&SuppressionStore::dir(spool_root)),
             limits: bounce_limits(&BounceConfig::default()),
         })
     }
@@ -83,6 +86,27 @@ impl Suppressions for StoreSuppressions {
 impl SuppressionWriter for StoreSuppressions {
     fn apply(&self, action: &SuppressAction<'_>) -> std::result::Result<bool, String> {
         self.list.write(|store| self.apply_to(store, action))
+    }
+
+    fn pend(&self, action: &SuppressAction<'_>, source: &str) -> std::result::Result<(), String> {
+        let kind = match action.kind {
+            SuppressKind::HardBounce => "hard_bounce",
+            SuppressKind::SoftBounce => "soft_bounce",
+            SuppressKind::Complaint => "complaint",
+            SuppressKind::Unsubscribe => "unsubscribe",
+        };
+        self.pending
+            .add(Pending {
+                id: 0,
+                address: action.address.to_owned(),
+                domain: action.sending_domain.to_owned(),
+                kind: kind.to_owned(),
+                detail: action.detail.to_owned(),
+                at: action.at,
+                source: source.to_owned(),
+            })
+            .map(|_| ())
+            .map_err(|e| e.to_string())
     }
 }
 

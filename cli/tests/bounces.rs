@@ -418,9 +418,9 @@ fn a_complaint_to_a_verp_address_suppresses_its_recipient() {
 }
 
 #[test]
-fn an_unsubscribe_reply_suppresses_its_sender() {
+fn reports_without_a_verified_token_wait_for_an_operator() {
     if !peers(
-        "an_unsubscribe_reply_suppresses_its_sender",
+        "reports_without_a_verified_token_wait_for_an_operator",
         &["swaks", SMTP_SINK],
         false,
     ) {
@@ -428,6 +428,7 @@ fn an_unsubscribe_reply_suppresses_its_sender() {
     }
     let (s, _sink, _paths) = sent_through_sink(96, &["erin@sink.test"]);
     let _daemon = s.daemon();
+    // An "unsubscribe" reply: anyone can send one naming anyone.
     std::fs::write(
         s.path("reply.eml"),
         "From: Erin <erin@sink.test>\r\nTo: Acme News <news@acme.test>\r\n\
@@ -438,6 +439,39 @@ fn an_unsubscribe_reply_suppresses_its_sender() {
     assert!(ok, "{transcript}");
     let lines = s.wait_for_status("unsubscribed", 1, &String::new);
     assert_eq!(lines[0]["recipient"], "erin@sink.test", "{}", lines[0]);
+    assert_eq!(lines[0]["suppression"], "pending", "{}", lines[0]);
+    // A forged DSN to postmaster@ the bounce domain, naming someone else.
+    let dsn = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../mta/inbound/src/fixtures/postfix-unknown-user.eml");
+    let (ok, transcript) = s.swaks("", &format!("postmaster@{BOUNCE_DOMAIN}"), &dsn);
+    assert!(ok, "{transcript}");
+    s.wait_for_status("bounced_async", 1, &String::new);
+    // Neither is applied on its own.
+    assert_eq!(s.suppressions(), []);
+    let out = s.volley(&["suppress", "pending", "--json"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pending: Vec<serde_json::Value> = stdout(&out)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(pending.len(), 2, "{pending:?}");
+    let erin = pending
+        .iter()
+        .find(|p| p["address"] == "erin@sink.test")
+        .unwrap();
+    let forged = pending
+        .iter()
+        .find(|p| p["address"] != "erin@sink.test")
+        .unwrap();
+    assert_eq!(
+        (erin["kind"].as_str(), erin["domain"].as_str()),
+        (Some("unsubscribe"), Some("acme.test"))
+    );
+    // The operator accepts the reply and rejects the forged report.
+    let out = s.volley(&["suppress", "accept", &erin["id"].to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = s.volley(&["suppress", "reject", &forged["id"].to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
     assert_eq!(
         s.suppressions(),
         [(
@@ -445,6 +479,15 @@ fn an_unsubscribe_reply_suppresses_its_sender() {
             "acme.test".into(),
             "unsubscribe".into()
         )]
+    );
+    let out = s.volley(&["suppress", "pending", "--json"]);
+    assert_eq!(stdout(&out), "");
+    let out = s.volley(&["suppress", "accept", "99"]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("no pending request 99"),
+        "{}",
+        stderr(&out)
     );
 }
 

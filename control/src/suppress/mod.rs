@@ -27,6 +27,7 @@ mod list;
 mod record;
 
 pub mod import;
+pub mod pending;
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom, Write};

@@ -582,6 +582,15 @@ mod tests {
             seen.push(format!("{} {} {:?}", a.address, a.sending_domain, a.kind));
             Ok(true)
         }
+
+        fn pend(&self, a: &crate::feedback::SuppressAction<'_>, _: &str) -> Result<(), String> {
+            let mut seen = self.0.lock().unwrap_or_else(|p| p.into_inner());
+            seen.push(format!(
+                "pending {} {} {:?}",
+                a.address, a.sending_domain, a.kind
+            ));
+            Ok(())
+        }
     }
 
     #[test]
@@ -621,13 +630,14 @@ mod tests {
             rcpt_dsn: vec![Default::default()],
         };
         // A valid token: stored, classified (batch 7 of campaign 42 is not in
-        // this spool: the DSN's recipient, for every sending domain).
+        // this spool: the DSN's recipient, for every sending domain, kept for
+        // an operator since no batch confirms it).
         let good = verp.return_path(42, 7, 3);
         let id = d.deposit(&envelope(good), &dsn).unwrap();
         assert!(dir.path().join(format!("spool/inbound/{id}.eml")).exists());
         assert_eq!(
             *writer.0.lock().unwrap(),
-            ["nobody@example.test * HardBounce"]
+            ["pending nobody@example.test * HardBounce"]
         );
         let logged = fs::read_to_string(dir.path().join("log.jsonl")).unwrap();
         assert_eq!(logged.lines().count(), 1);

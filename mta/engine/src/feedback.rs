@@ -17,6 +17,12 @@
 //! `acme.test`); when there is none (mail to the VERP domain without a valid
 //! token), `*`: every sending domain.
 //!
+//! Only an event whose recipient comes from its batch (a verified token)
+//! suppresses by itself. One whose recipient only the report names is kept for
+//! an operator ([`SuppressionWriter::pend`]; `volley suppress pending`): anyone
+//! can send a DSN, an ARF report or a reply naming anyone. The log line says
+//! which (`suppression`: `verified` or `pending`).
+//!
 //! # What suppresses ([`suppress_kind`])
 //! - a `hard` bounce with a DSN status: counted towards `[bounce] hard_limit`;
 //! - a `soft` bounce, and a `hard` one whose status only comes from the text of
@@ -92,6 +98,12 @@ pub trait SuppressionWriter: Send + Sync {
     /// Applies `action` durably. Returns whether the address is suppressed by
     /// it (an entry added now), or why it could not be written.
     fn apply(&self, action: &SuppressAction<'_>) -> Result<bool, String>;
+
+    /// Keeps `action` for an operator instead of applying it (its recipient
+    /// was named by the report, not by a verified token), from `source` (who
+    /// sent the report, to which local address); answers why it could not be
+    /// kept.
+    fn pend(&self, action: &SuppressAction<'_>, source: &str) -> Result<(), String>;
 }
 
 /// What an event does to the suppression list, if anything (see the [module
@@ -145,6 +157,8 @@ pub struct Processed {
     pub logged: usize,
     /// Addresses suppressed by this message.
     pub suppressed: usize,
+    /// Suppressions it asked for that wait for an operator.
+    pub pending: usize,
     /// Log or suppression writes that failed (each logged as an error).
     pub failures: usize,
 }
@@ -230,8 +244,18 @@ impl Feedback {
                 continue;
             };
             let resolved = self.resolve(event, rcpt_to);
+            // Only a recipient named by a verified token (the VERP return path,
+            // resolved through its batch) suppresses by itself; one the report
+            // names waits for an operator (anyone can send a report).
+            let kind = suppress_kind(event);
+            let path = match kind {
+                None => None,
+                Some(_) if resolved.from_batch => Some("verified"),
+                Some(_) => Some("pending"),
+            };
             let line = crate::log::InboundLogEvent {
                 recipient: &resolved.recipient,
+                suppression: path,
                 ..line
             };
             match self
@@ -250,7 +274,7 @@ impl Feedback {
                 campaign = ?line.campaign, batch = ?line.batch, index = ?line.index,
                 class = line.class.unwrap_or_default(), from_batch = resolved.from_batch,
                 "inbound event");
-            let Some(kind) = suppress_kind(event) else {
+            let Some(kind) = kind else {
                 continue;
             };
             if resolved.recipient.is_empty() {
@@ -266,6 +290,22 @@ impl Feedback {
                 at,
                 detail: &detail,
             };
+            if !resolved.from_batch {
+                let source = format!("from <{mail_from}> to {}", rcpt_to.join(", "));
+                match self.writer.pend(&action, &source) {
+                    Ok(()) => {
+                        done.pending += 1;
+                        warn!(recipient = %resolved.recipient, domain = %resolved.sending_domain,
+                            ?kind, %source, "suppression request without a verified token: kept for an operator (volley suppress pending)");
+                    }
+                    Err(err) => {
+                        done.failures += 1;
+                        error!(file = %file.display(), recipient = %resolved.recipient, ?kind, %err,
+                            "cannot keep a pending suppression; the message is kept");
+                    }
+                }
+                continue;
+            }
             match self.writer.apply(&action) {
                 Ok(true) => {
                     done.suppressed += 1;

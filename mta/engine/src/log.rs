@@ -94,6 +94,11 @@ pub struct InboundLogEvent<'a> {
     /// For complaints: abuse, fraud, virus, other, …
     #[serde(skip_serializing_if = "Option::is_none")]
     pub feedback_type: Option<&'a str>,
+    /// For an event that asks for a suppression, the path it took:
+    /// `verified` (its recipient named by a verified VERP token: applied) or
+    /// `pending` (named by the report only: kept for an operator).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suppression: Option<&'a str>,
 }
 
 impl<'a> InboundLogEvent<'a> {
@@ -122,6 +127,7 @@ impl<'a> InboundLogEvent<'a> {
                 feedback_type,
             } => Some(InboundLogEvent {
                 feedback_type: Some(feedback_type.name()),
+                suppression: None,
                 ..InboundLogEvent::common(now, *target, recipient.as_deref(), "complained")
             }),
             InboundEvent::Unsubscribed { target, recipient } => Some(InboundLogEvent::common(
@@ -153,6 +159,7 @@ impl<'a> InboundLogEvent<'a> {
             reply: "",
             class: None,
             feedback_type: None,
+            suppression: None,
         }
     }
 }
@@ -332,6 +339,7 @@ mod tests {
             reply: "550 5.1.1 unknown",
             class: Some("hard"),
             feedback_type: None,
+            suppression: None,
         })
         .unwrap();
         log.write_inbound(&InboundLogEvent {
@@ -346,6 +354,7 @@ mod tests {
             reply: "",
             class: None,
             feedback_type: Some("abuse"),
+            suppression: None,
         })
         .unwrap();
         drop(log);

@@ -20,6 +20,7 @@ type Applied = (String, String, SuppressKind, u64, String);
 #[derive(Default)]
 struct Recording {
     applied: Mutex<Vec<Applied>>,
+    pending: Mutex<Vec<Applied>>,
     fail: bool,
 }
 
@@ -37,6 +38,23 @@ impl SuppressionWriter for Recording {
             a.detail.to_owned(),
         ));
         Ok(a.kind != SuppressKind::SoftBounce)
+    }
+
+    fn pend(&self, a: &SuppressAction<'_>, _source: &str) -> Result<(), String> {
+        if self.fail {
+            return Err("disk full (test)".into());
+        }
+        self.pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((
+                a.address.to_owned(),
+                a.sending_domain.to_owned(),
+                a.kind,
+                a.at,
+                a.detail.to_owned(),
+            ));
+        Ok(())
     }
 }
 
@@ -111,6 +129,14 @@ impl Setup {
             .lines()
             .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
             .collect()
+    }
+
+    fn pending(&self) -> Vec<Applied> {
+        self.writer
+            .pending
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     fn applied(&self) -> Vec<Applied> {
@@ -262,14 +288,17 @@ fn without_the_batch_the_report_names_the_recipient() {
     let lines = s.log_lines();
     assert_eq!(lines[0]["recipient"], "nobody@example.test");
     assert_eq!(lines[0]["batch"], 8);
-    // Mail to the VERP domain only: no sending domain is known.
+    // Named by the report, not through the batch: kept for an operator, not
+    // applied (mail to the VERP domain only: no sending domain is known).
+    assert!(s.applied().is_empty());
     assert_eq!(
-        s.applied()
+        s.pending()
             .iter()
             .map(|a| (a.0.as_str(), a.1.as_str(), a.2))
             .collect::<Vec<_>>(),
         [("nobody@example.test", "*", SuppressKind::HardBounce)]
     );
+    assert_eq!(lines[0]["suppression"], "pending");
 }
 
 #[test]
@@ -287,7 +316,15 @@ fn complaints_and_unsubscribes_suppress_for_the_sending_domain() {
         "news@Acme.test",
         &fixture("reply-body-unsubscribe.eml"),
     );
-    assert_eq!((unsubscribe.logged, unsubscribe.suppressed), (1, 1));
+    // A reply names no token: anyone could send it, so it waits.
+    assert_eq!(
+        (
+            unsubscribe.logged,
+            unsubscribe.suppressed,
+            unsubscribe.pending
+        ),
+        (1, 0, 1)
+    );
     let lines = s.log_lines();
     assert_eq!(
         lines
@@ -309,20 +346,26 @@ fn complaints_and_unsubscribes_suppress_for_the_sending_domain() {
             .iter()
             .map(|a| (a.0.as_str(), a.1.as_str(), a.2, a.4.as_str()))
             .collect::<Vec<_>>(),
-        [
-            (
-                "r5@dest.test",
-                "acme.test",
-                SuppressKind::Complaint,
-                "abuse"
-            ),
-            (
-                "ann@example.test",
-                "acme.test",
-                SuppressKind::Unsubscribe,
-                "reply"
-            ),
-        ]
+        [(
+            "r5@dest.test",
+            "acme.test",
+            SuppressKind::Complaint,
+            "abuse"
+        ),]
+    );
+    assert_eq!(lines[0]["suppression"], "verified");
+    assert_eq!(lines[1]["suppression"], "pending");
+    assert_eq!(
+        s.pending()
+            .iter()
+            .map(|a| (a.0.as_str(), a.1.as_str(), a.2, a.4.as_str()))
+            .collect::<Vec<_>>(),
+        [(
+            "ann@example.test",
+            "acme.test",
+            SuppressKind::Unsubscribe,
+            "reply"
+        )]
     );
 }
 
