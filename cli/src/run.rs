@@ -152,13 +152,16 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     )?;
     // What comes back for the local domains is classified on receipt, logged in
     // the engine's delivery log and written to the same suppression list.
-    let feedback = Arc::new(Feedback::new(
-        &root,
-        engine.verp(),
-        engine.source(),
-        engine.delivery_log(),
-        suppressions,
-    ));
+    let feedback = Arc::new(
+        Feedback::new(
+            &root,
+            engine.verp(),
+            engine.source(),
+            engine.delivery_log(),
+            suppressions,
+        )
+        .with_fbl_sources(listen_config.bounce.fbl_sources.clone()),
+    );
     runtime.block_on(async {
         let mut signals = StopSignals::new()?;
         if args.once {

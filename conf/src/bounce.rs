@@ -52,6 +52,12 @@ pub struct BounceConfig {
     /// allowed 0s..=30d.
     #[serde(deserialize_with = "delay_warning")]
     pub delay_warning: Duration,
+    /// Client networks of the feedback loops volley is enrolled in (a mailbox
+    /// provider's ARF reports): complaints received from them suppress their
+    /// recipient without a VERP token. Every other report that names its
+    /// recipient without a verified token waits for an operator (`volley
+    /// suppress pending`). Default: none.
+    pub fbl_sources: Vec<crate::Cidr>,
 }
 
 /// Longest `prefix`: the local part is the prefix and a 48-character token, and
@@ -75,6 +81,7 @@ impl Default for BounceConfig {
             soft_limit: 5,
             window: Duration::from_secs(7 * DAY),
             delay_warning: Duration::ZERO,
+            fbl_sources: Vec::new(),
         }
     }
 }

@@ -196,6 +196,19 @@ impl SpoolDeposit {
         message: &[u8],
         dsn: &Dsn,
     ) -> Result<Deposited, InboundError> {
+        self.store_from(None, mail_from, rcpt_to, message, dsn)
+    }
+
+    /// [`SpoolDeposit::store_dsn`] for a message received from `client` (the
+    /// feedback processing trusts complaints from `[bounce] fbl_sources`).
+    pub fn store_from(
+        &self,
+        client: Option<std::net::IpAddr>,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &[u8],
+        dsn: &Dsn,
+    ) -> Result<Deposited, InboundError> {
         let (local, remote): (Vec<&str>, Vec<&str>) = rcpt_to
             .iter()
             .map(String::as_str)
@@ -247,7 +260,7 @@ impl SpoolDeposit {
             local = local.len(), batches, size = message.len(), "message queued");
         if let (Some(feedback), Some(file)) = (&self.feedback, &local_file) {
             let local: Vec<String> = local.iter().map(|r| (*r).to_owned()).collect();
-            feedback.process(mail_from, &local, message, file, SystemTime::now());
+            feedback.process_from(client, mail_from, &local, message, file, SystemTime::now());
         }
         if batches > 0 {
             if let Some(wake) = &self.wake {
@@ -344,16 +357,22 @@ impl Deposit for SpoolDeposit {
             envid: envelope.envid.clone(),
             rcpts: envelope.rcpt_dsn.clone(),
         };
-        self.store_dsn(&envelope.mail_from, &envelope.rcpt_to, message, &dsn)
-            .map(|d| queue_id(d.id))
-            .map_err(|err| match err {
-                InboundError::Forged { .. } => DepositError::Refused {
-                    code: 550,
-                    enhanced: "5.7.1",
-                    text: "Invalid VERP token in the recipient address".to_owned(),
-                },
-                err => DepositError::Failed(err.to_string()),
-            })
+        self.store_from(
+            Some(envelope.client_ip),
+            &envelope.mail_from,
+            &envelope.rcpt_to,
+            message,
+            &dsn,
+        )
+        .map(|d| queue_id(d.id))
+        .map_err(|err| match err {
+            InboundError::Forged { .. } => DepositError::Refused {
+                code: 550,
+                enhanced: "5.7.1",
+                text: "Invalid VERP token in the recipient address".to_owned(),
+            },
+            err => DepositError::Failed(err.to_string()),
+        })
     }
 }
 

@@ -21,7 +21,9 @@
 //! suppresses by itself. One whose recipient only the report names is kept for
 //! an operator ([`SuppressionWriter::pend`]; `volley suppress pending`): anyone
 //! can send a DSN, an ARF report or a reply naming anyone. The log line says
-//! which (`suppression`: `verified` or `pending`).
+//! which (`suppression`: `verified`, `pending`, or `fbl_source` for a
+//! complaint received from one of `[bounce] fbl_sources`, a provider's
+//! feedback loop, which applies without a token).
 //!
 //! # What suppresses ([`suppress_kind`])
 //! - a `hard` bounce with a DSN status: counted towards `[bounce] hard_limit`;
@@ -171,6 +173,9 @@ pub struct Feedback {
     source: Arc<dyn MessageSource>,
     log: Arc<DeliveryLog>,
     writer: Arc<dyn SuppressionWriter>,
+    /// `[bounce] fbl_sources`: clients whose complaints suppress without a
+    /// token.
+    fbl_sources: Vec<volley_conf::Cidr>,
 }
 
 impl std::fmt::Debug for Feedback {
@@ -201,7 +206,15 @@ impl Feedback {
             source,
             log,
             writer,
+            fbl_sources: Vec::new(),
         }
+    }
+
+    /// Trusts the complaints (ARF reports) received from `networks` (a
+    /// provider's feedback loop): they suppress without a VERP token.
+    pub fn with_fbl_sources(mut self, networks: Vec<volley_conf::Cidr>) -> Feedback {
+        self.fbl_sources = networks;
+        self
     }
 
     /// The VERP maker, if a `[bounce] domain` is configured.
@@ -229,6 +242,21 @@ impl Feedback {
         file: &Path,
         now: SystemTime,
     ) -> Processed {
+        self.process_from(None, mail_from, rcpt_to, message, file, now)
+    }
+
+    /// [`Feedback::process`] for a message received from `client`: a
+    /// complaint from one of the `fbl_sources` suppresses without a token.
+    pub fn process_from(
+        &self,
+        client: Option<std::net::IpAddr>,
+        mail_from: &str,
+        rcpt_to: &[String],
+        message: &[u8],
+        file: &Path,
+        now: SystemTime,
+    ) -> Processed {
+        let from_fbl = client.is_some_and(|ip| self.fbl_sources.iter().any(|n| n.contains(ip)));
         let envelope = Envelope { mail_from, rcpt_to };
         let events = classify(&envelope, message, self.verp.as_deref());
         let at = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
@@ -248,9 +276,12 @@ impl Feedback {
             // resolved through its batch) suppresses by itself; one the report
             // names waits for an operator (anyone can send a report).
             let kind = suppress_kind(event);
+            let trusted = resolved.from_batch
+                || (from_fbl && matches!(event, InboundEvent::Complained { .. }));
             let path = match kind {
                 None => None,
                 Some(_) if resolved.from_batch => Some("verified"),
+                Some(_) if trusted => Some("fbl_source"),
                 Some(_) => Some("pending"),
             };
             let line = crate::log::InboundLogEvent {
@@ -290,7 +321,7 @@ impl Feedback {
                 at,
                 detail: &detail,
             };
-            if !resolved.from_batch {
+            if !trusted {
                 let source = format!("from <{mail_from}> to {}", rcpt_to.join(", "));
                 match self.writer.pend(&action, &source) {
                     Ok(()) => {

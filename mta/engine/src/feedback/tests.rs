@@ -415,3 +415,43 @@ fn forged_recipients_are_found() {
         Some((malformed, VerpError::Malformed))
     );
 }
+
+#[test]
+fn complaints_without_a_token_apply_only_from_feedback_loop_sources() {
+    let s = setup(false, false);
+    let s = Setup {
+        feedback: s.feedback.with_fbl_sources(vec!["192.0.2.0/24"
+            .parse()
+            .unwrap_or_else(|e| panic!("{e}"))]),
+        ..s
+    };
+    // The report's original went out without a VERP return path.
+    let arf = String::from_utf8_lossy(&fixture("arf-abuse.eml")).replace(
+        "b-aaaaaaaaaaacuaaaaaaaaaaaa4aaaaaf6cyw7t26wgkl37go@bounce.acme.test",
+        "news@acme.test",
+    );
+    let file = s.dir.path().join("spool/inbound/x.eml");
+    let rcpt = ["fbl@acme.test".to_owned()];
+    let from_loop = s.feedback.process_from(
+        Some("192.0.2.7".parse().unwrap_or_else(|e| panic!("{e}"))),
+        "abusedesk@example.test",
+        &rcpt,
+        arf.as_bytes(),
+        &file,
+        now(),
+    );
+    assert_eq!((from_loop.suppressed, from_loop.pending), (1, 0));
+    let elsewhere = s.feedback.process_from(
+        Some("198.51.100.7".parse().unwrap_or_else(|e| panic!("{e}"))),
+        "abusedesk@example.test",
+        &rcpt,
+        arf.as_bytes(),
+        &file,
+        now(),
+    );
+    assert_eq!((elsewhere.suppressed, elsewhere.pending), (0, 1));
+    let lines = s.log_lines();
+    assert_eq!(lines[0]["suppression"], "fbl_source", "{}", lines[0]);
+    assert_eq!(lines[1]["suppression"], "pending", "{}", lines[1]);
+    assert_eq!(s.applied()[0].0, "user@example.test");
+}
