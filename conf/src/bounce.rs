@@ -194,7 +194,8 @@ mod tests {
     fn every_key() {
         let text = "[bounce]\ndomain = \"Bounce.Acme.Test.\"\nprefix = \"VB.\"\n\
                     secret_file = \"/etc/volley/bounce.key\"\nhard_limit = 2\n\
-                    soft_limit = 10\nwindow = \"30d\"\ndelay_warning = \"4h\"\n";
+                    soft_limit = 10\nwindow = \"30d\"\ndelay_warning = \"4h\"\n\
+                    fbl_sources = [\"192.0.2.0/24\"]\n";
         let bounce = parse(text).unwrap_or_else(|err| panic!("{err}")).bounce;
         assert_eq!(
             bounce,
@@ -206,6 +207,7 @@ mod tests {
                 soft_limit: 10,
                 window: Duration::from_secs(30 * DAY),
                 delay_warning: Duration::from_secs(4 * 3600),
+                fbl_sources: vec!["192.0.2.0/24".parse().unwrap()],
             }
         );
         assert_eq!(
@@ -268,7 +270,7 @@ mod tests {
         assert_eq!(
             error("[bounce]\nsoft_limits = 3\n"),
             "volley.toml:2:1: bounce.soft_limits: unknown key; did you mean `soft_limit`? \
-             (known keys: domain, prefix, secret_file, hard_limit, soft_limit, window, delay_warning)"
+             (known keys: domain, prefix, secret_file, hard_limit, soft_limit, window, delay_warning, fbl_sources)"
         );
     }
 }
