@@ -26,37 +26,14 @@ import datetime
 import json
 import os
 import smtplib
-import socket
 import ssl
 import subprocess
 import tempfile
 import threading
 import time
 
-
-def free_port(ip):
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
-
-
-def vm_hwm_mb(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1]) / 1024
-    return 0.0
-
-
-def wait_listening(ip, port, deadline_s=30):
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection((ip, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {ip}:{port}")
+from e2e import free_port, wait_listening
+from submit import vm_hwm_mb
 
 
 def auth_once(port, source, results, lock):

@@ -18,32 +18,17 @@ import datetime
 import json
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
 import urllib.request
 
+# The same peers' helpers as the end-to-end benchmark (run from the repository root).
+from e2e import free_port, wait_listening
+
 
 def log(msg):
     print(msg, flush=True)
-
-
-def free_port(ip):
-    with socket.socket() as s:
-        s.bind((ip, 0))
-        return s.getsockname()[1]
-
-
-def wait_listening(ip, port, deadline_s=60):
-    end = time.monotonic() + deadline_s
-    while time.monotonic() < end:
-        try:
-            with socket.create_connection((ip, port), timeout=0.5):
-                return
-        except OSError:
-            time.sleep(0.05)
-    raise RuntimeError(f"nothing listens on {ip}:{port}")
 
 
 def call(api, method, path, token, body=None, data=None):

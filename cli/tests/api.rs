@@ -805,30 +805,12 @@ fn sendmail_queues_through_the_drop_directory_while_the_daemon_runs() {
     // No trusted network and no listener: sendmail cannot submit over SMTP.
     let node = Node::start(79, false, "[relay]\nnetworks = []\n");
     for i in 0..3 {
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_volley"))
-            .args([
-                "--config",
-                &node.config().display().to_string(),
-                "sendmail",
-                "-i",
-                "-f",
-                "app@volley.test",
-            ])
-            .arg(format!("drop{i}@dropped.test"))
-            .env_remove("VOLLEY_CONFIG")
-            .stdin(std::process::Stdio::piped())
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
-        use std::io::Write;
-        child
-            .stdin
-            .take()
-            .unwrap()
-            .write_all(format!("Subject: drop {i}\n\nline one\n.\nline three\n").as_bytes())
-            .unwrap();
-        let out = child.wait_with_output().unwrap();
+        let rcpt = format!("drop{i}@dropped.test");
+        let out = common::volley_with_input(
+            &node.config(),
+            &["sendmail", "-i", "-f", "app@volley.test", &rcpt],
+            format!("Subject: drop {i}\n\nline one\n.\nline three\n").as_bytes(),
+        );
         assert!(
             out.status.success(),
             "exit {:?}: {}",

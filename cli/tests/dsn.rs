@@ -252,24 +252,9 @@ fn delay_warnings_and_success_reports_follow_notify() {
 
 /// `volley --config CONFIG sendmail ARGS` with `message` on standard input.
 fn sendmail(config: &Path, args: &[&str], message: &str) -> std::process::Output {
-    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_volley"))
-        .arg("--config")
-        .arg(config)
-        .arg("sendmail")
-        .args(args)
-        .env_remove("VOLLEY_CONFIG")
-        .stdin(std::process::Stdio::piped())
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(message.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    let mut all = vec!["sendmail"];
+    all.extend_from_slice(args);
+    common::volley_with_input(config, &all, message.as_bytes())
 }
 
 #[test]

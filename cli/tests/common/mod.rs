@@ -25,6 +25,29 @@ pub fn volley_with(config: &Path, args: &[&str]) -> Output {
     volley(&all)
 }
 
+/// Runs `volley --config CONFIG ARGS` with `input` on its standard input
+/// (no `$VOLLEY_CONFIG`, default logging) to the end.
+pub fn volley_with_input(config: &Path, args: &[&str], input: &[u8]) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_volley"))
+        .arg("--config")
+        .arg(config)
+        .args(args)
+        .env_remove("VOLLEY_CONFIG")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run volley");
+    child
+        .stdin
+        .take()
+        .expect("volley's stdin")
+        .write_all(input)
+        .expect("write volley's stdin");
+    child.wait_with_output().expect("wait for volley")
+}
+
 /// `volley --config CONFIG run` (no `$VOLLEY_CONFIG`, info logs, no stdin), for a
 /// test to spawn as the daemon.
 pub fn volley_run(config: &str) -> Command {

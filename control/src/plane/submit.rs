@@ -10,7 +10,6 @@
 //! next start from the same list (the cut is deterministic; the batches already
 //! written are kept); after it, the campaign as if nothing happened.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -262,7 +261,7 @@ impl Plane {
             crate::address::check(a)
                 .map_err(|why| PlaneError::Unprocessable(format!("notify[{i}]: {a:?}: {why}")))?;
         }
-        let (list, owned) = match &sub.recipients {
+        let list = match &sub.recipients {
             Recipients::Rows(rows) => {
                 if rows.len() > self.settings.max_json_recipients {
                     return Err(PlaneError::Unprocessable(format!(
@@ -280,7 +279,7 @@ impl Plane {
                 tokio::task::spawn_blocking(move || write_rows(&rows, &p))
                     .await
                     .map_err(|e| PlaneError::Internal(e.to_string()))??;
-                (path, true)
+                path
             }
             Recipients::Upload(id) => {
                 let path = self.store.upload_path(id, owner).await?.ok_or_else(|| {
@@ -288,12 +287,13 @@ impl Plane {
                         "there is no upload {id:?} of yours: POST /v1/uploads first"
                     ))
                 })?;
-                (PathBuf::from(path), true)
+                PathBuf::from(path)
             }
-            Recipients::File(path) => (path.clone(), false),
+            Recipients::File(path) => path.clone(),
         };
+        // A list written for this request goes with it when it fails.
         let failed = |e: PlaneError| {
-            if owned && matches!(sub.recipients, Recipients::Rows(_)) {
+            if matches!(sub.recipients, Recipients::Rows(_)) {
                 let _ = std::fs::remove_file(&list);
             }
             e
@@ -458,7 +458,6 @@ impl Plane {
         let parts = sorted
             .write(spool, meta, c.batch_size as u32, true)
             .map_err(|e| internal(&e))?;
-        let _ = std::io::stderr().flush();
         Ok((parts, suppressed, list))
     }
 

@@ -242,7 +242,7 @@ impl Plane {
     }
 
     /// Rows of a live batch from its file (its slots are the truth while it is
-    /// live), with the final rows the store has for it.
+    /// live; its replies are written with its outcomes when it is done).
     async fn live_recipients(
         &self,
         c: &Campaign,
@@ -258,10 +258,6 @@ impl Plane {
         let bytes = tokio::fs::read(&path)
             .await
             .map_err(|e| PlaneError::Internal(format!("cannot read {}: {e}", path.display())))?;
-        let known = self
-            .store
-            .final_recipients(c.id, batch, from, None, usize::MAX)
-            .await?;
         let view = BatchView::parse(&bytes)
             .map_err(|e| PlaneError::Internal(format!("{}: {e}", path.display())))?;
         let mut out = Vec::new();
@@ -274,15 +270,15 @@ impl Plane {
             if out.len() == want {
                 return Ok((out, Some(i as i64)));
             }
-            let row = known.iter().find(|r| r.idx == i as i64);
             out.push(RecipientView {
                 email: view.recipient(i).map(|r| r.address()).unwrap_or_default(),
                 status: name.to_owned(),
                 attempts: i64::from(slot.attempts),
                 code: (slot.code != 0).then_some(i64::from(slot.code)),
-                enhanced: row.map(|r| r.enhanced.clone()).filter(|e| !e.is_empty()),
-                reply: row.map(|r| r.reply.clone()).filter(|e| !e.is_empty()),
-                at: row.map(|r| rfc3339(r.at)),
+                // A live batch's replies reach the store with its outcomes.
+                enhanced: None,
+                reply: None,
+                at: None,
                 batch,
                 index: i as i64,
             });

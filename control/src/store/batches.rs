@@ -42,19 +42,6 @@ pub struct Counts {
 }
 
 impl Counts {
-    /// Adds `other`.
-    pub fn add(&mut self, other: &Counts) {
-        self.recipients += other.recipients;
-        self.pending += other.pending;
-        self.in_flight += other.in_flight;
-        self.delivered += other.delivered;
-        self.deferred += other.deferred;
-        self.bounced += other.bounced;
-        self.expired += other.expired;
-        self.suppressed += other.suppressed;
-        self.cancelled += other.cancelled;
-    }
-
     /// Recipients not final yet.
     pub fn unfinished(&self) -> i64 {
         self.pending + self.in_flight + self.deferred
