@@ -306,6 +306,9 @@ pub struct Session {
     junk: u32,
     /// Dropping the rest of an overlong command line.
     skipping_line: bool,
+    /// The content budget of the message being deposited: its bytes stay
+    /// counted until the driver says how the deposit went.
+    depositing: Option<budget::Reservation>,
 }
 
 impl Session {
@@ -327,6 +330,7 @@ impl Session {
             errors: 0,
             junk: 0,
             skipping_line: false,
+            depositing: None,
         };
         let greeting = format!("{} ESMTP volley", session.settings.hostname);
         write_line(&mut session.output, 220, ' ', "", &greeting);
@@ -441,6 +445,7 @@ impl Session {
         if self.state != State::AwaitDeposit {
             return;
         }
+        self.depositing = None;
         self.state = State::ExpectCommand;
         self.junk = 0;
         let text = format!("Ok: queued as {queue_id}");
@@ -454,6 +459,7 @@ impl Session {
         if self.state != State::AwaitDeposit {
             return;
         }
+        self.depositing = None;
         self.state = State::ExpectCommand;
         self.reply(
             451,
@@ -470,6 +476,7 @@ impl Session {
         if self.state != State::AwaitDeposit {
             return;
         }
+        self.depositing = None;
         self.state = State::ExpectCommand;
         let code = if (500..600).contains(&code) {
             code

@@ -179,10 +179,13 @@ async fn deposit(session: &mut Session, message: Message, shared: &Arc<Shared>, 
     let now = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_secs());
-    let mut full = BytesMut::with_capacity(data.len() + 256);
-    write_received(&envelope, &shared.hostname, now, &mut full);
-    full.extend_from_slice(&data);
-    drop(data);
+    let mut received = BytesMut::with_capacity(256);
+    write_received(&envelope, &shared.hostname, now, &mut received);
+    // In place: the session's buffer keeps room for the header, so a large
+    // message is moved along, not held twice.
+    let mut full = data;
+    full.reserve_exact(received.len());
+    full.splice(0..0, received.iter().copied());
     let target = Arc::clone(&shared.deposit);
     let size = full.len();
     let result = tokio::task::spawn_blocking(move || {

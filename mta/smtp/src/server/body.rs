@@ -20,6 +20,10 @@ use memchr::memchr2;
 /// §4.5.3.1.6).
 pub(crate) const MAX_CONTENT_LINE: usize = 998;
 
+/// Room left in a message's buffer for the `Received:` header the listener
+/// puts in front of it, so adding it moves the bytes rather than copying them.
+pub const HEADER_ROOM: usize = 2048;
+
 /// Why a message's content is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Flaw {
@@ -187,8 +191,24 @@ impl BodyReader {
             self.set_flaw(Flaw::TooBig);
         }
         if self.flaw.is_none() {
-            self.body.extend_from_slice(bytes);
+            self.push(bytes);
         }
+    }
+
+    /// Appends content, growing the buffer by doubling but never past the
+    /// message's size limit plus [`HEADER_ROOM`]: the content budget reserves
+    /// that limit, so the buffer's capacity (what the memory holds) stays
+    /// within the reservation, with room for the trace header added in place.
+    fn push(&mut self, bytes: &[u8]) {
+        let need = self.body.len() + bytes.len();
+        if need > self.body.capacity() {
+            let cap = usize::try_from(self.max_size)
+                .unwrap_or(usize::MAX)
+                .saturating_add(HEADER_ROOM);
+            let target = (self.body.capacity() * 2).max(4096).min(cap).max(need);
+            self.body.reserve_exact(target - self.body.len());
+        }
+        self.body.extend_from_slice(bytes);
     }
 
     fn newline(&mut self) {
@@ -197,7 +217,7 @@ impl BodyReader {
             self.set_flaw(Flaw::TooBig);
         }
         if self.flaw.is_none() {
-            self.body.extend_from_slice(b"\r\n");
+            self.push(b"\r\n");
         }
         self.line_len = 0;
         self.at = At::LineStart;

@@ -1,7 +1,9 @@
 //! The bytes of message content all sessions may hold in memory at once: a
 //! message being received reserves its declared `SIZE` (else the size limit)
-//! before its DATA or first BDAT chunk is read, and gives it back when its
-//! transaction ends. A reservation that does not fit is refused with `452
+//! before its DATA or first BDAT chunk is read, and gives it back when the
+//! driver answers its deposit (or the message is refused). The content
+//! buffer never grows past the reservation (plus room for the trace header),
+//! so the reservation is what the memory holds. A reservation that does not fit is refused with `452
 //! 4.3.1` (try again later), so the daemon's memory has a ceiling whatever
 //! clients do.
 

@@ -866,3 +866,31 @@ fn content_beyond_the_budget_waits_with_452() {
         .starts_with("552 5.3.4"));
     assert_eq!(budget.used(), 0);
 }
+
+#[test]
+fn the_budget_stays_reserved_until_the_deposit_answers() {
+    let budget = crate::server::budget::ContentBudget::new(1000);
+    let settings = Settings {
+        content_budget: Some(Arc::clone(&budget)),
+        max_message_size: 600,
+        ..settings(ListenRole::Inbound, &[])
+    };
+    let ip: IpAddr = "203.0.113.9".parse().unwrap();
+    let mut session = Session::new(Arc::new(settings), ip, false);
+    session.feed(
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\nhi\r\n.\r\n",
+    );
+    let mut message = None;
+    while let Some(event) = session.poll_event() {
+        if let Event::Message(m) = event {
+            message = Some(m);
+        }
+    }
+    let message = message.expect("a message");
+    // The bytes are still held (by the driver now) while they are stored.
+    assert_eq!(budget.used(), 600);
+    drop(message);
+    assert_eq!(budget.used(), 600);
+    session.message_queued("Q1");
+    assert_eq!(budget.used(), 0);
+}

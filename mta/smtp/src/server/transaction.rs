@@ -206,6 +206,7 @@ impl Session {
                     rcpt_dsn: tx.rcpt_dsn,
                 };
                 self.state = State::AwaitDeposit;
+                self.depositing = tx.reservation.take();
                 self.events
                     .push_back(Event::Message(Box::new(Message { envelope, data })));
             }
