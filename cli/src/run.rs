@@ -160,7 +160,10 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             engine.delivery_log(),
             suppressions,
         )
-        .with_fbl_sources(listen_config.bounce.fbl_sources.clone()),
+        .with_fbl_sources(
+            listen_config.bounce.fbl_sources.clone(),
+            volley_engine::mx::ResolverConfig::of(&listen_config.dns),
+        ),
     );
     runtime.block_on(async {
         let mut signals = StopSignals::new()?;

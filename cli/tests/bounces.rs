@@ -529,3 +529,161 @@ fn a_forged_verp_token_is_refused_at_rcpt_and_logged() {
         s.log()
     );
 }
+
+/// dkimpy (Debian python3-dkim) signs stdin's message for `d=` argv[1],
+/// selector s1, with the key file argv[2]; the signed message on stdout.
+const DKIM_SIGN: &str = r#"
+import sys, dkim
+message = sys.stdin.buffer.read()
+key = open(sys.argv[2], "rb").read()
+sig = dkim.sign(message, b"s1", sys.argv[1].encode(), key,
+                include_headers=[b"from", b"to", b"subject", b"content-type"])
+sys.stdout.buffer.write(sig + message)
+"#;
+
+/// An RSA key made by openssl in `dir`: its file and its DKIM TXT record.
+fn dkim_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let key = dir.join(name);
+    let made = Command::new("openssl")
+        .args(["genrsa", "-traditional", "-out"])
+        .arg(&key)
+        .arg("2048")
+        .output()
+        .unwrap();
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let public = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "openssl rsa -in '{}' -pubout -outform DER 2>/dev/null | openssl base64 -A",
+            key.display()
+        ))
+        .output()
+        .unwrap();
+    assert!(public.status.success());
+    let text = format!(
+        "v=DKIM1; k=rsa; p={}",
+        String::from_utf8_lossy(&public.stdout).trim()
+    );
+    (key, text)
+}
+
+#[test]
+fn complaints_dkim_signed_by_a_feedback_loop_domain_suppress() {
+    if !peers(
+        "complaints_dkim_signed_by_a_feedback_loop_domain_suppress",
+        &["swaks", "dnsmasq", "/usr/bin/python3", "openssl"],
+        false,
+    ) {
+        return;
+    }
+    let s = Setup::new("127.0.0.1:9".parse().unwrap(), 102);
+    let (provider_key, provider_txt) = dkim_key(s.dir.path(), "provider.pem");
+    let (other_key, other_txt) = dkim_key(s.dir.path(), "other.pem");
+    let dns = support::dnsmasq::DnsMasq::start(&[
+        support::dnsmasq::Record::txt("s1._domainkey.fbl.provider.test", &provider_txt),
+        support::dnsmasq::Record::txt("s1._domainkey.other.test", &other_txt),
+    ]);
+    let config = std::fs::read_to_string(s.path("volley.toml")).unwrap();
+    let config = config.replace(
+        "[bounce]\n",
+        "[bounce]\nfbl_sources = [\"fbl.provider.test\", \"192.0.2.0/24\"]\n",
+    ) + &format!("[dns]\nnameservers = [\"{}\"]\n", dns.addr);
+    std::fs::write(s.path("volley.toml"), config).unwrap();
+    let _daemon = s.daemon();
+    // A provider's report on a message sent without a VERP return path, so
+    // only the report names its recipient.
+    let fixture =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../mta/inbound/src/fixtures/arf-abuse.eml");
+    let report = |rcpt: &str| -> Vec<u8> {
+        std::fs::read_to_string(&fixture)
+            .unwrap()
+            .replace(
+                "b-aaaaaaaaaaacuaaaaaaaaaaaa4aaaaaf6cyw7t26wgkl37go@bounce.acme.test",
+                "news@acme.test",
+            )
+            .replace("user@example.test", rcpt)
+            .replace('\n', "\r\n")
+            .into_bytes()
+    };
+    let sign = |message: &[u8], domain: &str, key: &Path| -> Vec<u8> {
+        let mut cmd = Command::new("/usr/bin/python3");
+        cmd.args(["-c", DKIM_SIGN, domain]).arg(key);
+        let out = run_bounded(&mut cmd, message, Duration::from_secs(30)).unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let cases = [
+        // Signed by the loop's domain, key published: trusted.
+        (
+            "signed@example.test",
+            sign(
+                &report("signed@example.test"),
+                "fbl.provider.test",
+                &provider_key,
+            ),
+        ),
+        // Signed, but by a domain that is not a feedback loop.
+        (
+            "other@example.test",
+            sign(&report("other@example.test"), "other.test", &other_key),
+        ),
+        // The loop's signature, but the report altered after signing.
+        (
+            "altered@example.test",
+            String::from_utf8(sign(
+                &report("altered@example.test"),
+                "fbl.provider.test",
+                &provider_key,
+            ))
+            .unwrap()
+            .replace("Spam Spam Spam", "Ham Ham Ham")
+            .into_bytes(),
+        ),
+        // No signature at all.
+        ("unsigned@example.test", report("unsigned@example.test")),
+    ];
+    for (rcpt, message) in &cases {
+        let file = s.path(&format!("{rcpt}.eml"));
+        std::fs::write(&file, message).unwrap();
+        let (ok, transcript) = s.swaks("abusedesk@example.test", "fbl@acme.test", &file);
+        assert!(ok, "{rcpt}: {transcript}");
+    }
+    let lines = s.wait_for_status("complained", cases.len(), &String::new);
+    let path = |rcpt: &str| {
+        lines
+            .iter()
+            .find(|l| l["recipient"] == rcpt)
+            .map(|l| l["suppression"].as_str().unwrap_or_default().to_owned())
+            .unwrap_or_else(|| panic!("no line for {rcpt}: {lines:#?}"))
+    };
+    assert_eq!(path("signed@example.test"), "fbl_source");
+    for rcpt in [
+        "other@example.test",
+        "altered@example.test",
+        "unsigned@example.test",
+    ] {
+        assert_eq!(path(rcpt), "pending", "{rcpt}");
+    }
+    assert_eq!(
+        s.suppressions(),
+        [(
+            "signed@example.test".into(),
+            "acme.test".into(),
+            "complaint".into()
+        )]
+    );
+    // The key was asked of the configured name server.
+    assert!(
+        dns.queries("TXT", "s1._domainkey.fbl.provider.test") >= 1,
+        "{}",
+        dns.log()
+    );
+}

@@ -52,12 +52,60 @@ pub struct BounceConfig {
     /// allowed 0s..=30d.
     #[serde(deserialize_with = "delay_warning")]
     pub delay_warning: Duration,
-    /// Client networks of the feedback loops volley is enrolled in (a mailbox
-    /// provider's ARF reports): complaints received from them suppress their
+    /// The feedback loops volley is enrolled in (a mailbox provider's ARF
+    /// reports), each a client network (`"192.0.2.0/24"`) or a sender domain
+    /// (`"fbl.provider.example"`) whose DKIM signature on the report verifies
+    /// (`d=` that domain or one below it): complaints from them suppress their
     /// recipient without a VERP token. Every other report that names its
     /// recipient without a verified token waits for an operator (`volley
     /// suppress pending`). Default: none.
-    pub fbl_sources: Vec<crate::Cidr>,
+    pub fbl_sources: Vec<FblSource>,
+}
+
+/// One of `[bounce] fbl_sources`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FblSource {
+    /// Reports received from a client in this network.
+    Network(crate::Cidr),
+    /// Reports with a DKIM signature that verifies for this domain (lower-case,
+    /// no trailing dot) or a subdomain of it.
+    Domain(String),
+}
+
+impl FblSource {
+    /// Whether a verified DKIM signature by `d` (any case) names this source.
+    pub fn signed_by(&self, d: &str) -> bool {
+        let FblSource::Domain(domain) = self else {
+            return false;
+        };
+        let d = d.strip_suffix('.').unwrap_or(d).to_ascii_lowercase();
+        d == *domain
+            || d.strip_suffix(domain.as_str())
+                .is_some_and(|below| below.ends_with('.'))
+    }
+}
+
+impl<'de> Deserialize<'de> for FblSource {
+    fn deserialize<D: Deserializer<'de>>(de: D) -> Result<FblSource, D::Error> {
+        let text = String::deserialize(de)?;
+        let looks_like_address =
+            text.contains(['/', ':']) || text.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+        if looks_like_address {
+            return text.parse().map(FblSource::Network).map_err(|why| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not a client network like \"192.0.2.0/24\": {why}"
+                ))
+            });
+        }
+        let name = text.strip_suffix('.').unwrap_or(&text).to_ascii_lowercase();
+        check_name(&name, "domain", 253).map_err(|why| {
+            serde::de::Error::custom(format!(
+                "{text:?} is neither a client network like \"192.0.2.0/24\" nor a sender \
+                 domain like \"fbl.provider.example\": {why}"
+            ))
+        })?;
+        Ok(FblSource::Domain(name))
+    }
 }
 
 /// Longest `prefix`: the local part is the prefix and a 48-character token, and
@@ -195,7 +243,7 @@ mod tests {
         let text = "[bounce]\ndomain = \"Bounce.Acme.Test.\"\nprefix = \"VB.\"\n\
                     secret_file = \"/etc/volley/bounce.key\"\nhard_limit = 2\n\
                     soft_limit = 10\nwindow = \"30d\"\ndelay_warning = \"4h\"\n\
-                    fbl_sources = [\"192.0.2.0/24\"]\n";
+                    fbl_sources = [\"192.0.2.0/24\", \"FBL.Provider.Test.\"]\n";
         let bounce = parse(text).unwrap_or_else(|err| panic!("{err}")).bounce;
         assert_eq!(
             bounce,
@@ -207,7 +255,10 @@ mod tests {
                 soft_limit: 10,
                 window: Duration::from_secs(30 * DAY),
                 delay_warning: Duration::from_secs(4 * 3600),
-                fbl_sources: vec!["192.0.2.0/24".parse().unwrap()],
+                fbl_sources: vec![
+                    FblSource::Network("192.0.2.0/24".parse().unwrap()),
+                    FblSource::Domain("fbl.provider.test".into()),
+                ],
             }
         );
         assert_eq!(
@@ -259,10 +310,35 @@ mod tests {
                 "window = \"59m\"",
                 "volley.toml:2:10: bounce.window: 59m is out of range: allowed 1h..=1year",
             ),
+            (
+                "fbl_sources = [\"192.0.2.0/33\"]",
+                "volley.toml:2:15: bounce.fbl_sources[0]: \"192.0.2.0/33\" is not a client network like \"192.0.2.0/24\": prefix /33 is longer than 32 bits",
+            ),
+            (
+                "fbl_sources = [\"fbl provider\"]",
+                "volley.toml:2:15: bounce.fbl_sources[0]: \"fbl provider\" is neither a client network like \"192.0.2.0/24\" nor a sender domain like \"fbl.provider.example\": ' ' is not allowed (letters, digits, '-' and '.' only; internationalized names in their xn-- form)",
+            ),
         ];
         for (line, expected) in cases {
             assert_eq!(error(&format!("[bounce]\n{line}\n")), expected, "{line}");
         }
+    }
+
+    #[test]
+    fn a_domain_source_names_its_subdomains_only() {
+        let source = FblSource::Domain("fbl.provider.test".into());
+        for (d, named) in [
+            ("fbl.provider.test", true),
+            ("FBL.Provider.Test.", true),
+            ("mail.fbl.provider.test", true),
+            ("evilfbl.provider.test", false),
+            ("provider.test", false),
+            ("fbl.provider.test.evil.test", false),
+        ] {
+            assert_eq!(source.signed_by(d), named, "{d}");
+        }
+        let network = FblSource::Network("192.0.2.0/24".parse().unwrap());
+        assert!(!network.signed_by("fbl.provider.test"));
     }
 
     #[test]

@@ -52,7 +52,7 @@ mod spool;
 mod suggest;
 mod user;
 
-pub use bounce::{BounceConfig, MAX_VERP_PREFIX};
+pub use bounce::{BounceConfig, FblSource, MAX_VERP_PREFIX};
 pub use config::Config;
 pub use control::ControlConfig;
 pub use delivery::{DeliveryConfig, TlsPolicy};

@@ -58,7 +58,10 @@ use tracing::{error, info, warn};
 use volley_queue::{BatchIndex, Header, Spool};
 
 use crate::log::DeliveryLog;
+use crate::mx::ResolverConfig;
 use crate::suppress::sending_domain;
+use signed_by::DkimDomains;
+use volley_conf::FblSource;
 use volley_inbound::{
     classify, BounceClass, Envelope, Evidence, InboundEvent, Verp, VerpError, VerpTarget,
 };
@@ -173,9 +176,11 @@ pub struct Feedback {
     source: Arc<dyn MessageSource>,
     log: Arc<DeliveryLog>,
     writer: Arc<dyn SuppressionWriter>,
-    /// `[bounce] fbl_sources`: clients whose complaints suppress without a
-    /// token.
-    fbl_sources: Vec<volley_conf::Cidr>,
+    /// `[bounce] fbl_sources`: clients and signing domains whose complaints
+    /// suppress without a token.
+    fbl_sources: Vec<FblSource>,
+    /// Checks the DKIM signatures of complaints when a source is a domain.
+    dkim: Option<DkimDomains>,
 }
 
 impl std::fmt::Debug for Feedback {
@@ -207,14 +212,38 @@ impl Feedback {
             log,
             writer,
             fbl_sources: Vec::new(),
+            dkim: None,
         }
     }
 
-    /// Trusts the complaints (ARF reports) received from `networks` (a
-    /// provider's feedback loop): they suppress without a VERP token.
-    pub fn with_fbl_sources(mut self, networks: Vec<volley_conf::Cidr>) -> Feedback {
-        self.fbl_sources = networks;
+    /// Trusts the complaints (ARF reports) from `sources` (a provider's
+    /// feedback loop: received from one of its networks, or DKIM-signed by
+    /// its domain, keys looked up over `dns`): they suppress without a VERP
+    /// token.
+    pub fn with_fbl_sources(mut self, sources: Vec<FblSource>, dns: ResolverConfig) -> Feedback {
+        if sources.iter().any(|s| matches!(s, FblSource::Domain(_))) {
+            self.dkim = Some(DkimDomains::new(dns));
+        }
+        self.fbl_sources = sources;
         self
+    }
+
+    /// Whether a complaint received from `client` comes from a feedback loop
+    /// of `[bounce] fbl_sources`, and which (for the log).
+    fn fbl_source(&self, client: Option<std::net::IpAddr>, message: &[u8]) -> Option<String> {
+        let by_network = client.and_then(|ip| {
+            self.fbl_sources.iter().find_map(|s| match s {
+                FblSource::Network(n) if n.contains(ip) => Some(ip.to_string()),
+                _ => None,
+            })
+        });
+        if by_network.is_some() {
+            return by_network;
+        }
+        let dkim = self.dkim.as_ref()?;
+        dkim.verified(message)
+            .into_iter()
+            .find(|d| self.fbl_sources.iter().any(|s| s.signed_by(d)))
     }
 
     /// The VERP maker, if a `[bounce] domain` is configured.
@@ -256,9 +285,18 @@ impl Feedback {
         file: &Path,
         now: SystemTime,
     ) -> Processed {
-        let from_fbl = client.is_some_and(|ip| self.fbl_sources.iter().any(|n| n.contains(ip)));
         let envelope = Envelope { mail_from, rcpt_to };
         let events = classify(&envelope, message, self.verp.as_deref());
+        // Asked only for a complaint (a DKIM check costs a DNS lookup).
+        let from_fbl = events
+            .iter()
+            .any(|e| matches!(e, InboundEvent::Complained { .. }))
+            .then(|| self.fbl_source(client, message))
+            .flatten();
+        if let Some(source) = &from_fbl {
+            info!(file = %file.display(), source, "complaint from a feedback loop of fbl_sources");
+        }
+        let from_fbl = from_fbl.is_some();
         let at = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
         let mut done = Processed::default();
         for event in &events {
@@ -449,3 +487,5 @@ fn detail(event: &InboundEvent) -> String {
 
 #[cfg(test)]
 mod tests;
+
+pub mod signed_by;

@@ -195,6 +195,18 @@ pub struct ResolverConfig {
     pub cache_size: usize,
 }
 
+impl ResolverConfig {
+    /// The configuration of `[dns]`, with the default cache size.
+    pub fn of(dns: &volley_conf::DnsConfig) -> ResolverConfig {
+        ResolverConfig {
+            nameservers: dns.nameservers.clone(),
+            timeout: dns.timeout,
+            attempts: dns.attempts as usize,
+            ..ResolverConfig::default()
+        }
+    }
+}
+
 impl Default for ResolverConfig {
     fn default() -> Self {
         ResolverConfig {
@@ -204,6 +216,20 @@ impl Default for ResolverConfig {
             cache_size: 10_000,
         }
     }
+}
+
+/// `nameservers` as hickory's configuration: UDP, with TCP when truncated.
+pub(crate) fn name_servers(nameservers: &[SocketAddr]) -> Vec<NameServerConfig> {
+    nameservers
+        .iter()
+        .map(|addr| {
+            let mut udp = ConnectionConfig::udp();
+            udp.port = addr.port();
+            let mut tcp = ConnectionConfig::tcp();
+            tcp.port = addr.port();
+            NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
+        })
+        .collect()
 }
 
 /// Resolves recipient domains to [`Destination`]s, with caching (see the
@@ -241,19 +267,8 @@ impl MxResolver {
         let mut builder = if config.nameservers.is_empty() {
             TokioResolver::builder_tokio().map_err(setup_error)?
         } else {
-            let servers = config
-                .nameservers
-                .iter()
-                .map(|addr| {
-                    let mut udp = ConnectionConfig::udp();
-                    udp.port = addr.port();
-                    let mut tcp = ConnectionConfig::tcp();
-                    tcp.port = addr.port();
-                    NameServerConfig::new(addr.ip(), true, vec![udp, tcp])
-                })
-                .collect();
             TokioResolver::builder_with_config(
-                HickoryConfig::from_name_servers(servers),
+                HickoryConfig::from_name_servers(name_servers(&config.nameservers)),
                 TokioRuntimeProvider::default(),
             )
         };

@@ -214,13 +214,8 @@ impl Engine {
             path: log_path.display().to_string(),
             io,
         })?;
-        let resolver = MxResolver::new(&ResolverConfig {
-            nameservers: config.dns.nameservers.clone(),
-            timeout: config.dns.timeout,
-            attempts: config.dns.attempts as usize,
-            ..ResolverConfig::default()
-        })
-        .map_err(|e| EngineError::Dns(e.to_string()))?;
+        let resolver = MxResolver::new(&ResolverConfig::of(&config.dns))
+            .map_err(|e| EngineError::Dns(e.to_string()))?;
         let tls = TlsClients::new(config.delivery.tls_ca_file.as_deref())?;
         let dkim = crate::dkim::DkimSigner::from_config(&config.dkim)?;
         let dkim = (!dkim.is_empty()).then_some(dkim);

@@ -420,9 +420,12 @@ fn forged_recipients_are_found() {
 fn complaints_without_a_token_apply_only_from_feedback_loop_sources() {
     let s = setup(false, false);
     let s = Setup {
-        feedback: s.feedback.with_fbl_sources(vec!["192.0.2.0/24"
-            .parse()
-            .unwrap_or_else(|e| panic!("{e}"))]),
+        feedback: s.feedback.with_fbl_sources(
+            vec![volley_conf::FblSource::Network(
+                "192.0.2.0/24".parse().unwrap_or_else(|e| panic!("{e}")),
+            )],
+            crate::mx::ResolverConfig::default(),
+        ),
         ..s
     };
     // The report's original went out without a VERP return path.
