@@ -206,6 +206,10 @@ pub enum CloseReason {
     Timeout,
     /// The server is shutting down (`421 4.3.2`).
     Shutdown,
+    /// An unauthenticated client sent content before the `354` reply to DATA
+    /// (`554 5.5.0`): RFC 2920 §3.1 makes DATA the last command of a group,
+    /// and what a client sends blind may be meant for another parser.
+    ImproperPipelining,
 }
 
 /// What the driver must do or decide next.

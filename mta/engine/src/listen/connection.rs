@@ -123,6 +123,7 @@ pub(crate) async fn serve(
                         CloseReason::TooManyJunkCommands => "too many commands without mail".into(),
                         CloseReason::Timeout => "timeout".into(),
                         CloseReason::Shutdown => "shutdown".into(),
+                        CloseReason::ImproperPipelining => "content before the 354 reply".into(),
                     };
                 }
             }

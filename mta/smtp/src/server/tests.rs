@@ -38,6 +38,17 @@ fn settings(role: ListenRole, networks: &[&str]) -> Settings {
     s
 }
 
+/// Where the first `DATA` command line of `input` ends, if more follows it.
+fn data_line_end(input: &[u8]) -> Option<usize> {
+    let at = if input.starts_with(b"DATA\r\n") {
+        0
+    } else {
+        input.windows(8).position(|w| w == b"\r\nDATA\r\n")? + 2
+    };
+    let end = at + 6;
+    (end < input.len()).then_some(end)
+}
+
 /// A scripted driver: accepts alice/secret, queues messages as Q1, Q2... (or
 /// fails them), completes TLS handshakes at once.
 struct Driver {
@@ -73,7 +84,23 @@ impl Driver {
         self.send_bytes(input.as_bytes())
     }
 
+    /// Feeds `input` as a client that waits for the 354 after each `DATA`
+    /// line does: in pieces, each ending after a `DATA` line.
     fn send_bytes(&mut self, input: &[u8]) -> String {
+        let before = self.out.len();
+        let mut rest = input;
+        while let Some(at) = data_line_end(rest) {
+            self.session.feed(&rest[..at]);
+            self.drain();
+            rest = &rest[at..];
+        }
+        self.session.feed(rest);
+        self.drain();
+        self.out[before..].to_owned()
+    }
+
+    /// Feeds `input` in one piece, as a client that never waits.
+    fn send_blind(&mut self, input: &[u8]) -> String {
         let before = self.out.len();
         self.session.feed(input);
         self.drain();
@@ -674,9 +701,8 @@ fn decisions_hold_back_the_rest_of_the_input() {
         IpAddr::from([192, 0, 2, 1]),
         false,
     );
-    s.feed(
-        b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\nx\r\n.\r\nNOOP\r\n",
-    );
+    s.feed(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\n");
+    s.feed(b"x\r\n.\r\nNOOP\r\n");
     assert!(matches!(s.poll_event(), Some(Event::Message(_))));
     assert!(!s.wants_input());
     assert!(!s.output().ends_with(b"250 2.0.0 Ok\r\n"));
@@ -756,9 +782,8 @@ fn a_refused_message_gets_the_drivers_5xx() {
         "203.0.113.9".parse().unwrap_or_else(|e| panic!("{e}")),
         false,
     );
-    session.feed(
-        b"HELO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\nx\r\n.\r\nNOOP\r\n",
-    );
+    session.feed(b"HELO c.test\r\nMAIL FROM:<>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\n");
+    session.feed(b"x\r\n.\r\nNOOP\r\n");
     assert!(matches!(session.poll_event(), Some(Event::Message(_))));
     session.output().clear();
     session.message_refused(550, "5.7.1", "Invalid VERP token".into());
@@ -877,9 +902,8 @@ fn the_budget_stays_reserved_until_the_deposit_answers() {
     };
     let ip: IpAddr = "203.0.113.9".parse().unwrap();
     let mut session = Session::new(Arc::new(settings), ip, false);
-    session.feed(
-        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\nhi\r\n.\r\n",
-    );
+    session.feed(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\n");
+    session.feed(b"hi\r\n.\r\n");
     let mut message = None;
     while let Some(event) = session.poll_event() {
         if let Event::Message(m) = event {
@@ -893,4 +917,40 @@ fn the_budget_stays_reserved_until_the_deposit_answers() {
     assert_eq!(budget.used(), 600);
     session.message_queued("Q1");
     assert_eq!(budget.used(), 0);
+}
+
+#[test]
+fn content_sent_before_the_354_ends_an_unauthenticated_session() {
+    // hannob's smtpsmug "pipelining" test: a second transaction's DATA and
+    // content sent blind behind the first message's end.
+    let mut d = Driver::new(settings(ListenRole::Inbound, &[]));
+    let replies = d.send_blind(
+        b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\n\
+          Subject: 1\r\n\r\none\r\n.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\n",
+    );
+    assert!(
+        replies.ends_with(
+            "250 2.1.5 Ok\r\n554 5.5.0 mx.acme.test Improper pipelining: content sent before the 354 reply to DATA\r\n"
+        ),
+        "{replies}"
+    );
+    assert!(d.messages.is_empty());
+    assert_eq!(d.closed, Some(CloseReason::ImproperPipelining));
+    // Waiting for the 354, then pipelining the next transaction behind the
+    // end of data (RFC 2920 allows that), is fine.
+    let mut d = Driver::new(settings(ListenRole::Inbound, &[]));
+    d.send_blind(b"EHLO c.test\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\n");
+    let replies =
+        d.send_blind(b"one\r\n.\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\n");
+    assert_eq!(
+        replies,
+        "250 2.0.0 Ok: queued as Q1\r\n250 2.1.0 Ok\r\n250 2.1.5 Ok\r\n\
+         354 2.0.0 End data with <CR><LF>.<CR><LF>\r\n"
+    );
+    // An authenticated client is not cut off (Postfix's rule too).
+    let mut d = Driver::tls(settings(ListenRole::Submission, &[]));
+    d.send("AUTH PLAIN AGFsaWNlAHNlY3JldA==\r\n");
+    let replies =
+        d.send_blind(b"MAIL FROM:<a@b.test>\r\nRCPT TO:<u@acme.test>\r\nDATA\r\nhi\r\n.\r\n");
+    assert!(replies.ends_with("queued as Q1\r\n"), "{replies}");
 }

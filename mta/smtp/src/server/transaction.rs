@@ -5,7 +5,7 @@ use tracing::warn;
 
 use super::body::{BodyReader, Flaw};
 use super::command::MailParams;
-use super::{Envelope, Event, Message, Refusal, Session, State, Transaction};
+use super::{CloseReason, Envelope, Event, Message, Refusal, Session, State, Transaction};
 use crate::dsn::RcptDsn;
 
 impl Session {
@@ -92,6 +92,20 @@ impl Session {
         let Some(limit) = self.reserve() else {
             return self.no_storage();
         };
+        // Bytes after DATA in the same read were sent before our 354 could
+        // arrive. Like Postfix's smtpd_forbid_unauth_pipelining, an
+        // unauthenticated session ends here: nothing sent blind is taken as
+        // content (the transaction and its reservation go with it).
+        if !self.input.is_empty() && self.user.is_none() {
+            warn!(client = %self.client_ip, "content sent before the 354 reply: session closed");
+            self.tx = None;
+            return self.close_with(
+                554,
+                "5.5.0",
+                "Improper pipelining: content sent before the 354 reply to DATA",
+                CloseReason::ImproperPipelining,
+            );
+        }
         let Some(tx) = self.tx.as_mut() else { return };
         tx.body = Some(BodyReader::new(true, limit));
         self.state = State::ExpectData;
