@@ -33,13 +33,15 @@ pub async fn open_store(config: &Config) -> Result<Store> {
 }
 
 /// The plane over `store`, partitioning into `spool`, storing templates into
-/// its content store and `source`, screening with `suppressions`.
+/// its content store and `source`, screening with `suppressions`; with
+/// `fleet`, its batches are leased to gateways (`volley control`).
 pub fn plane(
     config: &Config,
     store: Store,
     spool: &Spool,
     source: &Arc<TemplateSource>,
     suppressions: &StoreSuppressions,
+    fleet: bool,
 ) -> Result<Arc<Plane>> {
     let templates = Arc::new(MergeTemplates::new(spool.content_dir(), Arc::clone(source)));
     Ok(Plane::new(
@@ -50,6 +52,7 @@ pub fn plane(
         Settings {
             batch_size: config.queue.batch_size,
             max_json_recipients: config.control.max_recipients as usize,
+            fleet,
         },
     ))
 }

@@ -16,7 +16,9 @@ mod bench;
 mod campaign_cmd;
 mod config_cmd;
 mod control;
+mod control_daemon;
 mod control_feed;
+mod gateway;
 mod hash_password;
 mod queue_cmd;
 mod run;
@@ -67,6 +69,14 @@ enum Command {
     ///
     /// Example: volley run --config /etc/volley/volley.toml
     Run(run::RunArgs),
+    /// The control plane of a fleet: the API, the scheduler and the lease
+    /// service delivery gateways (`volley gateway`) ask for batches, over the
+    /// `[control] database` (PostgreSQL for several processes).
+    Control(control_daemon::ControlArgs),
+    /// A delivery gateway of a fleet: leases batches from the `[gateway]
+    /// control` planes, delivers them, reports progress; runs the `[[listen]]`
+    /// listeners too.
+    Gateway(gateway::GatewayArgs),
     /// Make a password hash for a `[[user]]` entry (or the users file): reads
     /// the password, one line, from standard input and prints its argon2id PHC
     /// string.
@@ -126,6 +136,8 @@ fn main() -> ExitCode {
         Command::Bench(cmd) => bench::run(cmd, cli.config.as_deref()),
         Command::Send(args) => send::run(args, cli.config.as_deref()),
         Command::Run(args) => run::run(args, cli.config.as_deref()),
+        Command::Control(args) => control_daemon::run(args, cli.config.as_deref()),
+        Command::Gateway(args) => gateway::run(args, cli.config.as_deref()),
         Command::Suppress(cmd) => suppress_cmd::run(cmd, cli.config.as_deref()),
         Command::HashPassword => hash_password::run(),
         Command::Token(cmd) => token_cmd::run(cmd, cli.config.as_deref()),

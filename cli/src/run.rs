@@ -92,7 +92,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     let source = Arc::new(TemplateSource::new(spool.content_dir()));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let store = runtime.block_on(crate::control::open_store(&config))?;
-    let plane = crate::control::plane(&config, store, &spool, &source, &suppressions)?;
+    let plane = crate::control::plane(&config, store, &spool, &source, &suppressions, false)?;
     // Campaigns whose partitioning a crash interrupted are finished first.
     runtime
         .block_on(plane.resume_partitioning())
@@ -281,7 +281,7 @@ pub fn spool_engine(
 
 /// Binds every `[[listen]]` entry and runs the listener in a task until the
 /// returned sender is used (or dropped).
-async fn start_listener(
+pub(crate) async fn start_listener(
     config: &Config,
     spool: Spool,
     wake: Arc<Notify>,
@@ -351,7 +351,7 @@ async fn start_api(
         .with_context(|| format!("cannot listen on {addr} ([control] listen)"))?;
     tracing::info!(%addr, "volley run: serving the API");
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = api::router(plane, limits);
+    let router = api::router(plane, limits, None);
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.await;

@@ -112,7 +112,7 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
     let suppressions = Arc::new(StoreSuppressions::open(spool.root())?);
     let source = Arc::new(TemplateSource::new(spool.content_dir()));
     let store = runtime.block_on(crate::control::open_store(&config))?;
-    let plane = crate::control::plane(&config, store, &spool, &source, &suppressions)?;
+    let plane = crate::control::plane(&config, store, &spool, &source, &suppressions, false)?;
     // The campaign is recorded and cut into batches through the control plane,
     // as one submitted over the API is (suppressed recipients are dropped for
     // the template's sending domain, and recorded before any batch is written).

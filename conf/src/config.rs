@@ -10,6 +10,7 @@ use crate::delivery::DeliveryConfig;
 use crate::dkim::DkimConfig;
 use crate::dns::DnsConfig;
 use crate::error::ConfigError;
+use crate::gateway::GatewayConfig;
 use crate::listen::ListenConfig;
 use crate::queue::QueueConfig;
 use crate::relay::RelayConfig;
@@ -56,6 +57,8 @@ pub struct Config {
     pub bounce: BounceConfig,
     /// `[control]`: the control plane's API and store.
     pub control: ControlConfig,
+    /// `[gateway]`: this process as a delivery gateway of a fleet.
+    pub gateway: GatewayConfig,
 }
 
 impl Config {
@@ -242,7 +245,7 @@ mod tests {
         assert_eq!(
             error("[frobnicate]\n"),
             "volley.toml:1:2: frobnicate: unknown section (known sections: spool, queue, dns, \
-             delivery, retry, route, site, site_override, dkim, listen, server, user, relay, bounce, control)"
+             delivery, retry, route, site, site_override, dkim, listen, server, user, relay, bounce, control, gateway)"
         );
     }
 

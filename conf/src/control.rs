@@ -36,6 +36,25 @@ pub struct ControlConfig {
     /// through an upload. Default 10,000; allowed 1..=1,000,000.
     #[serde(deserialize_with = "max_recipients")]
     pub max_recipients: u32,
+    /// How long a gateway's lease on a batch lasts without a report renewing
+    /// it: a gateway silent this long is `lost` and its batches go to others.
+    /// Default 30s; allowed 5s..=10m.
+    #[serde(deserialize_with = "lease_ttl")]
+    pub lease_ttl: std::time::Duration,
+    /// How due batches are handed to gateways: `learned` (each site's batches
+    /// to the gateways that deliver to it fastest, exploring the others) or
+    /// `round_robin`. Default `learned`.
+    pub assignment: Assignment,
+}
+
+/// `[control] assignment`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Assignment {
+    /// By learned delivery time per (gateway, site).
+    Learned,
+    /// In turn, whatever the site.
+    RoundRobin,
 }
 
 impl Default for ControlConfig {
@@ -47,6 +66,8 @@ impl Default for ControlConfig {
             max_upload_bytes: 10 << 30,
             max_body_bytes: 64 << 20,
             max_recipients: 10_000,
+            lease_ttl: std::time::Duration::from_secs(30),
+            assignment: Assignment::Learned,
         }
     }
 }
@@ -86,6 +107,11 @@ fn max_upload_bytes<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
 
 fn max_body_bytes<'de, D: Deserializer<'de>>(de: D) -> Result<u64, D::Error> {
     integer::in_range(de, BODY)
+}
+
+fn lease_ttl<'de, D: Deserializer<'de>>(de: D) -> Result<std::time::Duration, D::Error> {
+    use std::time::Duration;
+    crate::duration::in_range(de, Duration::from_secs(5)..=Duration::from_secs(600))
 }
 
 fn max_recipients<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {

@@ -1,5 +1,5 @@
-//! volley's control plane: campaigns, partitioning into batches, and (later) the
-//! gateway registry, leases and events; and the suppression list.
+//! volley's control plane: campaigns, partitioning into batches, the gateway
+//! registry and leases, events; and the suppression list.
 //!
 //! It never links the SMTP code: it turns a recipient list into batch files in a
 //! spool, and gateways deliver them (in-process on one node, over HTTP in a fleet).
@@ -10,6 +10,8 @@
 //! - [`partition`]: sorting by destination and cutting batch files.
 //! - [`api`]: the HTTP API (axum) over the plane.
 //! - [`campaign`]: what a partitioning keeps in the spool beside its batches.
+//! - [`fleet`]: the lease service gateways of a fleet ask for work, and the
+//!   gateway protocol's messages.
 //! - [`plane`]: the control plane's operations (submit, suspend, resume,
 //!   cancel, the scheduler, what delivery may send).
 //! - [`store`]: the store (SQLite or PostgreSQL): campaigns, batch rows,
@@ -19,6 +21,7 @@
 pub mod address;
 pub mod api;
 pub mod campaign;
+pub mod fleet;
 pub mod partition;
 pub mod plane;
 pub mod recipients;

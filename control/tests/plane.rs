@@ -63,6 +63,7 @@ fn a_resumed_partitioning_drops_exactly_what_the_first_one_dropped() {
         Settings {
             batch_size: 3,
             max_json_recipients: 10,
+            fleet: false,
         },
     );
     let sub = Submission {

@@ -10,10 +10,11 @@
 //! [`MAX_PAGE`] items a page).
 //!
 //! Layout: [`problem`] (errors), [`campaigns`] (campaigns and uploads),
-//! [`suppressions`], and here the router, authentication, JSON bodies and
+//! [`suppressions`], [`fleet`] (the gateway protocol), and here the router, authentication, JSON bodies and
 //! times.
 
 pub mod campaigns;
+pub mod fleet;
 pub mod problem;
 pub mod suppressions;
 
@@ -51,6 +52,9 @@ pub struct AppState {
     pub plane: Arc<Plane>,
     /// Request bounds.
     pub limits: Limits,
+    /// The lease service, when gateways lease from this process (`volley
+    /// control`).
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
 }
 
 /// The caller of a request: its token.
@@ -205,9 +209,17 @@ async fn not_found() -> Problem {
     Problem::not_found("no such API path: see the API section of README.md")
 }
 
-/// Every route of the API.
-pub fn router(plane: Arc<Plane>, limits: Limits) -> Router {
-    let state = AppState { plane, limits };
+/// Every route of the API; the gateway protocol's with `fleet`.
+pub fn router(
+    plane: Arc<Plane>,
+    limits: Limits,
+    fleet: Option<Arc<crate::fleet::Fleet>>,
+) -> Router {
+    let state = AppState {
+        plane,
+        limits,
+        fleet,
+    };
     Router::new()
         .route("/healthz", get(healthz))
         .route("/v1/uploads", post(campaigns::upload))
@@ -228,6 +240,11 @@ pub fn router(plane: Arc<Plane>, limits: Limits) -> Router {
                 .delete(suppressions::remove),
         )
         .route("/v1/events", get(campaigns::events))
+        .route("/v1/leases", post(fleet::lease))
+        .route("/v1/reports", post(fleet::report))
+        .route("/v1/releases", post(fleet::release))
+        .route("/v1/content/{hash}", get(fleet::content))
+        .route("/v1/gateways", get(fleet::gateways))
         .fallback(not_found)
         .with_state(state)
 }

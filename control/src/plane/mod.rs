@@ -107,6 +107,9 @@ pub struct Settings {
     pub batch_size: u32,
     /// Largest `recipients` array a submission may carry.
     pub max_json_recipients: usize,
+    /// Batches go to gateways through leases (`volley control`): their
+    /// files and content are copied into the store at partitioning.
+    pub fleet: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -387,9 +387,19 @@ impl Plane {
                 return Err(e);
             }
         };
+        if self.settings.fleet {
+            self.publish(id, &parts.cuts).await?;
+        }
         self.store
             .set_partitioned(id, &parts.cuts, &parts.rejected, &suppressed)
             .await?;
+        if self.settings.fleet {
+            // Gateways lease them from the store now.
+            for cut in &parts.cuts {
+                let name = Spool::file_name(id as u64, cut.batch as u64);
+                let _ = std::fs::remove_file(self.spool.active_dir().join(name));
+            }
+        }
         tracing::info!(
             campaign = id,
             recipients = parts.recipients,
@@ -406,6 +416,52 @@ impl Plane {
             self.note(&c);
         }
         self.wake.notify_one();
+        Ok(())
+    }
+
+    /// Copies a campaign's batch files and its content into the store, for
+    /// gateways to lease from any control-plane process (before the campaign
+    /// is marked partitioned: a batch without its bytes is never leased).
+    async fn publish(
+        &self,
+        id: i64,
+        cuts: &[crate::store::batches::BatchCut],
+    ) -> Result<(), PlaneError> {
+        let Some(c) = self.store.campaign(id).await? else {
+            return Err(PlaneError::NotFound(format!("there is no campaign {id}")));
+        };
+        let content = self
+            .spool
+            .content_dir()
+            .join(format!("{}.json", c.content_hash));
+        let bytes = std::fs::read(&content).map_err(|e| {
+            PlaneError::Internal(format!(
+                "campaign {id}: cannot read {}: {e}",
+                content.display()
+            ))
+        })?;
+        self.store.put_content(&c.content_hash, &bytes).await?;
+        for chunk in cuts.chunks(200) {
+            let mut files = Vec::with_capacity(chunk.len());
+            for cut in chunk {
+                let path = self
+                    .spool
+                    .active_dir()
+                    .join(Spool::file_name(id as u64, cut.batch as u64));
+                match std::fs::read(&path) {
+                    Ok(bytes) => files.push((cut.batch, bytes)),
+                    // Published before a crash, then removed.
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(PlaneError::Internal(format!(
+                            "campaign {id}: cannot read {}: {e}",
+                            path.display()
+                        )))
+                    }
+                }
+            }
+            self.store.put_batch_files(id, &files).await?;
+        }
         Ok(())
     }
 

@@ -19,7 +19,7 @@ use super::{now, Backend, Context, Store, StoreError};
 use crate::recipients::Rejected;
 
 /// Recipients by state: a batch's, a domain's or a campaign's.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Counts {
     /// Every recipient.
     pub recipients: i64,
@@ -313,7 +313,7 @@ impl Store {
 
     /// Writes progress rows in multi-row upserts; with `live_only`, a row of
     /// a batch that is done is not changed.
-    async fn upsert_progress(
+    pub(super) async fn upsert_progress(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         progress: &[Progress],
@@ -362,8 +362,19 @@ impl Store {
         if done.is_empty() {
             return Ok(());
         }
-        let at = now();
         let mut tx = self.pool().begin().await.what("begin a batch completion")?;
+        self.complete_in(&mut tx, done).await?;
+        tx.commit().await.what("commit a batch completion")?;
+        Ok(())
+    }
+
+    /// The writes of [`Store::complete_batches`], in `tx`.
+    pub(super) async fn complete_in(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        done: &[DoneBatch],
+    ) -> Result<(), StoreError> {
+        let at = now();
         // Which of them this call completes (the others were before).
         let mut newly: Vec<&DoneBatch> = Vec::new();
         for chunk in done.chunks(INSERT_ROWS / 2) {
@@ -376,7 +387,7 @@ impl Store {
             for b in chunk {
                 query = query.bind(b.campaign).bind(b.batch);
             }
-            let rows = query.fetch_all(&mut *tx).await.what("complete batches")?;
+            let rows = query.fetch_all(&mut **tx).await.what("complete batches")?;
             for r in rows {
                 let key: (i64, i64) = (
                     r.try_get("campaign").what("read a batch")?,
@@ -398,7 +409,7 @@ impl Store {
                 })
             })
             .collect();
-        self.upsert_progress(&mut tx, &progress, false).await?;
+        self.upsert_progress(tx, &progress, false).await?;
         for chunk in newly.chunks(INSERT_ROWS / 3) {
             let sql = format!(
                 "INSERT INTO outcomes (campaign, batch, recipients) VALUES {} ON CONFLICT DO NOTHING",
@@ -410,7 +421,7 @@ impl Store {
                     .map_err(|e| StoreError::Corrupt(format!("outcomes: {e}")))?;
                 query = query.bind(b.campaign).bind(b.batch).bind(packed);
             }
-            query.execute(&mut *tx).await.what("write outcomes")?;
+            query.execute(&mut **tx).await.what("write outcomes")?;
         }
         // Failure reasons, summed over the batches first.
         let mut failed: Vec<FailureCount<'_>> = Vec::new();
@@ -442,11 +453,10 @@ impl Store {
                     .bind(sample.chars().take(300).collect::<String>());
             }
             query
-                .execute(&mut *tx)
+                .execute(&mut **tx)
                 .await
                 .what("count failure reasons")?;
         }
-        tx.commit().await.what("commit a batch completion")?;
         Ok(())
     }
 

@@ -15,6 +15,7 @@
 pub mod batches;
 pub mod campaigns;
 pub mod events;
+pub mod leases;
 pub mod schema;
 pub mod tokens;
 pub mod uploads;
@@ -44,6 +45,14 @@ impl Backend {
             Some(Backend::Postgres)
         } else {
             None
+        }
+    }
+
+    /// A column of bytes.
+    fn blob(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "BLOB",
+            Backend::Postgres => "BYTEA",
         }
     }
 
@@ -286,7 +295,9 @@ impl Store {
             if *version <= found {
                 continue;
             }
-            let sql = sql.replace("{serial}", self.backend.serial());
+            let sql = sql
+                .replace("{serial}", self.backend.serial())
+                .replace("{blob}", self.backend.blob());
             for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 sqlx::query(statement)
                     .execute(&mut *tx)

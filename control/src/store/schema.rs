@@ -1,6 +1,7 @@
 //! The store's tables, as versioned migrations. Each migration is one SQL text
 //! for both databases, with `{serial}` standing for an auto-numbered primary
-//! key (SQLite's `INTEGER PRIMARY KEY`, PostgreSQL's `BIGSERIAL PRIMARY KEY`).
+//! key (SQLite's `INTEGER PRIMARY KEY`, PostgreSQL's `BIGSERIAL PRIMARY KEY`)
+//! and `{blob}` for bytes (`BLOB`, `BYTEA`).
 //! Every integer is a `BIGINT` (a signed 64-bit `i64` in both), times are unix
 //! seconds, flags are 0/1: the types the Any driver reads the same way from
 //! both.
@@ -8,7 +9,7 @@
 //! A migration, once released, never changes: a new one is appended.
 
 /// The migrations, in order: (version, SQL statements separated by `;`).
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
 
 /// The newest schema version this binary knows.
 pub fn current() -> i64 {
@@ -127,4 +128,32 @@ CREATE TABLE events (
     sent_at BIGINT
 );
 CREATE INDEX events_unsent ON events (sent_at, id)
+"#;
+
+/// Version 2, the fleet: the immutable bytes of each batch and each content
+/// item (gateways lease them from any control-plane process), a batch's
+/// recorded slots (8 bytes per recipient, little-endian, as its gateway last
+/// reported them; NULL: as in its file), recipients sent again after a
+/// gateway was lost (per campaign), and the gateways seen.
+const V2: &str = r#"
+ALTER TABLE batches ADD COLUMN slots {blob};
+ALTER TABLE campaigns ADD COLUMN resent_after_failure BIGINT NOT NULL DEFAULT 0;
+CREATE INDEX batches_lease ON batches (lease_holder, lease_expires);
+CREATE TABLE batch_files (
+    campaign BIGINT NOT NULL,
+    batch BIGINT NOT NULL,
+    bytes {blob} NOT NULL,
+    PRIMARY KEY (campaign, batch)
+);
+CREATE TABLE contents (
+    hash TEXT PRIMARY KEY,
+    bytes {blob} NOT NULL
+);
+CREATE TABLE gateways (
+    name TEXT PRIMARY KEY,
+    first_seen BIGINT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    delivered BIGINT NOT NULL,
+    figures TEXT NOT NULL
+)
 "#;

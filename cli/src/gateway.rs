@@ -1,0 +1,449 @@
+//! `volley gateway`: a delivery gateway of a fleet. It leases batches from
+//! the control planes of `[gateway] control` (tried in turn), delivers them
+//! with the engine from its own spool, reports each held batch's slots every
+//! [`REPORT_EVERY`] (which renews the leases) and runs its `[[listen]]`
+//! listeners as `volley run` does.
+//!
+//! - **Leases** ([`held`]): asked for when there is free capacity (`[gateway]
+//!   max_batches`), long-polled so that an idle gateway makes about one
+//!   request every [`LEASE_WAIT`].
+//! - **Fencing**: a batch whose lease this gateway could not renew in time is
+//!   held (nothing new is sent from it) until a report is accepted again; a
+//!   `409` drops it.
+//! - **Outages**: final reports wait in `SPOOL/fleet/done/` until a control
+//!   plane answers; nothing finished is lost.
+//!
+//! Layout: [`client`] (HTTP to the control planes), [`held`] (the leases),
+//! [`feed`] (the engine's feed).
+
+mod client;
+mod feed;
+mod held;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use tokio::sync::Notify;
+use volley_conf::Config;
+use volley_control::fleet::wire::{
+    self, BatchReport, DoneReport, Lease, LeaseRequest, ReportRequest, SiteFigures,
+};
+use volley_control::plane::progress::domain_counts;
+use volley_engine::feedback::Feedback;
+use volley_engine::host::unix_now;
+use volley_engine::suppress::Suppressions;
+use volley_merge::TemplateSource;
+use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
+
+use crate::stop::{run_round, Round, StopSignals};
+use crate::suppressions::{bounce_limits, StoreSuppressions};
+use client::{Answer, ControlClient};
+use held::{Held, Key, Leases};
+
+/// How often held batches are reported (each report renews their leases).
+const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// How long a lease request may wait for work.
+const LEASE_WAIT: Duration = Duration::from_secs(5);
+
+/// Arguments of `volley gateway`.
+#[derive(Debug, Args)]
+pub struct GatewayArgs {
+    /// Spool directory (default: `[spool] dir`).
+    #[arg(long, value_name = "DIR")]
+    pub spool: Option<PathBuf>,
+    /// Delivery log (default: `[delivery] log`).
+    #[arg(long, value_name = "FILE.jsonl")]
+    pub log: Option<PathBuf>,
+}
+
+/// What the gateway's tasks share.
+struct Gateway {
+    name: String,
+    spool: Spool,
+    client: ControlClient,
+    leases: Arc<Leases>,
+    max_batches: usize,
+    wake: Arc<Notify>,
+    ttl: std::sync::Mutex<Duration>,
+}
+
+/// Runs `volley gateway` until SIGTERM or SIGINT.
+pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
+    let mut config = Config::discover(config_path)?;
+    if let Some(dir) = &args.spool {
+        config.spool.dir = dir.clone();
+    }
+    let Some(token_file) = &config.gateway.token_file else {
+        bail!("volley gateway needs [gateway] token_file (a gateway token: volley token create --role gateway)");
+    };
+    let token = std::fs::read_to_string(token_file)
+        .with_context(|| format!("cannot read [gateway] token_file {}", token_file.display()))?
+        .trim()
+        .to_owned();
+    let name = config
+        .gateway
+        .name
+        .clone()
+        .unwrap_or_else(volley_engine::host::host_name);
+    volley_engine::host::raise_open_files(volley_engine::host::files_needed(&config, true))?;
+    let spool = Spool::open(&config.spool.dir)?;
+    spool.remove_uncommitted()?;
+    let suppressions =
+        Arc::new(StoreSuppressions::open(spool.root())?.with_limits(bounce_limits(&config.bounce)));
+    let source = Arc::new(TemplateSource::new(spool.content_dir()));
+    let leases = Arc::new(Leases::default());
+    let gateway = Arc::new(Gateway {
+        name: name.clone(),
+        spool: spool.try_clone()?,
+        client: ControlClient::new(config.gateway.control.clone(), token)?,
+        leases: Arc::clone(&leases),
+        max_batches: config.gateway.max_batches as usize,
+        wake: Arc::new(Notify::new()),
+        ttl: std::sync::Mutex::new(config.control.lease_ttl),
+    });
+    let feed = Arc::new(feed::LeaseFeed::new(
+        spool.try_clone()?,
+        Arc::clone(&leases),
+    ));
+    let listen_config = config.clone();
+    let grace = config.delivery.stop_timeout;
+    let root = spool.root().to_owned();
+    let listen = !config.listen.is_empty();
+    let engine = crate::run::spool_engine(
+        config,
+        spool.try_clone()?,
+        feed,
+        source,
+        args.log.as_deref(),
+        Arc::clone(&suppressions) as Arc<dyn Suppressions>,
+    )?;
+    let feedback = Arc::new(
+        Feedback::new(
+            &root,
+            engine.verp(),
+            engine.source(),
+            engine.delivery_log(),
+            suppressions,
+        )
+        .with_fbl_sources(
+            listen_config.bounce.fbl_sources.clone(),
+            volley_engine::mx::ResolverConfig::of(&listen_config.dns),
+        ),
+    );
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let mut signals = StopSignals::new()?;
+        let listener = if listen {
+            Some(
+                crate::run::start_listener(
+                    &listen_config,
+                    spool.try_clone()?,
+                    Arc::clone(&gateway.wake),
+                    feedback,
+                )
+                .await?,
+            )
+        } else {
+            None
+        };
+        let leasing = tokio::spawn(lease_loop(Arc::clone(&gateway)));
+        let reporting = tokio::spawn(report_loop(Arc::clone(&gateway)));
+        tracing::info!(gateway = %name, spool = %root.display(), "volley gateway: delivering");
+        loop {
+            let report = match run_round(&engine, engine.run_due(), &mut signals, grace).await? {
+                Round::Done(report) => report,
+                Round::Stopped(_) => break,
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(report.pause(unix_now()).min(Duration::from_secs(1))) => {}
+                _ = gateway.wake.notified() => {}
+                () = signals.recv() => break,
+            }
+        }
+        leasing.abort();
+        reporting.abort();
+        // What is finished is reported; what is not goes back at once.
+        report_once(&gateway).await;
+        let back: Vec<(i64, i64, i64)> = leases.with(|held| {
+            held.iter()
+                .map(|((c, b), h)| (*c, *b, h.epoch))
+                .collect()
+        });
+        if !back.is_empty() {
+            match gateway.client.release(&name, &back).await {
+                Ok(()) => tracing::info!(batches = back.len(), "leases given back"),
+                Err(err) => tracing::warn!(err = %format!("{err:#}"), "cannot give leases back: they expire"),
+            }
+        }
+        if let Some((stop, task)) = listener {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
+        tracing::info!("volley gateway: stopped");
+        anyhow::Ok(String::new())
+    })
+}
+
+/// Asks for work while there is room, long-polling; installs what comes.
+async fn lease_loop(gw: Arc<Gateway>) {
+    loop {
+        let free = gw.max_batches.saturating_sub(gw.leases.len());
+        if free == 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        }
+        let req = LeaseRequest {
+            gateway: gw.name.clone(),
+            want: free as u32,
+            wait_ms: LEASE_WAIT.as_millis() as u64,
+            figures: Vec::new(),
+        };
+        let sent = Instant::now();
+        match gw.client.lease(&req).await {
+            Ok(answer) => {
+                let ttl = Duration::from_secs(answer.ttl_secs.max(1));
+                *gw.ttl
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = ttl;
+                gw.leases.set_orders(&answer.campaigns);
+                let mut installed = 0;
+                for lease in answer.leases {
+                    let key = (lease.campaign, lease.batch);
+                    match install(&gw, &lease, sent, ttl).await {
+                        Ok(()) => installed += 1,
+                        Err(err) => {
+                            tracing::warn!(campaign = key.0, batch = key.1, err = %format!("{err:#}"),
+                                "cannot install a leased batch: giving it back");
+                            let _ = gw
+                                .client
+                                .release(&gw.name, &[(key.0, key.1, lease.epoch)])
+                                .await;
+                        }
+                    }
+                }
+                if installed > 0 {
+                    gw.wake.notify_one();
+                }
+            }
+            Err(err) => {
+                tracing::warn!(err = %format!("{err:#}"), "no control plane answers a lease request");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+            }
+        }
+    }
+}
+
+/// Puts a leased batch into the spool: its content (fetched by hash if
+/// missing, checked against the hash), its file, its recorded slots.
+async fn install(gw: &Gateway, lease: &Lease, sent: Instant, ttl: Duration) -> Result<()> {
+    let content = gw
+        .spool
+        .content_dir()
+        .join(format!("{}.json", lease.content_hash));
+    if !content.exists() {
+        let bytes = gw.client.content(&lease.content_hash).await?;
+        let hash = volley_merge::hash_hex(&volley_merge::sha256(&bytes));
+        if hash != lease.content_hash {
+            bail!("content {} arrived with hash {hash}", lease.content_hash);
+        }
+        std::fs::create_dir_all(gw.spool.content_dir())
+            .with_context(|| format!("cannot make {}", gw.spool.content_dir().display()))?;
+        gw.spool.write_atomic(&content, &bytes)?;
+    }
+    let file = wire::decode(&lease.file).map_err(anyhow::Error::msg)?;
+    let slots = lease
+        .slots
+        .as_deref()
+        .map(wire::decode)
+        .transpose()
+        .map_err(anyhow::Error::msg)?;
+    let name = Spool::file_name(lease.campaign as u64, lease.batch as u64);
+    let path = gw.spool.active_dir().join(&name);
+    // A copy from an earlier lease of this batch is out of date.
+    let _ = std::fs::remove_file(&path);
+    let _ = std::fs::remove_file(gw.spool.done_dir().join(&name));
+    let path = gw.spool.write_batch(&file)?;
+    if let Some(slots) = slots {
+        let map = MappedBatch::open(&path)?;
+        for (i, raw) in slots.chunks_exact(8).enumerate() {
+            let raw = u64::from_le_bytes(raw.try_into().unwrap_or_default());
+            if let Ok(slot) = Slot::decode(raw) {
+                map.set_slot(i, slot)?;
+            }
+        }
+        map.sync()?;
+    }
+    let (delivered, attempts) = tallies(&path).unwrap_or_default();
+    gw.leases.insert(
+        (lease.campaign, lease.batch),
+        Held {
+            epoch: lease.epoch,
+            site: lease.site.clone(),
+            path,
+            until: sent + ttl.saturating_sub(held::MARGIN),
+            hold: Arc::new(std::sync::atomic::AtomicBool::new(true)),
+            replies: HashMap::new(),
+            reported: (delivered, attempts),
+        },
+    );
+    Ok(())
+}
+
+/// Delivered recipients and attempts made, over a batch's slots.
+fn tallies(path: &Path) -> Result<(u64, u64), QueueError> {
+    let map = MappedBatch::open(path)?;
+    let mut out = (0, 0);
+    for i in 0..map.len() {
+        let slot = map.slot(i).unwrap_or(Slot::PENDING);
+        if slot.state == State::Delivered {
+            out.0 += 1;
+        }
+        out.1 += u64::from(slot.attempts);
+    }
+    Ok(out)
+}
+
+/// Reports every [`REPORT_EVERY`]; holds batches whose leases ran out.
+async fn report_loop(gw: Arc<Gateway>) {
+    let mut every = tokio::time::interval(REPORT_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        report_once(&gw).await;
+        let expired = gw.leases.refresh_holds();
+        if expired > 0 {
+            tracing::warn!(
+                batches = expired,
+                "leases not renewed in time: sending nothing from them"
+            );
+        }
+    }
+}
+
+/// One report: every held batch's slots, and the final reports waiting.
+async fn report_once(gw: &Gateway) {
+    let done_dir = feed::done_dir(&gw.spool);
+    let mut done_files: Vec<PathBuf> = std::fs::read_dir(&done_dir)
+        .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())
+        .unwrap_or_default();
+    done_files.retain(|p| p.extension().is_some_and(|e| e == "json"));
+    done_files.sort();
+    done_files.truncate(200);
+    let pending: Vec<feed::PendingDone> = done_files
+        .iter()
+        .filter_map(|p| std::fs::read(p).ok())
+        .filter_map(|b| serde_json::from_slice(&b).ok())
+        .collect();
+    let interval = REPORT_EVERY.as_secs_f64();
+    let mut figures: HashMap<String, SiteFigures> = HashMap::new();
+    let mut delivered_total = 0i64;
+    let mut done: Vec<DoneReport> = Vec::with_capacity(pending.len());
+    for p in pending {
+        let delivered = p
+            .report
+            .recipients
+            .iter()
+            .filter(|r| r.status == "delivered")
+            .count() as u64;
+        let attempts: u64 = p.report.recipients.iter().map(|r| r.attempts as u64).sum();
+        let new_delivered = delivered.saturating_sub(p.reported.0);
+        delivered_total += new_delivered as i64;
+        let f = figures
+            .entry(p.site.clone())
+            .or_insert_with(|| SiteFigures {
+                site: p.site.clone(),
+                ..SiteFigures::default()
+            });
+        f.delivered += new_delivered;
+        f.failed += attempts
+            .saturating_sub(p.reported.1)
+            .saturating_sub(new_delivered);
+        f.seconds += interval;
+        done.push(p.report);
+    }
+    let batches: Vec<BatchReport> = gw.leases.with(|held| {
+        let mut out = Vec::with_capacity(held.len());
+        for ((campaign, batch), h) in held.iter_mut() {
+            let Ok(map) = MappedBatch::open(&h.path) else {
+                continue;
+            };
+            let mut slots = Vec::with_capacity(map.len() * 8);
+            let (mut delivered, mut attempts) = (0u64, 0u64);
+            for i in 0..map.len() {
+                let slot = map.slot(i).unwrap_or(Slot::PENDING);
+                slots.extend_from_slice(&slot.encode().to_le_bytes());
+                if slot.state == State::Delivered {
+                    delivered += 1;
+                }
+                attempts += u64::from(slot.attempts);
+            }
+            let view = map.view();
+            let new_delivered = delivered.saturating_sub(h.reported.0);
+            let new_attempts = attempts.saturating_sub(h.reported.1);
+            h.reported = (delivered, attempts);
+            delivered_total += new_delivered as i64;
+            let f = figures
+                .entry(h.site.clone())
+                .or_insert_with(|| SiteFigures {
+                    site: h.site.clone(),
+                    ..SiteFigures::default()
+                });
+            f.delivered += new_delivered;
+            f.failed += new_attempts.saturating_sub(new_delivered);
+            f.seconds += interval;
+            out.push(BatchReport {
+                campaign: *campaign,
+                batch: *batch,
+                epoch: h.epoch,
+                slots: wire::encode(&slots),
+                domains: domain_counts(&view, |i| map.slot(i).ok()),
+            });
+        }
+        out
+    });
+    if batches.is_empty() && done.is_empty() {
+        return;
+    }
+    let keys: Vec<Key> = batches.iter().map(|b| (b.campaign, b.batch)).collect();
+    let req = ReportRequest {
+        gateway: gw.name.clone(),
+        batches,
+        done,
+        delivered: delivered_total,
+        figures: figures.into_values().collect(),
+    };
+    let sent = Instant::now();
+    let answer = match gw.client.report(&req).await {
+        Ok(Answer::Ok(a)) | Ok(Answer::Conflict(a)) => a,
+        Err(err) => {
+            tracing::warn!(err = %format!("{err:#}"), "no control plane takes the report: kept for the next");
+            return;
+        }
+    };
+    let ttl = Duration::from_secs(answer.ttl_secs.max(1));
+    *gw.ttl
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner) = ttl;
+    let stale: std::collections::HashSet<Key> =
+        answer.stale.iter().map(|k| (k.campaign, k.batch)).collect();
+    for key in &stale {
+        tracing::warn!(
+            campaign = key.0,
+            batch = key.1,
+            "lease lost (another gateway has the batch): dropped"
+        );
+        gw.leases.drop_batch(*key);
+    }
+    let renewed: Vec<Key> = keys.into_iter().filter(|k| !stale.contains(k)).collect();
+    gw.leases.renew(&renewed, sent, ttl);
+    gw.leases.set_orders(&answer.campaigns);
+    // Final reports taken (or refused as stale: another gateway finishes
+    // the batch) are done with.
+    for path in done_files {
+        let _ = std::fs::remove_file(path);
+    }
+}

@@ -1,0 +1,149 @@
+//! The leases a gateway holds: for each leased batch its epoch, how long the
+//! lease lasts as far as this gateway knows (it stops sending from a batch
+//! whose lease it could not renew in time, by itself), the hold flag the
+//! engine checks before each new transaction, and the replies kept for the
+//! batch's final rows. Shared by the lease loop, the reporter and the feed.
+//!
+//! Fencing on this side: a batch is sent from only while its lease is
+//! renewed and its campaign's order is `send`; a stale answer (`409`) drops
+//! it at once.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use volley_control::fleet::wire::{Action, CampaignOrder};
+use volley_control::plane::progress::LastReply;
+
+/// Renewals must land this long before the lease's end as the control plane
+/// counts it (clocks and the request's own time).
+pub const MARGIN: Duration = Duration::from_secs(3);
+
+/// (campaign, batch).
+pub type Key = (i64, i64);
+
+/// One leased batch.
+#[derive(Debug)]
+pub struct Held {
+    /// The lease's epoch.
+    pub epoch: i64,
+    /// Its site.
+    pub site: String,
+    /// Its file in the gateway's spool.
+    pub path: PathBuf,
+    /// When the lease ends unless renewed (this gateway's clock, less
+    /// [`MARGIN`]).
+    pub until: Instant,
+    /// Set while the engine must not start transactions of it.
+    pub hold: Arc<AtomicBool>,
+    /// The last reply of each recipient that got one that did not deliver it.
+    pub replies: HashMap<u32, LastReply>,
+    /// Delivered recipients and attempts at the last report (for the figures).
+    pub reported: (u64, u64),
+}
+
+/// Every lease held, and the campaigns' orders.
+#[derive(Debug, Default)]
+pub struct Leases {
+    held: Mutex<HashMap<Key, Held>>,
+    orders: Mutex<HashMap<i64, CampaignOrder>>,
+    /// Files of dropped batches, removed between rounds.
+    dropped: Mutex<Vec<PathBuf>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Leases {
+    /// How many batches are held.
+    pub fn len(&self) -> usize {
+        lock(&self.held).len()
+    }
+
+    /// Records a new lease (replacing an older one of the same batch).
+    pub fn insert(&self, key: Key, held: Held) {
+        lock(&self.held).insert(key, held);
+        self.refresh_holds();
+    }
+
+    /// Runs `f` on the held batches.
+    pub fn with<T>(&self, f: impl FnOnce(&mut HashMap<Key, Held>) -> T) -> T {
+        f(&mut lock(&self.held))
+    }
+
+    /// Extends the leases of `keys` (a report on them was accepted at `sent`).
+    pub fn renew(&self, keys: &[Key], sent: Instant, ttl: Duration) {
+        let until = sent + ttl.saturating_sub(MARGIN);
+        let mut held = lock(&self.held);
+        for key in keys {
+            if let Some(h) = held.get_mut(key) {
+                h.until = h.until.max(until);
+            }
+        }
+        drop(held);
+        self.refresh_holds();
+    }
+
+    /// Drops a batch (stale, or given back): the engine sends nothing more
+    /// of it; its file goes at the next round.
+    pub fn drop_batch(&self, key: Key) {
+        if let Some(h) = lock(&self.held).remove(&key) {
+            h.hold.store(true, Ordering::Relaxed);
+            lock(&self.dropped).push(h.path);
+        }
+    }
+
+    /// Forgets a batch that is done (its final report is queued).
+    pub fn finish(&self, key: Key) -> Option<Held> {
+        lock(&self.held).remove(&key)
+    }
+
+    /// The files of dropped batches, to remove now.
+    pub fn take_dropped(&self) -> Vec<PathBuf> {
+        std::mem::take(&mut *lock(&self.dropped))
+    }
+
+    /// Notes the control plane's orders.
+    pub fn set_orders(&self, orders: &[CampaignOrder]) {
+        let mut all = lock(&self.orders);
+        for o in orders {
+            all.insert(o.campaign, *o);
+        }
+        drop(all);
+        self.refresh_holds();
+    }
+
+    /// The order for campaign `id` (hold until told).
+    pub fn order(&self, id: i64) -> CampaignOrder {
+        lock(&self.orders)
+            .get(&id)
+            .copied()
+            .unwrap_or(CampaignOrder {
+                campaign: id,
+                action: Action::Hold,
+                mark: 0,
+            })
+    }
+
+    /// Sets each batch's hold flag: held unless its lease is current and its
+    /// campaign's order is `send`. Answers the batches whose lease ran out.
+    pub fn refresh_holds(&self) -> usize {
+        let now = Instant::now();
+        let orders = lock(&self.orders).clone();
+        let mut expired = 0;
+        for ((campaign, _), h) in lock(&self.held).iter() {
+            let current = h.until > now;
+            if !current {
+                expired += 1;
+            }
+            let send = orders
+                .get(campaign)
+                .is_some_and(|o| o.action == Action::Send);
+            h.hold.store(!(current && send), Ordering::Relaxed);
+        }
+        expired
+    }
+}

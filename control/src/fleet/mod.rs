@@ -1,0 +1,404 @@
+//! The control plane's side of a fleet: the lease service gateways ask for
+//! work ([`Fleet::lease`]), the reports that renew leases and record progress
+//! ([`Fleet::report`]), content fetched by hash, and the gateways' view.
+//!
+//! Stateless over the store: every lease, epoch and recorded slot is in the
+//! database, so two `volley control` processes on one PostgreSQL serve the
+//! same fleet and either can die. What each process learns of the gateways'
+//! delivery per site ([`assign::Estimates`]) is kept in memory, rebuilt from
+//! the reports it receives.
+//!
+//! Layout: [`wire`] (the protocol's messages, shared with the gateway),
+//! [`assign`] (which batches a gateway gets: a pure function).
+
+pub mod assign;
+pub mod wire;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
+
+use volley_conf::Assignment;
+
+use crate::plane::{Admission, Plane, PlaneError};
+use crate::store::batches::{DoneBatch, Progress};
+use crate::store::now;
+use assign::Estimates;
+use wire::{
+    Action, BatchKey, CampaignOrder, GatewayView, Lease, LeaseRequest, LeaseResponse,
+    ReportRequest, ReportResponse, SiteEstimate, SiteFigures,
+};
+
+/// Longest long poll a gateway may ask for.
+pub const MAX_WAIT: Duration = Duration::from_secs(30);
+/// Candidates looked at per lease request, per batch wanted: room for the
+/// assignment to skip the sites another gateway serves better.
+const LOOK_AHEAD: i64 = 8;
+
+/// The fleet's settings, from `[control]`.
+#[derive(Debug, Clone, Copy)]
+pub struct FleetSettings {
+    /// `lease_ttl`.
+    pub lease_ttl: Duration,
+    /// `assignment`.
+    pub assignment: Assignment,
+}
+
+/// The lease service over a plane.
+pub struct Fleet {
+    plane: Arc<Plane>,
+    settings: FleetSettings,
+    estimates: Mutex<Estimates>,
+}
+
+impl std::fmt::Debug for Fleet {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Fleet")
+            .field("settings", &self.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+impl Fleet {
+    /// The lease service of `plane`.
+    pub fn new(plane: Arc<Plane>, settings: FleetSettings) -> Arc<Fleet> {
+        Arc::new(Fleet {
+            plane,
+            settings,
+            estimates: Mutex::default(),
+        })
+    }
+
+    /// The plane.
+    pub fn plane(&self) -> &Arc<Plane> {
+        &self.plane
+    }
+
+    fn ttl(&self) -> i64 {
+        self.settings.lease_ttl.as_secs().max(1) as i64
+    }
+
+    /// The order for campaign `id` now.
+    fn order(&self, id: i64, at: i64) -> CampaignOrder {
+        let (action, mark) = match self.plane.admit(id as u64, at as u64) {
+            Admission::Open(hold) if !hold.load(std::sync::atomic::Ordering::Relaxed) => {
+                (Action::Send, 0)
+            }
+            Admission::Finalize(mark) => (Action::Finalize, mark),
+            _ => (Action::Hold, 0),
+        };
+        CampaignOrder {
+            campaign: id,
+            action,
+            mark,
+        }
+    }
+
+    fn orders(&self, ids: impl IntoIterator<Item = i64>, at: i64) -> Vec<CampaignOrder> {
+        let mut ids: Vec<i64> = ids.into_iter().collect();
+        ids.sort_unstable();
+        ids.dedup();
+        ids.into_iter().map(|id| self.order(id, at)).collect()
+    }
+
+    fn learn(&self, gateway: &str, figures: &[SiteFigures]) {
+        let mut estimates = lock(&self.estimates);
+        for f in figures {
+            let key = (gateway.to_owned(), f.site.clone());
+            let next = assign::learn(
+                estimates.get(&key),
+                &f.site,
+                f.delivered,
+                f.failed,
+                f.seconds,
+            );
+            estimates.insert(key, next);
+        }
+    }
+
+    /// The gateways reported within the lease time.
+    async fn live(&self, at: i64) -> Result<Vec<String>, PlaneError> {
+        let ttl = self.ttl();
+        Ok(self
+            .plane
+            .store()
+            .gateways(at)
+            .await?
+            .into_iter()
+            .filter(|g| g.last_seen + ttl >= at)
+            .map(|g| g.name)
+            .collect())
+    }
+
+    /// Leases up to `want` due batches to the gateway, waiting up to
+    /// `wait_ms` (bounded by [`MAX_WAIT`]) while none is due.
+    pub async fn lease(&self, req: LeaseRequest) -> Result<LeaseResponse, PlaneError> {
+        check_name(&req.gateway)?;
+        let deadline = Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_WAIT);
+        self.learn(&req.gateway, &req.figures);
+        let store = self.plane.store();
+        store.touch_gateway(&req.gateway, 0, None, now()).await?;
+        loop {
+            let at = now();
+            let mut leases = Vec::new();
+            if req.want > 0 {
+                let sendable: Vec<i64> = store
+                    .open_campaigns()
+                    .await?
+                    .into_iter()
+                    .filter(|c| c.partitioned)
+                    .map(|c| c.id)
+                    .filter(|&id| self.order(id, at).action != Action::Hold)
+                    .collect();
+                let want = i64::from(req.want);
+                let candidates = store
+                    .lease_candidates(&sendable, at, self.ttl(), want * LOOK_AHEAD)
+                    .await?;
+                let live = self.live(at).await?;
+                let chosen = {
+                    let estimates = lock(&self.estimates);
+                    assign::choose(
+                        self.settings.assignment,
+                        &req.gateway,
+                        &live,
+                        &candidates,
+                        req.want as usize,
+                        &estimates,
+                    )
+                };
+                let keys: Vec<(i64, i64)> = chosen
+                    .iter()
+                    .filter_map(|&i| candidates.get(i))
+                    .map(|c| (c.campaign, c.batch))
+                    .collect();
+                let claimed = store.claim(&req.gateway, &keys, at, self.ttl()).await?;
+                let hashes = self
+                    .content_hashes(claimed.iter().map(|c| c.campaign))
+                    .await?;
+                for c in claimed {
+                    leases.push(Lease {
+                        campaign: c.campaign,
+                        batch: c.batch,
+                        site: c.site,
+                        epoch: c.epoch,
+                        expires: c.expires,
+                        content_hash: hashes.get(&c.campaign).cloned().unwrap_or_default(),
+                        file: wire::encode(&c.file),
+                        slots: c.slots.as_deref().map(wire::encode),
+                    });
+                }
+            }
+            if !leases.is_empty() || Instant::now() >= deadline {
+                if !leases.is_empty() {
+                    tracing::info!(gateway = %req.gateway, batches = leases.len(), "batches leased");
+                }
+                let campaigns = self.orders(leases.iter().map(|l| l.campaign), at);
+                return Ok(LeaseResponse {
+                    leases,
+                    campaigns,
+                    ttl_secs: self.ttl() as u64,
+                });
+            }
+            // Nothing due: wait for a change here, or poll (another process's).
+            let wake = self.plane.wake();
+            let left = deadline.saturating_duration_since(Instant::now());
+            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), wake.notified()).await;
+        }
+    }
+
+    async fn content_hashes(
+        &self,
+        campaigns: impl Iterator<Item = i64>,
+    ) -> Result<HashMap<i64, String>, PlaneError> {
+        let mut out = HashMap::new();
+        for id in campaigns {
+            if let std::collections::hash_map::Entry::Vacant(e) = out.entry(id) {
+                if let Some(c) = self.plane.store().campaign(id).await? {
+                    e.insert(c.content_hash);
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    /// Records a gateway's report: slots and progress of the batches it still
+    /// holds (renewing their leases), the batches it finished; answers the
+    /// stale ones and the campaigns' orders.
+    pub async fn report(&self, req: ReportRequest) -> Result<ReportResponse, PlaneError> {
+        check_name(&req.gateway)?;
+        let at = now();
+        let store = self.plane.store();
+        self.learn(&req.gateway, &req.figures);
+        let figures = {
+            let estimates = lock(&self.estimates);
+            let mine: Vec<&SiteEstimate> = estimates
+                .iter()
+                .filter(|((g, _), _)| *g == req.gateway)
+                .map(|(_, e)| e)
+                .collect();
+            serde_json::to_string(&mine).unwrap_or_default()
+        };
+        store
+            .touch_gateway(&req.gateway, req.delivered.max(0), Some(&figures), at)
+            .await?;
+        let mut rows = Vec::with_capacity(req.batches.len());
+        let mut progress = Vec::new();
+        for b in &req.batches {
+            let slots = wire::decode(&b.slots).map_err(|e| {
+                PlaneError::BadRequest(format!("batch {}/{}: slots: {e}", b.campaign, b.batch))
+            })?;
+            rows.push((b.campaign, b.batch, b.epoch, slots));
+            for (domain, counts) in &b.domains {
+                progress.push(Progress {
+                    campaign: b.campaign,
+                    batch: b.batch,
+                    domain: domain.clone(),
+                    counts: *counts,
+                });
+            }
+        }
+        let held = store
+            .report(&req.gateway, &rows, &progress, at, self.ttl())
+            .await?;
+        let mut stale: Vec<BatchKey> = req
+            .batches
+            .iter()
+            .zip(&held)
+            .filter(|(_, ok)| !**ok)
+            .map(|(b, _)| BatchKey {
+                campaign: b.campaign,
+                batch: b.batch,
+            })
+            .collect();
+        let done: Vec<(DoneBatch, i64)> = req
+            .done
+            .iter()
+            .map(|d| {
+                (
+                    DoneBatch {
+                        campaign: d.campaign,
+                        batch: d.batch,
+                        domains: d.domains.clone(),
+                        recipients: d.recipients.clone(),
+                    },
+                    d.epoch,
+                )
+            })
+            .collect();
+        let completed = store.complete_leased(&req.gateway, &done).await?;
+        stale.extend(
+            req.done
+                .iter()
+                .zip(&completed)
+                .filter(|(_, ok)| !**ok)
+                .map(|(d, _)| BatchKey {
+                    campaign: d.campaign,
+                    batch: d.batch,
+                }),
+        );
+        if !stale.is_empty() {
+            tracing::warn!(gateway = %req.gateway, stale = stale.len(), "report on batches no longer the gateway's refused");
+        }
+        if completed.iter().any(|ok| *ok) {
+            // A campaign may be complete now.
+            self.plane.wake().notify_one();
+        }
+        let campaigns = self.orders(
+            req.batches
+                .iter()
+                .map(|b| b.campaign)
+                .chain(req.done.iter().map(|d| d.campaign)),
+            at,
+        );
+        Ok(ReportResponse {
+            stale,
+            campaigns,
+            ttl_secs: self.ttl() as u64,
+        })
+    }
+
+    /// Gives a stopping gateway's leases back.
+    pub async fn release(
+        &self,
+        gateway: &str,
+        batches: &[(i64, i64, i64)],
+    ) -> Result<(), PlaneError> {
+        check_name(gateway)?;
+        self.plane.store().release(gateway, batches).await?;
+        self.plane.wake().notify_one();
+        Ok(())
+    }
+
+    /// A content item by hash (hex), as stored at submission.
+    pub async fn content(&self, hash: &str) -> Result<Vec<u8>, PlaneError> {
+        if hash.len() != 64 || !hash.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return Err(PlaneError::BadRequest(format!(
+                "{hash:?} is not a content hash (64 hex digits)"
+            )));
+        }
+        self.plane
+            .store()
+            .content(&hash.to_ascii_lowercase())
+            .await?
+            .ok_or_else(|| PlaneError::NotFound(format!("there is no content {hash}")))
+    }
+
+    /// Every gateway seen: live or lost, leases, deliveries, learned figures.
+    pub async fn gateways(&self) -> Result<Vec<GatewayView>, PlaneError> {
+        let at = now();
+        let ttl = self.ttl();
+        let estimates = lock(&self.estimates).clone();
+        Ok(self
+            .plane
+            .store()
+            .gateways(at)
+            .await?
+            .into_iter()
+            .map(|g| {
+                let mut sites: Vec<SiteEstimate> = estimates
+                    .iter()
+                    .filter(|((name, _), _)| *name == g.name)
+                    .map(|(_, e)| e.clone())
+                    .collect();
+                if sites.is_empty() {
+                    // Learned by another control-plane process.
+                    sites = serde_json::from_str(&g.figures).unwrap_or_default();
+                }
+                sites.sort_by(|a, b| a.site.cmp(&b.site));
+                GatewayView {
+                    state: if g.last_seen + ttl >= at {
+                        "live"
+                    } else {
+                        "lost"
+                    }
+                    .to_owned(),
+                    name: g.name,
+                    leases: g.leases,
+                    delivered: g.delivered,
+                    last_contact: g.last_seen,
+                    sites,
+                }
+            })
+            .collect())
+    }
+}
+
+/// Refuses a gateway name that is not 1 to 64 letters, digits, `-`, `_`, `.`.
+fn check_name(name: &str) -> Result<(), PlaneError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    if ok {
+        Ok(())
+    } else {
+        Err(PlaneError::BadRequest(format!(
+            "{name:?} is not a gateway name: 1 to 64 letters, digits, '-', '_' or '.'"
+        )))
+    }
+}

@@ -1,0 +1,219 @@
+//! The gateway protocol's messages, defined once for both sides: the control
+//! plane's API (`POST /v1/leases`, `POST /v1/reports`, `GET
+//! /v1/content/HASH`) and the gateway (`volley gateway`). JSON; bytes
+//! (batch files, slots) in base64.
+//!
+//! A gateway asks for leases sized to its free capacity; each [`Lease`] carries
+//! the batch's immutable bytes, its recorded slots, an epoch and an expiry. It
+//! reports each held batch's slots at least every few seconds
+//! ([`ReportRequest`]), which renews the lease; a report whose epoch is stale
+//! is refused (`409`, the batch named in [`ReportResponse::stale`]) and the
+//! gateway drops that batch. Finished batches go back with their recipients'
+//! final rows ([`DoneReport`]).
+
+use serde::{Deserialize, Serialize};
+
+use crate::store::batches::{Counts, FinalRecipient};
+
+/// `POST /v1/leases`: a gateway asks for work.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LeaseRequest {
+    /// The gateway's name.
+    pub gateway: String,
+    /// Batches it can take now (its free capacity); 0 asks only for orders.
+    pub want: u32,
+    /// How long the control plane may hold the request when nothing is due
+    /// (long poll), in milliseconds; at most 30,000.
+    #[serde(default)]
+    pub wait_ms: u64,
+    /// Its delivery figures per site since its last request or report.
+    #[serde(default)]
+    pub figures: Vec<SiteFigures>,
+}
+
+/// The answer to a [`LeaseRequest`].
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct LeaseResponse {
+    /// The batches leased now.
+    pub leases: Vec<Lease>,
+    /// What to do with each campaign of the leases (and of held batches).
+    pub campaigns: Vec<CampaignOrder>,
+    /// How long a lease lasts without a report, in seconds.
+    pub ttl_secs: u64,
+}
+
+/// One batch leased to a gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Lease {
+    /// Campaign id.
+    pub campaign: i64,
+    /// Batch id.
+    pub batch: i64,
+    /// Its destination site.
+    pub site: String,
+    /// The lease's epoch: every report on the batch names it.
+    pub epoch: i64,
+    /// Unix second the lease ends unless a report renews it.
+    pub expires: i64,
+    /// The hash (hex) of the batch's content (`GET /v1/content/HASH`).
+    pub content_hash: String,
+    /// The batch file as partitioned, base64.
+    pub file: String,
+    /// The recipients' slots as last reported (8 bytes each, little-endian),
+    /// base64; absent: as in the file.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub slots: Option<String>,
+}
+
+/// What a gateway does with a campaign's batches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Action {
+    /// Deliver.
+    Send,
+    /// Start nothing new (suspended, scheduled, or not known here).
+    Hold,
+    /// Finalise the unsent recipients with `mark` and finish the batch
+    /// (cancelled, or past its `stop_at`).
+    Finalize,
+}
+
+/// An order about one campaign.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CampaignOrder {
+    /// Campaign id.
+    pub campaign: i64,
+    /// What to do.
+    pub action: Action,
+    /// With [`Action::Finalize`]: the slot mark ([`volley_queue::slot::mark`]).
+    #[serde(default)]
+    pub mark: u64,
+}
+
+/// A gateway's delivery figures for one site over an interval.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct SiteFigures {
+    /// The site (a batch's first domain).
+    pub site: String,
+    /// Recipients delivered.
+    pub delivered: u64,
+    /// Recipients deferred or bounced.
+    pub failed: u64,
+    /// Seconds the interval lasted.
+    pub seconds: f64,
+}
+
+/// `POST /v1/reports`: a gateway's progress on the batches it holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReportRequest {
+    /// The gateway's name.
+    pub gateway: String,
+    /// Held batches whose slots changed (or that need renewing).
+    #[serde(default)]
+    pub batches: Vec<BatchReport>,
+    /// Batches whose recipients are all final.
+    #[serde(default)]
+    pub done: Vec<DoneReport>,
+    /// Recipients delivered since the last report.
+    #[serde(default)]
+    pub delivered: i64,
+    /// Delivery figures per site since the last report.
+    #[serde(default)]
+    pub figures: Vec<SiteFigures>,
+}
+
+/// One held batch's state.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct BatchReport {
+    /// Campaign id.
+    pub campaign: i64,
+    /// Batch id.
+    pub batch: i64,
+    /// The epoch of the gateway's lease.
+    pub epoch: i64,
+    /// Every recipient's slot (8 bytes each, little-endian), base64.
+    pub slots: String,
+    /// Recipients by state per destination domain.
+    pub domains: Vec<(String, Counts)>,
+}
+
+/// A finished batch.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct DoneReport {
+    /// Campaign id.
+    pub campaign: i64,
+    /// Batch id.
+    pub batch: i64,
+    /// The epoch of the gateway's lease.
+    pub epoch: i64,
+    /// Final counts per domain.
+    pub domains: Vec<(String, Counts)>,
+    /// Every recipient's final row.
+    pub recipients: Vec<FinalRecipient>,
+}
+
+/// A batch named in an answer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct BatchKey {
+    /// Campaign id.
+    pub campaign: i64,
+    /// Batch id.
+    pub batch: i64,
+}
+
+/// The answer to a [`ReportRequest`]: `200` when every batch was still the
+/// gateway's, else `409` with the stale ones (the others are recorded).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct ReportResponse {
+    /// Batches no longer the gateway's (leased to another, or done): drop
+    /// them, send nothing more from them.
+    pub stale: Vec<BatchKey>,
+    /// Orders for the campaigns of the reported batches.
+    pub campaigns: Vec<CampaignOrder>,
+    /// How long a lease lasts without a report, in seconds.
+    pub ttl_secs: u64,
+}
+
+/// A gateway as `GET /v1/gateways` shows it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct GatewayView {
+    /// Its name.
+    pub name: String,
+    /// `live` (reported within the lease time) or `lost`.
+    pub state: String,
+    /// Leases it holds now.
+    pub leases: i64,
+    /// Recipients it delivered.
+    pub delivered: i64,
+    /// Unix second of its last contact.
+    pub last_contact: i64,
+    /// Its learned delivery figures per site.
+    pub sites: Vec<SiteEstimate>,
+}
+
+/// What the control plane learned of one gateway's delivery to one site.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SiteEstimate {
+    /// The site.
+    pub site: String,
+    /// Recipients delivered per second (a moving average).
+    pub rate: f64,
+    /// Share of attempts deferred or bounced (a moving average).
+    pub failure_rate: f64,
+    /// Recipients its figures cover.
+    pub samples: u64,
+}
+
+/// Base64 (standard, padded) of `bytes`.
+pub fn encode(bytes: &[u8]) -> String {
+    data_encoding::BASE64.encode(bytes)
+}
+
+/// Bytes of base64 `text`, or why not.
+pub fn decode(text: &str) -> Result<Vec<u8>, String> {
+    data_encoding::BASE64
+        .decode(text.as_bytes())
+        .map_err(|e| format!("bad base64: {e}"))
+}

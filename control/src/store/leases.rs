@@ -1,0 +1,447 @@
+//! The fleet's side of the store: the immutable bytes of batches and content
+//! that gateways lease, the leases themselves (holder, epoch, expiry on the
+//! batch row), the slots each gateway last reported, and the gateways seen.
+//!
+//! **Fencing.** Every claim bumps a batch's epoch; every report and every
+//! completion names the epoch it holds and changes nothing unless holder and
+//! epoch still match (one guarded `UPDATE`, so two control-plane processes on
+//! one database need no other coordination). A claim takes a batch whose lease
+//! is free or expired, guarded the same way: of two processes claiming one
+//! batch, one wins.
+
+use sqlx::Row;
+
+use super::batches::{DoneBatch, Progress};
+use super::{Backend, Context, Store, StoreError};
+
+/// A batch that can be leased now ([`Store::lease_candidates`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    /// Campaign id.
+    pub campaign: i64,
+    /// Batch id.
+    pub batch: i64,
+    /// Its destination site (first domain).
+    pub site: String,
+    /// Its recipients.
+    pub recipients: i64,
+}
+
+/// A batch leased to a gateway ([`Store::claim`]).
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    /// Campaign id.
+    pub campaign: i64,
+    /// Batch id.
+    pub batch: i64,
+    /// Its site.
+    pub site: String,
+    /// The lease's epoch (every report names it).
+    pub epoch: i64,
+    /// Unix second the lease ends unless renewed.
+    pub expires: i64,
+    /// The batch file as partitioned.
+    pub file: Vec<u8>,
+    /// The slots last reported (8 bytes per recipient, little-endian), if any.
+    pub slots: Option<Vec<u8>>,
+    /// Recipients counted as sent again: the batch was taken from a gateway
+    /// whose lease ran out, and these had been attempted there without a
+    /// final state reported.
+    pub resent: i64,
+}
+
+/// A gateway as the store knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayRow {
+    /// Its name.
+    pub name: String,
+    /// First and last unix second it reached a control plane.
+    pub first_seen: i64,
+    /// Last contact.
+    pub last_seen: i64,
+    /// Recipients it reported delivered.
+    pub delivered: i64,
+    /// Leases it holds now (unexpired).
+    pub leases: i64,
+    /// Its last per-site figures, as JSON.
+    pub figures: String,
+}
+
+/// The condition on a batch row `b` that its lease can be taken, with `$1`
+/// now and `$2` now less the lease time: no holder, or a lease run out whose
+/// holder has not been heard from since (a gateway that is reachable keeps its
+/// batches through a control-plane outage, and reports them late).
+const FREE: &str = "(b.lease_holder IS NULL OR (b.lease_expires < $1 AND NOT EXISTS \
+    (SELECT 1 FROM gateways g WHERE g.name = b.lease_holder AND g.last_seen >= $2)))";
+
+/// How many recipients of `slots` had been attempted without a final state.
+fn attempted_unfinished(slots: &[u8]) -> i64 {
+    slots
+        .chunks_exact(8)
+        .filter_map(|c| <[u8; 8]>::try_from(c).ok())
+        .filter_map(|b| volley_queue::Slot::decode(u64::from_le_bytes(b)).ok())
+        .filter(|s| {
+            !s.state.is_final() && (s.state == volley_queue::State::InFlight || s.attempts > 0)
+        })
+        .count() as i64
+}
+
+impl Store {
+    /// Stores the bytes of a campaign's batch files (a batch is leasable only
+    /// once they are here). Files already stored are kept.
+    pub async fn put_batch_files(
+        &self,
+        campaign: i64,
+        files: &[(i64, Vec<u8>)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .what("begin storing batch files")?;
+        for (batch, bytes) in files {
+            sqlx::query(
+                "INSERT INTO batch_files (campaign, batch, bytes) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING",
+            )
+            .bind(campaign)
+            .bind(*batch)
+            .bind(bytes.clone())
+            .execute(&mut *tx)
+            .await
+            .what("store a batch file")?;
+        }
+        tx.commit().await.what("commit batch files")?;
+        Ok(())
+    }
+
+    /// Stores a content item under its hash (hex); kept if already there.
+    pub async fn put_content(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
+        sqlx::query("INSERT INTO contents (hash, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+            .bind(hash.to_owned())
+            .bind(bytes.to_vec())
+            .execute(self.pool())
+            .await
+            .what("store content")?;
+        Ok(())
+    }
+
+    /// A content item by hash (hex).
+    pub async fn content(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT bytes FROM contents WHERE hash = $1")
+            .bind(hash.to_owned())
+            .fetch_optional(self.pool())
+            .await
+            .what("read content")?;
+        row.map(|r| r.try_get("bytes").what("read content"))
+            .transpose()
+    }
+
+    /// Batches of `campaigns` that can be leased at `now` (not done, lease
+    /// free, or run out with its holder silent for `ttl`; bytes stored),
+    /// oldest first, at most `limit`.
+    pub async fn lease_candidates(
+        &self,
+        campaigns: &[i64],
+        now: i64,
+        ttl: i64,
+        limit: i64,
+    ) -> Result<Vec<Candidate>, StoreError> {
+        if campaigns.is_empty() {
+            return Ok(Vec::new());
+        }
+        let list = campaigns
+            .iter()
+            .map(i64::to_string)
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = sqlx::query(&format!(
+            "SELECT b.campaign, b.batch, b.site, b.recipients FROM batches b \
+             WHERE b.campaign IN ({list}) AND b.state <> 'done' \
+             AND {FREE} \
+             AND EXISTS (SELECT 1 FROM batch_files f WHERE f.campaign = b.campaign AND f.batch = b.batch) \
+             ORDER BY b.campaign, b.batch LIMIT $3"
+        ))
+        .bind(now)
+        .bind(now - ttl)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .what("find batches to lease")?;
+        rows.iter()
+            .map(|r| {
+                Ok(Candidate {
+                    campaign: r.try_get("campaign").what("read a batch")?,
+                    batch: r.try_get("batch").what("read a batch")?,
+                    site: r.try_get("site").what("read a batch")?,
+                    recipients: r.try_get("recipients").what("read a batch")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Leases `batches` to `gateway` until `now + ttl`, those still free
+    /// (another process may have taken some since they were found; the
+    /// update is guarded by the epoch read): each claim bumps the epoch. A batch taken from a gateway whose lease ran
+    /// out counts its attempted, unfinished recipients as resent (per
+    /// campaign).
+    pub async fn claim(
+        &self,
+        gateway: &str,
+        batches: &[(i64, i64)],
+        now: i64,
+        ttl: i64,
+    ) -> Result<Vec<Claimed>, StoreError> {
+        let mut out = Vec::new();
+        let expires = now + ttl;
+        let mut tx = self.pool().begin().await.what("begin a lease")?;
+        for &(campaign, batch) in batches {
+            let lock = match self.backend() {
+                Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+                Backend::Sqlite => "",
+            };
+            let Some(row) = sqlx::query(&format!(
+                "SELECT b.site, b.lease_holder, b.lease_epoch, b.slots, f.bytes FROM batches b \
+                 JOIN batch_files f ON f.campaign = b.campaign AND f.batch = b.batch \
+                 WHERE b.campaign = $3 AND b.batch = $4 AND b.state <> 'done' \
+                 AND {FREE}{lock}"
+            ))
+            .bind(now)
+            .bind(now - ttl)
+            .bind(campaign)
+            .bind(batch)
+            .fetch_optional(&mut *tx)
+            .await
+            .what("read a batch to lease")?
+            else {
+                continue;
+            };
+            let previous: Option<String> = row.try_get("lease_holder").what("read a lease")?;
+            let seen_epoch: i64 = row.try_get("lease_epoch").what("read a lease")?;
+            let slots: Option<Vec<u8>> = row.try_get("slots").what("read a lease")?;
+            let file: Vec<u8> = row.try_get("bytes").what("read a lease")?;
+            let site: String = row.try_get("site").what("read a lease")?;
+            let Some(updated) = sqlx::query(
+                "UPDATE batches SET lease_holder = $1, lease_epoch = lease_epoch + 1, lease_expires = $2, updated_at = $3 \
+                 WHERE campaign = $4 AND batch = $5 AND state <> 'done' AND lease_epoch = $6 \
+                 RETURNING lease_epoch",
+            )
+            .bind(gateway.to_owned())
+            .bind(expires)
+            .bind(now)
+            .bind(campaign)
+            .bind(batch)
+            .bind(seen_epoch)
+            .fetch_optional(&mut *tx)
+            .await
+            .what("lease a batch")?
+            else {
+                continue;
+            };
+            let epoch: i64 = updated.try_get("lease_epoch").what("read a lease")?;
+            let resent = match (&previous, &slots) {
+                (Some(_), Some(s)) => attempted_unfinished(s),
+                _ => 0,
+            };
+            if resent > 0 {
+                sqlx::query(
+                    "UPDATE campaigns SET resent_after_failure = resent_after_failure + $1 WHERE id = $2",
+                )
+                .bind(resent)
+                .bind(campaign)
+                .execute(&mut *tx)
+                .await
+                .what("count resent recipients")?;
+                tracing::warn!(
+                    campaign,
+                    batch,
+                    from = previous.as_deref().unwrap_or(""),
+                    to = gateway,
+                    resent,
+                    "batch taken from a lost gateway"
+                );
+            }
+            out.push(Claimed {
+                campaign,
+                batch,
+                site,
+                epoch,
+                expires,
+                file,
+                slots,
+                resent,
+            });
+        }
+        tx.commit().await.what("commit a lease")?;
+        Ok(out)
+    }
+
+    /// Records `gateway`'s report on the batches it holds at `epochs`: their
+    /// slots and progress, and renews their leases to `now + ttl`. Answers,
+    /// per batch in order, whether the lease was still the gateway's (a report
+    /// on a batch leased to another since, or done, changes nothing).
+    pub async fn report(
+        &self,
+        gateway: &str,
+        batches: &[(i64, i64, i64, Vec<u8>)],
+        progress: &[Progress],
+        now: i64,
+        ttl: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self.pool().begin().await.what("begin a report")?;
+        let mut held = Vec::with_capacity(batches.len());
+        for (campaign, batch, epoch, slots) in batches {
+            let n = sqlx::query(
+                "UPDATE batches SET slots = $1, lease_expires = $2, updated_at = $3 \
+                 WHERE campaign = $4 AND batch = $5 AND lease_holder = $6 AND lease_epoch = $7 AND state <> 'done'",
+            )
+            .bind(slots.clone())
+            .bind(now + ttl)
+            .bind(now)
+            .bind(*campaign)
+            .bind(*batch)
+            .bind(gateway.to_owned())
+            .bind(*epoch)
+            .execute(&mut *tx)
+            .await
+            .what("record a report")?
+            .rows_affected();
+            held.push(n == 1);
+        }
+        let accepted: Vec<Progress> = progress
+            .iter()
+            .filter(|p| {
+                batches
+                    .iter()
+                    .zip(&held)
+                    .any(|((c, b, _, _), ok)| *ok && *c == p.campaign && *b == p.batch)
+            })
+            .cloned()
+            .collect();
+        self.upsert_progress(&mut tx, &accepted, true).await?;
+        tx.commit().await.what("commit a report")?;
+        Ok(held)
+    }
+
+    /// Records batches `gateway` finished under the epochs it names, as
+    /// [`Store::complete_batches`] does; answers, per batch in order, whether
+    /// it was still the gateway's (a stale completion changes nothing).
+    pub async fn complete_leased(
+        &self,
+        gateway: &str,
+        done: &[(DoneBatch, i64)],
+    ) -> Result<Vec<bool>, StoreError> {
+        let mut tx = self
+            .pool()
+            .begin()
+            .await
+            .what("begin a leased completion")?;
+        let mut held = Vec::with_capacity(done.len());
+        let mut accepted = Vec::new();
+        for (b, epoch) in done {
+            let ours = sqlx::query(
+                "SELECT 1 FROM batches WHERE campaign = $1 AND batch = $2 AND lease_holder = $3 AND lease_epoch = $4 AND state <> 'done'",
+            )
+            .bind(b.campaign)
+            .bind(b.batch)
+            .bind(gateway.to_owned())
+            .bind(*epoch)
+            .fetch_optional(&mut *tx)
+            .await
+            .what("check a lease")?
+            .is_some();
+            held.push(ours);
+            if ours {
+                accepted.push(b.clone());
+            }
+        }
+        self.complete_in(&mut tx, &accepted).await?;
+        tx.commit().await.what("commit a leased completion")?;
+        Ok(held)
+    }
+
+    /// Gives `gateway`'s leases on `batches` back (it stopped cleanly): they
+    /// can be leased again at once, their slots as last reported.
+    pub async fn release(
+        &self,
+        gateway: &str,
+        batches: &[(i64, i64, i64)],
+    ) -> Result<(), StoreError> {
+        let mut tx = self.pool().begin().await.what("begin a release")?;
+        for (campaign, batch, epoch) in batches {
+            sqlx::query(
+                "UPDATE batches SET lease_holder = NULL, lease_expires = NULL \
+                 WHERE campaign = $1 AND batch = $2 AND lease_holder = $3 AND lease_epoch = $4",
+            )
+            .bind(*campaign)
+            .bind(*batch)
+            .bind(gateway.to_owned())
+            .bind(*epoch)
+            .execute(&mut *tx)
+            .await
+            .what("release a lease")?;
+        }
+        tx.commit().await.what("commit a release")?;
+        Ok(())
+    }
+
+    /// Notes that `gateway` reached a control plane at `now`, having delivered
+    /// `delivered` more recipients, with its latest per-site `figures`.
+    pub async fn touch_gateway(
+        &self,
+        gateway: &str,
+        delivered: i64,
+        figures: Option<&str>,
+        now: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO gateways (name, first_seen, last_seen, delivered, figures) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (name) DO UPDATE SET last_seen = excluded.last_seen, \
+             delivered = gateways.delivered + excluded.delivered, \
+             figures = CASE WHEN excluded.figures = '' THEN gateways.figures ELSE excluded.figures END",
+        )
+        .bind(gateway.to_owned())
+        .bind(now)
+        .bind(now)
+        .bind(delivered)
+        .bind(figures.unwrap_or("").to_owned())
+        .execute(self.pool())
+        .await
+        .what("record a gateway")?;
+        Ok(())
+    }
+
+    /// Every gateway seen, by name, with the leases it holds at `now`.
+    pub async fn gateways(&self, now: i64) -> Result<Vec<GatewayRow>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT g.name, g.first_seen, g.last_seen, g.delivered, g.figures, \
+             (SELECT COUNT(*) FROM batches b WHERE b.lease_holder = g.name AND b.lease_expires >= $1 AND b.state <> 'done') AS leases \
+             FROM gateways g ORDER BY g.name",
+        )
+        .bind(now)
+        .fetch_all(self.pool())
+        .await
+        .what("list gateways")?;
+        rows.iter()
+            .map(|r| {
+                Ok(GatewayRow {
+                    name: r.try_get("name").what("read a gateway")?,
+                    first_seen: r.try_get("first_seen").what("read a gateway")?,
+                    last_seen: r.try_get("last_seen").what("read a gateway")?,
+                    delivered: r.try_get("delivered").what("read a gateway")?,
+                    leases: r.try_get("leases").what("read a gateway")?,
+                    figures: r.try_get("figures").what("read a gateway")?,
+                })
+            })
+            .collect()
+    }
+
+    /// Recipients of campaign `id` sent again after a gateway was lost.
+    pub async fn resent_after_failure(&self, id: i64) -> Result<i64, StoreError> {
+        sqlx::query("SELECT resent_after_failure FROM campaigns WHERE id = $1")
+            .bind(id)
+            .fetch_optional(self.pool())
+            .await
+            .what("read resent recipients")?
+            .map_or(Ok(0), |r| r.try_get(0).what("read resent recipients"))
+    }
+}
