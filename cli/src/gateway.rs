@@ -44,8 +44,14 @@ use crate::suppressions::{bounce_limits, StoreSuppressions};
 use client::{Answer, ControlClient};
 use held::{Held, Key, Leases};
 
-/// How often held batches are reported (each report renews their leases).
+/// How often held batches are reported at least (each report renews their
+/// leases).
 const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// How soon after the engine recorded outcomes they are reported, at most
+/// (the engine's group commits ask for a report): what a killed gateway
+/// delivered without the control plane knowing is what it delivered within
+/// about this long.
+const REPORT_SOON: Duration = Duration::from_millis(250);
 /// How long a lease request may wait for work.
 const LEASE_WAIT: Duration = Duration::from_secs(5);
 
@@ -69,6 +75,7 @@ struct Gateway {
     max_batches: usize,
     wake: Arc<Notify>,
     ttl: std::sync::Mutex<Duration>,
+    reporting: tokio::sync::Mutex<()>,
 }
 
 /// Runs `volley gateway` until SIGTERM or SIGINT.
@@ -104,10 +111,13 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         max_batches: config.gateway.max_batches as usize,
         wake: Arc::new(Notify::new()),
         ttl: std::sync::Mutex::new(config.control.lease_ttl),
+        reporting: tokio::sync::Mutex::new(()),
     });
+    let progress = Arc::new(Notify::new());
     let feed = Arc::new(feed::LeaseFeed::new(
         spool.try_clone()?,
         Arc::clone(&leases),
+        Arc::clone(&progress),
     ));
     let listen_config = config.clone();
     let grace = config.delivery.stop_timeout;
@@ -151,7 +161,7 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
             None
         };
         let leasing = tokio::spawn(lease_loop(Arc::clone(&gateway)));
-        let reporting = tokio::spawn(report_loop(Arc::clone(&gateway)));
+        let reporting = tokio::spawn(report_loop(Arc::clone(&gateway), progress));
         tracing::info!(gateway = %name, spool = %root.display(), "volley gateway: delivering");
         loop {
             let report = match run_round(&engine, engine.run_due(), &mut signals, grace).await? {
@@ -226,6 +236,9 @@ async fn lease_loop(gw: Arc<Gateway>) {
                     }
                 }
                 if installed > 0 {
+                    // Reported at once: a batch is sent from only once the
+                    // control plane has its first report.
+                    report_once(&gw).await;
                     gw.wake.notify_one();
                 }
             }
@@ -288,6 +301,7 @@ async fn install(gw: &Gateway, lease: &Lease, sent: Instant, ttl: Duration) -> R
             hold: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             replies: HashMap::new(),
             reported: (delivered, attempts),
+            started: false,
         },
     );
     Ok(())
@@ -307,12 +321,14 @@ fn tallies(path: &Path) -> Result<(u64, u64), QueueError> {
     Ok(out)
 }
 
-/// Reports every [`REPORT_EVERY`]; holds batches whose leases ran out.
-async fn report_loop(gw: Arc<Gateway>) {
-    let mut every = tokio::time::interval(REPORT_EVERY);
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+/// Reports every [`REPORT_EVERY`], and [`REPORT_SOON`] after the engine
+/// recorded outcomes; holds batches whose leases ran out.
+async fn report_loop(gw: Arc<Gateway>, progress: Arc<Notify>) {
     loop {
-        every.tick().await;
+        tokio::select! {
+            _ = tokio::time::sleep(REPORT_EVERY) => {}
+            _ = progress.notified() => tokio::time::sleep(REPORT_SOON).await,
+        }
         report_once(&gw).await;
         let expired = gw.leases.refresh_holds();
         if expired > 0 {
@@ -324,8 +340,10 @@ async fn report_loop(gw: Arc<Gateway>) {
     }
 }
 
-/// One report: every held batch's slots, and the final reports waiting.
+/// One report: every held batch's slots, and the final reports waiting
+/// (one at a time: the lease loop reports new batches at once).
 async fn report_once(gw: &Gateway) {
+    let _one = gw.reporting.lock().await;
     let done_dir = feed::done_dir(&gw.spool);
     let mut done_files: Vec<PathBuf> = std::fs::read_dir(&done_dir)
         .map(|d| d.filter_map(|e| e.ok().map(|e| e.path())).collect())

@@ -36,6 +36,8 @@ pub struct LeaseFeed {
     spool: Spool,
     leases: Arc<Leases>,
     free: Arc<AtomicBool>,
+    /// Told at each group commit: the reporter reports soon.
+    progress: Arc<tokio::sync::Notify>,
 }
 
 /// Where final reports wait for a control plane: `SPOOL/fleet/done/`.
@@ -72,12 +74,14 @@ fn key(batch: &LiveBatch) -> (i64, i64) {
 }
 
 impl LeaseFeed {
-    /// The feed of `spool`'s leased batches.
-    pub fn new(spool: Spool, leases: Arc<Leases>) -> LeaseFeed {
+    /// The feed of `spool`'s leased batches, telling `progress` when the
+    /// engine recorded outcomes.
+    pub fn new(spool: Spool, leases: Arc<Leases>, progress: Arc<tokio::sync::Notify>) -> LeaseFeed {
         LeaseFeed {
             spool,
             leases,
             free: Arc::new(AtomicBool::new(false)),
+            progress,
         }
     }
 
@@ -151,6 +155,7 @@ impl Feed for LeaseFeed {
             }
         }
         self.keep_replies(batches);
+        self.progress.notify_one();
         result
     }
 

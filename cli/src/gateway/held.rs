@@ -42,6 +42,10 @@ pub struct Held {
     pub replies: HashMap<u32, LastReply>,
     /// Delivered recipients and attempts at the last report (for the figures).
     pub reported: (u64, u64),
+    /// A report on it was accepted: the control plane knows it is being
+    /// sent from (until then it is held, so that what a lost gateway may have
+    /// sent is always among what the control plane counts as resent).
+    pub started: bool,
 }
 
 /// Every lease held, and the campaigns' orders.
@@ -81,6 +85,7 @@ impl Leases {
         for key in keys {
             if let Some(h) = held.get_mut(key) {
                 h.until = h.until.max(until);
+                h.started = true;
             }
         }
         drop(held);
@@ -128,8 +133,8 @@ impl Leases {
             })
     }
 
-    /// Sets each batch's hold flag: held unless its lease is current and its
-    /// campaign's order is `send`. Answers the batches whose lease ran out.
+    /// Sets each batch's hold flag: held unless its lease is current, a report
+    /// on it was accepted and its campaign's order is `send`. Answers the batches whose lease ran out.
     pub fn refresh_holds(&self) -> usize {
         let now = Instant::now();
         let orders = lock(&self.orders).clone();
@@ -142,7 +147,8 @@ impl Leases {
             let send = orders
                 .get(campaign)
                 .is_some_and(|o| o.action == Action::Send);
-            h.hold.store(!(current && send), Ordering::Relaxed);
+            h.hold
+                .store(!(current && send && h.started), Ordering::Relaxed);
         }
         expired
     }

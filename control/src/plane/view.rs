@@ -43,6 +43,9 @@ pub struct CampaignView {
     pub cancelled: i64,
     /// Rows of the list skipped (see `/rejects`).
     pub rejected_rows: i64,
+    /// Recipients sent again because the gateway that held their batch was
+    /// lost (a fleet): at most this many may have arrived twice.
+    pub resent_after_failure: i64,
     /// Whether every batch has been written (the counts are final then).
     pub partitioned: bool,
     /// Batches.
@@ -156,6 +159,7 @@ impl Plane {
             suppressed: counts.suppressed + c.suppressed,
             cancelled: counts.cancelled,
             rejected_rows: c.rejected_rows,
+            resent_after_failure: self.store.resent_after_failure(c.id).await?,
             partitioned: c.partitioned,
             batches: c.batches,
             msgs_per_s: (rate * 10.0).round() / 10.0,

@@ -45,8 +45,9 @@ pub struct Claimed {
     /// The slots last reported (8 bytes per recipient, little-endian), if any.
     pub slots: Option<Vec<u8>>,
     /// Recipients counted as sent again: the batch was taken from a gateway
-    /// whose lease ran out, and these had been attempted there without a
-    /// final state reported.
+    /// whose lease ran out after it had started on the batch (a gateway sends
+    /// from a batch only once a report on it was recorded), and these have no
+    /// final state reported: each may have been sent there.
     pub resent: i64,
 }
 
@@ -74,15 +75,13 @@ pub struct GatewayRow {
 const FREE: &str = "(b.lease_holder IS NULL OR (b.lease_expires < $1 AND NOT EXISTS \
     (SELECT 1 FROM gateways g WHERE g.name = b.lease_holder AND g.last_seen >= $2)))";
 
-/// How many recipients of `slots` had been attempted without a final state.
-fn attempted_unfinished(slots: &[u8]) -> i64 {
+/// How many recipients of `slots` have no final state.
+fn unfinished(slots: &[u8]) -> i64 {
     slots
         .chunks_exact(8)
         .filter_map(|c| <[u8; 8]>::try_from(c).ok())
         .filter_map(|b| volley_queue::Slot::decode(u64::from_le_bytes(b)).ok())
-        .filter(|s| {
-            !s.state.is_final() && (s.state == volley_queue::State::InFlight || s.attempts > 0)
-        })
+        .filter(|s| !s.state.is_final())
         .count() as i64
 }
 
@@ -181,9 +180,9 @@ impl Store {
 
     /// Leases `batches` to `gateway` until `now + ttl`, those still free
     /// (another process may have taken some since they were found; the
-    /// update is guarded by the epoch read): each claim bumps the epoch. A batch taken from a gateway whose lease ran
-    /// out counts its attempted, unfinished recipients as resent (per
-    /// campaign).
+    /// update is guarded by the epoch read): each claim bumps the epoch. A
+    /// batch taken from a gateway whose lease ran out after it started on it
+    /// counts its unfinished recipients as resent (per campaign).
     pub async fn claim(
         &self,
         gateway: &str,
@@ -193,7 +192,7 @@ impl Store {
     ) -> Result<Vec<Claimed>, StoreError> {
         let mut out = Vec::new();
         let expires = now + ttl;
-        let mut tx = self.pool().begin().await.what("begin a lease")?;
+        let mut tx = self.begin_write("begin a lease").await?;
         for &(campaign, batch) in batches {
             let lock = match self.backend() {
                 Backend::Postgres => " FOR UPDATE SKIP LOCKED",
@@ -239,7 +238,7 @@ impl Store {
             };
             let epoch: i64 = updated.try_get("lease_epoch").what("read a lease")?;
             let resent = match (&previous, &slots) {
-                (Some(_), Some(s)) => attempted_unfinished(s),
+                (Some(_), Some(s)) => unfinished(s),
                 _ => 0,
             };
             if resent > 0 {
@@ -330,11 +329,7 @@ impl Store {
         gateway: &str,
         done: &[(DoneBatch, i64)],
     ) -> Result<Vec<bool>, StoreError> {
-        let mut tx = self
-            .pool()
-            .begin()
-            .await
-            .what("begin a leased completion")?;
+        let mut tx = self.begin_write("begin a leased completion").await?;
         let mut held = Vec::with_capacity(done.len());
         let mut accepted = Vec::new();
         for (b, epoch) in done {

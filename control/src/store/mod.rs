@@ -234,6 +234,23 @@ impl Store {
         &self.pool
     }
 
+    /// A transaction that reads before it writes: on SQLite it takes the
+    /// write lock at once (a deferred transaction that read first fails with
+    /// `SQLITE_BUSY_SNAPSHOT` when another writer committed meanwhile).
+    pub(crate) async fn begin_write(
+        &self,
+        what: &'static str,
+    ) -> Result<sqlx::Transaction<'static, sqlx::Any>, StoreError> {
+        let mut tx = self.pool.begin().await.what(what)?;
+        if self.backend == Backend::Sqlite {
+            sqlx::query("UPDATE volley_schema SET applied_at = applied_at WHERE version < 0")
+                .execute(&mut *tx)
+                .await
+                .what(what)?;
+        }
+        Ok(tx)
+    }
+
     /// The schema version of the database (0: none yet).
     pub async fn schema_version(&self) -> Result<i64, StoreError> {
         let exists = match self.backend {

@@ -1,0 +1,339 @@
+//! The fleet end to end, on loopback: a private PostgreSQL, `volley control`,
+//! three `volley gateway`s sending from distinct source addresses, and a
+//! Postfix smtp-sink that keeps every message. A campaign is submitted over
+//! the API the way a sender would (`volley campaign submit`), then:
+//!
+//! - one gateway is killed (`kill -9`) at about 30%: the campaign completes,
+//!   every recipient arrives at least once, and the duplicates are no more
+//!   than the campaign's `resent_after_failure`; `GET /v1/gateways` shows the
+//!   killed one `lost`;
+//! - one gateway is stopped (`SIGSTOP`) past its lease and continued: its late
+//!   report is refused (`409`), it drops those batches, and the campaign's
+//!   duplicates are again bounded by `resent_after_failure`.
+//!
+//! Skipped (with a message) without PostgreSQL or smtp-sink.
+
+mod common;
+#[path = "../../mta/engine/tests/support/mod.rs"]
+mod support;
+
+use std::collections::HashMap;
+use std::net::{Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde_json::Value;
+use support::http::request;
+use support::port::{free_port, poll};
+use support::postgres::Postgres;
+use support::process::ChildGuard;
+use support::smtp_sink::{SinkOptions, SmtpSink, SMTP_SINK};
+
+struct Fleet {
+    dir: tempfile::TempDir,
+    sink: SmtpSink,
+    api: SocketAddr,
+    admin: String,
+    control: Option<ChildGuard>,
+    gateways: Vec<Option<ChildGuard>>,
+    _pg: Postgres,
+}
+
+fn available(test: &str) -> bool {
+    if !Postgres::available() {
+        support::skip(
+            test,
+            "PostgreSQL is not installed (scripts/test.sh installs it)",
+        );
+        return false;
+    }
+    if !Path::new(SMTP_SINK).exists() {
+        support::skip(
+            test,
+            "smtp-sink is not installed (scripts/test.sh installs it)",
+        );
+        return false;
+    }
+    true
+}
+
+impl Fleet {
+    /// PostgreSQL on 127.0.0.`last`, the control plane and the sink beside it,
+    /// gateways on 127.0.0.`last`+1…
+    fn start(last: u8, gateways: u8) -> Fleet {
+        let ip = Ipv4Addr::new(127, 0, 0, last);
+        let pg = Postgres::start(last);
+        let sink = SmtpSink::start(ip, SinkOptions::plain());
+        let dir = tempfile::tempdir().unwrap();
+        let api = SocketAddr::from((ip, free_port(ip)));
+        let control = format!(
+            "[control]\nlisten = \"{api}\"\ndatabase = \"{db}\"\nlease_ttl = \"5s\"\n\
+             [spool]\ndir = \"{spool}\"\n[queue]\nbatch_size = 100\n",
+            db = pg.url(),
+            spool = dir.path().join("control").display(),
+        );
+        std::fs::write(dir.path().join("control.toml"), control).unwrap();
+        let mut fleet = Fleet {
+            sink,
+            api,
+            admin: String::new(),
+            control: None,
+            gateways: Vec::new(),
+            _pg: pg,
+            dir,
+        };
+        fleet.admin = fleet.token("ops", "admin");
+        let gw_token = fleet.token("gateways", "gateway");
+        std::fs::write(fleet.path("gateway.token"), &gw_token).unwrap();
+        fleet.start_control();
+        for g in 1..=gateways {
+            let source = Ipv4Addr::new(127, 0, 0, last + g);
+            let config = format!(
+                "[control]\nlisten = \"\"\nlease_ttl = \"5s\"\n[spool]\ndir = \"{spool}\"\n\
+                 [delivery]\nhelo_name = \"gw{g}.test\"\nlog = \"{log}\"\nsource_addresses = [\"{source}\"]\n\
+                 [retry]\nintervals = [\"1s\"]\n\
+                 [gateway]\nname = \"gw{g}\"\ncontrol = [\"http://{api}\"]\ntoken_file = \"{token}\"\nmax_batches = 8\n\
+                 [[route]]\ndomain = \"*\"\nvia = \"{via}\"\n",
+                spool = fleet.path(&format!("gw{g}")).display(),
+                log = fleet.path(&format!("gw{g}.jsonl")).display(),
+                token = fleet.path("gateway.token").display(),
+                via = fleet.sink.addr(),
+            );
+            std::fs::write(fleet.path(&format!("gw{g}.toml")), config).unwrap();
+            fleet.gateways.push(None);
+            fleet.start_gateway(g as usize);
+        }
+        fleet
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn token(&self, name: &str, role: &str) -> String {
+        let out = common::volley_with(
+            &self.path("control.toml"),
+            &["token", "create", "--name", name, "--role", role],
+        );
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        common::stdout(&out).trim().to_owned()
+    }
+
+    fn start_control(&mut self) {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_volley"));
+        cmd.args([
+            "--config",
+            &self.path("control.toml").display().to_string(),
+            "control",
+        ])
+        .env_remove("VOLLEY_CONFIG")
+        .env("VOLLEY_LOG", "info")
+        .stdin(std::process::Stdio::null());
+        let child = ChildGuard::spawn("volley-control", cmd, self.dir.path()).unwrap();
+        let api = self.api;
+        let up = poll(Duration::from_secs(30), || {
+            child.check_alive().ok()?;
+            let a = support::http::try_request(api, "GET", "/healthz", &[], b"").ok()?;
+            (a.status == 200).then_some(())
+        });
+        assert!(
+            up.is_some(),
+            "volley control did not come up: {}",
+            child.stderr_text()
+        );
+        self.control = Some(child);
+    }
+
+    /// Starts gateway `g` (1-based).
+    fn start_gateway(&mut self, g: usize) {
+        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_volley"));
+        cmd.args([
+            "--config",
+            &self.path(&format!("gw{g}.toml")).display().to_string(),
+            "gateway",
+        ])
+        .env_remove("VOLLEY_CONFIG")
+        .env("VOLLEY_LOG", "info")
+        .stdin(std::process::Stdio::null());
+        let child = ChildGuard::spawn(&format!("volley-gw{g}"), cmd, self.dir.path()).unwrap();
+        self.gateways[g - 1] = Some(child);
+    }
+
+    fn gateway_pid(&self, g: usize) -> i32 {
+        self.gateways[g - 1].as_ref().unwrap().id() as i32
+    }
+
+    fn get(&self, path: &str) -> Value {
+        let auth = format!("Bearer {}", self.admin);
+        let a = request(self.api, "GET", path, &[("Authorization", &auth)], b"");
+        assert_eq!(
+            a.status,
+            200,
+            "{path}: {}",
+            String::from_utf8_lossy(&a.body)
+        );
+        serde_json::from_slice(&a.body).unwrap()
+    }
+
+    /// Submits a campaign of `n` recipients with `volley campaign submit`.
+    fn submit(&self, n: usize) -> i64 {
+        let mut csv = String::from("email,name\n");
+        for i in 0..n {
+            csv.push_str(&format!("u{i}@d{}.test,N{i}\n", i % 7));
+        }
+        std::fs::write(self.path("list.csv"), csv).unwrap();
+        std::fs::write(
+            self.path("t.toml"),
+            "from = \"news@acme.test\"\nsubject = \"Hi {{ name }}\"\ntext = \"Hello {{ name }}\"\n",
+        )
+        .unwrap();
+        let out = common::volley_with(
+            &self.path("control.toml"),
+            &[
+                "campaign",
+                "submit",
+                "--api",
+                &format!("http://{}", self.api),
+                "--token",
+                &self.admin,
+                "--template",
+                &self.path("t.toml").display().to_string(),
+                "--recipients",
+                &self.path("list.csv").display().to_string(),
+                "--json",
+            ],
+        );
+        assert!(out.status.success(), "{}", common::stderr(&out));
+        let v: Value = serde_json::from_str(common::stdout(&out).trim()).unwrap();
+        v["id"].as_i64().unwrap()
+    }
+
+    /// Waits until the campaign is completed; answers its view.
+    fn completed(&self, id: i64, deadline: Duration) -> Value {
+        poll(deadline, || {
+            let v = self.get(&format!("/v1/campaigns/{id}"));
+            (v["state"] == "completed").then_some(v)
+        })
+        .unwrap_or_else(|| {
+            panic!(
+                "campaign {id} did not complete: {}\ncontrol: {}",
+                self.get(&format!("/v1/campaigns/{id}")),
+                self.control
+                    .as_ref()
+                    .map(ChildGuard::stderr_text)
+                    .unwrap_or_default()
+            )
+        })
+    }
+
+    /// How many times each recipient arrived at the sink.
+    fn arrivals(&self) -> HashMap<String, u32> {
+        let mut seen = HashMap::new();
+        for m in self.sink.parsed_messages() {
+            for r in m.rcpt_tos() {
+                *seen.entry(r.to_owned()).or_insert(0) += 1;
+            }
+        }
+        seen
+    }
+
+    fn delivered_lines(&self) -> usize {
+        (1..=self.gateways.len())
+            .map(|g| {
+                std::fs::read_to_string(self.path(&format!("gw{g}.jsonl")))
+                    .map(|t| t.matches("\"status\":\"delivered\"").count())
+                    .unwrap_or(0)
+            })
+            .sum()
+    }
+}
+
+/// Sends `SIG<name>` to `pid` with kill(1).
+fn signal(pid: i32, name: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{name}"), &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(ok, "kill -{name} {pid}");
+}
+
+fn check_arrivals(fleet: &Fleet, n: usize, view: &Value) {
+    let arrivals = fleet.arrivals();
+    let missing: Vec<String> = (0..n)
+        .map(|i| format!("u{i}@d{}.test", i % 7))
+        .filter(|a| !arrivals.contains_key(a))
+        .take(5)
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "never arrived: {missing:?} ({} arrived)",
+        arrivals.len()
+    );
+    let duplicates: u32 = arrivals.values().map(|c| c - 1).sum();
+    let resent = view["resent_after_failure"].as_i64().unwrap();
+    assert!(
+        i64::from(duplicates) <= resent,
+        "{duplicates} duplicates, resent_after_failure {resent}"
+    );
+    assert_eq!(view["delivered"], n, "{view}");
+    eprintln!("{n} recipients: {duplicates} duplicates, resent_after_failure {resent}");
+}
+
+#[test]
+fn a_killed_gateway_costs_only_what_it_had_in_flight() {
+    if !available("a_killed_gateway_costs_only_what_it_had_in_flight") {
+        return;
+    }
+    let mut fleet = Fleet::start(150, 3);
+    let n = 50_000;
+    let id = fleet.submit(n);
+    let at = poll(Duration::from_secs(120), || {
+        (fleet.delivered_lines() >= n * 3 / 10).then_some(())
+    });
+    assert!(at.is_some(), "30% not reached");
+    signal(fleet.gateway_pid(1), "KILL");
+    let view = fleet.completed(id, Duration::from_secs(240));
+    check_arrivals(&fleet, n, &view);
+    let gateways = fleet.get("/v1/gateways");
+    let state = |name: &str| {
+        gateways["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .map(|g| g["state"].as_str().unwrap_or_default().to_owned())
+    };
+    assert_eq!(state("gw1").as_deref(), Some("lost"), "{gateways}");
+    assert_eq!(state("gw2").as_deref(), Some("live"), "{gateways}");
+    let _ = fleet.gateways[0].take();
+}
+
+#[test]
+fn a_paused_gateway_past_its_lease_is_fenced_off() {
+    if !available("a_paused_gateway_past_its_lease_is_fenced_off") {
+        return;
+    }
+    let fleet = Fleet::start(160, 2);
+    let n = 20_000;
+    let id = fleet.submit(n);
+    let at = poll(Duration::from_secs(120), || {
+        (fleet.delivered_lines() >= n / 5).then_some(())
+    });
+    assert!(at.is_some(), "20% not reached");
+    let pid = fleet.gateway_pid(1);
+    signal(pid, "STOP");
+    // Past the lease (5 s) and the other gateway's takeover.
+    std::thread::sleep(Duration::from_secs(9));
+    signal(pid, "CONT");
+    let view = fleet.completed(id, Duration::from_secs(240));
+    check_arrivals(&fleet, n, &view);
+    let gw1 = fleet.gateways[0].as_ref().unwrap();
+    let refused = poll(Duration::from_secs(20), || {
+        gw1.stderr_text().contains("lease lost").then_some(())
+    });
+    assert!(
+        refused.is_some() || view["resent_after_failure"] == 0,
+        "gw1 was not told its leases were lost:\n{}",
+        gw1.stderr_text()
+    );
+}
