@@ -160,6 +160,9 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         } else {
             None
         };
+        // Leases of an earlier run are not held any more (their files went):
+        // they go to whoever asks first, this gateway included.
+        abandon_earlier(&gateway, &mut signals).await?;
         let leasing = tokio::spawn(lease_loop(Arc::clone(&gateway)));
         let reporting = tokio::spawn(report_loop(Arc::clone(&gateway), progress));
         tracing::info!(gateway = %name, spool = %root.display(), "volley gateway: delivering");
@@ -196,6 +199,44 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         tracing::info!("volley gateway: stopped");
         anyhow::Ok(String::new())
     })
+}
+
+/// Removes the leased batches an earlier run left in the spool and tells a
+/// control plane their leases are abandoned, retrying until one answers (or
+/// a stop signal).
+async fn abandon_earlier(gw: &Gateway, signals: &mut StopSignals) -> Result<()> {
+    let mut removed = 0;
+    for path in gw.spool.active_files()? {
+        let Ok(map) = MappedBatch::open(&path) else {
+            continue;
+        };
+        if !volley_queue::ids::is_inbound_id(map.header().campaign_id) {
+            drop(map);
+            std::fs::remove_file(&path)
+                .with_context(|| format!("cannot remove {}", path.display()))?;
+            removed += 1;
+        }
+    }
+    if removed > 0 {
+        tracing::info!(
+            batches = removed,
+            "leased batches of an earlier run removed"
+        );
+    }
+    // Batches an earlier run finished are reported first.
+    report_once(gw).await;
+    loop {
+        match gw.client.abandon_all(&gw.name).await {
+            Ok(()) => return Ok(()),
+            Err(err) => {
+                tracing::warn!(err = %format!("{err:#}"), "no control plane answers yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = signals.recv() => bail!("stopped before a control plane answered"),
+                }
+            }
+        }
+    }
 }
 
 /// Asks for work while there is room, long-polling; installs what comes.

@@ -32,9 +32,12 @@ use support::smtp_sink::{SinkOptions, SmtpSink, SMTP_SINK};
 struct Fleet {
     dir: tempfile::TempDir,
     sink: SmtpSink,
+    /// The API the test talks to (one of `apis`).
     api: SocketAddr,
+    /// Every control plane's API.
+    apis: Vec<SocketAddr>,
     admin: String,
-    control: Option<ChildGuard>,
+    controls: Vec<Option<ChildGuard>>,
     gateways: Vec<Option<ChildGuard>>,
     _pg: Postgres,
 }
@@ -58,26 +61,37 @@ fn available(test: &str) -> bool {
 }
 
 impl Fleet {
-    /// PostgreSQL on 127.0.0.`last`, the control plane and the sink beside it,
-    /// gateways on 127.0.0.`last`+1…
+    /// PostgreSQL on 127.0.0.`last`, the control planes and the sink beside
+    /// it, gateways on 127.0.0.`last`+1…
     fn start(last: u8, gateways: u8) -> Fleet {
+        Fleet::start_with(last, gateways, 1)
+    }
+
+    /// [`Fleet::start`] with `controls` control-plane processes on the one
+    /// PostgreSQL (each with its own spool), every gateway told of all.
+    fn start_with(last: u8, gateways: u8, controls: usize) -> Fleet {
         let ip = Ipv4Addr::new(127, 0, 0, last);
         let pg = Postgres::start(last);
         let sink = SmtpSink::start(ip, SinkOptions::plain());
         let dir = tempfile::tempdir().unwrap();
-        let api = SocketAddr::from((ip, free_port(ip)));
-        let control = format!(
-            "[control]\nlisten = \"{api}\"\ndatabase = \"{db}\"\nlease_ttl = \"5s\"\n\
-             [spool]\ndir = \"{spool}\"\n[queue]\nbatch_size = 100\n",
-            db = pg.url(),
-            spool = dir.path().join("control").display(),
-        );
-        std::fs::write(dir.path().join("control.toml"), control).unwrap();
+        let apis: Vec<SocketAddr> = (0..controls)
+            .map(|_| SocketAddr::from((ip, free_port(ip))))
+            .collect();
+        for (k, api) in apis.iter().enumerate() {
+            let control = format!(
+                "[control]\nlisten = \"{api}\"\ndatabase = \"{db}\"\nlease_ttl = \"5s\"\n\
+                 [spool]\ndir = \"{spool}\"\n[queue]\nbatch_size = 100\n",
+                db = pg.url(),
+                spool = dir.path().join(format!("control{k}")).display(),
+            );
+            std::fs::write(dir.path().join(control_file(k)), control).unwrap();
+        }
         let mut fleet = Fleet {
             sink,
-            api,
+            api: apis[0],
+            apis: apis.clone(),
             admin: String::new(),
-            control: None,
+            controls: (0..controls).map(|_| None).collect(),
             gateways: Vec::new(),
             _pg: pg,
             dir,
@@ -85,14 +99,21 @@ impl Fleet {
         fleet.admin = fleet.token("ops", "admin");
         let gw_token = fleet.token("gateways", "gateway");
         std::fs::write(fleet.path("gateway.token"), &gw_token).unwrap();
-        fleet.start_control();
+        for k in 0..controls {
+            fleet.start_control(k);
+        }
+        let urls = apis
+            .iter()
+            .map(|a| format!("\"http://{a}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
         for g in 1..=gateways {
             let source = Ipv4Addr::new(127, 0, 0, last + g);
             let config = format!(
                 "[control]\nlisten = \"\"\nlease_ttl = \"5s\"\n[spool]\ndir = \"{spool}\"\n\
                  [delivery]\nhelo_name = \"gw{g}.test\"\nlog = \"{log}\"\nsource_addresses = [\"{source}\"]\n\
                  [retry]\nintervals = [\"1s\"]\n\
-                 [gateway]\nname = \"gw{g}\"\ncontrol = [\"http://{api}\"]\ntoken_file = \"{token}\"\nmax_batches = 8\n\
+                 [gateway]\nname = \"gw{g}\"\ncontrol = [{urls}]\ntoken_file = \"{token}\"\nmax_batches = 8\n\
                  [[route]]\ndomain = \"*\"\nvia = \"{via}\"\n",
                 spool = fleet.path(&format!("gw{g}")).display(),
                 log = fleet.path(&format!("gw{g}.jsonl")).display(),
@@ -119,18 +140,19 @@ impl Fleet {
         common::stdout(&out).trim().to_owned()
     }
 
-    fn start_control(&mut self) {
+    /// Starts control plane `k` (0-based).
+    fn start_control(&mut self, k: usize) {
         let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_volley"));
         cmd.args([
             "--config",
-            &self.path("control.toml").display().to_string(),
+            &self.path(&control_file(k)).display().to_string(),
             "control",
         ])
         .env_remove("VOLLEY_CONFIG")
         .env("VOLLEY_LOG", "info")
         .stdin(std::process::Stdio::null());
-        let child = ChildGuard::spawn("volley-control", cmd, self.dir.path()).unwrap();
-        let api = self.api;
+        let child = ChildGuard::spawn(&format!("volley-control{k}"), cmd, self.dir.path()).unwrap();
+        let api = self.apis[k];
         let up = poll(Duration::from_secs(30), || {
             child.check_alive().ok()?;
             let a = support::http::try_request(api, "GET", "/healthz", &[], b"").ok()?;
@@ -141,7 +163,7 @@ impl Fleet {
             "volley control did not come up: {}",
             child.stderr_text()
         );
-        self.control = Some(child);
+        self.controls[k] = Some(child);
     }
 
     /// Starts gateway `g` (1-based).
@@ -218,10 +240,12 @@ impl Fleet {
             panic!(
                 "campaign {id} did not complete: {}\ncontrol: {}",
                 self.get(&format!("/v1/campaigns/{id}")),
-                self.control
-                    .as_ref()
+                self.controls
+                    .iter()
+                    .flatten()
                     .map(ChildGuard::stderr_text)
-                    .unwrap_or_default()
+                    .collect::<Vec<_>>()
+                    .join("\n---\n")
             )
         })
     }
@@ -245,6 +269,15 @@ impl Fleet {
                     .unwrap_or(0)
             })
             .sum()
+    }
+}
+
+/// The configuration file of control plane `k`.
+fn control_file(k: usize) -> String {
+    if k == 0 {
+        "control.toml".to_owned()
+    } else {
+        format!("control{k}.toml")
     }
 }
 
@@ -336,4 +369,28 @@ fn a_paused_gateway_past_its_lease_is_fenced_off() {
         "gw1 was not told its leases were lost:\n{}",
         gw1.stderr_text()
     );
+}
+
+#[test]
+fn the_fleet_outlives_a_control_plane_and_a_gateway_restart() {
+    if !available("the_fleet_outlives_a_control_plane_and_a_gateway_restart") {
+        return;
+    }
+    let mut fleet = Fleet::start_with(170, 2, 2);
+    let n = 20_000;
+    let id = fleet.submit(n);
+    let at = poll(Duration::from_secs(120), || {
+        (fleet.delivered_lines() >= n / 5).then_some(())
+    });
+    assert!(at.is_some(), "20% not reached");
+    // The control plane that took the submission dies; the other serves.
+    signal(fleet.controls[0].as_ref().unwrap().id() as i32, "KILL");
+    fleet.api = fleet.apis[1];
+    // A gateway crashes and comes back: its old leases are abandoned and
+    // handed out again.
+    signal(fleet.gateway_pid(2), "KILL");
+    fleet.start_gateway(2);
+    let view = fleet.completed(id, Duration::from_secs(240));
+    check_arrivals(&fleet, n, &view);
+    let _ = fleet.controls[0].take();
 }

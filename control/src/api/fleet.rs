@@ -65,7 +65,12 @@ pub struct Release {
     /// The gateway's name.
     pub gateway: String,
     /// (campaign, batch, epoch) of each lease given back.
+    #[serde(default)]
     pub batches: Vec<(i64, i64, i64)>,
+    /// Every lease the gateway holds is abandoned (it restarted without
+    /// them): they go to others at once, counted as resent.
+    #[serde(default)]
+    pub abandon_all: bool,
 }
 
 /// `POST /v1/releases`: a stopping gateway gives leases back.
@@ -73,6 +78,9 @@ pub async fn release(state: St, caller: Caller, body: Body) -> Result<Response, 
     gateway(&caller)?;
     let fleet = fleet(&state)?;
     let (req, _) = json_body::<Release>(body, state.limits.max_body_bytes).await?;
+    if req.abandon_all {
+        fleet.abandon(&req.gateway).await?;
+    }
     fleet.release(&req.gateway, &req.batches).await?;
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -321,6 +321,21 @@ impl Fleet {
         })
     }
 
+    /// Marks the leases a restarted gateway held abandoned.
+    pub async fn abandon(&self, gateway: &str) -> Result<(), PlaneError> {
+        check_name(gateway)?;
+        let n = self.plane.store().abandon(gateway).await?;
+        if n > 0 {
+            tracing::warn!(
+                gateway,
+                batches = n,
+                "a restarted gateway abandoned its leases"
+            );
+            self.plane.wake().notify_one();
+        }
+        Ok(())
+    }
+
     /// Gives a stopping gateway's leases back.
     pub async fn release(
         &self,

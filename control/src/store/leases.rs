@@ -71,8 +71,10 @@ pub struct GatewayRow {
 /// The condition on a batch row `b` that its lease can be taken, with `$1`
 /// now and `$2` now less the lease time: no holder, or a lease run out whose
 /// holder has not been heard from since (a gateway that is reachable keeps its
-/// batches through a control-plane outage, and reports them late).
-const FREE: &str = "(b.lease_holder IS NULL OR (b.lease_expires < $1 AND NOT EXISTS \
+/// batches through a control-plane outage, and reports them late), or one its
+/// holder abandoned (restarted: expiry 0).
+const FREE: &str =
+    "(b.lease_holder IS NULL OR b.lease_expires = 0 OR (b.lease_expires < $1 AND NOT EXISTS \
     (SELECT 1 FROM gateways g WHERE g.name = b.lease_holder AND g.last_seen >= $2)))";
 
 /// How many recipients of `slots` have no final state.
@@ -377,6 +379,20 @@ impl Store {
         }
         tx.commit().await.what("commit a release")?;
         Ok(())
+    }
+
+    /// Marks every lease of `gateway` abandoned (it restarted without them):
+    /// they can be taken at once, their unfinished recipients counted as
+    /// resent as for a lost gateway.
+    pub async fn abandon(&self, gateway: &str) -> Result<u64, StoreError> {
+        Ok(sqlx::query(
+            "UPDATE batches SET lease_expires = 0 WHERE lease_holder = $1 AND state <> 'done'",
+        )
+        .bind(gateway.to_owned())
+        .execute(self.pool())
+        .await
+        .what("abandon leases")?
+        .rows_affected())
     }
 
     /// Notes that `gateway` reached a control plane at `now`, having delivered
