@@ -48,7 +48,7 @@ class Client:
 
 def gateway(name, host, port, token, want, deadline, out, lock):
     c = Client(host, port, token)
-    latencies, leased, done, stale = [], 0, 0, 0
+    latencies, leased, done, stale, last = [], 0, 0, 0, 0.0
     idle = 0
     while time.monotonic() < deadline and idle < 2:
         t0 = time.monotonic()
@@ -68,7 +68,10 @@ def gateway(name, host, port, token, want, deadline, out, lock):
         if status == 409:
             stale += len(answer["stale"])
         done += len(leases) - (len(answer["stale"]) if status == 409 else 0)
+        last = time.monotonic()
     with lock:
+        if done:
+            out["last"] = max(out["last"], last)
         out["latencies"] += latencies
         out["leased"] += leased
         out["done"] += done
@@ -100,6 +103,7 @@ def main():
     args = ap.parse_args()
     volley = os.path.abspath(args.volley)
     work = tempfile.mkdtemp(prefix="volley-lease-")
+    os.chmod(work, 0o755)
     url, stop_pg = postgres(os.path.join(work, "pgwork"))
     host = "127.0.0.1"
     port = free_port(host)
@@ -134,7 +138,7 @@ def main():
             if camp.get("partitioned") and camp.get("state") == "sending":
                 break
             time.sleep(0.5)
-        out = {"latencies": [], "leased": 0, "done": 0, "stale": 0}
+        out = {"latencies": [], "leased": 0, "done": 0, "stale": 0, "last": 0.0}
         lock = threading.Lock()
         deadline = time.monotonic() + args.limit
         cpu0 = cpu_seconds(control.pid)
@@ -145,8 +149,8 @@ def main():
             t.start()
         for t in threads:
             t.join()
-        # The last idle polls (two per gateway, ~1 s each) are not work.
-        elapsed = time.monotonic() - t0
+        # Until the last completion: the final idle polls are not work.
+        elapsed = out["last"] - t0
         cpu = cpu_seconds(control.pid) - cpu0
         lat = sorted(out["latencies"])
         busy = [x for x in lat if x < 0.9] or lat
@@ -160,7 +164,7 @@ def main():
             "lease_p50_ms": round(busy[len(busy) // 2] * 1000, 1),
             "lease_p99_ms": round(busy[int(len(busy) * 0.99)] * 1000, 1),
             "control_cpu_s": round(cpu, 2),
-            "note": "elapsed includes each simulated gateway's final idle long polls (~2 s)",
+            "note": "seconds: from the first request to the last completion; the 100 simulated gateways are Python threads on the same 2 cores",
         }
         print(json.dumps(result, indent=1))
         os.makedirs("benches/results", exist_ok=True)
