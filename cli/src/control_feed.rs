@@ -72,7 +72,7 @@ fn last_reply(r: Reply) -> LastReply {
 
 /// Sets every unsent recipient of the batch at `path` final: expired, marked
 /// with `mark` (cancelled, or stopped at `stop_at`).
-fn finalize(path: &std::path::Path, mark: u64) -> Result<u64, QueueError> {
+pub(crate) fn finalize(path: &std::path::Path, mark: u64) -> Result<u64, QueueError> {
     let map = MappedBatch::open(path)?;
     let mut done = 0;
     for i in 0..map.len() {

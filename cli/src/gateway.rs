@@ -33,7 +33,6 @@ use volley_control::fleet::wire::{
     self, BatchReport, DoneReport, Lease, LeaseRequest, ReportRequest, SiteFigures,
 };
 use volley_control::plane::progress::domain_counts;
-use volley_engine::feedback::Feedback;
 use volley_engine::host::unix_now;
 use volley_engine::suppress::Suppressions;
 use volley_merge::TemplateSource;
@@ -131,19 +130,7 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         args.log.as_deref(),
         Arc::clone(&suppressions) as Arc<dyn Suppressions>,
     )?;
-    let feedback = Arc::new(
-        Feedback::new(
-            &root,
-            engine.verp(),
-            engine.source(),
-            engine.delivery_log(),
-            suppressions,
-        )
-        .with_fbl_sources(
-            listen_config.bounce.fbl_sources.clone(),
-            volley_engine::mx::ResolverConfig::of(&listen_config.dns),
-        ),
-    );
+    let feedback = crate::run::feedback(&root, &engine, suppressions, &listen_config);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let mut signals = StopSignals::new()?;

@@ -152,19 +152,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     )?;
     // What comes back for the local domains is classified on receipt, logged in
     // the engine's delivery log and written to the same suppression list.
-    let feedback = Arc::new(
-        Feedback::new(
-            &root,
-            engine.verp(),
-            engine.source(),
-            engine.delivery_log(),
-            suppressions,
-        )
-        .with_fbl_sources(
-            listen_config.bounce.fbl_sources.clone(),
-            volley_engine::mx::ResolverConfig::of(&listen_config.dns),
-        ),
-    );
+    let feedback = feedback(&root, &engine, suppressions, &listen_config);
     runtime.block_on(async {
         let mut signals = StopSignals::new()?;
         if args.once {
@@ -277,6 +265,30 @@ pub fn spool_engine(
     Ok(Engine::new(config, feed, source, log)?
         .with_suppressions(suppressions)
         .with_reports(reports))
+}
+
+/// The classification of what comes back for the local domains, into
+/// `engine`'s delivery log and `suppressions`, trusting `config`'s feedback
+/// loops. What `volley run` and `volley gateway` listen with.
+pub(crate) fn feedback(
+    root: &Path,
+    engine: &Engine,
+    suppressions: Arc<StoreSuppressions>,
+    config: &Config,
+) -> Arc<Feedback> {
+    Arc::new(
+        Feedback::new(
+            root,
+            engine.verp(),
+            engine.source(),
+            engine.delivery_log(),
+            suppressions,
+        )
+        .with_fbl_sources(
+            config.bounce.fbl_sources.clone(),
+            volley_engine::mx::ResolverConfig::of(&config.dns),
+        ),
+    )
 }
 
 /// Binds every `[[listen]]` entry and runs the listener in a task until the

@@ -114,21 +114,19 @@ impl ControlClient {
 
     /// `POST /v1/releases` abandoning every lease of `gateway` (at start).
     pub async fn abandon_all(&self, gateway: &str) -> Result<()> {
-        let body = serde_json::json!({ "gateway": gateway, "abandon_all": true });
-        let r = self
-            .call(reqwest::Method::POST, "/v1/releases", Some(&body))
-            .await?;
-        if !r.status().is_success() {
-            bail!("/v1/releases: {}", r.status());
-        }
-        Ok(())
+        self.releases(&serde_json::json!({ "gateway": gateway, "abandon_all": true }))
+            .await
     }
 
     /// `POST /v1/releases`.
     pub async fn release(&self, gateway: &str, batches: &[(i64, i64, i64)]) -> Result<()> {
-        let body = serde_json::json!({ "gateway": gateway, "batches": batches });
+        self.releases(&serde_json::json!({ "gateway": gateway, "batches": batches }))
+            .await
+    }
+
+    async fn releases(&self, body: &serde_json::Value) -> Result<()> {
         let r = self
-            .call(reqwest::Method::POST, "/v1/releases", Some(&body))
+            .call(reqwest::Method::POST, "/v1/releases", Some(body))
             .await?;
         if !r.status().is_success() {
             bail!("/v1/releases: {}", r.status());

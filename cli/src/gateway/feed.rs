@@ -5,7 +5,7 @@
 //! `SPOOL/fleet/done/` (durably) before its file leaves `active/`; the
 //! reporter hands them to a control plane, whenever one answers.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -15,9 +15,10 @@ use volley_control::plane::progress::{domain_counts, final_row, LastReply};
 use volley_control::store::now;
 use volley_engine::delivery::feed::{open_spool_round, Admit, Feed, LiveBatch, Opened};
 use volley_queue::ids::is_inbound_id;
-use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
+use volley_queue::{QueueError, Slot, Spool};
 
 use super::held::Leases;
+use crate::control_feed::finalize;
 
 /// A finished batch's final report as it waits in `SPOOL/fleet/done/`, with
 /// what the gateway's figures need of it.
@@ -43,29 +44,6 @@ pub struct LeaseFeed {
 /// Where final reports wait for a control plane: `SPOOL/fleet/done/`.
 pub fn done_dir(spool: &Spool) -> PathBuf {
     spool.root().join("fleet").join("done")
-}
-
-/// Sets every unsent recipient of the batch at `path` final with `mark`.
-fn finalize(path: &Path, mark: u64) -> Result<u64, QueueError> {
-    let map = MappedBatch::open(path)?;
-    let mut n = 0;
-    for i in 0..map.len() {
-        let Ok(slot) = map.slot(i) else { continue };
-        if slot.state.is_final() {
-            continue;
-        }
-        map.set_slot(
-            i,
-            Slot {
-                state: State::Expired,
-                next_attempt: mark,
-                ..slot
-            },
-        )?;
-        n += 1;
-    }
-    map.sync()?;
-    Ok(n)
 }
 
 fn key(batch: &LiveBatch) -> (i64, i64) {
