@@ -140,6 +140,7 @@ impl BatchBuilder {
         let file_len = slots_off + self.count as usize * SLOT_LEN;
         let to_u32 = |n: usize| u32::try_from(n).map_err(|_| BuildError::TooLarge);
         let header = Header {
+            version: format::VERSION,
             batch_id: self.meta.batch_id,
             campaign_id: self.meta.campaign_id,
             created_at: self.meta.created_at,

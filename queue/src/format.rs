@@ -1,4 +1,6 @@
-//! Batch file format v1: the header, the layout rules and a validated view.
+//! Batch file formats: v1 (a campaign's batch, written once) and v2 (a relay
+//! batch: received messages appended in group commits), the header, the layout
+//! rules and a validated view.
 //!
 //! Pure functions over byte slices: no I/O, no `unsafe`. Every offset and length is
 //! checked before use, so any byte string gives either a [`BatchView`] or a
@@ -14,8 +16,23 @@ use crate::varint;
 
 /// First eight bytes of every batch file.
 pub const MAGIC: [u8; 8] = *b"VOLLEYQB";
-/// The format version this build writes and reads.
+/// The format version of campaign batches (written once, whole).
 pub const VERSION: u16 = 1;
+/// The format version of relay batches: received messages with their envelope
+/// and content, appended in group commits (FORMAT.md, "Version 2").
+pub const VERSION_RELAY: u16 = 2;
+/// Record kinds of a relay batch.
+pub const RECORD_MESSAGE: u8 = 1;
+/// A commit record: every message record before it was acknowledged (`250`).
+pub const RECORD_COMMIT: u8 = 2;
+/// The seal record: the file is complete; nothing follows it.
+pub const RECORD_SEAL: u8 = 3;
+/// The first record of a relay batch: its merge field names.
+pub const RECORD_FIELDS: u8 = 4;
+/// Bytes a record takes besides its body: length (4), kind (1), checksum (8).
+pub const RECORD_OVERHEAD: usize = 13;
+/// Where a relay batch keeps the boot it was written in (header bytes 48..64).
+pub const BOOT_ID_AT: usize = 48;
 /// Size of the fixed header; the field-name section starts right after it.
 pub const HEADER_LEN: usize = 128;
 /// Size of one state slot.
@@ -80,7 +97,7 @@ pub enum FormatError {
     #[error("not a volley batch file: bad magic {0:02x?}")]
     BadMagic([u8; 8]),
     /// A version this build cannot read.
-    #[error("batch format version {0} is not supported (this build reads version {VERSION})")]
+    #[error("batch format version {0} is not supported (this build reads versions {VERSION} and {VERSION_RELAY})")]
     Version(u16),
     /// The header's offsets, counts or reserved bytes do not describe a valid file.
     #[error("bad header: {0}")]
@@ -116,6 +133,8 @@ pub enum FormatError {
 /// The decoded fixed header of a batch file.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Header {
+    /// The format version: [`VERSION`] or [`VERSION_RELAY`].
+    pub version: u16,
     /// Batch identifier, unique within its campaign.
     pub batch_id: u64,
     /// Campaign the batch belongs to.
@@ -177,12 +196,16 @@ impl Header {
             return Err(FormatError::BadMagic(magic));
         }
         let version = u16_at(b, 8);
+        if version == VERSION_RELAY {
+            return Header::read_relay(b, file_len);
+        }
         if version != VERSION {
             return Err(FormatError::Version(version));
         }
         let mut content_hash = [0u8; 32];
         content_hash.copy_from_slice(&b[48..80]);
         let h = Header {
+            version,
             field_count: u16_at(b, 10),
             recipient_count: u32_at(b, 12),
             domain_count: u32_at(b, 16),
@@ -256,6 +279,95 @@ impl Header {
         Ok(h)
     }
 
+    /// The header of a relay batch ([`VERSION_RELAY`]): `recipient_count` and
+    /// `domain_count` are 0 until [`BatchIndex::build`] has read the records.
+    fn read_relay(b: &[u8], file_len: usize) -> Result<Header, FormatError> {
+        let stored = u64_at(b, CHECKSUM_AT);
+        let computed = xxhash_rust::xxh3::xxh3_64(&b[..CHECKSUM_AT]);
+        if stored != computed {
+            return Err(FormatError::Checksum { stored, computed });
+        }
+        let capacity = u32_at(b, 12);
+        if u32_at(b, 16) != 0
+            || u32_at(b, 20) != 0
+            || b[64..80].iter().any(|&x| x != 0)
+            || b[84..CHECKSUM_AT].iter().any(|&x| x != 0)
+        {
+            return Err(FormatError::Layout(
+                "reserved header bytes are not zero".into(),
+            ));
+        }
+        let fields_off = u32_at(b, 80);
+        if u64::from(fields_off) != HEADER_LEN as u64 + u64::from(capacity) * SLOT_LEN as u64 {
+            return Err(FormatError::Layout(format!(
+                "records at {fields_off}, expected after {capacity} slots"
+            )));
+        }
+        let len = file_len as u64;
+        if len < u64::from(fields_off) {
+            return Err(FormatError::Truncated {
+                region: Region::Slots,
+                len,
+                needed: u64::from(fields_off),
+            });
+        }
+        let file_len = u32::try_from(file_len).map_err(|_| {
+            FormatError::Layout(format!(
+                "file is {len} bytes, more than a batch file can be"
+            ))
+        })?;
+        Ok(Header {
+            version: VERSION_RELAY,
+            batch_id: u64_at(b, 24),
+            campaign_id: u64_at(b, 32),
+            created_at: u64_at(b, 40),
+            content_hash: [0; 32],
+            field_count: u16_at(b, 10),
+            recipient_count: 0,
+            domain_count: 0,
+            fields_off,
+            domains_off: fields_off,
+            records_off: fields_off,
+            slots_off: HEADER_LEN as u32,
+            file_len,
+            checksum: stored,
+        })
+    }
+
+    /// Slots a relay batch has room for (for a campaign batch, its recipients).
+    pub fn capacity(&self) -> u32 {
+        if self.version == VERSION_RELAY {
+            (self.fields_off - self.slots_off) / SLOT_LEN as u32
+        } else {
+            self.recipient_count
+        }
+    }
+
+    /// Whether this is a relay batch ([`VERSION_RELAY`]).
+    pub fn is_relay(&self) -> bool {
+        self.version == VERSION_RELAY
+    }
+
+    /// The byte range of the file that never changes once written, the one
+    /// [`BatchIndex::build`] reads: a campaign batch's first `slots_off` bytes, a
+    /// relay batch's records (the field names onwards).
+    pub fn immutable_range(&self) -> std::ops::Range<usize> {
+        if self.is_relay() {
+            self.fields_off as usize..self.file_len as usize
+        } else {
+            0..self.slots_off as usize
+        }
+    }
+
+    /// The byte range of the state slots (a relay batch's, all it has room for).
+    pub fn slots_range(&self) -> std::ops::Range<usize> {
+        if self.is_relay() {
+            self.slots_off as usize..self.fields_off as usize
+        } else {
+            self.slots_off as usize..self.file_len as usize
+        }
+    }
+
     /// Encodes the header into the first [`HEADER_LEN`] bytes of `out` (checksum as
     /// stored in `self`; call [`seal`] afterwards to compute it).
     pub(crate) fn write(&self, out: &mut [u8]) {
@@ -313,8 +425,115 @@ pub struct BatchIndex {
     field_names: Vec<(u32, u32)>,
     /// (start, end) of each domain.
     domains: Vec<(u32, u32)>,
-    /// File offset of each recipient's record.
+    /// File offset of each recipient's record (a relay batch's: offset in its
+    /// records region of the recipient's domain, local part and values).
     records: Vec<u32>,
+    /// A relay batch's: each recipient's message (index into `messages`) and
+    /// domain (index into `domains`). Empty for a campaign batch.
+    relay: Vec<(u32, u32)>,
+    /// A relay batch's messages.
+    messages: Vec<MessageSpan>,
+}
+
+/// Where one message of a relay batch lies in its records region.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct MessageSpan {
+    from: (u32, u32),
+    content: (u32, u32),
+}
+
+/// A received message of a relay batch, as stored: relayed byte for byte.
+#[derive(Debug, Clone, Copy)]
+pub struct RelayedMessage<'a> {
+    /// Its place among the batch's messages (the `.N` of its queue id).
+    pub number: u32,
+    /// The envelope sender, without angle brackets; empty for `<>`.
+    pub mail_from: &'a [u8],
+    /// The whole message as it will be sent (CRLF line ends).
+    pub content: &'a [u8],
+}
+
+/// One record of a relay batch's records region: its kind and where its body
+/// lies (offsets in the region), and where the next record starts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RawRecord {
+    /// [`RECORD_MESSAGE`], [`RECORD_COMMIT`] or [`RECORD_SEAL`].
+    pub kind: u8,
+    /// The body's start.
+    pub body: usize,
+    /// The body's end.
+    pub body_end: usize,
+    /// The end of the record (its checksum included).
+    pub end: usize,
+}
+
+/// The next record of a relay batch at `pos` of its records region `buf`:
+/// `Ok(None)` at the end of `buf`, an error (what is wrong) for a record that is
+/// cut short or fails its checksum.
+pub fn next_record(buf: &[u8], pos: usize) -> Result<Option<RawRecord>, &'static str> {
+    if pos >= buf.len() {
+        return Ok(None);
+    }
+    if buf.len() - pos < RECORD_OVERHEAD {
+        return Err("record cut short");
+    }
+    let len = u32_at(buf, pos) as usize;
+    let body = pos + 5;
+    let body_end = body.checked_add(len).ok_or("record length overflows")?;
+    let end = body_end.checked_add(8).ok_or("record length overflows")?;
+    if end > buf.len() {
+        return Err("record cut short");
+    }
+    let stored = u64_at(buf, body_end);
+    if xxhash_rust::xxh3::xxh3_64(&buf[pos + 4..body_end]) != stored {
+        return Err("record fails its checksum");
+    }
+    Ok(Some(RawRecord {
+        kind: buf[pos + 4],
+        body,
+        body_end,
+        end,
+    }))
+}
+
+/// Appends a record of `kind` with `body` to `out` (length, kind, body, checksum).
+pub fn put_record(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    let from = out.len();
+    out.push(kind);
+    out.extend_from_slice(body);
+    let sum = xxhash_rust::xxh3::xxh3_64(&out[from..]);
+    out.extend_from_slice(&sum.to_le_bytes());
+}
+
+/// The body of a relay batch's message record: recipient count, envelope
+/// sender, each recipient (domain, local part, one value per field), content.
+pub fn put_message_body<V: AsRef<[u8]>>(
+    out: &mut Vec<u8>,
+    mail_from: &str,
+    recipients: &[(&str, &str, &[V])],
+    content: &[u8],
+) {
+    varint::put(out, recipients.len() as u32);
+    put_bytes(out, mail_from.as_bytes());
+    for (domain, local, values) in recipients {
+        put_bytes(out, domain.as_bytes());
+        put_bytes(out, local.as_bytes());
+        for v in values.iter() {
+            put_bytes(out, v.as_ref());
+        }
+    }
+    put_bytes(out, content);
+}
+
+/// Appends a varint-prefixed string.
+pub fn put_bytes(out: &mut Vec<u8>, bytes: &[u8]) {
+    varint::put_bytes(out, bytes);
+}
+
+/// Reads a varint at `*pos` of `buf` (for readers of record bodies).
+pub fn get_varint(buf: &[u8], pos: &mut usize) -> Option<u32> {
+    varint::get(buf, pos)
 }
 
 /// A validated batch file: every offset and length has been checked, so reading
@@ -397,6 +616,9 @@ impl BatchIndex {
     /// Validates the immutable part (`immutable` = the file's first `slots_off`
     /// bytes) of a file whose header was already read, and records its layout.
     pub fn build(header: Header, immutable: &[u8]) -> Result<BatchIndex, FormatError> {
+        if header.is_relay() {
+            return BatchIndex::build_relay(header, immutable);
+        }
         if immutable.len() != header.slots_off as usize {
             return Err(FormatError::Layout(format!(
                 "immutable part is {} bytes, header says {}",
@@ -523,6 +745,187 @@ impl BatchIndex {
             field_names,
             domains,
             records,
+            relay: Vec::new(),
+            messages: Vec::new(),
+        })
+    }
+
+    /// [`BatchIndex::build`] of a relay batch: `records` is its records region
+    /// (field names, then records), which must end with a seal that counts every
+    /// message and recipient before it, all committed.
+    fn build_relay(mut header: Header, region: &[u8]) -> Result<BatchIndex, FormatError> {
+        let base = header.fields_off as usize;
+        if region.len() != header.file_len as usize - base {
+            return Err(FormatError::Layout(format!(
+                "records region is {} bytes, header says {}",
+                region.len(),
+                header.file_len as usize - base
+            )));
+        }
+        let bad = |region, offset: usize, what| FormatError::Malformed {
+            region,
+            offset: base + offset,
+            what,
+        };
+        let fields = match next_record(region, 0) {
+            Ok(Some(r)) if r.kind == RECORD_FIELDS => r,
+            Ok(_) => return Err(bad(Region::FieldNames, 0, "no field names record")),
+            Err(what) => return Err(bad(Region::FieldNames, 0, what)),
+        };
+        let mut pos = fields.body;
+        let mut field_names = Vec::with_capacity(usize::from(header.field_count));
+        for _ in 0..header.field_count {
+            let at = pos;
+            let name = varint::get_bytes(&region[..fields.body_end], &mut pos).ok_or(bad(
+                Region::FieldNames,
+                at,
+                "field name runs past its record",
+            ))?;
+            if std::str::from_utf8(name).is_err() {
+                return Err(bad(Region::FieldNames, at, "field name is not UTF-8"));
+            }
+            field_names.push(span(pos - name.len(), pos));
+        }
+        if pos != fields.body_end {
+            return Err(bad(
+                Region::FieldNames,
+                pos,
+                "bytes left after the last field name",
+            ));
+        }
+        pos = fields.end;
+        let capacity = header.capacity() as usize;
+        let mut domains: Vec<(u32, u32)> = Vec::new();
+        let mut records = Vec::new();
+        let mut relay = Vec::new();
+        let mut messages = Vec::new();
+        let (mut committed, mut sealed) = (0usize, false);
+        loop {
+            let at = pos;
+            let record = match next_record(region, pos) {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(what) => return Err(bad(Region::Records, at, what)),
+            };
+            if sealed {
+                return Err(bad(Region::Records, at, "record after the seal"));
+            }
+            let body = &region[..record.body_end];
+            let mut p = record.body;
+            match record.kind {
+                RECORD_MESSAGE => {
+                    let count = varint::get(body, &mut p).ok_or(bad(
+                        Region::Records,
+                        at,
+                        "recipient count",
+                    ))? as usize;
+                    if count == 0 || count > capacity - records.len() {
+                        return Err(bad(Region::Records, at, "recipient count out of range"));
+                    }
+                    let from = varint::get_bytes(body, &mut p).ok_or(bad(
+                        Region::Records,
+                        at,
+                        "sender runs past the record",
+                    ))?;
+                    let from = span(p - from.len(), p);
+                    for _ in 0..count {
+                        let start = p;
+                        let domain = varint::get_bytes(body, &mut p).ok_or(bad(
+                            Region::Records,
+                            at,
+                            "domain runs past the record",
+                        ))?;
+                        let d = span(p - domain.len(), p);
+                        let local = varint::get_bytes(body, &mut p).ok_or(bad(
+                            Region::Records,
+                            at,
+                            "local part runs past the record",
+                        ))?;
+                        if domain.is_empty() || local.is_empty() {
+                            return Err(bad(Region::Records, at, "empty domain or local part"));
+                        }
+                        let index = match domains
+                            .iter()
+                            .rposition(|&(s, e)| &region[s as usize..e as usize] == domain)
+                        {
+                            Some(i) => i,
+                            None => {
+                                domains.push(d);
+                                domains.len() - 1
+                            }
+                        };
+                        for _ in 0..header.field_count {
+                            varint::get_bytes(body, &mut p).ok_or(bad(
+                                Region::Records,
+                                at,
+                                "value runs past the record",
+                            ))?;
+                        }
+                        records.push(start as u32);
+                        relay.push((messages.len() as u32, index as u32));
+                    }
+                    let content = varint::get_bytes(body, &mut p).ok_or(bad(
+                        Region::Records,
+                        at,
+                        "content runs past the record",
+                    ))?;
+                    if p != record.body_end {
+                        return Err(bad(Region::Records, at, "bytes left after the content"));
+                    }
+                    messages.push(MessageSpan {
+                        from,
+                        content: span(p - content.len(), p),
+                    });
+                }
+                RECORD_COMMIT => {
+                    let n =
+                        varint::get(body, &mut p).ok_or(bad(Region::Records, at, "commit count"))?
+                            as usize;
+                    if n != messages.len() || p != record.body_end {
+                        return Err(bad(
+                            Region::Records,
+                            at,
+                            "commit does not count the messages before it",
+                        ));
+                    }
+                    committed = n;
+                }
+                RECORD_SEAL => {
+                    let m = varint::get(body, &mut p).map(|m| m as usize);
+                    let r = varint::get(body, &mut p).map(|r| r as usize);
+                    if m != Some(messages.len()) || r != Some(records.len()) || p != record.body_end
+                    {
+                        return Err(bad(
+                            Region::Records,
+                            at,
+                            "seal does not count the messages and recipients",
+                        ));
+                    }
+                    sealed = true;
+                }
+                _ => return Err(bad(Region::Records, at, "unknown record kind")),
+            }
+            pos = record.end;
+        }
+        if !sealed {
+            return Err(FormatError::Truncated {
+                region: Region::Records,
+                len: u64::from(header.file_len),
+                needed: u64::from(header.file_len) + RECORD_OVERHEAD as u64,
+            });
+        }
+        if committed != messages.len() {
+            return Err(bad(Region::Records, pos, "messages after the last commit"));
+        }
+        header.recipient_count = records.len() as u32;
+        header.domain_count = domains.len() as u32;
+        Ok(BatchIndex {
+            header,
+            field_names,
+            domains,
+            records,
+            relay,
+            messages,
         })
     }
 
@@ -546,12 +949,12 @@ impl<'a> BatchView<'a> {
     /// Validates a whole file read into memory, slots included.
     pub fn parse(file: &'a [u8]) -> Result<BatchView<'a>, FormatError> {
         let header = Header::read(file, file.len())?;
-        let slots_off = header.slots_off as usize;
-        let index = BatchIndex::build(header, &file[..slots_off])?;
+        let (immutable, slots) = (header.immutable_range(), header.slots_range());
+        let index = BatchIndex::build(header, &file[immutable.clone()])?;
         let view = BatchView {
             index: Cow::Owned(index),
-            immutable: &file[..slots_off],
-            slots: &file[slots_off..],
+            immutable: &file[immutable],
+            slots: &file[slots],
         };
         for index in 0..view.len() {
             view.slot(index)?;
@@ -603,6 +1006,17 @@ impl<'a> BatchView<'a> {
     pub fn recipient(&self, index: usize) -> Option<Recipient<'a>> {
         let mut pos = *self.index.records.get(index)? as usize;
         let buf = self.immutable;
+        if let Some(&(_, domain_index)) = self.index.relay.get(index) {
+            let domain = varint::get_bytes(buf, &mut pos)?;
+            let local = varint::get_bytes(buf, &mut pos)?;
+            return Some(Recipient {
+                local,
+                domain,
+                domain_index,
+                values: &buf[pos..],
+                field_count: self.index.header.field_count,
+            });
+        }
         let domain_index = varint::get(buf, &mut pos)?;
         let local = varint::get_bytes(buf, &mut pos)?;
         let &(ds, de) = self.index.domains.get(domain_index as usize)?;
@@ -613,6 +1027,25 @@ impl<'a> BatchView<'a> {
             values: &buf[pos..],
             field_count: self.index.header.field_count,
         })
+    }
+
+    /// The received message recipient `index` of a relay batch gets; `None`
+    /// for a campaign batch (its recipients' messages are merged from its
+    /// template) or past the end.
+    pub fn message(&self, index: usize) -> Option<RelayedMessage<'a>> {
+        let &(number, _) = self.index.relay.get(index)?;
+        let m = self.index.messages.get(number as usize)?;
+        let at = |(s, e): (u32, u32)| &self.immutable[s as usize..e as usize];
+        Some(RelayedMessage {
+            number,
+            mail_from: at(m.from),
+            content: at(m.content),
+        })
+    }
+
+    /// Number of received messages in a relay batch (0 for a campaign batch).
+    pub fn message_count(&self) -> usize {
+        self.index.messages.len()
     }
 
     /// All recipients in file order.

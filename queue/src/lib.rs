@@ -15,6 +15,8 @@
 //! - [`builder`]: [`BatchBuilder`], the bytes of a new batch.
 //! - [`mapped`]: [`MappedBatch`], a live batch with in-place slot updates (the only
 //!   `unsafe` code in volley).
+//! - [`relay`]: relay batches (format v2): received messages appended to shared
+//!   files in group commits, sealed, and recovered after a crash.
 //! - [`spool`]: the [`Spool`] directory, grouped durable writes, the recovery scan,
 //!   quarantine.
 //! - [`summary`]: counts by state, per batch and per domain.
@@ -27,6 +29,7 @@ pub mod format;
 pub mod fuzzing;
 pub mod ids;
 pub mod mapped;
+pub mod relay;
 pub mod slot;
 pub mod spool;
 pub mod summary;
@@ -34,7 +37,7 @@ mod varint;
 
 pub use builder::{BatchBuilder, BatchMeta, BuildError};
 pub use error::QueueError;
-pub use format::{BatchIndex, BatchView, FormatError, Header, Recipient, Region};
+pub use format::{BatchIndex, BatchView, FormatError, Header, Recipient, Region, RelayedMessage};
 pub use mapped::MappedBatch;
 pub use slot::{Slot, SlotError, State};
 pub use spool::{BatchStatus, Quarantined, Recovery, Spool};

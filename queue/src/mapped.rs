@@ -62,10 +62,12 @@ impl MappedBatch {
         // used; only the slots (after the header) are ever written through atomics.
         let start = unsafe { std::slice::from_raw_parts(map.as_ptr(), HEADER_LEN) };
         let header = Header::read(start, len).map_err(corrupt)?;
-        // SAFETY: Header::read checked slots_off <= file_len == len; the bytes before
-        // slots_off are never written while mapped (see the module doc).
+        // SAFETY: Header::read checked that the immutable range lies within
+        // file_len == len; those bytes are never written while mapped (see the
+        // module doc: only the slots are).
+        let range = header.immutable_range();
         let immutable =
-            unsafe { std::slice::from_raw_parts(map.as_ptr(), header.slots_off as usize) };
+            unsafe { std::slice::from_raw_parts(map.as_ptr().add(range.start), range.len()) };
         let index = BatchIndex::build(header, immutable).map_err(corrupt)?;
         let batch = MappedBatch {
             path: path.to_owned(),
@@ -101,11 +103,11 @@ impl MappedBatch {
 
     /// Recipients, field names and domains (the immutable part).
     pub fn view(&self) -> BatchView<'_> {
-        // SAFETY: as in `open`: slots_off <= mapping length, and the bytes before
-        // slots_off are never written while mapped.
-        let immutable = unsafe {
-            std::slice::from_raw_parts(self.map.as_ptr(), self.header().slots_off as usize)
-        };
+        // SAFETY: as in `open`: the immutable range lies within the mapping, and
+        // its bytes are never written while mapped.
+        let range = self.header().immutable_range();
+        let immutable =
+            unsafe { std::slice::from_raw_parts(self.map.as_ptr().add(range.start), range.len()) };
         self.index.view(immutable)
     }
 
@@ -114,7 +116,8 @@ impl MappedBatch {
             return None;
         }
         let offset = self.header().slots_off as usize + index * SLOT_LEN;
-        // SAFETY: offset + 8 <= file_len == mapping length (checked by Header::read);
+        // SAFETY: index < len <= the slots the header has room for, so offset + 8
+        // lies within the slots range, within the mapping (checked by Header::read);
         // the mapping base is page-aligned and slots_off is a multiple of 8, so the
         // pointer is aligned for AtomicU64; the slot bytes are only ever accessed
         // through atomics while mapped, and the reference lives no longer than `self`.

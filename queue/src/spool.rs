@@ -110,6 +110,7 @@ impl Spool {
     pub fn open(root: &Path) -> Result<Spool, QueueError> {
         for dir in [
             "tmp",
+            "open",
             "active",
             "done",
             "quarantine",
@@ -135,11 +136,45 @@ impl Spool {
             }
             Err(fs::TryLockError::Error(e)) => return Err(QueueError::io("lock", &lock_path, e)),
         }
-        Ok(Spool {
+        let spool = Spool {
             root: root.to_owned(),
             lock: Some(lock),
             tmp_cleaned: AtomicBool::new(false),
-        })
+        };
+        spool.recover_open()?;
+        Ok(spool)
+    }
+
+    /// Seals the relay batches a stopped process left in `open/` and moves them
+    /// to `active/` ([`crate::relay::recover_open`]), logging what each kept
+    /// and dropped; unreadable ones are quarantined. Run once, when the spool is
+    /// opened for writing (before any appender of this process starts).
+    fn recover_open(&self) -> Result<(), QueueError> {
+        use crate::relay::Recovered;
+        for done in crate::relay::recover_open(&self.open_dir(), &self.active_dir())? {
+            match done {
+                Recovered::Sealed {
+                    path,
+                    messages,
+                    dropped,
+                    unsure,
+                } => tracing::warn!(file = %path.display(), messages, dropped, unsure,
+                    "relay batch left open by a stop: sealed with its acknowledged messages \
+                     (dropped: appended but never acknowledged with 250; unsure: kept although \
+                     their acknowledgement was not recorded, after a reboot)"),
+                Recovered::Removed(path) => tracing::info!(file = %path.display(),
+                    "relay batch left open by a stop held no acknowledged message: removed"),
+                Recovered::Corrupt(path, reason) => {
+                    self.quarantine(&path, &reason)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// `open/`: relay batches being appended to ([`crate::relay::OpenBatch`]).
+    pub fn open_dir(&self) -> PathBuf {
+        self.root.join("open")
     }
 
     /// A second handle on the same open spool, sharing its lock (a duplicate of
@@ -494,6 +529,12 @@ impl Spool {
                 }
                 batch.sync()?;
                 let from = batch.path().to_owned();
+                if batch.header().is_relay() {
+                    // Relayed mail has no VERP token to resolve later: nothing to
+                    // keep it for once every recipient is final.
+                    fs::remove_file(&from).map_err(|e| QueueError::io("remove", &from, e))?;
+                    return Ok(from);
+                }
                 let dest = self.done_dir().join(from.file_name().unwrap_or_default());
                 fs::rename(&from, &dest).map_err(|e| QueueError::io("move to done", &from, e))?;
                 Ok(dest)

@@ -1,0 +1,436 @@
+//! Relay batches (format version 2, FORMAT.md): received messages appended to a
+//! shared file in group commits, then sealed and delivered like a campaign's
+//! batch.
+//!
+//! A relay batch is created in `SPOOL/open/` with room for `capacity`
+//! recipients (their state slots, zero, right after the header), then grows by
+//! records: each received message (envelope and content) is appended
+//! ([`OpenBatch::append`]), and [`OpenBatch::commit`] makes everything appended
+//! durable with one `fdatasync` and then appends a commit record: the messages
+//! before a commit record are the ones whose sender was told `250`. When full
+//! (or old enough, the caller decides), [`OpenBatch::seal`] appends the seal
+//! record, syncs and moves the file to `active/`, where it is read and
+//! delivered from as any batch.
+//!
+//! After a crash, [`recover_open`] finishes what `open/` holds: a file written
+//! in this boot keeps its committed messages only (the others never got their
+//! `250`: their senders try again), so a `kill -9` neither loses an
+//! acknowledged message nor delivers an unacknowledged one; a file from an
+//! earlier boot (a power loss may have lost the commit record written after
+//! the last sync) keeps every complete message, so nothing acknowledged is lost
+//! (an unacknowledged one may then arrive twice). The torn tail is cut off, the
+//! file sealed and moved to `active/`.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::Write;
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use crate::error::QueueError;
+use crate::format::{
+    self, Header, BOOT_ID_AT, HEADER_LEN, RECORD_COMMIT, RECORD_FIELDS, RECORD_MESSAGE,
+    RECORD_SEAL, SLOT_LEN, VERSION_RELAY,
+};
+
+/// A relay batch being appended to, in `open/` (see the [module docs](self)).
+#[derive(Debug)]
+pub struct OpenBatch {
+    file: File,
+    path: PathBuf,
+    name: String,
+    campaign_id: u64,
+    capacity: u32,
+    /// Bytes in the file (written), and the encoded records not yet written.
+    written: u64,
+    pending: Vec<u8>,
+    messages: u32,
+    recipients: u32,
+    committed: u32,
+    committed_recipients: u32,
+    /// File length after the last commit record.
+    committed_end: u64,
+    created: Instant,
+}
+
+/// One recipient of a message to append: domain, local part, and one value per
+/// field of the batch.
+pub type RelayRecipient<'a, V> = (&'a str, &'a str, &'a [V]);
+
+/// The current boot's id (`/proc/sys/kernel/random/boot_id`), zero if unknown.
+pub fn boot_id() -> [u8; 16] {
+    let mut id = [0u8; 16];
+    let Ok(text) = fs::read_to_string("/proc/sys/kernel/random/boot_id") else {
+        return id;
+    };
+    let hex: Vec<u8> = text.bytes().filter(u8::is_ascii_hexdigit).collect();
+    if hex.len() != 32 {
+        return id;
+    }
+    for (i, pair) in hex.chunks(2).enumerate() {
+        let s = std::str::from_utf8(pair).unwrap_or("00");
+        id[i] = u8::from_str_radix(s, 16).unwrap_or(0);
+    }
+    id
+}
+
+fn fsync_dir(dir: &Path) -> Result<(), QueueError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| QueueError::io("fsync", dir, e))
+}
+
+impl OpenBatch {
+    /// Creates `open_dir/NAME` (NAME: [`crate::Spool::file_name`] of
+    /// `campaign_id`, batch 0) with room for `capacity` recipients, each with one
+    /// value per field of `field_names`, durable (file and directory) when it
+    /// returns. Fails with [`QueueError::Exists`] when the name is taken.
+    pub fn create(
+        open_dir: &Path,
+        campaign_id: u64,
+        capacity: u32,
+        field_names: &[&str],
+        created_at: u64,
+    ) -> Result<OpenBatch, QueueError> {
+        let name = crate::Spool::file_name(campaign_id, 0);
+        let path = open_dir.join(&name);
+        let file = match OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
+            Ok(file) => file,
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(QueueError::Exists { path })
+            }
+            Err(e) => return Err(QueueError::io("create", &path, e)),
+        };
+        let fields_off = HEADER_LEN + capacity as usize * SLOT_LEN;
+        let mut head = vec![0u8; fields_off];
+        head[..8].copy_from_slice(&format::MAGIC);
+        head[8..10].copy_from_slice(&VERSION_RELAY.to_le_bytes());
+        head[10..12].copy_from_slice(&(field_names.len() as u16).to_le_bytes());
+        head[12..16].copy_from_slice(&capacity.to_le_bytes());
+        head[32..40].copy_from_slice(&campaign_id.to_le_bytes());
+        head[40..48].copy_from_slice(&created_at.to_le_bytes());
+        head[BOOT_ID_AT..BOOT_ID_AT + 16].copy_from_slice(&boot_id());
+        head[80..84].copy_from_slice(&(fields_off as u32).to_le_bytes());
+        let sum = xxhash_rust::xxh3::xxh3_64(&head[..120]);
+        head[120..128].copy_from_slice(&sum.to_le_bytes());
+        let mut names = Vec::new();
+        for name in field_names {
+            format::put_bytes(&mut names, name.as_bytes());
+        }
+        format::put_record(&mut head, RECORD_FIELDS, &names);
+        let io = |action| {
+            let path = path.clone();
+            move |e| QueueError::io(action, &path, e)
+        };
+        let written = (|| {
+            (&file).write_all(&head)?;
+            file.sync_data()
+        })();
+        if let Err(e) = written {
+            let _ = fs::remove_file(&path);
+            return Err(io("write")(e));
+        }
+        fsync_dir(open_dir)?;
+        Ok(OpenBatch {
+            file,
+            path,
+            name,
+            campaign_id,
+            capacity,
+            written: head.len() as u64,
+            pending: Vec::with_capacity(64 * 1024),
+            messages: 0,
+            recipients: 0,
+            committed: 0,
+            committed_recipients: 0,
+            committed_end: head.len() as u64,
+            created: Instant::now(),
+        })
+    }
+
+    /// The campaign id in the file's name and header (the queue id of its
+    /// messages, each with its `.N`).
+    pub fn campaign_id(&self) -> u64 {
+        self.campaign_id
+    }
+
+    /// Recipients it still has room for.
+    pub fn room(&self) -> u32 {
+        self.capacity - self.recipients
+    }
+
+    /// Messages appended so far.
+    pub fn messages(&self) -> u32 {
+        self.messages
+    }
+
+    /// Bytes of the file once what was appended is written.
+    pub fn bytes(&self) -> u64 {
+        self.written + self.pending.len() as u64
+    }
+
+    /// When it was created.
+    pub fn created(&self) -> Instant {
+        self.created
+    }
+
+    /// Appends a message for `recipients` (at most [`OpenBatch::room`], at
+    /// least one; each with as many values as the batch has fields) in memory;
+    /// durable at the next [`OpenBatch::commit`]. Returns its number in the
+    /// batch.
+    pub fn append<V: AsRef<[u8]>>(
+        &mut self,
+        mail_from: &str,
+        recipients: &[RelayRecipient<'_, V>],
+        content: &[u8],
+    ) -> u32 {
+        let mut body = Vec::with_capacity(content.len() + 64 + 48 * recipients.len());
+        format::put_message_body(&mut body, mail_from, recipients, content);
+        format::put_record(&mut self.pending, RECORD_MESSAGE, &body);
+        self.messages += 1;
+        self.recipients += recipients.len() as u32;
+        self.messages - 1
+    }
+
+    fn write_pending(&mut self) -> std::io::Result<()> {
+        self.file.write_all_at(&self.pending, self.written)?;
+        self.written += self.pending.len() as u64;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Makes every appended message durable (one write, one `fdatasync`), then
+    /// appends the commit record that marks them acknowledged. Their senders may
+    /// be told `250` when it returns. On an error nothing appended since the
+    /// last commit counts: the batch must be [`OpenBatch::seal`]ed (which cuts
+    /// them off) or left to [`recover_open`].
+    pub fn commit(&mut self) -> Result<(), QueueError> {
+        if self.messages == self.committed {
+            return Ok(());
+        }
+        let path = self.path.clone();
+        let io = |e| QueueError::io("write", &path, e);
+        let start = self.written;
+        let synced = self.write_pending().and_then(|()| self.file.sync_data());
+        if let Err(e) = synced {
+            self.pending.clear();
+            self.written = start;
+            self.messages = self.committed;
+            self.recipients = self.committed_recipients;
+            return Err(io(e));
+        }
+        let mut body = Vec::with_capacity(5);
+        crate::varint::put(&mut body, self.messages);
+        format::put_record(&mut self.pending, RECORD_COMMIT, &body);
+        // Not synced: durable with the next commit or the seal; until then a
+        // kill leaves it in the page cache, and a power loss is handled by
+        // recovery (a file from an earlier boot keeps every complete message).
+        self.write_pending().map_err(io)?;
+        self.committed = self.messages;
+        self.committed_recipients = self.recipients;
+        self.committed_end = self.written;
+        Ok(())
+    }
+
+    /// Seals the batch: whatever was appended since the last commit is dropped
+    /// (never acknowledged), the seal record written and synced, the file moved
+    /// to `active_dir` (both directories synced). Returns its new path, or `None`
+    /// when it held no committed message (the file is removed).
+    pub fn seal(mut self, active_dir: &Path) -> Result<Option<PathBuf>, QueueError> {
+        self.pending.clear();
+        // Cut off what a failed commit may have left written.
+        let end = self.committed_end;
+        if self.written != end {
+            self.file
+                .set_len(end)
+                .map_err(|e| QueueError::io("truncate", &self.path, e))?;
+            self.written = end;
+        }
+        if self.committed == 0 {
+            drop(self.file);
+            let _ = fs::remove_file(&self.path);
+            return Ok(None);
+        }
+        let mut body = Vec::with_capacity(10);
+        crate::varint::put(&mut body, self.committed);
+        crate::varint::put(&mut body, self.committed_recipients);
+        format::put_record(&mut self.pending, RECORD_SEAL, &body);
+        let path = self.path.clone();
+        let io = |action| {
+            let path = path.clone();
+            move |e| QueueError::io(action, &path, e)
+        };
+        self.write_pending()
+            .and_then(|()| self.file.sync_data())
+            .map_err(io("seal"))?;
+        let dest = active_dir.join(&self.name);
+        fs::rename(&self.path, &dest).map_err(io("move to active"))?;
+        fsync_dir(active_dir)?;
+        if let Some(open_dir) = self.path.parent() {
+            fsync_dir(open_dir)?;
+        }
+        Ok(Some(dest))
+    }
+}
+
+/// What [`recover_open`] did with one file of `open/`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Recovered {
+    /// Sealed and moved to `active/` (the new path) with this many messages;
+    /// `dropped` complete messages were cut off as never acknowledged, and
+    /// `unsure` of those kept may not have been (a file from an earlier boot).
+    Sealed {
+        /// Its path in `active/`.
+        path: PathBuf,
+        /// Messages kept.
+        messages: u32,
+        /// Messages dropped (appended, never committed, in this boot).
+        dropped: u32,
+        /// Kept messages whose commit record was not found.
+        unsure: u32,
+    },
+    /// Held no acknowledged message: removed.
+    Removed(PathBuf),
+    /// Not a readable relay batch (header): left for the caller to quarantine,
+    /// with the reason.
+    Corrupt(PathBuf, String),
+}
+
+/// Finishes the relay batches a stopped process left in `open_dir` (see the
+/// [module docs](self)), moving them to `active_dir`. Run before anything in
+/// this process appends to `open_dir` (the spool does it when opened).
+pub fn recover_open(open_dir: &Path, active_dir: &Path) -> Result<Vec<Recovered>, QueueError> {
+    let entries = match fs::read_dir(open_dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(QueueError::io("list", open_dir, e)),
+    };
+    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    paths.sort();
+    let boot = boot_id();
+    let mut out = Vec::new();
+    for path in paths {
+        out.push(recover_one(&path, active_dir, boot)?);
+    }
+    if !out.is_empty() {
+        fsync_dir(open_dir)?;
+        fsync_dir(active_dir)?;
+    }
+    Ok(out)
+}
+
+fn recover_one(path: &Path, active_dir: &Path, boot: [u8; 16]) -> Result<Recovered, QueueError> {
+    let io = |action| move |e| QueueError::io(action, path, e);
+    let bytes = fs::read(path).map_err(io("read"))?;
+    let header = match Header::read(&bytes, bytes.len()) {
+        Ok(h) if h.is_relay() => h,
+        Ok(_) => {
+            return Ok(Recovered::Corrupt(
+                path.to_owned(),
+                "not a relay batch".into(),
+            ))
+        }
+        Err(e) => return Ok(Recovered::Corrupt(path.to_owned(), e.to_string())),
+    };
+    let base = header.fields_off as usize;
+    let region = &bytes[base..];
+    let pos = match format::next_record(region, 0) {
+        Ok(Some(r)) if r.kind == RECORD_FIELDS => r.end,
+        _ => {
+            return Ok(Recovered::Corrupt(
+                path.to_owned(),
+                "no field names record".into(),
+            ))
+        }
+    };
+    let mut pos = pos;
+    // The last complete records: message count and end after each.
+    let (mut messages, mut recipients) = (0u32, 0u32);
+    let (mut committed, mut committed_end, mut committed_rcpts) = (0u32, pos, 0u32);
+    let (mut complete_end, mut sealed) = (pos, false);
+    while let Ok(Some(record)) = format::next_record(region, pos) {
+        match record.kind {
+            RECORD_MESSAGE => {
+                let mut p = record.body;
+                let n = format::get_varint(&region[..record.body_end], &mut p).unwrap_or(0);
+                messages += 1;
+                recipients += n;
+                complete_end = record.end;
+            }
+            RECORD_COMMIT => {
+                committed = messages;
+                committed_rcpts = recipients;
+                committed_end = record.end;
+                complete_end = record.end;
+            }
+            RECORD_SEAL => {
+                sealed = true;
+                complete_end = record.end;
+                break;
+            }
+            _ => break,
+        }
+        pos = record.end;
+    }
+    let same_boot = boot != [0; 16] && bytes[BOOT_ID_AT..BOOT_ID_AT + 16] == boot;
+    let name = path.file_name().unwrap_or_default();
+    let dest = active_dir.join(name);
+    if sealed {
+        let file = OpenOptions::new()
+            .write(true)
+            .open(path)
+            .map_err(io("open"))?;
+        file.set_len((base + complete_end) as u64)
+            .map_err(io("truncate"))?;
+        file.sync_data().map_err(io("sync"))?;
+        fs::rename(path, &dest).map_err(io("move to active"))?;
+        return Ok(Recovered::Sealed {
+            path: dest,
+            messages,
+            dropped: 0,
+            unsure: 0,
+        });
+    }
+    let (keep, keep_rcpts, keep_end) = if same_boot {
+        (committed, committed_rcpts, committed_end)
+    } else {
+        (messages, recipients, complete_end)
+    };
+    if keep == 0 {
+        fs::remove_file(path).map_err(io("remove"))?;
+        return Ok(Recovered::Removed(path.to_owned()));
+    }
+    let mut tail = Vec::new();
+    if keep != committed || keep_end != committed_end {
+        let mut body = Vec::new();
+        crate::varint::put(&mut body, keep);
+        format::put_record(&mut tail, RECORD_COMMIT, &body);
+    }
+    let mut body = Vec::new();
+    crate::varint::put(&mut body, keep);
+    crate::varint::put(&mut body, keep_rcpts);
+    format::put_record(&mut tail, RECORD_SEAL, &body);
+    let file = OpenOptions::new()
+        .write(true)
+        .open(path)
+        .map_err(io("open"))?;
+    let end = (base + keep_end) as u64;
+    file.set_len(end).map_err(io("truncate"))?;
+    file.write_all_at(&tail, end).map_err(io("write"))?;
+    file.sync_data().map_err(io("sync"))?;
+    fs::rename(path, &dest).map_err(io("move to active"))?;
+    Ok(Recovered::Sealed {
+        path: dest,
+        messages: keep,
+        dropped: messages - keep,
+        unsure: if same_boot { 0 } else { messages - committed },
+    })
+}
+
+#[cfg(test)]
+mod tests;

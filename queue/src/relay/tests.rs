@@ -1,0 +1,270 @@
+use super::*;
+use crate::format::BatchView;
+use crate::slot::{Slot, State};
+use crate::MappedBatch;
+
+const FIELDS: [&str; 2] = ["dsn_notify", "dsn_orcpt"];
+
+struct Dirs {
+    _tmp: tempfile::TempDir,
+    open: PathBuf,
+    active: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let tmp = tempfile::tempdir().unwrap();
+    let open = tmp.path().join("open");
+    let active = tmp.path().join("active");
+    fs::create_dir_all(&open).unwrap();
+    fs::create_dir_all(&active).unwrap();
+    Dirs {
+        _tmp: tmp,
+        open,
+        active,
+    }
+}
+
+fn append(batch: &mut OpenBatch, from: &str, rcpts: &[(&str, &str)], content: &[u8]) -> u32 {
+    let values: [&[u8]; 2] = [b"", b""];
+    let list: Vec<RelayRecipient<'_, &[u8]>> =
+        rcpts.iter().map(|&(d, l)| (d, l, &values[..])).collect();
+    batch.append(from, &list, content)
+}
+
+#[test]
+fn messages_appended_in_groups_read_back_byte_for_byte() {
+    let d = dirs();
+    let mut batch = OpenBatch::create(&d.open, 77, 10, &FIELDS, 1_700_000_000).unwrap();
+    assert_eq!(
+        append(
+            &mut batch,
+            "a@src.test",
+            &[("x.test", "one")],
+            b"Subject: 1\r\n\r\n{{ x }}\r\n"
+        ),
+        0
+    );
+    batch.commit().unwrap();
+    assert_eq!(
+        append(
+            &mut batch,
+            "",
+            &[("y.test", "two"), ("x.test", "three")],
+            b"\r\n.\r\nbody\r\n"
+        ),
+        1
+    );
+    batch.commit().unwrap();
+    assert_eq!(batch.room(), 7);
+    let path = batch.seal(&d.active).unwrap().unwrap();
+    assert_eq!(path, d.active.join("000000000000004d-0000000000000000.vqb"));
+    assert_eq!(fs::read_dir(&d.open).unwrap().count(), 0);
+
+    let bytes = fs::read(&path).unwrap();
+    let view = BatchView::parse(&bytes).unwrap();
+    assert!(view.header().is_relay());
+    assert_eq!(view.header().campaign_id, 77);
+    assert_eq!(view.len(), 3);
+    assert_eq!(view.message_count(), 2);
+    assert_eq!(view.field_names(), FIELDS);
+    let addresses: Vec<String> = view.recipients().map(|r| r.address()).collect();
+    assert_eq!(addresses, ["one@x.test", "two@y.test", "three@x.test"]);
+    let m = view.message(2).unwrap();
+    assert_eq!(
+        (m.number, m.mail_from, m.content),
+        (1, &b""[..], &b"\r\n.\r\nbody\r\n"[..])
+    );
+    assert_eq!(
+        view.message(0).unwrap().content,
+        b"Subject: 1\r\n\r\n{{ x }}\r\n"
+    );
+    assert_eq!(view.recipient(1).unwrap().domain_index, 1);
+    assert_eq!(view.recipient(2).unwrap().domain_index, 0);
+
+    // Delivered from like any batch: the slots sit right after the header.
+    let map = MappedBatch::open(&path).unwrap();
+    assert_eq!(map.len(), 3);
+    map.set_slot(
+        1,
+        Slot {
+            state: State::Delivered,
+            attempts: 1,
+            code: 250,
+            next_attempt: 0,
+        },
+    )
+    .unwrap();
+    drop(map);
+    let bytes = fs::read(&path).unwrap();
+    let view = BatchView::parse(&bytes).unwrap();
+    assert_eq!(view.slot(1).unwrap().state, State::Delivered);
+    assert_eq!(view.slot(0).unwrap().state, State::Pending);
+}
+
+#[test]
+fn an_unsealed_or_altered_file_is_refused() {
+    let d = dirs();
+    let mut batch = OpenBatch::create(&d.open, 5, 4, &FIELDS, 0).unwrap();
+    append(&mut batch, "a@src.test", &[("x.test", "one")], b"hello\r\n");
+    batch.commit().unwrap();
+    let open = d.open.join("0000000000000005-0000000000000000.vqb");
+    let bytes = fs::read(&open).unwrap();
+    assert!(
+        BatchView::parse(&bytes).is_err(),
+        "an open file is not a batch yet"
+    );
+    let path = batch.seal(&d.active).unwrap().unwrap();
+    let good = fs::read(&path).unwrap();
+    // Every single-byte change outside the slots is caught.
+    let slots = crate::format::Header::read(&good, good.len())
+        .unwrap()
+        .slots_range();
+    for i in (0..good.len()).filter(|i| !slots.contains(i)) {
+        let mut bad = good.clone();
+        bad[i] ^= 0x20;
+        assert!(
+            BatchView::parse(&bad).is_err(),
+            "byte {i} changed unnoticed"
+        );
+    }
+    for cut in [good.len() - 1, good.len() - 13, 200] {
+        assert!(
+            BatchView::parse(&good[..cut]).is_err(),
+            "cut at {cut} unnoticed"
+        );
+    }
+}
+
+#[test]
+fn recovery_in_the_same_boot_keeps_exactly_the_acknowledged_messages() {
+    let d = dirs();
+    let mut batch = OpenBatch::create(&d.open, 9, 10, &FIELDS, 0).unwrap();
+    append(&mut batch, "a@src.test", &[("x.test", "one")], b"first\r\n");
+    append(
+        &mut batch,
+        "a@src.test",
+        &[("x.test", "two")],
+        b"second\r\n",
+    );
+    batch.commit().unwrap();
+    // Written but not committed (the process died in the fsync): no 250 was
+    // sent, so it must not be delivered.
+    append(
+        &mut batch,
+        "a@src.test",
+        &[("x.test", "three")],
+        b"third\r\n",
+    );
+    batch.write_pending().unwrap();
+    drop(batch);
+    // And a torn record after it.
+    let open = d.open.join("0000000000000009-0000000000000000.vqb");
+    let mut f = OpenOptions::new().append(true).open(&open).unwrap();
+    f.write_all(&[40, 0, 0, 0, 1, 2, 3]).unwrap();
+    drop(f);
+
+    let done = recover_open(&d.open, &d.active).unwrap();
+    let path = d.active.join("0000000000000009-0000000000000000.vqb");
+    assert_eq!(
+        done,
+        [Recovered::Sealed {
+            path: path.clone(),
+            messages: 2,
+            dropped: 1,
+            unsure: 0
+        }]
+    );
+    let bytes = fs::read(&path).unwrap();
+    let view = BatchView::parse(&bytes).unwrap();
+    let contents: Vec<&[u8]> = (0..view.len())
+        .map(|i| view.message(i).unwrap().content)
+        .collect();
+    assert_eq!(contents, [&b"first\r\n"[..], b"second\r\n"]);
+}
+
+#[test]
+fn recovery_after_a_reboot_keeps_every_complete_message() {
+    let d = dirs();
+    let mut batch = OpenBatch::create(&d.open, 10, 10, &FIELDS, 0).unwrap();
+    append(&mut batch, "a@src.test", &[("x.test", "one")], b"first\r\n");
+    batch.commit().unwrap();
+    append(
+        &mut batch,
+        "a@src.test",
+        &[("x.test", "two")],
+        b"second\r\n",
+    );
+    batch.write_pending().unwrap();
+    drop(batch);
+    let open = d.open.join("000000000000000a-0000000000000000.vqb");
+    // Another boot wrote it.
+    let mut bytes = fs::read(&open).unwrap();
+    bytes[BOOT_ID_AT] ^= 1;
+    let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..120]);
+    bytes[120..128].copy_from_slice(&sum.to_le_bytes());
+    fs::write(&open, &bytes).unwrap();
+
+    let done = recover_open(&d.open, &d.active).unwrap();
+    let path = d.active.join("000000000000000a-0000000000000000.vqb");
+    assert_eq!(
+        done,
+        [Recovered::Sealed {
+            path: path.clone(),
+            messages: 2,
+            dropped: 0,
+            unsure: 1
+        }]
+    );
+    let bytes = fs::read(&path).unwrap();
+    assert_eq!(BatchView::parse(&bytes).unwrap().len(), 2);
+}
+
+#[test]
+fn recovery_removes_files_without_acknowledged_messages_and_reports_bad_headers() {
+    let d = dirs();
+    let mut batch = OpenBatch::create(&d.open, 11, 10, &FIELDS, 0).unwrap();
+    append(
+        &mut batch,
+        "a@src.test",
+        &[("x.test", "one")],
+        b"never acknowledged\r\n",
+    );
+    batch.write_pending().unwrap();
+    drop(batch);
+    fs::write(d.open.join("junk.vqb"), b"VOLLEYQB\x02\x00garbage").unwrap();
+    let done = recover_open(&d.open, &d.active).unwrap();
+    assert_eq!(done.len(), 2);
+    assert!(matches!(&done[0], Recovered::Removed(_)), "{done:?}");
+    assert!(
+        matches!(&done[1], Recovered::Corrupt(p, _) if p.ends_with("junk.vqb")),
+        "{done:?}"
+    );
+    assert_eq!(fs::read_dir(&d.active).unwrap().count(), 0);
+}
+
+#[test]
+fn a_failed_commit_is_cut_off_at_the_seal() {
+    let d = dirs();
+    let mut batch = OpenBatch::create(&d.open, 12, 10, &FIELDS, 0).unwrap();
+    append(&mut batch, "a@src.test", &[("x.test", "one")], b"kept\r\n");
+    batch.commit().unwrap();
+    append(&mut batch, "a@src.test", &[("x.test", "two")], b"lost\r\n");
+    // Written, then the sync "failed": the caller told the client 451.
+    batch.write_pending().unwrap();
+    batch.messages = batch.committed;
+    batch.recipients = batch.committed_recipients;
+    let path = batch.seal(&d.active).unwrap().unwrap();
+    let bytes = fs::read(&path).unwrap();
+    let view = BatchView::parse(&bytes).unwrap();
+    assert_eq!(view.len(), 1);
+    assert_eq!(view.message(0).unwrap().content, b"kept\r\n");
+}
+
+#[test]
+fn boot_id_is_read() {
+    assert_ne!(
+        boot_id(),
+        [0; 16],
+        "this is Linux: /proc/sys/kernel/random/boot_id exists"
+    );
+}
