@@ -302,7 +302,9 @@ pub(crate) async fn start_listener(
     let verp = feedback.verp().cloned();
     let deposit = SpoolDeposit::new(spool, config.queue.batch_size, config.relay.domains.clone())
         .wake(wake)
-        .feedback(feedback);
+        .feedback(feedback)
+        .group_commit(volley_engine::deposit::GroupSettings::of(&config.queue))
+        .context("cannot start the listener's group commit")?;
     let mut server = Server::bind(config, &[], Arc::new(deposit))
         .await
         .context("cannot start the SMTP listener")?;

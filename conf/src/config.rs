@@ -196,7 +196,7 @@ mod tests {
         assert_eq!(
             error(text),
             "volley.toml:3:1: queue.batchsize: unknown key; did you mean `batch_size`? \
-             (known keys: batch_size, sync_interval, window)"
+             (known keys: batch_size, sync_interval, window, group_window, group_messages, group_bytes, seal_after)"
         );
         match parse(text) {
             Err(ConfigError::Invalid {
@@ -219,7 +219,7 @@ mod tests {
         assert_eq!(
             error("[queue]\n  frobnicate = true\n"),
             "volley.toml:2:3: queue.frobnicate: unknown key \
-             (known keys: batch_size, sync_interval, window)"
+             (known keys: batch_size, sync_interval, window, group_window, group_messages, group_bytes, seal_after)"
         );
     }
 
@@ -228,7 +228,7 @@ mod tests {
         assert_eq!(
             error("queue.sync_intervall = \"1s\"\n"),
             "volley.toml:1:7: queue.sync_intervall: unknown key; did you mean `sync_interval`? \
-             (known keys: batch_size, sync_interval, window)"
+             (known keys: batch_size, sync_interval, window, group_window, group_messages, group_bytes, seal_after)"
         );
         assert_eq!(
             error("spool = { dri = \"/q\" }\n"),

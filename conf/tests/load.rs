@@ -69,7 +69,7 @@ fn unknown_key() {
             assert_eq!(key, "queue.batchsize");
             assert_eq!(
                 message,
-                "unknown key; did you mean `batch_size`? (known keys: batch_size, sync_interval, window)"
+                "unknown key; did you mean `batch_size`? (known keys: batch_size, sync_interval, window, group_window, group_messages, group_bytes, seal_after)"
             );
         }
         other => panic!("{other:?}"),

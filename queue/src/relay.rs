@@ -197,6 +197,16 @@ impl OpenBatch {
         self.messages - 1
     }
 
+    /// Appends a message record made by [`message_record`] (possibly on another
+    /// thread) for `recipients` recipients (at most [`OpenBatch::room`]);
+    /// returns its number in the batch, as [`OpenBatch::append`].
+    pub fn append_record(&mut self, record: &[u8], recipients: u32) -> u32 {
+        self.pending.extend_from_slice(record);
+        self.messages += 1;
+        self.recipients += recipients;
+        self.messages - 1
+    }
+
     fn write_pending(&mut self) -> std::io::Result<()> {
         self.file.write_all_at(&self.pending, self.written)?;
         self.written += self.pending.len() as u64;
@@ -269,13 +279,38 @@ impl OpenBatch {
             .and_then(|()| self.file.sync_data())
             .map_err(io("seal"))?;
         let dest = active_dir.join(&self.name);
-        fs::rename(&self.path, &dest).map_err(io("move to active"))?;
+        move_no_replace(&self.path, &dest)?;
         fsync_dir(active_dir)?;
         if let Some(open_dir) = self.path.parent() {
             fsync_dir(open_dir)?;
         }
         Ok(Some(dest))
     }
+}
+
+/// The message record [`OpenBatch::append`] would append, for
+/// [`OpenBatch::append_record`]: encoded where the message is (the receiving
+/// session's thread), appended where the batch is.
+pub fn message_record<V: AsRef<[u8]>>(
+    mail_from: &str,
+    recipients: &[RelayRecipient<'_, V>],
+    content: &[u8],
+) -> Vec<u8> {
+    let mut body = Vec::with_capacity(content.len() + 64 + 48 * recipients.len());
+    format::put_message_body(&mut body, mail_from, recipients, content);
+    let mut record = Vec::with_capacity(body.len() + format::RECORD_OVERHEAD);
+    format::put_record(&mut record, RECORD_MESSAGE, &body);
+    record
+}
+
+/// Moves `from` to `to` unless `to` exists (a link, then the old name
+/// removed): a relay batch never replaces another.
+fn move_no_replace(from: &Path, to: &Path) -> Result<(), QueueError> {
+    fs::hard_link(from, to).map_err(|e| match e.kind() {
+        std::io::ErrorKind::AlreadyExists => QueueError::Exists { path: to.to_owned() },
+        _ => QueueError::io("move to active", from, e),
+    })?;
+    fs::remove_file(from).map_err(|e| QueueError::io("remove", from, e))
 }
 
 /// What [`recover_open`] did with one file of `open/`.
@@ -388,7 +423,7 @@ fn recover_one(path: &Path, active_dir: &Path, boot: [u8; 16]) -> Result<Recover
         file.set_len((base + complete_end) as u64)
             .map_err(io("truncate"))?;
         file.sync_data().map_err(io("sync"))?;
-        fs::rename(path, &dest).map_err(io("move to active"))?;
+        move_no_replace(path, &dest)?;
         return Ok(Recovered::Sealed {
             path: dest,
             messages,
@@ -423,7 +458,7 @@ fn recover_one(path: &Path, active_dir: &Path, boot: [u8; 16]) -> Result<Recover
     file.set_len(end).map_err(io("truncate"))?;
     file.write_all_at(&tail, end).map_err(io("write"))?;
     file.sync_data().map_err(io("sync"))?;
-    fs::rename(path, &dest).map_err(io("move to active"))?;
+    move_no_replace(path, &dest)?;
     Ok(Recovered::Sealed {
         path: dest,
         messages: keep,

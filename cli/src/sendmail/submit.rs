@@ -11,7 +11,6 @@ use bytes::BytesMut;
 use volley_conf::{Config, ListenRole, ListenTls};
 use volley_engine::deposit::{Dsn, InboundError, SpoolDeposit};
 use volley_engine::maildrop::{self, Dropped};
-use volley_queue::ids::queue_id;
 use volley_queue::{QueueError, Spool};
 use volley_smtp::data::dot_stuff_into;
 use volley_smtp::dsn::xtext_encode;
@@ -262,7 +261,7 @@ pub fn into_spool(
     };
     let deposit = SpoolDeposit::new(spool, config.queue.batch_size, config.relay.domains.clone());
     match deposit.store_dsn(sender, recipients, message, dsn) {
-        Ok(done) => Ok(queue_id(done.id)),
+        Ok(done) => Ok(done.queue_id()),
         Err(InboundError::NoRecipients) => {
             Err(Failure::new(Exit::DataErr, "no recipients".to_owned()))
         }

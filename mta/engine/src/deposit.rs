@@ -2,17 +2,22 @@
 //! `volley run`'s SMTP listener, also used by `volley sendmail` when no daemon
 //! runs.
 //!
-//! A message for outside recipients is stored verbatim in the content store
-//! ([`Verbatim`]: relayed byte for byte, never merged) and gets batches of its
-//! own: its recipients deduplicated, sorted by domain and cut at `[queue]
-//! batch_size` (so one batch, and one fsync, for nearly every message). They
-//! carry a new campaign id, which is also the queue id the client is told
-//! ([`queue_id`]): [`INBOUND_ID_BASE`] plus microseconds since the epoch, never
-//! a campaign's id (milliseconds since the epoch, see `Campaign::next_id`).
-//! Recipients in volley's own domains (`[relay] domains`) get the message in
-//! `SPOOL/inbound/<queue id>.eml` instead ([`deliver_local`]). Content, batches
-//! and inbound file are fsynced before [`SpoolDeposit::store`] returns, so the
-//! `250` is sent only for a message a crash cannot lose.
+//! A message for outside recipients (deduplicated, sorted by domain) becomes
+//! one record of a *relay batch* ([`volley_queue::relay`], format v2): the
+//! envelope, each recipient's DSN parameters and the content, relayed byte for
+//! byte (never merged). With [`SpoolDeposit::group_commit`] (the listener of
+//! `volley run`) the messages of all sessions are appended to one shared open
+//! batch and made durable in groups, one `fdatasync` for each ([`GroupCommit`]);
+//! otherwise (`volley sendmail` without a daemon, reports, the drop directory)
+//! each is written and synced as a batch of its own. Either way
+//! [`SpoolDeposit::store`] returns only once the message is durable, so the
+//! `250` is sent only for a message a crash cannot lose. A relay batch's id is
+//! [`INBOUND_ID_BASE`] plus microseconds since the epoch, never a campaign's id
+//! (milliseconds since the epoch, see `Campaign::next_id`); the queue id the
+//! client is told is that id and the message's number in the batch
+//! ([`Deposited::queue_id`]). Recipients in volley's own domains (`[relay]
+//! domains`) get the message in `SPOOL/inbound/<queue id>.eml` instead
+//! ([`deliver_local`]), fsynced too.
 //!
 //! With a [`Feedback`] ([`SpoolDeposit::feedback`]), the VERP domain is local
 //! too, a message to a forged VERP address is refused before anything is
@@ -34,17 +39,19 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use tracing::info;
-use volley_queue::{BatchBuilder, BatchMeta, BuildError, QueueError, Spool};
+use volley_queue::relay::RelayRecipient;
+use volley_queue::{BuildError, QueueError, Spool};
 
 use crate::feedback::Feedback;
 use crate::listen::{Deposit, DepositError};
 use volley_inbound::VerpError;
-use volley_merge::{TemplateError, Verbatim};
 use volley_queue::ids::{queue_id, INBOUND_ID_BASE};
 use volley_smtp::dsn::{RcptDsn, Ret};
 
-use crate::delivery::reports::DSN_FIELDS;
 use volley_smtp::server::Envelope;
+
+mod group;
+pub use group::{GroupCommit, GroupSettings};
 
 /// Why a message could not be stored (the client gets a 4xx and tries again).
 #[derive(Debug, thiserror::Error)]
@@ -52,10 +59,10 @@ pub enum InboundError {
     /// The spool failed (a batch could not be written).
     #[error(transparent)]
     Queue(#[from] QueueError),
-    /// The message could not be written to the content store.
-    #[error(transparent)]
-    Content(#[from] TemplateError),
-    /// A recipient does not fit a batch (no `@`, too long).
+    /// The group commit covering the message failed.
+    #[error("group commit: {0}")]
+    Commit(String),
+    /// A recipient is not local@domain.
     #[error("recipient {0}")]
     Build(#[from] BuildError),
     /// The inbound file could not be written.
@@ -83,14 +90,30 @@ pub enum InboundError {
 /// Where one message went.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Deposited {
-    /// Its campaign id (see [`queue_id`] for the text form).
+    /// The campaign id of its relay batch (or, for a message with local
+    /// recipients only, the id its inbound file is named by).
     pub id: u64,
-    /// Batches written for the outside recipients (0 if none).
+    /// Its number in the relay batch.
+    pub number: u32,
+    /// Relay batches written for the outside recipients: 1, or 0 if none.
     pub batches: usize,
     /// Outside recipients queued (after removing duplicates).
     pub remote: usize,
     /// The inbound file, if some recipients were in a local domain.
     pub local_file: Option<PathBuf>,
+}
+
+impl Deposited {
+    /// The queue id the sender is told and the log names: the relay batch's id
+    /// and the message's number in it (`<16 hex digits>.<n>`); for a message
+    /// with local recipients only, the id alone.
+    pub fn queue_id(&self) -> String {
+        if self.batches == 0 {
+            queue_id(self.id)
+        } else {
+            format!("{}.{}", queue_id(self.id), self.number)
+        }
+    }
 }
 
 /// Stores accepted messages in a spool: see the [module documentation](self).
@@ -99,9 +122,10 @@ pub struct SpoolDeposit {
     spool: Spool,
     local_domains: HashSet<String>,
     batch_size: usize,
-    last_id: AtomicU64,
+    last_id: Arc<AtomicU64>,
     wake: Option<Arc<Notify>>,
     feedback: Option<Arc<Feedback>>,
+    group: Option<GroupCommit>,
 }
 
 fn unix_micros() -> u64 {
@@ -111,11 +135,24 @@ fn unix_micros() -> u64 {
         .unwrap_or(0)
 }
 
+/// A new relay id from `last`, increasing within the process.
+fn next_id(last: &AtomicU64) -> u64 {
+    let now = INBOUND_ID_BASE + unix_micros();
+    let previous = last
+        .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
+            Some(now.max(last + 1))
+        })
+        .unwrap_or(now);
+    now.max(previous + 1)
+}
+
 impl SpoolDeposit {
     /// Deposits into `spool` (open for writing: its own handle, or a
-    /// [`Spool::try_clone`] of the engine's), `batch_size` recipients per batch
-    /// at most. Recipients whose domain is in `local_domains` (any case) go to
-    /// [`deliver_local`].
+    /// [`Spool::try_clone`] of the engine's), `batch_size` recipients per relay
+    /// batch (a message with more gets a batch of its own, as large as it
+    /// needs). Recipients whose domain is in `local_domains` (any case) go to
+    /// [`deliver_local`]. Each message is written and synced on its own until
+    /// [`SpoolDeposit::group_commit`] is called.
     pub fn new(
         spool: Spool,
         batch_size: u32,
@@ -128,17 +165,38 @@ impl SpoolDeposit {
                 .map(|d| d.trim_end_matches('.').to_ascii_lowercase())
                 .collect(),
             batch_size: batch_size.max(1) as usize,
-            last_id: AtomicU64::new(0),
+            last_id: Arc::new(AtomicU64::new(0)),
             wake: None,
             feedback: None,
+            group: None,
         }
     }
 
     /// Calls `notify_one` on `wake` after each message stored for outside
-    /// recipients, so that the delivery loop starts a round at once.
+    /// recipients, so that the delivery loop starts a round at once. Call
+    /// before [`SpoolDeposit::group_commit`].
     pub fn wake(mut self, wake: Arc<Notify>) -> SpoolDeposit {
         self.wake = Some(wake);
         self
+    }
+
+    /// Commits messages in groups ([`GroupCommit`], its thread started here):
+    /// for a listener with many sessions. Messages larger than the group's byte
+    /// budget are still written on their own.
+    pub fn group_commit(mut self, settings: GroupSettings) -> Result<SpoolDeposit, InboundError> {
+        let group = GroupCommit::start(
+            self.spool.open_dir(),
+            self.spool.active_dir(),
+            settings,
+            Arc::clone(&self.last_id),
+            self.wake.clone(),
+        )
+        .map_err(|io| InboundError::Io {
+            path: self.spool.open_dir(),
+            io,
+        })?;
+        self.group = Some(group);
+        Ok(self)
     }
 
     /// Classifies what is stored for local recipients with `feedback` (and
@@ -161,18 +219,6 @@ impl SpoolDeposit {
             }
             None => true,
         }
-    }
-
-    /// A new campaign id, increasing within the process.
-    fn next_id(&self) -> u64 {
-        let now = INBOUND_ID_BASE + unix_micros();
-        let previous = self
-            .last_id
-            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |last| {
-                Some(now.max(last + 1))
-            })
-            .unwrap_or(now);
-        now.max(previous + 1)
     }
 
     /// [`SpoolDeposit::store_dsn`] without DSN parameters.
@@ -223,105 +269,113 @@ impl SpoolDeposit {
                 error,
             });
         }
-        let mut id = self.next_id();
-        let mut batches = 0;
+        let mut placed = None;
         if !remote.is_empty() {
-            let hash = Verbatim::store(&self.spool.content_dir(), mail_from, message)?;
-            // An id taken already (a clock set back since another process queued
-            // under it) is never overwritten: take the next.
-            let mut tries = 0;
-            loop {
-                match self.write_batches(id, hash, &remote, rcpt_to, dsn) {
-                    Ok(n) => {
-                        batches = n;
-                        break;
-                    }
-                    Err(InboundError::Queue(QueueError::Exists { .. })) if tries < 5 => {
-                        tries += 1;
-                        id = self.next_id().max(id + 1_000_000);
-                        self.last_id.fetch_max(id, Ordering::AcqRel);
-                    }
-                    Err(err) => return Err(err),
-                }
-            }
+            let record = relay_record(mail_from, &remote, rcpt_to, message, dsn)?;
+            let n = remote.len();
+            placed = Some(match &self.group {
+                Some(group) if group.takes(message.len(), n) => group
+                    .submit(record, n as u32)
+                    .map_err(InboundError::Commit)?,
+                _ => self.write_alone(&record, n as u32)?,
+            });
         }
+        let (id, number) = placed.unwrap_or_else(|| (next_id(&self.last_id), 0));
+        let deposited = Deposited {
+            id,
+            number,
+            batches: usize::from(placed.is_some()),
+            remote: remote.len(),
+            local_file: None,
+        };
         let local_file = if local.is_empty() {
             None
         } else {
             Some(deliver_local(
                 self.spool.root(),
-                id,
+                &deposited.queue_id(),
                 mail_from,
                 &local,
                 message,
             )?)
         };
-        info!(queue_id = %queue_id(id), campaign = id, from = %mail_from, remote = remote.len(),
-            local = local.len(), batches, size = message.len(), "message queued");
+        info!(queue_id = %deposited.queue_id(), from = %mail_from, remote = remote.len(),
+            local = local.len(), size = message.len(), "message queued");
         if let (Some(feedback), Some(file)) = (&self.feedback, &local_file) {
             let local: Vec<String> = local.iter().map(|r| (*r).to_owned()).collect();
             feedback.process_from(client, mail_from, &local, message, file, SystemTime::now());
         }
-        if batches > 0 {
+        if placed.is_some() && self.group.is_none() {
             if let Some(wake) = &self.wake {
                 wake.notify_one();
             }
         }
         Ok(Deposited {
-            id,
-            batches,
-            remote: remote.len(),
             local_file,
+            ..deposited
         })
     }
 
-    /// Writes the batches of one message (durable when it returns): the
-    /// `recipients`, each with the DSN parameters it was given (found by its
-    /// place in `rcpt_to`, parallel to `dsn.rcpts`).
-    fn write_batches(
-        &self,
-        id: u64,
-        content_hash: [u8; 32],
-        recipients: &[String],
-        rcpt_to: &[String],
-        dsn: &Dsn,
-    ) -> Result<usize, InboundError> {
-        let created_at = unix_micros() / 1_000_000;
-        let ret = dsn.ret.map_or("", Ret::name);
-        let envid = dsn.envid.as_deref().unwrap_or_default();
-        let mut files = Vec::new();
-        for (batch_id, chunk) in recipients.chunks(self.batch_size).enumerate() {
-            let meta = BatchMeta {
-                batch_id: batch_id as u64,
-                campaign_id: id,
-                content_hash,
-                created_at,
-            };
-            let mut builder = BatchBuilder::new(meta, &DSN_FIELDS)?;
-            for rcpt in chunk {
-                let given = rcpt_to
-                    .iter()
-                    .position(|r| r == rcpt)
-                    .and_then(|i| dsn.rcpts.get(i));
-                let notify = given
-                    .and_then(|d| d.notify)
-                    .map(volley_smtp::dsn::Notify::text);
-                let orcpt = given.and_then(|d| d.orcpt.as_deref()).unwrap_or_default();
-                let values: [&[u8]; 4] = [
-                    notify.as_deref().unwrap_or_default().as_bytes(),
-                    orcpt.as_bytes(),
-                    ret.as_bytes(),
-                    envid.as_bytes(),
-                ];
-                builder.push(rcpt, &values)?;
-            }
-            files.push(builder.finish()?);
-        }
-        self.spool
-            .write_batches(files.iter().map(Vec::as_slice))
-            .map(|paths| paths.len())
-            .map_err(InboundError::from)
+    /// Writes one message as a relay batch of its own, synced and sealed into
+    /// `active/` when it returns.
+    fn write_alone(&self, record: &[u8], recipients: u32) -> Result<group::Placed, InboundError> {
+        let capacity = (self.batch_size as u32).max(recipients);
+        let mut batch = group::create(
+            &self.spool.open_dir(),
+            &self.spool.active_dir(),
+            &self.last_id,
+            capacity,
+        )?;
+        let id = batch.campaign_id();
+        let number = batch.append_record(record, recipients);
+        batch.commit()?;
+        batch.seal(&self.spool.active_dir())?;
+        Ok((id, number))
     }
+}
+
+/// The relay batch record of one message: its sender, the `recipients` (sorted,
+/// unique), each with the DSN parameters it was given (found by its place in
+/// `rcpt_to`, parallel to `dsn.rcpts`), and the content.
+fn relay_record(
+    mail_from: &str,
+    recipients: &[String],
+    rcpt_to: &[String],
+    message: &[u8],
+    dsn: &Dsn,
+) -> Result<Vec<u8>, InboundError> {
+    let ret = dsn.ret.map_or("", Ret::name);
+    let envid = dsn.envid.as_deref().unwrap_or_default();
+    let mut values: Vec<[Vec<u8>; 4]> = Vec::with_capacity(recipients.len());
+    let mut parts: Vec<(&str, &str)> = Vec::with_capacity(recipients.len());
+    for rcpt in recipients {
+        let (local, domain) = rcpt
+            .rsplit_once('@')
+            .filter(|(l, d)| !l.is_empty() && !d.is_empty())
+            .ok_or_else(|| BuildError::BadAddress(rcpt.clone()))?;
+        let given = rcpt_to
+            .iter()
+            .position(|r| r == rcpt)
+            .and_then(|i| dsn.rcpts.get(i));
+        let notify = given
+            .and_then(|d| d.notify)
+            .map(volley_smtp::dsn::Notify::text)
+            .unwrap_or_default();
+        let orcpt = given.and_then(|d| d.orcpt.as_deref()).unwrap_or_default();
+        values.push([
+            notify.as_bytes().to_vec(),
+            orcpt.as_bytes().to_vec(),
+            ret.as_bytes().to_vec(),
+            envid.as_bytes().to_vec(),
+        ]);
+        parts.push((domain, local));
+    }
+    let list: Vec<RelayRecipient<'_, Vec<u8>>> = parts
+        .iter()
+        .zip(&values)
+        .map(|(&(domain, local), v)| (domain, local, &v[..]))
+        .collect();
+    Ok(volley_queue::relay::message_record(mail_from, &list, message))
 }
 
 /// The recipients once each (the domain compared without case), sorted by
@@ -364,7 +418,7 @@ impl Deposit for SpoolDeposit {
             message,
             &dsn,
         )
-        .map(|d| queue_id(d.id))
+        .map(|d| d.queue_id())
         .map_err(|err| match err {
             InboundError::Forged { .. } => DepositError::Refused {
                 code: 550,
@@ -387,14 +441,14 @@ impl crate::delivery::reports::ReportSink for SpoolDeposit {
 }
 
 /// Delivers a message for volley's own domains: it is written to
-/// `<spool>/inbound/<queue id>.eml` (fsynced, with the directory), preceded by
+/// `<spool>/inbound/<name>.eml` (`name`: the message's queue id; fsynced, with the directory), preceded by
 /// `Return-Path: <mail_from>` and one `Delivered-To: <recipient>` per local
 /// recipient, and a line is logged. Returns the file. The file is kept: it is
 /// the mailbox of the local domains, and the evidence behind each event the
 /// classification ([`crate::feedback`]) records.
 pub fn deliver_local(
     spool_root: &Path,
-    id: u64,
+    name: &str,
     mail_from: &str,
     recipients: &[&str],
     message: &[u8],
@@ -418,8 +472,8 @@ pub fn deliver_local(
     let mut n = 0;
     let (path, mut file) = loop {
         let name = match n {
-            0 => format!("{}.eml", queue_id(id)),
-            n => format!("{}.{n}.eml", queue_id(id)),
+            0 => format!("{name}.eml"),
+            n => format!("{name}.{n}.eml"),
         };
         let path = dir.join(name);
         match fs::File::options().write(true).create_new(true).open(&path) {
@@ -448,7 +502,7 @@ pub fn deliver_local(
 mod tests {
     use super::*;
     use volley_merge::source::MessageSource;
-    use volley_merge::{stored_path, TemplateSource};
+    use volley_merge::TemplateSource;
     use volley_queue::BatchView;
 
     fn deposit(dir: &Path, batch_size: u32) -> SpoolDeposit {
@@ -476,7 +530,7 @@ mod tests {
     }
 
     #[test]
-    fn queues_outside_recipients_in_batches_sorted_by_domain() {
+    fn queues_outside_recipients_in_a_relay_batch_sorted_by_domain() {
         let dir = tempfile::tempdir().unwrap();
         let notify = Arc::new(Notify::new());
         let d = deposit(dir.path(), 2).wake(Arc::clone(&notify));
@@ -489,32 +543,28 @@ mod tests {
             )
             .unwrap();
         assert!(volley_queue::ids::is_inbound_id(done.id));
-        assert_eq!((done.batches, done.remote, done.local_file), (2, 3, None));
+        assert_eq!((done.batches, done.remote, done.local_file.clone()), (1, 3, None));
+        assert_eq!(done.queue_id(), format!("{}.0", queue_id(done.id)));
         let files = batches(dir.path());
         assert_eq!(
             files.iter().map(|f| f.0.clone()).collect::<Vec<_>>(),
-            [
-                format!("{}-0000000000000000.vqb", queue_id(done.id)),
-                format!("{}-0000000000000001.vqb", queue_id(done.id)),
-            ]
+            [format!("{}-0000000000000000.vqb", queue_id(done.id))]
         );
         let source = TemplateSource::new(dir.path().join("spool/content"));
-        let mut all = Vec::new();
-        for (_, bytes) in &files {
-            let view = BatchView::parse(bytes).unwrap();
-            assert_eq!(view.header().campaign_id, done.id);
-            assert!(stored_path(
-                &dir.path().join("spool/content"),
-                &view.header().content_hash
-            )
-            .exists());
-            assert_eq!(source.envelope_from(&view, 0).unwrap(), "app@acme.test");
-            let mut out = bytes::BytesMut::new();
-            source.render(&view, 0, &mut out).unwrap();
-            assert_eq!(&out[..], message);
-            all.extend(view.recipients().map(|r| r.address()));
-        }
+        let view = BatchView::parse(&files[0].1).unwrap();
+        assert!(view.header().is_relay());
+        assert_eq!(view.header().campaign_id, done.id);
+        let all: Vec<String> = view.recipients().map(|r| r.address()).collect();
         assert_eq!(all, ["a@x.test", "b@Y.test", "c@y.test"]);
+        for i in 0..view.len() {
+            assert_eq!(source.envelope_from(&view, i).unwrap(), "app@acme.test");
+            let mut out = bytes::BytesMut::new();
+            source.render(&view, i, &mut out).unwrap();
+            assert_eq!(&out[..], message);
+        }
+        // Nothing in the content store, nothing left open.
+        assert_eq!(fs::read_dir(dir.path().join("spool/content")).unwrap().count(), 0);
+        assert_eq!(fs::read_dir(dir.path().join("spool/open")).unwrap().count(), 0);
         // The delivery loop was woken.
         let woken = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -532,6 +582,73 @@ mod tests {
     }
 
     #[test]
+    fn sessions_share_relay_batches_committed_in_groups() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = GroupSettings {
+            window: std::time::Duration::from_millis(2),
+            messages: 64,
+            bytes: 64 * 1024,
+            seal_after: std::time::Duration::from_secs(5),
+            capacity: 100,
+        };
+        let notify = Arc::new(Notify::new());
+        let d = Arc::new(
+            deposit(dir.path(), 100)
+                .wake(notify)
+                .group_commit(settings)
+                .unwrap(),
+        );
+        // 20 sessions, 25 messages each, one recipient each; and one message
+        // over the group's byte budget, written on its own.
+        let big = vec![b'x'; 100 * 1024];
+        let placed: Vec<(String, Vec<u8>)> = std::thread::scope(|scope| {
+            let mut handles = Vec::new();
+            for t in 0..20 {
+                let d = Arc::clone(&d);
+                handles.push(scope.spawn(move || {
+                    (0..25)
+                        .map(|i| {
+                            let body = format!("Subject: {t}-{i}\r\n\r\nbody\r\n").into_bytes();
+                            let to = rcpts(&[&format!("u{t}-{i}@d{}.test", i % 3)]);
+                            (d.store("app@acme.test", &to, &body).unwrap().queue_id(), body)
+                        })
+                        .collect::<Vec<_>>()
+                }));
+            }
+            let alone = d.store("app@acme.test", &rcpts(&["big@x.test"]), &big).unwrap();
+            let mut all: Vec<(String, Vec<u8>)> =
+                handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+            all.push((alone.queue_id(), big.clone()));
+            all
+        });
+        assert_eq!(placed.len(), 501);
+        let mut ids: Vec<&String> = placed.iter().map(|p| &p.0).collect();
+        ids.sort();
+        ids.dedup();
+        assert_eq!(ids.len(), 501, "every message has its own queue id");
+        // Stopping commits and seals what is open.
+        drop(d);
+        assert_eq!(fs::read_dir(dir.path().join("spool/open")).unwrap().count(), 0);
+        let files = batches(dir.path());
+        // 500 one-recipient messages, 100 recipients per batch: 5 batches at
+        // least (more when a batch was sealed early), plus the big one's.
+        assert!((6..=20).contains(&files.len()), "{} batches", files.len());
+        let mut found = std::collections::HashMap::new();
+        for (_, bytes) in &files {
+            let view = BatchView::parse(bytes).unwrap();
+            for i in 0..view.len() {
+                let m = view.message(i).unwrap();
+                let id = format!("{}.{}", queue_id(view.header().campaign_id), m.number);
+                found.insert(id, m.content.to_vec());
+            }
+        }
+        for (id, body) in &placed {
+            assert_eq!(found.get(id), Some(body), "{id}");
+        }
+        assert_eq!(found.len(), 501);
+    }
+
+    #[test]
     fn local_recipients_go_to_the_inbound_directory() {
         let dir = tempfile::tempdir().unwrap();
         let d = deposit(dir.path(), 100);
@@ -543,21 +660,22 @@ mod tests {
             )
             .unwrap();
         assert_eq!((done.batches, done.remote), (1, 1));
-        let path = done.local_file.unwrap();
+        let path = done.local_file.clone().unwrap();
         assert_eq!(
             path,
             dir.path()
-                .join(format!("spool/inbound/{}.eml", queue_id(done.id)))
+                .join(format!("spool/inbound/{}.eml", done.queue_id()))
         );
         assert_eq!(
             fs::read(&path).unwrap(),
             b"Return-Path: <>\r\nDelivered-To: bounce+x@bounces.acme.test\r\nDelivered-To: postmaster\r\nSubject: DSN\r\n\r\nfailed\r\n"
         );
-        // Only local recipients: no batch, no content.
+        // Only local recipients: no batch.
         let only = d
             .store("a@b.test", &rcpts(&["x@BOUNCES.acme.test."]), b"x\r\n")
             .unwrap();
         assert_eq!(only.batches, 0);
+        assert_eq!(only.queue_id(), queue_id(only.id));
         assert!(only.local_file.is_some());
         assert_eq!(batches(dir.path()).len(), 1);
         assert!(matches!(
@@ -568,6 +686,7 @@ mod tests {
 
     #[test]
     fn a_taken_id_is_never_overwritten() {
+        use volley_queue::{BatchBuilder, BatchMeta};
         let dir = tempfile::tempdir().unwrap();
         let d = deposit(dir.path(), 100);
         // Another process, its clock ahead, queued under the id this one is

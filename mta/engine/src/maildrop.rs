@@ -232,7 +232,7 @@ pub fn pickup(spool_root: &Path, deposit: &SpoolDeposit) -> Result<usize, DropEr
             &dropped.dsn,
         ) {
             Ok(done) => {
-                tracing::info!(drop = %name, queue_id = %volley_queue::ids::queue_id(done.id), "picked up from the drop directory");
+                tracing::info!(drop = %name, queue_id = %done.queue_id(), "picked up from the drop directory");
                 fs::remove_file(&path).map_err(io("remove", &path))?;
                 queued += 1;
             }

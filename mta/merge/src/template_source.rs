@@ -179,7 +179,11 @@ impl TemplateSource {
 }
 
 impl MessageSource for TemplateSource {
-    fn envelope_from(&self, batch: &BatchView<'_>, _index: usize) -> Result<String, RenderError> {
+    fn envelope_from(&self, batch: &BatchView<'_>, index: usize) -> Result<String, RenderError> {
+        // A relay batch carries each message with its envelope.
+        if let Some(message) = batch.message(index) {
+            return Ok(String::from_utf8_lossy(message.mail_from).into_owned());
+        }
         Ok(match self.content(&batch.header().content_hash)? {
             Content::Template(template) => template.envelope_from().to_owned(),
             Content::Verbatim(message) => message.mail_from.clone(),
@@ -192,6 +196,10 @@ impl MessageSource for TemplateSource {
         index: usize,
         out: &mut BytesMut,
     ) -> Result<Rendered, RenderError> {
+        if let Some(message) = batch.message(index) {
+            out.extend_from_slice(message.content);
+            return Ok(Rendered::default());
+        }
         let template = match self.content(&batch.header().content_hash)? {
             Content::Template(template) => template,
             Content::Verbatim(message) => {

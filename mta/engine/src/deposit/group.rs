@@ -1,0 +1,357 @@
+//! Group commit of received mail: [`GroupCommit`], one thread that appends the
+//! messages of every session to the open relay batch and makes each group
+//! durable with one `fdatasync` before any of its senders is told `250`.
+//!
+//! Sessions hand in a message record encoded on their own (blocking-pool)
+//! thread ([`GroupCommit::submit`]) and wait for the commit that covers it.
+//! The committer takes what arrived, waiting up to `[queue] group_window` after
+//! the first message of a group (or until `group_messages` messages or
+//! `group_bytes` bytes), appends it all, commits, answers every waiting
+//! session, and seals the batch into `active/` (waking delivery) when it holds
+//! `batch_size` recipients or is `seal_after` old. Messages that arrive while a
+//! group is being synced make up the next group.
+//!
+//! Hand-written rather than a queue crate's: it is the relay path's hot loop,
+//! and what it coordinates (one file, one sync, many waiters) is the product.
+
+use std::path::PathBuf;
+use std::sync::atomic::AtomicU64;
+use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use tokio::sync::Notify;
+use tracing::{error, warn};
+use volley_queue::relay::OpenBatch;
+use volley_queue::QueueError;
+
+use crate::delivery::reports::DSN_FIELDS;
+
+/// Largest relay batch the committer appends to before sealing it (the format's
+/// offsets are 32-bit; this keeps a file well below).
+const MAX_BATCH_BYTES: u64 = 1 << 30;
+
+/// How a [`GroupCommit`] groups and seals (the `[queue]` settings).
+#[derive(Debug, Clone)]
+pub struct GroupSettings {
+    /// `[queue] group_window`.
+    pub window: Duration,
+    /// `[queue] group_messages`.
+    pub messages: usize,
+    /// `[queue] group_bytes`.
+    pub bytes: usize,
+    /// `[queue] seal_after`.
+    pub seal_after: Duration,
+    /// Recipients per relay batch (`[queue] batch_size`).
+    pub capacity: u32,
+}
+
+impl GroupSettings {
+    /// The settings of `config`'s `[queue]` section.
+    pub fn of(queue: &volley_conf::QueueConfig) -> GroupSettings {
+        GroupSettings {
+            window: queue.group_window,
+            messages: queue.group_messages as usize,
+            bytes: usize::try_from(queue.group_bytes).unwrap_or(usize::MAX),
+            seal_after: queue.seal_after,
+            capacity: queue.batch_size.max(1),
+        }
+    }
+}
+
+/// Where a committed message went: its relay batch's campaign id and its
+/// number in the batch.
+pub type Placed = (u64, u32);
+
+struct Pending {
+    record: Vec<u8>,
+    recipients: u32,
+    reply: SyncSender<Result<Placed, String>>,
+}
+
+#[derive(Default)]
+struct Queue {
+    pending: Vec<Pending>,
+    bytes: usize,
+    first_at: Option<Instant>,
+    stopping: bool,
+}
+
+struct Inner {
+    queue: Mutex<Queue>,
+    arrived: Condvar,
+    settings: GroupSettings,
+    open_dir: PathBuf,
+    active_dir: PathBuf,
+    ids: Arc<AtomicU64>,
+    wake: Option<Arc<Notify>>,
+}
+
+/// The group committer (see the [module documentation](self)). Dropping it
+/// commits and seals what it holds.
+pub struct GroupCommit {
+    inner: Arc<Inner>,
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for GroupCommit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GroupCommit")
+            .field("settings", &self.inner.settings)
+            .finish_non_exhaustive()
+    }
+}
+
+impl GroupCommit {
+    /// Starts the committer thread over the spool directories `open_dir` and
+    /// `active_dir`, taking batch ids from `ids` (shared with the deposit's own
+    /// writes) and waking `wake` at each seal.
+    pub fn start(
+        open_dir: PathBuf,
+        active_dir: PathBuf,
+        settings: GroupSettings,
+        ids: Arc<AtomicU64>,
+        wake: Option<Arc<Notify>>,
+    ) -> std::io::Result<GroupCommit> {
+        let inner = Arc::new(Inner {
+            queue: Mutex::default(),
+            arrived: Condvar::new(),
+            settings,
+            open_dir,
+            active_dir,
+            ids,
+            wake,
+        });
+        let run = Arc::clone(&inner);
+        let thread = std::thread::Builder::new()
+            .name("volley-commit".into())
+            .spawn(move || run.run())?;
+        Ok(GroupCommit {
+            inner,
+            thread: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// Whether a message of `bytes` bytes for `recipients` recipients goes
+    /// through the group (else it is written on its own).
+    pub fn takes(&self, bytes: usize, recipients: usize) -> bool {
+        bytes <= self.inner.settings.bytes && recipients <= self.inner.settings.capacity as usize
+    }
+
+    /// Hands in a message record ([`volley_queue::relay::message_record`]) for
+    /// `recipients` recipients and waits until a commit covers it. The error is
+    /// what the sender's `451` is logged with.
+    pub fn submit(&self, record: Vec<u8>, recipients: u32) -> Result<Placed, String> {
+        let (reply, answer): (_, Receiver<_>) = sync_channel(1);
+        {
+            let mut q = lock(&self.inner.queue);
+            if q.stopping {
+                return Err("the listener is stopping".into());
+            }
+            q.bytes += record.len();
+            q.first_at.get_or_insert_with(Instant::now);
+            q.pending.push(Pending {
+                record,
+                recipients,
+                reply,
+            });
+        }
+        self.inner.arrived.notify_one();
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err("the group committer stopped".into()))
+    }
+
+    /// Commits and seals what is held, then stops the thread (waits for it).
+    pub fn stop(&self) {
+        lock(&self.inner.queue).stopping = true;
+        self.inner.arrived.notify_one();
+        if let Some(thread) = lock(&self.thread).take() {
+            let _ = thread.join();
+        }
+    }
+}
+
+impl Drop for GroupCommit {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(PoisonError::into_inner)
+}
+
+/// The open relay batch and the senders waiting on its next commit.
+struct Current {
+    batch: OpenBatch,
+    waiting: Vec<(SyncSender<Result<Placed, String>>, u32)>,
+}
+
+impl Inner {
+    fn run(&self) {
+        let mut current: Option<Current> = None;
+        loop {
+            let (group, stopping) = self.next_group(current.as_ref().map(|c| c.batch.created()));
+            for p in group {
+                current = self.place(current, p);
+            }
+            if let Some(c) = current.as_mut() {
+                self.commit(c);
+            }
+            let due = current.as_ref().is_some_and(|c| {
+                c.batch.room() == 0
+                    || c.batch.created().elapsed() >= self.settings.seal_after
+                    || c.batch.bytes() >= MAX_BATCH_BYTES
+            });
+            if due || stopping {
+                if let Some(c) = current.take() {
+                    self.seal(c);
+                }
+            }
+            if stopping {
+                return;
+            }
+        }
+    }
+
+    /// Waits for the next group: the messages that arrived, once the window
+    /// after the first has passed (or the group is full); returns early, with
+    /// nothing, when the open batch (created at `open_since`) is due to be
+    /// sealed. Also answers whether the committer is stopping.
+    fn next_group(&self, open_since: Option<Instant>) -> (Vec<Pending>, bool) {
+        let s = &self.settings;
+        let mut q = lock(&self.queue);
+        loop {
+            if q.stopping {
+                break;
+            }
+            let Some(first) = q.first_at else {
+                match open_since {
+                    Some(at) => {
+                        let left = s.seal_after.saturating_sub(at.elapsed());
+                        if left.is_zero() {
+                            return (Vec::new(), false);
+                        }
+                        q = self
+                            .arrived
+                            .wait_timeout(q, left)
+                            .unwrap_or_else(PoisonError::into_inner)
+                            .0;
+                    }
+                    None => {
+                        q = self.arrived.wait(q).unwrap_or_else(PoisonError::into_inner);
+                    }
+                }
+                continue;
+            };
+            let left = s.window.saturating_sub(first.elapsed());
+            if left.is_zero() || q.pending.len() >= s.messages || q.bytes >= s.bytes {
+                break;
+            }
+            q = self
+                .arrived
+                .wait_timeout(q, left)
+                .unwrap_or_else(PoisonError::into_inner)
+                .0;
+        }
+        let stopping = q.stopping;
+        q.bytes = 0;
+        q.first_at = None;
+        (std::mem::take(&mut q.pending), stopping)
+    }
+
+    /// Appends `p` to the open batch, first committing and sealing the batch
+    /// when `p` does not fit, and creating one when none is open.
+    fn place(&self, current: Option<Current>, p: Pending) -> Option<Current> {
+        let mut current = match current {
+            Some(mut c)
+                if c.batch.room() < p.recipients
+                    || c.batch.bytes() + p.record.len() as u64 > MAX_BATCH_BYTES =>
+            {
+                self.commit(&mut c);
+                self.seal(c);
+                None
+            }
+            other => other,
+        };
+        if current.is_none() {
+            let capacity = self.settings.capacity.max(p.recipients);
+            match create(&self.open_dir, &self.active_dir, &self.ids, capacity) {
+                Ok(batch) => {
+                    current = Some(Current {
+                        batch,
+                        waiting: Vec::new(),
+                    })
+                }
+                Err(e) => {
+                    error!(error = %e, dir = %self.open_dir.display(), "cannot create a relay batch");
+                    let _ = p.reply.send(Err(e.to_string()));
+                    return None;
+                }
+            }
+        }
+        if let Some(c) = current.as_mut() {
+            let number = c.batch.append_record(&p.record, p.recipients);
+            c.waiting.push((p.reply, number));
+        }
+        current
+    }
+
+    /// Commits the open batch and answers its waiting senders.
+    fn commit(&self, c: &mut Current) {
+        let result = c.batch.commit();
+        let id = c.batch.campaign_id();
+        if let Err(e) = &result {
+            error!(error = %e, "group commit failed: the senders of its messages are told 451");
+        }
+        for (reply, number) in c.waiting.drain(..) {
+            let _ = reply.send(match &result {
+                Ok(()) => Ok((id, number)),
+                Err(e) => Err(e.to_string()),
+            });
+        }
+    }
+
+    /// Seals the batch into `active/` and wakes delivery. A failure is logged:
+    /// the file stays in `open/` and is finished when the spool is next opened.
+    fn seal(&self, c: Current) {
+        debug_assert!(c.waiting.is_empty());
+        match c.batch.seal(&self.active_dir) {
+            Ok(Some(_)) => {
+                if let Some(wake) = &self.wake {
+                    wake.notify_one();
+                }
+            }
+            Ok(None) => {}
+            Err(e) => warn!(error = %e, "cannot seal a relay batch: it is finished at the next start"),
+        }
+    }
+}
+
+/// A new relay batch in `open_dir` with room for `capacity` recipients, its id
+/// the next of `ids`; an id whose name is taken in `open_dir` or `active_dir`
+/// (another process, its clock ahead, queued under it) is skipped.
+pub(super) fn create(
+    open_dir: &std::path::Path,
+    active_dir: &std::path::Path,
+    ids: &AtomicU64,
+    capacity: u32,
+) -> Result<OpenBatch, QueueError> {
+    let mut tries = 0;
+    loop {
+        let id = super::next_id(ids);
+        let name = volley_queue::Spool::file_name(id, 0);
+        if active_dir.join(&name).exists() && tries < 5 {
+            tries += 1;
+            ids.fetch_max(id + 1_000_000, std::sync::atomic::Ordering::AcqRel);
+            continue;
+        }
+        let created_at = super::unix_micros() / 1_000_000;
+        match OpenBatch::create(open_dir, id, capacity, &DSN_FIELDS, created_at) {
+            Err(QueueError::Exists { .. }) if tries < 5 => tries += 1,
+            other => return other,
+        }
+    }
+}
