@@ -169,6 +169,7 @@ def volley_series(log_path, t0_wall):
 
 
 COMMIT_US = re.compile(rb'commit_us=(\d+)')
+ANSI = re.compile(rb'\x1b\[[0-9;]*m')
 
 
 def commit_latencies(stderr_path):
@@ -176,7 +177,7 @@ def commit_latencies(stderr_path):
     with open(stderr_path, "rb") as f:
         for line in f:
             if b"message accepted" in line:
-                m = COMMIT_US.search(line)
+                m = COMMIT_US.search(ANSI.sub(b"", line))
                 if m:
                     out.append(int(m.group(1)))
     return out
@@ -206,6 +207,11 @@ def phase_volley(procs, args, workdir, volley, dns, queues, dev, tag, window=Non
     p = procs.start([volley, "-C", conf, "run"], stdout=out, stderr=out)
     wait_listening(ip, int(listen.split(":")[1]), deadline_s=30)
     cpu0, wb0, dev0 = proc_cpu_s(p.pid), proc_write_bytes(p.pid), sectors_written(dev)
+    perf = None
+    if args.profile:
+        perf = procs.start(["perf", "record", "-F", "999", "-g", "-p", str(p.pid), "-o",
+                            os.path.join(workdir, f"perf-{tag}.data")],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     t0_wall = time.time()
     started = time.monotonic()
     src = inject(procs, args, workdir, listen, tag)
@@ -229,6 +235,16 @@ def phase_volley(procs, args, workdir, volley, dns, queues, dev, tag, window=Non
     written = proc_write_bytes(p.pid) - wb0
     dev_written = None if dev0 is None else sectors_written(dev) - dev0
     rss = proc_rss_peak_mb(p.pid)
+    if perf:
+        procs.stop(perf, signal.SIGINT, deadline_s=60)
+        with open(f"benches/results/relay-{datetime.date.today().isoformat()}-profile-{tag}.txt",
+                  "w") as f:
+            for sort in (["--sort", "comm,dso"], []):
+                f.flush()
+                subprocess.run(["perf", "report", "--stdio", "--no-children", "--percent-limit",
+                                "0.5", "-g", "none", *sort, "-i",
+                                os.path.join(workdir, f"perf-{tag}.data")],
+                               stdout=f, stderr=subprocess.DEVNULL, check=False, timeout=600)
     code, _ = procs.wait(src, 60)
     procs.stop(p)
     sinks.stop()
@@ -343,6 +359,9 @@ def main():
                          "each, for the table of 250 latency over window sizes")
     ap.add_argument("--deadline", type=float, default=1800)
     ap.add_argument("--tag", default="")
+    ap.add_argument("--profile", action="store_true",
+                    help="record volley with perf during its first run; the report goes to "
+                         "benches/results/relay-<date>-profile-<tag>.txt")
     args = ap.parse_args()
     volley = os.path.abspath(args.volley)
     procs = Procs()
@@ -359,6 +378,7 @@ def main():
         dns = dnsmasq_start(procs, workdir, args.sites)
         for r in range(args.rounds):
             vol = phase_volley(procs, args, workdir, volley, dns, queues, dev, f"v{r}")
+            args.profile = False
             pf = None if args.no_postfix else phase_postfix(procs, args, workdir, queues, dev,
                                                             f"p{r}")
             result["rounds"].append({"volley": vol, "postfix": pf})

@@ -405,6 +405,44 @@ pub struct Dsn {
 }
 
 impl Deposit for SpoolDeposit {
+    /// With a group commit, a message for outside recipients only that fits the
+    /// group goes to it from the session's task, no blocking thread involved.
+    fn deposit_queued(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<String, DepositError>>> {
+        let group = self.group.as_ref()?;
+        if envelope.rcpt_to.iter().any(|r| self.is_local(r)) {
+            return None;
+        }
+        let rcpts: Vec<&str> = envelope.rcpt_to.iter().map(String::as_str).collect();
+        let remote = sorted_unique(&rcpts);
+        if remote.is_empty() || !group.takes(message.len(), remote.len()) {
+            return None;
+        }
+        let dsn = Dsn {
+            ret: envelope.ret,
+            envid: envelope.envid.clone(),
+            rcpts: envelope.rcpt_dsn.clone(),
+        };
+        // A recipient that is not local@domain: the blocking path says why.
+        let record = relay_record(&envelope.mail_from, &remote, &envelope.rcpt_to, message, &dsn).ok()?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        group.submit_then(
+            record,
+            remote.len() as u32,
+            Box::new(move |result| {
+                let _ = tx.send(
+                    result
+                        .map(|(id, number)| format!("{}.{number}", queue_id(id)))
+                        .map_err(DepositError::Failed),
+                );
+            }),
+        );
+        Some(rx)
+    }
+
     fn deposit(&self, envelope: &Envelope, message: &[u8]) -> Result<String, DepositError> {
         let dsn = Dsn {
             ret: envelope.ret,

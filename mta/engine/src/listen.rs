@@ -46,6 +46,18 @@ use volley_smtp::server::{Envelope, RelayPolicy, Session, Settings};
 pub trait Deposit: Send + Sync + 'static {
     /// Stores `message` (the Received: header already prepended) for `envelope`.
     fn deposit(&self, envelope: &Envelope, message: &[u8]) -> Result<String, DepositError>;
+
+    /// Takes the message without blocking, when the deposit can: it is made
+    /// durable in the background (a group commit) and the answer, as
+    /// [`Deposit::deposit`]'s, arrives on the receiver. `None`: call
+    /// [`Deposit::deposit`] (on the blocking pool) instead. By default, `None`.
+    fn deposit_queued(
+        &self,
+        _envelope: &Envelope,
+        _message: &[u8],
+    ) -> Option<tokio::sync::oneshot::Receiver<Result<String, DepositError>>> {
+        None
+    }
 }
 
 /// Why a message was not stored.

@@ -64,10 +64,14 @@ impl GroupSettings {
 /// number in the batch.
 pub type Placed = (u64, u32);
 
+/// Where the outcome of a message's commit goes: a blocked thread or an
+/// awaiting task.
+type Reply = Box<dyn FnOnce(Result<Placed, String>) + Send>;
+
 struct Pending {
     record: Vec<u8>,
     recipients: u32,
-    reply: SyncSender<Result<Placed, String>>,
+    reply: Reply,
 }
 
 #[derive(Default)]
@@ -88,11 +92,17 @@ struct Inner {
     wake: Option<Arc<Notify>>,
 }
 
+/// Committer threads, each with its open relay batch: while one waits for its
+/// `fdatasync`, the next group goes to the other (the file system's journal
+/// commits concurrent syncs together), so a message waits for about one sync,
+/// not for the end of the one in progress and then its own.
+const COMMITTERS: usize = 2;
+
 /// The group committer (see the [module documentation](self)). Dropping it
 /// commits and seals what it holds.
 pub struct GroupCommit {
     inner: Arc<Inner>,
-    thread: Mutex<Option<JoinHandle<()>>>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
 }
 
 impl std::fmt::Debug for GroupCommit {
@@ -123,13 +133,27 @@ impl GroupCommit {
             ids,
             wake,
         });
-        let run = Arc::clone(&inner);
-        let thread = std::thread::Builder::new()
-            .name("volley-commit".into())
-            .spawn(move || run.run())?;
+        let mut threads = Vec::new();
+        for n in 0..COMMITTERS {
+            let run = Arc::clone(&inner);
+            let spawned = std::thread::Builder::new()
+                .name(format!("volley-commit-{n}"))
+                .spawn(move || run.run());
+            match spawned {
+                Ok(thread) => threads.push(thread),
+                Err(e) => {
+                    lock(&inner.queue).stopping = true;
+                    inner.arrived.notify_all();
+                    for t in threads {
+                        let _ = t.join();
+                    }
+                    return Err(e);
+                }
+            }
+        }
         Ok(GroupCommit {
             inner,
-            thread: Mutex::new(Some(thread)),
+            threads: Mutex::new(threads),
         })
     }
 
@@ -143,11 +167,29 @@ impl GroupCommit {
     /// `recipients` recipients and waits until a commit covers it. The error is
     /// what the sender's `451` is logged with.
     pub fn submit(&self, record: Vec<u8>, recipients: u32) -> Result<Placed, String> {
-        let (reply, answer): (_, Receiver<_>) = sync_channel(1);
+        let (reply, answer): (SyncSender<_>, Receiver<_>) = sync_channel(1);
+        self.submit_then(
+            record,
+            recipients,
+            Box::new(move |result| {
+                let _ = reply.send(result);
+            }),
+        );
+        answer
+            .recv()
+            .unwrap_or_else(|_| Err("the group committer stopped".into()))
+    }
+
+    /// [`GroupCommit::submit`] without waiting: `reply` is called (on the
+    /// committer's thread) with the outcome of the commit that covers the
+    /// message, or at once if the committer is stopping.
+    pub fn submit_then(&self, record: Vec<u8>, recipients: u32, reply: Reply) {
         {
             let mut q = lock(&self.inner.queue);
             if q.stopping {
-                return Err("the listener is stopping".into());
+                drop(q);
+                reply(Err("the listener is stopping".into()));
+                return;
             }
             q.bytes += record.len();
             q.first_at.get_or_insert_with(Instant::now);
@@ -158,16 +200,13 @@ impl GroupCommit {
             });
         }
         self.inner.arrived.notify_one();
-        answer
-            .recv()
-            .unwrap_or_else(|_| Err("the group committer stopped".into()))
     }
 
     /// Commits and seals what is held, then stops the thread (waits for it).
     pub fn stop(&self) {
         lock(&self.inner.queue).stopping = true;
-        self.inner.arrived.notify_one();
-        if let Some(thread) = lock(&self.thread).take() {
+        self.inner.arrived.notify_all();
+        for thread in std::mem::take(&mut *lock(&self.threads)) {
             let _ = thread.join();
         }
     }
@@ -186,7 +225,7 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
 /// The open relay batch and the senders waiting on its next commit.
 struct Current {
     batch: OpenBatch,
-    waiting: Vec<(SyncSender<Result<Placed, String>>, u32)>,
+    waiting: Vec<(Reply, u32)>,
 }
 
 impl Inner {
@@ -287,7 +326,7 @@ impl Inner {
                 }
                 Err(e) => {
                     error!(error = %e, dir = %self.open_dir.display(), "cannot create a relay batch");
-                    let _ = p.reply.send(Err(e.to_string()));
+                    (p.reply)(Err(e.to_string()));
                     return None;
                 }
             }
@@ -307,7 +346,7 @@ impl Inner {
             error!(error = %e, "group commit failed: the senders of its messages are told 451");
         }
         for (reply, number) in c.waiting.drain(..) {
-            let _ = reply.send(match &result {
+            reply(match &result {
                 Ok(()) => Ok((id, number)),
                 Err(e) => Err(e.to_string()),
             });

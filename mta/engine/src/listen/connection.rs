@@ -190,11 +190,22 @@ async fn deposit(session: &mut Session, message: Message, shared: &Arc<Shared>, 
     let target = Arc::clone(&shared.deposit);
     let size = full.len();
     let started = Instant::now();
-    let result = tokio::task::spawn_blocking(move || {
-        let result = target.deposit(&envelope, &full);
-        (envelope, result)
-    })
-    .await;
+    let result = match target.deposit_queued(&envelope, &full) {
+        Some(answer) => {
+            drop(full);
+            let result = answer
+                .await
+                .unwrap_or_else(|_| Err(DepositError::Failed("the deposit stopped".into())));
+            Ok((envelope, result))
+        }
+        None => {
+            tokio::task::spawn_blocking(move || {
+                let result = target.deposit(&envelope, &full);
+                (envelope, result)
+            })
+            .await
+        }
+    };
     match result {
         Ok((envelope, Ok(id))) => {
             *count += 1;
