@@ -202,7 +202,10 @@ fn kill_9_while_20_sessions_inject_loses_no_acknowledged_message() {
         });
         drop(daemon);
         stop.store(true, Ordering::Relaxed);
-        assert!(enough.is_some(), "600 messages were not acknowledged within 120 s");
+        assert!(
+            enough.is_some(),
+            "600 messages were not acknowledged within 120 s"
+        );
     });
     let Injected { sent, acked } = std::mem::take(&mut *injected.lock().unwrap());
     assert!(acked.len() < 20 * 400, "the kill came after the end");
@@ -231,7 +234,10 @@ fn kill_9_while_20_sessions_inject_loses_no_acknowledged_message() {
     // acknowledged, only messages whose commit was done when the kill came
     // (one per session at most) may arrive.
     for subject in got.keys() {
-        assert!(sent.contains(subject), "{subject} arrived but was never sent whole");
+        assert!(
+            sent.contains(subject),
+            "{subject} arrived but was never sent whole"
+        );
     }
     let unacked_delivered = got.keys().filter(|k| !acked.contains(*k)).count();
     assert!(
@@ -256,7 +262,9 @@ fn kill_9_while_20_sessions_inject_loses_no_acknowledged_message() {
 /// in the middle of its message. Returns the open connection.
 fn stalled_session(addr: SocketAddrV4) -> (TcpStream, BufReader<TcpStream>) {
     let stream = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(60)))
+        .unwrap();
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     assert_eq!(reply(&mut r), Some(220));
@@ -269,7 +277,8 @@ fn stalled_session(addr: SocketAddrV4) -> (TcpStream, BufReader<TcpStream>) {
         w.write_all(cmd).unwrap();
         assert_eq!(reply(&mut r), Some(want));
     }
-    w.write_all(b"Subject: stalled\r\n\r\nhalf a message\r\n").unwrap();
+    w.write_all(b"Subject: stalled\r\n\r\nhalf a message\r\n")
+        .unwrap();
     (w, r)
 }
 
@@ -277,7 +286,9 @@ fn stalled_session(addr: SocketAddrV4) -> (TcpStream, BufReader<TcpStream>) {
 /// the reply to its final dot and the queue id in it.
 fn send_large(addr: SocketAddrV4, subject: &str, size: usize) -> (Option<u16>, String) {
     let stream = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)).unwrap();
-    stream.set_read_timeout(Some(Duration::from_secs(120))).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(120)))
+        .unwrap();
     let mut w = stream.try_clone().unwrap();
     let mut r = BufReader::new(stream);
     assert_eq!(reply(&mut r), Some(220));
@@ -329,7 +340,13 @@ fn accepted_ids(stderr: &Path) -> Vec<String> {
         .filter_map(|l| {
             let clean: String = strip_ansi(l);
             let at = clean.find(" id=")? + 4;
-            Some(clean[at..].split_whitespace().next()?.trim_matches('"').to_owned())
+            Some(
+                clean[at..]
+                    .split_whitespace()
+                    .next()?
+                    .trim_matches('"')
+                    .to_owned(),
+            )
         })
         .collect()
 }
@@ -364,12 +381,26 @@ fn large_messages_and_a_stalled_session_do_not_hold_back_other_commits() {
         let over = scope.spawn(move || send_large(addr, "over-budget", 2 << 20));
         // smtp-source: 2,000 small messages over 10 reused sessions.
         let mut cmd = std::process::Command::new("/usr/sbin/smtp-source");
-        cmd.args(["-d", "-s", "10", "-m", "2000", "-l", "2000", "-M", "source.test"])
-            .args(["-f", "app@src.test", "-t", "small@x.test"])
-            .arg(s.listen.to_string());
+        cmd.args([
+            "-d",
+            "-s",
+            "10",
+            "-m",
+            "2000",
+            "-l",
+            "2000",
+            "-M",
+            "source.test",
+        ])
+        .args(["-f", "app@src.test", "-t", "small@x.test"])
+        .arg(s.listen.to_string());
         let started = Instant::now();
         let out = run_bounded(&mut cmd, b"", Duration::from_secs(120)).unwrap();
-        (large.join().unwrap(), over.join().unwrap(), (out, started.elapsed()))
+        (
+            large.join().unwrap(),
+            over.join().unwrap(),
+            (out, started.elapsed()),
+        )
     });
     let (out, took) = source;
     assert!(
@@ -378,7 +409,11 @@ fn large_messages_and_a_stalled_session_do_not_hold_back_other_commits() {
         String::from_utf8_lossy(&out.stderr)
     );
     assert_eq!(large.0, Some(250), "the 30 MB message");
-    assert_eq!(over_budget.0, Some(250), "the message over the group budget");
+    assert_eq!(
+        over_budget.0,
+        Some(250),
+        "the message over the group budget"
+    );
     // The stalled session still waits for its data to end: nobody was held
     // back by it. It gets nothing until it goes on.
     assert!(daemon.check_alive().is_ok());

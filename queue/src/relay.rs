@@ -307,7 +307,9 @@ pub fn message_record<V: AsRef<[u8]>>(
 /// removed): a relay batch never replaces another.
 fn move_no_replace(from: &Path, to: &Path) -> Result<(), QueueError> {
     fs::hard_link(from, to).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => QueueError::Exists { path: to.to_owned() },
+        std::io::ErrorKind::AlreadyExists => QueueError::Exists {
+            path: to.to_owned(),
+        },
         _ => QueueError::io("move to active", from, e),
     })?;
     fs::remove_file(from).map_err(|e| QueueError::io("remove", from, e))

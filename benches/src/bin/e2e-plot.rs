@@ -21,7 +21,9 @@ fn read_series(path: &str) -> Result<Series, String> {
         .map(|n| n.trim().to_owned())
         .collect();
     if names.is_empty() {
-        return Err(format!("{path}:1: expected a header `second,NAME[,NAME...]`"));
+        return Err(format!(
+            "{path}:1: expected a header `second,NAME[,NAME...]`"
+        ));
     }
     let mut points = Vec::new();
     for (n, line) in lines.enumerate() {

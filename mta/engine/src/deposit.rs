@@ -375,7 +375,9 @@ fn relay_record(
         .zip(&values)
         .map(|(&(domain, local), v)| (domain, local, &v[..]))
         .collect();
-    Ok(volley_queue::relay::message_record(mail_from, &list, message))
+    Ok(volley_queue::relay::message_record(
+        mail_from, &list, message,
+    ))
 }
 
 /// The recipients once each (the domain compared without case), sorted by
@@ -427,7 +429,14 @@ impl Deposit for SpoolDeposit {
             rcpts: envelope.rcpt_dsn.clone(),
         };
         // A recipient that is not local@domain: the blocking path says why.
-        let record = relay_record(&envelope.mail_from, &remote, &envelope.rcpt_to, message, &dsn).ok()?;
+        let record = relay_record(
+            &envelope.mail_from,
+            &remote,
+            &envelope.rcpt_to,
+            message,
+            &dsn,
+        )
+        .ok()?;
         let (tx, rx) = tokio::sync::oneshot::channel();
         group.submit_then(
             record,
@@ -581,7 +590,10 @@ mod tests {
             )
             .unwrap();
         assert!(volley_queue::ids::is_inbound_id(done.id));
-        assert_eq!((done.batches, done.remote, done.local_file.clone()), (1, 3, None));
+        assert_eq!(
+            (done.batches, done.remote, done.local_file.clone()),
+            (1, 3, None)
+        );
         assert_eq!(done.queue_id(), format!("{}.0", queue_id(done.id)));
         let files = batches(dir.path());
         assert_eq!(
@@ -601,8 +613,16 @@ mod tests {
             assert_eq!(&out[..], message);
         }
         // Nothing in the content store, nothing left open.
-        assert_eq!(fs::read_dir(dir.path().join("spool/content")).unwrap().count(), 0);
-        assert_eq!(fs::read_dir(dir.path().join("spool/open")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("spool/content"))
+                .unwrap()
+                .count(),
+            0
+        );
+        assert_eq!(
+            fs::read_dir(dir.path().join("spool/open")).unwrap().count(),
+            0
+        );
         // The delivery loop was woken.
         let woken = tokio::runtime::Builder::new_current_thread()
             .enable_time()
@@ -648,14 +668,21 @@ mod tests {
                         .map(|i| {
                             let body = format!("Subject: {t}-{i}\r\n\r\nbody\r\n").into_bytes();
                             let to = rcpts(&[&format!("u{t}-{i}@d{}.test", i % 3)]);
-                            (d.store("app@acme.test", &to, &body).unwrap().queue_id(), body)
+                            (
+                                d.store("app@acme.test", &to, &body).unwrap().queue_id(),
+                                body,
+                            )
                         })
                         .collect::<Vec<_>>()
                 }));
             }
-            let alone = d.store("app@acme.test", &rcpts(&["big@x.test"]), &big).unwrap();
-            let mut all: Vec<(String, Vec<u8>)> =
-                handles.into_iter().flat_map(|h| h.join().unwrap()).collect();
+            let alone = d
+                .store("app@acme.test", &rcpts(&["big@x.test"]), &big)
+                .unwrap();
+            let mut all: Vec<(String, Vec<u8>)> = handles
+                .into_iter()
+                .flat_map(|h| h.join().unwrap())
+                .collect();
             all.push((alone.queue_id(), big.clone()));
             all
         });
@@ -666,7 +693,10 @@ mod tests {
         assert_eq!(ids.len(), 501, "every message has its own queue id");
         // Stopping commits and seals what is open.
         drop(d);
-        assert_eq!(fs::read_dir(dir.path().join("spool/open")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(dir.path().join("spool/open")).unwrap().count(),
+            0
+        );
         let files = batches(dir.path());
         // 500 one-recipient messages, 100 recipients per batch: 5 batches at
         // least (more when a batch was sealed early), plus the big one's.

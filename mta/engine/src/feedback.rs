@@ -450,7 +450,7 @@ impl Feedback {
             let header = Header::read(&bytes, bytes.len())
                 .map_err(|e| format!("{}: {e}", path.display()))?;
             let immutable = bytes
-                .get(..header.slots_off as usize)
+                .get(header.immutable_range())
                 .ok_or_else(|| format!("{}: truncated", path.display()))?;
             let index = BatchIndex::build(header, immutable)
                 .map_err(|e| format!("{}: {e}", path.display()))?;

@@ -364,7 +364,9 @@ impl Inner {
                 }
             }
             Ok(None) => {}
-            Err(e) => warn!(error = %e, "cannot seal a relay batch: it is finished at the next start"),
+            Err(e) => {
+                warn!(error = %e, "cannot seal a relay batch: it is finished at the next start")
+            }
         }
     }
 }
