@@ -125,7 +125,13 @@ impl Setup {
     }
 
     fn active_batches(&self) -> Vec<String> {
-        let mut names: Vec<String> = std::fs::read_dir(self.path("spool/active"))
+        self.batches_in("spool/active")
+    }
+
+    /// Batch files in `dir` of the spool (`open/` holds relay batches still
+    /// being appended to, `active/` the sealed ones).
+    fn batches_in(&self, dir: &str) -> Vec<String> {
+        let mut names: Vec<String> = std::fs::read_dir(self.path(dir))
             .map(|d| {
                 d.flatten()
                     .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -185,8 +191,11 @@ fn run_relays_what_swaks_submits_byte_for_byte() {
         );
         assert_eq!(text(&after_received(m)), text(MESSAGE), "relayed unchanged");
     }
-    // The delivery log names the queue id's campaign; the spool is empty again.
-    let campaign = u64::from_str_radix(&id, 16).unwrap();
+    // The delivery log names the queue id's relay batch (the id before its
+    // ".N", the message's number in the batch); the spool is empty again.
+    let (batch, number) = id.split_once('.').expect("queue id BATCH.N");
+    assert!(number.parse::<u32>().is_ok(), "{id}");
+    let campaign = u64::from_str_radix(batch, 16).unwrap();
     let done = poll(Duration::from_secs(10), || {
         let lines = s.log_lines();
         (lines.len() == 2).then_some(lines)
@@ -329,8 +338,12 @@ fn a_message_acknowledged_with_250_survives_kill_9() {
     let id = s.swaks("k1@x.test,k2@y.test");
     // SIGKILL (ChildGuard's drop) right after the 250.
     drop(daemon);
-    let batches = s.active_batches();
-    assert_eq!(batches, [format!("{id}-0000000000000000.vqb")]);
+    // The message's relay batch is on disk: still open (appended to, its
+    // commit done) or already sealed into active/.
+    let (batch, _) = id.split_once('.').expect("queue id BATCH.N");
+    let mut batches = s.batches_in("spool/open");
+    batches.extend(s.active_batches());
+    assert_eq!(batches, [format!("{batch}-0000000000000000.vqb")]);
     // The receiver comes up; the next run delivers (after the retry interval,
     // if the killed daemon had got as far as a first attempt).
     let sink = sink(86);

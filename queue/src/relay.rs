@@ -189,28 +189,66 @@ impl OpenBatch {
         recipients: &[RelayRecipient<'_, V>],
         content: &[u8],
     ) -> u32 {
-        let mut body = Vec::with_capacity(content.len() + 64 + 48 * recipients.len());
-        format::put_message_body(&mut body, mail_from, recipients, content);
-        format::put_record(&mut self.pending, RECORD_MESSAGE, &body);
-        self.messages += 1;
-        self.recipients += recipients.len() as u32;
-        self.messages - 1
+        let record = MessageRecord::new(mail_from, recipients, content);
+        self.append_record(&record, content, recipients.len() as u32)
     }
 
-    /// Appends a message record made by [`message_record`] (possibly on another
-    /// thread) for `recipients` recipients (at most [`OpenBatch::room`]);
-    /// returns its number in the batch, as [`OpenBatch::append`].
-    pub fn append_record(&mut self, record: &[u8], recipients: u32) -> u32 {
-        self.pending.extend_from_slice(record);
+    /// Appends the message `record` of `content` (made by
+    /// [`MessageRecord::new`], possibly on another thread) for `recipients`
+    /// recipients (at most [`OpenBatch::room`]); returns its number in the
+    /// batch, as [`OpenBatch::append`].
+    pub fn append_record(
+        &mut self,
+        record: &MessageRecord,
+        content: &[u8],
+        recipients: u32,
+    ) -> u32 {
+        debug_assert_eq!(record.content_len, content.len());
+        self.pending.reserve(record.len());
+        self.pending.extend_from_slice(&record.head);
+        self.pending.extend_from_slice(content);
+        self.pending.extend_from_slice(&record.tail);
         self.messages += 1;
         self.recipients += recipients;
         self.messages - 1
     }
 
+    /// [`OpenBatch::append_record`] straight to the file, without copying
+    /// `content` (a large message): written at once, durable at the next
+    /// [`OpenBatch::commit`].
+    pub fn write_record(
+        &mut self,
+        record: &MessageRecord,
+        content: &[u8],
+        recipients: u32,
+    ) -> Result<u32, QueueError> {
+        self.write_pending()
+            .and_then(|()| {
+                let mut at = self.written;
+                for part in [&record.head[..], content, &record.tail[..]] {
+                    self.file.write_all_at(part, at)?;
+                    at += part.len() as u64;
+                }
+                self.written = at;
+                Ok(())
+            })
+            .map_err(|e| QueueError::io("write", &self.path, e))?;
+        self.messages += 1;
+        self.recipients += recipients;
+        Ok(self.messages - 1)
+    }
+
     fn write_pending(&mut self) -> std::io::Result<()> {
+        if self.pending.is_empty() {
+            return Ok(());
+        }
         self.file.write_all_at(&self.pending, self.written)?;
         self.written += self.pending.len() as u64;
         self.pending.clear();
+        // A group of large messages does not leave its buffer behind.
+        if self.pending.capacity() > 8 << 20 {
+            self.pending = Vec::new();
+        }
         Ok(())
     }
 
@@ -288,19 +326,53 @@ impl OpenBatch {
     }
 }
 
-/// The message record [`OpenBatch::append`] would append, for
-/// [`OpenBatch::append_record`]: encoded where the message is (the receiving
-/// session's thread), appended where the batch is.
-pub fn message_record<V: AsRef<[u8]>>(
-    mail_from: &str,
-    recipients: &[RelayRecipient<'_, V>],
-    content: &[u8],
-) -> Vec<u8> {
-    let mut body = Vec::with_capacity(content.len() + 64 + 48 * recipients.len());
-    format::put_message_body(&mut body, mail_from, recipients, content);
-    let mut record = Vec::with_capacity(body.len() + format::RECORD_OVERHEAD);
-    format::put_record(&mut record, RECORD_MESSAGE, &body);
-    record
+/// A message record without its content: what precedes the content (length,
+/// kind, envelope, recipients, the content's length) and the checksum that
+/// follows it. Made where the message is (the receiving session's thread),
+/// without copying the content; appended where the batch is.
+#[derive(Debug, Clone)]
+pub struct MessageRecord {
+    head: Vec<u8>,
+    tail: [u8; 8],
+    content_len: usize,
+}
+
+impl MessageRecord {
+    /// The record of a message of `content` for `recipients` (each with one
+    /// value per field of the batch) from `mail_from`.
+    pub fn new<V: AsRef<[u8]>>(
+        mail_from: &str,
+        recipients: &[RelayRecipient<'_, V>],
+        content: &[u8],
+    ) -> MessageRecord {
+        let mut head = vec![0u8; 4];
+        head.push(RECORD_MESSAGE);
+        format::put_message_body(&mut head, mail_from, recipients, &[]);
+        // put_message_body ended with the empty content's length (one zero
+        // byte): the real length replaces it.
+        head.pop();
+        crate::varint::put(&mut head, content.len() as u32);
+        let body_len = head.len() - 5 + content.len();
+        head[..4].copy_from_slice(&(body_len as u32).to_le_bytes());
+        let mut sum = xxhash_rust::xxh3::Xxh3::new();
+        sum.update(&head[4..]);
+        sum.update(content);
+        MessageRecord {
+            head,
+            tail: sum.digest().to_le_bytes(),
+            content_len: content.len(),
+        }
+    }
+
+    /// Bytes of the whole record.
+    pub fn len(&self) -> usize {
+        self.head.len() + self.content_len + self.tail.len()
+    }
+
+    /// Whether the record is empty (never: it has a length, kind and checksum).
+    pub fn is_empty(&self) -> bool {
+        false
+    }
 }
 
 /// Moves `from` to `to` unless `to` exists (a link, then the old name

@@ -39,7 +39,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tokio::sync::Notify;
 use tracing::info;
-use volley_queue::relay::RelayRecipient;
+use volley_queue::relay::{MessageRecord, RelayRecipient};
 use volley_queue::{BuildError, QueueError, Spool};
 
 use crate::feedback::Feedback;
@@ -275,9 +275,9 @@ impl SpoolDeposit {
             let n = remote.len();
             placed = Some(match &self.group {
                 Some(group) if group.takes(message.len(), n) => group
-                    .submit(record, n as u32)
+                    .submit(record, message.to_vec(), n as u32)
                     .map_err(InboundError::Commit)?,
-                _ => self.write_alone(&record, n as u32)?,
+                _ => self.write_alone(&record, message, n as u32)?,
             });
         }
         let (id, number) = placed.unwrap_or_else(|| (next_id(&self.last_id), 0));
@@ -318,7 +318,12 @@ impl SpoolDeposit {
 
     /// Writes one message as a relay batch of its own, synced and sealed into
     /// `active/` when it returns.
-    fn write_alone(&self, record: &[u8], recipients: u32) -> Result<group::Placed, InboundError> {
+    fn write_alone(
+        &self,
+        record: &MessageRecord,
+        content: &[u8],
+        recipients: u32,
+    ) -> Result<group::Placed, InboundError> {
         let capacity = (self.batch_size as u32).max(recipients);
         let mut batch = group::create(
             &self.spool.open_dir(),
@@ -327,7 +332,8 @@ impl SpoolDeposit {
             capacity,
         )?;
         let id = batch.campaign_id();
-        let number = batch.append_record(record, recipients);
+        // Straight from the caller's buffer: a large message is not copied.
+        let number = batch.write_record(record, content, recipients)?;
         batch.commit()?;
         batch.seal(&self.spool.active_dir())?;
         Ok((id, number))
@@ -343,7 +349,7 @@ fn relay_record(
     rcpt_to: &[String],
     message: &[u8],
     dsn: &Dsn,
-) -> Result<Vec<u8>, InboundError> {
+) -> Result<MessageRecord, InboundError> {
     let ret = dsn.ret.map_or("", Ret::name);
     let envid = dsn.envid.as_deref().unwrap_or_default();
     let mut values: Vec<[Vec<u8>; 4]> = Vec::with_capacity(recipients.len());
@@ -375,9 +381,7 @@ fn relay_record(
         .zip(&values)
         .map(|(&(domain, local), v)| (domain, local, &v[..]))
         .collect();
-    Ok(volley_queue::relay::message_record(
-        mail_from, &list, message,
-    ))
+    Ok(MessageRecord::new(mail_from, &list, message))
 }
 
 /// The recipients once each (the domain compared without case), sorted by
@@ -412,16 +416,18 @@ impl Deposit for SpoolDeposit {
     fn deposit_queued(
         &self,
         envelope: &Envelope,
-        message: &[u8],
-    ) -> Option<tokio::sync::oneshot::Receiver<Result<String, DepositError>>> {
-        let group = self.group.as_ref()?;
+        message: Vec<u8>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<String, DepositError>>, Vec<u8>> {
+        let Some(group) = self.group.as_ref() else {
+            return Err(message);
+        };
         if envelope.rcpt_to.iter().any(|r| self.is_local(r)) {
-            return None;
+            return Err(message);
         }
         let rcpts: Vec<&str> = envelope.rcpt_to.iter().map(String::as_str).collect();
         let remote = sorted_unique(&rcpts);
         if remote.is_empty() || !group.takes(message.len(), remote.len()) {
-            return None;
+            return Err(message);
         }
         let dsn = Dsn {
             ret: envelope.ret,
@@ -429,17 +435,19 @@ impl Deposit for SpoolDeposit {
             rcpts: envelope.rcpt_dsn.clone(),
         };
         // A recipient that is not local@domain: the blocking path says why.
-        let record = relay_record(
+        let Ok(record) = relay_record(
             &envelope.mail_from,
             &remote,
             &envelope.rcpt_to,
-            message,
+            &message,
             &dsn,
-        )
-        .ok()?;
+        ) else {
+            return Err(message);
+        };
         let (tx, rx) = tokio::sync::oneshot::channel();
         group.submit_then(
             record,
+            message,
             remote.len() as u32,
             Box::new(move |result| {
                 let _ = tx.send(
@@ -449,7 +457,7 @@ impl Deposit for SpoolDeposit {
                 );
             }),
         );
-        Some(rx)
+        Ok(rx)
     }
 
     fn deposit(&self, envelope: &Envelope, message: &[u8]) -> Result<String, DepositError> {

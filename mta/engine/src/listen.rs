@@ -49,14 +49,16 @@ pub trait Deposit: Send + Sync + 'static {
 
     /// Takes the message without blocking, when the deposit can: it is made
     /// durable in the background (a group commit) and the answer, as
-    /// [`Deposit::deposit`]'s, arrives on the receiver. `None`: call
-    /// [`Deposit::deposit`] (on the blocking pool) instead. By default, `None`.
+    /// [`Deposit::deposit`]'s, arrives on the receiver. `Err` gives the
+    /// message back: call [`Deposit::deposit`] (on the blocking pool) instead.
+    /// By default, `Err`.
+    #[allow(clippy::result_large_err)]
     fn deposit_queued(
         &self,
         _envelope: &Envelope,
-        _message: &[u8],
-    ) -> Option<tokio::sync::oneshot::Receiver<Result<String, DepositError>>> {
-        None
+        message: Vec<u8>,
+    ) -> Result<tokio::sync::oneshot::Receiver<Result<String, DepositError>>, Vec<u8>> {
+        Err(message)
     }
 }
 

@@ -23,7 +23,7 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 use tracing::{error, warn};
-use volley_queue::relay::OpenBatch;
+use volley_queue::relay::{MessageRecord, OpenBatch};
 use volley_queue::QueueError;
 
 use crate::delivery::reports::DSN_FIELDS;
@@ -66,10 +66,11 @@ pub type Placed = (u64, u32);
 
 /// Where the outcome of a message's commit goes: a blocked thread or an
 /// awaiting task.
-type Reply = Box<dyn FnOnce(Result<Placed, String>) + Send>;
+pub type Reply = Box<dyn FnOnce(Result<Placed, String>) + Send>;
 
 struct Pending {
-    record: Vec<u8>,
+    record: MessageRecord,
+    content: Vec<u8>,
     recipients: u32,
     reply: Reply,
 }
@@ -163,13 +164,20 @@ impl GroupCommit {
         bytes <= self.inner.settings.bytes && recipients <= self.inner.settings.capacity as usize
     }
 
-    /// Hands in a message record ([`volley_queue::relay::message_record`]) for
-    /// `recipients` recipients and waits until a commit covers it. The error is
-    /// what the sender's `451` is logged with.
-    pub fn submit(&self, record: Vec<u8>, recipients: u32) -> Result<Placed, String> {
+    /// Hands in the `record` of `content` (moved, not copied: the session's
+    /// buffer) for `recipients` recipients and
+    /// waits until a commit covers it. The error is what the sender's `451` is
+    /// logged with.
+    pub fn submit(
+        &self,
+        record: MessageRecord,
+        content: Vec<u8>,
+        recipients: u32,
+    ) -> Result<Placed, String> {
         let (reply, answer): (SyncSender<_>, Receiver<_>) = sync_channel(1);
         self.submit_then(
             record,
+            content,
             recipients,
             Box::new(move |result| {
                 let _ = reply.send(result);
@@ -183,7 +191,13 @@ impl GroupCommit {
     /// [`GroupCommit::submit`] without waiting: `reply` is called (on the
     /// committer's thread) with the outcome of the commit that covers the
     /// message, or at once if the committer is stopping.
-    pub fn submit_then(&self, record: Vec<u8>, recipients: u32, reply: Reply) {
+    pub fn submit_then(
+        &self,
+        record: MessageRecord,
+        content: Vec<u8>,
+        recipients: u32,
+        reply: Reply,
+    ) {
         {
             let mut q = lock(&self.inner.queue);
             if q.stopping {
@@ -195,6 +209,7 @@ impl GroupCommit {
             q.first_at.get_or_insert_with(Instant::now);
             q.pending.push(Pending {
                 record,
+                content,
                 recipients,
                 reply,
             });
@@ -332,7 +347,7 @@ impl Inner {
             }
         }
         if let Some(c) = current.as_mut() {
-            let number = c.batch.append_record(&p.record, p.recipients);
+            let number = c.batch.append_record(&p.record, &p.content, p.recipients);
             c.waiting.push((p.reply, number));
         }
         current

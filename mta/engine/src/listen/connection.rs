@@ -190,15 +190,14 @@ async fn deposit(session: &mut Session, message: Message, shared: &Arc<Shared>, 
     let target = Arc::clone(&shared.deposit);
     let size = full.len();
     let started = Instant::now();
-    let result = match target.deposit_queued(&envelope, &full) {
-        Some(answer) => {
-            drop(full);
+    let result = match target.deposit_queued(&envelope, full) {
+        Ok(answer) => {
             let result = answer
                 .await
                 .unwrap_or_else(|_| Err(DepositError::Failed("the deposit stopped".into())));
             Ok((envelope, result))
         }
-        None => {
+        Err(full) => {
             tokio::task::spawn_blocking(move || {
                 let result = target.deposit(&envelope, &full);
                 (envelope, result)
