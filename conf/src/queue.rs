@@ -44,7 +44,8 @@ pub struct QueueConfig {
     #[serde(deserialize_with = "group_bytes")]
     pub group_bytes: u64,
     /// A relay batch (received mail, appended group by group) is sealed and
-    /// handed to delivery when it holds `batch_size` recipients or is this old.
+    /// handed to delivery when it holds `batch_size` messages (or 100 times as
+    /// many recipients) or is this old.
     /// Default 50ms; allowed 1ms..=10s.
     #[serde(deserialize_with = "seal_after")]
     pub seal_after: Duration,

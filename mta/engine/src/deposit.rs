@@ -148,9 +148,9 @@ fn next_id(last: &AtomicU64) -> u64 {
 
 impl SpoolDeposit {
     /// Deposits into `spool` (open for writing: its own handle, or a
-    /// [`Spool::try_clone`] of the engine's), `batch_size` recipients per relay
-    /// batch (a message with more gets a batch of its own, as large as it
-    /// needs). Recipients whose domain is in `local_domains` (any case) go to
+    /// [`Spool::try_clone`] of the engine's), with `batch_size` messages per
+    /// relay batch ([`GroupSettings`]). Recipients whose domain is in
+    /// `local_domains` (any case) go to
     /// [`deliver_local`]. Each message is written and synced on its own until
     /// [`SpoolDeposit::group_commit`] is called.
     pub fn new(
@@ -655,7 +655,8 @@ mod tests {
             messages: 64,
             bytes: 64 * 1024,
             seal_after: std::time::Duration::from_secs(5),
-            capacity: 100,
+            batch_messages: 100,
+            capacity: 10_000,
         };
         let notify = Arc::new(Notify::new());
         let d = Arc::new(

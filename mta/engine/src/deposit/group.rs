@@ -8,7 +8,8 @@
 //! the first message of a group (or until `group_messages` messages or
 //! `group_bytes` bytes), appends it all, commits, answers every waiting
 //! session, and seals the batch into `active/` (waking delivery) when it holds
-//! `batch_size` recipients or is `seal_after` old. Messages that arrive while a
+//! `batch_size` messages (or as many recipients as it has room for) or is
+//! `seal_after` old. Messages that arrive while a
 //! group is being synced make up the next group.
 //!
 //! Hand-written rather than a queue crate's: it is the relay path's hot loop,
@@ -43,9 +44,17 @@ pub struct GroupSettings {
     pub bytes: usize,
     /// `[queue] seal_after`.
     pub seal_after: Duration,
-    /// Recipients per relay batch (`[queue] batch_size`).
+    /// Messages per relay batch (`[queue] batch_size`): the batch is sealed when
+    /// it holds this many.
+    pub batch_messages: u32,
+    /// Recipients a relay batch has room for (its slots): `batch_size` times
+    /// [`RECIPIENTS_PER_MESSAGE`], so that messages with many recipients share
+    /// batches too; sealed when full.
     pub capacity: u32,
 }
+
+/// The recipients per message a relay batch makes room for, on average.
+pub const RECIPIENTS_PER_MESSAGE: u32 = 100;
 
 impl GroupSettings {
     /// The settings of `config`'s `[queue]` section.
@@ -55,7 +64,11 @@ impl GroupSettings {
             messages: queue.group_messages as usize,
             bytes: usize::try_from(queue.group_bytes).unwrap_or(usize::MAX),
             seal_after: queue.seal_after,
-            capacity: queue.batch_size.max(1),
+            batch_messages: queue.batch_size.max(1),
+            capacity: queue
+                .batch_size
+                .max(1)
+                .saturating_mul(RECIPIENTS_PER_MESSAGE),
         }
     }
 }
@@ -256,6 +269,7 @@ impl Inner {
             }
             let due = current.as_ref().is_some_and(|c| {
                 c.batch.room() == 0
+                    || c.batch.messages() >= self.settings.batch_messages
                     || c.batch.created().elapsed() >= self.settings.seal_after
                     || c.batch.bytes() >= MAX_BATCH_BYTES
             });
