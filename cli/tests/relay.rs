@@ -258,33 +258,9 @@ fn kill_9_while_20_sessions_inject_loses_no_acknowledged_message() {
     );
 }
 
-/// Sends `DATA` and a few lines of content, then nothing: a session stalled
-/// in the middle of its message. Returns the open connection.
-fn stalled_session(addr: SocketAddrV4) -> (TcpStream, BufReader<TcpStream>) {
-    let stream = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(60)))
-        .unwrap();
-    let mut w = stream.try_clone().unwrap();
-    let mut r = BufReader::new(stream);
-    assert_eq!(reply(&mut r), Some(220));
-    for (cmd, want) in [
-        (&b"EHLO stall.test\r\n"[..], 250),
-        (b"MAIL FROM:<stall@src.test>\r\n", 250),
-        (b"RCPT TO:<stall@x.test>\r\n", 250),
-        (b"DATA\r\n", 354),
-    ] {
-        w.write_all(cmd).unwrap();
-        assert_eq!(reply(&mut r), Some(want));
-    }
-    w.write_all(b"Subject: stalled\r\n\r\nhalf a message\r\n")
-        .unwrap();
-    (w, r)
-}
-
-/// Sends one message of `size` bytes of body in a session of its own; returns
-/// the reply to its final dot and the queue id in it.
-fn send_large(addr: SocketAddrV4, subject: &str, size: usize) -> (Option<u16>, String) {
+/// A session from `NAME@src.test` to `NAME@x.test` up to the `354` of its
+/// DATA (each reply checked); returns the connection's two halves.
+fn begin_data(addr: SocketAddrV4, name: &str) -> (TcpStream, BufReader<TcpStream>) {
     let stream = TcpStream::connect_timeout(&addr.into(), Duration::from_secs(5)).unwrap();
     stream
         .set_read_timeout(Some(Duration::from_secs(120)))
@@ -293,14 +269,30 @@ fn send_large(addr: SocketAddrV4, subject: &str, size: usize) -> (Option<u16>, S
     let mut r = BufReader::new(stream);
     assert_eq!(reply(&mut r), Some(220));
     for (cmd, want) in [
-        (&b"EHLO large.test\r\n"[..], 250),
-        (b"MAIL FROM:<large@src.test>\r\n", 250),
-        (b"RCPT TO:<large@x.test>\r\n", 250),
-        (b"DATA\r\n", 354),
+        (format!("EHLO {name}.test\r\n"), 250),
+        (format!("MAIL FROM:<{name}@src.test>\r\n"), 250),
+        (format!("RCPT TO:<{name}@x.test>\r\n"), 250),
+        ("DATA\r\n".to_owned(), 354),
     ] {
-        w.write_all(cmd).unwrap();
-        assert_eq!(reply(&mut r), Some(want));
+        w.write_all(cmd.as_bytes()).unwrap();
+        assert_eq!(reply(&mut r), Some(want), "{cmd}");
     }
+    (w, r)
+}
+
+/// Sends `DATA` and a few lines of content, then nothing: a session stalled
+/// in the middle of its message. Returns the open connection.
+fn stalled_session(addr: SocketAddrV4) -> (TcpStream, BufReader<TcpStream>) {
+    let (mut w, r) = begin_data(addr, "stall");
+    w.write_all(b"Subject: stalled\r\n\r\nhalf a message\r\n")
+        .unwrap();
+    (w, r)
+}
+
+/// Sends one message of `size` bytes of body in a session of its own; returns
+/// the reply to its final dot and the queue id in it.
+fn send_large(addr: SocketAddrV4, subject: &str, size: usize) -> (Option<u16>, String) {
+    let (mut w, mut r) = begin_data(addr, "large");
     let line = format!("{}\r\n", "y".repeat(98));
     let mut body = format!("Subject: {subject}\r\n\r\n").into_bytes();
     while body.len() < size {

@@ -352,8 +352,9 @@ fn relay_record(
 ) -> Result<MessageRecord, InboundError> {
     let ret = dsn.ret.map_or("", Ret::name);
     let envid = dsn.envid.as_deref().unwrap_or_default();
-    let mut values: Vec<[Vec<u8>; 4]> = Vec::with_capacity(recipients.len());
-    let mut parts: Vec<(&str, &str)> = Vec::with_capacity(recipients.len());
+    // Each recipient's address parts, NOTIFY text and ORCPT; the values below
+    // borrow them (no copy per value).
+    let mut each: Vec<(&str, &str, String, &str)> = Vec::with_capacity(recipients.len());
     for rcpt in recipients {
         let (local, domain) = rcpt
             .rsplit_once('@')
@@ -368,18 +369,23 @@ fn relay_record(
             .map(volley_smtp::dsn::Notify::text)
             .unwrap_or_default();
         let orcpt = given.and_then(|d| d.orcpt.as_deref()).unwrap_or_default();
-        values.push([
-            notify.as_bytes().to_vec(),
-            orcpt.as_bytes().to_vec(),
-            ret.as_bytes().to_vec(),
-            envid.as_bytes().to_vec(),
-        ]);
-        parts.push((domain, local));
+        each.push((domain, local, notify, orcpt));
     }
-    let list: Vec<RelayRecipient<'_, Vec<u8>>> = parts
+    let values: Vec<[&[u8]; 4]> = each
+        .iter()
+        .map(|(_, _, notify, orcpt)| {
+            [
+                notify.as_bytes(),
+                orcpt.as_bytes(),
+                ret.as_bytes(),
+                envid.as_bytes(),
+            ]
+        })
+        .collect();
+    let list: Vec<RelayRecipient<'_, &[u8]>> = each
         .iter()
         .zip(&values)
-        .map(|(&(domain, local), v)| (domain, local, &v[..]))
+        .map(|(&(domain, local, _, _), v)| (domain, local, &v[..]))
         .collect();
     Ok(MessageRecord::new(mail_from, &list, message))
 }
