@@ -20,6 +20,7 @@ use crate::server::ServerConfig;
 use crate::site::{SiteLimits, SiteOverride};
 use crate::spool::SpoolConfig;
 use crate::user::UserConfig;
+use crate::web::WebConfig;
 
 /// The whole volley configuration: one field per `[section]` of the file.
 ///
@@ -59,6 +60,9 @@ pub struct Config {
     pub control: ControlConfig,
     /// `[gateway]`: this process as a delivery gateway of a fleet.
     pub gateway: GatewayConfig,
+    /// `[web]`: the public endpoints of unsubscribe, click and open links; on
+    /// when the section is present.
+    pub web: Option<WebConfig>,
 }
 
 impl Config {
@@ -133,6 +137,19 @@ mod tests {
         for section in sections {
             // Arrays of tables have no default entries: the example documents them
             // as a commented-out entry, `# [[name]]` followed by `# key = ...` lines.
+            if OPTIONAL_SECTIONS.contains(&section.as_str()) {
+                assert!(
+                    text.contains(&format!("# [{section}]")),
+                    "example lacks [{section}]"
+                );
+                for key in known_keys(&format!("[{section}]\n__probe = 1")) {
+                    assert!(
+                        text.contains(&format!("# {key} = ")),
+                        "example lacks {section}.{key}"
+                    );
+                }
+                continue;
+            }
             if ARRAY_SECTIONS.contains(&section.as_str()) {
                 assert!(
                     text.contains(&format!("# [[{section}]]")),
@@ -158,6 +175,9 @@ mod tests {
             }
         }
     }
+
+    /// Sections whose presence turns something on, commented out in the example.
+    const OPTIONAL_SECTIONS: [&str; 1] = ["web"];
 
     /// Sections that are arrays of tables (`[[route]]`), empty by default.
     const ARRAY_SECTIONS: [&str; 5] = ["route", "site_override", "dkim", "listen", "user"];
@@ -245,7 +265,7 @@ mod tests {
         assert_eq!(
             error("[frobnicate]\n"),
             "volley.toml:1:2: frobnicate: unknown section (known sections: spool, queue, dns, \
-             delivery, retry, route, site, site_override, dkim, listen, server, user, relay, bounce, control, gateway)"
+             delivery, retry, route, site, site_override, dkim, listen, server, user, relay, bounce, control, gateway, web)"
         );
     }
 

@@ -22,7 +22,8 @@
 //!   (`[site]` and `[[site_override]]`), `dkim.rs` (`[[dkim]]`); for the SMTP
 //!   server `listen.rs` (`[[listen]]`), `server.rs` (`[server]`), `user.rs`
 //!   (`[[user]]` and the users file), `relay.rs` (`[relay]`, CIDR blocks); `bounce.rs` ([`BounceConfig`]: VERP
-//!   return paths and bounce limits); `control.rs` ([`ControlConfig`]: the API and the store);
+//!   return paths and bounce limits); `control.rs` ([`ControlConfig`]: the API and the store); `web.rs`
+//!   ([`WebConfig`]: the public link endpoints);
 //!   `glob.rs` for domain patterns.
 //!   A new section is a new file with one struct, plus one field in [`Config`].
 //! - `integer.rs`, `duration.rs`: range checks for values, used with
@@ -52,6 +53,7 @@ mod site;
 mod spool;
 mod suggest;
 mod user;
+mod web;
 
 pub use bounce::{BounceConfig, FblSource, MAX_VERP_PREFIX};
 pub use config::Config;
@@ -72,3 +74,4 @@ pub use server::ServerConfig;
 pub use site::{limits_for, SiteLimits, SiteOverride};
 pub use spool::SpoolConfig;
 pub use user::{load_users_file, parse_users, UserConfig};
+pub use web::{check_base_url, WebConfig};

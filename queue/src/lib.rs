@@ -21,6 +21,8 @@
 //!   quarantine.
 //! - [`summary`]: counts by state, per batch and per domain.
 //! - [`ids`]: campaign ids of campaigns and of received messages.
+//! - [`link`]: signed tokens of the web links in campaign messages (unsubscribe,
+//!   clicks, opens): one recipient of one batch, checked by the web endpoints.
 //! - [`fuzzing`]: entry points for the fuzz targets and their stable-Rust harness.
 
 pub mod builder;
@@ -28,6 +30,7 @@ pub mod error;
 pub mod format;
 pub mod fuzzing;
 pub mod ids;
+pub mod link;
 pub mod mapped;
 pub mod relay;
 pub mod slot;

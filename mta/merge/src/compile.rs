@@ -16,6 +16,7 @@ use bytes::BytesMut;
 
 use super::address::{check_address, parse_mailbox, write_mailbox};
 use super::error::TemplateError;
+use super::links::{add_open_image, track_links};
 use super::mime::{self, base64_lines, valid_header_name, Encode, Folder};
 use super::part::{parse_part, Names, Part};
 use super::prequoted::Prequoted;
@@ -42,6 +43,28 @@ pub struct Template {
     /// `From: ...` CRLF, the same for every message.
     pub(crate) from_header: Box<[u8]>,
     pub(crate) kind: Kind,
+    pub(crate) web: WebParts,
+}
+
+/// What a template writes when its message is rendered with links
+/// ([`RenderContext::web`](super::RenderContext)).
+#[derive(Debug, Default)]
+pub(crate) struct WebParts {
+    /// Whether to write `List-Unsubscribe` (one-click) and
+    /// `List-Unsubscribe-Post` with links.
+    pub(crate) unsubscribe: bool,
+    /// The template's own `List-Unsubscribe` value (a `mailto:` form): after
+    /// ours with links, alone without. Taken out of the headers when
+    /// `unsubscribe` is on.
+    pub(crate) own_unsubscribe: Option<Part>,
+    /// The template's own `List-Unsubscribe-Post`: written only without links.
+    pub(crate) own_unsubscribe_post: Option<Part>,
+    /// How the two are encoded (as the rest of the template's headers).
+    pub(crate) own_encode: Option<Encode>,
+    /// The tracked links' redirect targets, by index (entities decoded).
+    pub(crate) links: Vec<String>,
+    /// Whether the HTML part has the open image's web slot.
+    pub(crate) open: bool,
 }
 
 /// What the template renders.
@@ -124,12 +147,28 @@ impl Template {
         let mut from_header = BytesMut::new();
         write_mailbox(&mut from_header, "From", &from);
         let mut names = Names::default();
+        let mut web = WebParts {
+            unsubscribe: spec.unsubscribe,
+            ..WebParts::default()
+        };
         let kind = match &spec.raw {
             Some(raw) => {
                 check_raw_alone(spec)?;
-                Kind::Raw(compile_raw(raw, &mut names)?)
+                if spec.track_clicks || spec.track_opens {
+                    return Err(TemplateError::spec(
+                        if spec.track_clicks { "track_clicks" } else { "track_opens" },
+                        "a raw message template is sent as written: use a template with an html part to track clicks or opens",
+                    ));
+                }
+                let mut raw = compile_raw(raw, &mut names)?;
+                if web.unsubscribe {
+                    web.own_unsubscribe = raw.take_header("List-Unsubscribe");
+                    web.own_unsubscribe_post = raw.take_header("List-Unsubscribe-Post");
+                    web.own_encode = Some(Encode::Raw);
+                }
+                Kind::Raw(raw)
             }
-            None => Kind::Parts(compile_parts(spec, &mut names)?),
+            None => Kind::Parts(compile_parts(spec, &mut names, &mut web)?),
         };
         let mut halves = [0u64; 2];
         for (half, bytes) in halves.iter_mut().zip(secret.chunks_exact(8)) {
@@ -146,7 +185,14 @@ impl Template {
             id: NEXT_TEMPLATE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
             from_header: from_header.to_vec().into_boxed_slice(),
             kind,
+            web,
         })
+    }
+
+    /// The redirect targets of the HTML part's tracked links, by link index
+    /// (`track_clicks`): what `BASE/c/TOKEN` answers with for each.
+    pub fn tracked_links(&self) -> &[String] {
+        &self.web.links
     }
 
     /// The merge fields recipients must provide: placeholders used without a
@@ -207,7 +253,11 @@ fn check_raw_alone(spec: &TemplateSpec) -> Result<(), TemplateError> {
     }
 }
 
-fn compile_parts(spec: &TemplateSpec, names: &mut Names) -> Result<Parts, TemplateError> {
+fn compile_parts(
+    spec: &TemplateSpec,
+    names: &mut Names,
+    web: &mut WebParts,
+) -> Result<Parts, TemplateError> {
     let subject = parse_part(&spec.subject, "subject", names)?;
     let reply_to_header = match &spec.reply_to {
         Some(reply_to) => {
@@ -241,16 +291,44 @@ fn compile_parts(spec: &TemplateSpec, names: &mut Names) -> Result<Parts, Templa
             ));
         }
         let compiled = parse_part(value, &format!("header {name}"), names)?;
-        headers.push((name.as_str().into(), compiled));
+        if web.unsubscribe && name.eq_ignore_ascii_case("list-unsubscribe") {
+            web.own_unsubscribe = Some(compiled);
+            web.own_encode = Some(Encode::Text);
+        } else if web.unsubscribe && name.eq_ignore_ascii_case("list-unsubscribe-post") {
+            web.own_unsubscribe_post = Some(compiled);
+            web.own_encode = Some(Encode::Text);
+        } else {
+            headers.push((name.as_str().into(), compiled));
+        }
     }
     let text = match &spec.text {
         Some(text) => Some(parse_part(text, "text", names)?),
         None => None,
     };
     let html = match &spec.html {
-        Some(html) => Some(parse_part(html, "html", names)?),
+        Some(html) => {
+            let mut part = parse_part(html, "html", names)?;
+            if spec.track_clicks {
+                track_links(&mut part, names, &mut web.links);
+            }
+            if spec.track_opens {
+                add_open_image(&mut part, names);
+                web.open = true;
+            }
+            Some(part)
+        }
         None => None,
     };
+    if (spec.track_clicks || spec.track_opens) && html.is_none() {
+        return Err(TemplateError::spec(
+            if spec.track_clicks {
+                "track_clicks"
+            } else {
+                "track_opens"
+            },
+            "only an html part's links and images can be tracked: add html",
+        ));
+    }
     if text.is_none() && html.is_none() {
         return Err(TemplateError::spec(
             "text",

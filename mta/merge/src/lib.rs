@@ -38,6 +38,9 @@
 //!   `RenderError`, why a message could not be made.
 //! - `part.rs`: the placeholder parser: a part as literal and field pieces, the
 //!   field names a template needs.
+//! - `links.rs`: web links in campaign messages: [`WebLinks`] (signer and
+//!   origin), [`WebContext`] (one recipient's), tracked `href`s and the open
+//!   image as web slots of the HTML part.
 //! - `values.rs`: what one message is rendered from besides the template
 //!   ([`RenderContext`], the recipient's values by placeholder) and the header
 //!   text writers shared by every kind of template.
@@ -64,6 +67,7 @@ mod address;
 mod compile;
 mod error;
 pub mod fuzzing;
+mod links;
 pub(crate) mod mime;
 mod part;
 mod prequoted;
@@ -80,6 +84,7 @@ mod verbatim;
 
 pub use compile::Template;
 pub use error::TemplateError;
+pub use links::{WebContext, WebLinks, MAX_TRACKED_LINKS};
 pub use mime::base64_into;
 pub use render::RenderContext;
 pub use spec::{hash_hex, sha256, stored_path, Attachment, TemplateSpec};

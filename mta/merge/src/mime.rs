@@ -810,7 +810,7 @@ pub(crate) mod tests {
     }
 
     /// Decodes quoted-printable with CRLF line ends (RFC 2045 §6.7).
-    fn qp_decode(encoded: &str) -> Vec<u8> {
+    pub(crate) fn qp_decode(encoded: &str) -> Vec<u8> {
         let mut out = Vec::new();
         if encoded.is_empty() {
             return out;

@@ -37,7 +37,7 @@ pub(crate) struct Names {
 }
 
 impl Names {
-    fn intern(&mut self, name: &str, has_default: bool) -> usize {
+    pub(crate) fn intern(&mut self, name: &str, has_default: bool) -> usize {
         if !has_default && name != EMAIL {
             self.required.insert(name.to_owned());
         }

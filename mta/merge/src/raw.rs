@@ -52,6 +52,18 @@ pub(crate) struct RawTemplate {
     boundaries: Vec<(memmem::Finder<'static>, usize)>,
 }
 
+impl RawTemplate {
+    /// Removes the first header field called `name` (any case) and gives its
+    /// value.
+    pub(crate) fn take_header(&mut self, name: &str) -> Option<Part> {
+        let at = self
+            .headers
+            .iter()
+            .position(|(n, _)| n.eq_ignore_ascii_case(name))?;
+        Some(self.headers.remove(at).1)
+    }
+}
+
 /// One header field of a raw message, unfolded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct RawField {

@@ -12,7 +12,10 @@ use std::time::UNIX_EPOCH;
 
 use bytes::{BufMut, BytesMut};
 
+use volley_queue::link::{LinkKind, LinkTarget};
+
 use super::compile::{Kind, Parts, Template};
+use super::links::{web_slot, write_open_image};
 use super::mime::{
     fits_7bit, push_html_escaped, push_lossy, write_7bit, write_header, write_qp, Encode,
     ValueFlags,
@@ -20,7 +23,7 @@ use super::mime::{
 use super::part::{Part, Piece};
 use super::raw::render_raw;
 pub use super::values::RenderContext;
-use super::values::{header_text, write_to, Slot, Values};
+use super::values::{header_text, push_header_part, write_to, Slot, Values};
 use super::EMAIL;
 use crate::source::RenderError;
 
@@ -39,6 +42,9 @@ pub(crate) struct Scratch {
     html: Vec<u8>,
     /// One merge value at a time, for [`Prequoted::write`].
     value: Vec<u8>,
+    /// The current message's web slot values and where each ends.
+    web: Vec<u8>,
+    web_ends: Vec<usize>,
 }
 
 thread_local! {
@@ -54,7 +60,10 @@ fn body_text(part: &Part, values: &Values<'_>, html: bool, out: &mut Vec<u8>) {
             Piece::Lit(text) => out.extend_from_slice(text.as_bytes()),
             Piece::Field { name, default } => {
                 let value = values.piece(*name, default.as_deref());
-                if html {
+                if values.is_web(*name) {
+                    // A signed URL, the open image or a link as written.
+                    out.extend_from_slice(value);
+                } else if html {
                     push_html_escaped(value, out);
                 } else {
                     push_lossy(value, out);
@@ -123,6 +132,8 @@ impl Template {
             text,
             html,
             value,
+            web,
+            web_ends,
         } = scratch;
         let known = fields.len().min(values.len());
         // Where each placeholder's value comes from depends only on the template
@@ -142,6 +153,8 @@ impl Template {
             for name in &self.names {
                 let slot = if &**name == EMAIL {
                     Slot::Email
+                } else if let Some(i) = web_slot(name, self.web.links.len()) {
+                    Slot::Web(i)
                 } else {
                     match fields[..known].iter().position(|f| *f == &**name) {
                         Some(i) => Slot::Value(i),
@@ -181,12 +194,30 @@ impl Template {
         }
         flags.clear();
         flags.extend(values[..known].iter().map(|v| ValueFlags::of(v)));
+        web.clear();
+        web_ends.clear();
+        if let Some(links) = &ctx.web {
+            for link in 0..self.web.links.len() {
+                let target = LinkTarget {
+                    link: link as u16,
+                    ..links.target
+                };
+                links.links.write_url(LinkKind::Click, target, web);
+                web_ends.push(web.len());
+            }
+            if self.web.open {
+                write_open_image(links, web);
+                web_ends.push(web.len());
+            }
+        }
         let values = Values {
             slots,
             values: &values[..known],
             flags,
             recipient,
             recipient_flags: ValueFlags::of(recipient.as_bytes()),
+            web,
+            web_ends,
         };
         let text_only = text_only_at.is_some_and(|i| truthy(values.values[i]));
         match &self.kind {
@@ -196,7 +227,48 @@ impl Template {
             }
             Kind::Raw(raw) => {
                 self.write_origin(ctx, out);
+                self.write_list_unsubscribe(ctx, &values, header, out);
                 render_raw(raw, &values, header, out)
+            }
+        }
+    }
+
+    /// Writes `List-Unsubscribe` and `List-Unsubscribe-Post`: with links (and
+    /// `unsubscribe` on) the one-click URL, then the template's own form; without,
+    /// the template's own fields as written.
+    fn write_list_unsubscribe(
+        &self,
+        ctx: &RenderContext<'_>,
+        values: &Values<'_>,
+        header: &mut String,
+        out: &mut BytesMut,
+    ) {
+        let web = &self.web;
+        let encode = web.own_encode.unwrap_or(Encode::Text);
+        match (&ctx.web, web.unsubscribe) {
+            (Some(links), true) => {
+                header.clear();
+                header.push('<');
+                links
+                    .links
+                    .push_url(LinkKind::Unsubscribe, links.target, header);
+                header.push('>');
+                if let Some(own) = &web.own_unsubscribe {
+                    header.push_str(", ");
+                    push_header_part(own, values, header);
+                }
+                write_header(out, "List-Unsubscribe", header, Encode::Never);
+                out.put_slice(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");
+            }
+            _ => {
+                if let Some(own) = &web.own_unsubscribe {
+                    header_text(own, values, header);
+                    write_header(out, "List-Unsubscribe", header, encode);
+                }
+                if let Some(own) = &web.own_unsubscribe_post {
+                    header_text(own, values, header);
+                    write_header(out, "List-Unsubscribe-Post", header, encode);
+                }
             }
         }
     }
@@ -281,6 +353,7 @@ impl Template {
                 header_text(part, values, header);
                 write_header(out, name, header, Encode::Text);
             }
+            self.write_list_unsubscribe(ctx, values, header, out);
             let alt = boundary(self.secret, ctx.unique, b'a', attempt);
             let mix = boundary(self.secret, ctx.unique, b'm', attempt);
             if mixed {

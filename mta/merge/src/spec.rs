@@ -15,13 +15,17 @@
 //!  "headers":{"List-Unsubscribe":"<mailto:unsub@acme.test?subject={{ email }}>"},
 //!  "attachments":[{"filename":"terms.pdf","content_type":"application/pdf",
 //!                  "data":"JVBERi0x..."}],
-//!  "raw":"Subject: ...\r\n\r\nbody"}
+//!  "raw":"Subject: ...\r\n\r\nbody",
+//!  "unsubscribe":false,"track_clicks":true,"track_opens":true}
 //! ```
 //!
 //! `data` is standard base64 with padding and no line breaks. `headers` is an
 //! object whose keys serialize sorted. `raw` (a raw message template, header fields
 //! one per line, CRLF line ends, From moved to `from`) excludes `subject`,
-//! `reply_to`, `text`, `html`, `headers` and `attachments`. Unknown keys are an
+//! `reply_to`, `text`, `html`, `headers` and `attachments`. `unsubscribe` is
+//! written only when false, `track_clicks` and `track_opens` only when true, so
+//! that a template without them keeps the hash it had before they existed.
+//! Unknown keys are an
 //! error when reading, so a newer writer's template is refused rather than sent
 //! incomplete.
 
@@ -40,7 +44,7 @@ use super::raw::{join_message, split_message};
 /// and attachments, with `{{ field }}` placeholders, every file's content inline.
 /// [`Template::compile`](super::Template::compile) turns it into something to
 /// render; [`TemplateSpec::to_stored`] into the bytes the content store keeps.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateSpec {
     /// The From mailbox, `Name <local@domain>` or `local@domain`; no placeholders.
@@ -71,6 +75,54 @@ pub struct TemplateSpec {
     /// (which must then be empty); its From field is in `from`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub raw: Option<String>,
+    /// Whether messages carry the one-click unsubscribe headers
+    /// (`List-Unsubscribe` to `[web] base_url`, `List-Unsubscribe-Post`) when
+    /// the web endpoints are on. Default true; false for transactional mail.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub unsubscribe: bool,
+    /// Whether each `http(s)` link of the HTML part (`<a href>`, `<area
+    /// href>` written without placeholders) is rewritten at send time to a
+    /// signed `[web] base_url/c/TOKEN` that records the click and redirects to
+    /// it. Default false. The text part keeps the plain URLs.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub track_clicks: bool,
+    /// Whether the HTML part gets a 1×1 image at `[web] base_url/o/TOKEN` that
+    /// records an open (unreliable: some readers fetch every image). Default false.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub track_opens: bool,
+}
+
+impl Default for TemplateSpec {
+    fn default() -> Self {
+        TemplateSpec {
+            from: String::new(),
+            return_path: None,
+            subject: String::new(),
+            reply_to: None,
+            text: None,
+            html: None,
+            headers: BTreeMap::new(),
+            attachments: Vec::new(),
+            raw: None,
+            unsubscribe: true,
+            track_clicks: false,
+            track_opens: false,
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature
+fn is_true(b: &bool) -> bool {
+    *b
+}
+
+#[allow(clippy::trivially_copy_pass_by_ref)] // serde's skip_serializing_if signature
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// A file attached to every message of a campaign.
@@ -135,6 +187,12 @@ struct SpecFile {
     headers: BTreeMap<String, String>,
     #[serde(default)]
     attachments: Vec<AttachmentFile>,
+    #[serde(default = "yes")]
+    unsubscribe: bool,
+    #[serde(default)]
+    track_clicks: bool,
+    #[serde(default)]
+    track_opens: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -229,6 +287,9 @@ impl TemplateSpec {
             headers: spec.headers,
             attachments,
             raw: None,
+            unsubscribe: spec.unsubscribe,
+            track_clicks: spec.track_clicks,
+            track_opens: spec.track_opens,
         })
     }
 

@@ -10,10 +10,12 @@ use std::sync::{Arc, Mutex, PoisonError, RwLock};
 use std::time::SystemTime;
 
 use bytes::BytesMut;
+use volley_queue::link::LinkTarget;
 use volley_queue::BatchView;
 
 use super::compile::Template;
 use super::error::TemplateError;
+use super::links::{WebContext, WebLinks};
 use super::render::RenderContext;
 use super::spec::{hash_hex, sha256, stored_path, TemplateSpec};
 use super::verbatim::Verbatim;
@@ -51,6 +53,8 @@ pub struct TemplateSource {
     next_unique: AtomicU64,
     /// Right-hand side of Message-IDs; empty for each template's From domain.
     message_id_domain: String,
+    /// With the web endpoints on: what writes each message's links.
+    web: Option<Arc<WebLinks>>,
 }
 
 impl TemplateSource {
@@ -71,7 +75,15 @@ impl TemplateSource {
             verbatim: Mutex::new(VecDeque::new()),
             next_unique: AtomicU64::new(u64::from_le_bytes(seed)),
             message_id_domain: String::new(),
+            web: None,
         }
+    }
+
+    /// Writes each campaign message's web links (one-click unsubscribe, tracked
+    /// clicks, the open image) with `links`.
+    pub fn with_web_links(mut self, links: Arc<WebLinks>) -> TemplateSource {
+        self.web = Some(links);
+        self
     }
 
     /// Uses `domain` as the right-hand side of every Message-ID instead of each
@@ -230,6 +242,15 @@ impl MessageSource for TemplateSource {
             now: SystemTime::now(),
             message_id_domain: self.message_id_domain.clone(),
             unique: self.next_unique.fetch_add(1, Ordering::Relaxed),
+            web: self.web.as_deref().map(|links| WebContext {
+                links,
+                target: LinkTarget {
+                    campaign: batch.header().campaign_id,
+                    batch: batch.header().batch_id,
+                    index: index as u32,
+                    link: 0,
+                },
+            }),
         };
         let render = |address: &[u8], out: &mut BytesMut| {
             let address = String::from_utf8_lossy(address);

@@ -12,7 +12,7 @@ use super::mime::tests::decode_header_value;
 use super::render::boundary;
 use super::*;
 
-fn ctx() -> RenderContext {
+fn ctx() -> RenderContext<'static> {
     RenderContext::new(UNIX_EPOCH + Duration::from_secs(1_700_000_000), 0x42)
 }
 
@@ -719,4 +719,177 @@ fn field_mapping_follows_the_template_and_the_field_names() {
     }
     let got = render(&one, &["first_name", "code"], &[b"Fay", b"2"]);
     assert_eq!(subject(&got), "Fay/2");
+}
+
+mod web_links {
+    use super::*;
+    use crate::mime::tests::qp_decode;
+    use volley_queue::link::{LinkKind, LinkSigner, LinkTarget};
+
+    const KEY: [u8; 32] = [9; 32];
+
+    fn target() -> LinkTarget {
+        LinkTarget {
+            campaign: 77,
+            batch: 3,
+            index: 5,
+            link: 0,
+        }
+    }
+
+    fn tracked() -> TemplateSpec {
+        TemplateSpec {
+            html: Some(
+                "<html><body><p>Hi {{ first_name }}: <a href=\"https://shop.acme.test/sale?a=1&amp;b=2\">sale</a> \
+                 <a href='mailto:help@acme.test'>help</a> <a href=\"https://shop.acme.test/{{ code }}\">yours</a> \
+                 <a href=\"https://shop.acme.test/faq\">faq</a></p></body></html>\n"
+                    .into(),
+            ),
+            text: Some("Sale: https://shop.acme.test/sale\n".into()),
+            track_clicks: true,
+            track_opens: true,
+            ..campaign()
+        }
+    }
+
+    fn render_with(template: &Template, links: Option<&WebLinks>) -> String {
+        let mut ctx = ctx();
+        ctx.web = links.map(|links| WebContext {
+            links,
+            target: target(),
+        });
+        let mut out = BytesMut::new();
+        template
+            .render(
+                &["first_name", "code", "name"],
+                &[b"Zoe", b"Z9", b"Zoe"],
+                "zoe@example.test",
+                &ctx,
+                &mut out,
+            )
+            .unwrap();
+        String::from_utf8(out.to_vec()).unwrap()
+    }
+
+    /// The decoded text of the part with `Content-Type: text/<subtype>`.
+    fn part(message: &str, subtype: &str) -> String {
+        let start = message
+            .find(&format!("Content-Type: text/{subtype}"))
+            .unwrap();
+        let rest = &message[start..];
+        let body = &rest[rest.find("\r\n\r\n").unwrap() + 4..];
+        let body = &body[..body.find("\r\n--").unwrap_or(body.len())];
+        String::from_utf8(qp_decode(&format!("{body}\r\n"))).unwrap()
+    }
+
+    #[test]
+    fn with_links_the_message_carries_signed_unsubscribe_click_and_open_urls() {
+        let template = compile(&tracked());
+        assert_eq!(
+            template.tracked_links(),
+            [
+                "https://shop.acme.test/sale?a=1&b=2",
+                "https://shop.acme.test/faq"
+            ]
+        );
+        let links = WebLinks::new(&KEY, "https://links.acme.test/").unwrap();
+        let got = render_with(&template, Some(&links));
+        let signer = LinkSigner::new(&KEY).unwrap();
+        let unsubscribe = format!(
+            "https://links.acme.test/u/{}",
+            signer.token(LinkKind::Unsubscribe, target())
+        );
+        // One-click first, then the template's own mailto form; each once.
+        let want = format!(
+            "List-Unsubscribe: <{unsubscribe}>,\r\n <mailto:unsub@acme.test?subject=zoe@example.test>\r\nList-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"
+        );
+        assert!(got.contains(&want), "{got}");
+        assert_eq!(got.matches("List-Unsubscribe:").count(), 1);
+        let html = part(&got, "html");
+        let click = |link| {
+            format!(
+                "https://links.acme.test/c/{}",
+                signer.token(LinkKind::Click, LinkTarget { link, ..target() })
+            )
+        };
+        let open = format!(
+            "https://links.acme.test/o/{}",
+            signer.token(LinkKind::Open, target())
+        );
+        assert_eq!(
+            html,
+            format!(
+                "<html><body><p>Hi Zoe: <a href=\"{}\">sale</a> <a href='mailto:help@acme.test'>help</a> \
+                 <a href=\"https://shop.acme.test/Z9\">yours</a> <a href=\"{}\">faq</a></p>\
+                 <img src=\"{open}\" width=\"1\" height=\"1\" alt=\"\" style=\"border:0\"></body></html>\r\n",
+                click(0),
+                click(1)
+            )
+        );
+        // The text part keeps the plain URL.
+        assert_eq!(part(&got, "plain"), "Sale: https://shop.acme.test/sale\r\n");
+    }
+
+    #[test]
+    fn without_links_the_message_reads_as_written() {
+        let template = compile(&tracked());
+        let got = render_with(&template, None);
+        assert!(
+            got.contains("List-Unsubscribe: <mailto:unsub@acme.test?subject=zoe@example.test>\r\n")
+        );
+        assert!(!got.contains("List-Unsubscribe-Post"));
+        let html = part(&got, "html");
+        assert!(html.contains("<a href=\"https://shop.acme.test/sale?a=1&amp;b=2\">sale</a>"));
+        assert!(!html.contains("<img"), "{html}");
+    }
+
+    #[test]
+    fn transactional_templates_opt_out_and_raw_templates_get_the_headers() {
+        let links = WebLinks::new(&KEY, "https://links.acme.test").unwrap();
+        let quiet = compile(&TemplateSpec {
+            unsubscribe: false,
+            ..campaign()
+        });
+        let got = render_with(&quiet, Some(&links));
+        assert!(!got.contains("links.acme.test"), "{got}");
+        assert!(got.contains("List-Unsubscribe: <mailto:"));
+        let raw = compile(&raw_spec());
+        let got = render_with(&raw, Some(&links));
+        assert!(
+            got.contains("List-Unsubscribe: <https://links.acme.test/u/"),
+            "{got}"
+        );
+        assert!(got.contains("List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n"));
+        let err = Template::compile(&TemplateSpec {
+            track_clicks: true,
+            ..raw_spec()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("track_clicks"), "{err}");
+        let err = Template::compile(&TemplateSpec {
+            html: None,
+            track_opens: true,
+            ..campaign()
+        })
+        .unwrap_err();
+        assert!(err.to_string().contains("add html"), "{err}");
+    }
+
+    #[test]
+    fn stored_form_keeps_old_hashes_and_round_trips_the_flags() {
+        let plain = campaign();
+        assert!(!String::from_utf8(plain.to_stored())
+            .unwrap()
+            .contains("track"));
+        let spec = TemplateSpec {
+            unsubscribe: false,
+            ..tracked()
+        };
+        let stored = String::from_utf8(spec.to_stored()).unwrap();
+        assert!(
+            stored.ends_with(",\"unsubscribe\":false,\"track_clicks\":true,\"track_opens\":true}"),
+            "{stored}"
+        );
+        assert_eq!(TemplateSpec::from_stored(stored.as_bytes()).unwrap(), spec);
+    }
 }

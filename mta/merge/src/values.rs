@@ -8,12 +8,14 @@ use std::time::SystemTime;
 use bytes::BytesMut;
 use memchr::memmem;
 
+use super::links::WebContext;
 use super::mime::{push_header_text, write_header, Encode, ValueFlags};
 use super::part::{Part, Piece};
 
-/// What varies per message besides the recipient: the clock and a unique number.
+/// What varies per message besides the recipient: the clock, a unique number
+/// and, with the web endpoints on, whose links to write.
 #[derive(Debug, Clone)]
-pub struct RenderContext {
+pub struct RenderContext<'a> {
     /// Written as the Date header.
     pub now: SystemTime,
     /// Right-hand side of the Message-ID; empty for the From domain (which costs
@@ -22,15 +24,19 @@ pub struct RenderContext {
     /// Distinct for every message this process renders: goes into the Message-ID
     /// and, mixed with the template's secret, into the MIME boundaries.
     pub unique: u64,
+    /// The recipient's signed links (unsubscribe headers, tracked clicks, the
+    /// open image); `None`: no `[web]`, the message reads as written.
+    pub web: Option<WebContext<'a>>,
 }
 
-impl RenderContext {
-    /// A context at `now` with Message-IDs in the From domain.
-    pub fn new(now: SystemTime, unique: u64) -> RenderContext {
+impl RenderContext<'static> {
+    /// A context at `now` with Message-IDs in the From domain and no links.
+    pub fn new(now: SystemTime, unique: u64) -> RenderContext<'static> {
         RenderContext {
             now,
             message_id_domain: String::new(),
             unique,
+            web: None,
         }
     }
 }
@@ -41,6 +47,9 @@ pub(crate) enum Slot {
     Missing,
     Email,
     Value(usize),
+    /// A web slot (`links.rs`): a signed URL or the open image, written as it
+    /// is (never HTML-escaped); empty without links.
+    Web(usize),
 }
 
 /// The values of one recipient, by placeholder index.
@@ -51,6 +60,9 @@ pub(crate) struct Values<'a> {
     pub(crate) flags: &'a [ValueFlags],
     pub(crate) recipient: &'a str,
     pub(crate) recipient_flags: ValueFlags,
+    /// The web slots' values, one after another; slot `i` ends at `web_ends[i]`.
+    pub(crate) web: &'a [u8],
+    pub(crate) web_ends: &'a [usize],
 }
 
 impl<'a> Values<'a> {
@@ -63,7 +75,15 @@ impl<'a> Values<'a> {
             flags: &[],
             recipient,
             recipient_flags: ValueFlags::of(recipient.as_bytes()),
+            web: &[],
+            web_ends: &[],
         }
+    }
+
+    /// Whether placeholder `name` is a web slot (its value and default are
+    /// markup written as they are).
+    pub(crate) fn is_web(&self, name: usize) -> bool {
+        matches!(self.slots.get(name), Some(Slot::Web(_)))
     }
 
     /// The value of placeholder `name`, or its default when the value is empty.
@@ -80,10 +100,14 @@ impl<'a> Values<'a> {
         name: usize,
         default: Option<&'a str>,
     ) -> (&'a [u8], ValueFlags) {
-        match (self.value(name), default) {
+        let (value, mut flags) = match (self.value(name), default) {
             ((b"", _), Some(default)) => (default.as_bytes(), ValueFlags::of(default.as_bytes())),
             ((value, flags), _) => (value, flags.unwrap_or_else(|| ValueFlags::of(value))),
+        };
+        if self.is_web(name) {
+            flags.html_plain = true;
         }
+        (value, flags)
     }
 
     /// The recipient's value for placeholder `name`, with its flags when known.
@@ -94,6 +118,14 @@ impl<'a> Values<'a> {
                 self.values.get(i).copied().unwrap_or_default(),
                 self.flags.get(i).copied(),
             ),
+            Some(&Slot::Web(i)) => {
+                let start = match i {
+                    0 => 0,
+                    _ => self.web_ends.get(i - 1).copied().unwrap_or(0),
+                };
+                let end = self.web_ends.get(i).copied().unwrap_or(start);
+                (self.web.get(start..end).unwrap_or_default(), None)
+            }
             Some(Slot::Missing) | None => (b"", None),
         }
     }
@@ -103,6 +135,11 @@ impl<'a> Values<'a> {
 /// line replaced by a space.
 pub(crate) fn header_text(part: &Part, values: &Values<'_>, out: &mut String) {
     out.clear();
+    push_header_part(part, values, out);
+}
+
+/// [`header_text`] appended to what `out` holds.
+pub(crate) fn push_header_part(part: &Part, values: &Values<'_>, out: &mut String) {
     for piece in &part.pieces {
         match piece {
             Piece::Lit(text) => push_header_text(text.as_bytes(), out),
