@@ -12,13 +12,14 @@ cd "$(dirname "$0")/.."
 # /usr/bin/python3), swaks (SMTP client) with libnet-ssleay-perl (its STARTTLS and
 # implicit TLS; only recommended by swaks, so not pulled in here), openssl (test
 # certificates), postgresql (the control plane's store: each test runs its own
-# server with initdb + pg_ctl in a temporary directory on a 127.0.0.x port).
-PEERS=(postfix dnsmasq-base python3-aiosmtpd swaks libnet-ssleay-perl openssl python3-dkim postgresql)
+# server with initdb + pg_ctl in a temporary directory on a 127.0.0.x port), curl
+# (the HTTP client a mailbox provider's one-click unsubscribe POST stands for).
+PEERS=(postfix dnsmasq-base python3-aiosmtpd swaks libnet-ssleay-perl openssl python3-dkim postgresql curl)
 scripts/install-packages.sh "${PEERS[@]}"
 # What the tests start, checked once installed: a missing peer fails here rather
 # than letting its tests skip.
 for peer in /usr/sbin/smtp-sink /usr/sbin/smtp-source /usr/sbin/postfix /usr/sbin/dnsmasq \
-            /usr/bin/swaks /usr/bin/openssl; do
+            /usr/bin/swaks /usr/bin/openssl /usr/bin/curl; do
   [ -x "$peer" ] || { echo "test peer missing: $peer" >&2; exit 1; }
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "test peer missing: PostgreSQL's initdb" >&2; exit 1; }

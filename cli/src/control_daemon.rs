@@ -53,6 +53,10 @@ pub fn run(args: ControlArgs, config_path: Option<&Path>) -> Result<String> {
             .await
             .context("cannot resume an interrupted partitioning")?;
         plane.refresh().await?;
+        let web = match crate::web::web(&config, spool.root())? {
+            Some(web) => Some(crate::web::start(&config, Arc::clone(&plane), web.signer).await?),
+            None => None,
+        };
         match plane.sweep_uploads(UPLOAD_KEEP).await {
             Ok(0) => {}
             Ok(n) => tracing::info!(files = n, "stale uploads removed"),
@@ -107,6 +111,10 @@ pub fn run(args: ControlArgs, config_path: Option<&Path>) -> Result<String> {
             .await
             .context("the API server failed")?;
         ticker.abort();
+        if let Some((stop, task)) = web {
+            let _ = stop.send(());
+            let _ = task.await;
+        }
         tracing::info!("volley control: stopped");
         anyhow::Ok(String::new())
     })

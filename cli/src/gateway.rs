@@ -100,7 +100,13 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
     spool.remove_uncommitted()?;
     let suppressions =
         Arc::new(StoreSuppressions::open(spool.root())?.with_limits(bounce_limits(&config.bounce)));
-    let source = Arc::new(TemplateSource::new(spool.content_dir()));
+    // The links are checked by the control planes' web endpoints: the same
+    // [web] base_url and secret_file as theirs.
+    let web = crate::web::web(&config, spool.root())?;
+    let source = Arc::new(crate::run::with_web_links(
+        TemplateSource::new(spool.content_dir()),
+        web.as_ref(),
+    ));
     let leases = Arc::new(Leases::default());
     let gateway = Arc::new(Gateway {
         name: name.clone(),

@@ -32,6 +32,7 @@ mod synth;
 mod table;
 mod templates;
 mod token_cmd;
+mod web;
 
 /// mimalloc rather than the system allocator: each message allocates a few dozen
 /// small buffers (envelope, replies, log line) on the delivery threads, and glibc's

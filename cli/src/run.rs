@@ -89,7 +89,11 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     spool.remove_uncommitted()?;
     let suppressions =
         Arc::new(StoreSuppressions::open(spool.root())?.with_limits(bounce_limits(&config.bounce)));
-    let source = Arc::new(TemplateSource::new(spool.content_dir()));
+    let web = crate::web::web(&config, spool.root())?;
+    let source = Arc::new(with_web_links(
+        TemplateSource::new(spool.content_dir()),
+        web.as_ref(),
+    ));
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let store = runtime.block_on(crate::control::open_store(&config))?;
     let plane = crate::control::plane(&config, store, &spool, &source, &suppressions, false)?;
@@ -153,6 +157,9 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     // What comes back for the local domains is classified on receipt, logged in
     // the engine's delivery log and written to the same suppression list.
     let feedback = feedback(&root, &engine, suppressions, &listen_config);
+    plane.set_engagement_log(Arc::new(crate::web::DeliveryLogEngagements(
+        engine.delivery_log(),
+    )));
     runtime.block_on(async {
         let mut signals = StopSignals::new()?;
         if args.once {
@@ -181,6 +188,13 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         };
         let api = match api_listen {
             Some(addr) => Some(start_api(addr, Arc::clone(&plane), limits).await?),
+            None => None,
+        };
+        let web_server = match &web {
+            Some(web) => Some(
+                crate::web::start(&listen_config, Arc::clone(&plane), Arc::clone(&web.signer))
+                    .await?,
+            ),
             None => None,
         };
         let ticker = tokio::spawn(tick_loop(
@@ -231,7 +245,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         }
         ticker.abort();
         pickups.abort();
-        if let Some((stop, task)) = api {
+        for (stop, task) in api.into_iter().chain(web_server) {
             let _ = stop.send(());
             let _ = task.await;
         }
@@ -342,6 +356,14 @@ pub async fn tick(plane: &Plane, deposit: &SpoolDeposit, helo: &str, wake: &Noti
         Ok(0) => {}
         Ok(_) => wake.notify_one(),
         Err(err) => tracing::warn!(err = %format!("{err:#}"), "cannot queue a campaign summary"),
+    }
+}
+
+/// `source` writing each campaign message's web links when `[web]` is on.
+pub fn with_web_links(source: TemplateSource, web: Option<&crate::web::Web>) -> TemplateSource {
+    match web {
+        Some(web) => source.with_web_links(Arc::clone(&web.links)),
+        None => source,
     }
 }
 

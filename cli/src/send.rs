@@ -110,7 +110,11 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         std::fs::canonicalize(&args.recipients).unwrap_or_else(|_| args.recipients.clone());
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let suppressions = Arc::new(StoreSuppressions::open(spool.root())?);
-    let source = Arc::new(TemplateSource::new(spool.content_dir()));
+    let web = crate::web::web(&config, spool.root())?;
+    let source = Arc::new(crate::run::with_web_links(
+        TemplateSource::new(spool.content_dir()),
+        web.as_ref(),
+    ));
     let store = runtime.block_on(crate::control::open_store(&config))?;
     let plane = crate::control::plane(&config, store, &spool, &source, &suppressions, false)?;
     // The campaign is recorded and cut into batches through the control plane,

@@ -59,10 +59,12 @@ impl Templates for MergeTemplates {
             .store(&self.content_dir)
             .map_err(|e| format!("cannot store it: {e}"))?;
         let domain = sending_domain(compiled.envelope_from());
+        let links = compiled.tracked_links().to_vec();
         self.source.insert(hash, Arc::new(compiled));
         Ok(StoredTemplate {
             content_hash: hash,
             sending_domain: domain,
+            links,
         })
     }
 }

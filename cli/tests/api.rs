@@ -1155,3 +1155,214 @@ fn suppressions_over_the_api_bounds_and_tokens_at_rest() {
         "revoked",
     );
 }
+
+/// `curl` as a mailbox provider or a reader's browser uses it: the status and
+/// the redirect target (no redirect followed), and the body.
+fn curl(args: &[&str]) -> (u16, String, String) {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-S", "--max-time", "10", "-w", "\n%{http_code} %{redirect_url}"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap();
+    let (code, location) = tail.split_once(' ').unwrap_or((tail, ""));
+    (code.parse().unwrap(), location.to_owned(), body.to_owned())
+}
+
+/// A header field of a message, unfolded.
+fn header_of(message: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let head = &text[..text.find("\r\n\r\n")?];
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded.split("\r\n").find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// Quoted-printable decoded (soft breaks joined, `=XX` decoded).
+fn unqp(text: &str) -> String {
+    let joined = text.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+#[test]
+fn one_click_unsubscribe_from_the_header_tracked_clicks_and_opens() {
+    for (n, pg) in stores("one_click_unsubscribe").into_iter().enumerate() {
+        let ip = Ipv4Addr::new(127, 0, 0, 85 + n as u8);
+        let web = SocketAddr::from((ip, free_port(ip)));
+        let node = Node::start(
+            85 + n as u8,
+            pg,
+            &format!("[web]\nlisten = \"{web}\"\nbase_url = \"http://{web}/\"\n"),
+        );
+        let sender = node.token("shop", "sender");
+        let admin = node.admin.clone();
+        let tracked = json!({
+            "from": "News <news@volley.test>",
+            "subject": "Sale for {{ name }}",
+            "text": "Hi {{ name }}: https://shop.volley.test/sale",
+            "html": "<html><body><p>Hi {{ name }}: <a href=\"https://shop.volley.test/sale?a=1&amp;b=2\">sale</a></p></body></html>",
+            "headers": {"List-Unsubscribe": "<mailto:unsub@volley.test?subject={{ email }}>"},
+            "track_clicks": true,
+            "track_opens": true,
+        });
+        let c = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(&json!({"template": tracked, "recipients": rows("w", 3)})),
+        );
+        assert_eq!(c.status, 201, "{}", c.text());
+        let id = id_of(&c);
+        node.wait_for(id, &sender, "completed", |c| c["state"] == "completed");
+        let message_to = |rcpt: &str| {
+            node.sink
+                .parsed_messages()
+                .into_iter()
+                .find(|m| m.rcpt_tos().contains(&rcpt))
+                .map(|m| m.body_crlf())
+                .unwrap_or_else(|| panic!("no message to {rcpt}"))
+        };
+        let first = message_to("w0@x0.test");
+        let list = header_of(&first, "List-Unsubscribe").unwrap();
+        assert_eq!(
+            header_of(&first, "List-Unsubscribe-Post").as_deref(),
+            Some("List-Unsubscribe=One-Click")
+        );
+        let prefix = format!("<http://{web}/u/");
+        assert!(list.starts_with(&prefix), "{list}");
+        assert!(list.ends_with(", <mailto:unsub@volley.test?subject=w0@x0.test>"), "{list}");
+        let url = list[1..list.find('>').unwrap()].to_owned();
+        // A GET never unsubscribes: it shows the button.
+        let (code, _, page) = curl(&[&url]);
+        assert_eq!(code, 200);
+        assert!(page.contains("<form method=\"post\">"), "{page}");
+        let suppressed = |address: &str| {
+            node.call("GET", &format!("/v1/suppressions?address={address}"), &admin, None)
+                .json()["suppressions"]
+                .as_array()
+                .map_or(0, Vec::len)
+        };
+        assert_eq!(suppressed("w0@x0.test"), 0);
+        // The RFC 8058 POST, as a mailbox provider sends it: 200, no redirect.
+        for _ in 0..2 {
+            let (code, location, _) = curl(&["-X", "POST", "-d", "List-Unsubscribe=One-Click", &url]);
+            assert_eq!((code, location.as_str()), (200, ""));
+        }
+        let found = node
+            .call("GET", "/v1/suppressions?address=w0@x0.test", &admin, None)
+            .json();
+        assert_eq!(found["suppressions"][0]["reason"], "unsubscribe", "{found}");
+        assert_eq!(found["suppressions"][0]["domain"], "volley.test", "{found}");
+        let log = std::fs::read_to_string(node.dir.path().join("delivery.jsonl")).unwrap();
+        assert!(
+            log.lines().any(|l| l.contains("\"status\":\"unsubscribed\"") && l.contains("\"recipient\":\"w0@x0.test\"")),
+            "{log}"
+        );
+        // Forged, altered, truncated or for another endpoint: 404, nothing changes.
+        let token = &url[prefix.len() - 1..];
+        let mut altered = token.to_owned().into_bytes();
+        altered[5] = if altered[5] == b'A' { b'B' } else { b'A' };
+        let altered = String::from_utf8(altered).unwrap();
+        let post = ["-X", "POST", "-d", "List-Unsubscribe=One-Click"];
+        for (args, bad) in [
+            (&post[..], format!("http://{web}/u/{altered}")),
+            (&post[..], format!("http://{web}/u/{}", &token[..token.len() - 1])),
+            (&[][..], format!("http://{web}/c/{token}")),
+            (&post[..], format!("http://{web}/u/../v1/campaigns")),
+        ] {
+            let (code, location, _) = curl(&[args, &[bad.as_str()]].concat());
+            assert_eq!((code, location.as_str()), (404, ""), "{bad}");
+        }
+        assert_eq!(suppressed("w1@x1.test"), 0);
+        assert!(node.log().contains("refused a forged or altered link token"));
+        // A click: 302 to the template's own URL, counted once.
+        let second = message_to("w1@x1.test");
+        let text = String::from_utf8_lossy(&second).into_owned();
+        let html = unqp(&text[text.find("Content-Type: text/html").unwrap()..]);
+        let at = html.find(&format!("href=\"http://{web}/c/")).unwrap() + 6;
+        let click = &html[at..at + html[at..].find('"').unwrap()];
+        for _ in 0..2 {
+            let (code, location, _) = curl(&[click]);
+            assert_eq!(
+                (code, location.as_str()),
+                (302, "https://shop.volley.test/sale?a=1&b=2")
+            );
+        }
+        let plain = unqp(&text[text.find("Content-Type: text/plain").unwrap()..]);
+        assert!(plain.contains("https://shop.volley.test/sale"), "{plain}");
+        // The open image of the third.
+        let third = String::from_utf8_lossy(&message_to("w2@x2.test")).into_owned();
+        let html = unqp(&third[third.find("Content-Type: text/html").unwrap()..]);
+        let at = html.find(&format!("<img src=\"http://{web}/o/")).unwrap() + 10;
+        let open = &html[at..at + html[at..].find('"').unwrap()];
+        let (code, _, _) = curl(&[open]);
+        assert_eq!(code, 200);
+        let view = node
+            .call("GET", &format!("/v1/campaigns/{id}"), &sender, None)
+            .json();
+        assert_eq!(
+            (
+                &view["unsubscribed"],
+                &view["clicked"],
+                &view["acknowledged"],
+                &view["opened"]
+            ),
+            (&json!(1), &json!(1), &json!(1), &json!(1)),
+            "{view}"
+        );
+        let table = node
+            .call("GET", &format!("/v1/campaigns/{id}/recipients"), &sender, None)
+            .json();
+        let acknowledged: Vec<&str> = table["recipients"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["acknowledged"] == true)
+            .map(|r| r["email"].as_str().unwrap())
+            .collect();
+        assert_eq!(acknowledged, ["w1@x1.test"], "{table}");
+        // The next campaign skips the unsubscribed address; a transactional
+        // template carries no one-click header.
+        let mut quiet = template();
+        quiet["unsubscribe"] = json!(false);
+        let next = node.call(
+            "POST",
+            "/v1/campaigns",
+            &sender,
+            Some(&json!({"template": quiet, "recipients": rows("w", 2)})),
+        );
+        let next_id = id_of(&next);
+        let done = node.wait_for(next_id, &sender, "completed", |c| c["state"] == "completed");
+        assert_eq!((&done["suppressed"], &done["delivered"]), (&json!(1), &json!(1)), "{done}");
+        assert_eq!(node.arrived("w0@").len(), 1);
+        let again: Vec<Vec<u8>> = node
+            .sink
+            .parsed_messages()
+            .into_iter()
+            .filter(|m| m.rcpt_tos().contains(&"w1@x1.test"))
+            .map(|m| m.body_crlf())
+            .collect();
+        assert_eq!(again.len(), 2);
+        assert!(again
+            .iter()
+            .any(|m| header_of(m, "List-Unsubscribe-Post").is_none()));
+    }
+}

@@ -17,6 +17,8 @@
 //! - [`store`]: the store (SQLite or PostgreSQL): campaigns, batch rows,
 //!   progress, final recipients, tokens, the event outbox.
 //! - [`suppress`]: the suppression list in the spool, bounce counting, imports.
+//! - [`web`]: the public endpoints links in messages point at (`[web]`):
+//!   one-click unsubscribe, tracked clicks and opens.
 
 pub mod address;
 pub mod api;
@@ -27,3 +29,4 @@ pub mod plane;
 pub mod recipients;
 pub mod store;
 pub mod suppress;
+pub mod web;

@@ -19,6 +19,7 @@ impl Templates for FixedTemplate {
         Ok(StoredTemplate {
             content_hash: [7; 32],
             sending_domain: "acme.test".into(),
+            links: Vec::new(),
         })
     }
 }

@@ -16,6 +16,7 @@
 //! shows of a campaign).
 
 pub mod admission;
+pub mod engagement;
 pub mod progress;
 pub mod submit;
 pub mod view;
@@ -56,6 +57,8 @@ pub struct StoredTemplate {
     /// The domain of its envelope sender (suppressions are per sending
     /// domain), lower case.
     pub sending_domain: String,
+    /// Its tracked links' URLs, by link index (`track_clicks`).
+    pub links: Vec<String>,
 }
 
 /// A failed operation, as the API answers it.
@@ -129,6 +132,8 @@ pub struct Plane {
     settings: Settings,
     snapshot: Mutex<HashMap<i64, Snapshot>>,
     holds: Mutex<HashMap<i64, Arc<AtomicBool>>>,
+    /// Where engagements are logged besides the store (`volley run`).
+    engagement_log: std::sync::OnceLock<Arc<dyn engagement::EngagementLog>>,
     wake: Arc<Notify>,
     /// Completed campaigns whose summary is due, for the binary to queue.
     summaries: Mutex<Vec<i64>>,
@@ -164,6 +169,7 @@ impl Plane {
             snapshot: Mutex::default(),
             holds: Mutex::default(),
             wake: Arc::new(Notify::new()),
+            engagement_log: std::sync::OnceLock::new(),
             summaries: Mutex::default(),
         })
     }

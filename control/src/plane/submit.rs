@@ -325,6 +325,7 @@ impl Plane {
             notify: sub.notify.clone(),
             tags: sub.tags.clone(),
             idempotency: sub.idempotency.clone(),
+            links: stored.links.clone(),
         };
         let campaign = self
             .store

@@ -43,6 +43,16 @@ pub struct CampaignView {
     pub cancelled: i64,
     /// Rows of the list skipped (see `/rejects`).
     pub rejected_rows: i64,
+    /// Recipients who clicked a tracked link (a reply counts too, once
+    /// replies are matched to campaigns): they read it.
+    pub acknowledged: i64,
+    /// Recipients who clicked at least one tracked link.
+    pub clicked: i64,
+    /// Recipients whose open image was fetched: unreliable (some readers fetch
+    /// every image, Apple Mail Privacy Protection among them).
+    pub opened: i64,
+    /// Recipients who unsubscribed over the one-click link or its page.
+    pub unsubscribed: i64,
     /// Recipients sent again because the gateway that held their batch was
     /// lost (a fleet): at most this many may have arrived twice.
     pub resent_after_failure: i64,
@@ -112,6 +122,8 @@ pub struct RecipientView {
     pub batch: i64,
     /// Index in its batch.
     pub index: i64,
+    /// Whether it clicked a tracked link (read the message).
+    pub acknowledged: bool,
 }
 
 /// The statuses a recipient can have, for `?status=`.
@@ -130,6 +142,7 @@ impl Plane {
     /// Campaign `c` with its counts and per-domain table.
     pub async fn view(&self, c: &Campaign) -> Result<CampaignView, PlaneError> {
         let counts = self.store.campaign_counts(c.id).await?;
+        let engaged = self.store.engagement_counts(c.id).await?;
         let domains = self
             .store
             .domain_counts(c.id, DOMAINS_SHOWN)
@@ -159,6 +172,10 @@ impl Plane {
             suppressed: counts.suppressed + c.suppressed,
             cancelled: counts.cancelled,
             rejected_rows: c.rejected_rows,
+            acknowledged: engaged.clicked,
+            clicked: engaged.clicked,
+            opened: engaged.opened,
+            unsubscribed: engaged.unsubscribed,
             resent_after_failure: self.store.resent_after_failure(c.id).await?,
             partitioned: c.partitioned,
             batches: c.batches,
@@ -181,6 +198,26 @@ impl Plane {
     /// `cursor` (batch, index), optionally only those with `status`; answers
     /// the rows and the cursor of the next page (`None`: this was the last).
     pub async fn recipients(
+        &self,
+        c: &Campaign,
+        status: Option<&str>,
+        cursor: (i64, i64),
+        limit: usize,
+    ) -> Result<(Vec<RecipientView>, Option<(i64, i64)>), PlaneError> {
+        let (mut rows, next) = self.recipients_page(c, status, cursor, limit).await?;
+        let mut batch = None;
+        let mut clicked = Vec::new();
+        for row in &mut rows {
+            if batch != Some(row.batch) {
+                clicked = self.store.clicked_in_batch(c.id, row.batch).await?;
+                batch = Some(row.batch);
+            }
+            row.acknowledged = clicked.binary_search(&row.index).is_ok();
+        }
+        Ok((rows, next))
+    }
+
+    async fn recipients_page(
         &self,
         c: &Campaign,
         status: Option<&str>,
@@ -224,6 +261,7 @@ impl Plane {
                             at: Some(rfc3339(r.at)),
                             batch: row.batch,
                             index: r.idx,
+                            acknowledged: false,
                         })
                         .collect();
                     (views, next)
@@ -285,6 +323,7 @@ impl Plane {
                 at: None,
                 batch,
                 index: i as i64,
+                acknowledged: false,
             });
         }
         Ok((out, None))

@@ -133,6 +133,8 @@ pub struct NewCampaign {
     pub tags: Vec<String>,
     /// `Idempotency-Key`, with the hash of the request.
     pub idempotency: Option<(String, String)>,
+    /// The template's tracked links, by index (what `/c/TOKEN` redirects to).
+    pub links: Vec<String>,
 }
 
 /// Which campaigns to list ([`Store::list_campaigns`]).
@@ -264,6 +266,15 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .what("tag a campaign")?;
+            }
+            for (link, url) in new.links.iter().enumerate() {
+                sqlx::query("INSERT INTO campaign_links (campaign, link, url) VALUES ($1, $2, $3)")
+                    .bind(id)
+                    .bind(link as i64)
+                    .bind(url)
+                    .execute(&mut *tx)
+                    .await
+                    .what("record a campaign's links")?;
             }
             tx.commit().await.what("commit a campaign")?;
             return campaign_of(&row);

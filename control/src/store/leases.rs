@@ -115,6 +115,19 @@ impl Store {
         Ok(())
     }
 
+    /// The stored bytes of a batch file (published for the fleet), if any.
+    pub async fn batch_file(&self, campaign: i64, batch: i64) -> Result<Option<Vec<u8>>, StoreError> {
+        let row = sqlx::query("SELECT bytes FROM batch_files WHERE campaign = $1 AND batch = $2")
+            .bind(campaign)
+            .bind(batch)
+            .fetch_optional(self.pool())
+            .await
+            .what("read a batch file")?;
+        row.map(|r| r.try_get("bytes"))
+            .transpose()
+            .what("read a batch file")
+    }
+
     /// Stores a content item under its hash (hex); kept if already there.
     pub async fn put_content(&self, hash: &str, bytes: &[u8]) -> Result<(), StoreError> {
         sqlx::query("INSERT INTO contents (hash, bytes) VALUES ($1, $2) ON CONFLICT DO NOTHING")

@@ -10,10 +10,12 @@
 //!
 //! Layout: [`schema`] (the versioned migrations), [`tokens`], [`campaigns`]
 //! (campaign rows, tags, rejected rows), [`batches`] (batch rows, progress and
-//! final recipient rows), [`uploads`], [`events`] (the outbox).
+//! final recipient rows), [`uploads`], [`events`] (the outbox), [`engagements`]
+//! (unsubscribes, clicks and opens over the web links; tracked links).
 
 pub mod batches;
 pub mod campaigns;
+pub mod engagements;
 pub mod events;
 pub mod leases;
 pub mod schema;

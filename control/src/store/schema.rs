@@ -9,7 +9,7 @@
 //! A migration, once released, never changes: a new one is appended.
 
 /// The migrations, in order: (version, SQL statements separated by `;`).
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// The newest schema version this binary knows.
 pub fn current() -> i64 {
@@ -156,4 +156,28 @@ CREATE TABLE gateways (
     delivered BIGINT NOT NULL,
     figures TEXT NOT NULL
 )
+"#;
+
+/// Version 3, closing the loop over the web: each campaign's tracked links
+/// (link index to the template's URL, what `/c/TOKEN` redirects to), and what
+/// recipients did with their message (`unsubscribed`, `clicked`, `opened`), at
+/// most once per recipient, kind and link.
+const V3: &str = r#"
+CREATE TABLE campaign_links (
+    campaign BIGINT NOT NULL,
+    link BIGINT NOT NULL,
+    url TEXT NOT NULL,
+    PRIMARY KEY (campaign, link)
+);
+CREATE TABLE engagements (
+    campaign BIGINT NOT NULL,
+    batch BIGINT NOT NULL,
+    idx BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    link BIGINT NOT NULL,
+    email TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    PRIMARY KEY (campaign, batch, idx, kind, link)
+);
+CREATE INDEX engagements_kind ON engagements (campaign, kind)
 "#;

@@ -66,7 +66,8 @@ pub struct LogEvent<'a> {
 }
 
 /// One line of the delivery log for an event that came back after delivery: an
-/// asynchronous bounce, a complaint or an unsubscribe request.
+/// asynchronous bounce, a complaint, an unsubscribe request (by mail or over the
+/// one-click link), a click on a tracked link or an open.
 #[derive(Debug, Clone, Serialize)]
 pub struct InboundLogEvent<'a> {
     /// Time the event was received, RFC 3339 UTC with milliseconds.
@@ -80,7 +81,7 @@ pub struct InboundLogEvent<'a> {
     pub index: Option<u32>,
     /// Recipient address the report names ("" when it names none).
     pub recipient: &'a str,
-    /// bounced_async | complained | unsubscribed.
+    /// bounced_async | complained | unsubscribed | clicked | opened.
     pub status: &'a str,
     /// Reply code of the remote server's diagnostic (0 when none).
     pub code: u16,
@@ -99,6 +100,9 @@ pub struct InboundLogEvent<'a> {
     /// `pending` (named by the report only: kept for an operator).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub suppression: Option<&'a str>,
+    /// For clicks: the tracked link's index in the template.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub link: Option<i64>,
 }
 
 impl<'a> InboundLogEvent<'a> {
@@ -160,6 +164,23 @@ impl<'a> InboundLogEvent<'a> {
             class: None,
             feedback_type: None,
             suppression: None,
+            link: None,
+        }
+    }
+
+    /// The line of something a recipient did over a web link (`unsubscribed`,
+    /// `clicked`, `opened`) at `now`.
+    pub fn web(
+        now: SystemTime,
+        target: VerpTarget,
+        recipient: &'a str,
+        status: &'static str,
+        link: Option<i64>,
+    ) -> InboundLogEvent<'a> {
+        InboundLogEvent {
+            link,
+            suppression: (status == "unsubscribed").then_some("verified"),
+            ..InboundLogEvent::common(now, Some(target), Some(recipient), status)
         }
     }
 }

@@ -1,4 +1,4 @@
-//! The VERP signing key on disk: read it, or create it on first use.
+//! Signing keys on disk (the VERP key, the web links' key): read one, or create it on first use.
 //!
 //! The file holds the key's raw bytes, 32 to 1024 of them, read as they are (a text
 //! file of 32+ characters works too). A missing file is created with 32 bytes from
@@ -23,7 +23,7 @@ pub const MAX_KEY_LEN: usize = 1024;
 #[derive(Debug, thiserror::Error)]
 pub enum KeyError {
     /// The file exists but could not be read.
-    #[error("cannot read VERP key {path}: {io}")]
+    #[error("cannot read key file {path}: {io}")]
     Read {
         /// The key file.
         path: PathBuf,
@@ -31,7 +31,7 @@ pub enum KeyError {
         io: io::Error,
     },
     /// The file holds fewer than 32 or more than 1024 bytes.
-    #[error("VERP key {path} has {len} bytes; it must hold {MIN_KEY_LEN} to {MAX_KEY_LEN}")]
+    #[error("key file {path} has {len} bytes; it must hold {MIN_KEY_LEN} to {MAX_KEY_LEN}")]
     BadLength {
         /// The key file.
         path: PathBuf,
@@ -39,7 +39,7 @@ pub enum KeyError {
         len: u64,
     },
     /// The file was missing and could not be created.
-    #[error("cannot create VERP key {path}: {io}")]
+    #[error("cannot create key file {path}: {io}")]
     Create {
         /// The key file.
         path: PathBuf,
@@ -47,7 +47,7 @@ pub enum KeyError {
         io: io::Error,
     },
     /// The system's random source failed.
-    #[error("cannot create VERP key {path}: no random bytes from the system")]
+    #[error("cannot create key file {path}: no random bytes from the system")]
     Random {
         /// The key file.
         path: PathBuf,

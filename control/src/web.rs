@@ -1,0 +1,297 @@
+//! The public web endpoints (`[web] listen`) that links in campaign messages
+//! point at, apart from the admin API: nothing here takes a token or shows
+//! anything but the page asked for.
+//!
+//! - `GET /u/TOKEN`: a page with one button that unsubscribes (mail scanners
+//!   follow links, so a GET never does); works without JavaScript.
+//! - `POST /u/TOKEN` with the body `List-Unsubscribe=One-Click` (RFC 8058, as
+//!   mailbox providers send it; the page's button sends the same): suppresses
+//!   the address for the campaign's sending domain, answers `200` (no
+//!   redirect). Repeating it is harmless.
+//! - `GET /c/TOKEN`: records the click once per recipient and link and answers
+//!   `302` to the template's URL for that link (never a URL from the request).
+//! - `GET /o/TOKEN`: records the open once and answers a 1×1 GIF.
+//!
+//! A token that is malformed, forged, altered, for another endpoint or naming
+//! nobody gets `404` and changes nothing; a bad signature is logged as a
+//! warning with the client's address.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use axum::body::{Body, Bytes};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use volley_queue::link::{LinkError, LinkKind, LinkSigner};
+
+use crate::plane::engagement::LinkRecipient;
+use crate::plane::Plane;
+use crate::store::engagements::Who;
+
+/// Largest request body read (the one-click body is 26 bytes).
+const MAX_BODY: usize = 4096;
+
+/// What every handler gets.
+#[derive(Clone)]
+struct WebState {
+    plane: Arc<Plane>,
+    signer: Arc<LinkSigner>,
+}
+
+/// The public endpoints' routes, checking tokens with `signer`.
+pub fn router(plane: Arc<Plane>, signer: Arc<LinkSigner>) -> Router {
+    Router::new()
+        .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
+        .route("/c/{token}", get(click))
+        .route("/o/{token}", get(open))
+        .fallback(|| async { not_found() })
+        .layer(DefaultBodyLimit::max(MAX_BODY))
+        .with_state(WebState { plane, signer })
+}
+
+/// Serves `router` on `listener` (handlers see the client's address) until
+/// `shutdown` resolves.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    router: Router,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(
+        listener,
+        router.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
+}
+
+type Client = ConnectInfo<SocketAddr>;
+
+/// The recipient a token names, or the response that refuses it.
+async fn resolve(
+    state: &WebState,
+    kind: LinkKind,
+    token: &str,
+    client: SocketAddr,
+) -> Result<(LinkRecipient, u16), Response> {
+    let target = match state.signer.verify(kind, token) {
+        Ok(target) => target,
+        Err(e) => {
+            if e == LinkError::Forged {
+                tracing::warn!(%client, path = kind.path(), "refused a forged or altered link token");
+            } else {
+                tracing::debug!(%client, path = kind.path(), "refused a malformed link token");
+            }
+            return Err(not_found());
+        }
+    };
+    let who = Who {
+        campaign: target.campaign as i64,
+        batch: target.batch as i64,
+        idx: i64::from(target.index),
+    };
+    match state.plane.link_recipient(who).await {
+        Ok(Some(r)) => Ok((r, target.link)),
+        Ok(None) => {
+            tracing::warn!(%client, campaign = who.campaign, batch = who.batch, recipient = who.idx, "a signed link names no recipient");
+            Err(not_found())
+        }
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+async fn unsubscribe_page(
+    State(state): State<WebState>,
+    ConnectInfo(client): Client,
+    Path(token): Path<String>,
+) -> Response {
+    let (r, _) = match resolve(&state, LinkKind::Unsubscribe, &token, client).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    let domain = escape(&r.campaign.sender_domain);
+    page(
+        StatusCode::OK,
+        "Unsubscribe",
+        &format!(
+            "<p>Stop receiving mail from <b>{domain}</b>?</p>\
+             <form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
+             <button type=\"submit\">Unsubscribe</button></form>"
+        ),
+    )
+}
+
+async fn unsubscribe(
+    State(state): State<WebState>,
+    ConnectInfo(client): Client,
+    Path(token): Path<String>,
+    body: Bytes,
+) -> Response {
+    let (r, _) = match resolve(&state, LinkKind::Unsubscribe, &token, client).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    if !one_click(&body) {
+        return page(
+            StatusCode::BAD_REQUEST,
+            "Unsubscribe",
+            "<p>The request must carry the form field List-Unsubscribe=One-Click (RFC 8058): use the button on this page.</p>",
+        );
+    }
+    match state.plane.unsubscribe(&r).await {
+        Ok(_) => page(
+            StatusCode::OK,
+            "Unsubscribed",
+            &format!(
+                "<p>You will get no more mail from <b>{}</b>.</p>",
+                escape(&r.campaign.sender_domain)
+            ),
+        ),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// Whether a POST body holds `List-Unsubscribe=One-Click`, as a form field
+/// (urlencoded, or a multipart part whose name and value say so).
+fn one_click(body: &[u8]) -> bool {
+    let text = String::from_utf8_lossy(body);
+    if text
+        .split('&')
+        .any(|pair| pair.trim() == "List-Unsubscribe=One-Click")
+    {
+        return true;
+    }
+    // multipart/form-data: a part named List-Unsubscribe whose value is One-Click.
+    text.contains("name=\"List-Unsubscribe\"") && text.contains("\r\n\r\nOne-Click\r\n")
+}
+
+async fn click(
+    State(state): State<WebState>,
+    ConnectInfo(client): Client,
+    Path(token): Path<String>,
+) -> Response {
+    let (r, link) = match resolve(&state, LinkKind::Click, &token, client).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    match state.plane.click(&r, i64::from(link)).await {
+        Ok(Some(url)) => match HeaderValue::from_str(&url) {
+            Ok(location) => {
+                let mut response = StatusCode::FOUND.into_response();
+                let headers = response.headers_mut();
+                headers.insert(header::LOCATION, location);
+                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+                headers.insert(
+                    header::REFERRER_POLICY,
+                    HeaderValue::from_static("no-referrer"),
+                );
+                response
+            }
+            Err(_) => not_found(),
+        },
+        Ok(None) => not_found(),
+        Err(e) => unavailable(&e),
+    }
+}
+
+/// A transparent 1×1 GIF.
+const PIXEL: &[u8] = &[
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
+    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
+    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+];
+
+async fn open(
+    State(state): State<WebState>,
+    ConnectInfo(client): Client,
+    Path(token): Path<String>,
+) -> Response {
+    let (r, _) = match resolve(&state, LinkKind::Open, &token, client).await {
+        Ok(found) => found,
+        Err(refused) => return refused,
+    };
+    if let Err(e) = state.plane.open(&r).await {
+        // The image is shown all the same; the open is lost.
+        tracing::warn!(err = %e, "cannot record an open");
+    }
+    let mut response = Response::new(Body::from(PIXEL));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    response
+}
+
+fn not_found() -> Response {
+    page(
+        StatusCode::NOT_FOUND,
+        "Not found",
+        "<p>This link is not valid.</p>",
+    )
+}
+
+fn unavailable(e: &dyn std::fmt::Display) -> Response {
+    tracing::error!(err = %e, "a web request failed");
+    page(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "Try again",
+        "<p>This did not work just now. Please try again in a minute.</p>",
+    )
+}
+
+/// A small self-contained HTML page; no scripts, nothing fetched.
+fn page(status: StatusCode, title: &str, body: &str) -> Response {
+    let html = format!(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
+         <title>{title}</title><style>body{{font-family:sans-serif;max-width:32em;margin:3em auto;padding:0 1em}}\
+         button{{font-size:1.1em;padding:.5em 1.5em}}</style></head>\
+         <body><h1>{title}</h1>{body}</body></html>\n"
+    );
+    let mut response = (status, html).into_response();
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("text/html; charset=utf-8"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(
+            "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'",
+        ),
+    );
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    response
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_click;
+
+    #[test]
+    fn the_one_click_body_in_its_forms() {
+        assert!(one_click(b"List-Unsubscribe=One-Click"));
+        assert!(one_click(b"x=1&List-Unsubscribe=One-Click"));
+        assert!(one_click(
+            b"--b\r\nContent-Disposition: form-data; name=\"List-Unsubscribe\"\r\n\r\nOne-Click\r\n--b--\r\n"
+        ));
+        assert!(!one_click(b""));
+        assert!(!one_click(b"List-Unsubscribe=Maybe"));
+    }
+}
