@@ -245,7 +245,7 @@ PARAGRAPH = ("We have been working on the things you asked for, and this month b
              "{{ company }}. ")
 
 
-def write_template(path):
+def write_template(path, web=False):
     text = ("Hello {{ first_name }} {{ last_name }},\n\n"
             + "\n\n".join(PARAGRAPH for _ in range(14))
             + "\n\nYour customer number is {{ customer_id }}; we will be in "
@@ -254,14 +254,21 @@ def write_template(path):
             + "".join(f"<p>{PARAGRAPH}</p>" for _ in range(14))
             + "<p>Your customer number is <b>{{ customer_id }}</b>; we will be in "
             "{{ city }} next month.</p><p>The volley team</p></body></html>")
+    if web:
+        # Three tracked links and the open image, as a newsletter has them.
+        links = "".join(f'<a href="https://volley.bench.test/{p}?id=1&amp;x=2">{p}</a> '
+                        for p in ("sale", "news", "account"))
+        html = html.replace("<p>The volley team</p>", f"<p>{links}</p><p>The volley team</p>")
     with open(path, "w", encoding="utf-8") as f:
+        if web:
+            f.write("track_clicks = true\ntrack_opens = true\n")
         f.write('from = "Volley Bench <news@volley.bench.test>"\n')
         f.write('subject = "{{ first_name }}, news for {{ company }} in {{ city }}"\n')
         f.write("text = " + json.dumps(text, ensure_ascii=False) + "\n")
         f.write("html = " + json.dumps(html, ensure_ascii=False) + "\n")
 
 
-def volley_config(path, spool, dns, log_path, dkim, threads=None, api=None):
+def volley_config(path, spool, dns, log_path, dkim, threads=None, api=None, web=None):
     # No [control] section unless the API is used: a binary from before the
     # control plane (an A/B's A) refuses it.
     lines = (["[control]", f'listen = "{api}"'] if api else []) + [
@@ -278,6 +285,10 @@ def volley_config(path, spool, dns, log_path, dkim, threads=None, api=None):
     if dkim:
         lines += ["[[dkim]]", 'domain = "volley.bench.test"', 'selector = "bench"',
                   f'key_file = "{dkim[0]}"', f'algorithm = "{dkim[1]}"']
+    if web:
+        # Links in every message (List-Unsubscribe one-click, tracked clicks,
+        # the open image); `volley send` writes them, nothing serves them here.
+        lines += ["[web]", f'listen = "{web}"', 'base_url = "https://links.volley.bench.test"']
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -409,7 +420,8 @@ def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim, queue
     conf = os.path.join(workdir, "volley.toml")
     report = os.path.join(workdir, "report.json")
     api = f"127.0.0.1:{free_port('127.0.0.1')}" if args.path == "api" else None
-    volley_config(conf, spool, dns, log_path, dkim, args.threads, api)
+    web = f"127.0.0.1:{free_port('127.0.0.1')}" if args.web else None
+    volley_config(conf, spool, dns, log_path, dkim, args.threads, api, web)
     if api:
         return phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts,
                                 spool, log_path)
@@ -670,6 +682,9 @@ def main():
     ap.add_argument("--path", choices=["send", "api"], default="send",
                     help="send: one `volley send` (the campaign path); api: `volley run` fed by "
                          "its control plane, the campaign uploaded and submitted over the HTTP API")
+    ap.add_argument("--web", action="store_true",
+                    help="[web] on and a template with three tracked links and the open image "
+                         "(the cost of List-Unsubscribe one-click, click and open tracking)")
     ap.add_argument("--tag", default="",
                     help="appended to the result file names (e2e-<date>[-dkim]-<tag>), so an "
                          "experimental run does not replace the figures of a quoted one")
@@ -686,7 +701,7 @@ def main():
         log(f"== workdir {workdir}: dnsmasq, {DOMAINS} domains over {args.sites} sites")
         dns = dnsmasq_start(procs, workdir, args.sites)
         template = os.path.join(workdir, "campaign.toml")
-        write_template(template)
+        write_template(template, args.web)
         msg_bytes = calibrate(procs, args, workdir, volley, dns, template)
         # smtp-source's -l is the body; it adds ~250 bytes of headers.
         payload = max(msg_bytes - 250, 100)

@@ -35,8 +35,8 @@ pub fn web(config: &Config, spool_root: &Path) -> Result<Option<Web>> {
         .with_context(|| "the web links' key ([web] secret_file)")?;
     let links = WebLinks::new(&key, &web.base_url())
         .with_context(|| format!("the web links' key {}", path.display()))?;
-    let signer = LinkSigner::new(&key)
-        .with_context(|| format!("the web links' key {}", path.display()))?;
+    let signer =
+        LinkSigner::new(&key).with_context(|| format!("the web links' key {}", path.display()))?;
     Ok(Some(Web {
         links: Arc::new(links),
         signer: Arc::new(signer),
@@ -53,7 +53,8 @@ impl EngagementLog for DeliveryLogEngagements {
             batch: r.who.batch as u64,
             index: r.who.idx as u32,
         };
-        let line = InboundLogEvent::web(std::time::SystemTime::now(), target, &r.email, status, link);
+        let line =
+            InboundLogEvent::web(std::time::SystemTime::now(), target, &r.email, status, link);
         if let Err(err) = self.0.write_inbound(&line).and_then(|()| self.0.flush()) {
             tracing::warn!(%err, "cannot write the delivery log");
         }

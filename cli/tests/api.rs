@@ -1160,11 +1160,22 @@ fn suppressions_over_the_api_bounds_and_tokens_at_rest() {
 /// the redirect target (no redirect followed), and the body.
 fn curl(args: &[&str]) -> (u16, String, String) {
     let out = std::process::Command::new("curl")
-        .args(["-s", "-S", "--max-time", "10", "-w", "\n%{http_code} %{redirect_url}"])
+        .args([
+            "-s",
+            "-S",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code} %{redirect_url}",
+        ])
         .args(args)
         .output()
         .expect("curl runs");
-    assert!(out.status.success(), "curl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     let (body, tail) = text.rsplit_once('\n').unwrap();
     let (code, location) = tail.split_once(' ').unwrap_or((tail, ""));
@@ -1248,22 +1259,31 @@ fn one_click_unsubscribe_from_the_header_tracked_clicks_and_opens() {
         );
         let prefix = format!("<http://{web}/u/");
         assert!(list.starts_with(&prefix), "{list}");
-        assert!(list.ends_with(", <mailto:unsub@volley.test?subject=w0@x0.test>"), "{list}");
+        assert!(
+            list.ends_with(", <mailto:unsub@volley.test?subject=w0@x0.test>"),
+            "{list}"
+        );
         let url = list[1..list.find('>').unwrap()].to_owned();
         // A GET never unsubscribes: it shows the button.
         let (code, _, page) = curl(&[&url]);
         assert_eq!(code, 200);
         assert!(page.contains("<form method=\"post\">"), "{page}");
         let suppressed = |address: &str| {
-            node.call("GET", &format!("/v1/suppressions?address={address}"), &admin, None)
-                .json()["suppressions"]
+            node.call(
+                "GET",
+                &format!("/v1/suppressions?address={address}"),
+                &admin,
+                None,
+            )
+            .json()["suppressions"]
                 .as_array()
                 .map_or(0, Vec::len)
         };
         assert_eq!(suppressed("w0@x0.test"), 0);
         // The RFC 8058 POST, as a mailbox provider sends it: 200, no redirect.
         for _ in 0..2 {
-            let (code, location, _) = curl(&["-X", "POST", "-d", "List-Unsubscribe=One-Click", &url]);
+            let (code, location, _) =
+                curl(&["-X", "POST", "-d", "List-Unsubscribe=One-Click", &url]);
             assert_eq!((code, location.as_str()), (200, ""));
         }
         let found = node
@@ -1273,7 +1293,9 @@ fn one_click_unsubscribe_from_the_header_tracked_clicks_and_opens() {
         assert_eq!(found["suppressions"][0]["domain"], "volley.test", "{found}");
         let log = std::fs::read_to_string(node.dir.path().join("delivery.jsonl")).unwrap();
         assert!(
-            log.lines().any(|l| l.contains("\"status\":\"unsubscribed\"") && l.contains("\"recipient\":\"w0@x0.test\"")),
+            log.lines()
+                .any(|l| l.contains("\"status\":\"unsubscribed\"")
+                    && l.contains("\"recipient\":\"w0@x0.test\"")),
             "{log}"
         );
         // Forged, altered, truncated or for another endpoint: 404, nothing changes.
@@ -1284,7 +1306,10 @@ fn one_click_unsubscribe_from_the_header_tracked_clicks_and_opens() {
         let post = ["-X", "POST", "-d", "List-Unsubscribe=One-Click"];
         for (args, bad) in [
             (&post[..], format!("http://{web}/u/{altered}")),
-            (&post[..], format!("http://{web}/u/{}", &token[..token.len() - 1])),
+            (
+                &post[..],
+                format!("http://{web}/u/{}", &token[..token.len() - 1]),
+            ),
             (&[][..], format!("http://{web}/c/{token}")),
             (&post[..], format!("http://{web}/u/../v1/campaigns")),
         ] {
@@ -1292,7 +1317,9 @@ fn one_click_unsubscribe_from_the_header_tracked_clicks_and_opens() {
             assert_eq!((code, location.as_str()), (404, ""), "{bad}");
         }
         assert_eq!(suppressed("w1@x1.test"), 0);
-        assert!(node.log().contains("refused a forged or altered link token"));
+        assert!(node
+            .log()
+            .contains("refused a forged or altered link token"));
         // A click: 302 to the template's own URL, counted once.
         let second = message_to("w1@x1.test");
         let text = String::from_utf8_lossy(&second).into_owned();
@@ -1329,7 +1356,12 @@ fn one_click_unsubscribe_from_the_header_tracked_clicks_and_opens() {
             "{view}"
         );
         let table = node
-            .call("GET", &format!("/v1/campaigns/{id}/recipients"), &sender, None)
+            .call(
+                "GET",
+                &format!("/v1/campaigns/{id}/recipients"),
+                &sender,
+                None,
+            )
             .json();
         let acknowledged: Vec<&str> = table["recipients"]
             .as_array()
@@ -1351,7 +1383,11 @@ fn one_click_unsubscribe_from_the_header_tracked_clicks_and_opens() {
         );
         let next_id = id_of(&next);
         let done = node.wait_for(next_id, &sender, "completed", |c| c["state"] == "completed");
-        assert_eq!((&done["suppressed"], &done["delivered"]), (&json!(1), &json!(1)), "{done}");
+        assert_eq!(
+            (&done["suppressed"], &done["delivered"]),
+            (&json!(1), &json!(1)),
+            "{done}"
+        );
         assert_eq!(node.arrived("w0@").len(), 1);
         let again: Vec<Vec<u8>> = node
             .sink

@@ -177,7 +177,7 @@ async fn click(
         Err(refused) => return refused,
     };
     match state.plane.click(&r, i64::from(link)).await {
-        Ok(Some(url)) => match HeaderValue::from_str(&url) {
+        Ok(Some(url)) => match HeaderValue::from_str(&ascii_url(&url)) {
             Ok(location) => {
                 let mut response = StatusCode::FOUND.into_response();
                 let headers = response.headers_mut();
@@ -198,9 +198,9 @@ async fn click(
 
 /// A transparent 1×1 GIF.
 const PIXEL: &[u8] = &[
-    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00,
-    0x00, 0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00,
-    0x00, 0x00, 0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
+    0x47, 0x49, 0x46, 0x38, 0x39, 0x61, 0x01, 0x00, 0x01, 0x00, 0x80, 0x00, 0x00, 0x00, 0x00, 0x00,
+    0xff, 0xff, 0xff, 0x21, 0xf9, 0x04, 0x01, 0x00, 0x00, 0x00, 0x00, 0x2c, 0x00, 0x00, 0x00, 0x00,
+    0x01, 0x00, 0x01, 0x00, 0x00, 0x02, 0x02, 0x44, 0x01, 0x00, 0x3b,
 ];
 
 async fn open(
@@ -273,6 +273,20 @@ fn page(status: StatusCode, title: &str, body: &str) -> Response {
     response
 }
 
+/// `url` with every byte outside printable ASCII percent-encoded (an IRI's
+/// UTF-8), as a `Location` header must be.
+fn ascii_url(url: &str) -> String {
+    let mut out = String::with_capacity(url.len());
+    for b in url.bytes() {
+        if (0x21..0x7f).contains(&b) {
+            out.push(char::from(b));
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
 fn escape(text: &str) -> String {
     text.replace('&', "&amp;")
         .replace('<', "&lt;")
@@ -282,7 +296,15 @@ fn escape(text: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::one_click;
+    use super::{ascii_url, one_click};
+
+    #[test]
+    fn locations_are_ascii() {
+        assert_eq!(
+            ascii_url("https://a.test/é?x=1"),
+            "https://a.test/%C3%A9?x=1"
+        );
+    }
 
     #[test]
     fn the_one_click_body_in_its_forms() {

@@ -126,7 +126,11 @@ impl Plane {
             .await?;
         if new {
             if let Some(log) = self.engagement_log.get() {
-                log.engaged(r, what.name(), (what == Engagement::Clicked).then_some(link));
+                log.engaged(
+                    r,
+                    what.name(),
+                    (what == Engagement::Clicked).then_some(link),
+                );
             }
             tracing::info!(
                 campaign = r.campaign.id,

@@ -93,16 +93,14 @@ impl Store {
         .rows_affected()
             > 0;
         if inserted {
-            sqlx::query(
-                "INSERT INTO events (at, kind, campaign, payload) VALUES ($1, $2, $3, $4)",
-            )
-            .bind(at)
-            .bind(format!("message.{}", what.name()))
-            .bind(who.campaign)
-            .bind(event.to_string())
-            .execute(&mut *tx)
-            .await
-            .what("add an event")?;
+            sqlx::query("INSERT INTO events (at, kind, campaign, payload) VALUES ($1, $2, $3, $4)")
+                .bind(at)
+                .bind(format!("message.{}", what.name()))
+                .bind(who.campaign)
+                .bind(event.to_string())
+                .execute(&mut *tx)
+                .await
+                .what("add an event")?;
         }
         tx.commit().await.what("commit an engagement")?;
         Ok(inserted)
@@ -111,7 +109,7 @@ impl Store {
     /// A campaign's engagement counts.
     pub async fn engagement_counts(&self, campaign: i64) -> Result<EngagementCounts, StoreError> {
         let rows = sqlx::query(
-            "SELECT kind, CAST(COUNT(DISTINCT batch * 1000000 + idx) AS BIGINT) AS n FROM engagements WHERE campaign = $1 GROUP BY kind",
+            "SELECT kind, CAST(COUNT(*) AS BIGINT) AS n FROM (SELECT DISTINCT kind, batch, idx FROM engagements WHERE campaign = $1) AS d GROUP BY kind",
         )
         .bind(campaign)
         .fetch_all(self.pool())
@@ -132,7 +130,11 @@ impl Store {
     }
 
     /// Which of a batch's recipients clicked (acknowledged), by index.
-    pub async fn clicked_in_batch(&self, campaign: i64, batch: i64) -> Result<Vec<i64>, StoreError> {
+    pub async fn clicked_in_batch(
+        &self,
+        campaign: i64,
+        batch: i64,
+    ) -> Result<Vec<i64>, StoreError> {
         let rows = sqlx::query(
             "SELECT DISTINCT idx FROM engagements WHERE campaign = $1 AND batch = $2 AND kind = 'clicked' ORDER BY idx",
         )

@@ -116,7 +116,11 @@ impl Store {
     }
 
     /// The stored bytes of a batch file (published for the fleet), if any.
-    pub async fn batch_file(&self, campaign: i64, batch: i64) -> Result<Option<Vec<u8>>, StoreError> {
+    pub async fn batch_file(
+        &self,
+        campaign: i64,
+        batch: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
         let row = sqlx::query("SELECT bytes FROM batch_files WHERE campaign = $1 AND batch = $2")
             .bind(campaign)
             .bind(batch)

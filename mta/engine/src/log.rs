@@ -361,6 +361,7 @@ mod tests {
             class: Some("hard"),
             feedback_type: None,
             suppression: None,
+            link: None,
         })
         .unwrap();
         log.write_inbound(&InboundLogEvent {
@@ -376,6 +377,7 @@ mod tests {
             class: None,
             feedback_type: Some("abuse"),
             suppression: None,
+            link: None,
         })
         .unwrap();
         drop(log);

@@ -253,7 +253,12 @@ fn decode_entities(text: &str) -> String {
     while let Some(amp) = rest.find('&') {
         out.push_str(&rest[..amp]);
         rest = &rest[amp..];
-        let Some(semi) = rest[..rest.len().min(12)].find(';') else {
+        // A reference is short: look for its `;` in the next 12 bytes (an
+        // ASCII byte, so the index is a character boundary).
+        let Some(semi) = rest.as_bytes()[..rest.len().min(12)]
+            .iter()
+            .position(|&b| b == b';')
+        else {
             out.push('&');
             rest = &rest[1..];
             continue;
@@ -345,6 +350,7 @@ mod tests {
             decode_entities("a&amp;b&#38;c&#x26;d&bogus;e&"),
             "a&b&c&d&bogus;e&"
         );
+        assert_eq!(decode_entities("x&ééééééé;"), "x&ééééééé;");
         assert!(!trackable("javascript:alert(1)"));
         assert!(!trackable("https:///x"));
         assert!(!trackable("https://a.test/x y"));
