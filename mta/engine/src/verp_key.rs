@@ -180,7 +180,7 @@ mod tests {
         assert_eq!(
             err,
             Some(format!(
-                "VERP key {} has 31 bytes; it must hold 32 to 1024",
+                "key file {} has 31 bytes; it must hold 32 to 1024",
                 path.display()
             ))
         );
@@ -202,7 +202,7 @@ mod tests {
         let err = load_or_create_key(&path).err().map(|e| e.to_string());
         assert!(
             err.as_deref().is_some_and(
-                |e| e.starts_with(&format!("cannot create VERP key {}: ", path.display()))
+                |e| e.starts_with(&format!("cannot create key file {}: ", path.display()))
             ),
             "{err:?}"
         );

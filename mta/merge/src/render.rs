@@ -254,8 +254,17 @@ impl Template {
                     .push_url(LinkKind::Unsubscribe, links.target, header);
                 header.push('>');
                 if let Some(own) = &web.own_unsubscribe {
+                    let ours = header.len();
                     header.push_str(", ");
                     push_header_part(own, values, header);
+                    // Written unencoded (an encoded-word would break the URL):
+                    // the template's form stays only if that is safe, ASCII
+                    // tokens short enough to fold.
+                    let plain =
+                        header.is_ascii() && header.split(' ').all(|t| t.len() <= MAX_RECIPIENT);
+                    if !plain {
+                        header.truncate(ours);
+                    }
                 }
                 write_header(out, "List-Unsubscribe", header, Encode::Never);
                 out.put_slice(b"List-Unsubscribe-Post: List-Unsubscribe=One-Click\r\n");

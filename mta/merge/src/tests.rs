@@ -831,6 +831,44 @@ mod web_links {
     }
 
     #[test]
+    fn a_form_that_would_need_encoding_is_left_out_of_the_one_click_header() {
+        let spec = TemplateSpec {
+            headers: [(
+                "List-Unsubscribe".to_owned(),
+                "<mailto:unsub@acme.test?subject={{ first_name }}>".to_owned(),
+            )]
+            .into(),
+            ..campaign()
+        };
+        let links = WebLinks::new(&KEY, "https://links.acme.test").unwrap();
+        let mut ctx = ctx();
+        ctx.web = Some(WebContext {
+            links: &links,
+            target: target(),
+        });
+        let mut out = BytesMut::new();
+        compile(&spec)
+            .render(
+                &["first_name", "code"],
+                &["Zoë".as_bytes(), b"1"],
+                "zoe@example.test",
+                &ctx,
+                &mut out,
+            )
+            .unwrap();
+        let got = String::from_utf8(out.to_vec()).unwrap();
+        let line = got
+            .lines()
+            .find(|l| l.starts_with("List-Unsubscribe:"))
+            .unwrap();
+        assert!(
+            line.starts_with("List-Unsubscribe: <https://links.acme.test/u/"),
+            "{line}"
+        );
+        assert!(line.ends_with('>') && !line.contains("mailto"), "{got}");
+    }
+
+    #[test]
     fn without_links_the_message_reads_as_written() {
         let template = compile(&tracked());
         let got = render_with(&template, None);
