@@ -155,6 +155,11 @@ fn show(c: &Value) -> String {
         "stop_at",
         "eta_s",
         "rejected_rows",
+        "unsubscribed",
+        "complained",
+        "clicked",
+        "opened",
+        "acknowledged",
     ] {
         out.push_str(&format!("{key}: {}\n", text(c, key)));
     }

@@ -136,7 +136,7 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         args.log.as_deref(),
         Arc::clone(&suppressions) as Arc<dyn Suppressions>,
     )?;
-    let feedback = crate::run::feedback(&root, &engine, suppressions, &listen_config);
+    let feedback = crate::run::feedback(&root, &engine, suppressions, &listen_config, None);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
         let mut signals = StopSignals::new()?;

@@ -21,7 +21,7 @@ use volley_control::api::{self, Limits};
 use volley_control::plane::Plane;
 use volley_engine::delivery::feed::Feed;
 use volley_engine::deposit::SpoolDeposit;
-use volley_engine::feedback::Feedback;
+use volley_engine::feedback::{Feedback, FeedbackEvents};
 use volley_engine::host::unix_now;
 use volley_engine::listen::Server;
 use volley_engine::suppress::Suppressions;
@@ -156,7 +156,11 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     )?;
     // What comes back for the local domains is classified on receipt, logged in
     // the engine's delivery log and written to the same suppression list.
-    let feedback = feedback(&root, &engine, suppressions, &listen_config);
+    let events: Arc<dyn FeedbackEvents> = Arc::new(crate::web::PlaneFeedback {
+        plane: Arc::clone(&plane),
+        runtime: runtime.handle().clone(),
+    });
+    let feedback = feedback(&root, &engine, suppressions, &listen_config, Some(events));
     plane.set_engagement_log(Arc::new(crate::web::DeliveryLogEngagements(
         engine.delivery_log(),
     )));
@@ -289,20 +293,23 @@ pub(crate) fn feedback(
     engine: &Engine,
     suppressions: Arc<StoreSuppressions>,
     config: &Config,
+    events: Option<Arc<dyn FeedbackEvents>>,
 ) -> Arc<Feedback> {
-    Arc::new(
-        Feedback::new(
-            root,
-            engine.verp(),
-            engine.source(),
-            engine.delivery_log(),
-            suppressions,
-        )
-        .with_fbl_sources(
-            config.bounce.fbl_sources.clone(),
-            volley_engine::mx::ResolverConfig::of(&config.dns),
-        ),
+    let feedback = Feedback::new(
+        root,
+        engine.verp(),
+        engine.source(),
+        engine.delivery_log(),
+        suppressions,
     )
+    .with_fbl_sources(
+        config.bounce.fbl_sources.clone(),
+        volley_engine::mx::ResolverConfig::of(&config.dns),
+    );
+    Arc::new(match events {
+        Some(events) => feedback.with_events(events),
+        None => feedback,
+    })
 }
 
 /// Binds every `[[listen]]` entry and runs the listener in a task until the

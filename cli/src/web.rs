@@ -1,6 +1,8 @@
 //! `[web]` in the binary: the link signing key (`[web] secret_file`, default
-//! `SPOOL/web.key`), what writes each message's links, and the public
-//! endpoints' server (`volley_control::web`).
+//! `SPOOL/web.key`), what writes each message's links, the public endpoints'
+//! server (`volley_control::web`), and what the control plane hears of what
+//! recipients did: engagements into the delivery log, verified complaints and
+//! unsubscribe requests by mail into the campaign counts.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -10,6 +12,8 @@ use tokio::sync::oneshot;
 use volley_conf::Config;
 use volley_control::plane::engagement::{EngagementLog, LinkRecipient};
 use volley_control::plane::Plane;
+use volley_control::store::engagements::{Engagement, Who};
+use volley_engine::feedback::FeedbackEvents;
 use volley_engine::log::InboundLogEvent;
 use volley_inbound::verp::VerpTarget;
 use volley_merge::WebLinks;
@@ -58,6 +62,36 @@ impl EngagementLog for DeliveryLogEngagements {
         if let Err(err) = self.0.write_inbound(&line).and_then(|()| self.0.flush()) {
             tracing::warn!(%err, "cannot write the delivery log");
         }
+    }
+}
+
+/// Verified complaints and unsubscribe requests by mail, counted by the
+/// control plane per campaign (`volley run`).
+pub struct PlaneFeedback {
+    /// The plane.
+    pub plane: Arc<Plane>,
+    /// Where the store write runs (the inbound path does not wait for it).
+    pub runtime: tokio::runtime::Handle,
+}
+
+impl FeedbackEvents for PlaneFeedback {
+    fn verified(&self, status: &'static str, target: VerpTarget, recipient: &str) {
+        let what = match status {
+            "complained" => Engagement::Complained,
+            _ => Engagement::Unsubscribed,
+        };
+        let who = Who {
+            campaign: target.campaign as i64,
+            batch: target.batch as i64,
+            idx: i64::from(target.index),
+        };
+        let plane = Arc::clone(&self.plane);
+        let email = recipient.to_owned();
+        self.runtime.spawn(async move {
+            if let Err(err) = plane.reported(who, &email, what).await {
+                tracing::warn!(%err, "cannot count a complaint or unsubscribe in the store");
+            }
+        });
     }
 }
 

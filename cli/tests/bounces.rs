@@ -392,6 +392,19 @@ fn a_complaint_to_a_verp_address_suppresses_its_recipient() {
         return;
     }
     let (s, _sink, paths) = sent_through_sink(94, &["carol@sink.test", "dave@sink.test"]);
+    // The daemon serves the API too: the campaign counts the complaint.
+    let ip = Ipv4Addr::new(127, 0, 0, 94);
+    let api = SocketAddr::from((ip, free_port(ip)));
+    let config = std::fs::read_to_string(s.path("volley.toml")).unwrap();
+    let config = config.replacen(
+        "[control]\nlisten = \"\"",
+        &format!("[control]\nlisten = \"{api}\""),
+        1,
+    );
+    std::fs::write(s.path("volley.toml"), config).unwrap();
+    let out = s.volley(&["token", "create", "--name", "ops", "--role", "admin"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let admin = format!("Bearer {}", stdout(&out).trim());
     let _daemon = s.daemon();
     let fixture =
         Path::new(env!("CARGO_MANIFEST_DIR")).join("../mta/inbound/src/fixtures/arf-abuse.eml");
@@ -415,6 +428,19 @@ fn a_complaint_to_a_verp_address_suppresses_its_recipient() {
             "complaint".into()
         )]
     );
+    let path = format!("/v1/campaigns/{}", line["campaign"]);
+    let mut last = serde_json::Value::Null;
+    let counted = poll(Duration::from_secs(30), || {
+        let a = support::http::try_request(api, "GET", &path, &[("Authorization", &admin)], b"")
+            .ok()?;
+        last = a.json();
+        (last["complained"] == 1).then_some(())
+    });
+    assert!(
+        counted.is_some(),
+        "the campaign does not count the complaint: {last}"
+    );
+    assert_eq!(last["unsubscribed"], 0, "{last}");
 }
 
 #[test]

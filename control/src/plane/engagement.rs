@@ -99,6 +99,27 @@ impl Plane {
         Ok(Some(url))
     }
 
+    /// Records what the inbound listener verified about a recipient (a
+    /// complaint or an unsubscribe request by mail; its suppression is the
+    /// listener's): counted once, with its event. Not logged again (the
+    /// delivery log has it).
+    pub async fn reported(
+        &self,
+        who: Who,
+        email: &str,
+        what: Engagement,
+    ) -> Result<bool, PlaneError> {
+        let data = serde_json::json!({
+            "campaign": who.campaign,
+            "batch": who.batch,
+            "recipient": email,
+        });
+        Ok(self
+            .store
+            .record_engagement(who, what, 0, email, &data)
+            .await?)
+    }
+
     /// Records an open (once per recipient).
     pub async fn open(&self, r: &LinkRecipient) -> Result<bool, PlaneError> {
         self.record(r, Engagement::Opened, 0).await
@@ -118,7 +139,7 @@ impl Plane {
         match what {
             Engagement::Clicked => data["link"] = link.into(),
             Engagement::Opened => data["unreliable"] = true.into(),
-            Engagement::Unsubscribed => {}
+            Engagement::Unsubscribed | Engagement::Complained => {}
         }
         let new = self
             .store

@@ -51,8 +51,11 @@ pub struct CampaignView {
     /// Recipients whose open image was fetched: unreliable (some readers fetch
     /// every image, Apple Mail Privacy Protection among them).
     pub opened: i64,
-    /// Recipients who unsubscribed over the one-click link or its page.
+    /// Recipients who unsubscribed: over the one-click link or its page, or
+    /// by mail (a verified request).
     pub unsubscribed: i64,
+    /// Recipients who reported the message as spam (verified complaints).
+    pub complained: i64,
     /// Recipients sent again because the gateway that held their batch was
     /// lost (a fleet): at most this many may have arrived twice.
     pub resent_after_failure: i64,
@@ -176,6 +179,7 @@ impl Plane {
             clicked: engaged.clicked,
             opened: engaged.opened,
             unsubscribed: engaged.unsubscribed,
+            complained: engaged.complained,
             resent_after_failure: self.store.resent_after_failure(c.id).await?,
             partitioned: c.partitioned,
             batches: c.batches,

@@ -15,6 +15,8 @@ pub enum Engagement {
     Clicked,
     /// The open image was fetched (unreliable: some readers fetch every image).
     Opened,
+    /// The recipient reported the message as spam (a verified ARF report).
+    Complained,
 }
 
 impl Engagement {
@@ -24,6 +26,7 @@ impl Engagement {
             Engagement::Unsubscribed => "unsubscribed",
             Engagement::Clicked => "clicked",
             Engagement::Opened => "opened",
+            Engagement::Complained => "complained",
         }
     }
 }
@@ -46,8 +49,10 @@ pub struct EngagementCounts {
     pub clicked: i64,
     /// Recipients whose open image was fetched.
     pub opened: i64,
-    /// Recipients who unsubscribed.
+    /// Recipients who unsubscribed (over the link or by mail).
     pub unsubscribed: i64,
+    /// Recipients who complained (verified reports).
+    pub complained: i64,
 }
 
 impl Store {
@@ -123,6 +128,7 @@ impl Store {
                 "clicked" => counts.clicked = n,
                 "opened" => counts.opened = n,
                 "unsubscribed" => counts.unsubscribed = n,
+                "complained" => counts.complained = n,
                 _ => {}
             }
         }

@@ -181,6 +181,17 @@ pub struct Feedback {
     fbl_sources: Vec<FblSource>,
     /// Checks the DKIM signatures of complaints when a source is a domain.
     dkim: Option<DkimDomains>,
+    /// Told of verified complaints and unsubscribe requests.
+    events: Option<Arc<dyn FeedbackEvents>>,
+}
+
+/// Told of each verified event about one campaign recipient (its VERP token
+/// resolved through its batch): `complained` or `unsubscribed`, so the control
+/// plane can count them per campaign. Called on the inbound path: it must not
+/// block (hand the work to a task).
+pub trait FeedbackEvents: Send + Sync + 'static {
+    /// `status` is the delivery log's: `complained` or `unsubscribed`.
+    fn verified(&self, status: &'static str, target: VerpTarget, recipient: &str);
 }
 
 impl std::fmt::Debug for Feedback {
@@ -213,7 +224,14 @@ impl Feedback {
             writer,
             fbl_sources: Vec::new(),
             dkim: None,
+            events: None,
         }
+    }
+
+    /// Tells `events` of every verified complaint and unsubscribe request.
+    pub fn with_events(mut self, events: Arc<dyn FeedbackEvents>) -> Feedback {
+        self.events = Some(events);
+        self
     }
 
     /// Trusts the complaints (ARF reports) from `sources` (a provider's
@@ -343,6 +361,27 @@ impl Feedback {
                 campaign = ?line.campaign, batch = ?line.batch, index = ?line.index,
                 class = line.class.unwrap_or_default(), from_batch = resolved.from_batch,
                 "inbound event");
+            if let (Some(events), Some(campaign), Some(batch), Some(index), true) = (
+                &self.events,
+                line.campaign,
+                line.batch,
+                line.index,
+                resolved.from_batch && !resolved.recipient.is_empty(),
+            ) {
+                let status = match line.status {
+                    "complained" => Some("complained"),
+                    "unsubscribed" => Some("unsubscribed"),
+                    _ => None,
+                };
+                if let Some(status) = status {
+                    let target = VerpTarget {
+                        campaign,
+                        batch,
+                        index,
+                    };
+                    events.verified(status, target, &resolved.recipient);
+                }
+            }
             let Some(kind) = kind else {
                 continue;
             };
