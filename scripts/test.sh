@@ -13,17 +13,19 @@ cd "$(dirname "$0")/.."
 # implicit TLS; only recommended by swaks, so not pulled in here), openssl (test
 # certificates), postgresql (the control plane's store: each test runs its own
 # server with initdb + pg_ctl in a temporary directory on a 127.0.0.x port), curl
-# (the HTTP client a mailbox provider's one-click unsubscribe POST stands for).
-PEERS=(postfix dnsmasq-base python3-aiosmtpd swaks libnet-ssleay-perl openssl python3-dkim postgresql curl)
+# (the HTTP client a mailbox provider's one-click unsubscribe POST stands for),
+# chromium + chromium-driver + python3-selenium (a real browser on the web pages).
+PEERS=(postfix dnsmasq-base python3-aiosmtpd swaks libnet-ssleay-perl openssl python3-dkim postgresql curl
+       chromium chromium-driver python3-selenium)
 scripts/install-packages.sh "${PEERS[@]}"
 # What the tests start, checked once installed: a missing peer fails here rather
 # than letting its tests skip.
 for peer in /usr/sbin/smtp-sink /usr/sbin/smtp-source /usr/sbin/postfix /usr/sbin/dnsmasq \
-            /usr/bin/swaks /usr/bin/openssl /usr/bin/curl; do
+            /usr/bin/swaks /usr/bin/openssl /usr/bin/curl /usr/bin/chromium /usr/bin/chromedriver; do
   [ -x "$peer" ] || { echo "test peer missing: $peer" >&2; exit 1; }
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "test peer missing: PostgreSQL's initdb" >&2; exit 1; }
-/usr/bin/python3 -c 'import aiosmtpd, dkim' || { echo "test peers missing: python3-aiosmtpd, python3-dkim" >&2; exit 1; }
+/usr/bin/python3 -c 'import aiosmtpd, dkim, selenium' || { echo "test peers missing: python3-aiosmtpd, python3-dkim, python3-selenium" >&2; exit 1; }
 
 echo "== module graph"
 python3 scripts/module-cycles.py

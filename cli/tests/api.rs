@@ -1402,3 +1402,67 @@ fn one_click_unsubscribe_from_the_header_tracked_clicks_and_opens() {
             .any(|m| header_of(m, "List-Unsubscribe-Post").is_none()));
     }
 }
+
+#[test]
+fn the_unsubscribe_page_works_in_a_real_browser() {
+    if !std::path::Path::new("/usr/bin/chromedriver").exists() {
+        support::skip(
+            "the_unsubscribe_page_works_in_a_real_browser",
+            "chromium-driver is not installed",
+        );
+        return;
+    }
+    let ip = Ipv4Addr::new(127, 0, 0, 87);
+    let web = SocketAddr::from((ip, free_port(ip)));
+    let node = Node::start(87, false, &format!("[web]\nlisten = \"{web}\"\n"));
+    let sender = node.token("shop", "sender");
+    let c = node.call(
+        "POST",
+        "/v1/campaigns",
+        &sender,
+        Some(&json!({"template": template(), "recipients": rows("b", 1)})),
+    );
+    let id = id_of(&c);
+    node.wait_for(id, &sender, "completed", |c| c["state"] == "completed");
+    let message = node.sink.parsed_messages()[0].body_crlf();
+    let list = header_of(&message, "List-Unsubscribe").unwrap();
+    let url = &list[1..list.find('>').unwrap()];
+    let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
+    let script =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/unsubscribe.py");
+    let mut cmd = std::process::Command::new("/usr/bin/python3");
+    cmd.arg(&script).arg(url).arg(&shots);
+    let out = support::process::run_bounded(&mut cmd, b"", Duration::from_secs(90)).unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(seen["before"]["title"], "Unsubscribe", "{seen}");
+    assert!(
+        seen["before"]["text"]
+            .as_str()
+            .unwrap()
+            .contains("volley.test"),
+        "{seen}"
+    );
+    assert_eq!(seen["after"]["title"], "Unsubscribed", "{seen}");
+    // The button posts to the same URL; no redirect.
+    assert_eq!(seen["after"]["url"], url, "{seen}");
+    let found = node
+        .call(
+            "GET",
+            "/v1/suppressions?address=b0@x0.test",
+            &node.admin,
+            None,
+        )
+        .json();
+    assert_eq!(found["suppressions"][0]["reason"], "unsubscribe", "{found}");
+    let view = node
+        .call("GET", &format!("/v1/campaigns/{id}"), &sender, None)
+        .json();
+    assert_eq!(view["unsubscribed"], 1, "{view}");
+    assert!(shots.join("unsubscribed.png").exists());
+}
