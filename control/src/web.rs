@@ -69,6 +69,9 @@ pub async fn serve(
 
 type Client = ConnectInfo<SocketAddr>;
 
+/// A handler's answer; the error side is a refusal (`404`, `503`) already made.
+type Answer = Result<Response, Response>;
+
 /// The recipient a token names, or the response that refuses it.
 async fn resolve(
     state: &WebState,
@@ -106,13 +109,10 @@ async fn unsubscribe_page(
     State(state): State<WebState>,
     ConnectInfo(client): Client,
     Path(token): Path<String>,
-) -> Response {
-    let (r, _) = match resolve(&state, LinkKind::Unsubscribe, &token, client).await {
-        Ok(found) => found,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let (r, _) = resolve(&state, LinkKind::Unsubscribe, &token, client).await?;
     let domain = escape(&r.campaign.sender_domain);
-    page(
+    Ok(page(
         StatusCode::OK,
         "Unsubscribe",
         &format!(
@@ -120,7 +120,7 @@ async fn unsubscribe_page(
              <form method=\"post\"><input type=\"hidden\" name=\"List-Unsubscribe\" value=\"One-Click\">\
              <button type=\"submit\">Unsubscribe</button></form>"
         ),
-    )
+    ))
 }
 
 async fn unsubscribe(
@@ -128,29 +128,28 @@ async fn unsubscribe(
     ConnectInfo(client): Client,
     Path(token): Path<String>,
     body: Bytes,
-) -> Response {
-    let (r, _) = match resolve(&state, LinkKind::Unsubscribe, &token, client).await {
-        Ok(found) => found,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let (r, _) = resolve(&state, LinkKind::Unsubscribe, &token, client).await?;
     if !one_click(&body) {
-        return page(
+        return Err(page(
             StatusCode::BAD_REQUEST,
             "Unsubscribe",
             "<p>The request must carry the form field List-Unsubscribe=One-Click (RFC 8058): use the button on this page.</p>",
-        );
+        ));
     }
-    match state.plane.unsubscribe(&r).await {
-        Ok(_) => page(
-            StatusCode::OK,
-            "Unsubscribed",
-            &format!(
-                "<p>You will get no more mail from <b>{}</b>.</p>",
-                escape(&r.campaign.sender_domain)
-            ),
+    state
+        .plane
+        .unsubscribe(&r)
+        .await
+        .map_err(|e| unavailable(&e))?;
+    Ok(page(
+        StatusCode::OK,
+        "Unsubscribed",
+        &format!(
+            "<p>You will get no more mail from <b>{}</b>.</p>",
+            escape(&r.campaign.sender_domain)
         ),
-        Err(e) => unavailable(&e),
-    }
+    ))
 }
 
 /// Whether a POST body holds `List-Unsubscribe=One-Click`, as a form field
@@ -171,29 +170,24 @@ async fn click(
     State(state): State<WebState>,
     ConnectInfo(client): Client,
     Path(token): Path<String>,
-) -> Response {
-    let (r, link) = match resolve(&state, LinkKind::Click, &token, client).await {
-        Ok(found) => found,
-        Err(refused) => return refused,
-    };
-    match state.plane.click(&r, i64::from(link)).await {
-        Ok(Some(url)) => match HeaderValue::from_str(&ascii_url(&url)) {
-            Ok(location) => {
-                let mut response = StatusCode::FOUND.into_response();
-                let headers = response.headers_mut();
-                headers.insert(header::LOCATION, location);
-                headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-                headers.insert(
-                    header::REFERRER_POLICY,
-                    HeaderValue::from_static("no-referrer"),
-                );
-                response
-            }
-            Err(_) => not_found(),
-        },
-        Ok(None) => not_found(),
-        Err(e) => unavailable(&e),
-    }
+) -> Answer {
+    let (r, link) = resolve(&state, LinkKind::Click, &token, client).await?;
+    let url = state
+        .plane
+        .click(&r, i64::from(link))
+        .await
+        .map_err(|e| unavailable(&e))?
+        .ok_or_else(not_found)?;
+    let location = HeaderValue::from_str(&ascii_url(&url)).map_err(|_| not_found())?;
+    let mut response = StatusCode::FOUND.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::LOCATION, location);
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
+    Ok(response)
 }
 
 /// A transparent 1×1 GIF.
@@ -207,11 +201,8 @@ async fn open(
     State(state): State<WebState>,
     ConnectInfo(client): Client,
     Path(token): Path<String>,
-) -> Response {
-    let (r, _) = match resolve(&state, LinkKind::Open, &token, client).await {
-        Ok(found) => found,
-        Err(refused) => return refused,
-    };
+) -> Answer {
+    let (r, _) = resolve(&state, LinkKind::Open, &token, client).await?;
     if let Err(e) = state.plane.open(&r).await {
         // The image is shown all the same; the open is lost.
         tracing::warn!(err = %e, "cannot record an open");
@@ -220,7 +211,7 @@ async fn open(
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    response
+    Ok(response)
 }
 
 fn not_found() -> Response {

@@ -19,7 +19,8 @@
 //! template's tracked links (0 for the other kinds). An 80-bit tag makes a forged
 //! token a 2^-80 guess; it is compared in constant time (the double-HMAC
 //! comparison, as in VERP tokens). Base64url keeps the token to characters that
-//! need no escaping in a URL, a header or an HTML attribute.
+//! need no escaping in a URL, a header or an HTML attribute (data-encoding's
+//! `BASE64URL_NOPAD`, which refuses non-zero trailing bits).
 //!
 //! This module is pure: the key comes in as bytes; the binary reads or creates
 //! the key file (`[web] secret_file`, default `SPOOL/web.key`), which every
@@ -127,59 +128,19 @@ impl fmt::Debug for LinkSigner {
     }
 }
 
-const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
-
-fn decode_char(c: u8) -> Option<u8> {
-    Some(match c {
-        b'A'..=b'Z' => c - b'A',
-        b'a'..=b'z' => c - b'a' + 26,
-        b'0'..=b'9' => c - b'0' + 52,
-        b'-' => 62,
-        b'_' => 63,
-        _ => return None,
-    })
-}
-
-// Hand-written (32 bytes each way, on the send path per message and link): a
-// general base64 crate would add a dependency for eleven lines.
-fn encode_into(payload: &[u8; PAYLOAD_LEN], mut out: impl FnMut(u8)) {
-    for chunk in payload.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        let chars = chunk.len() + 1;
-        for i in 0..chars {
-            out(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize]);
-        }
-    }
-}
+/// Base64url without padding; trailing bits must be zero, so each payload has
+/// exactly one token.
+static BASE64URL: data_encoding::Encoding = data_encoding::BASE64URL_NOPAD;
 
 fn decode(token: &[u8]) -> Option<[u8; PAYLOAD_LEN]> {
     if token.len() != TOKEN_LEN {
         return None;
     }
     let mut out = [0u8; PAYLOAD_LEN];
-    let mut at = 0;
-    for chunk in token.chunks(4) {
-        let mut n = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            n |= u32::from(decode_char(c)?) << (18 - 6 * i);
-        }
-        let bytes = chunk.len() - 1;
-        for i in 0..bytes {
-            out[at] = (n >> (16 - 8 * i)) as u8;
-            at += 1;
-        }
-        // The unused low bits of a short last group must be zero, so that
-        // each payload has exactly one token.
-        if bytes < 3 && n & ((1 << (8 * (3 - bytes))) - 1) != 0 {
-            return None;
-        }
+    match BASE64URL.decode_mut(token, &mut out) {
+        Ok(PAYLOAD_LEN) => Some(out),
+        _ => None,
     }
-    Some(out)
 }
 
 impl LinkSigner {
@@ -201,11 +162,6 @@ impl LinkSigner {
         ctx.sign()
     }
 
-    /// Appends the token for `target` on `kind`'s endpoint to `out`.
-    pub fn write_token(&self, kind: LinkKind, target: LinkTarget, out: &mut Vec<u8>) {
-        out.extend_from_slice(&self.encode(kind, target));
-    }
-
     /// The token for `target` on `kind`'s endpoint, as ASCII bytes.
     pub fn encode(&self, kind: LinkKind, target: LinkTarget) -> [u8; TOKEN_LEN] {
         let mut payload = [0u8; PAYLOAD_LEN];
@@ -216,20 +172,14 @@ impl LinkSigner {
         let tag = self.tag(kind, &payload[..IDS_LEN]);
         payload[IDS_LEN..].copy_from_slice(&tag.as_ref()[..TAG_LEN]);
         let mut out = [0u8; TOKEN_LEN];
-        let mut at = 0;
-        encode_into(&payload, |c| {
-            out[at] = c;
-            at += 1;
-        });
+        BASE64URL.encode_mut(&payload, &mut out);
         out
     }
 
     /// The token for `target`, as a string.
     pub fn token(&self, kind: LinkKind, target: LinkTarget) -> String {
-        let mut out = Vec::with_capacity(TOKEN_LEN);
-        self.write_token(kind, target, &mut out);
-        // Only ASCII from ALPHABET was written.
-        String::from_utf8_lossy(&out).into_owned()
+        // Base64url: ASCII only.
+        String::from_utf8_lossy(&self.encode(kind, target)).into_owned()
     }
 
     /// Checks a token taken from `kind`'s endpoint and says what it names.
@@ -260,6 +210,8 @@ impl LinkSigner {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
 
     fn signer() -> LinkSigner {
         LinkSigner::new(&[7u8; 32]).unwrap()
@@ -335,10 +287,9 @@ mod tests {
     fn encoding_round_trips_every_byte_value() {
         for b in 0..=255u8 {
             let payload = [b; PAYLOAD_LEN];
-            let mut out = Vec::new();
-            encode_into(&payload, |c| out.push(c));
+            let out = BASE64URL.encode(&payload);
             assert_eq!(out.len(), TOKEN_LEN);
-            assert_eq!(decode(&out), Some(payload));
+            assert_eq!(decode(out.as_bytes()), Some(payload));
         }
     }
 }

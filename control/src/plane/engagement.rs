@@ -55,8 +55,8 @@ impl Plane {
             return found(r.email);
         }
         let name = Spool::file_name(who.campaign as u64, who.batch as u64);
-        for dir in [self.spool.active_dir(), self.spool.done_dir()] {
-            if let Ok(bytes) = tokio::fs::read(dir.join(&name)).await {
+        if let Some(path) = self.spool.find(&name) {
+            if let Ok(bytes) = tokio::fs::read(path).await {
                 if let Some(email) = address_in(&bytes, who.idx) {
                     return found(email);
                 }

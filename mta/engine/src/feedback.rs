@@ -185,6 +185,22 @@ pub struct Feedback {
     events: Option<Arc<dyn FeedbackEvents>>,
 }
 
+/// What [`FeedbackEvents::verified`] hears of `event`: a complaint or an
+/// unsubscribe request naming a VERP target.
+fn verified_target(event: &InboundEvent) -> Option<(&'static str, VerpTarget)> {
+    match event {
+        InboundEvent::Complained {
+            target: Some(target),
+            ..
+        } => Some(("complained", *target)),
+        InboundEvent::Unsubscribed {
+            target: Some(target),
+            ..
+        } => Some(("unsubscribed", *target)),
+        _ => None,
+    }
+}
+
 /// Told of each verified event about one campaign recipient (its VERP token
 /// resolved through its batch): `complained` or `unsubscribed`, so the control
 /// plane can count them per campaign. Called on the inbound path: it must not
@@ -361,26 +377,12 @@ impl Feedback {
                 campaign = ?line.campaign, batch = ?line.batch, index = ?line.index,
                 class = line.class.unwrap_or_default(), from_batch = resolved.from_batch,
                 "inbound event");
-            if let (Some(events), Some(campaign), Some(batch), Some(index), true) = (
+            if let (Some(events), Some((status, target)), true) = (
                 &self.events,
-                line.campaign,
-                line.batch,
-                line.index,
+                verified_target(event),
                 resolved.from_batch && !resolved.recipient.is_empty(),
             ) {
-                let status = match line.status {
-                    "complained" => Some("complained"),
-                    "unsubscribed" => Some("unsubscribed"),
-                    _ => None,
-                };
-                if let Some(status) = status {
-                    let target = VerpTarget {
-                        campaign,
-                        batch,
-                        index,
-                    };
-                    events.verified(status, target, &resolved.recipient);
-                }
+                events.verified(status, target, &resolved.recipient);
             }
             let Some(kind) = kind else {
                 continue;

@@ -46,7 +46,7 @@ impl WebLinks {
         out.push(b'/');
         out.extend_from_slice(kind.path().as_bytes());
         out.push(b'/');
-        self.signer.write_token(kind, target, out);
+        out.extend_from_slice(&self.signer.encode(kind, target));
     }
 
     /// Appends `BASE/<kind>/TOKEN` for `target` to a string.
@@ -62,9 +62,9 @@ impl WebLinks {
 
     /// `BASE/<kind>/TOKEN` for `target`, as a string.
     pub fn url(&self, kind: LinkKind, target: LinkTarget) -> String {
-        let mut out = Vec::new();
-        self.write_url(kind, target, &mut out);
-        String::from_utf8_lossy(&out).into_owned()
+        let mut out = String::new();
+        self.push_url(kind, target, &mut out);
+        out
     }
 }
 
