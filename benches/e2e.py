@@ -12,6 +12,7 @@ and go). The queues of volley and Postfix live on a fresh ext4 on a loop device
 Everything binds to 127.0.0.0/8; every wait has a deadline.
 """
 import argparse
+import base64
 import datetime
 import json
 import os
@@ -31,6 +32,7 @@ SINK = "/usr/sbin/smtp-sink"
 SOURCE = "/usr/sbin/smtp-source"
 DNSMASQ = "/usr/sbin/dnsmasq"
 POSTFIX = "/usr/sbin/postfix"
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 def log(msg):
@@ -268,7 +270,8 @@ def write_template(path, web=False):
         f.write("html = " + json.dumps(html, ensure_ascii=False) + "\n")
 
 
-def volley_config(path, spool, dns, log_path, dkim, threads=None, api=None, web=None):
+def volley_config(path, spool, dns, log_path, dkim, threads=None, api=None, web=None,
+                  webhook=None):
     # No [control] section unless the API is used: a binary from before the
     # control plane (an A/B's A) refuses it.
     lines = (["[control]", f'listen = "{api}"'] if api else []) + [
@@ -289,6 +292,10 @@ def volley_config(path, spool, dns, log_path, dkim, threads=None, api=None, web=
         # Links in every message (List-Unsubscribe one-click, tracked clicks,
         # the open image); `volley send` writes them, nothing serves them here.
         lines += ["[web]", f'listen = "{web}"', 'base_url = "https://links.volley.bench.test"']
+    if webhook:
+        # Every delivery pushed to a batched webhook (url, secret file).
+        lines += ["[[webhook]]", f'url = "{webhook[0]}"', f'secret_file = "{webhook[1]}"',
+                  'events = ["message.delivered"]', "batch = 1000"]
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -421,10 +428,21 @@ def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim, queue
     report = os.path.join(workdir, "report.json")
     api = f"127.0.0.1:{free_port('127.0.0.1')}" if args.path == "api" else None
     web = f"127.0.0.1:{free_port('127.0.0.1')}" if args.web else None
-    volley_config(conf, spool, dns, log_path, dkim, args.threads, api, web)
+    webhook = None
+    if args.webhook:
+        port = free_port("127.0.0.1")
+        counts = os.path.join(workdir, f"webhook{round_ or ''}.json")
+        secret = os.path.join(workdir, "webhook.secret")
+        with open(secret, "w") as f:
+            f.write("whsec_" + base64.b64encode(os.urandom(32)).decode() + "\n")
+        sink = procs.start([sys.executable, os.path.join(HERE, "webhook_sink.py"), "127.0.0.1",
+                            str(port), counts])
+        wait_listening("127.0.0.1", port)
+        webhook = (f"http://127.0.0.1:{port}/hook", secret, counts, sink)
+    volley_config(conf, spool, dns, log_path, dkim, args.threads, api, web, webhook)
     if api:
         return phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts,
-                                spool, log_path)
+                                spool, log_path, webhook)
     sinks = Sinks(procs, args.sites, workdir)
     out = open(os.path.join(workdir, "volley.out"), "ab")
     t0_wall = time.time()
@@ -480,10 +498,13 @@ def api_call(api, method, path, token, body=None, data=None, timeout=3600):
         return json.loads(r.read())
 
 
-def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, spool, log_path):
+def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, spool, log_path,
+                     webhook=None):
     """volley run fed by its control plane: the list uploaded (streamed), the
     campaign submitted over the API, timed until the API says completed. CPU is
-    the daemon's, all of it (startup and the API included)."""
+    the daemon's, all of it (startup and the API included). With a webhook,
+    also until the webhook got every delivery event (webhook_lag_s after
+    completion), the daemon's CPU counted to then."""
     import tomllib
     out = open(os.path.join(workdir, "volley.out"), "ab")
     tok = subprocess.run([volley, "-C", conf, "token", "create", "--name", f"bench{time.time_ns()}",
@@ -514,7 +535,25 @@ def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, s
         peak_files, peak_bytes = max(peak_files, files), max(peak_bytes, size)
         time.sleep(0.2)
     wall = time.monotonic() - started
+    lag = None
+    if webhook:
+        counts, end = webhook[2], time.monotonic() + 600
+        got = {}
+        while time.monotonic() < end:
+            try:
+                with open(counts) as f:
+                    got = json.load(f)
+            except (OSError, ValueError):
+                pass
+            if got.get("events", 0) >= c["delivered"]:
+                break
+            time.sleep(0.2)
+        lag = time.monotonic() - started - wall
+        log(f"   webhook: {got.get('events', 0):,} events in {got.get('requests', 0):,} requests, "
+            f"the last {lag:.1f} s after completion")
     ru = procs.stop(p)
+    if webhook:
+        procs.stop(webhook[3])
     sink_cpu = sinks.stop()
     delivered = c["delivered"]
     if delivered != args.recipients:
@@ -525,7 +564,8 @@ def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, s
             "sys_us_per_msg": ru.ru_stime / max(delivered, 1) * 1e6,
             "peak_rss_mb": ru.ru_maxrss / 1024, "queue_files": peak_files,
             "queue_mb": peak_bytes / 1e6, "sink_cpu_us_per_msg": sink_cpu / max(delivered, 1) * 1e6,
-            "queued_s": queued_s, "report": c, "series": delivered_series(log_path, t0_wall)}
+            "queued_s": queued_s, "webhook_lag_s": lag, "report": c,
+            "series": delivered_series(log_path, t0_wall)}
 
 
 def postfix_config(d, smtpd, sites):
@@ -685,12 +725,17 @@ def main():
     ap.add_argument("--web", action="store_true",
                     help="[web] on and a template with three tracked links and the open image "
                          "(the cost of List-Unsubscribe one-click, click and open tracking)")
+    ap.add_argument("--webhook", action="store_true",
+                    help="with --path api: a [[webhook]] getting every message.delivered in "
+                         "batches of 1,000 (benches/webhook_sink.py); timed until it got them all")
     ap.add_argument("--tag", default="",
                     help="appended to the result file names (e2e-<date>[-dkim]-<tag>), so an "
                          "experimental run does not replace the figures of a quoted one")
     args = ap.parse_args()
     if not 1 <= args.sites <= 100:
         ap.error("--sites must be 1..100")
+    if args.webhook and args.path != "api":
+        ap.error("--webhook needs --path api (volley send delivers no webhooks)")
     volley = os.path.abspath(args.volley)
     procs = Procs()
     workdir = tempfile.mkdtemp(prefix="volley-e2e-", dir="/tmp")

@@ -14,10 +14,17 @@ cd "$(dirname "$0")/.."
 # certificates), postgresql (the control plane's store: each test runs its own
 # server with initdb + pg_ctl in a temporary directory on a 127.0.0.x port), curl
 # (the HTTP client a mailbox provider's one-click unsubscribe POST stands for),
-# chromium + chromium-driver + python3-selenium (a real browser on the web pages).
+# chromium + chromium-driver + python3-selenium (a real browser on the web pages),
+# python3-pip (for what Debian does not package, below).
 PEERS=(postfix dnsmasq-base python3-aiosmtpd swaks libnet-ssleay-perl openssl python3-dkim postgresql curl
-       chromium chromium-driver python3-selenium)
+       chromium chromium-driver python3-selenium python3-pip)
 scripts/install-packages.sh "${PEERS[@]}"
+# From PyPI, pinned, into target/pylib (not the system's Python): the Standard
+# Webhooks reference library, which checks volley's webhook signatures.
+if ! PYTHONPATH=target/pylib /usr/bin/python3 -c 'import standardwebhooks' 2>/dev/null; then
+  /usr/bin/python3 -m pip install --quiet --disable-pip-version-check --root-user-action=ignore --no-deps \
+    --target target/pylib standardwebhooks==1.3.0
+fi
 # What the tests start, checked once installed: a missing peer fails here rather
 # than letting its tests skip.
 for peer in /usr/sbin/smtp-sink /usr/sbin/smtp-source /usr/sbin/postfix /usr/sbin/dnsmasq \
@@ -26,6 +33,7 @@ for peer in /usr/sbin/smtp-sink /usr/sbin/smtp-source /usr/sbin/postfix /usr/sbi
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "test peer missing: PostgreSQL's initdb" >&2; exit 1; }
 /usr/bin/python3 -c 'import aiosmtpd, dkim, selenium' || { echo "test peers missing: python3-aiosmtpd, python3-dkim, python3-selenium" >&2; exit 1; }
+PYTHONPATH=target/pylib /usr/bin/python3 -c 'import standardwebhooks' || { echo "test peer missing: standardwebhooks (target/pylib)" >&2; exit 1; }
 
 echo "== module graph"
 python3 scripts/module-cycles.py

@@ -56,3 +56,13 @@ pub fn plane(
         },
     ))
 }
+
+/// This node's name among gateways and in delivery events (`[gateway] name`,
+/// else the host's).
+pub fn node_name(config: &Config) -> String {
+    config
+        .gateway
+        .name
+        .clone()
+        .unwrap_or_else(volley_engine::host::host_name)
+}

@@ -36,6 +36,7 @@ pub fn run(args: ControlArgs, config_path: Option<&Path>) -> Result<String> {
     if let Some(dir) = &args.spool {
         config.spool.dir = dir.clone();
     }
+    let webhooks = crate::webhooks::configured(&config)?;
     let Some(addr) = config.control.listen else {
         bail!("volley control serves the API gateways lease from: set [control] listen");
     };
@@ -78,6 +79,7 @@ pub fn run(args: ControlArgs, config_path: Option<&Path>) -> Result<String> {
             .with_context(|| format!("cannot listen on {addr} ([control] listen)"))?;
         tracing::info!(%addr, store = %plane.store().url(), "volley control: serving the API and leases");
         let router = api::router(Arc::clone(&plane), limits, Some(fleet));
+        let webhooks = crate::webhooks::start(&config, &webhooks, &plane).await?;
         let ticker = tokio::spawn({
             let plane = Arc::clone(&plane);
             async move {
@@ -111,6 +113,7 @@ pub fn run(args: ControlArgs, config_path: Option<&Path>) -> Result<String> {
             .await
             .context("the API server failed")?;
         ticker.abort();
+        webhooks.abort();
         if let Some((stop, task)) = web {
             let _ = stop.send(());
             let _ = task.await;

@@ -13,11 +13,15 @@ use std::sync::atomic::AtomicBool;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
+use volley_control::plane::delivery_events::{attempt_event, Attempt};
 use volley_control::plane::progress::{domain_counts, final_row, LastReply};
 use volley_control::plane::{Admission, Plane};
 use volley_control::store::batches::{Counts, DoneBatch, Progress};
+use volley_control::store::events::NewEvent;
 use volley_control::store::now;
-use volley_engine::delivery::feed::{open_spool_round, Admit, Feed, LiveBatch, Opened, Reply};
+use volley_engine::delivery::feed::{
+    open_spool_round, Admit, Feed, Keep, LiveBatch, Opened, Reply,
+};
 use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
 
 /// How often live batches' progress goes to the store while a round runs (and
@@ -51,6 +55,11 @@ pub struct ControlFeed {
     free: Arc<AtomicBool>,
     last_progress: Mutex<Option<Instant>>,
     sent: Mutex<HashMap<BatchKey, Sent>>,
+    /// This node's name in delivery events (`[gateway] name`, else the host's).
+    gateway: String,
+    /// Held while replies are turned into events and written, so that the
+    /// outbox gets them in the order they came.
+    outbox_order: Mutex<()>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -96,8 +105,13 @@ pub(crate) fn finalize(path: &std::path::Path, mark: u64) -> Result<u64, QueueEr
 
 impl ControlFeed {
     /// Feeds the engine from `spool` as `plane` admits; store writes run on
-    /// `runtime`.
-    pub fn new(spool: Spool, plane: Arc<Plane>, runtime: tokio::runtime::Handle) -> ControlFeed {
+    /// `runtime`; delivery events name `gateway`.
+    pub fn new(
+        spool: Spool,
+        plane: Arc<Plane>,
+        runtime: tokio::runtime::Handle,
+        gateway: String,
+    ) -> ControlFeed {
         ControlFeed {
             spool,
             plane,
@@ -105,6 +119,71 @@ impl ControlFeed {
             free: Arc::new(AtomicBool::new(false)),
             last_progress: Mutex::new(None),
             sent: Mutex::default(),
+            gateway,
+            outbox_order: Mutex::new(()),
+        }
+    }
+
+    /// Takes the replies the engine kept on `batches`: each recipient's last
+    /// failure is remembered for its final row, and every reply of a type
+    /// some webhook wants becomes an outbox event (returned, in order).
+    fn take_replies<'a>(&self, batches: impl Iterator<Item = &'a LiveBatch>) -> Vec<NewEvent> {
+        let wanted = self.plane.wanted_events();
+        let mut events = Vec::new();
+        let mut sent = lock(&self.sent);
+        for batch in batches {
+            if batch.replies.is_none() {
+                continue;
+            }
+            let replies = batch.take_replies();
+            if replies.is_empty() {
+                continue;
+            }
+            let (campaign, id) = key(batch);
+            let entry = sent.entry((campaign, id)).or_default();
+            let view = batch.map.view();
+            for reply in replies {
+                if wanted.any_delivery() {
+                    let recipient = view
+                        .recipient(reply.index as usize)
+                        .map(|r| r.address())
+                        .unwrap_or_default();
+                    let attempt = Attempt {
+                        campaign,
+                        batch: id,
+                        index: i64::from(reply.index),
+                        recipient: &recipient,
+                        state: reply.state,
+                        code: reply.code,
+                        enhanced: &reply.enhanced,
+                        reply: &reply.text,
+                        attempt: reply.attempt,
+                        next_attempt: reply.next_attempt,
+                        at: reply.at as i64,
+                        gateway: &self.gateway,
+                    };
+                    events.extend(attempt_event(&attempt, wanted));
+                }
+                if reply.state != State::Delivered {
+                    entry.replies.insert(reply.index, last_reply(reply));
+                }
+            }
+        }
+        events
+    }
+
+    /// Writes the events of the replies kept on `batches` to the outbox (a
+    /// failure is logged: the final outcomes are written again when their
+    /// batches complete).
+    fn write_events(&self, batches: &[Arc<LiveBatch>]) {
+        let _order = lock(&self.outbox_order);
+        let events = self.take_replies(batches.iter().map(|b| b.as_ref()));
+        if events.is_empty() {
+            return;
+        }
+        let plane = Arc::clone(&self.plane);
+        if let Err(err) = self.block_on(async move { plane.add_events(&events).await }) {
+            tracing::warn!(%err, "cannot write delivery events to the outbox");
         }
     }
 
@@ -142,9 +221,6 @@ impl ControlFeed {
                 }
             }
             entry.counts = counts;
-            for reply in batch.take_replies() {
-                entry.replies.insert(reply.index, last_reply(reply));
-            }
         }
         progress
     }
@@ -165,14 +241,17 @@ impl ControlFeed {
 impl Feed for ControlFeed {
     fn open_round(&self, now: u64, window: u64) -> Result<Opened, QueueError> {
         let plane = &self.plane;
+        // Deliveries' replies are kept only when a webhook wants them.
+        let keep = if plane.wanted_events().has("message.delivered") {
+            Keep::Everything
+        } else {
+            Keep::Failures
+        };
         let mut finalized = 0u64;
         let mut failure = None;
         let opened = open_spool_round(&self.spool, now, window, |status| {
             match plane.admit(status.campaign_id, now) {
-                Admission::Open(hold) => Admit::Open {
-                    hold,
-                    replies: true,
-                },
+                Admission::Open(hold) => Admit::Open { hold, keep },
                 Admission::Wait(until) => Admit::Wait(until),
                 Admission::Finalize(mark) => {
                     if status.counts.unfinished() > 0 {
@@ -185,12 +264,12 @@ impl Feed for ControlFeed {
                     // round's end.
                     Admit::Open {
                         hold: Arc::new(AtomicBool::new(true)),
-                        replies: true,
+                        keep: Keep::Failures,
                     }
                 }
                 Admission::Unknown => Admit::Open {
                     hold: Arc::clone(&self.free),
-                    replies: false,
+                    keep: Keep::Nothing,
                 },
             }
         })?;
@@ -213,6 +292,7 @@ impl Feed for ControlFeed {
                 result = Err(err);
             }
         }
+        self.write_events(batches);
         let due = {
             let mut last = lock(&self.last_progress);
             let due = last.is_none_or(|t| t.elapsed() >= PROGRESS_EVERY);
@@ -243,8 +323,10 @@ impl Feed for ControlFeed {
 
     fn complete(&self, finished: &[&LiveBatch]) -> Result<u64, QueueError> {
         let at = now();
+        let _order = lock(&self.outbox_order);
         for chunk in finished.chunks(COMPLETE_CHUNK) {
             let mut done = Vec::new();
+            let events = self.take_replies(chunk.iter().copied());
             {
                 let mut sent = lock(&self.sent);
                 for batch in chunk {
@@ -253,10 +335,7 @@ impl Feed for ControlFeed {
                     }
                     let (campaign, id) = key(batch);
                     let view = batch.map.view();
-                    let mut entry = sent.remove(&(campaign, id)).unwrap_or_default();
-                    for reply in batch.take_replies() {
-                        entry.replies.insert(reply.index, last_reply(reply));
-                    }
+                    let entry = sent.remove(&(campaign, id)).unwrap_or_default();
                     let recipients = (0..view.len())
                         .map(|i| {
                             let slot = batch.map.slot(i).unwrap_or(Slot::PENDING);
@@ -271,13 +350,14 @@ impl Feed for ControlFeed {
                     });
                 }
             }
-            if done.is_empty() {
+            if done.is_empty() && events.is_empty() {
                 continue;
             }
             // The store first: a crash before the move leaves the batch in
             // active/, completed again (idempotently) at the next round.
             let plane = Arc::clone(&self.plane);
-            self.block_on(async move { plane.complete_batches(&done).await })
+            let gateway = &self.gateway;
+            self.block_on(async move { plane.complete_batches(&done, events, gateway).await })
                 .map_err(|e| QueueError::Io {
                     action: "record completed batches in",
                     path: self.spool.root().join("control store"),

@@ -90,11 +90,7 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         .with_context(|| format!("cannot read [gateway] token_file {}", token_file.display()))?
         .trim()
         .to_owned();
-    let name = config
-        .gateway
-        .name
-        .clone()
-        .unwrap_or_else(volley_engine::host::host_name);
+    let name = crate::control::node_name(&config);
     volley_engine::host::raise_open_files(volley_engine::host::files_needed(&config, true))?;
     let spool = Spool::open(&config.spool.dir)?;
     spool.remove_uncommitted()?;
@@ -254,6 +250,7 @@ async fn lease_loop(gw: Arc<Gateway>) {
                     .lock()
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = ttl;
                 gw.leases.set_orders(&answer.campaigns);
+                gw.leases.set_events(&answer.events);
                 let mut installed = 0;
                 for lease in answer.leases {
                     let key = (lease.campaign, lease.batch);
@@ -334,6 +331,7 @@ async fn install(gw: &Gateway, lease: &Lease, sent: Instant, ttl: Duration) -> R
             until: sent + ttl.saturating_sub(held::MARGIN),
             hold: Arc::new(std::sync::atomic::AtomicBool::new(true)),
             replies: HashMap::new(),
+            attempts: Vec::new(),
             reported: (delivered, attempts),
             started: false,
         },
@@ -453,6 +451,8 @@ async fn report_once(gw: &Gateway) {
                 epoch: h.epoch,
                 slots: wire::encode(&slots),
                 domains: domain_counts(&view, |i| map.slot(i).ok()),
+                // Taken off once a report with them is accepted.
+                attempts: h.attempts.clone(),
             });
         }
         out
@@ -461,6 +461,7 @@ async fn report_once(gw: &Gateway) {
         return;
     }
     let keys: Vec<Key> = batches.iter().map(|b| (b.campaign, b.batch)).collect();
+    let attempts: Vec<usize> = batches.iter().map(|b| b.attempts.len()).collect();
     let req = ReportRequest {
         gateway: gw.name.clone(),
         batches,
@@ -490,9 +491,18 @@ async fn report_once(gw: &Gateway) {
         );
         gw.leases.drop_batch(*key);
     }
+    // The attempts this report carried are the control plane's now.
+    gw.leases.with(|held| {
+        for (key, n) in keys.iter().zip(attempts) {
+            if let Some(h) = held.get_mut(key) {
+                h.attempts.drain(..n.min(h.attempts.len()));
+            }
+        }
+    });
     let renewed: Vec<Key> = keys.into_iter().filter(|k| !stale.contains(k)).collect();
     gw.leases.renew(&renewed, sent, ttl);
     gw.leases.set_orders(&answer.campaigns);
+    gw.leases.set_events(&answer.events);
     // Final reports taken (or refused as stale: another gateway finishes
     // the batch) are done with.
     for path in done_files {

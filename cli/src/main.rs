@@ -33,6 +33,7 @@ mod table;
 mod templates;
 mod token_cmd;
 mod web;
+mod webhooks;
 
 /// mimalloc rather than the system allocator: each message allocates a few dozen
 /// small buffers (envelope, replies, log line) on the delivery threads, and glibc's

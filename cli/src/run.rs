@@ -80,6 +80,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     if let Some(dir) = &args.spool {
         config.spool.dir = dir.clone();
     }
+    let webhooks = crate::webhooks::configured(&config)?;
     // Before any connection: a limit too low for the configured connections is
     // refused now, not met as EMFILE mid-campaign.
     let listening = !args.once;
@@ -135,6 +136,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         spool.try_clone()?,
         Arc::clone(&plane),
         runtime.handle().clone(),
+        crate::control::node_name(&config),
     ));
     let listen = !args.once && !config.listen.is_empty();
     let deposit_spool = if listen {
@@ -201,6 +203,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             ),
             None => None,
         };
+        let webhooks = crate::webhooks::start(&listen_config, &webhooks, &plane).await?;
         let ticker = tokio::spawn(tick_loop(
             Arc::clone(&plane),
             summaries,
@@ -248,6 +251,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             }
         }
         ticker.abort();
+        webhooks.abort();
         pickups.abort();
         for (stop, task) in api.into_iter().chain(web_server) {
             let _ = stop.send(());

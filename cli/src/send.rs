@@ -164,6 +164,7 @@ pub fn run(args: SendArgs, config_path: Option<&Path>) -> Result<String> {
         spool.try_clone()?,
         Arc::clone(&plane),
         runtime.handle().clone(),
+        crate::control::node_name(&config),
     ));
     // The engine delivers whatever the spool holds, relayed mail included.
     let engine = spool_engine(

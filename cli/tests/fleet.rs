@@ -14,6 +14,7 @@
 //! Skipped (with a message) without PostgreSQL or smtp-sink.
 
 mod common;
+mod endpoint;
 #[path = "../../mta/engine/tests/support/mod.rs"]
 mod support;
 
@@ -22,6 +23,7 @@ use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use endpoint::{Endpoint, SECRET};
 use serde_json::Value;
 use support::http::request;
 use support::port::{free_port, poll};
@@ -377,6 +379,27 @@ fn the_fleet_outlives_a_control_plane_and_a_gateway_restart() {
         return;
     }
     let mut fleet = Fleet::start_with(170, 2, 2);
+    // A webhook getting every delivery, made through the API: whichever
+    // control plane survives delivers its events, and the gateways report
+    // their attempts.
+    let endpoint = endpoint::available("the_fleet_outlives_a_control_plane (webhook)").then(|| {
+        let e = Endpoint::start(fleet.dir.path(), Ipv4Addr::new(127, 0, 0, 173), SECRET, 204);
+        let body = serde_json::json!({"url": e.url(), "secret": SECRET, "batch": 500,
+                                      "events": ["message.delivered"]});
+        let auth = format!("Bearer {}", fleet.admin);
+        let made = request(
+            fleet.api,
+            "POST",
+            "/v1/webhooks",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        );
+        assert_eq!(made.status, 201, "{}", String::from_utf8_lossy(&made.body));
+        e
+    });
     let n = 20_000;
     let id = fleet.submit(n);
     let at = poll(Duration::from_secs(120), || {
@@ -392,5 +415,27 @@ fn the_fleet_outlives_a_control_plane_and_a_gateway_restart() {
     fleet.start_gateway(2);
     let view = fleet.completed(id, Duration::from_secs(240));
     check_arrivals(&fleet, n, &view);
+    if let Some(endpoint) = endpoint {
+        // Every recipient's delivery once (a resent one's too), from a
+        // gateway, verified; the killed control plane's webhook taken over.
+        let events = poll(Duration::from_secs(120), || {
+            let events = endpoint.events();
+            (events.len() >= n).then_some(events)
+        })
+        .unwrap_or_else(|| panic!("{} of {n} delivery events", endpoint.events().len()));
+        assert!(endpoint.requests().iter().all(|r| r["verified"] == true));
+        let mut seen = std::collections::HashSet::new();
+        for e in &events {
+            let d = &e["data"];
+            assert_eq!(e["type"], "message.delivered", "{e}");
+            assert_eq!(d["campaign"], id, "{e}");
+            assert!(d["gateway"] == "gw1" || d["gateway"] == "gw2", "{e}");
+            assert!(
+                seen.insert(d["recipient"].as_str().unwrap().to_owned()),
+                "twice: {e}"
+            );
+        }
+        assert_eq!(seen.len(), n);
+    }
     let _ = fleet.controls[0].take();
 }

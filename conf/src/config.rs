@@ -21,6 +21,7 @@ use crate::site::{SiteLimits, SiteOverride};
 use crate::spool::SpoolConfig;
 use crate::user::UserConfig;
 use crate::web::WebConfig;
+use crate::webhook::WebhookConfig;
 
 /// The whole volley configuration: one field per `[section]` of the file.
 ///
@@ -63,6 +64,8 @@ pub struct Config {
     /// `[web]`: the public endpoints of unsubscribe, click and open links; on
     /// when the section is present.
     pub web: Option<WebConfig>,
+    /// `[[webhook]]`: endpoints every event of the outbox is pushed to.
+    pub webhook: Vec<WebhookConfig>,
 }
 
 impl Config {
@@ -175,7 +178,14 @@ mod tests {
     const OPTIONAL_SECTIONS: [&str; 1] = ["web"];
 
     /// Sections that are arrays of tables (`[[route]]`), empty by default.
-    const ARRAY_SECTIONS: [&str; 5] = ["route", "site_override", "dkim", "listen", "user"];
+    const ARRAY_SECTIONS: [&str; 6] = [
+        "route",
+        "site_override",
+        "dkim",
+        "listen",
+        "user",
+        "webhook",
+    ];
 
     fn known_keys(text: &str) -> Vec<String> {
         let message = match toml::from_str::<Config>(text) {
@@ -260,7 +270,7 @@ mod tests {
         assert_eq!(
             error("[frobnicate]\n"),
             "volley.toml:1:2: frobnicate: unknown section (known sections: spool, queue, dns, \
-             delivery, retry, route, site, site_override, dkim, listen, server, user, relay, bounce, control, gateway, web)"
+             delivery, retry, route, site, site_override, dkim, listen, server, user, relay, bounce, control, gateway, web, webhook)"
         );
     }
 

@@ -23,7 +23,8 @@
 //!   server `listen.rs` (`[[listen]]`), `server.rs` (`[server]`), `user.rs`
 //!   (`[[user]]` and the users file), `relay.rs` (`[relay]`, CIDR blocks); `bounce.rs` ([`BounceConfig`]: VERP
 //!   return paths and bounce limits); `control.rs` ([`ControlConfig`]: the API and the store); `web.rs`
-//!   ([`WebConfig`]: the public link endpoints);
+//!   ([`WebConfig`]: the public link endpoints); `webhook.rs` (`[[webhook]]`,
+//!   [`WebhookConfig`]: endpoints events are pushed to);
 //!   `glob.rs` for domain patterns.
 //!   A new section is a new file with one struct, plus one field in [`Config`].
 //! - `integer.rs`, `duration.rs`: range checks for values, used with
@@ -54,6 +55,7 @@ mod spool;
 mod suggest;
 mod user;
 mod web;
+mod webhook;
 
 pub use bounce::{BounceConfig, FblSource, MAX_VERP_PREFIX};
 pub use config::Config;
@@ -75,3 +77,8 @@ pub use site::{limits_for, SiteLimits, SiteOverride};
 pub use spool::SpoolConfig;
 pub use user::{load_users_file, parse_users, UserConfig};
 pub use web::{check_base_url, WebConfig};
+pub use webhook::{
+    check_event_types, check_webhook_url, default_retry_for as default_webhook_retry_for,
+    default_timeout as default_webhook_timeout, parse_webhook_secret, WebhookConfig, EVENT_TYPES,
+    MAX_BATCH,
+};

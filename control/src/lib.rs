@@ -19,6 +19,7 @@
 //! - [`suppress`]: the suppression list in the spool, bounce counting, imports.
 //! - [`web`]: the public endpoints links in messages point at (`[web]`):
 //!   one-click unsubscribe, tracked clicks and opens.
+//! - [`webhook`]: the outbox pushed to webhooks, signed per Standard Webhooks.
 
 pub mod address;
 pub mod api;
@@ -30,3 +31,4 @@ pub mod recipients;
 pub mod store;
 pub mod suppress;
 pub mod web;
+pub mod webhook;

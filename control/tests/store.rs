@@ -10,7 +10,9 @@ use postgres::Postgres;
 use volley_control::recipients::Rejected;
 use volley_control::store::batches::{BatchCut, Counts, DoneBatch, FinalRecipient, Progress};
 use volley_control::store::campaigns::{CampaignFilter, CampaignState, NewCampaign};
+use volley_control::store::events::NewEvent;
 use volley_control::store::tokens::Role;
+use volley_control::store::webhooks::{NewWebhook, Tried, FROM_API, FROM_CONFIG};
 use volley_control::store::{schema, Store, StoreError};
 
 /// Runs `case` on a fresh SQLite store and a fresh PostgreSQL database.
@@ -309,11 +311,11 @@ fn batches_progress_and_final_rows_add_up() {
             ],
         };
         store
-            .complete_batches(std::slice::from_ref(&done))
+            .complete_batches(std::slice::from_ref(&done), &[])
             .await
             .unwrap();
         // Repeated after a crash: nothing changes.
-        store.complete_batches(&[done]).await.unwrap();
+        store.complete_batches(&[done], &[]).await.unwrap();
         assert_eq!(store.live_batches(c.id).await.unwrap(), 1);
         // A late progress update of a done batch is ignored.
         store
@@ -387,5 +389,231 @@ fn batches_progress_and_final_rows_add_up() {
             (events.len(), events[0].id, events[0].kind.as_str()),
             (1, id, "campaign.completed")
         );
+    });
+}
+
+fn event(kind: &'static str, campaign: i64, dedupe: Option<&str>) -> NewEvent {
+    NewEvent {
+        at: 1,
+        kind,
+        campaign: Some(campaign),
+        payload: format!("{{\"k\":\"{kind}\"}}"),
+        dedupe: dedupe.map(str::to_owned),
+    }
+}
+
+fn hook(owner: Option<i64>, url: &str, events: &[&str], batch: i64) -> NewWebhook {
+    NewWebhook {
+        owner,
+        source: FROM_API,
+        url: url.to_owned(),
+        events: events.iter().map(|e| (*e).to_owned()).collect(),
+        secret: "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned(),
+        batch,
+        retry_for: 259_200,
+        timeout_ms: 10_000,
+    }
+}
+
+#[test]
+fn webhooks_keep_their_place_in_an_outbox_written_once_per_final_outcome() {
+    on_both("webhooks", |store| async move {
+        let (shop, _) = store.create_token("shop", Role::Sender).await.unwrap();
+        let (blog, _) = store.create_token("blog", Role::Sender).await.unwrap();
+        let ours = store
+            .insert_campaign(&new_campaign(shop.id, &[]), 0)
+            .await
+            .unwrap();
+        let theirs = store
+            .insert_campaign(&new_campaign(blog.id, &[]), 0)
+            .await
+            .unwrap();
+        // Made before any event: it gets them all.
+        let all = store
+            .add_webhook(&hook(None, "http://a.test/", &[], 2))
+            .await
+            .unwrap();
+        let mine = store
+            .add_webhook(&hook(
+                Some(shop.id),
+                "http://b.test/",
+                &["message.delivered"],
+                0,
+            ))
+            .await
+            .unwrap();
+        assert_eq!((all.done_through, all.state.as_str()), (0, "active"));
+
+        // A final outcome is written once, however often it is added.
+        store
+            .add_events(&[
+                event("message.deferred", ours.id, None),
+                event("message.delivered", ours.id, Some("1.1.0")),
+                event("message.delivered", theirs.id, Some("2.1.0")),
+            ])
+            .await
+            .unwrap();
+        store
+            .add_events(&[event("message.delivered", ours.id, Some("1.1.0"))])
+            .await
+            .unwrap();
+        let last = store.last_event_id().await.unwrap();
+        assert_eq!(store.events(0, 10).await.unwrap().len(), 3);
+
+        // The admin's webhook sees every event; the shop's only its own
+        // campaign's deliveries.
+        let got = store.webhook_events(&all, 0, Some(last), 10).await.unwrap();
+        assert_eq!(got.len(), 3);
+        assert_eq!(store.webhook_pending(&all).await.unwrap(), 3);
+        let got = store
+            .webhook_events(&mine, 0, Some(last), 10)
+            .await
+            .unwrap();
+        let kinds: Vec<&str> = got.iter().map(|e| e.kind.as_str()).collect();
+        assert_eq!(kinds, ["message.delivered"]);
+        assert_eq!(store.webhook_pending(&mine).await.unwrap(), 1);
+
+        // One process holds a webhook at a time.
+        assert!(store.claim_webhook(all.id, "p1", i64::MAX).await.unwrap());
+        assert!(!store.claim_webhook(all.id, "p2", i64::MAX).await.unwrap());
+        // Its request is fixed, retried, then delivered.
+        let first_two = store.webhook_events(&all, 0, Some(last), 2).await.unwrap();
+        let through = first_two[1].id;
+        assert!(store
+            .webhook_pending_through(all.id, "p1", through)
+            .await
+            .unwrap());
+        store
+            .webhook_tried(
+                all.id,
+                "p1",
+                through,
+                &Tried::Retry { next_at: 50 },
+                Some(500),
+                Some("answered 500"),
+                40,
+            )
+            .await
+            .unwrap();
+        let w = store.webhook(all.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                w.pending_through,
+                w.attempts,
+                w.next_attempt_at,
+                w.failing_since,
+                w.last_status
+            ),
+            (Some(through), 1, 50, Some(40), Some(500))
+        );
+        assert_eq!(w.last_error.as_deref(), Some("answered 500"));
+        store
+            .webhook_tried(
+                all.id,
+                "p1",
+                through,
+                &Tried::Delivered { events: 2 },
+                Some(204),
+                None,
+                51,
+            )
+            .await
+            .unwrap();
+        let w = store.webhook(all.id).await.unwrap().unwrap();
+        assert_eq!(
+            (
+                w.done_through,
+                w.pending_through,
+                w.attempts,
+                w.delivered,
+                w.failing_since
+            ),
+            (through, None, 0, 2, None)
+        );
+        assert_eq!(store.webhook_pending(&w).await.unwrap(), 1);
+        // Given up, and disabled.
+        store
+            .webhook_tried(
+                all.id,
+                "p1",
+                last,
+                &Tried::GaveUp { events: 1 },
+                None,
+                Some("cannot connect"),
+                60,
+            )
+            .await
+            .unwrap();
+        store
+            .webhook_tried(
+                all.id,
+                "p1",
+                last,
+                &Tried::Disabled,
+                Some(410),
+                Some("answered 410 Gone"),
+                61,
+            )
+            .await
+            .unwrap();
+        let w = store.webhook(all.id).await.unwrap().unwrap();
+        assert_eq!(
+            (w.failed, w.done_through, w.state.as_str()),
+            (1, last, "disabled")
+        );
+        assert!(!store.claim_webhook(all.id, "p1", 200).await.unwrap());
+
+        // Delivery events passed by every active webhook are pruned; the
+        // shop's webhook has not passed its event yet.
+        assert_eq!(
+            store
+                .prune_events(&["message.delivered", "message.deferred"], 100)
+                .await
+                .unwrap(),
+            0
+        );
+        store.webhook_skip(mine.id, "nobody", last).await.unwrap();
+        assert!(store.claim_webhook(mine.id, "p1", 200).await.unwrap());
+        store.webhook_skip(mine.id, "p1", last).await.unwrap();
+        assert_eq!(
+            store
+                .prune_events(&["message.delivered"], 100)
+                .await
+                .unwrap(),
+            2
+        );
+
+        // The configuration's webhooks: kept by URL, the others deleted.
+        let conf = |url: &str| NewWebhook {
+            source: FROM_CONFIG,
+            ..hook(None, url, &[], 0)
+        };
+        store
+            .sync_config_webhooks(&[conf("http://c.test/"), conf("http://d.test/")])
+            .await
+            .unwrap();
+        let c_id = store
+            .webhooks(None)
+            .await
+            .unwrap()
+            .iter()
+            .find(|w| w.url == "http://c.test/")
+            .unwrap()
+            .id;
+        store
+            .sync_config_webhooks(&[conf("http://c.test/")])
+            .await
+            .unwrap();
+        let urls: Vec<(i64, String)> = store
+            .webhooks(None)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|w| w.source == FROM_CONFIG)
+            .map(|w| (w.id, w.url))
+            .collect();
+        assert_eq!(urls, [(c_id, "http://c.test/".to_owned())]);
+        assert!(store.delete_webhook(mine.id).await.unwrap());
+        assert_eq!(store.webhooks(Some(shop.id)).await.unwrap(), []);
     });
 }

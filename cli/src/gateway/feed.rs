@@ -10,12 +10,12 @@ use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
-use volley_control::fleet::wire::{Action, DoneReport};
+use volley_control::fleet::wire::{Action, AttemptReport, DoneReport};
 use volley_control::plane::progress::{domain_counts, final_row, LastReply};
 use volley_control::store::now;
-use volley_engine::delivery::feed::{open_spool_round, Admit, Feed, LiveBatch, Opened};
+use volley_engine::delivery::feed::{open_spool_round, Admit, Feed, Keep, LiveBatch, Opened};
 use volley_queue::ids::is_inbound_id;
-use volley_queue::{QueueError, Slot, Spool};
+use volley_queue::{QueueError, Slot, Spool, State};
 
 use super::held::Leases;
 use crate::control_feed::finalize;
@@ -63,25 +63,53 @@ impl LeaseFeed {
         }
     }
 
-    /// Keeps the replies the engine collected on leased batches.
-    fn keep_replies(&self, batches: &[Arc<LiveBatch>]) {
-        self.leases.with(|held| {
-            for batch in batches {
-                let Some(h) = held.get_mut(&key(batch)) else {
-                    continue;
-                };
-                for r in batch.take_replies() {
-                    h.replies.insert(
-                        r.index,
-                        LastReply {
-                            at: r.at as i64,
-                            enhanced: r.enhanced,
-                            text: r.text,
-                        },
-                    );
-                }
+    /// Keeps the replies the engine collected on leased batches: each
+    /// recipient's last failure for its final row, and the attempts the
+    /// control plane asked for, to report.
+    fn keep_replies<'a>(&self, batches: impl Iterator<Item = &'a LiveBatch>) {
+        for batch in batches {
+            let replies = batch.take_replies();
+            if replies.is_empty() {
+                continue;
             }
-        });
+            let view = batch.map.view();
+            let attempts: Vec<AttemptReport> = replies
+                .iter()
+                .filter(|r| self.leases.reports(r.state))
+                .map(|r| AttemptReport {
+                    index: r.index,
+                    recipient: view
+                        .recipient(r.index as usize)
+                        .map(|x| x.address())
+                        .unwrap_or_default(),
+                    state: r.state.name().to_owned(),
+                    code: r.code,
+                    attempt: r.attempt,
+                    next_attempt: r.next_attempt,
+                    at: r.at as i64,
+                    enhanced: r.enhanced.clone(),
+                    reply: r.text.clone(),
+                })
+                .collect();
+            self.leases.with(|held| {
+                let Some(h) = held.get_mut(&key(batch)) else {
+                    return;
+                };
+                h.attempts.extend(attempts);
+                for r in replies {
+                    if r.state != State::Delivered {
+                        h.replies.insert(
+                            r.index,
+                            LastReply {
+                                at: r.at as i64,
+                                enhanced: r.enhanced,
+                                text: r.text,
+                            },
+                        );
+                    }
+                }
+            });
+        }
     }
 }
 
@@ -106,13 +134,13 @@ impl Feed for LeaseFeed {
                     }
                     Admit::Open {
                         hold,
-                        replies: true,
+                        keep: leases.keep(),
                     }
                 }
                 // Relayed mail and reports taken in by this gateway.
                 None if is_inbound_id(status.campaign_id) => Admit::Open {
                     hold: Arc::clone(&self.free),
-                    replies: false,
+                    keep: Keep::Nothing,
                 },
                 // A campaign batch this gateway holds no lease on (left by
                 // a crash, or dropped): never sent from.
@@ -132,13 +160,13 @@ impl Feed for LeaseFeed {
                 result = Err(err);
             }
         }
-        self.keep_replies(batches);
+        self.keep_replies(batches.iter().map(|b| b.as_ref()));
         self.progress.notify_one();
         result
     }
 
     fn end_round(&self, batches: &[Arc<LiveBatch>]) {
-        self.keep_replies(batches);
+        self.keep_replies(batches.iter().map(|b| b.as_ref()));
     }
 
     fn complete(&self, finished: &[&LiveBatch]) -> Result<u64, QueueError> {
@@ -151,20 +179,9 @@ impl Feed for LeaseFeed {
             if is_inbound_id(k.0 as u64) {
                 continue;
             }
-            for r in batch.take_replies() {
-                self.leases.with(|held| {
-                    if let Some(h) = held.get_mut(&k) {
-                        h.replies.insert(
-                            r.index,
-                            LastReply {
-                                at: r.at as i64,
-                                enhanced: r.enhanced.clone(),
-                                text: r.text.clone(),
-                            },
-                        );
-                    }
-                });
-            }
+            // Its final outcomes' events are written from the final report;
+            // attempts not reported yet go with it.
+            self.keep_replies(std::iter::once(*batch));
             let Some(held) = self.leases.finish(k) else {
                 continue;
             };

@@ -1,8 +1,8 @@
 //! The leases a gateway holds: for each leased batch its epoch, how long the
 //! lease lasts as far as this gateway knows (it stops sending from a batch
 //! whose lease it could not renew in time, by itself), the hold flag the
-//! engine checks before each new transaction, and the replies kept for the
-//! batch's final rows. Shared by the lease loop, the reporter and the feed.
+//! engine checks before each new transaction, the replies kept for the
+//! batch's final rows and the attempts to report (webhooks' delivery events). Shared by the lease loop, the reporter and the feed.
 //!
 //! Fencing on this side: a batch is sent from only while its lease is
 //! renewed and its campaign's order is `send`; a stale answer (`409`) drops
@@ -14,8 +14,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
-use volley_control::fleet::wire::{Action, CampaignOrder};
+use volley_control::fleet::wire::{Action, AttemptReport, CampaignOrder};
 use volley_control::plane::progress::LastReply;
+use volley_engine::delivery::feed::Keep;
+use volley_queue::State;
 
 /// Renewals must land this long before the lease's end as the control plane
 /// counts it (clocks and the request's own time).
@@ -40,6 +42,9 @@ pub struct Held {
     pub hold: Arc<AtomicBool>,
     /// The last reply of each recipient that got one that did not deliver it.
     pub replies: HashMap<u32, LastReply>,
+    /// Attempts of the types the control plane asked for, not yet in an
+    /// accepted report (its webhooks' delivery events), in order.
+    pub attempts: Vec<AttemptReport>,
     /// Delivered recipients and attempts at the last report (for the figures).
     pub reported: (u64, u64),
     /// A report on it was accepted: the control plane knows it is being
@@ -53,6 +58,8 @@ pub struct Held {
 pub struct Leases {
     held: Mutex<HashMap<Key, Held>>,
     orders: Mutex<HashMap<i64, CampaignOrder>>,
+    /// The delivery event types the control plane wants attempts of.
+    events: Mutex<Vec<String>>,
     /// Files of dropped batches, removed between rounds.
     dropped: Mutex<Vec<PathBuf>>,
 }
@@ -119,6 +126,36 @@ impl Leases {
         }
         drop(all);
         self.refresh_holds();
+    }
+
+    /// Notes the delivery event types the control plane wants attempts of.
+    pub fn set_events(&self, events: &[String]) {
+        let mut mine = lock(&self.events);
+        if *mine != events {
+            *mine = events.to_vec();
+        }
+    }
+
+    /// Whether attempts that leave a recipient `state` are reported.
+    pub fn reports(&self, state: State) -> bool {
+        let name = match state {
+            State::Delivered => "message.delivered",
+            State::Deferred => "message.deferred",
+            State::Bounced => "message.bounced",
+            State::Expired => "message.expired",
+            State::Pending | State::InFlight => return false,
+        };
+        lock(&self.events).iter().any(|e| e == name)
+    }
+
+    /// Which replies the engine keeps on leased batches: deliveries' too
+    /// when they are reported.
+    pub fn keep(&self) -> Keep {
+        if self.reports(State::Delivered) {
+            Keep::Everything
+        } else {
+            Keep::Failures
+        }
     }
 
     /// The order for campaign `id` (hold until told).

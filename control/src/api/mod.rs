@@ -10,13 +10,14 @@
 //! [`MAX_PAGE`] items a page).
 //!
 //! Layout: [`problem`] (errors), [`campaigns`] (campaigns and uploads),
-//! [`suppressions`], [`fleet`] (the gateway protocol), and here the router, authentication, JSON bodies and
-//! times.
+//! [`suppressions`], [`webhooks`], [`fleet`] (the gateway protocol), and here the router,
+//! authentication, JSON bodies and times.
 
 pub mod campaigns;
 pub mod fleet;
 pub mod problem;
 pub mod suppressions;
+pub mod webhooks;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -240,6 +241,11 @@ pub fn router(
                 .delete(suppressions::remove),
         )
         .route("/v1/events", get(campaigns::events))
+        .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
+        .route(
+            "/v1/webhooks/{id}",
+            get(webhooks::show).delete(webhooks::delete),
+        )
         .route("/v1/leases", post(fleet::lease))
         .route("/v1/reports", post(fleet::report))
         .route("/v1/releases", post(fleet::release))

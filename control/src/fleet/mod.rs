@@ -20,9 +20,13 @@ use std::time::{Duration, Instant};
 
 use volley_conf::Assignment;
 
+use crate::plane::delivery_events::{attempt_event, final_events, Attempt};
 use crate::plane::{Admission, Plane, PlaneError};
 use crate::store::batches::{DoneBatch, Progress};
+use crate::store::events::NewEvent;
+use crate::store::leases::EventsOf;
 use crate::store::now;
+use crate::webhook::kinds::{Kinds, DELIVERY};
 use assign::Estimates;
 use wire::{
     Action, BatchKey, CampaignOrder, GatewayView, Lease, LeaseRequest, LeaseResponse,
@@ -201,6 +205,7 @@ impl Fleet {
                     leases,
                     campaigns,
                     ttl_secs: self.ttl() as u64,
+                    events: self.delivery_events(),
                 });
             }
             // Nothing due: wait for a change here, or poll (another process's).
@@ -247,11 +252,14 @@ impl Fleet {
             .await?;
         let mut rows = Vec::with_capacity(req.batches.len());
         let mut progress = Vec::new();
+        let wanted = self.plane.wanted_events();
+        let mut events = Vec::with_capacity(req.batches.len());
         for b in &req.batches {
             let slots = wire::decode(&b.slots).map_err(|e| {
                 PlaneError::BadRequest(format!("batch {}/{}: slots: {e}", b.campaign, b.batch))
             })?;
             rows.push((b.campaign, b.batch, b.epoch, slots));
+            events.push(attempt_events(b, wanted, &req.gateway));
             for (domain, counts) in &b.domains {
                 progress.push(Progress {
                     campaign: b.campaign,
@@ -262,8 +270,11 @@ impl Fleet {
             }
         }
         let held = store
-            .report(&req.gateway, &rows, &progress, at, self.ttl())
+            .report(&req.gateway, &rows, &progress, &events, at, self.ttl())
             .await?;
+        if events.iter().any(|e| !e.is_empty()) {
+            self.plane.outbox().added.notify_waiters();
+        }
         let mut stale: Vec<BatchKey> = req
             .batches
             .iter()
@@ -289,7 +300,18 @@ impl Fleet {
                 )
             })
             .collect();
-        let completed = store.complete_leased(&req.gateway, &done).await?;
+        let wanted = self.plane.wanted_events();
+        let events_of = |accepted: &[DoneBatch]| final_events(accepted, wanted, &req.gateway);
+        let completed = store
+            .complete_leased(
+                &req.gateway,
+                &done,
+                wanted.any_delivery().then_some(&events_of as &EventsOf<'_>),
+            )
+            .await?;
+        if wanted.any_delivery() && completed.iter().any(|ok| *ok) {
+            self.plane.outbox().added.notify_waiters();
+        }
         stale.extend(
             req.done
                 .iter()
@@ -318,7 +340,18 @@ impl Fleet {
             stale,
             campaigns,
             ttl_secs: self.ttl() as u64,
+            events: self.delivery_events(),
         })
+    }
+
+    /// The delivery event types gateways report attempts of.
+    fn delivery_events(&self) -> Vec<String> {
+        let wanted = self.plane.wanted_events();
+        DELIVERY
+            .iter()
+            .filter(|t| wanted.has(t))
+            .map(|t| (*t).to_owned())
+            .collect()
     }
 
     /// Marks the leases a restarted gateway held abandoned.
@@ -416,4 +449,40 @@ fn check_name(name: &str) -> Result<(), PlaneError> {
             "{name:?} is not a gateway name: 1 to 64 letters, digits, '-', '_' or '.'"
         )))
     }
+}
+
+/// The outbox events of the attempts a gateway reported on batch `b`.
+fn attempt_events(b: &wire::BatchReport, wanted: Kinds, gateway: &str) -> Vec<NewEvent> {
+    if !wanted.any_delivery() {
+        return Vec::new();
+    }
+    b.attempts
+        .iter()
+        .filter_map(|a| {
+            let state = match a.state.as_str() {
+                "delivered" => volley_queue::State::Delivered,
+                "deferred" => volley_queue::State::Deferred,
+                "bounced" => volley_queue::State::Bounced,
+                "expired" => volley_queue::State::Expired,
+                _ => return None,
+            };
+            attempt_event(
+                &Attempt {
+                    campaign: b.campaign,
+                    batch: b.batch,
+                    index: i64::from(a.index),
+                    recipient: &a.recipient,
+                    state,
+                    code: a.code,
+                    enhanced: &a.enhanced,
+                    reply: &a.reply,
+                    attempt: a.attempt,
+                    next_attempt: a.next_attempt,
+                    at: a.at,
+                    gateway,
+                },
+                wanted,
+            )
+        })
+        .collect()
 }

@@ -41,6 +41,10 @@ pub struct LeaseResponse {
     pub campaigns: Vec<CampaignOrder>,
     /// How long a lease lasts without a report, in seconds.
     pub ttl_secs: u64,
+    /// The delivery event types webhooks want (`message.delivered`, …): the
+    /// gateway reports the attempts of these types ([`BatchReport::attempts`]).
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 /// One batch leased to a gateway.
@@ -137,6 +141,36 @@ pub struct BatchReport {
     pub slots: String,
     /// Recipients by state per destination domain.
     pub domains: Vec<(String, Counts)>,
+    /// The attempts made since the last accepted report, in order, of the
+    /// types the control plane asked for (its webhooks' delivery events).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attempts: Vec<AttemptReport>,
+}
+
+/// One attempt's outcome for one recipient of a held batch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AttemptReport {
+    /// Index in the batch.
+    pub index: u32,
+    /// The address.
+    pub recipient: String,
+    /// `delivered`, `deferred`, `bounced` or `expired`.
+    pub state: String,
+    /// SMTP reply code (0: none).
+    pub code: u16,
+    /// The attempt's number (1: the first).
+    pub attempt: u32,
+    /// For a deferral, the unix second of the next attempt.
+    #[serde(default)]
+    pub next_attempt: u64,
+    /// Unix second of the answer.
+    pub at: i64,
+    /// Enhanced status code, or "".
+    #[serde(default)]
+    pub enhanced: String,
+    /// Reply text or local reason.
+    #[serde(default)]
+    pub reply: String,
 }
 
 /// A finished batch.
@@ -174,6 +208,9 @@ pub struct ReportResponse {
     pub campaigns: Vec<CampaignOrder>,
     /// How long a lease lasts without a report, in seconds.
     pub ttl_secs: u64,
+    /// As [`LeaseResponse::events`].
+    #[serde(default)]
+    pub events: Vec<String>,
 }
 
 /// A gateway as `GET /v1/gateways` shows it.

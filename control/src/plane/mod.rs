@@ -12,10 +12,11 @@
 //! control-plane process's suspend within a tick).
 //!
 //! Layout: [`admission`] (the pure decision), [`progress`] (slots to counts and
-//! rows), [`submit`] (submission and partitioning), [`view`] (what the API
+//! rows), [`delivery_events`] (the outbox events of delivery outcomes), [`submit`] (submission and partitioning), [`view`] (what the API
 //! shows of a campaign).
 
 pub mod admission;
+pub mod delivery_events;
 pub mod engagement;
 pub mod progress;
 pub mod submit;
@@ -31,8 +32,10 @@ use volley_queue::Spool;
 
 use crate::store::batches::{DoneBatch, Progress};
 use crate::store::campaigns::{Campaign, CampaignState};
+use crate::store::events::NewEvent;
 use crate::store::{now, Store, StoreError};
 use crate::suppress::SharedList;
+use crate::webhook::kinds::Kinds;
 use admission::{decide, Decision};
 
 /// Stores and checks templates for the plane (the plane never links the
@@ -137,6 +140,8 @@ pub struct Plane {
     wake: Arc<Notify>,
     /// Completed campaigns whose summary is due, for the binary to queue.
     summaries: Mutex<Vec<i64>>,
+    /// What webhooks want of the outbox, shared with their dispatcher.
+    outbox: Arc<crate::webhook::Outbox>,
 }
 
 impl std::fmt::Debug for Plane {
@@ -171,7 +176,18 @@ impl Plane {
             wake: Arc::new(Notify::new()),
             engagement_log: std::sync::OnceLock::new(),
             summaries: Mutex::default(),
+            outbox: Arc::default(),
         })
+    }
+
+    /// What webhooks want of the outbox (for their dispatcher).
+    pub fn outbox(&self) -> &Arc<crate::webhook::Outbox> {
+        &self.outbox
+    }
+
+    /// The webhooks changed: the dispatcher looks again at once.
+    pub fn webhooks_changed(&self) {
+        self.outbox.changed.notify_one();
     }
 
     /// The store.
@@ -434,8 +450,39 @@ impl Plane {
         }
     }
 
-    /// Records batches as done (before their files leave `active/`).
-    pub async fn complete_batches(&self, done: &[DoneBatch]) -> Result<(), StoreError> {
-        self.store.complete_batches(done).await
+    /// Records batches as done (before their files leave `active/`), with
+    /// `events` (the live delivery events not written yet) and the final
+    /// outcomes' events of the types webhooks want, by `gateway`.
+    pub async fn complete_batches(
+        &self,
+        done: &[DoneBatch],
+        mut events: Vec<NewEvent>,
+        gateway: &str,
+    ) -> Result<(), StoreError> {
+        events.extend(delivery_events::final_events(
+            done,
+            self.wanted_events(),
+            gateway,
+        ));
+        self.store.complete_batches(done, &events).await?;
+        if !events.is_empty() {
+            self.outbox.added.notify_waiters();
+        }
+        Ok(())
+    }
+
+    /// The event types some active webhook wants.
+    pub fn wanted_events(&self) -> Kinds {
+        self.outbox.wanted.get()
+    }
+
+    /// Appends delivery events to the outbox (in order, once-only ones once).
+    pub async fn add_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        self.store.add_events(events).await?;
+        self.outbox.added.notify_waiters();
+        Ok(())
     }
 }

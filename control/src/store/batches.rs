@@ -15,6 +15,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::campaigns::INSERT_ROWS;
+use super::events::NewEvent;
 use super::{now, Backend, Context, Store, StoreError};
 use crate::recipients::Rejected;
 
@@ -183,7 +184,7 @@ fn counts_of(row: &AnyRow) -> Result<Counts, StoreError> {
 /// `?` for SQLite, whose named parameters are looked up one by one in a list
 /// (`sqlite3_bind_parameter_name` walks it: binding n `$N` parameters costs n²,
 /// half of volley's CPU at 250 rows a statement before this).
-fn values(backend: Backend, rows: usize, columns: usize) -> String {
+pub(super) fn values(backend: Backend, rows: usize, columns: usize) -> String {
     let mut out = String::new();
     for r in 0..rows {
         if r > 0 {
@@ -356,14 +357,19 @@ impl Store {
 
     /// Records batches as done, all or nothing: the batch rows' state, final
     /// progress, each batch's outcomes (one row) and the campaigns' failure
-    /// reasons, in a handful of multi-row statements. A batch done already is
-    /// left as it is (a completion repeated after a crash).
-    pub async fn complete_batches(&self, done: &[DoneBatch]) -> Result<(), StoreError> {
-        if done.is_empty() {
+    /// reasons, in a handful of multi-row statements, with `events` (their
+    /// delivery events, [`Store::add_events`]). A batch done already is left
+    /// as it is (a completion repeated after a crash).
+    pub async fn complete_batches(
+        &self,
+        done: &[DoneBatch],
+        events: &[NewEvent],
+    ) -> Result<(), StoreError> {
+        if done.is_empty() && events.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool().begin().await.what("begin a batch completion")?;
-        self.complete_in(&mut tx, done).await?;
+        self.complete_in(&mut tx, done, events).await?;
         tx.commit().await.what("commit a batch completion")?;
         Ok(())
     }
@@ -373,7 +379,12 @@ impl Store {
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         done: &[DoneBatch],
+        events: &[NewEvent],
     ) -> Result<(), StoreError> {
+        if !events.is_empty() {
+            // The outbox's lock first, as every writer of events takes it.
+            self.lock_outbox(tx).await?;
+        }
         let at = now();
         // Which of them this call completes (the others were before).
         let mut newly: Vec<&DoneBatch> = Vec::new();
@@ -457,6 +468,7 @@ impl Store {
                 .await
                 .what("count failure reasons")?;
         }
+        self.insert_events(tx, events).await?;
         Ok(())
     }
 

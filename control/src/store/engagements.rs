@@ -80,7 +80,8 @@ impl Store {
         email: &str,
         event: &serde_json::Value,
     ) -> Result<bool, StoreError> {
-        let mut tx = self.pool().begin().await.what("begin an engagement")?;
+        let mut tx = self.begin_write("begin an engagement").await?;
+        self.lock_outbox(&mut tx).await?;
         let at = now();
         let inserted = sqlx::query(
             "INSERT INTO engagements (campaign, batch, idx, kind, link, email, at) VALUES ($1, $2, $3, $4, $5, $6, $7) ON CONFLICT DO NOTHING",

@@ -12,6 +12,10 @@
 use sqlx::Row;
 
 use super::batches::{DoneBatch, Progress};
+use super::events::NewEvent;
+
+/// Makes the outbox events of the batches a completion accepted.
+pub type EventsOf<'a> = dyn Fn(&[DoneBatch]) -> Vec<NewEvent> + Sync + 'a;
 use super::{Backend, Context, Store, StoreError};
 
 /// A batch that can be leased now ([`Store::lease_candidates`]).
@@ -294,7 +298,8 @@ impl Store {
     }
 
     /// Records `gateway`'s report on the batches it holds at `epochs`: their
-    /// slots and progress, and renews their leases to `now + ttl`. Answers,
+    /// slots and progress, the outbox events of their attempts (`events`, one
+    /// list per batch), and renews their leases to `now + ttl`. Answers,
     /// per batch in order, whether the lease was still the gateway's (a report
     /// on a batch leased to another since, or done, changes nothing).
     pub async fn report(
@@ -302,10 +307,15 @@ impl Store {
         gateway: &str,
         batches: &[(i64, i64, i64, Vec<u8>)],
         progress: &[Progress],
+        events: &[Vec<NewEvent>],
         now: i64,
         ttl: i64,
     ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool().begin().await.what("begin a report")?;
+        if events.iter().any(|e| !e.is_empty()) {
+            // The outbox's lock first, as every writer of events takes it.
+            self.lock_outbox(&mut tx).await?;
+        }
         let mut held = Vec::with_capacity(batches.len());
         for (campaign, batch, epoch, slots) in batches {
             let n = sqlx::query(
@@ -336,19 +346,32 @@ impl Store {
             .cloned()
             .collect();
         self.upsert_progress(&mut tx, &accepted, true).await?;
+        // The events of batches still the gateway's (a stale report's are
+        // dropped with it).
+        for (batch_events, ok) in events.iter().zip(&held) {
+            if *ok {
+                self.insert_events(&mut tx, batch_events).await?;
+            }
+        }
         tx.commit().await.what("commit a report")?;
         Ok(held)
     }
 
     /// Records batches `gateway` finished under the epochs it names, as
-    /// [`Store::complete_batches`] does; answers, per batch in order, whether
+    /// [`Store::complete_batches`] does, with the events `events_of` (when
+    /// given) makes of those still its own; answers, per batch in order, whether
     /// it was still the gateway's (a stale completion changes nothing).
     pub async fn complete_leased(
         &self,
         gateway: &str,
         done: &[(DoneBatch, i64)],
+        events_of: Option<&EventsOf<'_>>,
     ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.begin_write("begin a leased completion").await?;
+        if events_of.is_some() {
+            // The outbox's lock first, as every writer of events takes it.
+            self.lock_outbox(&mut tx).await?;
+        }
         let mut held = Vec::with_capacity(done.len());
         let mut accepted = Vec::new();
         for (b, epoch) in done {
@@ -368,7 +391,8 @@ impl Store {
                 accepted.push(b.clone());
             }
         }
-        self.complete_in(&mut tx, &accepted).await?;
+        let events = events_of.map(|f| f(&accepted)).unwrap_or_default();
+        self.complete_in(&mut tx, &accepted, &events).await?;
         tx.commit().await.what("commit a leased completion")?;
         Ok(held)
     }

@@ -11,7 +11,9 @@
 //! Layout: [`schema`] (the versioned migrations), [`tokens`], [`campaigns`]
 //! (campaign rows, tags, rejected rows), [`batches`] (batch rows, progress and
 //! final recipient rows), [`uploads`], [`events`] (the outbox), [`engagements`]
-//! (unsubscribes, clicks and opens over the web links; tracked links).
+//! (unsubscribes, clicks and opens over the web links; tracked links),
+//! [`webhooks`] (the endpoints events are pushed to, and their place in the
+//! outbox).
 
 pub mod batches;
 pub mod campaigns;
@@ -21,6 +23,7 @@ pub mod leases;
 pub mod schema;
 pub mod tokens;
 pub mod uploads;
+pub mod webhooks;
 
 use std::path::Path;
 use std::str::FromStr;

@@ -9,7 +9,7 @@
 //! A migration, once released, never changes: a new one is appended.
 
 /// The migrations, in order: (version, SQL statements separated by `;`).
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// The newest schema version this binary knows.
 pub fn current() -> i64 {
@@ -180,4 +180,44 @@ CREATE TABLE engagements (
     PRIMARY KEY (campaign, batch, idx, kind, link)
 );
 CREATE INDEX engagements_kind ON engagements (campaign, kind)
+"#;
+
+/// Version 4, webhooks: the endpoints events are pushed to (from the config
+/// or the API), each with its place in the outbox (every event up to
+/// `done_through` is delivered or given up), the request being tried (events
+/// after `done_through` up to `pending_through`, so that a retry carries the
+/// same events under the same id), its retry state and its counts; and a key
+/// on events that must be written once (a recipient's final outcome), so that
+/// the outcome recorded live and the one recorded when its batch completes
+/// are one row. Webhooks keep their own place, so the index on events' unused
+/// `sent_at` goes (one index less per event written).
+const V4: &str = r#"
+DROP INDEX events_unsent;
+ALTER TABLE events ADD COLUMN dedupe TEXT;
+CREATE UNIQUE INDEX events_dedupe ON events (dedupe);
+CREATE TABLE webhooks (
+    id {serial},
+    owner BIGINT,
+    source TEXT NOT NULL,
+    url TEXT NOT NULL,
+    events TEXT NOT NULL,
+    secret TEXT NOT NULL,
+    batch BIGINT NOT NULL,
+    retry_for BIGINT NOT NULL,
+    timeout_ms BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    done_through BIGINT NOT NULL,
+    pending_through BIGINT,
+    attempts BIGINT NOT NULL,
+    next_attempt_at BIGINT NOT NULL,
+    failing_since BIGINT,
+    delivered BIGINT NOT NULL,
+    failed BIGINT NOT NULL,
+    last_status BIGINT,
+    last_error TEXT,
+    last_attempt_at BIGINT,
+    worker TEXT,
+    worker_until BIGINT,
+    created_at BIGINT NOT NULL
+)
 "#;

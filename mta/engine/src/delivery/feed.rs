@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
 use volley_queue::ids::is_inbound_id;
-use volley_queue::{BatchStatus, MappedBatch, QueueError, Spool};
+use volley_queue::{BatchStatus, MappedBatch, QueueError, Spool, State};
 
 use crate::delivery::work::is_due;
 
@@ -26,19 +26,41 @@ pub struct LiveBatch {
     /// cancelled): no new transaction takes its recipients; those in flight
     /// finish and are recorded. Shared by every batch of a campaign.
     pub hold: Arc<AtomicBool>,
-    /// The last reply of each recipient whose attempt did not deliver it
-    /// (deferred, bounced, expired), kept for a feed that wants them (the
-    /// control plane's per-recipient table); `None`: not kept.
+    /// The replies of attempts, in the order they came, kept for a feed that
+    /// wants them (the control plane's per-recipient table, its webhooks);
+    /// `None`: not kept.
     pub replies: Option<Mutex<Vec<Reply>>>,
+    /// Which replies are kept in `replies`.
+    pub keep: Keep,
 }
 
-/// The last answer one recipient of a [`LiveBatch`] got.
+/// Which replies a [`LiveBatch`] keeps.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Keep {
+    /// None.
+    Nothing,
+    /// Those of attempts that did not deliver (deferred, bounced, expired).
+    Failures,
+    /// Every attempt's, deliveries too (webhooks want `message.delivered`).
+    Everything,
+}
+
+/// The answer one attempt for a recipient of a [`LiveBatch`] got.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Reply {
     /// Recipient index in the batch.
     pub index: u32,
     /// Unix second of the answer.
     pub at: u64,
+    /// The state the attempt left the recipient in (delivered, deferred,
+    /// bounced, expired).
+    pub state: State,
+    /// The SMTP reply code (0: none).
+    pub code: u16,
+    /// The attempt's number (1: the first).
+    pub attempt: u32,
+    /// For a deferral: the unix second of the next attempt.
+    pub next_attempt: u64,
     /// Enhanced status code ("5.1.1"), or "".
     pub enhanced: String,
     /// Reply text or local reason.
@@ -48,10 +70,25 @@ pub struct Reply {
 impl LiveBatch {
     /// A batch sent from freely, its replies not kept.
     pub fn new(map: MappedBatch) -> LiveBatch {
+        LiveBatch::keeping(map, Arc::new(AtomicBool::new(false)), Keep::Nothing)
+    }
+
+    /// A batch sent from under `hold`, keeping the replies `keep` says.
+    pub fn keeping(map: MappedBatch, hold: Arc<AtomicBool>, keep: Keep) -> LiveBatch {
         LiveBatch {
             map,
-            hold: Arc::new(AtomicBool::new(false)),
-            replies: None,
+            hold,
+            replies: (keep != Keep::Nothing).then(Mutex::default),
+            keep,
+        }
+    }
+
+    /// Whether a reply that left the recipient `state` is kept.
+    pub fn keeps(&self, state: State) -> bool {
+        match self.keep {
+            Keep::Nothing => false,
+            Keep::Failures => state != State::Delivered,
+            Keep::Everything => true,
         }
     }
 
@@ -60,9 +97,10 @@ impl LiveBatch {
         self.hold.load(Ordering::Relaxed)
     }
 
-    /// Keeps `reply` when the batch keeps replies.
-    pub fn keep_reply(&self, reply: impl FnOnce() -> Reply) {
-        if let Some(replies) = &self.replies {
+    /// Keeps the reply of an attempt that left its recipient `state`, when
+    /// the batch keeps such replies.
+    pub fn keep_reply(&self, state: State, reply: impl FnOnce() -> Reply) {
+        if let (Some(replies), true) = (&self.replies, self.keeps(state)) {
             replies
                 .lock()
                 .unwrap_or_else(PoisonError::into_inner)
@@ -70,34 +108,24 @@ impl LiveBatch {
         }
     }
 
-    /// The replies kept since the last call, the last one per recipient.
+    /// The replies kept since the last call, in the order they came.
     pub fn take_replies(&self) -> Vec<Reply> {
         let Some(replies) = &self.replies else {
             return Vec::new();
         };
-        let mut all = std::mem::take(&mut *replies.lock().unwrap_or_else(PoisonError::into_inner));
-        // Stable: the last reply of a recipient stays after its earlier ones.
-        all.sort_by_key(|r| r.index);
-        let mut out: Vec<Reply> = Vec::with_capacity(all.len());
-        for reply in all {
-            match out.last_mut() {
-                Some(last) if last.index == reply.index => *last = reply,
-                _ => out.push(reply),
-            }
-        }
-        out
+        std::mem::take(&mut *replies.lock().unwrap_or_else(PoisonError::into_inner))
     }
 }
 
 /// What a feed does with one batch of a round ([`open_spool_round`]).
 #[derive(Debug)]
 pub enum Admit {
-    /// Deliver from it, under `hold`, keeping replies when `replies`.
+    /// Deliver from it, under `hold`, keeping the replies `keep` says.
     Open {
         /// The batch's hold flag (its campaign's).
         hold: Arc<AtomicBool>,
-        /// Whether to keep its recipients' replies.
-        replies: bool,
+        /// Which of its recipients' replies to keep.
+        keep: Keep,
     },
     /// Not now: its campaign starts at this unix second (`None`: when told).
     Wait(Option<u64>),
@@ -188,8 +216,8 @@ pub fn open_spool_round(
     let mut due = 0u64;
     for status in round_order(recovery.batches) {
         let unfinished = status.counts.unfinished();
-        let (hold, replies) = match admit(&status) {
-            Admit::Open { hold, replies } => (hold, replies),
+        let (hold, keep) = match admit(&status) {
+            Admit::Open { hold, keep } => (hold, keep),
             Admit::Wait(until) => {
                 if unfinished > 0 {
                     opened.not_due += unfinished;
@@ -221,11 +249,7 @@ pub fn open_spool_round(
             }
             Err(err) => return Err(err),
         };
-        let batch = Arc::new(LiveBatch {
-            map,
-            hold,
-            replies: replies.then(Mutex::default),
-        });
+        let batch = Arc::new(LiveBatch::keeping(map, hold, keep));
         if unfinished == 0 {
             opened.finished.push(batch);
             continue;
@@ -245,7 +269,7 @@ impl Feed for SpoolFeed {
         let free = Arc::new(AtomicBool::new(false));
         open_spool_round(&self.spool, now, window, |_| Admit::Open {
             hold: Arc::clone(&free),
-            replies: false,
+            keep: Keep::Nothing,
         })
     }
 

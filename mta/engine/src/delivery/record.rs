@@ -307,16 +307,18 @@ impl Recorder {
                 self.note_relayed(item, action, answer, via);
             }
         }
-        // Only what went wrong is kept: a delivery's reply is in the log, and
-        // keeping it for every message would cost an allocation each.
-        if !matches!(outcome, Outcome::Delivered) {
-            item.batch.keep_reply(|| Reply {
-                index: item.index,
-                at: now,
-                enhanced: answer.enhanced.to_owned(),
-                text: answer.text.to_owned(),
-            });
-        }
+        // A delivery's reply is kept only when a webhook wants it (it is in
+        // the log, and keeping it costs an allocation per message).
+        item.batch.keep_reply(state, || Reply {
+            index: item.index,
+            at: now,
+            state,
+            code: answer.code,
+            attempt: attempts,
+            next_attempt,
+            enhanced: answer.enhanced.to_owned(),
+            text: answer.text.to_owned(),
+        });
         let event = LogEvent {
             ts: timestamp(SystemTime::now()),
             campaign: header.campaign_id,

@@ -1,0 +1,38 @@
+#!/usr/bin/env python3
+"""The e2e benchmark's webhook endpoint: counts the message.delivered events of
+the (batched) requests it gets and writes the count and the time of the last
+one to a file after each request. No signature check: the benchmark measures
+volley, and the tests check signatures with the reference library.
+
+Usage: webhook_sink.py HOST PORT OUT
+"""
+
+import json
+import sys
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+HOST, PORT, OUT = sys.argv[1], int(sys.argv[2]), sys.argv[3]
+state = {"events": 0, "requests": 0, "last": 0.0}
+
+
+class Handler(BaseHTTPRequestHandler):
+    def do_POST(self):
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
+        items = body["data"] if body.get("type") == "batch" else [body]
+        state["events"] += sum(1 for e in items if e.get("type") == "message.delivered")
+        state["requests"] += 1
+        state["last"] = time.time()
+        with open(OUT + ".tmp", "w") as f:
+            json.dump(state, f)
+        import os
+        os.replace(OUT + ".tmp", OUT)
+        self.send_response(204)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+HTTPServer((HOST, PORT), Handler).serve_forever()
