@@ -510,7 +510,10 @@ def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, s
     tok = subprocess.run([volley, "-C", conf, "token", "create", "--name", f"bench{time.time_ns()}",
                           "--role", "sender"], capture_output=True, check=True, text=True).stdout.strip()
     sinks = Sinks(procs, args.sites, workdir)
-    p = procs.start([volley, "-C", conf, "run"], stdout=out, stderr=out)
+    wrap = []
+    if args.profile:
+        wrap = ["perf", "record", "-F", "999", "-g", "-o", os.path.join(workdir, "perf.data"), "--"]
+    p = procs.start(wrap + [volley, "-C", conf, "run"], stdout=out, stderr=out)
     host, port = api.rsplit(":", 1)
     wait_listening(host, int(port))
     with open(template, "rb") as f:
@@ -861,7 +864,12 @@ def main():
         with open(base + ".txt", "w") as f:
             # Per thread first (main = partitioning, tokio-rt-worker = delivery),
             # then per symbol.
-            for sort in (["--sort", "comm,dso"], []):
+            # The per-symbol lists of the threads besides the delivery
+            # lanes (the async runtime: the API, the store's writes from the
+            # feed, webhooks; SQLite's own thread) last.
+            for sort in (["--sort", "comm,dso"], [],
+                         ["--comms", "tokio-rt-worker,sqlx-sqlite-worker", "--sort", "comm,sym",
+                          "--percentage", "relative"]):
                 f.flush()
                 subprocess.run(["perf", "report", "--stdio", "--no-children", "--percent-limit",
                                 "0.5", "-g", "none", *sort, "-i", os.path.join(workdir, "perf.data")],

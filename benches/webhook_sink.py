@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """The e2e benchmark's webhook endpoint: counts the message.delivered events of
 the (batched) requests it gets and writes the count and the time of the last
-one to a file after each request. No signature check: the benchmark measures
-volley, and the tests check signatures with the reference library.
+one to a file after each request. No signature check and no JSON parsing
+(it shares the machine's two cores with volley; a real endpoint does not):
+the benchmark measures volley, and the tests check signatures and bodies
+with the reference library.
 
 Usage: webhook_sink.py HOST PORT OUT
 """
@@ -18,9 +20,8 @@ state = {"events": 0, "requests": 0, "last": 0.0}
 
 class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
-        body = json.loads(self.rfile.read(int(self.headers.get("content-length", "0"))))
-        items = body["data"] if body.get("type") == "batch" else [body]
-        state["events"] += sum(1 for e in items if e.get("type") == "message.delivered")
+        body = self.rfile.read(int(self.headers.get("content-length", "0")))
+        state["events"] += body.count(b'{"type":"message.delivered"')
         state["requests"] += 1
         state["last"] = time.time()
         with open(OUT + ".tmp", "w") as f:

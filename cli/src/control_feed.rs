@@ -17,7 +17,7 @@ use volley_control::plane::delivery_events::{attempt_event, Attempt};
 use volley_control::plane::progress::{domain_counts, final_row, LastReply};
 use volley_control::plane::{Admission, Plane};
 use volley_control::store::batches::{Counts, DoneBatch, Progress};
-use volley_control::store::events::NewEvent;
+use volley_control::store::events::BatchOutcomes;
 use volley_control::store::now;
 use volley_engine::delivery::feed::{
     open_spool_round, Admit, Feed, Keep, LiveBatch, Opened, Reply,
@@ -126,10 +126,11 @@ impl ControlFeed {
 
     /// Takes the replies the engine kept on `batches`: each recipient's last
     /// failure is remembered for its final row, and every reply of a type
-    /// some webhook wants becomes an outbox event (returned, in order).
-    fn take_replies<'a>(&self, batches: impl Iterator<Item = &'a LiveBatch>) -> Vec<NewEvent> {
+    /// some webhook wants becomes an outbox event (returned, per batch, in
+    /// order).
+    fn take_replies<'a>(&self, batches: impl Iterator<Item = &'a LiveBatch>) -> Vec<BatchOutcomes> {
         let wanted = self.plane.wanted_events();
-        let mut events = Vec::new();
+        let mut out = Vec::new();
         let mut sent = lock(&self.sent);
         for batch in batches {
             if batch.replies.is_none() {
@@ -142,6 +143,7 @@ impl ControlFeed {
             let (campaign, id) = key(batch);
             let entry = sent.entry((campaign, id)).or_default();
             let view = batch.map.view();
+            let mut events = Vec::new();
             for reply in replies {
                 if wanted.any_delivery() {
                     let recipient = view
@@ -151,7 +153,7 @@ impl ControlFeed {
                     let attempt = Attempt {
                         campaign,
                         batch: id,
-                        index: i64::from(reply.index),
+                        index: reply.index,
                         recipient: &recipient,
                         state: reply.state,
                         code: reply.code,
@@ -168,8 +170,15 @@ impl ControlFeed {
                     entry.replies.insert(reply.index, last_reply(reply));
                 }
             }
+            if !events.is_empty() {
+                out.push(BatchOutcomes {
+                    campaign,
+                    batch: id,
+                    events,
+                });
+            }
         }
-        events
+        out
     }
 
     /// Writes the events of the replies kept on `batches` to the outbox (a
@@ -182,7 +191,7 @@ impl ControlFeed {
             return;
         }
         let plane = Arc::clone(&self.plane);
-        if let Err(err) = self.block_on(async move { plane.add_events(&events).await }) {
+        if let Err(err) = self.block_on(async move { plane.add_outcomes(&events).await }) {
             tracing::warn!(%err, "cannot write delivery events to the outbox");
         }
     }

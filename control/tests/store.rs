@@ -10,9 +10,9 @@ use postgres::Postgres;
 use volley_control::recipients::Rejected;
 use volley_control::store::batches::{BatchCut, Counts, DoneBatch, FinalRecipient, Progress};
 use volley_control::store::campaigns::{CampaignFilter, CampaignState, NewCampaign};
-use volley_control::store::events::NewEvent;
+use volley_control::store::events::{BatchOutcomes, OutcomeEvent};
 use volley_control::store::tokens::Role;
-use volley_control::store::webhooks::{NewWebhook, Tried, FROM_API, FROM_CONFIG};
+use volley_control::store::webhooks::{NewWebhook, Pos, Tried, FROM_API, FROM_CONFIG};
 use volley_control::store::{schema, Store, StoreError};
 
 /// Runs `case` on a fresh SQLite store and a fresh PostgreSQL database.
@@ -392,13 +392,13 @@ fn batches_progress_and_final_rows_add_up() {
     });
 }
 
-fn event(kind: &'static str, campaign: i64, dedupe: Option<&str>) -> NewEvent {
-    NewEvent {
-        at: 1,
+fn outcome(index: u32, kind: &'static str) -> OutcomeEvent {
+    OutcomeEvent {
+        index,
         kind,
-        campaign: Some(campaign),
-        payload: format!("{{\"k\":\"{kind}\"}}"),
-        dedupe: dedupe.map(str::to_owned),
+        is_final: kind != "message.deferred",
+        at: 1,
+        data: format!("{{\"i\":{index}}}"),
     }
 }
 
@@ -442,52 +442,119 @@ fn webhooks_keep_their_place_in_an_outbox_written_once_per_final_outcome() {
             ))
             .await
             .unwrap();
-        assert_eq!((all.done_through, all.state.as_str()), (0, "active"));
+        assert_eq!(
+            (all.next, all.state.as_str()),
+            (Pos { row: 1, part: 0 }, "active")
+        );
 
-        // A final outcome is written once, however often it is added.
+        // A batch's events of one commit: a row per type, deferrals first; a
+        // final outcome is written once, however often it is added.
+        let batch = |campaign: i64, events: Vec<OutcomeEvent>| BatchOutcomes {
+            campaign,
+            batch: 1,
+            events,
+        };
         store
-            .add_events(&[
-                event("message.deferred", ours.id, None),
-                event("message.delivered", ours.id, Some("1.1.0")),
-                event("message.delivered", theirs.id, Some("2.1.0")),
+            .add_outcomes(&[
+                batch(
+                    ours.id,
+                    vec![
+                        outcome(0, "message.delivered"),
+                        outcome(1, "message.deferred"),
+                        outcome(2, "message.delivered"),
+                    ],
+                ),
+                batch(theirs.id, vec![outcome(0, "message.delivered")]),
             ])
             .await
             .unwrap();
         store
-            .add_events(&[event("message.delivered", ours.id, Some("1.1.0"))])
+            .add_outcomes(&[batch(
+                ours.id,
+                vec![
+                    outcome(0, "message.delivered"),
+                    outcome(1, "message.delivered"),
+                ],
+            )])
             .await
             .unwrap();
+        let rows = store.events(0, 10).await.unwrap();
+        let shape: Vec<(&str, i64)> = rows.iter().map(|r| (r.kind.as_str(), r.n)).collect();
+        assert_eq!(
+            shape,
+            [
+                ("message.deferred", 1),
+                ("message.delivered", 2),
+                ("message.delivered", 1),
+                ("message.delivered", 1)
+            ]
+        );
+        assert_eq!(rows[3].payload, "{\"i\":1}");
+        // Its completion writes the final outcomes still missing, and forgets
+        // which were written.
+        let done = DoneBatch {
+            campaign: ours.id,
+            batch: 1,
+            domains: Vec::new(),
+            recipients: Vec::new(),
+        };
+        store
+            .set_partitioned(
+                ours.id,
+                &[BatchCut {
+                    batch: 1,
+                    domains: vec![("a.test".into(), 4)],
+                }],
+                &[],
+                &[],
+            )
+            .await
+            .unwrap();
+        store
+            .complete_batches(
+                std::slice::from_ref(&done),
+                &[batch(
+                    ours.id,
+                    vec![
+                        outcome(2, "message.delivered"),
+                        outcome(3, "message.bounced"),
+                    ],
+                )],
+            )
+            .await
+            .unwrap();
+        let rows = store.events(0, 10).await.unwrap();
+        assert_eq!(
+            (rows.len(), rows[4].kind.as_str(), rows[4].payload.as_str()),
+            (5, "message.bounced", "{\"i\":3}")
+        );
         let last = store.last_event_id().await.unwrap();
-        assert_eq!(store.events(0, 10).await.unwrap().len(), 3);
 
-        // The admin's webhook sees every event; the shop's only its own
+        // The admin's webhook sees every row; the shop's only its own
         // campaign's deliveries.
-        let got = store.webhook_events(&all, 0, Some(last), 10).await.unwrap();
-        assert_eq!(got.len(), 3);
-        assert_eq!(store.webhook_pending(&all).await.unwrap(), 3);
-        let got = store
-            .webhook_events(&mine, 0, Some(last), 10)
-            .await
-            .unwrap();
-        let kinds: Vec<&str> = got.iter().map(|e| e.kind.as_str()).collect();
-        assert_eq!(kinds, ["message.delivered"]);
-        assert_eq!(store.webhook_pending(&mine).await.unwrap(), 1);
+        assert_eq!(
+            store.webhook_rows(&all, 1, last, 10).await.unwrap().len(),
+            5
+        );
+        assert_eq!(store.webhook_pending(&all).await.unwrap(), 6);
+        let mine_rows = store.webhook_rows(&mine, 1, last, 10).await.unwrap();
+        assert_eq!(mine_rows.iter().map(|r| r.n).sum::<i64>(), 3);
+        assert_eq!(store.webhook_pending(&mine).await.unwrap(), 3);
 
         // One process holds a webhook at a time.
         assert!(store.claim_webhook(all.id, "p1", i64::MAX).await.unwrap());
         assert!(!store.claim_webhook(all.id, "p2", i64::MAX).await.unwrap());
         // Its request is fixed, retried, then delivered.
-        let first_two = store.webhook_events(&all, 0, Some(last), 2).await.unwrap();
-        let through = first_two[1].id;
-        assert!(store
-            .webhook_pending_through(all.id, "p1", through)
-            .await
-            .unwrap());
+        let end = Pos {
+            row: rows[1].id,
+            part: 1,
+        };
+        assert!(store.webhook_pend(all.id, "p1", end).await.unwrap());
         store
             .webhook_tried(
                 all.id,
                 "p1",
-                through,
+                end,
                 &Tried::Retry { next_at: 50 },
                 Some(500),
                 Some("answered 500"),
@@ -498,20 +565,20 @@ fn webhooks_keep_their_place_in_an_outbox_written_once_per_final_outcome() {
         let w = store.webhook(all.id).await.unwrap().unwrap();
         assert_eq!(
             (
-                w.pending_through,
+                w.pend,
                 w.attempts,
                 w.next_attempt_at,
                 w.failing_since,
                 w.last_status
             ),
-            (Some(through), 1, 50, Some(40), Some(500))
+            (Some(end), 1, 50, Some(40), Some(500))
         );
         assert_eq!(w.last_error.as_deref(), Some("answered 500"));
         store
             .webhook_tried(
                 all.id,
                 "p1",
-                through,
+                end,
                 &Tried::Delivered { events: 2 },
                 Some(204),
                 None,
@@ -521,23 +588,21 @@ fn webhooks_keep_their_place_in_an_outbox_written_once_per_final_outcome() {
             .unwrap();
         let w = store.webhook(all.id).await.unwrap().unwrap();
         assert_eq!(
-            (
-                w.done_through,
-                w.pending_through,
-                w.attempts,
-                w.delivered,
-                w.failing_since
-            ),
-            (through, None, 0, 2, None)
+            (w.next, w.pend, w.attempts, w.delivered, w.failing_since),
+            (end, None, 0, 2, None)
         );
-        assert_eq!(store.webhook_pending(&w).await.unwrap(), 1);
+        assert_eq!(store.webhook_pending(&w).await.unwrap(), 4);
         // Given up, and disabled.
+        let past = Pos {
+            row: last + 1,
+            part: 0,
+        };
         store
             .webhook_tried(
                 all.id,
                 "p1",
-                last,
-                &Tried::GaveUp { events: 1 },
+                past,
+                &Tried::GaveUp { events: 4 },
                 None,
                 Some("cannot connect"),
                 60,
@@ -548,7 +613,7 @@ fn webhooks_keep_their_place_in_an_outbox_written_once_per_final_outcome() {
             .webhook_tried(
                 all.id,
                 "p1",
-                last,
+                past,
                 &Tried::Disabled,
                 Some(410),
                 Some("answered 410 Gone"),
@@ -557,14 +622,11 @@ fn webhooks_keep_their_place_in_an_outbox_written_once_per_final_outcome() {
             .await
             .unwrap();
         let w = store.webhook(all.id).await.unwrap().unwrap();
-        assert_eq!(
-            (w.failed, w.done_through, w.state.as_str()),
-            (1, last, "disabled")
-        );
-        assert!(!store.claim_webhook(all.id, "p1", 200).await.unwrap());
+        assert_eq!((w.failed, w.next, w.state.as_str()), (4, past, "disabled"));
+        assert!(!store.claim_webhook(all.id, "p1", i64::MAX).await.unwrap());
 
         // Delivery events passed by every active webhook are pruned; the
-        // shop's webhook has not passed its event yet.
+        // shop's webhook has not passed its events yet.
         assert_eq!(
             store
                 .prune_events(&["message.delivered", "message.deferred"], 100)
@@ -572,15 +634,15 @@ fn webhooks_keep_their_place_in_an_outbox_written_once_per_final_outcome() {
                 .unwrap(),
             0
         );
-        store.webhook_skip(mine.id, "nobody", last).await.unwrap();
-        assert!(store.claim_webhook(mine.id, "p1", 200).await.unwrap());
-        store.webhook_skip(mine.id, "p1", last).await.unwrap();
+        store.webhook_skip(mine.id, "nobody", past).await.unwrap();
+        assert!(store.claim_webhook(mine.id, "p1", i64::MAX).await.unwrap());
+        store.webhook_skip(mine.id, "p1", past).await.unwrap();
         assert_eq!(
             store
                 .prune_events(&["message.delivered"], 100)
                 .await
                 .unwrap(),
-            2
+            3
         );
 
         // The configuration's webhooks: kept by URL, the others deleted.

@@ -13,6 +13,7 @@ use super::{json_body, parse_time, Caller, St, MAX_PAGE};
 use crate::plane::submit::{JsonRecipient, Recipients, Submission};
 use crate::plane::view::STATUSES;
 use crate::store::campaigns::{Campaign, CampaignFilter, CampaignState};
+use crate::store::events::{event_id, members};
 
 /// The body of `POST /v1/campaigns`.
 #[derive(Debug, Deserialize)]
@@ -363,7 +364,10 @@ pub async fn rejects(
     })))
 }
 
-/// `GET /v1/events?cursor=ID`: the outbox, oldest first (admin).
+/// `GET /v1/events?cursor=ID&limit=N`: the outbox, oldest first (admin): at
+/// most N events, whole rows (a row may hold a group of delivery events,
+/// each listed; `id` is the row's, `event_id` the event's, as webhooks send
+/// it).
 pub async fn events(
     State(state): St,
     caller: Caller,
@@ -373,21 +377,26 @@ pub async fn events(
     let limit = page_limit(q.limit, 100)?;
     let after = number_cursor(q.cursor.as_deref())?;
     let events = state.plane.store().events(after, limit as i64).await?;
-    let next = (events.len() == limit)
-        .then(|| events.last().map(|e| e.id.to_string()))
-        .flatten();
-    let rows: Vec<_> = events
-        .iter()
-        .map(|e| {
-            serde_json::json!({
+    let mut rows = Vec::new();
+    let mut last = None;
+    for e in &events {
+        if !rows.is_empty() && rows.len() + e.n.max(1) as usize > limit {
+            break;
+        }
+        for m in members(e.at, e.n, &e.payload) {
+            rows.push(serde_json::json!({
                 "id": e.id,
+                "event_id": event_id(e.id, e.n, m.part),
                 "type": e.kind,
                 "campaign": e.campaign,
-                "at": crate::plane::view::rfc3339(e.at),
-                "data": serde_json::from_str::<serde_json::Value>(&e.payload).unwrap_or_default(),
-            })
-        })
-        .collect();
+                "at": crate::plane::view::rfc3339(m.at),
+                "data": serde_json::from_str::<serde_json::Value>(m.data).unwrap_or_default(),
+            }));
+        }
+        last = Some(e.id);
+    }
+    let more = events.len() == limit || last != events.last().map(|e| e.id);
+    let next = last.filter(|_| more).map(|id| id.to_string());
     Ok(Json(
         serde_json::json!({"events": rows, "next_cursor": next}),
     ))

@@ -23,7 +23,7 @@ use volley_conf::Assignment;
 use crate::plane::delivery_events::{attempt_event, final_events, Attempt};
 use crate::plane::{Admission, Plane, PlaneError};
 use crate::store::batches::{DoneBatch, Progress};
-use crate::store::events::NewEvent;
+use crate::store::events::BatchOutcomes;
 use crate::store::leases::EventsOf;
 use crate::store::now;
 use crate::webhook::kinds::{Kinds, DELIVERY};
@@ -272,7 +272,7 @@ impl Fleet {
         let held = store
             .report(&req.gateway, &rows, &progress, &events, at, self.ttl())
             .await?;
-        if events.iter().any(|e| !e.is_empty()) {
+        if events.iter().any(|e| !e.events.is_empty()) {
             self.plane.outbox().added.notify_waiters();
         }
         let mut stale: Vec<BatchKey> = req
@@ -452,11 +452,17 @@ fn check_name(name: &str) -> Result<(), PlaneError> {
 }
 
 /// The outbox events of the attempts a gateway reported on batch `b`.
-fn attempt_events(b: &wire::BatchReport, wanted: Kinds, gateway: &str) -> Vec<NewEvent> {
+fn attempt_events(b: &wire::BatchReport, wanted: Kinds, gateway: &str) -> BatchOutcomes {
+    let mut out = BatchOutcomes {
+        campaign: b.campaign,
+        batch: b.batch,
+        events: Vec::new(),
+    };
     if !wanted.any_delivery() {
-        return Vec::new();
+        return out;
     }
-    b.attempts
+    out.events = b
+        .attempts
         .iter()
         .filter_map(|a| {
             let state = match a.state.as_str() {
@@ -470,7 +476,7 @@ fn attempt_events(b: &wire::BatchReport, wanted: Kinds, gateway: &str) -> Vec<Ne
                 &Attempt {
                     campaign: b.campaign,
                     batch: b.batch,
-                    index: i64::from(a.index),
+                    index: a.index,
                     recipient: &a.recipient,
                     state,
                     code: a.code,
@@ -484,5 +490,6 @@ fn attempt_events(b: &wire::BatchReport, wanted: Kinds, gateway: &str) -> Vec<Ne
                 wanted,
             )
         })
-        .collect()
+        .collect();
+    out
 }

@@ -1,17 +1,22 @@
 //! The outbox events of delivery outcomes (`message.delivered`, `deferred`,
 //! `bounced`, `expired`), written only when some webhook wants their type.
 //!
-//! Written twice over, once in effect: live, from each attempt's reply as
-//! delivery records it (with the reply text), and again from the final rows
-//! when a batch completes, so that an outcome recorded in a slot but not yet
-//! in the outbox when the process was killed is not lost. A final outcome's
-//! event carries a key (campaign, batch, index) that makes the second write a
-//! no-op. Deferrals are written live only.
+//! Written live, from each attempt's reply as delivery records it (with the
+//! reply text), and a final outcome again from the final rows when its batch
+//! completes, so that one recorded in a slot but not yet in the outbox when
+//! the process was killed is not lost; the store writes each recipient's
+//! final outcome once ([`crate::store::events`]). Deferrals are written live
+//! only.
+//!
+//! The payload is written by hand (this runs once per message at campaign
+//! speed; a `serde_json::Value` per event cost more than the store's write).
+
+use std::io::Write;
 
 use volley_queue::State;
 
 use crate::store::batches::DoneBatch;
-use crate::store::events::NewEvent;
+use crate::store::events::{BatchOutcomes, OutcomeEvent};
 use crate::webhook::kinds::Kinds;
 
 /// One attempt's outcome for one recipient.
@@ -22,7 +27,7 @@ pub struct Attempt<'a> {
     /// Batch id.
     pub batch: i64,
     /// Index in the batch.
-    pub index: i64,
+    pub index: u32,
     /// The address.
     pub recipient: &'a str,
     /// The state the attempt left it in.
@@ -54,74 +59,89 @@ fn kind_of(state: State) -> Option<&'static str> {
     }
 }
 
-/// The once-only key of a recipient's final outcome.
-fn final_key(campaign: i64, batch: i64, index: i64) -> String {
-    format!("{campaign}.{batch}.{index}")
+/// Appends `text` as a JSON string.
+fn string(out: &mut Vec<u8>, text: &str) {
+    // Writing into a Vec cannot fail.
+    let _ = serde_json::to_writer(&mut *out, text);
 }
 
 /// The event of `a`, when `wanted` has its type.
-pub fn attempt_event(a: &Attempt<'_>, wanted: Kinds) -> Option<NewEvent> {
+pub fn attempt_event(a: &Attempt<'_>, wanted: Kinds) -> Option<OutcomeEvent> {
     let kind = kind_of(a.state).filter(|k| wanted.has(k))?;
-    let mut data = serde_json::json!({
-        "campaign": a.campaign,
-        "batch": a.batch,
-        "index": a.index,
-        "recipient": a.recipient,
-        "code": a.code,
-        "enhanced": a.enhanced,
-        "reply": a.reply,
-        "attempt": a.attempt,
-        "gateway": a.gateway,
-    });
+    let mut out = Vec::with_capacity(160 + a.reply.len() + a.recipient.len());
+    let _ = write!(
+        out,
+        "{{\"campaign\":{},\"batch\":{},\"index\":{},\"recipient\":",
+        a.campaign, a.batch, a.index
+    );
+    string(&mut out, a.recipient);
+    let _ = write!(out, ",\"code\":{},\"enhanced\":", a.code);
+    string(&mut out, a.enhanced);
+    out.extend_from_slice(b",\"reply\":");
+    string(&mut out, a.reply);
+    let _ = write!(out, ",\"attempt\":{},\"gateway\":", a.attempt);
+    string(&mut out, a.gateway);
     if a.state == State::Deferred && a.next_attempt > 0 {
-        data["next_attempt"] = crate::plane::view::rfc3339(a.next_attempt as i64).into();
+        out.extend_from_slice(b",\"next_attempt\":");
+        string(
+            &mut out,
+            &crate::plane::view::rfc3339(a.next_attempt as i64),
+        );
     }
-    Some(NewEvent {
-        at: a.at,
+    out.push(b'}');
+    Some(OutcomeEvent {
+        index: a.index,
         kind,
-        campaign: Some(a.campaign),
-        payload: data.to_string(),
-        dedupe: a
-            .state
-            .is_final()
-            .then(|| final_key(a.campaign, a.batch, a.index)),
+        is_final: a.state.is_final(),
+        at: a.at,
+        // serde_json writes UTF-8, and so does write! of numbers.
+        data: String::from_utf8(out)
+            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
     })
 }
 
 /// The final outcomes' events of batches done (delivered, bounced and
 /// expired recipients; suppressed and cancelled ones have none), for the
-/// types `wanted` has.
-pub fn final_events(done: &[DoneBatch], wanted: Kinds, gateway: &str) -> Vec<NewEvent> {
-    let mut out = Vec::new();
+/// types `wanted` has: written where the live ones are missing.
+pub fn final_events(done: &[DoneBatch], wanted: Kinds, gateway: &str) -> Vec<BatchOutcomes> {
     if !wanted.any_delivery() {
-        return out;
+        return Vec::new();
     }
-    for b in done {
-        for r in &b.recipients {
-            let state = match r.status.as_str() {
-                "delivered" => State::Delivered,
-                "bounced" => State::Bounced,
-                "expired" => State::Expired,
-                _ => continue,
-            };
-            let attempt = Attempt {
-                campaign: b.campaign,
-                batch: b.batch,
-                index: r.idx,
-                recipient: &r.email,
-                state,
-                code: u16::try_from(r.code).unwrap_or(0),
-                enhanced: &r.enhanced,
-                reply: &r.reply,
-                attempt: u32::try_from(r.attempts).unwrap_or(0),
-                next_attempt: 0,
-                at: r.at,
-                gateway,
-            };
-            out.extend(attempt_event(&attempt, wanted));
-        }
-    }
-    out
+    done.iter()
+        .map(|b| BatchOutcomes {
+            campaign: b.campaign,
+            batch: b.batch,
+            events: b
+                .recipients
+                .iter()
+                .filter_map(|r| {
+                    let state = match r.status.as_str() {
+                        "delivered" => State::Delivered,
+                        "bounced" => State::Bounced,
+                        "expired" => State::Expired,
+                        _ => return None,
+                    };
+                    attempt_event(
+                        &Attempt {
+                            campaign: b.campaign,
+                            batch: b.batch,
+                            index: u32::try_from(r.idx).ok()?,
+                            recipient: &r.email,
+                            state,
+                            code: u16::try_from(r.code).unwrap_or(0),
+                            enhanced: &r.enhanced,
+                            reply: &r.reply,
+                            attempt: u32::try_from(r.attempts).unwrap_or(0),
+                            next_attempt: 0,
+                            at: r.at,
+                            gateway,
+                        },
+                        wanted,
+                    )
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -134,7 +154,7 @@ mod tests {
             campaign: 3,
             batch: 7,
             index: 2,
-            recipient: "a@x.test",
+            recipient: "a\"b@x.test",
             state,
             code: 250,
             enhanced: "2.0.0",
@@ -150,17 +170,29 @@ mod tests {
     fn events_of_attempts() {
         let all = Kinds::all();
         let e = attempt_event(&attempt(State::Delivered), all).unwrap();
-        assert_eq!(e.kind, "message.delivered");
-        assert_eq!(e.dedupe.as_deref(), Some("3.7.2"));
-        let data: serde_json::Value = serde_json::from_str(&e.payload).unwrap();
-        assert_eq!(data["recipient"], "a@x.test");
+        assert_eq!(
+            (e.kind, e.is_final, e.index),
+            ("message.delivered", true, 2)
+        );
+        assert!(!e.data.contains('\n'));
+        let data: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+        assert_eq!(data["recipient"], "a\"b@x.test");
+        assert_eq!(
+            (
+                data["campaign"].as_i64(),
+                data["batch"].as_i64(),
+                data["index"].as_i64()
+            ),
+            (Some(3), Some(7), Some(2))
+        );
+        assert_eq!(data["reply"], "Ok: queued as ABC");
         assert_eq!(data["code"], 250);
         assert_eq!(data["gateway"], "gw1");
         assert!(data.get("next_attempt").is_none());
 
         let d = attempt_event(&attempt(State::Deferred), all).unwrap();
-        assert_eq!((d.kind, d.dedupe.as_deref()), ("message.deferred", None));
-        let data: serde_json::Value = serde_json::from_str(&d.payload).unwrap();
+        assert_eq!((d.kind, d.is_final), ("message.deferred", false));
+        let data: serde_json::Value = serde_json::from_str(&d.data).unwrap();
         assert_eq!(data["next_attempt"], "2026-12-07T04:00:00Z");
 
         let only_bounces = Kinds::of(&["message.bounced".to_owned()]);
@@ -193,16 +225,17 @@ mod tests {
                 row(4, "expired"),
             ],
         }];
-        let got: Vec<(&str, Option<String>)> = final_events(&done, Kinds::all(), "local")
-            .into_iter()
-            .map(|e| (e.kind, e.dedupe))
+        let got: Vec<(&str, u32)> = final_events(&done, Kinds::all(), "local")[0]
+            .events
+            .iter()
+            .map(|e| (e.kind, e.index))
             .collect();
         assert_eq!(
             got,
             [
-                ("message.delivered", Some("1.2.0".to_owned())),
-                ("message.bounced", Some("1.2.2".to_owned())),
-                ("message.expired", Some("1.2.4".to_owned())),
+                ("message.delivered", 0),
+                ("message.bounced", 2),
+                ("message.expired", 4),
             ]
         );
         let none = final_events(&done, Kinds::of(&["message.clicked".to_owned()]), "local");

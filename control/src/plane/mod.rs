@@ -32,7 +32,7 @@ use volley_queue::Spool;
 
 use crate::store::batches::{DoneBatch, Progress};
 use crate::store::campaigns::{Campaign, CampaignState};
-use crate::store::events::NewEvent;
+use crate::store::events::BatchOutcomes;
 use crate::store::{now, Store, StoreError};
 use crate::suppress::SharedList;
 use crate::webhook::kinds::Kinds;
@@ -451,21 +451,22 @@ impl Plane {
     }
 
     /// Records batches as done (before their files leave `active/`), with
-    /// `events` (the live delivery events not written yet) and the final
-    /// outcomes' events of the types webhooks want, by `gateway`.
+    /// `outcomes` (the live delivery events not written yet) and, of the
+    /// types webhooks want, the final outcomes not in the outbox yet (made by
+    /// `gateway`).
     pub async fn complete_batches(
         &self,
         done: &[DoneBatch],
-        mut events: Vec<NewEvent>,
+        mut outcomes: Vec<BatchOutcomes>,
         gateway: &str,
     ) -> Result<(), StoreError> {
-        events.extend(delivery_events::final_events(
+        outcomes.extend(delivery_events::final_events(
             done,
             self.wanted_events(),
             gateway,
         ));
-        self.store.complete_batches(done, &events).await?;
-        if !events.is_empty() {
+        self.store.complete_batches(done, &outcomes).await?;
+        if !outcomes.is_empty() {
             self.outbox.added.notify_waiters();
         }
         Ok(())
@@ -476,12 +477,13 @@ impl Plane {
         self.outbox.wanted.get()
     }
 
-    /// Appends delivery events to the outbox (in order, once-only ones once).
-    pub async fn add_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
-        if events.is_empty() {
+    /// Appends delivery events to the outbox (in order; a final outcome
+    /// once).
+    pub async fn add_outcomes(&self, outcomes: &[BatchOutcomes]) -> Result<(), StoreError> {
+        if outcomes.iter().all(|b| b.events.is_empty()) {
             return Ok(());
         }
-        self.store.add_events(events).await?;
+        self.store.add_outcomes(outcomes).await?;
         self.outbox.added.notify_waiters();
         Ok(())
     }

@@ -15,7 +15,7 @@ use sqlx::any::AnyRow;
 use sqlx::Row;
 
 use super::campaigns::INSERT_ROWS;
-use super::events::NewEvent;
+use super::events::BatchOutcomes;
 use super::{now, Backend, Context, Store, StoreError};
 use crate::recipients::Rejected;
 
@@ -357,19 +357,19 @@ impl Store {
 
     /// Records batches as done, all or nothing: the batch rows' state, final
     /// progress, each batch's outcomes (one row) and the campaigns' failure
-    /// reasons, in a handful of multi-row statements, with `events` (their
-    /// delivery events, [`Store::add_events`]). A batch done already is left
+    /// reasons, in a handful of multi-row statements, with `outcomes` (their
+    /// delivery events, [`Store::add_outcomes`]). A batch done already is left
     /// as it is (a completion repeated after a crash).
     pub async fn complete_batches(
         &self,
         done: &[DoneBatch],
-        events: &[NewEvent],
+        outcomes: &[BatchOutcomes],
     ) -> Result<(), StoreError> {
-        if done.is_empty() && events.is_empty() {
+        if done.is_empty() && outcomes.is_empty() {
             return Ok(());
         }
         let mut tx = self.pool().begin().await.what("begin a batch completion")?;
-        self.complete_in(&mut tx, done, events).await?;
+        self.complete_in(&mut tx, done, outcomes).await?;
         tx.commit().await.what("commit a batch completion")?;
         Ok(())
     }
@@ -379,9 +379,9 @@ impl Store {
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
         done: &[DoneBatch],
-        events: &[NewEvent],
+        outcomes: &[BatchOutcomes],
     ) -> Result<(), StoreError> {
-        if !events.is_empty() {
+        if !outcomes.is_empty() {
             // The outbox's lock first, as every writer of events takes it.
             self.lock_outbox(tx).await?;
         }
@@ -468,7 +468,19 @@ impl Store {
                 .await
                 .what("count failure reasons")?;
         }
-        self.insert_events(tx, events).await?;
+        // The outcomes of batches completed now, or live ones; a batch done
+        // before (a completion repeated after a crash) has its events.
+        let outcomes: Vec<BatchOutcomes> = outcomes
+            .iter()
+            .filter(|o| {
+                let key = (o.campaign, o.batch);
+                newly.iter().any(|b| (b.campaign, b.batch) == key)
+                    || !done.iter().any(|b| (b.campaign, b.batch) == key)
+            })
+            .cloned()
+            .collect();
+        let completed: Vec<(i64, i64)> = newly.iter().map(|b| (b.campaign, b.batch)).collect();
+        self.insert_outcomes(tx, &outcomes, &completed).await?;
         Ok(())
     }
 

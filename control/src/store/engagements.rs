@@ -99,14 +99,9 @@ impl Store {
         .rows_affected()
             > 0;
         if inserted {
-            sqlx::query("INSERT INTO events (at, kind, campaign, payload) VALUES ($1, $2, $3, $4)")
-                .bind(at)
-                .bind(format!("message.{}", what.name()))
-                .bind(who.campaign)
-                .bind(event.to_string())
-                .execute(&mut *tx)
-                .await
-                .what("add an event")?;
+            let kind = format!("message.{}", what.name());
+            self.insert_event(&mut tx, &kind, Some(who.campaign), &event.to_string(), at)
+                .await?;
         }
         tx.commit().await.what("commit an engagement")?;
         Ok(inserted)

@@ -4,60 +4,174 @@
 //! reports where there is one; webhooks deliver from it in id order
 //! ([`super::webhooks`]).
 //!
+//! A row holds one event (its payload a JSON object), or, for delivery
+//! outcomes, the events of one type of one batch recorded at one group commit
+//! (`n` > 1: its payload is one line per event, `AT<TAB>JSON`): at 20,000
+//! deliveries a second, a row per event would cost the store more than the
+//! delivery itself. [`members`] reads either form.
+//!
+//! A recipient's final outcome (delivered, bounced, expired) is written once:
+//! live, when delivery records it, or else when its batch completes (after a
+//! crash between the two). Which recipients of a live batch have theirs in the
+//! outbox is a bitmap per batch (`outcome_events`), updated in the same
+//! transaction as the events and dropped when the batch completes.
+//!
 //! Ids are handed out in commit order: on PostgreSQL every transaction that
 //! adds events first takes one advisory lock (held to its commit), so a
-//! reader that sees event N has seen every event before N that will ever
-//! exist; SQLite has one writer at a time anyway. A webhook can then keep a
-//! single cursor without skipping an event whose transaction committed late.
+//! reader that sees row N has seen every row before N that will ever exist;
+//! SQLite has one writer at a time anyway. A webhook can then keep a single
+//! place in the outbox without skipping a row whose transaction committed late.
+
+use std::collections::HashMap;
 
 use serde::Serialize;
 use sqlx::Row;
 
 use super::batches::values;
+use super::campaigns::INSERT_ROWS;
 use super::{now, Backend, Context, Store, StoreError};
-
-/// An event to append ([`Store::add_events`]).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewEvent {
-    /// Unix second it happened.
-    pub at: i64,
-    /// Its type (`message.delivered`, …).
-    pub kind: &'static str,
-    /// The campaign it is about, if one.
-    pub campaign: Option<i64>,
-    /// Its JSON payload (the webhook body's `data`).
-    pub payload: String,
-    /// A key that makes it once-only: a second event with the same key is
-    /// not written (a recipient's final outcome, recorded live and again
-    /// when its batch completes).
-    pub dedupe: Option<String>,
-}
 
 /// The advisory lock every event-adding transaction takes on PostgreSQL.
 const OUTBOX_LOCK: i64 = 7_340_032;
 
-/// Rows per multi-row INSERT (5 parameters each).
-const EVENT_ROWS: usize = 500;
+/// One delivery outcome of a batch's recipient, for the outbox.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutcomeEvent {
+    /// The recipient's index in its batch.
+    pub index: u32,
+    /// Its type (`message.delivered`, …).
+    pub kind: &'static str,
+    /// Whether it is the recipient's final outcome (written once).
+    pub is_final: bool,
+    /// Unix second it happened.
+    pub at: i64,
+    /// Its JSON payload (the webhook body's `data`), one line.
+    pub data: String,
+}
+
+/// A batch's outcome events, in the order they happened.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BatchOutcomes {
+    /// Campaign id.
+    pub campaign: i64,
+    /// Batch id.
+    pub batch: i64,
+    /// Its events.
+    pub events: Vec<OutcomeEvent>,
+}
 
 /// One outbox row.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
     /// Its number, increasing.
     pub id: i64,
-    /// Unix second it happened.
+    /// Unix second it happened (its last event's, for a group).
     pub at: i64,
     /// What happened (`campaign.completed`, …).
     pub kind: String,
     /// The campaign it is about, if one.
     pub campaign: Option<i64>,
-    /// Its JSON payload.
+    /// How many events it holds.
+    pub n: i64,
+    /// Its payload ([`members`]).
     pub payload: String,
-    /// Unix second it was delivered, if it was.
-    pub sent_at: Option<i64>,
+}
+
+/// One event of a row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Member<'a> {
+    /// Its place in the row (0 for a single event).
+    pub part: usize,
+    /// Unix second it happened.
+    pub at: i64,
+    /// Its JSON data.
+    pub data: &'a str,
+}
+
+/// The events of a row: its payload itself when it holds one, else each of
+/// its lines (`AT<TAB>JSON`). A malformed line is skipped.
+pub fn members(at: i64, n: i64, payload: &str) -> Vec<Member<'_>> {
+    if n <= 1 {
+        return vec![Member {
+            part: 0,
+            at,
+            data: payload,
+        }];
+    }
+    payload
+        .lines()
+        .filter_map(|line| {
+            let (t, data) = line.split_once('\t')?;
+            Some((t.parse().ok()?, data))
+        })
+        .enumerate()
+        .map(|(part, (at, data))| Member { part, at, data })
+        .collect()
+}
+
+/// The id of event `part` of row `id` holding `n` events: `evt_ID`, or
+/// `evt_ID.PART` in a group.
+pub fn event_id(id: i64, n: i64, part: usize) -> String {
+    if n <= 1 {
+        format!("evt_{id}")
+    } else {
+        format!("evt_{id}.{part}")
+    }
+}
+
+/// A row to insert.
+struct NewRow<'a> {
+    at: i64,
+    kind: &'a str,
+    campaign: i64,
+    n: i64,
+    payload: String,
+}
+
+/// The rows of one batch's events: deferrals first (a recipient's deferrals
+/// come before its final outcome), then each final type; one row per type.
+fn rows_of<'a>(campaign: i64, events: &[&'a OutcomeEvent]) -> Vec<NewRow<'a>> {
+    let mut kinds: Vec<(&str, bool)> = Vec::new();
+    for e in events {
+        if !kinds.contains(&(e.kind, e.is_final)) {
+            kinds.push((e.kind, e.is_final));
+        }
+    }
+    kinds.sort_by_key(|(_, is_final)| *is_final);
+    kinds
+        .into_iter()
+        .map(|(kind, is_final)| {
+            let of: Vec<&&OutcomeEvent> = events
+                .iter()
+                .filter(|e| e.kind == kind && e.is_final == is_final)
+                .collect();
+            let at = of.iter().map(|e| e.at).max().unwrap_or(0);
+            let payload = if of.len() == 1 {
+                of[0].data.clone()
+            } else {
+                let mut p = String::with_capacity(of.iter().map(|e| e.data.len() + 12).sum());
+                for e in &of {
+                    use std::fmt::Write;
+                    let _ = write!(p, "{}", e.at);
+                    p.push('\t');
+                    p.push_str(&e.data);
+                    p.push('\n');
+                }
+                p
+            };
+            NewRow {
+                at,
+                kind,
+                campaign,
+                n: of.len() as i64,
+                payload,
+            }
+        })
+        .collect()
 }
 
 impl Store {
-    /// Appends an event.
+    /// Appends one event.
     pub async fn add_event(
         &self,
         kind: &str,
@@ -66,35 +180,50 @@ impl Store {
     ) -> Result<i64, StoreError> {
         let mut tx = self.begin_write("add an event").await?;
         self.lock_outbox(&mut tx).await?;
-        let id = sqlx::query(
-            "INSERT INTO events (at, kind, campaign, payload) VALUES ($1, $2, $3, $4) RETURNING id",
-        )
-        .bind(now())
-        .bind(kind)
-        .bind(campaign)
-        .bind(payload.to_string())
-        .fetch_one(&mut *tx)
-        .await
-        .and_then(|r| r.try_get(0))
-        .what("add an event")?;
+        let id = self
+            .insert_event(&mut tx, kind, campaign, &payload.to_string(), now())
+            .await?;
         tx.commit().await.what("add an event")?;
         Ok(id)
     }
 
-    /// Appends `events` in one transaction, in order; those whose `dedupe`
-    /// key was written before are skipped.
-    pub async fn add_events(&self, events: &[NewEvent]) -> Result<(), StoreError> {
-        if events.is_empty() {
+    /// Appends one event in `tx`, which holds the outbox's lock.
+    pub(crate) async fn insert_event(
+        &self,
+        tx: &mut sqlx::Transaction<'_, sqlx::Any>,
+        kind: &str,
+        campaign: Option<i64>,
+        payload: &str,
+        at: i64,
+    ) -> Result<i64, StoreError> {
+        sqlx::query(
+            "INSERT INTO events (at, kind, campaign, payload, n) VALUES ($1, $2, $3, $4, 1) RETURNING id",
+        )
+        .bind(at)
+        .bind(kind)
+        .bind(campaign)
+        .bind(payload)
+        .fetch_one(&mut **tx)
+        .await
+        .and_then(|r| r.try_get(0))
+        .what("add an event")
+    }
+
+    /// Appends batches' outcome events, in one transaction: a final outcome
+    /// already in the outbox is not written again.
+    pub async fn add_outcomes(&self, batches: &[BatchOutcomes]) -> Result<(), StoreError> {
+        if batches.iter().all(|b| b.events.is_empty()) {
             return Ok(());
         }
-        let mut tx = self.begin_write("add events").await?;
-        self.insert_events(&mut tx, events).await?;
-        tx.commit().await.what("commit events")?;
+        let mut tx = self.begin_write("add delivery events").await?;
+        self.insert_outcomes(&mut tx, batches, &[]).await?;
+        tx.commit().await.what("commit delivery events")?;
         Ok(())
     }
 
     /// Takes the outbox's lock for the rest of `tx` (PostgreSQL; SQLite's
-    /// write transactions are one at a time already).
+    /// write transactions are one at a time already). Every transaction that
+    /// adds events takes it before anything else it locks.
     pub(crate) async fn lock_outbox(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
@@ -109,36 +238,124 @@ impl Store {
         Ok(())
     }
 
-    /// The writes of [`Store::add_events`], in `tx` (which it locks).
-    pub(crate) async fn insert_events(
+    /// The writes of [`Store::add_outcomes`], in `tx` (which it locks);
+    /// the batches of `completed` are done: their bitmaps go.
+    pub(crate) async fn insert_outcomes(
         &self,
         tx: &mut sqlx::Transaction<'_, sqlx::Any>,
-        events: &[NewEvent],
+        batches: &[BatchOutcomes],
+        completed: &[(i64, i64)],
     ) -> Result<(), StoreError> {
-        if events.is_empty() {
+        let batches: Vec<&BatchOutcomes> =
+            batches.iter().filter(|b| !b.events.is_empty()).collect();
+        if batches.is_empty() {
             return Ok(());
         }
         self.lock_outbox(tx).await?;
-        for chunk in events.chunks(EVENT_ROWS) {
+        // Which final outcomes each batch has in the outbox already.
+        let mut sent: HashMap<(i64, i64), Vec<u8>> = HashMap::new();
+        for chunk in batches.chunks(INSERT_ROWS / 2) {
             let sql = format!(
-                "INSERT INTO events (at, kind, campaign, payload, dedupe) VALUES {} ON CONFLICT DO NOTHING",
+                "SELECT campaign, batch, sent FROM outcome_events WHERE (campaign, batch) IN (VALUES {})",
+                values(self.backend(), chunk.len(), 2)
+            );
+            let mut query = sqlx::query(&sql);
+            for b in chunk {
+                query = query.bind(b.campaign).bind(b.batch);
+            }
+            for r in query
+                .fetch_all(&mut **tx)
+                .await
+                .what("read written outcomes")?
+            {
+                let what = "read written outcomes";
+                sent.insert(
+                    (
+                        r.try_get("campaign").what(what)?,
+                        r.try_get("batch").what(what)?,
+                    ),
+                    r.try_get("sent").what(what)?,
+                );
+            }
+        }
+        let mut rows = Vec::new();
+        let mut changed: Vec<(i64, i64)> = Vec::new();
+        for b in &batches {
+            let bits = sent.entry((b.campaign, b.batch)).or_default();
+            let mut keep = Vec::with_capacity(b.events.len());
+            let mut grew = false;
+            for e in &b.events {
+                if e.is_final {
+                    let (byte, bit) = (e.index as usize / 8, 1u8 << (e.index % 8));
+                    if bits.len() <= byte {
+                        bits.resize(byte + 1, 0);
+                    }
+                    if bits[byte] & bit != 0 {
+                        continue;
+                    }
+                    bits[byte] |= bit;
+                    grew = true;
+                }
+                keep.push(e);
+            }
+            if grew {
+                changed.push((b.campaign, b.batch));
+            }
+            rows.extend(rows_of(b.campaign, &keep));
+        }
+        for chunk in rows.chunks(INSERT_ROWS / 5) {
+            let sql = format!(
+                "INSERT INTO events (at, kind, campaign, payload, n) VALUES {}",
                 values(self.backend(), chunk.len(), 5)
             );
             let mut query = sqlx::query(&sql);
-            for e in chunk {
+            for r in chunk {
                 query = query
-                    .bind(e.at)
-                    .bind(e.kind)
-                    .bind(e.campaign)
-                    .bind(e.payload.as_str())
-                    .bind(e.dedupe.as_deref());
+                    .bind(r.at)
+                    .bind(r.kind)
+                    .bind(r.campaign)
+                    .bind(r.payload.as_str())
+                    .bind(r.n);
             }
-            query.execute(&mut **tx).await.what("add events")?;
+            query.execute(&mut **tx).await.what("add delivery events")?;
+        }
+        for chunk in completed.chunks(INSERT_ROWS / 2) {
+            let sql = format!(
+                "DELETE FROM outcome_events WHERE (campaign, batch) IN (VALUES {})",
+                values(self.backend(), chunk.len(), 2)
+            );
+            let mut query = sqlx::query(&sql);
+            for (campaign, batch) in chunk {
+                query = query.bind(*campaign).bind(*batch);
+            }
+            query
+                .execute(&mut **tx)
+                .await
+                .what("drop written outcomes")?;
+        }
+        changed.retain(|key| !completed.contains(key));
+        for chunk in changed.chunks(INSERT_ROWS / 3) {
+            let sql = format!(
+                "INSERT INTO outcome_events (campaign, batch, sent) VALUES {} \
+                 ON CONFLICT (campaign, batch) DO UPDATE SET sent = excluded.sent",
+                values(self.backend(), chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql);
+            for key in chunk {
+                query = query
+                    .bind(key.0)
+                    .bind(key.1)
+                    .bind(sent.get(key).cloned().unwrap_or_default());
+            }
+            query
+                .execute(&mut **tx)
+                .await
+                .what("record written outcomes")?;
         }
         Ok(())
     }
 
-    /// The newest event's id (0: none).
+    /// The newest row's id (0: none).
     pub async fn last_event_id(&self) -> Result<i64, StoreError> {
         sqlx::query("SELECT CAST(COALESCE(MAX(id), 0) AS BIGINT) FROM events")
             .fetch_one(self.pool())
@@ -147,10 +364,10 @@ impl Store {
             .what("read the newest event")
     }
 
-    /// Events after `after`, oldest first, at most `limit`.
+    /// Rows after `after`, oldest first, at most `limit`.
     pub async fn events(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
-            "SELECT id, at, kind, campaign, payload, sent_at FROM events WHERE id > $1 ORDER BY id LIMIT $2",
+            "SELECT id, at, kind, campaign, n, payload FROM events WHERE id > $1 ORDER BY id LIMIT $2",
         )
         .bind(after)
         .bind(limit)
@@ -159,15 +376,73 @@ impl Store {
         .what("list events")?;
         rows.iter()
             .map(|r| {
+                let what = "read an event";
                 Ok(Event {
-                    id: r.try_get("id").what("read an event")?,
-                    at: r.try_get("at").what("read an event")?,
-                    kind: r.try_get("kind").what("read an event")?,
-                    campaign: r.try_get("campaign").what("read an event")?,
-                    payload: r.try_get("payload").what("read an event")?,
-                    sent_at: r.try_get("sent_at").what("read an event")?,
+                    id: r.try_get("id").what(what)?,
+                    at: r.try_get("at").what(what)?,
+                    kind: r.try_get("kind").what(what)?,
+                    campaign: r.try_get("campaign").what(what)?,
+                    n: r.try_get("n").what(what)?,
+                    payload: r.try_get("payload").what(what)?,
                 })
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(index: u32, kind: &'static str, is_final: bool, at: i64) -> OutcomeEvent {
+        OutcomeEvent {
+            index,
+            kind,
+            is_final,
+            at,
+            data: format!("{{\"i\":{index}}}"),
+        }
+    }
+
+    #[test]
+    fn a_batchs_events_become_a_row_per_type_deferrals_first() {
+        let events = [
+            e(0, "message.delivered", true, 5),
+            e(1, "message.deferred", false, 6),
+            e(2, "message.delivered", true, 7),
+            e(1, "message.delivered", true, 8),
+        ];
+        let refs: Vec<&OutcomeEvent> = events.iter().collect();
+        let rows = rows_of(3, &refs);
+        let got: Vec<(&str, i64, i64, &str)> = rows
+            .iter()
+            .map(|r| (r.kind, r.n, r.at, r.payload.as_str()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                ("message.deferred", 1, 6, "{\"i\":1}"),
+                (
+                    "message.delivered",
+                    3,
+                    8,
+                    "5\t{\"i\":0}\n7\t{\"i\":2}\n8\t{\"i\":1}\n"
+                ),
+            ]
+        );
+        let m = members(8, 3, &rows[1].payload);
+        assert_eq!(
+            m.iter().map(|m| (m.part, m.at, m.data)).collect::<Vec<_>>(),
+            [
+                (0, 5, "{\"i\":0}"),
+                (1, 7, "{\"i\":2}"),
+                (2, 8, "{\"i\":1}")
+            ]
+        );
+        assert_eq!(members(6, 1, "{\"i\":1}")[0].data, "{\"i\":1}");
+        assert_eq!(
+            (event_id(9, 1, 0), event_id(9, 3, 2)),
+            ("evt_9".to_owned(), "evt_9.2".to_owned())
+        );
     }
 }

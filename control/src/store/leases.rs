@@ -12,10 +12,10 @@
 use sqlx::Row;
 
 use super::batches::{DoneBatch, Progress};
-use super::events::NewEvent;
+use super::events::BatchOutcomes;
 
 /// Makes the outbox events of the batches a completion accepted.
-pub type EventsOf<'a> = dyn Fn(&[DoneBatch]) -> Vec<NewEvent> + Sync + 'a;
+pub type EventsOf<'a> = dyn Fn(&[DoneBatch]) -> Vec<BatchOutcomes> + Sync + 'a;
 use super::{Backend, Context, Store, StoreError};
 
 /// A batch that can be leased now ([`Store::lease_candidates`]).
@@ -298,8 +298,8 @@ impl Store {
     }
 
     /// Records `gateway`'s report on the batches it holds at `epochs`: their
-    /// slots and progress, the outbox events of their attempts (`events`, one
-    /// list per batch), and renews their leases to `now + ttl`. Answers,
+    /// slots and progress, the outbox events of their attempts (`events`),
+    /// and renews their leases to `now + ttl`. Answers,
     /// per batch in order, whether the lease was still the gateway's (a report
     /// on a batch leased to another since, or done, changes nothing).
     pub async fn report(
@@ -307,12 +307,12 @@ impl Store {
         gateway: &str,
         batches: &[(i64, i64, i64, Vec<u8>)],
         progress: &[Progress],
-        events: &[Vec<NewEvent>],
+        events: &[BatchOutcomes],
         now: i64,
         ttl: i64,
     ) -> Result<Vec<bool>, StoreError> {
         let mut tx = self.pool().begin().await.what("begin a report")?;
-        if events.iter().any(|e| !e.is_empty()) {
+        if events.iter().any(|e| !e.events.is_empty()) {
             // The outbox's lock first, as every writer of events takes it.
             self.lock_outbox(&mut tx).await?;
         }
@@ -348,11 +348,17 @@ impl Store {
         self.upsert_progress(&mut tx, &accepted, true).await?;
         // The events of batches still the gateway's (a stale report's are
         // dropped with it).
-        for (batch_events, ok) in events.iter().zip(&held) {
-            if *ok {
-                self.insert_events(&mut tx, batch_events).await?;
-            }
-        }
+        let accepted_events: Vec<BatchOutcomes> = events
+            .iter()
+            .filter(|o| {
+                batches
+                    .iter()
+                    .zip(&held)
+                    .any(|((c, b, _, _), ok)| *ok && (*c, *b) == (o.campaign, o.batch))
+            })
+            .cloned()
+            .collect();
+        self.insert_outcomes(&mut tx, &accepted_events, &[]).await?;
         tx.commit().await.what("commit a report")?;
         Ok(held)
     }

@@ -183,18 +183,23 @@ CREATE INDEX engagements_kind ON engagements (campaign, kind)
 "#;
 
 /// Version 4, webhooks: the endpoints events are pushed to (from the config
-/// or the API), each with its place in the outbox (every event up to
-/// `done_through` is delivered or given up), the request being tried (events
-/// after `done_through` up to `pending_through`, so that a retry carries the
-/// same events under the same id), its retry state and its counts; and a key
-/// on events that must be written once (a recipient's final outcome), so that
-/// the outcome recorded live and the one recorded when its batch completes
-/// are one row. Webhooks keep their own place, so the index on events' unused
-/// `sent_at` goes (one index less per event written).
+/// or the API), each with its place in the outbox (`next_row`, `next_part`:
+/// the next event to send is event `next_part` of the first row from
+/// `next_row` on that it wants), the request being tried (up to `pend_row`,
+/// `pend_part`, fixed when first tried so that a retry carries the same
+/// events under the same id), its retry state and its counts. Outbox rows
+/// may hold a group of delivery events (`n`); which final outcomes of a live
+/// batch are in the outbox is a bitmap per batch (`outcome_events`). The
+/// index on events' unused `sent_at` goes (one index less per row written).
 const V4: &str = r#"
 DROP INDEX events_unsent;
-ALTER TABLE events ADD COLUMN dedupe TEXT;
-CREATE UNIQUE INDEX events_dedupe ON events (dedupe);
+ALTER TABLE events ADD COLUMN n BIGINT NOT NULL DEFAULT 1;
+CREATE TABLE outcome_events (
+    campaign BIGINT NOT NULL,
+    batch BIGINT NOT NULL,
+    sent {blob} NOT NULL,
+    PRIMARY KEY (campaign, batch)
+);
 CREATE TABLE webhooks (
     id {serial},
     owner BIGINT,
@@ -206,8 +211,10 @@ CREATE TABLE webhooks (
     retry_for BIGINT NOT NULL,
     timeout_ms BIGINT NOT NULL,
     state TEXT NOT NULL,
-    done_through BIGINT NOT NULL,
-    pending_through BIGINT,
+    next_row BIGINT NOT NULL,
+    next_part BIGINT NOT NULL,
+    pend_row BIGINT,
+    pend_part BIGINT,
     attempts BIGINT NOT NULL,
     next_attempt_at BIGINT NOT NULL,
     failing_since BIGINT,

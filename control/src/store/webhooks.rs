@@ -1,12 +1,12 @@
 //! Webhook rows: the endpoints events are pushed to, where each stands in the
 //! outbox, and its retry state. The delivery itself is [`crate::webhook`]'s.
 //!
-//! A webhook's place in the outbox is `done_through` (every event up to it is
-//! delivered or given up). The request being tried covers the matching events
-//! after it up to `pending_through`; it is fixed when first tried, so every
-//! retry carries the same events under the same `webhook-id`. One process at
-//! a time delivers a webhook: it holds the row (`worker`, `worker_until`) and
-//! renews it while it works.
+//! A webhook's place in the outbox is a [`Pos`]: the next event to send is
+//! event `part` of the first row from `row` on that it wants (a row may hold
+//! a group of events, [`super::events`]). The request being tried ends at
+//! `pend` (fixed when first tried, so every retry carries the same events
+//! under the same `webhook-id`). One process at a time delivers a webhook: it
+//! holds the row (`worker`, `worker_until`) and renews it while it works.
 
 use serde::Serialize;
 use sqlx::any::AnyRow;
@@ -45,10 +45,11 @@ pub struct Webhook {
     pub timeout_ms: i64,
     /// `active`, or `disabled` (its endpoint answered 410).
     pub state: String,
-    /// Every event up to this id is delivered or given up.
-    pub done_through: i64,
-    /// The request being tried covers events up to this id.
-    pub pending_through: Option<i64>,
+    /// Its place in the outbox: every event before it is delivered or
+    /// given up.
+    pub next: Pos,
+    /// Where the request being tried ends (exclusive), when one is.
+    pub pend: Option<Pos>,
     /// Failed tries of the request being tried.
     pub attempts: i64,
     /// Unix second of its next try.
@@ -90,6 +91,16 @@ pub struct NewWebhook {
     pub timeout_ms: i64,
 }
 
+/// A place in the outbox: event `part` of row `row` (or of the first row
+/// after it that a webhook wants).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Pos {
+    /// The row.
+    pub row: i64,
+    /// The event in it.
+    pub part: i64,
+}
+
 /// How a try of a webhook's request ended ([`Store::webhook_tried`]).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tried {
@@ -112,13 +123,13 @@ pub enum Tried {
     Disabled,
 }
 
-/// Moves a webhook past its request: delivered (`$2` events) or given up
-/// (`$3`).
-const DONE: &str = "UPDATE webhooks SET done_through = $1, pending_through = NULL, attempts = 0, next_attempt_at = 0, failing_since = NULL, \
-     delivered = delivered + $2, failed = failed + $3, last_status = $4, last_error = $5, last_attempt_at = $6 \
-     WHERE id = $7 AND worker = $8";
+/// Moves a webhook past its request, to `($1, $2)`: delivered (`$3`
+/// events) or given up (`$4`).
+const DONE: &str = "UPDATE webhooks SET next_row = $1, next_part = $2, pend_row = NULL, pend_part = NULL, attempts = 0, next_attempt_at = 0, failing_since = NULL, \
+     delivered = delivered + $3, failed = failed + $4, last_status = $5, last_error = $6, last_attempt_at = $7 \
+     WHERE id = $8 AND worker = $9";
 
-const COLUMNS: &str = "id, owner, source, url, events, secret, batch, retry_for, timeout_ms, state, done_through, pending_through, attempts, next_attempt_at, failing_since, delivered, failed, last_status, last_error, last_attempt_at, created_at";
+const COLUMNS: &str = "id, owner, source, url, events, secret, batch, retry_for, timeout_ms, state, next_row, next_part, pend_row, pend_part, attempts, next_attempt_at, failing_since, delivered, failed, last_status, last_error, last_attempt_at, created_at";
 
 fn webhook_of(r: &AnyRow) -> Result<Webhook, StoreError> {
     let what = "read a webhook";
@@ -135,8 +146,17 @@ fn webhook_of(r: &AnyRow) -> Result<Webhook, StoreError> {
         retry_for: r.try_get("retry_for").what(what)?,
         timeout_ms: r.try_get("timeout_ms").what(what)?,
         state: r.try_get("state").what(what)?,
-        done_through: r.try_get("done_through").what(what)?,
-        pending_through: r.try_get("pending_through").what(what)?,
+        next: Pos {
+            row: r.try_get("next_row").what(what)?,
+            part: r.try_get("next_part").what(what)?,
+        },
+        pend: match (
+            r.try_get::<Option<i64>, _>("pend_row").what(what)?,
+            r.try_get::<Option<i64>, _>("pend_part").what(what)?,
+        ) {
+            (Some(row), Some(part)) => Some(Pos { row, part }),
+            _ => None,
+        },
         attempts: r.try_get("attempts").what(what)?,
         next_attempt_at: r.try_get("next_attempt_at").what(what)?,
         failing_since: r.try_get("failing_since").what(what)?,
@@ -149,23 +169,25 @@ fn webhook_of(r: &AnyRow) -> Result<Webhook, StoreError> {
     })
 }
 
-/// One outbox row a webhook sends.
+/// One outbox row a webhook sends events of.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxEvent {
+pub struct OutboxRow {
     /// Its id.
     pub id: i64,
     /// Unix second it happened.
     pub at: i64,
-    /// Its type.
+    /// Its events' type.
     pub kind: String,
-    /// Its JSON payload.
+    /// How many events it holds.
+    pub n: i64,
+    /// Its payload ([`super::events::members`]).
     pub payload: String,
 }
 
-/// The `WHERE` terms selecting the events `hook` gets after `$1` up to `$2`,
+/// The `WHERE` terms selecting the rows `hook` wants from `$1` up to `$2`,
 /// with its types and owner bound from `$3` on.
 fn filter(hook: &Webhook) -> String {
-    let mut sql = String::from("id > $1 AND id <= $2");
+    let mut sql = String::from("id >= $1 AND id <= $2");
     let mut n = 3;
     let mut param = || {
         let p = format!("${n}");
@@ -200,8 +222,8 @@ impl Store {
             .map_err(|e| StoreError::Corrupt(format!("webhook events: {e}")))?;
         let at = now();
         let id: i64 = sqlx::query(
-            "INSERT INTO webhooks (owner, source, url, events, secret, batch, retry_for, timeout_ms, state, done_through, attempts, next_attempt_at, delivered, failed, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, 0, 0, 0, 0, $10) RETURNING id",
+            "INSERT INTO webhooks (owner, source, url, events, secret, batch, retry_for, timeout_ms, state, next_row, next_part, attempts, next_attempt_at, delivered, failed, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, 'active', $9, 0, 0, 0, 0, 0, $10) RETURNING id",
         )
         .bind(new.owner)
         .bind(new.source)
@@ -211,7 +233,7 @@ impl Store {
         .bind(new.batch)
         .bind(new.retry_for)
         .bind(new.timeout_ms)
-        .bind(last)
+        .bind(last + 1)
         .bind(at)
         .fetch_one(&mut *tx)
         .await
@@ -344,22 +366,20 @@ impl Store {
         Ok(())
     }
 
-    /// The events `hook` gets after `after` (up to `through` when given),
-    /// oldest first, at most `limit`.
-    pub async fn webhook_events(
+    /// The rows `hook` wants from `from` up to `through`, oldest first, at
+    /// most `limit`.
+    pub async fn webhook_rows(
         &self,
         hook: &Webhook,
-        after: i64,
-        through: Option<i64>,
+        from: i64,
+        through: i64,
         limit: i64,
-    ) -> Result<Vec<OutboxEvent>, StoreError> {
+    ) -> Result<Vec<OutboxRow>, StoreError> {
         let sql = format!(
-            "SELECT id, at, kind, payload FROM events WHERE {} ORDER BY id LIMIT {limit}",
+            "SELECT id, at, kind, n, payload FROM events WHERE {} ORDER BY id LIMIT {limit}",
             filter(hook)
         );
-        let mut query = sqlx::query(&sql)
-            .bind(after)
-            .bind(through.unwrap_or(i64::MAX));
+        let mut query = sqlx::query(&sql).bind(from).bind(through);
         for kind in &hook.events {
             query = query.bind(kind.as_str());
         }
@@ -373,10 +393,11 @@ impl Store {
         rows.iter()
             .map(|r| {
                 let what = "read an event";
-                Ok(OutboxEvent {
+                Ok(OutboxRow {
                     id: r.try_get("id").what(what)?,
                     at: r.try_get("at").what(what)?,
                     kind: r.try_get("kind").what(what)?,
+                    n: r.try_get("n").what(what)?,
                     payload: r.try_get("payload").what(what)?,
                 })
             })
@@ -386,35 +407,32 @@ impl Store {
     /// How many events `hook` has yet to deliver.
     pub async fn webhook_pending(&self, hook: &Webhook) -> Result<i64, StoreError> {
         let sql = format!(
-            "SELECT CAST(COUNT(*) AS BIGINT) FROM events WHERE {}",
+            "SELECT CAST(COALESCE(SUM(n), 0) AS BIGINT) FROM events WHERE {}",
             filter(hook)
         );
-        let mut query = sqlx::query(&sql).bind(hook.done_through).bind(i64::MAX);
+        let mut query = sqlx::query(&sql).bind(hook.next.row).bind(i64::MAX);
         for kind in &hook.events {
             query = query.bind(kind.as_str());
         }
         if let Some(owner) = hook.owner {
             query = query.bind(owner);
         }
-        query
+        let rows: i64 = query
             .fetch_one(self.pool())
             .await
             .and_then(|r| r.try_get(0))
-            .what("count a webhook's events")
+            .what("count a webhook's events")?;
+        Ok((rows - hook.next.part).max(0))
     }
 
-    /// Fixes the request being tried to the events up to `through` (when
-    /// `worker` still holds the webhook).
-    pub async fn webhook_pending_through(
-        &self,
-        id: i64,
-        worker: &str,
-        through: i64,
-    ) -> Result<bool, StoreError> {
+    /// Fixes the request being tried to end at `end` (when `worker` still
+    /// holds the webhook).
+    pub async fn webhook_pend(&self, id: i64, worker: &str, end: Pos) -> Result<bool, StoreError> {
         let done = sqlx::query(
-            "UPDATE webhooks SET pending_through = $1 WHERE id = $2 AND worker = $3 AND state = 'active'",
+            "UPDATE webhooks SET pend_row = $1, pend_part = $2 WHERE id = $3 AND worker = $4 AND state = 'active'",
         )
-        .bind(through)
+        .bind(end.row)
+        .bind(end.part)
         .bind(id)
         .bind(worker)
         .execute(self.pool())
@@ -423,17 +441,13 @@ impl Store {
         Ok(done.rows_affected() > 0)
     }
 
-    /// Moves webhook `id` past events with nothing for it (up to `through`).
-    pub async fn webhook_skip(
-        &self,
-        id: i64,
-        worker: &str,
-        through: i64,
-    ) -> Result<(), StoreError> {
+    /// Moves webhook `id` on to `to`, past rows with nothing for it.
+    pub async fn webhook_skip(&self, id: i64, worker: &str, to: Pos) -> Result<(), StoreError> {
         sqlx::query(
-            "UPDATE webhooks SET done_through = $1 WHERE id = $2 AND worker = $3 AND done_through < $1 AND pending_through IS NULL",
+            "UPDATE webhooks SET next_row = $1, next_part = $2 WHERE id = $3 AND worker = $4 AND next_row < $1 AND pend_row IS NULL",
         )
-        .bind(through)
+        .bind(to.row)
+        .bind(to.part)
         .bind(id)
         .bind(worker)
         .execute(self.pool())
@@ -442,14 +456,14 @@ impl Store {
         Ok(())
     }
 
-    /// Records how a try of webhook `id`'s request (events up to `through`)
-    /// ended, with its HTTP status (none: no answer) and error text.
+    /// Records how a try of webhook `id`'s request (ending at `end`) ended,
+    /// with its HTTP status (none: no answer) and error text.
     #[allow(clippy::too_many_arguments)]
     pub async fn webhook_tried(
         &self,
         id: i64,
         worker: &str,
-        through: i64,
+        end: Pos,
         tried: &Tried,
         status: Option<i64>,
         error: Option<&str>,
@@ -458,8 +472,8 @@ impl Store {
         // Each statement's own values first, then status, error, time, id
         // and worker.
         let (sql, values): (&str, Vec<i64>) = match tried {
-            Tried::Delivered { events } => (DONE, vec![through, *events, 0]),
-            Tried::GaveUp { events } => (DONE, vec![through, 0, *events]),
+            Tried::Delivered { events } => (DONE, vec![end.row, end.part, *events, 0]),
+            Tried::GaveUp { events } => (DONE, vec![end.row, end.part, 0, *events]),
             Tried::Retry { next_at } => (
                 "UPDATE webhooks SET attempts = attempts + 1, next_attempt_at = $1, failing_since = COALESCE(failing_since, $4), \
                  last_status = $2, last_error = $3, last_attempt_at = $4 WHERE id = $5 AND worker = $6",
@@ -487,28 +501,29 @@ impl Store {
         Ok(())
     }
 
-    /// Deletes the events of types in `kinds` that every active webhook has
+    /// Deletes the rows of types in `kinds` that every active webhook has
     /// passed and that are older than `before` (unix second): the high-volume
     /// delivery events, kept only as long as a webhook needs them. Answers how
-    /// many were deleted.
+    /// many rows were deleted.
     pub async fn prune_events(&self, kinds: &[&str], before: i64) -> Result<u64, StoreError> {
         if kinds.is_empty() {
             return Ok(0);
         }
         let low: i64 = sqlx::query(
-            "SELECT CAST(COALESCE(MIN(done_through), -1) AS BIGINT) FROM webhooks WHERE state = 'active'",
+            "SELECT CAST(COALESCE(MIN(next_row), -1) AS BIGINT) FROM webhooks WHERE state = 'active'",
         )
         .fetch_one(self.pool())
         .await
         .and_then(|r| r.try_get(0))
         .what("read the webhooks' places")?;
-        let through = if low < 0 { i64::MAX } else { low };
+        // Rows before every active webhook's place (a partly sent row stays).
+        let below = if low < 0 { i64::MAX } else { low };
         let list: Vec<String> = (0..kinds.len()).map(|i| format!("${}", i + 3)).collect();
         let sql = format!(
-            "DELETE FROM events WHERE id <= $1 AND at < $2 AND kind IN ({})",
+            "DELETE FROM events WHERE id < $1 AND at < $2 AND kind IN ({})",
             list.join(", ")
         );
-        let mut query = sqlx::query(&sql).bind(through).bind(before);
+        let mut query = sqlx::query(&sql).bind(below).bind(before);
         for k in kinds {
             query = query.bind(*k);
         }

@@ -23,7 +23,7 @@ use std::time::Duration;
 
 use tokio::sync::Notify;
 
-use crate::store::webhooks::{Tried, Webhook};
+use crate::store::webhooks::{Pos, Tried, Webhook};
 use crate::store::{now, Store, StoreError};
 use kinds::{Kinds, SharedKinds, DELIVERY};
 use policy::{verdict, Verdict};
@@ -170,8 +170,10 @@ impl Dispatcher {
     }
 
     async fn serve_until_stopped(&self, id: i64) -> Stop {
+        // Claimed by the dispatcher just before.
+        let mut held_until = now() + HOLD_SECS;
         loop {
-            match self.step(id).await {
+            match self.step(id, &mut held_until).await {
                 Ok(true) => {}
                 Ok(false) => {
                     tokio::select! {
@@ -185,18 +187,23 @@ impl Dispatcher {
     }
 
     /// One step of webhook `id`: a request tried, or nothing to do (false).
-    async fn step(&self, id: i64) -> Result<bool, Stop> {
-        if !self
-            .store
-            .claim_webhook(id, &self.worker, now() + HOLD_SECS)
-            .await?
-        {
-            return Err(Stop::Gone);
+    async fn step(&self, id: i64, held_until: &mut i64) -> Result<bool, Stop> {
+        let at = now();
+        if *held_until - at < HOLD_SECS / 2 {
+            // Renewed while half its time is left (one write, not one per
+            // request).
+            let until = at + HOLD_SECS;
+            if !self.store.claim_webhook(id, &self.worker, until).await? {
+                return Err(Stop::Gone);
+            }
+            *held_until = until;
         }
         let Some(hook) = self.store.webhook(id).await? else {
             return Err(Stop::Gone);
         };
-        let at = now();
+        if hook.state != "active" {
+            return Err(Stop::Gone);
+        }
         if hook.next_attempt_at > at {
             let wait = Duration::from_secs(u64::try_from(hook.next_attempt_at - at).unwrap_or(0));
             tokio::time::sleep(wait.min(Duration::from_secs(5))).await;
@@ -207,47 +214,48 @@ impl Dispatcher {
         } else {
             UNBATCHED
         };
-        let through = match hook.pending_through {
-            Some(through) => through,
+        let from = hook.next;
+        let (rows, end) = match hook.pend {
+            Some(end) => {
+                // A retry: the same events as the first try.
+                let through = if end.part > 0 { end.row } else { end.row - 1 };
+                let rows = self
+                    .store
+                    .webhook_rows(&hook, from.row, through, limit + 1)
+                    .await?;
+                (rows, end)
+            }
             None => {
                 let last = self.store.last_event_id().await?;
-                if last <= hook.done_through {
+                if last < from.row {
                     return Ok(false);
                 }
-                let events = self
+                // Every row holds at least one event: `limit` rows are enough.
+                let rows = self
                     .store
-                    .webhook_events(&hook, hook.done_through, Some(last), limit)
+                    .webhook_rows(&hook, from.row, last, limit)
                     .await?;
-                let Some(newest) = events.last() else {
+                let exhausted = ((rows.len() as i64) < limit).then_some(last);
+                let (items, end) = body::take(&rows, from, limit as usize, exhausted);
+                if items.is_empty() {
                     // Nothing of its types (or campaigns) among them.
-                    self.store.webhook_skip(id, &self.worker, last).await?;
+                    self.store.webhook_skip(id, &self.worker, end).await?;
                     return Ok(true);
-                };
-                let through = if events.len() as i64 == limit {
-                    newest.id
-                } else {
-                    last
-                };
-                if !self
-                    .store
-                    .webhook_pending_through(id, &self.worker, through)
-                    .await?
-                {
+                }
+                if !self.store.webhook_pend(id, &self.worker, end).await? {
                     return Err(Stop::Gone);
                 }
-                through
+                (rows, end)
             }
         };
-        let events = self
-            .store
-            .webhook_events(&hook, hook.done_through, Some(through), limit)
-            .await?;
-        if events.is_empty() {
+        let items = body::between(&rows, from, end);
+        if items.is_empty() {
+            // Its rows were pruned or edited away: nothing to send.
             self.store
                 .webhook_tried(
                     id,
                     &self.worker,
-                    through,
+                    end,
                     &Tried::Delivered { events: 0 },
                     hook.last_status,
                     None,
@@ -256,24 +264,23 @@ impl Dispatcher {
                 .await?;
             return Ok(true);
         }
-        self.send(&hook, through, &events).await?;
+        self.send(&hook, end, &items).await?;
         Ok(true)
     }
 
-    /// POSTs `events` (the request up to `through`) and records the outcome.
-    async fn send(
-        &self,
-        hook: &Webhook,
-        through: i64,
-        events: &[crate::store::webhooks::OutboxEvent],
-    ) -> Result<(), Stop> {
+    /// POSTs `items` (the request ending at `end`) and records the outcome.
+    async fn send(&self, hook: &Webhook, end: Pos, items: &[body::Item<'_>]) -> Result<(), Stop> {
         let batched = hook.batch > 0;
         let at = now();
-        let msg_id = match (batched, events.first()) {
-            (false, Some(e)) => body::event_id(e.id),
-            _ => format!("msg_{}_{}_{}", hook.id, hook.done_through, through),
+        let from = hook.next;
+        let msg_id = match (batched, items.first()) {
+            (false, Some(e)) => e.id(),
+            _ => format!(
+                "msg_{}_{}.{}_{}.{}",
+                hook.id, from.row, from.part, end.row, end.part
+            ),
         };
-        let payload = body::body(events, batched, at);
+        let payload = body::body(items, batched);
         let signer = match Signer::new(&hook.secret) {
             Ok(s) => s,
             Err(why) => {
@@ -286,7 +293,7 @@ impl Dispatcher {
                     .webhook_tried(
                         hook.id,
                         &self.worker,
-                        through,
+                        end,
                         &Tried::Retry { next_at: next },
                         None,
                         Some(&error),
@@ -297,7 +304,7 @@ impl Dispatcher {
             }
         };
         let signature = signer.sign(&msg_id, at, payload.as_bytes());
-        let n = events.len() as i64;
+        let n = items.len() as i64;
         let answer = self
             .client
             .post(&hook.url)
@@ -367,7 +374,7 @@ impl Dispatcher {
             .webhook_tried(
                 hook.id,
                 &self.worker,
-                through,
+                end,
                 &tried,
                 status.map(i64::from),
                 error.as_deref(),
