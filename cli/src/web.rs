@@ -11,6 +11,7 @@ use anyhow::{Context, Result};
 use tokio::sync::oneshot;
 use volley_conf::Config;
 use volley_control::plane::engagement::{EngagementLog, LinkRecipient};
+use volley_control::plane::subscriptions::ConfirmLinks;
 use volley_control::plane::Plane;
 use volley_control::store::engagements::{Engagement, Who};
 use volley_engine::feedback::FeedbackEvents;
@@ -110,16 +111,33 @@ pub async fn start(
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} ([web] listen)"))?;
-    tracing::info!(%addr, "serving the web links (unsubscribe, clicks, opens)");
+    tracing::info!(%addr, "serving the web links (unsubscribe, clicks, opens, subscribe forms)");
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = volley_control::web::router(plane, signer);
+    let links = ConfirmLinks {
+        signer: Arc::clone(&signer),
+        base: config
+            .web
+            .as_ref()
+            .map(|w| w.base_url())
+            .unwrap_or_default(),
+    };
+    let worker = format!(
+        "{}:{}",
+        crate::control::node_name(config),
+        std::process::id()
+    );
+    let router = volley_control::web::router(Arc::clone(&plane), signer);
     let task = tokio::spawn(async move {
+        // Subscribe requests: confirmations mailed and confirmed ones applied
+        // in bulk, while the endpoints are served.
+        let work = tokio::spawn(volley_control::web::subscriptions(plane, links, worker));
         let shutdown = async move {
             let _ = stopped.await;
         };
         if let Err(err) = volley_control::web::serve(listener, router, shutdown).await {
             tracing::error!(%err, "the web server failed");
         }
+        work.abort();
     });
     Ok((stop, task))
 }

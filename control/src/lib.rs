@@ -16,6 +16,7 @@
 //!   cancel, the scheduler, what delivery may send).
 //! - [`store`]: the store (SQLite or PostgreSQL): campaigns, batch rows,
 //!   progress, final recipients, tokens, the event outbox.
+//! - [`targeting`]: which members of a list a campaign goes to (`where`).
 //! - [`suppress`]: the suppression list in the spool, bounce counting, imports.
 //! - [`web`]: the public endpoints links in messages point at (`[web]`):
 //!   one-click unsubscribe, tracked clicks and opens.
@@ -30,5 +31,6 @@ pub mod plane;
 pub mod recipients;
 pub mod store;
 pub mod suppress;
+pub mod targeting;
 pub mod web;
 pub mod webhook;

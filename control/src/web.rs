@@ -11,6 +11,11 @@
 //! - `GET /c/TOKEN`: records the click once per recipient and link and answers
 //!   `302` to the template's URL for that link (never a URL from the request).
 //! - `GET /o/TOKEN`: records the open once and answers a 1×1 GIF.
+//! - `GET /s/LIST`: a list's subscribe form (the address and the list's form
+//!   fields); `POST /s/LIST` records the request (bounded per client address,
+//!   [`crate::plane::subscriptions`]) and says to check the inbox; `GET
+//!   /s/confirm/TOKEN`, the link of the confirmation message, confirms it
+//!   (double opt-in): the address joins the list with the next bulk.
 //!
 //! A token that is malformed, forged, altered, for another endpoint or naming
 //! nobody gets `404` and changes nothing; a bad signature is logged as a
@@ -20,7 +25,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use axum::body::{Body, Bytes};
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, State};
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Form, Path, State};
 use axum::http::{header, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -28,7 +33,8 @@ use axum::Router;
 use volley_queue::link::{LinkError, LinkKind, LinkSigner};
 
 use crate::plane::engagement::LinkRecipient;
-use crate::plane::Plane;
+use crate::plane::subscriptions::{ConfirmLinks, Requested};
+use crate::plane::{Plane, PlaneError};
 use crate::store::engagements::Who;
 
 /// Largest request body read (the one-click body is 26 bytes).
@@ -47,6 +53,8 @@ pub fn router(plane: Arc<Plane>, signer: Arc<LinkSigner>) -> Router {
         .route("/u/{token}", get(unsubscribe_page).post(unsubscribe))
         .route("/c/{token}", get(click))
         .route("/o/{token}", get(open))
+        .route("/s/{list}", get(subscribe_page).post(subscribe))
+        .route("/s/confirm/{token}", get(confirm))
         .fallback(|| async { not_found() })
         .layer(DefaultBodyLimit::max(MAX_BODY))
         .with_state(WebState { plane, signer })
@@ -212,6 +220,128 @@ async fn open(
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("image/gif"));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     Ok(response)
+}
+
+/// The list a `/s/LIST` path names, if it has a subscribe form.
+async fn form_list(state: &WebState, list: &str) -> Result<crate::store::lists::List, Response> {
+    let id: i64 = list.parse().map_err(|_| not_found())?;
+    match state.plane.store().list(id).await {
+        Ok(Some(l)) if l.from.is_some() => Ok(l),
+        Ok(_) => Err(not_found()),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+/// The subscribe form of `list`, with `note` above it.
+fn form_page(status: StatusCode, list: &crate::store::lists::List, note: &str) -> Response {
+    let mut inputs = String::from(
+        "<p><label>E-mail address<br><input type=\"email\" name=\"email\" required autocomplete=\"email\"></label></p>",
+    );
+    for f in &list.form_fields {
+        let f = escape(f);
+        inputs.push_str(&format!(
+            "<p><label>{label}<br><input type=\"text\" name=\"{f}\"></label></p>",
+            label = f.replace('_', " ")
+        ));
+    }
+    page(
+        status,
+        &format!("Subscribe to {}", escape(&list.name)),
+        &format!(
+            "{note}<form method=\"post\">{inputs}<button type=\"submit\">Subscribe</button></form>"
+        ),
+    )
+}
+
+async fn subscribe_page(State(state): State<WebState>, Path(list): Path<String>) -> Answer {
+    let list = form_list(&state, &list).await?;
+    Ok(form_page(StatusCode::OK, &list, ""))
+}
+
+async fn subscribe(
+    State(state): State<WebState>,
+    ConnectInfo(client): Client,
+    Path(list): Path<String>,
+    Form(form): Form<std::collections::HashMap<String, String>>,
+) -> Answer {
+    let list = form_list(&state, &list).await?;
+    let email = form.get("email").cloned().unwrap_or_default();
+    let fields: serde_json::Map<String, serde_json::Value> = form
+        .into_iter()
+        .filter(|(k, _)| k != "email")
+        .map(|(k, v)| (k, serde_json::Value::String(v)))
+        .collect();
+    match state
+        .plane
+        .subscribe_request(list.id, &email, &fields, client.ip())
+        .await
+    {
+        Ok(Requested::Queued | Requested::Dropped) => Ok(page(
+            StatusCode::OK,
+            "Check your inbox",
+            &format!(
+                "<p>To finish subscribing to <b>{}</b>, open the link in the message we sent to <b>{}</b>.</p>",
+                escape(&list.name),
+                escape(email.trim())
+            ),
+        )),
+        Ok(Requested::TooMany) => Err(page(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many requests",
+            "<p>Too many subscribe requests came from your network. Please try again in an hour.</p>",
+        )),
+        Err(PlaneError::BadRequest(why)) => Err(form_page(
+            StatusCode::BAD_REQUEST,
+            &list,
+            &format!("<p><b>{}</b></p>", escape(&why)),
+        )),
+        Err(PlaneError::NotFound(_)) => Err(not_found()),
+        Err(e) => Err(unavailable(&e)),
+    }
+}
+
+async fn confirm(
+    State(state): State<WebState>,
+    ConnectInfo(client): Client,
+    Path(token): Path<String>,
+) -> Answer {
+    let target = match state.signer.verify(LinkKind::Confirm, &token) {
+        Ok(t) => t,
+        Err(e) => {
+            if e == LinkError::Forged {
+                tracing::warn!(%client, path = "s/confirm", "refused a forged or altered link token");
+            }
+            return Err(not_found());
+        }
+    };
+    let (list, email) = state
+        .plane
+        .confirm(target.campaign as i64, target.batch as i64)
+        .await
+        .map_err(|e| unavailable(&e))?
+        .ok_or_else(not_found)?;
+    Ok(page(
+        StatusCode::OK,
+        "Subscribed",
+        &format!(
+            "<p><b>{}</b> is subscribed to <b>{}</b>. Thank you.</p>",
+            escape(&email),
+            escape(&list.name)
+        ),
+    ))
+}
+
+/// Runs the subscription work every two seconds ([`Plane::subscriptions_step`])
+/// as `worker`, until aborted.
+pub async fn subscriptions(plane: Arc<Plane>, links: ConfirmLinks, worker: String) {
+    let mut every = tokio::time::interval(std::time::Duration::from_secs(2));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(err) = plane.subscriptions_step(&links, &worker).await {
+            tracing::warn!(%err, "the subscription step failed");
+        }
+    }
 }
 
 fn not_found() -> Response {

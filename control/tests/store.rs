@@ -11,6 +11,7 @@ use volley_control::recipients::Rejected;
 use volley_control::store::batches::{BatchCut, Counts, DoneBatch, FinalRecipient, Progress};
 use volley_control::store::campaigns::{CampaignFilter, CampaignState, NewCampaign};
 use volley_control::store::events::{BatchOutcomes, OutcomeEvent};
+use volley_control::store::lists::NewList;
 use volley_control::store::tokens::Role;
 use volley_control::store::webhooks::{NewWebhook, Pos, Tried, FROM_API, FROM_CONFIG};
 use volley_control::store::{schema, Store, StoreError};
@@ -677,5 +678,118 @@ fn webhooks_keep_their_place_in_an_outbox_written_once_per_final_outcome() {
         assert_eq!(urls, [(c_id, "http://c.test/".to_owned())]);
         assert!(store.delete_webhook(mine.id).await.unwrap());
         assert_eq!(store.webhooks(Some(shop.id)).await.unwrap(), []);
+    });
+}
+
+#[test]
+fn list_members_keep_those_who_left_and_subscribe_requests_move_on() {
+    on_both("lists", |store| async move {
+        let list = store
+            .add_list(&NewList {
+                owner: Some(1),
+                name: "News".into(),
+                from: Some("news@acme.test".into()),
+                form_fields: vec!["first_name".into()],
+            })
+            .await
+            .unwrap();
+        let fields = |name: &str| {
+            let mut m = serde_json::Map::new();
+            m.insert("name".into(), name.into());
+            m
+        };
+        let added = store
+            .add_members(
+                list.id,
+                &[
+                    ("a@x.test".into(), fields("A")),
+                    ("b@x.test".into(), fields("B")),
+                ],
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!((added.added, added.updated), (2, 0));
+        assert_eq!(store.list(list.id).await.unwrap().unwrap().fields, ["name"]);
+        assert!(store.unsubscribe_member(list.id, "a@x.test").await.unwrap());
+        assert!(!store.unsubscribe_member(list.id, "a@x.test").await.unwrap());
+        // An import leaves the one who left; a confirmed request brings them back.
+        let again = store
+            .add_members(
+                list.id,
+                &[
+                    ("a@x.test".into(), fields("A2")),
+                    ("b@x.test".into(), fields("B2")),
+                ],
+                false,
+            )
+            .await
+            .unwrap();
+        assert_eq!((again.updated, again.kept_unsubscribed), (1, 1));
+        assert_eq!(store.list_counts(list.id).await.unwrap(), (1, 1));
+        let subscribed = store.members(list.id, "", 10, true).await.unwrap();
+        assert_eq!(
+            subscribed
+                .iter()
+                .map(|m| m.email.as_str())
+                .collect::<Vec<_>>(),
+            ["b@x.test"]
+        );
+        assert_eq!(subscribed[0].fields["name"], "B2");
+        store
+            .add_members(list.id, &[("a@x.test".into(), fields("A3"))], true)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .member(list.id, "a@x.test")
+                .await
+                .unwrap()
+                .unwrap()
+                .status,
+            "subscribed"
+        );
+
+        // Subscribe requests: new, claimed once, sent, confirmed, applied.
+        let id = store
+            .add_subscribe_request(list.id, "c@x.test", &fields("C"), "127.0.0.9", false)
+            .await
+            .unwrap();
+        store
+            .add_subscribe_request(list.id, "c@x.test", &fields("C"), "127.0.0.9", true)
+            .await
+            .unwrap();
+        assert_eq!(
+            store
+                .recent_subscribe_requests(0, "127.0.0.9", list.id, "c@x.test")
+                .await
+                .unwrap(),
+            (2, 1)
+        );
+        let claimed = store.claim_subscribe_requests("w1", 0, 10).await.unwrap();
+        assert_eq!(claimed.iter().map(|r| r.id).collect::<Vec<_>>(), [id]);
+        assert!(store
+            .claim_subscribe_requests("w2", 0, 10)
+            .await
+            .unwrap()
+            .is_empty());
+        store.subscribe_requests_sent(&[id], 77).await.unwrap();
+        assert!(store.confirm_subscribe_request(id).await.unwrap());
+        assert!(!store.confirm_subscribe_request(id).await.unwrap());
+        let confirmed = store.confirmed_subscribe_requests(10).await.unwrap();
+        assert_eq!(
+            (confirmed.len(), confirmed[0].email.as_str()),
+            (1, "c@x.test")
+        );
+        store.subscribe_requests_applied(&[id]).await.unwrap();
+        assert!(store
+            .confirmed_subscribe_requests(10)
+            .await
+            .unwrap()
+            .is_empty());
+        assert_eq!(
+            store.subscribe_request(id).await.unwrap().unwrap().state,
+            "applied"
+        );
     });
 }

@@ -11,7 +11,8 @@
 //!                      | link (u16, BE) | tag (10 bytes)
 //! tag     = HMAC-SHA256(key, "volley-link-1" | kind | campaign | batch | index | link),
 //!           first 10 bytes
-//! kind    = one byte: 'u' unsubscribe, 'c' click, 'o' open
+//! kind    = one byte: 'u' unsubscribe, 'c' click, 'o' open, 's' confirm a
+//!           subscribe request (campaign = the list, batch = the request)
 //! ```
 //!
 //! The kind is signed but not written: the path says it, and a token made for
@@ -51,6 +52,9 @@ pub enum LinkKind {
     Click,
     /// `/o/TOKEN`: the open-tracking image.
     Open,
+    /// `/s/confirm/TOKEN`: a subscribe request's confirmation (the target's
+    /// campaign is the list, its batch the request).
+    Confirm,
 }
 
 impl LinkKind {
@@ -59,15 +63,17 @@ impl LinkKind {
             LinkKind::Unsubscribe => b'u',
             LinkKind::Click => b'c',
             LinkKind::Open => b'o',
+            LinkKind::Confirm => b's',
         }
     }
 
-    /// The path segment of its endpoint (`u`, `c` or `o`).
+    /// The path of its endpoint (`u`, `c`, `o` or `s/confirm`).
     pub fn path(self) -> &'static str {
         match self {
             LinkKind::Unsubscribe => "u",
             LinkKind::Click => "c",
             LinkKind::Open => "o",
+            LinkKind::Confirm => "s/confirm",
         }
     }
 }

@@ -206,3 +206,60 @@ pub fn is_problem(a: &Answer, status: u16, needle: &str) {
     );
     assert_eq!(a.json()["status"], status);
 }
+
+/// `curl` as a mailbox provider or a reader's browser uses it: the status and
+/// the redirect target (no redirect followed), and the body.
+pub fn curl(args: &[&str]) -> (u16, String, String) {
+    let out = std::process::Command::new("curl")
+        .args([
+            "-s",
+            "-S",
+            "--max-time",
+            "10",
+            "-w",
+            "\n%{http_code} %{redirect_url}",
+        ])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    assert!(
+        out.status.success(),
+        "curl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let (body, tail) = text.rsplit_once('\n').unwrap();
+    let (code, location) = tail.split_once(' ').unwrap_or((tail, ""));
+    (code.parse().unwrap(), location.to_owned(), body.to_owned())
+}
+
+/// A header field of a message, unfolded.
+pub fn header_of(message: &[u8], name: &str) -> Option<String> {
+    let text = String::from_utf8_lossy(message);
+    let head = &text[..text.find("\r\n\r\n")?];
+    let unfolded = head.replace("\r\n ", " ").replace("\r\n\t", " ");
+    unfolded.split("\r\n").find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name).then(|| v.trim().to_owned())
+    })
+}
+
+/// Quoted-printable decoded (soft breaks joined, `=XX` decoded).
+pub fn unqp(text: &str) -> String {
+    let joined = text.replace("=\r\n", "");
+    let bytes = joined.as_bytes();
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'=' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&joined[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::problem::Problem;
-use super::{json_body, parse_time, Caller, St, MAX_PAGE};
+use super::{json_body, page_limit, parse_time, Caller, St};
 use crate::plane::submit::{JsonRecipient, Recipients, Submission};
 use crate::plane::view::STATUSES;
 use crate::store::campaigns::{Campaign, CampaignFilter, CampaignState};
@@ -24,6 +24,12 @@ struct CreateBody {
     recipients: Option<Vec<JsonRecipient>>,
     #[serde(default)]
     upload: Option<String>,
+    #[serde(default)]
+    list: Option<i64>,
+    #[serde(default, rename = "where")]
+    filter: Option<serde_json::Value>,
+    #[serde(default)]
+    limit: Option<u64>,
     #[serde(default)]
     start_at: Option<String>,
     #[serde(default)]
@@ -115,19 +121,32 @@ pub async fn create(
     caller.sender()?;
     let key = idempotency_key(&headers)?;
     let (req, raw): (CreateBody, _) = json_body(body, state.limits.max_body_bytes).await?;
-    let recipients = match (req.recipients, req.upload) {
-        (Some(_), Some(_)) => {
+    if req.list.is_none() && (req.filter.is_some() || req.limit.is_some()) {
+        return Err(Problem::bad_request(
+            "where and limit select members of a list: give list too",
+        ));
+    }
+    let recipients = match (req.recipients, req.upload, req.list) {
+        (Some(rows), None, None) => Recipients::Rows(rows),
+        (None, Some(id), None) => Recipients::Upload(id),
+        (None, None, Some(id)) => Recipients::List {
+            id,
+            filter: match &req.filter {
+                Some(query) => crate::targeting::parse(query).map_err(Problem::bad_request)?,
+                None => crate::targeting::Filter::All,
+            },
+            limit: req.limit,
+        },
+        (None, None, None) => {
             return Err(Problem::bad_request(
-                "give either recipients or upload, not both",
+                "no recipients: give recipients (an array of {\"email\": ..., \"fields\": {...}}), upload (the id from POST /v1/uploads) or list (a list's id)",
             ))
         }
-        (None, None) => {
+        _ => {
             return Err(Problem::bad_request(
-                "no recipients: give recipients (an array of {\"email\": ..., \"fields\": {...}}) or upload (the id from POST /v1/uploads)",
+                "give one of recipients, upload or list, not several",
             ))
         }
-        (Some(rows), None) => Recipients::Rows(rows),
-        (None, Some(id)) => Recipients::Upload(id),
     };
     let hash = crate::store::tokens::hash(&String::from_utf8_lossy(&raw));
     let sub = Submission {
@@ -163,16 +182,6 @@ pub struct ListQuery {
     tag: Option<String>,
     cursor: Option<String>,
     limit: Option<usize>,
-}
-
-fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, Problem> {
-    match limit {
-        None => Ok(default),
-        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
-        Some(n) => Err(Problem::bad_request(format!(
-            "limit must be from 1 to {MAX_PAGE}, not {n}"
-        ))),
-    }
 }
 
 /// `GET /v1/campaigns?state=S&tag=T&cursor=C&limit=N`: newest first.

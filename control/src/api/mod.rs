@@ -10,11 +10,12 @@
 //! [`MAX_PAGE`] items a page).
 //!
 //! Layout: [`problem`] (errors), [`campaigns`] (campaigns and uploads),
-//! [`suppressions`], [`webhooks`], [`fleet`] (the gateway protocol), and here the router,
+//! [`suppressions`], [`lists`], [`webhooks`], [`fleet`] (the gateway protocol), and here the router,
 //! authentication, JSON bodies and times.
 
 pub mod campaigns;
 pub mod fleet;
+pub mod lists;
 pub mod problem;
 pub mod suppressions;
 pub mod webhooks;
@@ -179,6 +180,18 @@ pub async fn json_body<T: DeserializeOwned>(
     Ok((value, bytes))
 }
 
+/// A page's size: `limit` when from 1 to [`MAX_PAGE`], else `default` when
+/// not given.
+pub(crate) fn page_limit(limit: Option<usize>, default: usize) -> Result<usize, Problem> {
+    match limit {
+        None => Ok(default),
+        Some(n) if (1..=MAX_PAGE).contains(&n) => Ok(n),
+        Some(n) => Err(Problem::bad_request(format!(
+            "limit must be from 1 to {MAX_PAGE}, not {n}"
+        ))),
+    }
+}
+
 /// Parses an RFC 3339 time (`2026-12-02T10:00:00Z`, `…+01:00`) into unix seconds.
 pub fn parse_time(text: &str) -> Option<i64> {
     let text = text.trim();
@@ -241,6 +254,16 @@ pub fn router(
                 .delete(suppressions::remove),
         )
         .route("/v1/events", get(campaigns::events))
+        .route("/v1/lists", post(lists::create).get(lists::list))
+        .route("/v1/lists/{id}", get(lists::show))
+        .route(
+            "/v1/lists/{id}/members",
+            post(lists::add_members).get(lists::members),
+        )
+        .route(
+            "/v1/lists/{id}/members/{address}",
+            get(lists::member).delete(lists::remove_member),
+        )
         .route("/v1/webhooks", post(webhooks::create).get(webhooks::list))
         .route(
             "/v1/webhooks/{id}",

@@ -9,7 +9,7 @@ use axum::Json;
 use serde::Deserialize;
 
 use super::problem::Problem;
-use super::{json_body, Caller, St, MAX_PAGE};
+use super::{json_body, page_limit, Caller, St};
 use crate::suppress::{Entry, Reason};
 
 fn entry_json(e: &Entry<'_>) -> serde_json::Value {
@@ -40,15 +40,7 @@ pub async fn list(
     Query(q): Query<ListQuery>,
 ) -> Result<Json<serde_json::Value>, Problem> {
     caller.admin()?;
-    let limit = match q.limit {
-        None => 100,
-        Some(n) if (1..=MAX_PAGE).contains(&n) => n,
-        Some(n) => {
-            return Err(Problem::bad_request(format!(
-                "limit must be from 1 to {MAX_PAGE}, not {n}"
-            )))
-        }
-    };
+    let limit = page_limit(q.limit, 100)?;
     let after = q
         .cursor
         .as_deref()

@@ -71,8 +71,9 @@ impl Plane {
     }
 
     /// Unsubscribes a link's recipient: suppressed for the campaign's sending
-    /// domain, recorded once (with its `message.unsubscribed` event). Repeating
-    /// it changes nothing. True the first time.
+    /// domain, out of the campaign's list (if it had one), recorded once (with
+    /// its `message.unsubscribed` event). Repeating it changes nothing. True
+    /// the first time.
     pub async fn unsubscribe(&self, r: &LinkRecipient) -> Result<bool, PlaneError> {
         let at = crate::store::now() as u64;
         let domain = r.campaign.sender_domain.clone();
@@ -85,6 +86,7 @@ impl Plane {
         .await
         .map_err(|e| PlaneError::Internal(e.to_string()))?
         .map_err(|e| PlaneError::Internal(format!("cannot record the unsubscribe: {e}")))?;
+        self.leave_list(r.campaign.id, &r.email).await?;
         self.record(r, Engagement::Unsubscribed, 0).await
     }
 
@@ -109,9 +111,13 @@ impl Plane {
         email: &str,
         what: Engagement,
     ) -> Result<bool, PlaneError> {
+        if matches!(what, Engagement::Unsubscribed | Engagement::Complained) {
+            self.leave_list(who.campaign, email).await?;
+        }
         let data = serde_json::json!({
             "campaign": who.campaign,
             "batch": who.batch,
+            "index": who.idx,
             "recipient": email,
         });
         Ok(self
@@ -134,6 +140,7 @@ impl Plane {
         let mut data = serde_json::json!({
             "campaign": r.campaign.id,
             "batch": r.who.batch,
+            "index": r.who.idx,
             "recipient": r.email,
         });
         match what {

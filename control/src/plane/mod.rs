@@ -12,14 +12,17 @@
 //! control-plane process's suspend within a tick).
 //!
 //! Layout: [`admission`] (the pure decision), [`progress`] (slots to counts and
-//! rows), [`delivery_events`] (the outbox events of delivery outcomes), [`submit`] (submission and partitioning), [`view`] (what the API
+//! rows), [`delivery_events`] (the outbox events of delivery outcomes), [`submit`] (submission and partitioning), [`lists`] (lists and their members), [`subscriptions`] (the subscribe
+//! form's requests), [`view`] (what the API
 //! shows of a campaign).
 
 pub mod admission;
 pub mod delivery_events;
 pub mod engagement;
+pub mod lists;
 pub mod progress;
 pub mod submit;
+pub mod subscriptions;
 pub mod view;
 
 use std::collections::HashMap;

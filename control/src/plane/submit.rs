@@ -45,6 +45,16 @@ pub enum Recipients {
     Upload(String),
     /// A CSV file on this host (a local command).
     File(PathBuf),
+    /// A list's subscribed members matching a targeting query, at most
+    /// `limit` of them.
+    List {
+        /// The list.
+        id: i64,
+        /// The targeting query (`where`).
+        filter: crate::targeting::Filter,
+        /// The most recipients.
+        limit: Option<u64>,
+    },
 }
 
 /// A campaign to submit.
@@ -133,13 +143,23 @@ fn write_rows(rows: &[JsonRecipient], path: &Path) -> Result<(), PlaneError> {
         }
         out.write_record(&record).map_err(|e| internal(&e))?;
     }
+    finish_csv(out, path)
+}
+
+/// Flushes a recipient list written with `out` to `path` and syncs it.
+pub(crate) fn finish_csv(
+    out: csv::Writer<std::io::BufWriter<std::fs::File>>,
+    path: &Path,
+) -> Result<(), PlaneError> {
+    let internal = |e: &dyn std::fmt::Display| {
+        PlaneError::Internal(format!("cannot write {}: {e}", path.display()))
+    };
     let file = out
         .into_inner()
         .map_err(|e| internal(&e))?
         .into_inner()
         .map_err(|e| internal(&e.error()))?;
-    file.sync_all().map_err(|e| internal(&e))?;
-    Ok(())
+    file.sync_all().map_err(|e| internal(&e))
 }
 
 /// A new random id (uploads, list files): 16 bytes, hex.
@@ -290,10 +310,23 @@ impl Plane {
                 PathBuf::from(path)
             }
             Recipients::File(path) => path.clone(),
+            Recipients::List { id, filter, limit } => {
+                let list = self.list_for(*id, owner).await?;
+                let (path, n) = self.list_recipients(&list, filter, *limit).await?;
+                tracing::info!(
+                    list = list.id,
+                    recipients = n,
+                    "campaign recipients taken from the list"
+                );
+                path
+            }
         };
         // A list written for this request goes with it when it fails.
         let failed = |e: PlaneError| {
-            if matches!(sub.recipients, Recipients::Rows(_)) {
+            if matches!(
+                sub.recipients,
+                Recipients::Rows(_) | Recipients::List { .. }
+            ) {
                 let _ = std::fs::remove_file(&list);
             }
             e
@@ -326,6 +359,10 @@ impl Plane {
             tags: sub.tags.clone(),
             idempotency: sub.idempotency.clone(),
             links: stored.links.clone(),
+            list: match &sub.recipients {
+                Recipients::List { id, .. } => Some(*id),
+                _ => None,
+            },
         };
         let campaign = self
             .store

@@ -135,6 +135,8 @@ pub struct NewCampaign {
     pub idempotency: Option<(String, String)>,
     /// The template's tracked links, by index (what `/c/TOKEN` redirects to).
     pub links: Vec<String>,
+    /// The list it is sent to, if one (an unsubscribe leaves it).
+    pub list: Option<i64>,
 }
 
 /// Which campaigns to list ([`Store::list_campaigns`]).
@@ -275,6 +277,14 @@ impl Store {
                     .execute(&mut *tx)
                     .await
                     .what("record a campaign's links")?;
+            }
+            if let Some(list) = new.list {
+                sqlx::query("INSERT INTO campaign_lists (campaign, list) VALUES ($1, $2)")
+                    .bind(id)
+                    .bind(list)
+                    .execute(&mut *tx)
+                    .await
+                    .what("record a campaign's list")?;
             }
             tx.commit().await.what("commit a campaign")?;
             return campaign_of(&row);

@@ -13,13 +13,14 @@
 //! final recipient rows), [`uploads`], [`events`] (the outbox), [`engagements`]
 //! (unsubscribes, clicks and opens over the web links; tracked links),
 //! [`webhooks`] (the endpoints events are pushed to, and their place in the
-//! outbox).
+//! outbox), [`lists`] (lists, members, subscribe requests).
 
 pub mod batches;
 pub mod campaigns;
 pub mod engagements;
 pub mod events;
 pub mod leases;
+pub mod lists;
 pub mod schema;
 pub mod tokens;
 pub mod uploads;

@@ -9,7 +9,7 @@
 //! A migration, once released, never changes: a new one is appended.
 
 /// The migrations, in order: (version, SQL statements separated by `;`).
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
 
 /// The newest schema version this binary knows.
 pub fn current() -> i64 {
@@ -227,4 +227,50 @@ CREATE TABLE webhooks (
     worker_until BIGINT,
     created_at BIGINT NOT NULL
 )
+"#;
+
+/// Version 5, lists (the design's D role): lists with the merge fields their
+/// members have and what their subscribe form asks; members (an address,
+/// its fields, `subscribed` or `unsubscribed`); which list a campaign was
+/// sent to (an unsubscribe leaves it); and subscribe requests from the form,
+/// buffered until confirmed and then applied in bulk.
+const V5: &str = r#"
+CREATE TABLE lists (
+    id {serial},
+    owner BIGINT,
+    name TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    from_address TEXT,
+    form_fields TEXT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE TABLE list_members (
+    list BIGINT NOT NULL,
+    email TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    status TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (list, email)
+);
+CREATE TABLE campaign_lists (
+    campaign BIGINT PRIMARY KEY,
+    list BIGINT NOT NULL
+);
+CREATE TABLE subscribe_requests (
+    id {serial},
+    list BIGINT NOT NULL,
+    email TEXT NOT NULL,
+    fields TEXT NOT NULL,
+    client TEXT NOT NULL,
+    at BIGINT NOT NULL,
+    state TEXT NOT NULL,
+    claimed_by TEXT,
+    claimed_at BIGINT,
+    campaign BIGINT,
+    confirmed_at BIGINT
+);
+CREATE INDEX subscribe_requests_state ON subscribe_requests (state, id);
+CREATE INDEX subscribe_requests_client ON subscribe_requests (client, at);
+CREATE INDEX subscribe_requests_email ON subscribe_requests (list, email, at)
 "#;
