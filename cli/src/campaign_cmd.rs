@@ -159,6 +159,7 @@ fn show(c: &Value) -> String {
         "complained",
         "clicked",
         "opened",
+        "replied",
         "acknowledged",
     ] {
         out.push_str(&format!("{key}: {}\n", text(c, key)));

@@ -79,6 +79,7 @@ impl FeedbackEvents for PlaneFeedback {
     fn verified(&self, status: &'static str, target: VerpTarget, recipient: &str) {
         let what = match status {
             "complained" => Engagement::Complained,
+            "replied" => Engagement::Replied,
             _ => Engagement::Unsubscribed,
         };
         let who = Who {

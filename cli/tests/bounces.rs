@@ -441,6 +441,35 @@ fn a_complaint_to_a_verp_address_suppresses_its_recipient() {
         "the campaign does not count the complaint: {last}"
     );
     assert_eq!(last["unsubscribed"], 0, "{last}");
+
+    // Carol replies to her message (its reply address is its return path):
+    // she acknowledged it; nothing is suppressed.
+    std::fs::write(
+        s.path("carol-reply.eml"),
+        "From: Carol <carol@sink.test>\r\nTo: Acme News <news@acme.test>\r\n\
+         Subject: Re: your news\r\nMessage-ID: <c1@sink.test>\r\n\r\nThanks, very useful.",
+    )
+    .unwrap();
+    let (ok, transcript) = s.swaks(
+        "carol@sink.test",
+        verp_of(&paths, "carol@sink.test"),
+        &s.path("carol-reply.eml"),
+    );
+    assert!(ok, "{transcript}");
+    let lines = s.wait_for_status("replied", 1, &String::new);
+    assert_eq!(lines[0]["recipient"], "carol@sink.test", "{}", lines[0]);
+    let acknowledged = poll(Duration::from_secs(30), || {
+        let a = support::http::try_request(api, "GET", &path, &[("Authorization", &admin)], b"")
+            .ok()?;
+        last = a.json();
+        (last["replied"] == 1).then_some(())
+    });
+    assert!(
+        acknowledged.is_some(),
+        "the campaign does not count the reply: {last}"
+    );
+    assert_eq!(last["acknowledged"], 1, "{last}");
+    assert_eq!(s.suppressions().len(), 1, "a reply suppresses nothing");
 }
 
 #[test]

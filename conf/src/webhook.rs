@@ -20,6 +20,7 @@ pub const EVENT_TYPES: &[&str] = &[
     "message.unsubscribed",
     "message.clicked",
     "message.opened",
+    "message.replied",
     "campaign.completed",
 ];
 

@@ -146,7 +146,7 @@ impl Plane {
         match what {
             Engagement::Clicked => data["link"] = link.into(),
             Engagement::Opened => data["unreliable"] = true.into(),
-            Engagement::Unsubscribed | Engagement::Complained => {}
+            Engagement::Unsubscribed | Engagement::Complained | Engagement::Replied => {}
         }
         let new = self
             .store

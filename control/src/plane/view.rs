@@ -43,9 +43,11 @@ pub struct CampaignView {
     pub cancelled: i64,
     /// Rows of the list skipped (see `/rejects`).
     pub rejected_rows: i64,
-    /// Recipients who clicked a tracked link (a reply counts too, once
-    /// replies are matched to campaigns): they read it.
+    /// Recipients who clicked a tracked link or replied: they read it (the
+    /// post office design's acknowledgement).
     pub acknowledged: i64,
+    /// Recipients who replied (to the message's VERP address).
+    pub replied: i64,
     /// Recipients who clicked at least one tracked link.
     pub clicked: i64,
     /// Recipients whose open image was fetched: unreliable (some readers fetch
@@ -175,7 +177,8 @@ impl Plane {
             suppressed: counts.suppressed + c.suppressed,
             cancelled: counts.cancelled,
             rejected_rows: c.rejected_rows,
-            acknowledged: engaged.clicked,
+            acknowledged: engaged.acknowledged,
+            replied: engaged.replied,
             clicked: engaged.clicked,
             opened: engaged.opened,
             unsubscribed: engaged.unsubscribed,
@@ -213,7 +216,7 @@ impl Plane {
         let mut clicked = Vec::new();
         for row in &mut rows {
             if batch != Some(row.batch) {
-                clicked = self.store.clicked_in_batch(c.id, row.batch).await?;
+                clicked = self.store.acknowledged_in_batch(c.id, row.batch).await?;
                 batch = Some(row.batch);
             }
             row.acknowledged = clicked.binary_search(&row.index).is_ok();

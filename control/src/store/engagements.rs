@@ -17,6 +17,8 @@ pub enum Engagement {
     Opened,
     /// The recipient reported the message as spam (a verified ARF report).
     Complained,
+    /// The recipient replied (to the message's VERP address).
+    Replied,
 }
 
 impl Engagement {
@@ -27,6 +29,7 @@ impl Engagement {
             Engagement::Clicked => "clicked",
             Engagement::Opened => "opened",
             Engagement::Complained => "complained",
+            Engagement::Replied => "replied",
         }
     }
 }
@@ -53,6 +56,10 @@ pub struct EngagementCounts {
     pub unsubscribed: i64,
     /// Recipients who complained (verified reports).
     pub complained: i64,
+    /// Recipients who replied.
+    pub replied: i64,
+    /// Recipients who clicked or replied (the post office's acknowledgement).
+    pub acknowledged: i64,
 }
 
 impl Store {
@@ -125,20 +132,30 @@ impl Store {
                 "opened" => counts.opened = n,
                 "unsubscribed" => counts.unsubscribed = n,
                 "complained" => counts.complained = n,
+                "replied" => counts.replied = n,
                 _ => {}
             }
         }
+        counts.acknowledged = sqlx::query(
+            "SELECT CAST(COUNT(*) AS BIGINT) FROM (SELECT DISTINCT batch, idx FROM engagements WHERE campaign = $1 AND kind IN ('clicked', 'replied')) AS d",
+        )
+        .bind(campaign)
+        .fetch_one(self.pool())
+        .await
+        .and_then(|r| r.try_get(0))
+        .what("count acknowledgements")?;
         Ok(counts)
     }
 
-    /// Which of a batch's recipients clicked (acknowledged), by index.
-    pub async fn clicked_in_batch(
+    /// Which of a batch's recipients clicked or replied (acknowledged), by
+    /// index.
+    pub async fn acknowledged_in_batch(
         &self,
         campaign: i64,
         batch: i64,
     ) -> Result<Vec<i64>, StoreError> {
         let rows = sqlx::query(
-            "SELECT DISTINCT idx FROM engagements WHERE campaign = $1 AND batch = $2 AND kind = 'clicked' ORDER BY idx",
+            "SELECT DISTINCT idx FROM engagements WHERE campaign = $1 AND batch = $2 AND kind IN ('clicked', 'replied') ORDER BY idx",
         )
         .bind(campaign)
         .bind(batch)

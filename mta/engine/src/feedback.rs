@@ -127,7 +127,9 @@ pub fn suppress_kind(event: &InboundEvent) -> Option<SuppressKind> {
         InboundEvent::BouncedAsync { .. } => Some(SuppressKind::SoftBounce),
         InboundEvent::Complained { .. } => Some(SuppressKind::Complaint),
         InboundEvent::Unsubscribed { .. } => Some(SuppressKind::Unsubscribe),
-        InboundEvent::Ignored { .. } | InboundEvent::Forged { .. } => None,
+        InboundEvent::Replied { .. }
+        | InboundEvent::Ignored { .. }
+        | InboundEvent::Forged { .. } => None,
     }
 }
 
@@ -185,8 +187,8 @@ pub struct Feedback {
     events: Option<Arc<dyn FeedbackEvents>>,
 }
 
-/// What [`FeedbackEvents::verified`] hears of `event`: a complaint or an
-/// unsubscribe request naming a VERP target.
+/// What [`FeedbackEvents::verified`] hears of `event`: a complaint, an
+/// unsubscribe request or a reply naming a VERP target.
 fn verified_target(event: &InboundEvent) -> Option<(&'static str, VerpTarget)> {
     match event {
         InboundEvent::Complained {
@@ -197,16 +199,18 @@ fn verified_target(event: &InboundEvent) -> Option<(&'static str, VerpTarget)> {
             target: Some(target),
             ..
         } => Some(("unsubscribed", *target)),
+        InboundEvent::Replied { target, .. } => Some(("replied", *target)),
         _ => None,
     }
 }
 
 /// Told of each verified event about one campaign recipient (its VERP token
-/// resolved through its batch): `complained` or `unsubscribed`, so the control
-/// plane can count them per campaign. Called on the inbound path: it must not
+/// resolved through its batch): `complained`, `unsubscribed` or `replied`, so
+/// the control plane can count them per campaign. Called on the inbound path: it must not
 /// block (hand the work to a task).
 pub trait FeedbackEvents: Send + Sync + 'static {
-    /// `status` is the delivery log's: `complained` or `unsubscribed`.
+    /// `status` is the delivery log's: `complained`, `unsubscribed` or
+    /// `replied`.
     fn verified(&self, status: &'static str, target: VerpTarget, recipient: &str);
 }
 
@@ -444,6 +448,9 @@ impl Feedback {
                 target, recipient, ..
             } => (*target, recipient.as_deref()),
             InboundEvent::Unsubscribed { target, recipient } => (*target, Some(recipient.as_str())),
+            InboundEvent::Replied { target, recipient } => {
+                (Some(*target), Some(recipient.as_str()))
+            }
             InboundEvent::Ignored { .. } | InboundEvent::Forged { .. } => (None, None),
         };
         if let Some(target) = target {
@@ -522,7 +529,9 @@ fn detail(event: &InboundEvent) -> String {
         },
         InboundEvent::Complained { feedback_type, .. } => feedback_type.name().to_owned(),
         InboundEvent::Unsubscribed { .. } => "reply".to_owned(),
-        InboundEvent::Ignored { .. } | InboundEvent::Forged { .. } => String::new(),
+        InboundEvent::Replied { .. }
+        | InboundEvent::Ignored { .. }
+        | InboundEvent::Forged { .. } => String::new(),
     }
 }
 

@@ -8,7 +8,7 @@
 //!
 //! What comes back later ([`volley_inbound`]) is logged in the same file with the
 //! same field names ([`InboundLogEvent`]): `status` is `bounced_async`,
-//! `complained` or `unsubscribed`; `campaign` and `batch` (and `index`, the
+//! `complained`, `unsubscribed` or `replied`; `campaign` and `batch` (and `index`, the
 //! recipient's position in the batch) come from the VERP address and are `null`
 //! when there was none; `code`, `enhanced`, `reply` and `class` (hard | soft |
 //! policy) describe a bounce, `feedback_type` a complaint.
@@ -139,6 +139,12 @@ impl<'a> InboundLogEvent<'a> {
                 *target,
                 Some(recipient),
                 "unsubscribed",
+            )),
+            InboundEvent::Replied { target, recipient } => Some(InboundLogEvent::common(
+                now,
+                Some(*target),
+                Some(recipient),
+                "replied",
             )),
             InboundEvent::Ignored { .. } | InboundEvent::Forged { .. } => None,
         }

@@ -20,7 +20,10 @@
 //!    replies and other auto-replies never count.
 //! 5. A person's reply whose Subject or first line is `unsubscribe` or `delete`
 //!    → [`InboundEvent::Unsubscribed`] for the From address.
-//! 6. Anything else is ignored.
+//! 6. Any other message from a person to a valid VERP address (a reply to a
+//!    campaign message whose reply address is its return path) →
+//!    [`InboundEvent::Replied`]: the post office design's acknowledgement.
+//! 7. Anything else is ignored.
 //!
 //! Every event names the VERP target when there is one, and the recipient
 //! address the report gives (or the From address, for a reply); one of the two
@@ -167,6 +170,13 @@ pub enum InboundEvent {
         /// The From address of the reply (else the envelope sender).
         recipient: String,
     },
+    /// A person replied to a campaign message (to its VERP address).
+    Replied {
+        /// The recipient named by the VERP address the reply came to.
+        target: VerpTarget,
+        /// The From address of the reply (else the envelope sender).
+        recipient: String,
+    },
     /// Nothing to do.
     Ignored {
         /// Why.
@@ -214,14 +224,16 @@ pub fn classify(envelope: &Envelope<'_>, message: &[u8], verp: Option<&Verp>) ->
         return vec![text_bounce(&parsed, target, null_sender)
             .unwrap_or(InboundEvent::ignored(IgnoreReason::AutoReply))];
     }
+    let from = reply::from_address(&parsed).or_else(|| {
+        let sender = envelope.mail_from.trim().trim_matches(['<', '>']);
+        sender.contains('@').then(|| sender.to_owned())
+    });
     if reply::unsubscribe_keyword(&parsed).is_some() {
-        let from = reply::from_address(&parsed).or_else(|| {
-            let sender = envelope.mail_from.trim().trim_matches(['<', '>']);
-            sender.contains('@').then(|| sender.to_owned())
-        });
         if let Some(recipient) = from {
             return vec![InboundEvent::Unsubscribed { target, recipient }];
         }
+    } else if let (Some(target), Some(recipient)) = (target, from) {
+        return vec![InboundEvent::Replied { target, recipient }];
     }
     vec![InboundEvent::ignored(IgnoreReason::NotActionable)]
 }

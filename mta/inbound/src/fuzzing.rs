@@ -37,6 +37,7 @@ pub fn dsn(data: &[u8]) {
             InboundEvent::BouncedAsync { target, .. }
             | InboundEvent::Complained { target, .. }
             | InboundEvent::Unsubscribed { target, .. } => *target,
+            InboundEvent::Replied { target, .. } => Some(*target),
             InboundEvent::Ignored { .. } | InboundEvent::Forged { .. } => continue,
         };
         if with_verp && mode % 3 == 0 {

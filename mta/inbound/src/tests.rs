@@ -364,6 +364,24 @@ fn unsubscribe_replies() {
         Some(&verp()),
     );
     assert_eq!(events, [ignored(IgnoreReason::NotActionable)]);
+    // The same reply to a campaign message's VERP address: an acknowledgement.
+    let to_verp = [VERP_C.to_owned()];
+    let envelope = Envelope {
+        mail_from: "dan@example.test",
+        rcpt_to: &to_verp,
+    };
+    let events = classify(
+        &envelope,
+        b"From: Dan <dan@example.test>\r\nSubject: Re: news\r\n\r\nGreat issue!\r\n",
+        Some(&verp()),
+    );
+    assert_eq!(
+        events,
+        [InboundEvent::Replied {
+            target: target(43, 1, 0).unwrap(),
+            recipient: "dan@example.test".into(),
+        }]
+    );
 }
 
 #[test]
