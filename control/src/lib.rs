@@ -9,6 +9,7 @@
 //! - [`recipients`]: reading a CSV recipient list, rejected rows with line numbers.
 //! - [`partition`]: sorting by destination and cutting batch files.
 //! - [`api`]: the HTTP API (axum) over the plane.
+//! - [`bounded`]: the HTTP listeners' bounds (connections at once, idle time).
 //! - [`campaign`]: what a partitioning keeps in the spool beside its batches.
 //! - [`fleet`]: the lease service gateways of a fleet ask for work, and the
 //!   gateway protocol's messages.
@@ -24,6 +25,7 @@
 
 pub mod address;
 pub mod api;
+pub mod bounded;
 pub mod campaign;
 pub mod fleet;
 pub mod partition;

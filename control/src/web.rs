@@ -32,6 +32,7 @@ use axum::routing::get;
 use axum::Router;
 use volley_queue::link::{LinkError, LinkKind, LinkSigner};
 
+use crate::bounded::{BoundedListener, Bounds, ClientAddr};
 use crate::plane::engagement::LinkRecipient;
 use crate::plane::subscriptions::{ConfirmLinks, Requested};
 use crate::plane::{Plane, PlaneError};
@@ -68,14 +69,14 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     axum::serve(
-        listener,
-        router.into_make_service_with_connect_info::<SocketAddr>(),
+        BoundedListener::new(listener, Bounds::default()),
+        router.into_make_service_with_connect_info::<ClientAddr>(),
     )
     .with_graceful_shutdown(shutdown)
     .await
 }
 
-type Client = ConnectInfo<SocketAddr>;
+type Client = ConnectInfo<ClientAddr>;
 
 /// A handler's answer; the error side is a refusal (`404`, `503`) already made.
 type Answer = Result<Response, Response>;
@@ -115,7 +116,7 @@ async fn resolve(
 
 async fn unsubscribe_page(
     State(state): State<WebState>,
-    ConnectInfo(client): Client,
+    ConnectInfo(ClientAddr(client)): Client,
     Path(token): Path<String>,
 ) -> Answer {
     let (r, _) = resolve(&state, LinkKind::Unsubscribe, &token, client).await?;
@@ -133,7 +134,7 @@ async fn unsubscribe_page(
 
 async fn unsubscribe(
     State(state): State<WebState>,
-    ConnectInfo(client): Client,
+    ConnectInfo(ClientAddr(client)): Client,
     Path(token): Path<String>,
     body: Bytes,
 ) -> Answer {
@@ -176,7 +177,7 @@ fn one_click(body: &[u8]) -> bool {
 
 async fn click(
     State(state): State<WebState>,
-    ConnectInfo(client): Client,
+    ConnectInfo(ClientAddr(client)): Client,
     Path(token): Path<String>,
 ) -> Answer {
     let (r, link) = resolve(&state, LinkKind::Click, &token, client).await?;
@@ -207,7 +208,7 @@ const PIXEL: &[u8] = &[
 
 async fn open(
     State(state): State<WebState>,
-    ConnectInfo(client): Client,
+    ConnectInfo(ClientAddr(client)): Client,
     Path(token): Path<String>,
 ) -> Answer {
     let (r, _) = resolve(&state, LinkKind::Open, &token, client).await?;
@@ -260,7 +261,7 @@ async fn subscribe_page(State(state): State<WebState>, Path(list): Path<String>)
 
 async fn subscribe(
     State(state): State<WebState>,
-    ConnectInfo(client): Client,
+    ConnectInfo(ClientAddr(client)): Client,
     Path(list): Path<String>,
     Form(form): Form<std::collections::HashMap<String, String>>,
 ) -> Answer {
@@ -302,7 +303,7 @@ async fn subscribe(
 
 async fn confirm(
     State(state): State<WebState>,
-    ConnectInfo(client): Client,
+    ConnectInfo(ClientAddr(client)): Client,
     Path(token): Path<String>,
 ) -> Answer {
     let target = match state.signer.verify(LinkKind::Confirm, &token) {

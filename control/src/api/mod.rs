@@ -284,9 +284,12 @@ pub async fn serve(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
+    axum::serve(
+        crate::bounded::BoundedListener::new(listener, crate::bounded::Bounds::default()),
+        router,
+    )
+    .with_graceful_shutdown(shutdown)
+    .await
 }
 
 /// The state of a handler, for the handlers' modules.
