@@ -498,6 +498,25 @@ def api_call(api, method, path, token, body=None, data=None, timeout=3600):
         return json.loads(r.read())
 
 
+def thread_cpu(pid):
+    """CPU seconds of a live process's threads, summed by thread name (the
+    delivery lanes, the async runtime's workers, SQLite's thread, ...)."""
+    out = {}
+    tick = os.sysconf("SC_CLK_TCK")
+    try:
+        for tid in os.listdir(f"/proc/{pid}/task"):
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            cpu = (int(fields[11]) + int(fields[12])) / tick
+            name = name.rstrip("0123456789-")
+            out[name] = round(out.get(name, 0) + cpu, 2)
+    except OSError:
+        pass
+    return out
+
+
 def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, spool, log_path,
                      webhook=None):
     """volley run fed by its control plane: the list uploaded (streamed), the
@@ -554,6 +573,7 @@ def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, s
         lag = time.monotonic() - started - wall
         log(f"   webhook: {got.get('events', 0):,} events in {got.get('requests', 0):,} requests, "
             f"the last {lag:.1f} s after completion")
+    threads = thread_cpu(p.pid)
     ru = procs.stop(p)
     if webhook:
         procs.stop(webhook[3])
@@ -567,7 +587,7 @@ def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, s
             "sys_us_per_msg": ru.ru_stime / max(delivered, 1) * 1e6,
             "peak_rss_mb": ru.ru_maxrss / 1024, "queue_files": peak_files,
             "queue_mb": peak_bytes / 1e6, "sink_cpu_us_per_msg": sink_cpu / max(delivered, 1) * 1e6,
-            "queued_s": queued_s, "webhook_lag_s": lag, "report": c,
+            "queued_s": queued_s, "webhook_lag_s": lag, "threads_cpu_s": threads, "report": c,
             "series": delivered_series(log_path, t0_wall)}
 
 

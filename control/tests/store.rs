@@ -534,11 +534,19 @@ fn webhooks_keep_their_place_in_an_outbox_written_once_per_final_outcome() {
         // The admin's webhook sees every row; the shop's only its own
         // campaign's deliveries.
         assert_eq!(
-            store.webhook_rows(&all, 1, last, 10).await.unwrap().len(),
+            store
+                .webhook_rows(&all, Pos { row: 1, part: 0 }, last, 10)
+                .await
+                .unwrap()
+                .0
+                .len(),
             5
         );
         assert_eq!(store.webhook_pending(&all).await.unwrap(), 6);
-        let mine_rows = store.webhook_rows(&mine, 1, last, 10).await.unwrap();
+        let (mine_rows, _) = store
+            .webhook_rows(&mine, Pos { row: 1, part: 0 }, last, 10)
+            .await
+            .unwrap();
         assert_eq!(mine_rows.iter().map(|r| r.n).sum::<i64>(), 3);
         assert_eq!(store.webhook_pending(&mine).await.unwrap(), 3);
 

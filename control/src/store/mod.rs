@@ -62,6 +62,17 @@ impl Backend {
         }
     }
 
+    /// After a migration copied the events table with its ids: PostgreSQL's
+    /// sequence set past them (SQLite numbers from the largest id anyway).
+    fn reseed_events(self) -> &'static str {
+        match self {
+            Backend::Sqlite => "SELECT 1",
+            Backend::Postgres => {
+                "SELECT setval(pg_get_serial_sequence('events', 'id'), COALESCE((SELECT MAX(id) FROM events), 0) + 1, false)"
+            }
+        }
+    }
+
     /// An auto-numbered primary key column.
     fn serial(self) -> &'static str {
         match self {
@@ -320,7 +331,8 @@ impl Store {
             }
             let sql = sql
                 .replace("{serial}", self.backend.serial())
-                .replace("{blob}", self.backend.blob());
+                .replace("{blob}", self.backend.blob())
+                .replace("{reseed_events}", self.backend.reseed_events());
             for statement in sql.split(';').map(str::trim).filter(|s| !s.is_empty()) {
                 sqlx::query(statement)
                     .execute(&mut *tx)

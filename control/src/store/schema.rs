@@ -1,7 +1,8 @@
 //! The store's tables, as versioned migrations. Each migration is one SQL text
 //! for both databases, with `{serial}` standing for an auto-numbered primary
-//! key (SQLite's `INTEGER PRIMARY KEY`, PostgreSQL's `BIGSERIAL PRIMARY KEY`)
-//! and `{blob}` for bytes (`BLOB`, `BYTEA`).
+//! key (SQLite's `INTEGER PRIMARY KEY`, PostgreSQL's `BIGSERIAL PRIMARY KEY`),
+//! `{blob}` for bytes (`BLOB`, `BYTEA`) and `{reseed_events}` for what sets
+//! the events' numbering past the ids a copy kept.
 //! Every integer is a `BIGINT` (a signed 64-bit `i64` in both), times are unix
 //! seconds, flags are 0/1: the types the Any driver reads the same way from
 //! both.
@@ -190,10 +191,23 @@ CREATE INDEX engagements_kind ON engagements (campaign, kind)
 /// events under the same id), its retry state and its counts. Outbox rows
 /// may hold a group of delivery events (`n`); which final outcomes of a live
 /// batch are in the outbox is a bitmap per batch (`outcome_events`). The
-/// index on events' unused `sent_at` goes (one index less per row written).
+/// events table is made again, its ids kept: `n` before the payload (SQLite
+/// reads a row's columns in order, through a large payload's overflow pages
+/// to reach one after it), without the unused `sent_at` and its index (one
+/// index less per row written).
 const V4: &str = r#"
-DROP INDEX events_unsent;
-ALTER TABLE events ADD COLUMN n BIGINT NOT NULL DEFAULT 1;
+CREATE TABLE events_v4 (
+    id {serial},
+    at BIGINT NOT NULL,
+    kind TEXT NOT NULL,
+    campaign BIGINT,
+    n BIGINT NOT NULL,
+    payload TEXT NOT NULL
+);
+INSERT INTO events_v4 (id, at, kind, campaign, n, payload) SELECT id, at, kind, campaign, 1, payload FROM events;
+DROP TABLE events;
+ALTER TABLE events_v4 RENAME TO events;
+{reseed_events};
 CREATE TABLE outcome_events (
     campaign BIGINT NOT NULL,
     batch BIGINT NOT NULL,

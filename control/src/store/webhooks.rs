@@ -366,27 +366,62 @@ impl Store {
         Ok(())
     }
 
-    /// The rows `hook` wants from `from` up to `through`, oldest first, at
-    /// most `limit`.
+    /// The rows `hook` wants from `from` up to `through`, oldest first: as
+    /// many as hold `events` events from `from` on (rows of a group hold
+    /// many: the sizes are read first, then only the payloads needed). Also
+    /// answers whether they are every row it wants up to `through`.
     pub async fn webhook_rows(
         &self,
         hook: &Webhook,
-        from: i64,
+        from: Pos,
         through: i64,
-        limit: i64,
-    ) -> Result<Vec<OutboxRow>, StoreError> {
+        events: i64,
+    ) -> Result<(Vec<OutboxRow>, bool), StoreError> {
+        fn bind<'q>(
+            sql: &'q str,
+            hook: &'q Webhook,
+            from: Pos,
+            through: i64,
+        ) -> sqlx::query::Query<'q, sqlx::Any, sqlx::any::AnyArguments<'q>> {
+            let mut query = sqlx::query(sql).bind(from.row).bind(through);
+            for kind in &hook.events {
+                query = query.bind(kind.as_str());
+            }
+            if let Some(owner) = hook.owner {
+                query = query.bind(owner);
+            }
+            query
+        }
+        let sizes = format!(
+            "SELECT id, n FROM events WHERE {} ORDER BY id LIMIT {}",
+            filter(hook),
+            events.max(1)
+        );
+        let sizes = bind(&sizes, hook, from, through)
+            .fetch_all(self.pool())
+            .await
+            .what("read a webhook's events")?;
+        let mut need = events + from.part;
+        let mut last = None;
+        for r in &sizes {
+            let what = "read a webhook's events";
+            let id: i64 = r.try_get("id").what(what)?;
+            let n: i64 = r.try_get("n").what(what)?;
+            last = Some(id);
+            need -= n.max(1);
+            if need <= 0 {
+                break;
+            }
+        }
+        let exhausted = need > 0 && (sizes.len() as i64) < events.max(1);
+        let Some(last) = last else {
+            return Ok((Vec::new(), exhausted));
+        };
         let sql = format!(
-            "SELECT id, at, kind, n, payload FROM events WHERE {} ORDER BY id LIMIT {limit}",
+            "SELECT id, at, kind, n, payload FROM events WHERE {} AND id <= {last} ORDER BY id",
             filter(hook)
         );
-        let mut query = sqlx::query(&sql).bind(from).bind(through);
-        for kind in &hook.events {
-            query = query.bind(kind.as_str());
-        }
-        if let Some(owner) = hook.owner {
-            query = query.bind(owner);
-        }
-        let rows = query
+        let rows = bind(&sql, hook, from, through)
             .fetch_all(self.pool())
             .await
             .what("read a webhook's events")?;
@@ -401,7 +436,8 @@ impl Store {
                     payload: r.try_get("payload").what(what)?,
                 })
             })
-            .collect()
+            .collect::<Result<Vec<_>, StoreError>>()
+            .map(|rows| (rows, exhausted))
     }
 
     /// How many events `hook` has yet to deliver.

@@ -219,10 +219,7 @@ impl Dispatcher {
             Some(end) => {
                 // A retry: the same events as the first try.
                 let through = if end.part > 0 { end.row } else { end.row - 1 };
-                let rows = self
-                    .store
-                    .webhook_rows(&hook, from.row, through, limit + 1)
-                    .await?;
+                let (rows, _) = self.store.webhook_rows(&hook, from, through, limit).await?;
                 (rows, end)
             }
             None => {
@@ -230,12 +227,8 @@ impl Dispatcher {
                 if last < from.row {
                     return Ok(false);
                 }
-                // Every row holds at least one event: `limit` rows are enough.
-                let rows = self
-                    .store
-                    .webhook_rows(&hook, from.row, last, limit)
-                    .await?;
-                let exhausted = ((rows.len() as i64) < limit).then_some(last);
+                let (rows, exhausted) = self.store.webhook_rows(&hook, from, last, limit).await?;
+                let exhausted = exhausted.then_some(last);
                 let (items, end) = body::take(&rows, from, limit as usize, exhausted);
                 if items.is_empty() {
                     // Nothing of its types (or campaigns) among them.
