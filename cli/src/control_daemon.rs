@@ -80,6 +80,11 @@ pub fn run(args: ControlArgs, config_path: Option<&Path>) -> Result<String> {
         tracing::info!(%addr, store = %plane.store().url(), "volley control: serving the API and leases");
         let router = api::router(Arc::clone(&plane), limits, Some(fleet));
         let webhooks = crate::webhooks::start(&config, &webhooks, &plane).await?;
+        let suppression_sync = tokio::spawn(crate::suppressions::sync_loop(
+            Arc::clone(&plane),
+            spool.root().to_owned(),
+            format!("{}:{}", crate::control::node_name(&config), std::process::id()),
+        ));
         let ticker = tokio::spawn({
             let plane = Arc::clone(&plane);
             async move {
@@ -114,6 +119,7 @@ pub fn run(args: ControlArgs, config_path: Option<&Path>) -> Result<String> {
             .context("the API server failed")?;
         ticker.abort();
         webhooks.abort();
+        suppression_sync.abort();
         if let Some((stop, task)) = web {
             let _ = stop.send(());
             let _ = task.await;

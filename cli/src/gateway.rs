@@ -31,6 +31,7 @@ use tokio::sync::Notify;
 use volley_conf::Config;
 use volley_control::fleet::wire::{
     self, BatchReport, DoneReport, Lease, LeaseRequest, ReportRequest, SiteFigures,
+    SuppressionUpdate,
 };
 use volley_control::plane::progress::domain_counts;
 use volley_engine::host::unix_now;
@@ -75,6 +76,50 @@ struct Gateway {
     wake: Arc<Notify>,
     ttl: std::sync::Mutex<Duration>,
     reporting: tokio::sync::Mutex<()>,
+    /// The gateway's suppression list (checked before each send).
+    suppressions: Arc<volley_control::suppress::SharedList>,
+    /// The last change of the fleet's suppression log applied to it, and
+    /// where that place is kept.
+    suppressed_through: std::sync::Mutex<i64>,
+    cursor_path: PathBuf,
+}
+
+impl Gateway {
+    /// Applies the fleet's suppression changes an answer carried (in
+    /// order; the place in the log kept).
+    async fn apply_suppressions(&self, updates: Vec<SuppressionUpdate>) {
+        let Some(last) = updates.last().map(|u| u.id) else {
+            return;
+        };
+        let list = Arc::clone(&self.suppressions);
+        let changes: Vec<_> = updates.into_iter().map(|u| u.change).collect();
+        let applied =
+            tokio::task::spawn_blocking(move || list.write(|s| s.apply_changes(&changes))).await;
+        match applied {
+            Ok(Ok(n)) => {
+                if n > 0 {
+                    tracing::info!(changes = n, "suppressions from the fleet applied");
+                }
+                *self
+                    .suppressed_through
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner) = last;
+                if let Err(err) = volley_control::suppress::write_cursor(&self.cursor_path, last) {
+                    tracing::warn!(%err, "cannot keep the suppression log's place");
+                }
+            }
+            Ok(Err(err)) => tracing::warn!(%err, "cannot apply the fleet's suppressions"),
+            Err(err) => tracing::warn!(%err, "cannot apply the fleet's suppressions"),
+        }
+    }
+
+    /// The place in the fleet's suppression log.
+    fn suppressions_after(&self) -> i64 {
+        *self
+            .suppressed_through
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 /// Runs `volley gateway` until SIGTERM or SIGINT.
@@ -113,6 +158,11 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         wake: Arc::new(Notify::new()),
         ttl: std::sync::Mutex::new(config.control.lease_ttl),
         reporting: tokio::sync::Mutex::new(()),
+        suppressions: suppressions.shared(),
+        suppressed_through: std::sync::Mutex::new(volley_control::suppress::read_cursor(
+            &volley_control::suppress::cursor_path(spool.root()),
+        )),
+        cursor_path: volley_control::suppress::cursor_path(spool.root()),
     });
     let progress = Arc::new(Notify::new());
     let feed = Arc::new(feed::LeaseFeed::new(
@@ -241,6 +291,7 @@ async fn lease_loop(gw: Arc<Gateway>) {
             want: free as u32,
             wait_ms: LEASE_WAIT.as_millis() as u64,
             figures: Vec::new(),
+            suppressions_after: gw.suppressions_after(),
         };
         let sent = Instant::now();
         match gw.client.lease(&req).await {
@@ -251,6 +302,7 @@ async fn lease_loop(gw: Arc<Gateway>) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = ttl;
                 gw.leases.set_orders(&answer.campaigns);
                 gw.leases.set_events(&answer.events);
+                gw.apply_suppressions(answer.suppressions).await;
                 let mut installed = 0;
                 for lease in answer.leases {
                     let key = (lease.campaign, lease.batch);
@@ -457,7 +509,10 @@ async fn report_once(gw: &Gateway) {
         }
         out
     });
-    if batches.is_empty() && done.is_empty() {
+    // What the listener suppressed (bounces, complaints, unsubscribe
+    // requests) goes to the fleet with the report.
+    let suppressed = gw.suppressions.write(|s| s.take_changes());
+    if batches.is_empty() && done.is_empty() && suppressed.is_empty() {
         return;
     }
     let keys: Vec<Key> = batches.iter().map(|b| (b.campaign, b.batch)).collect();
@@ -468,15 +523,19 @@ async fn report_once(gw: &Gateway) {
         done,
         delivered: delivered_total,
         figures: figures.into_values().collect(),
+        suppressed,
+        suppressions_after: gw.suppressions_after(),
     };
     let sent = Instant::now();
     let answer = match gw.client.report(&req).await {
         Ok(Answer::Ok(a)) | Ok(Answer::Conflict(a)) => a,
         Err(err) => {
             tracing::warn!(err = %format!("{err:#}"), "no control plane takes the report: kept for the next");
+            gw.suppressions.write(|s| s.untake_changes(req.suppressed));
             return;
         }
     };
+    gw.apply_suppressions(answer.suppressions).await;
     let ttl = Duration::from_secs(answer.ttl_secs.max(1));
     *gw.ttl
         .lock()

@@ -204,6 +204,15 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             None => None,
         };
         let webhooks = crate::webhooks::start(&listen_config, &webhooks, &plane).await?;
+        let suppression_sync = tokio::spawn(crate::suppressions::sync_loop(
+            Arc::clone(&plane),
+            root.clone(),
+            format!(
+                "{}:{}",
+                crate::control::node_name(&listen_config),
+                std::process::id()
+            ),
+        ));
         let ticker = tokio::spawn(tick_loop(
             Arc::clone(&plane),
             summaries,
@@ -252,6 +261,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         }
         ticker.abort();
         webhooks.abort();
+        suppression_sync.abort();
         pickups.abort();
         for (stop, task) in api.into_iter().chain(web_server) {
             let _ = stop.send(());

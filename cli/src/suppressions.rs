@@ -81,6 +81,10 @@ impl Suppressions for StoreSuppressions {
     fn is_empty(&self) -> bool {
         self.with(SuppressionStore::is_empty)
     }
+
+    fn version(&self) -> u64 {
+        self.list.version()
+    }
 }
 
 impl SuppressionWriter for StoreSuppressions {
@@ -147,5 +151,36 @@ impl StoreSuppressions {
             ),
         };
         result.map_err(|err| err.to_string())
+    }
+}
+
+/// How often a control-plane process syncs its list with the fleet's log.
+const SYNC_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Keeps `plane`'s suppression list in step with the fleet's (the store's
+/// log), as process `origin`, every second, until aborted; its place in the
+/// log is kept in the spool at `spool_root`.
+pub async fn sync_loop(
+    plane: Arc<volley_control::plane::Plane>,
+    spool_root: std::path::PathBuf,
+    origin: String,
+) {
+    let path = volley_control::suppress::cursor_path(&spool_root);
+    let mut cursor = volley_control::suppress::read_cursor(&path);
+    let mut every = tokio::time::interval(SYNC_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let before = cursor;
+        match plane.sync_suppressions(&origin, &mut cursor).await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(changes = n, "suppressions from the fleet applied"),
+            Err(err) => tracing::warn!(%err, "cannot sync the suppression list with the fleet"),
+        }
+        if cursor != before {
+            if let Err(err) = volley_control::suppress::write_cursor(&path, cursor) {
+                tracing::warn!(%err, file = %path.display(), "cannot keep the suppression log's place");
+            }
+        }
     }
 }

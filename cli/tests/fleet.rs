@@ -72,6 +72,12 @@ impl Fleet {
     /// [`Fleet::start`] with `controls` control-plane processes on the one
     /// PostgreSQL (each with its own spool), every gateway told of all.
     fn start_with(last: u8, gateways: u8, controls: usize) -> Fleet {
+        Fleet::start_custom(last, gateways, controls, "")
+    }
+
+    /// [`Fleet::start_with`], `gateway_extra` added to each gateway's
+    /// configuration.
+    fn start_custom(last: u8, gateways: u8, controls: usize, gateway_extra: &str) -> Fleet {
         let ip = Ipv4Addr::new(127, 0, 0, last);
         let pg = Postgres::start(last);
         let sink = SmtpSink::start(ip, SinkOptions::plain());
@@ -116,7 +122,7 @@ impl Fleet {
                  [delivery]\nhelo_name = \"gw{g}.test\"\nlog = \"{log}\"\nsource_addresses = [\"{source}\"]\n\
                  [retry]\nintervals = [\"1s\"]\n\
                  [gateway]\nname = \"gw{g}\"\ncontrol = [{urls}]\ntoken_file = \"{token}\"\nmax_batches = 8\n\
-                 [[route]]\ndomain = \"*\"\nvia = \"{via}\"\n",
+                 [[route]]\ndomain = \"*\"\nvia = \"{via}\"\n{gateway_extra}",
                 spool = fleet.path(&format!("gw{g}")).display(),
                 log = fleet.path(&format!("gw{g}.jsonl")).display(),
                 token = fleet.path("gateway.token").display(),
@@ -379,6 +385,38 @@ fn the_fleet_outlives_a_control_plane_and_a_gateway_restart() {
         return;
     }
     let mut fleet = Fleet::start_with(170, 2, 2);
+    // A suppression added on one control plane is the other's within seconds.
+    let auth = format!("Bearer {}", fleet.admin);
+    let added = request(
+        fleet.apis[0],
+        "POST",
+        "/v1/suppressions",
+        &[
+            ("Authorization", &auth),
+            ("Content-Type", "application/json"),
+        ],
+        br#"{"address": "someone@elsewhere.test", "domain": "*", "reason": "manual"}"#,
+    );
+    assert!(
+        added.status < 300,
+        "{}",
+        String::from_utf8_lossy(&added.body)
+    );
+    let seen = poll(Duration::from_secs(5), || {
+        let a = request(
+            fleet.apis[1],
+            "GET",
+            "/v1/suppressions?address=someone@elsewhere.test",
+            &[("Authorization", &auth)],
+            b"",
+        );
+        let v: Value = serde_json::from_slice(&a.body).ok()?;
+        (v["suppressions"].as_array().map(Vec::len) == Some(1)).then_some(())
+    });
+    assert!(
+        seen.is_some(),
+        "the other control plane does not have the suppression within 5 s"
+    );
     // A webhook getting every delivery, made through the API: whichever
     // control plane survives delivers its events, and the gateways report
     // their attempts.
@@ -438,4 +476,62 @@ fn the_fleet_outlives_a_control_plane_and_a_gateway_restart() {
         assert_eq!(seen.len(), n);
     }
     let _ = fleet.controls[0].take();
+}
+
+#[test]
+fn a_suppression_added_mid_campaign_stops_the_gateways_within_seconds() {
+    if !available("a_suppression_added_mid_campaign_stops_the_gateways_within_seconds") {
+        return;
+    }
+    // One site at 40 messages a second: the campaign lasts ~12 s.
+    let fleet = Fleet::start_custom(175, 2, 1, "[site]\nmax_messages_per_second = 20\n");
+    let n = 480;
+    let id = fleet.submit(n);
+    let started = poll(Duration::from_secs(60), || {
+        (fleet.arrivals().len() >= 40).then_some(())
+    });
+    assert!(started.is_some(), "the campaign did not start");
+    // Suppress 60 recipients that have not arrived yet.
+    let arrived = fleet.arrivals();
+    let chosen: Vec<String> = (0..n)
+        .map(|i| format!("u{i}@d{}.test", i % 7))
+        .filter(|a| !arrived.contains_key(a))
+        .take(60)
+        .collect();
+    let auth = format!("Bearer {}", fleet.admin);
+    for address in &chosen {
+        let body = serde_json::json!({"address": address, "domain": "*", "reason": "manual"});
+        let a = request(
+            fleet.api,
+            "POST",
+            "/v1/suppressions",
+            &[
+                ("Authorization", &auth),
+                ("Content-Type", "application/json"),
+            ],
+            body.to_string().as_bytes(),
+        );
+        assert!(a.status < 300, "{}", String::from_utf8_lossy(&a.body));
+    }
+    // Within 5 s every gateway has them: nothing suppressed arrives after.
+    std::thread::sleep(Duration::from_secs(5));
+    let by_then: std::collections::HashSet<String> = fleet
+        .arrivals()
+        .into_keys()
+        .filter(|a| chosen.contains(a))
+        .collect();
+    let view = fleet.completed(id, Duration::from_secs(120));
+    let after: Vec<String> = fleet
+        .arrivals()
+        .into_keys()
+        .filter(|a| chosen.contains(a) && !by_then.contains(a))
+        .collect();
+    assert!(
+        after.is_empty(),
+        "suppressed and still sent later: {after:?}"
+    );
+    assert!(
+        view["suppressed"].as_i64().unwrap_or(0) >= (chosen.len() - by_then.len()) as i64,
+        "{view}"
+    );
 }

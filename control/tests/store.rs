@@ -15,6 +15,7 @@ use volley_control::store::lists::NewList;
 use volley_control::store::tokens::Role;
 use volley_control::store::webhooks::{NewWebhook, Pos, Tried, FROM_API, FROM_CONFIG};
 use volley_control::store::{schema, Store, StoreError};
+use volley_control::suppress::Change;
 
 /// Runs `case` on a fresh SQLite store and a fresh PostgreSQL database.
 fn on_both<F, Fut>(name: &str, case: F)
@@ -799,5 +800,57 @@ fn list_members_keep_those_who_left_and_subscribe_requests_move_on() {
             store.subscribe_request(id).await.unwrap().unwrap().state,
             "applied"
         );
+    });
+}
+
+#[test]
+fn the_suppression_log_keeps_each_change_once_in_order() {
+    on_both("suppression_log", |store| async move {
+        let change = |op: &str, address: &str, at: u64| Change {
+            op: op.into(),
+            at,
+            domain: "*".into(),
+            address: address.into(),
+            reason: if op == "add" {
+                "manual".into()
+            } else {
+                String::new()
+            },
+            detail: String::new(),
+        };
+        store
+            .add_suppression_changes(
+                &[change("add", "a@x.test", 5), change("add", "b@x.test", 5)],
+                "gw1",
+            )
+            .await
+            .unwrap();
+        // The same change from another process: one row.
+        store
+            .add_suppression_changes(
+                &[
+                    change("add", "a@x.test", 5),
+                    change("remove", "a@x.test", 6),
+                ],
+                "gw2",
+            )
+            .await
+            .unwrap();
+        let all = store.suppression_changes_after(0, 10).await.unwrap();
+        let seen: Vec<(&str, &str)> = all
+            .iter()
+            .map(|(_, c)| (c.op.as_str(), c.address.as_str()))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                ("add", "a@x.test"),
+                ("add", "b@x.test"),
+                ("remove", "a@x.test")
+            ]
+        );
+        let after_first = store.suppression_changes_after(all[0].0, 10).await.unwrap();
+        assert_eq!(after_first.len(), 2);
+        assert_eq!(after_first[0].1, change("add", "b@x.test", 5));
     });
 }

@@ -25,12 +25,15 @@ use crate::plane::{Admission, Plane, PlaneError};
 use crate::store::batches::{DoneBatch, Progress};
 use crate::store::events::BatchOutcomes;
 use crate::store::leases::EventsOf;
+
+/// Suppression changes handed to a gateway per answer (it asks again for more).
+const SUPPRESSION_UPDATES: i64 = 10_000;
 use crate::store::now;
 use crate::webhook::kinds::{Kinds, DELIVERY};
 use assign::Estimates;
 use wire::{
     Action, BatchKey, CampaignOrder, GatewayView, Lease, LeaseRequest, LeaseResponse,
-    ReportRequest, ReportResponse, SiteEstimate, SiteFigures,
+    ReportRequest, ReportResponse, SiteEstimate, SiteFigures, SuppressionUpdate,
 };
 
 /// Longest long poll a gateway may ask for.
@@ -206,6 +209,7 @@ impl Fleet {
                     campaigns,
                     ttl_secs: self.ttl() as u64,
                     events: self.delivery_events(),
+                    suppressions: self.suppression_updates(req.suppressions_after).await?,
                 });
             }
             // Nothing due: wait for a change here, or poll (another process's).
@@ -237,6 +241,10 @@ impl Fleet {
         check_name(&req.gateway)?;
         let at = now();
         let store = self.plane.store();
+        // What its listener suppressed is the fleet's at once.
+        store
+            .add_suppression_changes(&req.suppressed, &req.gateway)
+            .await?;
         self.learn(&req.gateway, &req.figures);
         let figures = {
             let estimates = lock(&self.estimates);
@@ -341,7 +349,20 @@ impl Fleet {
             campaigns,
             ttl_secs: self.ttl() as u64,
             events: self.delivery_events(),
+            suppressions: self.suppression_updates(req.suppressions_after).await?,
         })
+    }
+
+    /// The fleet's suppression changes after row `after`, for a gateway.
+    async fn suppression_updates(&self, after: i64) -> Result<Vec<SuppressionUpdate>, PlaneError> {
+        Ok(self
+            .plane
+            .store()
+            .suppression_changes_after(after, SUPPRESSION_UPDATES)
+            .await?
+            .into_iter()
+            .map(|(id, change)| SuppressionUpdate { id, change })
+            .collect())
     }
 
     /// The delivery event types gateways report attempts of.

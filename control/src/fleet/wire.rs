@@ -14,6 +14,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::store::batches::{Counts, FinalRecipient};
+use crate::suppress::Change;
 
 /// `POST /v1/leases`: a gateway asks for work.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -30,6 +31,10 @@ pub struct LeaseRequest {
     /// Its delivery figures per site since its last request or report.
     #[serde(default)]
     pub figures: Vec<SiteFigures>,
+    /// The last suppression change it applied (the answer carries those
+    /// after it).
+    #[serde(default)]
+    pub suppressions_after: i64,
 }
 
 /// The answer to a [`LeaseRequest`].
@@ -45,6 +50,20 @@ pub struct LeaseResponse {
     /// gateway reports the attempts of these types ([`BatchReport::attempts`]).
     #[serde(default)]
     pub events: Vec<String>,
+    /// The fleet's suppression changes after the request's
+    /// `suppressions_after`, in order: apply them before sending more.
+    #[serde(default)]
+    pub suppressions: Vec<SuppressionUpdate>,
+}
+
+/// One change of the fleet's suppression list, with its place in the log.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SuppressionUpdate {
+    /// Its row in the log.
+    pub id: i64,
+    /// The change.
+    #[serde(flatten)]
+    pub change: Change,
 }
 
 /// One batch leased to a gateway.
@@ -126,6 +145,13 @@ pub struct ReportRequest {
     /// Delivery figures per site since the last report.
     #[serde(default)]
     pub figures: Vec<SiteFigures>,
+    /// The suppressions its listener added or lifted since its last report
+    /// (bounces, complaints, unsubscribe requests): for the whole fleet.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub suppressed: Vec<Change>,
+    /// As [`LeaseRequest::suppressions_after`].
+    #[serde(default)]
+    pub suppressions_after: i64,
 }
 
 /// One held batch's state.
@@ -211,6 +237,9 @@ pub struct ReportResponse {
     /// As [`LeaseResponse::events`].
     #[serde(default)]
     pub events: Vec<String>,
+    /// As [`LeaseResponse::suppressions`].
+    #[serde(default)]
+    pub suppressions: Vec<SuppressionUpdate>,
 }
 
 /// A gateway as `GET /v1/gateways` shows it.

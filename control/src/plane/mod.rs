@@ -491,3 +491,47 @@ impl Plane {
         Ok(())
     }
 }
+
+/// Suppression changes applied per step ([`Plane::sync_suppressions`]).
+const SUPPRESSION_STEP: i64 = 10_000;
+
+impl Plane {
+    /// One step of the fleet's suppression sync, as process `origin`: this
+    /// process's changes into the store's log, then the log's changes after
+    /// `cursor` into this process's list (cursor moved on). Answers how many
+    /// changes were applied.
+    pub async fn sync_suppressions(
+        &self,
+        origin: &str,
+        cursor: &mut i64,
+    ) -> Result<usize, PlaneError> {
+        let outgoing = self.suppressions.write(|s| s.take_changes());
+        if let Err(e) = self.store.add_suppression_changes(&outgoing, origin).await {
+            self.suppressions.write(|s| s.untake_changes(outgoing));
+            return Err(e.into());
+        }
+        let changes = self
+            .store
+            .suppression_changes_after(*cursor, SUPPRESSION_STEP)
+            .await?;
+        let Some(last) = changes.last().map(|(id, _)| *id) else {
+            return Ok(0);
+        };
+        let applied = self.apply_suppression_changes(changes).await?;
+        *cursor = last;
+        Ok(applied)
+    }
+
+    /// Applies changes from the fleet's log to this process's list.
+    pub async fn apply_suppression_changes(
+        &self,
+        changes: Vec<(i64, crate::suppress::Change)>,
+    ) -> Result<usize, PlaneError> {
+        let list = Arc::clone(&self.suppressions);
+        let changes: Vec<crate::suppress::Change> = changes.into_iter().map(|(_, c)| c).collect();
+        tokio::task::spawn_blocking(move || list.write(|s| s.apply_changes(&changes)))
+            .await
+            .map_err(|e| PlaneError::Internal(e.to_string()))?
+            .map_err(|e| PlaneError::Internal(format!("cannot apply suppression changes: {e}")))
+    }
+}

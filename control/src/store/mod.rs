@@ -13,7 +13,8 @@
 //! final recipient rows), [`uploads`], [`events`] (the outbox), [`engagements`]
 //! (unsubscribes, clicks and opens over the web links; tracked links),
 //! [`webhooks`] (the endpoints events are pushed to, and their place in the
-//! outbox), [`lists`] (lists, members, subscribe requests).
+//! outbox), [`lists`] (lists, members, subscribe requests),
+//! [`suppression_log`] (the fleet's suppression changes).
 
 pub mod batches;
 pub mod campaigns;
@@ -22,6 +23,7 @@ pub mod events;
 pub mod leases;
 pub mod lists;
 pub mod schema;
+pub mod suppression_log;
 pub mod tokens;
 pub mod uploads;
 pub mod webhooks;

@@ -10,7 +10,7 @@
 //! A migration, once released, never changes: a new one is appended.
 
 /// The migrations, in order: (version, SQL statements separated by `;`).
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5)];
+pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
 
 /// The newest schema version this binary knows.
 pub fn current() -> i64 {
@@ -287,4 +287,22 @@ CREATE TABLE subscribe_requests (
 CREATE INDEX subscribe_requests_state ON subscribe_requests (state, id);
 CREATE INDEX subscribe_requests_client ON subscribe_requests (client, at);
 CREATE INDEX subscribe_requests_email ON subscribe_requests (list, email, at)
+"#;
+
+/// Version 6, the fleet's suppression log: every entry a process added or
+/// lifted, in order, for the others to apply (a change keeps its time as it
+/// travels: the same change is one row).
+const V6: &str = r#"
+CREATE TABLE suppression_log (
+    id {serial},
+    at BIGINT NOT NULL,
+    op TEXT NOT NULL,
+    domain TEXT NOT NULL,
+    address TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    detail TEXT NOT NULL,
+    origin TEXT NOT NULL,
+    logged_at BIGINT NOT NULL,
+    UNIQUE (op, domain, address, at)
+)
 "#;

@@ -23,6 +23,7 @@
 //! It does not decide what a bounce is (DSN parsing does) nor read the
 //! configuration (callers pass [`BounceLimits`]).
 
+mod change;
 mod list;
 mod record;
 
@@ -35,6 +36,7 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use change::{cursor_path, read_cursor, write_cursor, Change};
 pub use list::{clean_text, normalize, Entry, History, Reason, Suppression, HISTORY_CAP, TEXT_MAX};
 pub use record::BounceKind;
 
@@ -175,6 +177,10 @@ pub struct SuppressionStore {
     /// Bytes of the journal applied: always the end of a complete line.
     offset: u64,
     load: LoadReport,
+    /// Entry changes made through this store, for the fleet ([`change`]).
+    outgoing: Vec<Change>,
+    /// Set while applying the fleet's changes (they are not queued again).
+    remote: bool,
 }
 
 /// Holds the writers' lock (on a duplicate of the lock file's descriptor, which
@@ -236,6 +242,8 @@ impl SuppressionStore {
             snapshot: None,
             offset: 0,
             load: LoadReport::default(),
+            outgoing: Vec::new(),
+            remote: false,
         };
         store.load()?;
         Ok(store)
@@ -422,6 +430,9 @@ impl SuppressionStore {
             if let Err(err) = self.append(lines.as_bytes()) {
                 self.load()?;
                 return Err(err);
+            }
+            if !self.remote {
+                self.outgoing.extend(change::changes_of(&lines));
             }
         }
         let snapshot_len = self.snapshot.map_or(0, |s| s.len);
@@ -726,12 +737,25 @@ mod tests;
 /// engine before each recipient, the inbound listener, the partitioning, the
 /// API): one copy in memory behind a lock, so a write is seen by all at once.
 #[derive(Debug)]
-pub struct SharedList(std::sync::RwLock<SuppressionStore>);
+pub struct SharedList(
+    std::sync::RwLock<SuppressionStore>,
+    std::sync::atomic::AtomicU64,
+);
 
 impl SharedList {
     /// Shares `store`.
     pub fn new(store: SuppressionStore) -> SharedList {
-        SharedList(std::sync::RwLock::new(store))
+        SharedList(
+            std::sync::RwLock::new(store),
+            std::sync::atomic::AtomicU64::new(0),
+        )
+    }
+
+    /// How many times a write changed the list (its files moved on: a record
+    /// appended here or by another process, a compaction): a change of it
+    /// says the list may have changed.
+    pub fn version(&self) -> u64 {
+        self.1.load(std::sync::atomic::Ordering::Acquire)
     }
 
     /// Runs `f` with the list.
@@ -744,9 +768,15 @@ impl SharedList {
 
     /// Runs `f` with the list, for a change.
     pub fn write<R>(&self, f: impl FnOnce(&mut SuppressionStore) -> R) -> R {
-        f(&mut self
+        let mut store = self
             .0
             .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner))
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let before = (store.generation, store.offset);
+        let result = f(&mut store);
+        if (store.generation, store.offset) != before {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Release);
+        }
+        result
     }
 }

@@ -425,3 +425,58 @@ mod arbitrary_files {
         }
     }
 }
+
+#[test]
+fn changes_travel_between_lists_once() {
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = SuppressionStore::open(a_dir.path()).unwrap();
+    let mut b = SuppressionStore::open(b_dir.path()).unwrap();
+    a.add(
+        "Ann@X.test",
+        "acme.test",
+        &Reason::Unsubscribe,
+        Some("one-click"),
+        10,
+    )
+    .unwrap();
+    a.add("bob@x.test", "*", &Reason::Manual, None, 11).unwrap();
+    a.remove("bob@x.test", Some("*"), 12).unwrap();
+    let changes = a.take_changes();
+    let ops: Vec<(&str, &str)> = changes
+        .iter()
+        .map(|c| (c.op.as_str(), c.address.as_str()))
+        .collect();
+    assert_eq!(
+        ops,
+        [
+            ("add", "ann@x.test"),
+            ("add", "bob@x.test"),
+            ("remove", "bob@x.test")
+        ]
+    );
+    assert!(a.take_changes().is_empty());
+    // Applied elsewhere: the same entries, not queued to travel again; a
+    // second time changes nothing.
+    assert_eq!(b.apply_changes(&changes).unwrap(), 3);
+    assert!(b.take_changes().is_empty());
+    let ann = b.is_suppressed("ann@x.test", "acme.test").unwrap();
+    assert_eq!(
+        (ann.reason, ann.since, ann.detail),
+        (&Reason::Unsubscribe, 10, Some("one-click"))
+    );
+    assert!(b.is_suppressed("bob@x.test", "acme.test").is_none());
+    assert_eq!(
+        b.apply_changes(&changes).unwrap(),
+        2,
+        "bob is added and lifted again"
+    );
+    // A bad change is skipped; the others apply.
+    let mut bad = changes[0].clone();
+    bad.address = "not an address".into();
+    let mut good = changes[0].clone();
+    good.address = "cy@x.test".into();
+    assert_eq!(b.apply_changes(&[bad, good]).unwrap(), 1);
+    // Survives a reopen (written to the journal).
+    let b = SuppressionStore::open(b_dir.path()).unwrap();
+    assert!(b.is_suppressed("cy@x.test", "acme.test").is_some());
+}

@@ -19,6 +19,13 @@ pub trait Suppressions: Send + Sync {
     fn is_empty(&self) -> bool {
         false
     }
+
+    /// A number that changes whenever the list may have (a change made here,
+    /// or another process's applied): a round screens its recipients at its
+    /// start and, once this moved, each one again before it is sent.
+    fn version(&self) -> u64 {
+        0
+    }
 }
 
 /// No suppressions: everything due is sent.

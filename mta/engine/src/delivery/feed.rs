@@ -32,6 +32,9 @@ pub struct LiveBatch {
     pub replies: Option<Mutex<Vec<Reply>>>,
     /// Which replies are kept in `replies`.
     pub keep: Keep,
+    /// The domain of its envelope sender, once asked (what suppressions
+    /// are per).
+    pub sender_domain: std::sync::OnceLock<String>,
 }
 
 /// Which replies a [`LiveBatch`] keeps.
@@ -80,6 +83,7 @@ impl LiveBatch {
             hold,
             replies: (keep != Keep::Nothing).then(Mutex::default),
             keep,
+            sender_domain: std::sync::OnceLock::new(),
         }
     }
 

@@ -151,6 +151,11 @@ pub struct Shared {
     pub(crate) pipeline_depth: usize,
     pub(crate) connections: Arc<Semaphore>,
     pub(crate) next_id: AtomicU64,
+    /// The suppression list, checked for each due recipient at a round's start
+    /// and, once it changed since ([`Suppressions::version`]), before each send.
+    pub(crate) suppressions: Arc<dyn Suppressions>,
+    /// The list's version the current round was screened at.
+    pub(crate) screened: AtomicU64,
     /// Set by [`Engine::stop`]: no new transactions or connections.
     stopping: AtomicBool,
     egress: Vec<IpAddr>,
@@ -186,7 +191,6 @@ pub struct Engine {
     resolver: MxResolver,
     shared: Arc<Shared>,
     lanes: Arc<Lanes>,
-    suppressions: Arc<dyn Suppressions>,
     /// Where the reports of failed relayed mail go; none without it.
     reports: Option<Arc<dyn reports::ReportSink>>,
     /// Numbers the reports made.
@@ -256,6 +260,8 @@ impl Engine {
             pipeline_depth: d.pipeline_depth as usize,
             connections: Arc::new(Semaphore::new(d.max_connections as usize)),
             next_id: AtomicU64::new(1),
+            suppressions: Arc::new(NoSuppressions),
+            screened: AtomicU64::new(0),
             stopping: AtomicBool::new(false),
             egress: d.source_addresses.clone(),
             egress_next: AtomicUsize::new(0),
@@ -267,7 +273,6 @@ impl Engine {
             resolver,
             shared: Arc::new(shared),
             lanes: Arc::new(lanes),
-            suppressions: Arc::new(NoSuppressions),
             reports: None,
             report_seq: AtomicU64::new(0),
         })
@@ -276,7 +281,11 @@ impl Engine {
     /// Checks `suppressions` before sending: due recipients it holds for their
     /// batch's sending domain are finalised unsent (default: none are).
     pub fn with_suppressions(mut self, suppressions: Arc<dyn Suppressions>) -> Engine {
-        self.suppressions = suppressions;
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.suppressions = suppressions,
+            // Only while building, before anything shares it.
+            None => tracing::error!("the suppression list was set after the engine started"),
+        }
         self
     }
 
@@ -307,7 +316,11 @@ impl Engine {
     /// One delivery round: every recipient due now is attempted once (deferred
     /// ones wait for their next attempt); returns when all attempts have a result.
     pub async fn run_once(&self) -> Result<RunReport, EngineError> {
-        self.suppressions.refresh();
+        let suppressions = Arc::clone(&self.shared.suppressions);
+        suppressions.refresh();
+        self.shared
+            .screened
+            .store(suppressions.version(), Ordering::Relaxed);
         let now = unix_now();
         let mut opened = self
             .feed
@@ -331,7 +344,7 @@ impl Engine {
         let work = work::collect(
             opened,
             now,
-            self.suppressions.as_ref(),
+            suppressions.as_ref(),
             self.shared.source.as_ref(),
         )?;
         for item in &work.suppressed {

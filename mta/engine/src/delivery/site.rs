@@ -18,6 +18,7 @@ use crate::delivery::work::Item;
 use crate::delivery::Shared;
 use crate::outcome::{BounceClass, Verdict};
 use crate::shaping::{backoff, pauses_site, RateLimit};
+use crate::suppress::sending_domain;
 use volley_inbound::Verp;
 use volley_merge::source::RenderError;
 use volley_queue::ids::is_inbound_id;
@@ -439,6 +440,17 @@ async fn deliver(
                 .recipient(index)
                 .map(|r| r.address())
                 .unwrap_or_default();
+            if shared.suppressions.version() != shared.screened.load(Ordering::Relaxed) {
+                // The list changed since the round was screened (another
+                // process's suppression arrived): this one is checked again.
+                let domain = item.batch.sender_domain.get_or_init(|| {
+                    sending_domain(&shared.source.envelope_from(&view, 0).unwrap_or_default())
+                });
+                if shared.suppressions.is_suppressed(&rcpt, domain) {
+                    shared.recorder.suppressed(&item, &rcpt);
+                    continue;
+                }
+            }
             let mut body = spare
                 .pop()
                 .unwrap_or_else(|| BytesMut::with_capacity(BODY_CAPACITY));
