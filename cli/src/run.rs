@@ -192,6 +192,8 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             ),
             None => None,
         };
+        // The configured webhooks are in the store before the API answers.
+        let webhooks = crate::webhooks::start(&listen_config, &webhooks, &plane).await?;
         let api = match api_listen {
             Some(addr) => Some(start_api(addr, Arc::clone(&plane), limits).await?),
             None => None,
@@ -203,7 +205,6 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             ),
             None => None,
         };
-        let webhooks = crate::webhooks::start(&listen_config, &webhooks, &plane).await?;
         let suppression_sync = tokio::spawn(crate::suppressions::sync_loop(
             Arc::clone(&plane),
             root.clone(),
