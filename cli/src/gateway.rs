@@ -82,6 +82,8 @@ struct Gateway {
     /// where that place is kept.
     suppressed_through: std::sync::Mutex<i64>,
     cursor_path: PathBuf,
+    /// The engine's divisor of site limits ([`volley_engine::Engine::limit_share`]).
+    limit_share: Arc<std::sync::atomic::AtomicU32>,
 }
 
 impl Gateway {
@@ -110,6 +112,19 @@ impl Gateway {
             }
             Ok(Err(err)) => tracing::warn!(%err, "cannot apply the fleet's suppressions"),
             Err(err) => tracing::warn!(%err, "cannot apply the fleet's suppressions"),
+        }
+    }
+
+    /// How many live gateways share the sites' limits (0: an older control
+    /// plane that does not say; kept as it was).
+    fn set_limit_share(&self, n: u32) {
+        if n > 0 {
+            let before = self
+                .limit_share
+                .swap(n, std::sync::atomic::Ordering::Relaxed);
+            if before != n {
+                tracing::info!(gateways = n, "site limits shared by this many gateways");
+            }
         }
     }
 
@@ -149,21 +164,6 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         web.as_ref(),
     ));
     let leases = Arc::new(Leases::default());
-    let gateway = Arc::new(Gateway {
-        name: name.clone(),
-        spool: spool.try_clone()?,
-        client: ControlClient::new(config.gateway.control.clone(), token)?,
-        leases: Arc::clone(&leases),
-        max_batches: config.gateway.max_batches as usize,
-        wake: Arc::new(Notify::new()),
-        ttl: std::sync::Mutex::new(config.control.lease_ttl),
-        reporting: tokio::sync::Mutex::new(()),
-        suppressions: suppressions.shared(),
-        suppressed_through: std::sync::Mutex::new(volley_control::suppress::read_cursor(
-            &volley_control::suppress::cursor_path(spool.root()),
-        )),
-        cursor_path: volley_control::suppress::cursor_path(spool.root()),
-    });
     let progress = Arc::new(Notify::new());
     let feed = Arc::new(feed::LeaseFeed::new(
         spool.try_clone()?,
@@ -182,6 +182,22 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         args.log.as_deref(),
         Arc::clone(&suppressions) as Arc<dyn Suppressions>,
     )?;
+    let gateway = Arc::new(Gateway {
+        name: name.clone(),
+        spool: spool.try_clone()?,
+        client: ControlClient::new(listen_config.gateway.control.clone(), token)?,
+        leases: Arc::clone(&leases),
+        max_batches: listen_config.gateway.max_batches as usize,
+        wake: Arc::new(Notify::new()),
+        ttl: std::sync::Mutex::new(listen_config.control.lease_ttl),
+        reporting: tokio::sync::Mutex::new(()),
+        suppressions: suppressions.shared(),
+        suppressed_through: std::sync::Mutex::new(volley_control::suppress::read_cursor(
+            &volley_control::suppress::cursor_path(spool.root()),
+        )),
+        cursor_path: volley_control::suppress::cursor_path(spool.root()),
+        limit_share: engine.limit_share(),
+    });
     let feedback = crate::run::feedback(&root, &engine, suppressions, &listen_config, None);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     runtime.block_on(async {
@@ -302,6 +318,8 @@ async fn lease_loop(gw: Arc<Gateway>) {
                     .unwrap_or_else(std::sync::PoisonError::into_inner) = ttl;
                 gw.leases.set_orders(&answer.campaigns);
                 gw.leases.set_events(&answer.events);
+                gw.set_limit_share(answer.limit_share);
+                gw.set_limit_share(answer.limit_share);
                 gw.apply_suppressions(answer.suppressions).await;
                 let mut installed = 0;
                 for lease in answer.leases {
@@ -535,6 +553,7 @@ async fn report_once(gw: &Gateway) {
             return;
         }
     };
+    gw.set_limit_share(answer.limit_share);
     gw.apply_suppressions(answer.suppressions).await;
     let ttl = Duration::from_secs(answer.ttl_secs.max(1));
     *gw.ttl

@@ -29,6 +29,7 @@ use support::http::request;
 use support::port::{free_port, poll};
 use support::postgres::Postgres;
 use support::process::ChildGuard;
+use support::scripted::Scripted;
 use support::smtp_sink::{SinkOptions, SmtpSink, SMTP_SINK};
 
 struct Fleet {
@@ -72,12 +73,18 @@ impl Fleet {
     /// [`Fleet::start`] with `controls` control-plane processes on the one
     /// PostgreSQL (each with its own spool), every gateway told of all.
     fn start_with(last: u8, gateways: u8, controls: usize) -> Fleet {
-        Fleet::start_custom(last, gateways, controls, "")
+        Fleet::start_custom(last, gateways, controls, "", None)
     }
 
     /// [`Fleet::start_with`], `gateway_extra` added to each gateway's
-    /// configuration.
-    fn start_custom(last: u8, gateways: u8, controls: usize, gateway_extra: &str) -> Fleet {
+    /// configuration, its mail routed to `via` (default: the fleet's sink).
+    fn start_custom(
+        last: u8,
+        gateways: u8,
+        controls: usize,
+        gateway_extra: &str,
+        via: Option<SocketAddr>,
+    ) -> Fleet {
         let ip = Ipv4Addr::new(127, 0, 0, last);
         let pg = Postgres::start(last);
         let sink = SmtpSink::start(ip, SinkOptions::plain());
@@ -126,7 +133,7 @@ impl Fleet {
                 spool = fleet.path(&format!("gw{g}")).display(),
                 log = fleet.path(&format!("gw{g}.jsonl")).display(),
                 token = fleet.path("gateway.token").display(),
-                via = fleet.sink.addr(),
+                via = via.unwrap_or_else(|| fleet.sink.addr()),
             );
             std::fs::write(fleet.path(&format!("gw{g}.toml")), config).unwrap();
             fleet.gateways.push(None);
@@ -484,7 +491,7 @@ fn a_suppression_added_mid_campaign_stops_the_gateways_within_seconds() {
         return;
     }
     // One site at 40 messages a second: the campaign lasts ~12 s.
-    let fleet = Fleet::start_custom(175, 2, 1, "[site]\nmax_messages_per_second = 20\n");
+    let fleet = Fleet::start_custom(175, 2, 1, "[site]\nmax_messages_per_second = 20\n", None);
     let n = 480;
     let id = fleet.submit(n);
     let started = poll(Duration::from_secs(60), || {
@@ -533,5 +540,60 @@ fn a_suppression_added_mid_campaign_stops_the_gateways_within_seconds() {
     assert!(
         view["suppressed"].as_i64().unwrap_or(0) >= (chosen.len() - by_then.len()) as i64,
         "{view}"
+    );
+}
+
+#[test]
+fn a_sites_limits_hold_for_the_fleet_as_a_whole() {
+    if !available("a_sites_limits_hold_for_the_fleet_as_a_whole") {
+        return;
+    }
+    // Three gateways, one receiver limited to 4 connections and 200
+    // messages a second: each gateway sends within a third of it.
+    let receiver = Scripted::start(Ipv4Addr::new(127, 0, 0, 180), serde_json::json!({}));
+    let fleet = Fleet::start_custom(
+        176,
+        3,
+        1,
+        "[site]\nmax_connections = 4\nmax_messages_per_second = 200\n",
+        Some(receiver.addr()),
+    );
+    let n = 2400;
+    let id = fleet.submit(n);
+    let view = fleet.completed(id, Duration::from_secs(180));
+    assert_eq!(view["delivered"], n as i64, "{view}");
+    let times = receiver.accepted_times();
+    assert_eq!(times.len(), n);
+    let most = receiver.max_concurrent_connections();
+    assert!(most <= 4, "{most} connections at once");
+    // At most 200 a second on average; each gateway's bucket may start full
+    // (a second's worth of its share: 200 in all).
+    let in_window = |secs: f64| {
+        let mut most = 0;
+        let mut start = 0;
+        for end in 0..times.len() {
+            while times[end] - times[start] >= secs {
+                start += 1;
+            }
+            most = most.max(end - start + 1);
+        }
+        most
+    };
+    for secs in [1.0, 5.0] {
+        let most = in_window(secs);
+        assert!(
+            most as f64 <= 200.0 * secs + 200.0,
+            "{most} messages within {secs} s"
+        );
+    }
+    let logs: String = fleet
+        .gateways
+        .iter()
+        .flatten()
+        .map(ChildGuard::stderr_text)
+        .collect();
+    assert!(
+        logs.contains("site limits shared by this many gateways"),
+        "{logs}"
     );
 }

@@ -56,6 +56,8 @@ pub struct Fleet {
     plane: Arc<Plane>,
     settings: FleetSettings,
     estimates: Mutex<Estimates>,
+    /// The live gateways counted at a unix second, for the limits' share.
+    share: Mutex<Option<(i64, u32)>>,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -77,6 +79,7 @@ impl Fleet {
             plane,
             settings,
             estimates: Mutex::default(),
+            share: Mutex::default(),
         })
     }
 
@@ -210,6 +213,7 @@ impl Fleet {
                     ttl_secs: self.ttl() as u64,
                     events: self.delivery_events(),
                     suppressions: self.suppression_updates(req.suppressions_after).await?,
+                    limit_share: self.limit_share(at).await?,
                 });
             }
             // Nothing due: wait for a change here, or poll (another process's).
@@ -350,7 +354,23 @@ impl Fleet {
             ttl_secs: self.ttl() as u64,
             events: self.delivery_events(),
             suppressions: self.suppression_updates(req.suppressions_after).await?,
+            limit_share: self.limit_share(at).await?,
         })
+    }
+
+    /// How many live gateways share the sites' limits now (read at most once
+    /// a second).
+    async fn limit_share(&self, at: i64) -> Result<u32, PlaneError> {
+        if let Some((when, n)) = *lock(&self.share) {
+            if when == at {
+                return Ok(n);
+            }
+        }
+        let n = u32::try_from(self.live(at).await?.len())
+            .unwrap_or(u32::MAX)
+            .max(1);
+        *lock(&self.share) = Some((at, n));
+        Ok(n)
     }
 
     /// The fleet's suppression changes after row `after`, for a gateway.

@@ -54,6 +54,10 @@ pub struct LeaseResponse {
     /// `suppressions_after`, in order: apply them before sending more.
     #[serde(default)]
     pub suppressions: Vec<SuppressionUpdate>,
+    /// How many live gateways share each site's limits: a gateway sends to a
+    /// site within its configured limits divided by this.
+    #[serde(default)]
+    pub limit_share: u32,
 }
 
 /// One change of the fleet's suppression list, with its place in the log.
@@ -240,6 +244,9 @@ pub struct ReportResponse {
     /// As [`LeaseResponse::suppressions`].
     #[serde(default)]
     pub suppressions: Vec<SuppressionUpdate>,
+    /// As [`LeaseResponse::limit_share`].
+    #[serde(default)]
+    pub limit_share: u32,
 }
 
 /// A gateway as `GET /v1/gateways` shows it.

@@ -43,6 +43,19 @@ impl RateLimit {
     }
 }
 
+/// A site's limits when `gateways` gateways of a fleet send to it at once:
+/// the fleet's limits split evenly, so that together they never exceed them
+/// (connections rounded down, at least one; the rate divided; no rate stays
+/// no rate).
+pub fn share_limits(mut limits: volley_conf::SiteLimits, gateways: u32) -> volley_conf::SiteLimits {
+    let n = gateways.max(1);
+    limits.max_connections = (limits.max_connections / n).max(1);
+    if limits.max_messages_per_second > 0.0 {
+        limits.max_messages_per_second /= f64::from(n);
+    }
+    limits
+}
+
 /// The wait before reconnecting after `failures` consecutive connection failures
 /// (1 = one failure): `base` doubled per further failure, capped at `max`.
 pub fn backoff(failures: u32, base: Duration, max: Duration) -> Duration {
@@ -74,6 +87,30 @@ pub fn pauses_site(code: u16, enhanced: &str, text: &str, patterns: &[String]) -
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_fleet_shares_a_sites_limits() {
+        let limits = |c, r| volley_conf::SiteLimits {
+            max_connections: c,
+            max_messages_per_second: r,
+            ..volley_conf::SiteLimits::default()
+        };
+        let table = [
+            (limits(4, 200.0), 1, 4, 200.0),
+            (limits(4, 200.0), 3, 1, 200.0 / 3.0),
+            (limits(4, 200.0), 0, 4, 200.0),
+            (limits(10, 0.0), 4, 2, 0.0),
+            (limits(2, 1.0), 5, 1, 0.2),
+        ];
+        for (given, n, connections, rate) in table {
+            let got = share_limits(given, n);
+            assert_eq!(
+                (got.max_connections, got.max_messages_per_second),
+                (connections, rate),
+                "{n}"
+            );
+        }
+    }
 
     #[test]
     fn rate_limit_spaces_messages() {

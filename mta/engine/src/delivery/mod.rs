@@ -156,6 +156,10 @@ pub struct Shared {
     pub(crate) suppressions: Arc<dyn Suppressions>,
     /// The list's version the current round was screened at.
     pub(crate) screened: AtomicU64,
+    /// How many gateways of a fleet share each site's limits (1: this
+    /// process alone): a round's sites get their share
+    /// ([`crate::shaping::share_limits`]).
+    pub(crate) limit_share: Arc<std::sync::atomic::AtomicU32>,
     /// Set by [`Engine::stop`]: no new transactions or connections.
     stopping: AtomicBool,
     egress: Vec<IpAddr>,
@@ -262,6 +266,7 @@ impl Engine {
             next_id: AtomicU64::new(1),
             suppressions: Arc::new(NoSuppressions),
             screened: AtomicU64::new(0),
+            limit_share: Arc::new(std::sync::atomic::AtomicU32::new(1)),
             stopping: AtomicBool::new(false),
             egress: d.source_addresses.clone(),
             egress_next: AtomicUsize::new(0),
@@ -306,6 +311,12 @@ impl Engine {
     /// domain`): the same key and domain the inbound listener checks.
     pub fn verp(&self) -> Option<Arc<Verp>> {
         self.shared.verp.clone()
+    }
+
+    /// How many gateways share each site's limits (a fleet's gateway sets it
+    /// from the control plane's answers; 1 by default).
+    pub fn limit_share(&self) -> Arc<std::sync::atomic::AtomicU32> {
+        Arc::clone(&self.shared.limit_share)
     }
 
     /// Where messages come from (the template cache).
@@ -556,11 +567,14 @@ impl Engine {
             .into_iter()
             .map(|(key, (hosts, domain, tls, items))| {
                 let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
-                let limits = limits_for(
-                    &self.config.site,
-                    &self.config.site_override,
-                    &domain,
-                    &names,
+                let limits = crate::shaping::share_limits(
+                    limits_for(
+                        &self.config.site,
+                        &self.config.site_override,
+                        &domain,
+                        &names,
+                    ),
+                    self.shared.limit_share.load(Ordering::Relaxed),
                 );
                 Site::new(key, hosts, limits, tls, items)
             })

@@ -71,6 +71,11 @@ impl Transaction {
     }
 
     fn from_json(line: &str) -> Result<Transaction, String> {
+        Transaction::with_time(line).map(|(t, _)| t)
+    }
+
+    /// A record and the unix time (seconds, fractional) its DATA was answered.
+    fn with_time(line: &str) -> Result<(Transaction, f64), String> {
         let v: serde_json::Value =
             serde_json::from_str(line).map_err(|e| format!("{e}: {line}"))?;
         let s = |k: &str| v[k].as_str().unwrap_or_default().to_string();
@@ -96,6 +101,7 @@ impl Transaction {
             reply: s("reply"),
             accepted: v["accepted"].as_bool().unwrap_or(false),
         })
+        .map(|t| (t, v["at"].as_f64().unwrap_or(0.0)))
     }
 }
 
@@ -212,6 +218,38 @@ impl Scripted {
                 Transaction::from_json(line).unwrap_or_else(|e| panic!("transactions.jsonl: {e}"))
             })
             .collect()
+    }
+
+    /// The unix times (fractional seconds) the accepted transactions were
+    /// answered at, in order.
+    pub fn accepted_times(&self) -> Vec<f64> {
+        let text =
+            std::fs::read_to_string(self.dir.path().join("transactions.jsonl")).unwrap_or_default();
+        let complete = match text.rfind('\n') {
+            Some(end) => &text[..end],
+            None => "",
+        };
+        complete
+            .lines()
+            .filter_map(|line| Transaction::with_time(line).ok())
+            .filter(|(t, _)| t.accepted)
+            .map(|(_, at)| at)
+            .collect()
+    }
+
+    /// The most connections that were open at once (from the transcript's
+    /// connect and close lines, in the order they happened).
+    pub fn max_concurrent_connections(&self) -> usize {
+        let (mut open, mut most) = (0usize, 0usize);
+        for line in self.transcript().lines() {
+            if line.contains(" -- connect from ") {
+                open += 1;
+                most = most.max(open);
+            } else if line.contains(" -- connection closed") {
+                open = open.saturating_sub(1);
+            }
+        }
+        most
     }
 
     /// Polls until at least `n` transactions were accepted, or `deadline` passes.

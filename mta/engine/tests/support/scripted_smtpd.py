@@ -74,6 +74,7 @@ import signal
 import ssl
 import stat
 import sys
+import time
 
 from aiosmtpd.smtp import MISSING, SMTP
 
@@ -242,6 +243,7 @@ class Handler:
             "data": bytes(envelope.original_content).hex(),
             "reply": "" if dropping else reply,
             "accepted": (not dropping) and reply.startswith("2"),
+            "at": time.time(),
         }
         self.rec.transaction(record)
         if dropping:
