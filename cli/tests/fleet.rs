@@ -9,7 +9,13 @@
 //!   killed one `lost`;
 //! - one gateway is stopped (`SIGSTOP`) past its lease and continued: its late
 //!   report is refused (`409`), it drops those batches, and the campaign's
-//!   duplicates are again bounded by `resent_after_failure`.
+//!   duplicates are again bounded by `resent_after_failure`;
+//! - one of two control planes is killed, and a gateway restarted, with a
+//!   webhook getting every delivery event once;
+//! - a suppression added mid-campaign stops every gateway within seconds;
+//! - a site's limits hold for the three gateways together;
+//! - PostgreSQL is stopped for 20 s mid-campaign: nothing is lost, the
+//!   counts add up.
 //!
 //! Skipped (with a message) without PostgreSQL or smtp-sink.
 
@@ -550,9 +556,9 @@ fn a_sites_limits_hold_for_the_fleet_as_a_whole() {
     }
     // Three gateways, one receiver limited to 4 connections and 200
     // messages a second: each gateway sends within a third of it.
-    let receiver = Scripted::start(Ipv4Addr::new(127, 0, 0, 180), serde_json::json!({}));
+    let receiver = Scripted::start(Ipv4Addr::new(127, 0, 0, 194), serde_json::json!({}));
     let fleet = Fleet::start_custom(
-        176,
+        190,
         3,
         1,
         "[site]\nmax_connections = 4\nmax_messages_per_second = 200\n",
@@ -596,4 +602,27 @@ fn a_sites_limits_hold_for_the_fleet_as_a_whole() {
         logs.contains("site limits shared by this many gateways"),
         "{logs}"
     );
+}
+
+#[test]
+fn the_fleet_rides_out_a_postgresql_outage() {
+    if !available("the_fleet_rides_out_a_postgresql_outage") {
+        return;
+    }
+    // 200 messages a second in all: the campaign lasts ~20 s, and the store
+    // is gone for 20 s of it.
+    let fleet = Fleet::start_custom(182, 2, 1, "[site]\nmax_messages_per_second = 200\n", None);
+    let n = 4000;
+    let id = fleet.submit(n);
+    let at = poll(Duration::from_secs(120), || {
+        (fleet.delivered_lines() >= n / 5).then_some(())
+    });
+    assert!(at.is_some(), "20% not reached");
+    fleet._pg.stop().unwrap();
+    std::thread::sleep(Duration::from_secs(20));
+    fleet._pg.start_again().unwrap();
+    let view = fleet.completed(id, Duration::from_secs(240));
+    check_arrivals(&fleet, n, &view);
+    // Everything kept through the outage reached the store: the counts add up.
+    assert_eq!(view["delivered"], n as i64, "{view}");
 }

@@ -154,6 +154,35 @@ impl Postgres {
         Err(last_error)
     }
 
+    /// Stops the server at once (fast shutdown: every connection is cut), as
+    /// an outage would.
+    pub fn stop(&self) -> Result<(), String> {
+        let data = self.data_dir().display().to_string();
+        self.run(
+            "pg_ctl",
+            &["-D", &data, "-m", "fast", "-w", "-t", "60", "stop"],
+        )
+    }
+
+    /// Starts it again after [`Postgres::stop`], on the same address and port.
+    pub fn start_again(&self) -> Result<(), String> {
+        let data = self.data_dir().display().to_string();
+        let options = format!(
+            "-c listen_addresses={} -p {} -k {} -c fsync=off -c full_page_writes=off -c max_connections=200",
+            self.ip,
+            self.port,
+            self.dir.path().display()
+        );
+        let log = self.dir.path().join("server.log").display().to_string();
+        self.run(
+            "pg_ctl",
+            &[
+                "-D", &data, "-l", &log, "-o", &options, "-w", "-t", "60", "start",
+            ],
+        )?;
+        self.wait_ready(Duration::from_secs(30))
+    }
+
     fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
     }
