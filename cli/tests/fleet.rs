@@ -38,6 +38,17 @@ use support::process::ChildGuard;
 use support::scripted::Scripted;
 use support::smtp_sink::{SinkOptions, SmtpSink, SMTP_SINK};
 
+/// What a test changes of the fleet's configuration.
+#[derive(Default)]
+struct Options<'a> {
+    /// Lines added to each control plane's `[control]` section.
+    control_extra: &'a str,
+    /// Lines added to each gateway's configuration.
+    gateway_extra: &'a str,
+    /// Where the gateways' mail goes (default: the fleet's sink).
+    via: Option<SocketAddr>,
+}
+
 struct Fleet {
     dir: tempfile::TempDir,
     sink: SmtpSink,
@@ -79,18 +90,16 @@ impl Fleet {
     /// [`Fleet::start`] with `controls` control-plane processes on the one
     /// PostgreSQL (each with its own spool), every gateway told of all.
     fn start_with(last: u8, gateways: u8, controls: usize) -> Fleet {
-        Fleet::start_custom(last, gateways, controls, "", None)
+        Fleet::start_custom(last, gateways, controls, Options::default())
     }
 
-    /// [`Fleet::start_with`], `gateway_extra` added to each gateway's
-    /// configuration, its mail routed to `via` (default: the fleet's sink).
-    fn start_custom(
-        last: u8,
-        gateways: u8,
-        controls: usize,
-        gateway_extra: &str,
-        via: Option<SocketAddr>,
-    ) -> Fleet {
+    /// [`Fleet::start_with`] with [`Options`].
+    fn start_custom(last: u8, gateways: u8, controls: usize, options: Options<'_>) -> Fleet {
+        let Options {
+            control_extra,
+            gateway_extra,
+            via,
+        } = options;
         let ip = Ipv4Addr::new(127, 0, 0, last);
         let pg = Postgres::start(last);
         let sink = SmtpSink::start(ip, SinkOptions::plain());
@@ -100,7 +109,7 @@ impl Fleet {
             .collect();
         for (k, api) in apis.iter().enumerate() {
             let control = format!(
-                "[control]\nlisten = \"{api}\"\ndatabase = \"{db}\"\nlease_ttl = \"5s\"\n\
+                "[control]\nlisten = \"{api}\"\ndatabase = \"{db}\"\nlease_ttl = \"5s\"\n{control_extra}\
                  [spool]\ndir = \"{spool}\"\n[queue]\nbatch_size = 100\n",
                 db = pg.url(),
                 spool = dir.path().join(format!("control{k}")).display(),
@@ -497,7 +506,15 @@ fn a_suppression_added_mid_campaign_stops_the_gateways_within_seconds() {
         return;
     }
     // One site at 40 messages a second: the campaign lasts ~12 s.
-    let fleet = Fleet::start_custom(175, 2, 1, "[site]\nmax_messages_per_second = 20\n", None);
+    let fleet = Fleet::start_custom(
+        175,
+        2,
+        1,
+        Options {
+            gateway_extra: "[site]\nmax_messages_per_second = 20\n",
+            ..Options::default()
+        },
+    );
     let n = 480;
     let id = fleet.submit(n);
     let started = poll(Duration::from_secs(60), || {
@@ -561,8 +578,11 @@ fn a_sites_limits_hold_for_the_fleet_as_a_whole() {
         190,
         3,
         1,
-        "[site]\nmax_connections = 4\nmax_messages_per_second = 200\n",
-        Some(receiver.addr()),
+        Options {
+            gateway_extra: "[site]\nmax_connections = 4\nmax_messages_per_second = 200\n",
+            via: Some(receiver.addr()),
+            ..Options::default()
+        },
     );
     let n = 2400;
     let id = fleet.submit(n);
@@ -611,7 +631,15 @@ fn the_fleet_rides_out_a_postgresql_outage() {
     }
     // 200 messages a second in all: the campaign lasts ~20 s, and the store
     // is gone for 20 s of it.
-    let fleet = Fleet::start_custom(182, 2, 1, "[site]\nmax_messages_per_second = 200\n", None);
+    let fleet = Fleet::start_custom(
+        182,
+        2,
+        1,
+        Options {
+            gateway_extra: "[site]\nmax_messages_per_second = 200\n",
+            ..Options::default()
+        },
+    );
     let n = 4000;
     let id = fleet.submit(n);
     let at = poll(Duration::from_secs(120), || {
