@@ -205,14 +205,7 @@ impl Scripted {
     /// Every transaction that reached the final dot, accepted or not (rejected or
     /// deferred DATA, or dropped with `drop_in_data_mode: "after_dot"`).
     pub fn all_transactions(&self) -> Vec<Transaction> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("transactions.jsonl")).unwrap_or_default();
-        // Only whole lines: the last one may still be being written.
-        let complete = match text.rfind('\n') {
-            Some(end) => &text[..end],
-            None => "",
-        };
-        complete
+        self.transaction_lines()
             .lines()
             .map(|line| {
                 Transaction::from_json(line).unwrap_or_else(|e| panic!("transactions.jsonl: {e}"))
@@ -223,18 +216,21 @@ impl Scripted {
     /// The unix times (fractional seconds) the accepted transactions were
     /// answered at, in order.
     pub fn accepted_times(&self) -> Vec<f64> {
-        let text =
-            std::fs::read_to_string(self.dir.path().join("transactions.jsonl")).unwrap_or_default();
-        let complete = match text.rfind('\n') {
-            Some(end) => &text[..end],
-            None => "",
-        };
-        complete
+        self.transaction_lines()
             .lines()
             .filter_map(|line| Transaction::with_time(line).ok())
             .filter(|(t, _)| t.accepted)
             .map(|(_, at)| at)
             .collect()
+    }
+
+    /// The whole lines of `transactions.jsonl` (the last one may still be
+    /// being written).
+    fn transaction_lines(&self) -> String {
+        let mut text =
+            std::fs::read_to_string(self.dir.path().join("transactions.jsonl")).unwrap_or_default();
+        text.truncate(text.rfind('\n').unwrap_or(0));
+        text
     }
 
     /// The most connections that were open at once (from the transcript's
