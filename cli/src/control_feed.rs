@@ -57,9 +57,51 @@ pub struct ControlFeed {
     sent: Mutex<HashMap<BatchKey, Sent>>,
     /// This node's name in delivery events (`[gateway] name`, else the host's).
     gateway: String,
-    /// Held while replies are turned into events and written, so that the
-    /// outbox gets them in the order they came.
+    /// Held while replies are turned into events and handed to the outbox
+    /// writer, so that the outbox gets them in the order they came.
     outbox_order: Mutex<()>,
+    /// The outbox writer ([`outbox_writer`]): delivery never waits for the
+    /// store's write of its events, only a batch's completion does.
+    outbox: tokio::sync::mpsc::UnboundedSender<OutboxJob>,
+}
+
+/// What the outbox writer is handed, in order.
+enum OutboxJob {
+    /// Delivery events to append.
+    Write(Vec<BatchOutcomes>),
+    /// Answer once everything handed before is written.
+    Flush(tokio::sync::oneshot::Sender<()>),
+}
+
+/// Appends delivery events to the outbox in the order they were handed over,
+/// several handovers in one transaction when they queue up; a failure is
+/// logged (the final outcomes are written again when their batches complete).
+async fn outbox_writer(
+    plane: Arc<Plane>,
+    mut jobs: tokio::sync::mpsc::UnboundedReceiver<OutboxJob>,
+) {
+    while let Some(job) = jobs.recv().await {
+        let mut flushes = Vec::new();
+        let mut events = Vec::new();
+        let mut next = Some(job);
+        while let Some(job) = next.take() {
+            match job {
+                OutboxJob::Write(more) => events.extend(more),
+                OutboxJob::Flush(done) => flushes.push(done),
+            }
+            // Whatever else queued meanwhile goes in the same write (a flush
+            // is answered after it).
+            next = jobs.try_recv().ok();
+        }
+        if !events.is_empty() {
+            if let Err(err) = plane.add_outcomes(&events).await {
+                tracing::warn!(%err, "cannot write delivery events to the outbox");
+            }
+        }
+        for done in flushes {
+            let _ = done.send(());
+        }
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -112,6 +154,8 @@ impl ControlFeed {
         runtime: tokio::runtime::Handle,
         gateway: String,
     ) -> ControlFeed {
+        let (outbox, jobs) = tokio::sync::mpsc::unbounded_channel();
+        runtime.spawn(outbox_writer(Arc::clone(&plane), jobs));
         ControlFeed {
             spool,
             plane,
@@ -121,6 +165,7 @@ impl ControlFeed {
             sent: Mutex::default(),
             gateway,
             outbox_order: Mutex::new(()),
+            outbox,
         }
     }
 
@@ -187,12 +232,16 @@ impl ControlFeed {
     fn write_events(&self, batches: &[Arc<LiveBatch>]) {
         let _order = lock(&self.outbox_order);
         let events = self.take_replies(batches.iter().map(|b| b.as_ref()));
-        if events.is_empty() {
-            return;
+        if !events.is_empty() {
+            let _ = self.outbox.send(OutboxJob::Write(events));
         }
-        let plane = Arc::clone(&self.plane);
-        if let Err(err) = self.block_on(async move { plane.add_outcomes(&events).await }) {
-            tracing::warn!(%err, "cannot write delivery events to the outbox");
+    }
+
+    /// Waits until every event handed to the outbox writer is written.
+    fn flush_events(&self) {
+        let (done, written) = tokio::sync::oneshot::channel();
+        if self.outbox.send(OutboxJob::Flush(done)).is_ok() {
+            let _ = tokio::task::block_in_place(|| written.blocking_recv());
         }
     }
 
@@ -333,6 +382,11 @@ impl Feed for ControlFeed {
     fn complete(&self, finished: &[&LiveBatch]) -> Result<u64, QueueError> {
         let at = now();
         let _order = lock(&self.outbox_order);
+        // The events handed over before are in the outbox before these
+        // batches' final outcomes are filled in.
+        if !finished.is_empty() {
+            self.flush_events();
+        }
         for chunk in finished.chunks(COMPLETE_CHUNK) {
             let mut done = Vec::new();
             let events = self.take_replies(chunk.iter().copied());
