@@ -537,6 +537,20 @@ def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, s
     wait_listening(host, int(port))
     with open(template, "rb") as f:
         spec = tomllib.load(f)
+    scraper = None
+    if args.scrape:
+        # Prometheus' part: GET /metrics every second while the campaign runs.
+        import threading
+        import urllib.request
+        scraper = {"stop": threading.Event(), "scrapes": 0, "bytes": 0}
+
+        def scrape_loop():
+            while not scraper["stop"].wait(1.0):
+                with urllib.request.urlopen(f"http://{api}/metrics", timeout=10) as r:
+                    scraper["bytes"] += len(r.read())
+                    scraper["scrapes"] += 1
+        scraper["thread"] = threading.Thread(target=scrape_loop, daemon=True)
+        scraper["thread"].start()
     t0_wall = time.time()
     started = time.monotonic()
     with open(rcpts, "rb") as f:
@@ -557,6 +571,10 @@ def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, s
         peak_files, peak_bytes = max(peak_files, files), max(peak_bytes, size)
         time.sleep(0.2)
     wall = time.monotonic() - started
+    if scraper:
+        scraper["stop"].set()
+        scraper["thread"].join()
+        log(f"   /metrics scraped {scraper['scrapes']} times ({scraper['bytes']:,} bytes)")
     lag = None
     if webhook:
         counts, end = webhook[2], time.monotonic() + 600
@@ -751,12 +769,17 @@ def main():
     ap.add_argument("--webhook", action="store_true",
                     help="with --path api: a [[webhook]] getting every message.delivered in "
                          "batches of 1,000 (benches/webhook_sink.py); timed until it got them all")
+    ap.add_argument("--scrape", action="store_true",
+                    help="with --path api: GET /metrics every second while the campaign runs "
+                         "(what a Prometheus server does)")
     ap.add_argument("--tag", default="",
                     help="appended to the result file names (e2e-<date>[-dkim]-<tag>), so an "
                          "experimental run does not replace the figures of a quoted one")
     args = ap.parse_args()
     if not 1 <= args.sites <= 100:
         ap.error("--sites must be 1..100")
+    if args.scrape and args.path != "api":
+        ap.error("--scrape needs --path api (volley send serves no /metrics)")
     if args.webhook and args.path != "api":
         ap.error("--webhook needs --path api (volley send delivers no webhooks)")
     volley = os.path.abspath(args.volley)

@@ -15,9 +15,10 @@ cd "$(dirname "$0")/.."
 # server with initdb + pg_ctl in a temporary directory on a 127.0.0.x port), curl
 # (the HTTP client a mailbox provider's one-click unsubscribe POST stands for),
 # chromium + chromium-driver + python3-selenium (a real browser on the web pages),
+# python3-prometheus-client (its text parser reads /metrics),
 # python3-pip (for what Debian does not package, below).
 PEERS=(postfix dnsmasq-base python3-aiosmtpd swaks libnet-ssleay-perl openssl python3-dkim postgresql curl
-       chromium chromium-driver python3-selenium python3-pip)
+       chromium chromium-driver python3-selenium python3-prometheus-client python3-pip)
 scripts/install-packages.sh "${PEERS[@]}"
 # From PyPI, pinned, into target/pylib (not the system's Python): the Standard
 # Webhooks reference library, which checks volley's webhook signatures.
@@ -32,7 +33,7 @@ for peer in /usr/sbin/smtp-sink /usr/sbin/smtp-source /usr/sbin/postfix /usr/sbi
   [ -x "$peer" ] || { echo "test peer missing: $peer" >&2; exit 1; }
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "test peer missing: PostgreSQL's initdb" >&2; exit 1; }
-/usr/bin/python3 -c 'import aiosmtpd, dkim, selenium' || { echo "test peers missing: python3-aiosmtpd, python3-dkim, python3-selenium" >&2; exit 1; }
+/usr/bin/python3 -c 'import aiosmtpd, dkim, selenium, prometheus_client' || { echo "test peers missing: python3-aiosmtpd, python3-dkim, python3-selenium, python3-prometheus-client" >&2; exit 1; }
 PYTHONPATH=target/pylib /usr/bin/python3 -c 'import standardwebhooks' || { echo "test peer missing: standardwebhooks (target/pylib)" >&2; exit 1; }
 
 echo "== module graph"

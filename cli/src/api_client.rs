@@ -41,6 +41,44 @@ pub fn token(flag: Option<&str>, config: &Config) -> Result<String> {
     bail!("no API token: pass --token, set $VOLLEY_TOKEN or [control] token_file (make one with volley token create)")
 }
 
+/// A token made in the store for one command's calls (`what` names it), when
+/// none was given; revoked by [`Minted::revoke`].
+pub struct Minted {
+    store: volley_control::store::Store,
+    name: String,
+}
+
+impl Minted {
+    /// Revokes the token (best effort: a leftover is listed by `volley token
+    /// list` under its name).
+    pub fn revoke(self, runtime: &tokio::runtime::Runtime) {
+        let _ = runtime.block_on(self.store.revoke_token(&self.name));
+    }
+}
+
+/// The token to call the API with (`--token`, `$VOLLEY_TOKEN`, `[control]
+/// token_file`), else one of `role` made in the store for this command,
+/// named `volley-WHAT-PID-TIME`.
+pub fn token_or_mint(
+    flag: Option<&str>,
+    config: &Config,
+    runtime: &tokio::runtime::Runtime,
+    what: &str,
+    role: volley_control::store::tokens::Role,
+) -> Result<(String, Option<Minted>)> {
+    if let Ok(t) = token(flag, config) {
+        return Ok((t, None));
+    }
+    let name = format!(
+        "volley-{what}-{}-{}",
+        std::process::id(),
+        volley_control::store::now()
+    );
+    let store = runtime.block_on(crate::control::open_store(config))?;
+    let (_, secret) = runtime.block_on(store.create_token(&name, role))?;
+    Ok((secret, Some(Minted { store, name })))
+}
+
 impl ApiClient {
     /// A client of the API at `base` with `token`.
     pub fn new(base: String, token: String) -> Result<ApiClient> {

@@ -78,7 +78,20 @@ pub fn run(args: ControlArgs, config_path: Option<&Path>) -> Result<String> {
             .await
             .with_context(|| format!("cannot listen on {addr} ([control] listen)"))?;
         tracing::info!(%addr, store = %plane.store().url(), "volley control: serving the API and leases");
-        let router = api::router(Arc::clone(&plane), limits, Some(fleet));
+        let metrics = volley_control::metrics::Metrics::new(
+            Some((Arc::clone(&plane), config.control.lease_ttl)),
+            |registry| fleet.register_metrics(registry),
+        );
+        let router = api::router(
+            Arc::clone(&plane),
+            limits,
+            api::Extras {
+                fleet: Some(fleet),
+                metrics: Some(metrics),
+                queue: None,
+                pages: Some(volley_control::dashboard::routes()),
+            },
+        );
         let webhooks = crate::webhooks::start(&config, &webhooks, &plane).await?;
         let suppression_sync = tokio::spawn(crate::suppressions::sync_loop(
             Arc::clone(&plane),

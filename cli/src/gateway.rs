@@ -215,6 +215,10 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         } else {
             None
         };
+        let metrics_server = match listen_config.gateway.metrics_listen {
+            Some(addr) => Some(start_metrics(addr, &engine, &leases).await?),
+            None => None,
+        };
         // Leases of an earlier run are not held any more (their files went):
         // they go to whoever asks first, this gateway included.
         abandon_earlier(&gateway, &mut signals).await?;
@@ -247,13 +251,66 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
                 Err(err) => tracing::warn!(err = %format!("{err:#}"), "cannot give leases back: they expire"),
             }
         }
-        if let Some((stop, task)) = listener {
+        for (stop, task) in listener.into_iter().chain(metrics_server) {
             let _ = stop.send(());
             let _ = task.await;
         }
         tracing::info!("volley gateway: stopped");
         anyhow::Ok(String::new())
     })
+}
+
+/// Serves `GET /metrics` on `addr` (`[gateway] metrics_listen`): the
+/// engine's metrics and the leases held, until the returned sender is used.
+async fn start_metrics(
+    addr: std::net::SocketAddr,
+    engine: &volley_engine::Engine,
+    leases: &Arc<Leases>,
+) -> Result<(
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<()>,
+)> {
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ([gateway] metrics_listen)"))?;
+    let metrics = volley_control::metrics::Metrics::new(None, |registry| {
+        engine.register_metrics(registry);
+        registry.register_collector(Box::new(LeasesHeld(Arc::clone(leases))));
+    });
+    tracing::info!(%addr, "volley gateway: serving /metrics");
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let shutdown = async move {
+            let _ = stopped.await;
+        };
+        let router = volley_control::metrics::router(metrics);
+        if let Err(err) = volley_control::api::serve(listener, router, shutdown).await {
+            tracing::error!(%err, "the metrics server failed");
+        }
+    });
+    Ok((stop, task))
+}
+
+/// `volley_gateway_leases_held`: the leases this gateway holds, read when
+/// scraped.
+#[derive(Debug)]
+struct LeasesHeld(Arc<Leases>);
+
+impl prometheus_client::collector::Collector for LeasesHeld {
+    fn encode(
+        &self,
+        mut encoder: prometheus_client::encoding::DescriptorEncoder,
+    ) -> std::fmt::Result {
+        use prometheus_client::encoding::EncodeMetric;
+        let gauge = prometheus_client::metrics::gauge::ConstGauge::new(self.0.len() as i64);
+        let metric = encoder.encode_descriptor(
+            "gateway_leases_held",
+            "Batches this gateway holds a lease on",
+            None,
+            gauge.metric_type(),
+        )?;
+        gauge.encode(metric)
+    }
 }
 
 /// Removes the leased batches an earlier run left in the spool and tells a

@@ -21,6 +21,7 @@ mod control_feed;
 mod gateway;
 mod hash_password;
 mod queue_cmd;
+mod queue_ops;
 mod run;
 mod send;
 mod sendmail;

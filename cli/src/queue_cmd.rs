@@ -7,6 +7,7 @@ use std::time::{Duration, UNIX_EPOCH};
 use anyhow::{bail, Context, Result};
 use clap::Subcommand;
 use volley_conf::Config;
+use volley_queue::holds::{Holds, Rule};
 use volley_queue::{BatchView, Spool, State};
 
 use crate::table;
@@ -53,6 +54,67 @@ pub enum QueueCommand {
         #[arg(long, value_name = "DIR")]
         spool: Option<PathBuf>,
     },
+    /// Hold a campaign's, a domain's or a site's recipients: no new
+    /// transaction takes them until released (like postsuper -h). Survives a
+    /// restart. On a running daemon through its API (an admin token), else
+    /// on the stopped spool.
+    ///
+    /// Example: volley queue hold --domain example.com
+    Hold(RuleArgs),
+    /// Release a hold (like postsuper -H): the recipients are due again.
+    ///
+    /// Example: volley queue release --domain example.com
+    Release(RuleArgs),
+    /// Finalise a campaign's, a domain's or a site's unfinished recipients
+    /// unsent (like postsuper -d): each is logged as purged. Needs --yes.
+    ///
+    /// Example: volley queue purge --campaign 12 --yes
+    Purge {
+        /// What to purge.
+        #[command(flatten)]
+        rule: RuleArgs,
+        /// Yes, finalise them for good.
+        #[arg(long)]
+        yes: bool,
+    },
+}
+
+/// What `hold`, `release` and `purge` act on (exactly one), and where.
+#[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("what").required(true).args(["campaign", "domain", "site"])))]
+pub struct RuleArgs {
+    /// A campaign's recipients (its id).
+    #[arg(long, value_name = "ID")]
+    campaign: Option<String>,
+    /// Recipients at a destination domain.
+    #[arg(long, value_name = "DOMAIN")]
+    domain: Option<String>,
+    /// Recipients sent through a site: an MX host name (as `queue summary`
+    /// and /metrics name sites) or a route's `via`.
+    #[arg(long, value_name = "SITE")]
+    site: Option<String>,
+    /// Spool directory (default: `[spool] dir` from the configuration).
+    #[arg(long, value_name = "DIR")]
+    spool: Option<PathBuf>,
+    /// A running daemon's API base URL (default: http:// + `[control] listen`).
+    #[arg(long, value_name = "URL")]
+    api: Option<String>,
+    /// An admin API token (default: $VOLLEY_TOKEN, `[control] token_file`, or
+    /// one made for the call in the store and revoked after).
+    #[arg(long, value_name = "TOKEN")]
+    token: Option<String>,
+}
+
+impl RuleArgs {
+    fn rule(&self) -> Result<Rule> {
+        let (kind, value) = match (&self.campaign, &self.domain, &self.site) {
+            (Some(c), None, None) => ("campaign", c),
+            (None, Some(d), None) => ("domain", d),
+            (None, None, Some(s)) => ("site", s),
+            _ => bail!("name one of --campaign, --domain or --site"),
+        };
+        Rule::parse(kind, value).map_err(|e| anyhow::anyhow!("--{kind}: {e}"))
+    }
 }
 
 fn spool_dir(explicit: Option<PathBuf>, config: Option<&Path>) -> Result<PathBuf> {
@@ -73,7 +135,94 @@ pub fn run(cmd: QueueCommand, config: Option<&Path>) -> Result<String> {
             json,
         } => show(&spool_dir(spool, config)?, &batch, values, json),
         QueueCommand::Recover { spool } => recover(&spool_dir(spool, config)?),
+        QueueCommand::Hold(args) => change(&args, config, Some(true)),
+        QueueCommand::Release(args) => change(&args, config, Some(false)),
+        QueueCommand::Purge { rule, yes } => {
+            let what = rule.rule()?;
+            if !yes {
+                bail!("volley queue purge finalises every unfinished recipient of {what} for good: add --yes");
+            }
+            change(&rule, config, None)
+        }
     }
+}
+
+/// Holds (`Some(true)`), releases or purges (`None`): on the spool when
+/// stopped, else through the daemon's API.
+fn change(args: &RuleArgs, config: Option<&Path>, hold: Option<bool>) -> Result<String> {
+    let rule = args.rule()?;
+    let config = Config::discover(config)?;
+    let dir = args
+        .spool
+        .clone()
+        .unwrap_or_else(|| config.spool.dir.clone());
+    match Spool::open(&dir) {
+        Ok(spool) => crate::queue_ops::local(&config, spool, &rule, hold),
+        Err(volley_queue::QueueError::Locked { .. }) => through_api(args, &config, &rule, hold),
+        Err(e) => Err(e).with_context(|| format!("cannot open the spool {}", dir.display())),
+    }
+}
+
+/// The same through a running daemon's API.
+fn through_api(
+    args: &RuleArgs,
+    config: &Config,
+    rule: &Rule,
+    hold: Option<bool>,
+) -> Result<String> {
+    use crate::api_client::{base_url, token_or_mint, ApiClient};
+    let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
+    let base = base_url(args.api.as_deref(), config)
+        .context("the spool is held by a running daemon, and its API is off")?;
+    let (secret, minted) = token_or_mint(
+        args.token.as_deref(),
+        config,
+        &runtime,
+        "queue",
+        volley_control::store::tokens::Role::Admin,
+    )?;
+    let client = ApiClient::new(base, secret)?;
+    let body = volley_control::api::queue::rule_json(rule);
+    let result = runtime.block_on(async {
+        match hold {
+            Some(hold) => {
+                let path = if hold {
+                    "/v1/queue/hold"
+                } else {
+                    "/v1/queue/release"
+                };
+                let answer = client.post(path, &body).await?;
+                let now: Vec<Rule> = answer["holds"]
+                    .as_array()
+                    .map(|l| l.iter().filter_map(rule_of).collect())
+                    .unwrap_or_default();
+                let changed = answer["changed"].as_bool().unwrap_or(false);
+                Ok(crate::queue_ops::describe_change(rule, hold, changed, &now))
+            }
+            None => {
+                let answer = client.post("/v1/queue/purge", &body).await?;
+                let done = volley_control::api::queue::PurgeCount {
+                    recipients: answer["recipients"].as_u64().unwrap_or(0),
+                    batches: answer["batches"].as_u64().unwrap_or(0),
+                };
+                Ok(crate::queue_ops::describe_purge(rule, done))
+            }
+        }
+    });
+    if let Some(minted) = minted {
+        minted.revoke(&runtime);
+    }
+    result
+}
+
+/// A rule from its JSON (`{"domain": "…"}`).
+fn rule_of(v: &serde_json::Value) -> Option<Rule> {
+    let (kind, value) = v.as_object()?.iter().next()?;
+    let value = match value {
+        serde_json::Value::String(s) => s.clone(),
+        other => other.to_string(),
+    };
+    Rule::parse(kind, &value).ok()
 }
 
 const STATE_COLUMNS: [State; 6] = [
@@ -89,6 +238,7 @@ fn summary(dir: &Path, json: bool) -> Result<String> {
     let mut out = String::new();
     let spool = Spool::open_read_only(dir)?;
     let (summary, corrupt) = spool.summary()?;
+    let holds: Vec<Rule> = Holds::open(dir)?.snapshot().rules().cloned().collect();
     for c in &corrupt {
         eprintln!("volley: warning: {}", c.reason);
     }
@@ -103,6 +253,7 @@ fn summary(dir: &Path, json: bool) -> Result<String> {
             "domains": summary.domains,
             "total": summary.total,
             "corrupt": corrupt,
+            "holds": holds.iter().map(volley_control::api::queue::rule_json).collect::<Vec<_>>(),
         });
         writeln!(out, "{doc}")?;
         return Ok(out);
@@ -119,6 +270,10 @@ fn summary(dir: &Path, json: bool) -> Result<String> {
     let mut header = vec!["domain", "total"];
     header.extend(STATE_COLUMNS.iter().map(|s| s.name()));
     write!(out, "{}", table::render(&header, &rows))?;
+    if !holds.is_empty() {
+        let list: Vec<String> = holds.iter().map(Rule::to_string).collect();
+        writeln!(out, "held: {} (volley queue release)", list.join(", "))?;
+    }
     writeln!(
         out,
         "{} batches in {}{}",
@@ -174,7 +329,7 @@ fn show(dir: &Path, batch: &str, values: bool, json: bool) -> Result<String> {
             .iter()
             .map(|(i, address, slot, vals)| {
                 let mut o = serde_json::json!({
-                    "index": i, "address": address, "state": slot.state.name(),
+                    "index": i, "address": address, "state": slot.state.name(), "status": volley_queue::slot::final_status(*slot),
                     "attempts": slot.attempts, "code": slot.code, "next_attempt": slot.next_attempt,
                 });
                 if values {

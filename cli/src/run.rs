@@ -144,6 +144,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     } else {
         None
     };
+    let ops_spool = spool.try_clone()?;
     let listen_config = config.clone();
     let grace = config.delivery.stop_timeout;
     let keep_done = config.bounce.window;
@@ -195,7 +196,26 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
         // The configured webhooks are in the store before the API answers.
         let webhooks = crate::webhooks::start(&listen_config, &webhooks, &plane).await?;
         let api = match api_listen {
-            Some(addr) => Some(start_api(addr, Arc::clone(&plane), limits).await?),
+            Some(addr) => {
+                let metrics = volley_control::metrics::Metrics::new(
+                    Some((Arc::clone(&plane), listen_config.control.lease_ttl)),
+                    |registry| engine.register_metrics(registry),
+                );
+                let queue = crate::queue_ops::SpoolQueue {
+                    spool: ops_spool,
+                    holds: engine.holds(),
+                    sites: engine.sites(),
+                    log: engine.delivery_log(),
+                    wake: Arc::clone(&wake),
+                };
+                let extras = api::Extras {
+                    fleet: None,
+                    metrics: Some(metrics),
+                    queue: Some(Arc::new(queue)),
+                    pages: Some(volley_control::dashboard::routes()),
+                };
+                Some(start_api(addr, Arc::clone(&plane), limits, extras).await?)
+            }
             None => None,
         };
         let web_server = match &web {
@@ -295,8 +315,10 @@ pub fn spool_engine(
         config.queue.batch_size,
         config.relay.domains.clone(),
     ));
+    let holds = Arc::new(volley_queue::holds::Holds::open(spool.root())?);
     Ok(Engine::new(config, feed, source, log)?
         .with_suppressions(suppressions)
+        .with_holds(holds)
         .with_reports(reports))
 }
 
@@ -398,18 +420,20 @@ pub fn helo_name(config: &Config) -> String {
     }
 }
 
-/// Serves the HTTP API on `addr` in a task until the returned sender is used.
+/// Serves the HTTP API (and `/metrics`) on `addr` in a task until the
+/// returned sender is used.
 async fn start_api(
     addr: std::net::SocketAddr,
     plane: Arc<Plane>,
     limits: Limits,
+    extras: api::Extras,
 ) -> Result<(oneshot::Sender<()>, tokio::task::JoinHandle<()>)> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} ([control] listen)"))?;
     tracing::info!(%addr, "volley run: serving the API");
     let (stop, stopped) = oneshot::channel::<()>();
-    let router = api::router(plane, limits, None);
+    let router = api::router(plane, limits, extras);
     let task = tokio::spawn(async move {
         let shutdown = async move {
             let _ = stopped.await;

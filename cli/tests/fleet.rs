@@ -21,6 +21,7 @@
 
 mod common;
 mod endpoint;
+mod scrape;
 #[path = "../../mta/engine/tests/support/mod.rs"]
 mod support;
 
@@ -47,6 +48,8 @@ struct Options<'a> {
     gateway_extra: &'a str,
     /// Where the gateways' mail goes (default: the fleet's sink).
     via: Option<SocketAddr>,
+    /// Each gateway serves `/metrics` (`[gateway] metrics_listen`).
+    metrics: bool,
 }
 
 struct Fleet {
@@ -59,6 +62,8 @@ struct Fleet {
     admin: String,
     controls: Vec<Option<ChildGuard>>,
     gateways: Vec<Option<ChildGuard>>,
+    /// Each gateway's `/metrics`, with [`Options::metrics`].
+    metrics: Vec<SocketAddr>,
     _pg: Postgres,
 }
 
@@ -99,6 +104,7 @@ impl Fleet {
             control_extra,
             gateway_extra,
             via,
+            metrics,
         } = options;
         let ip = Ipv4Addr::new(127, 0, 0, last);
         let pg = Postgres::start(last);
@@ -123,6 +129,7 @@ impl Fleet {
             admin: String::new(),
             controls: (0..controls).map(|_| None).collect(),
             gateways: Vec::new(),
+            metrics: Vec::new(),
             _pg: pg,
             dir,
         };
@@ -139,11 +146,18 @@ impl Fleet {
             .join(", ");
         for g in 1..=gateways {
             let source = Ipv4Addr::new(127, 0, 0, last + g);
+            let metrics_line = if metrics {
+                let addr = SocketAddr::from((source, free_port(source)));
+                fleet.metrics.push(addr);
+                format!("metrics_listen = \"{addr}\"\n")
+            } else {
+                String::new()
+            };
             let config = format!(
                 "[control]\nlisten = \"\"\nlease_ttl = \"5s\"\n[spool]\ndir = \"{spool}\"\n\
                  [delivery]\nhelo_name = \"gw{g}.test\"\nlog = \"{log}\"\nsource_addresses = [\"{source}\"]\n\
                  [retry]\nintervals = [\"1s\"]\n\
-                 [gateway]\nname = \"gw{g}\"\ncontrol = [{urls}]\ntoken_file = \"{token}\"\nmax_batches = 8\n\
+                 [gateway]\nname = \"gw{g}\"\ncontrol = [{urls}]\ntoken_file = \"{token}\"\nmax_batches = 8\n{metrics_line}\
                  [[route]]\ndomain = \"*\"\nvia = \"{via}\"\n{gateway_extra}",
                 spool = fleet.path(&format!("gw{g}")).display(),
                 log = fleet.path(&format!("gw{g}.jsonl")).display(),
@@ -653,4 +667,76 @@ fn the_fleet_rides_out_a_postgresql_outage() {
     check_arrivals(&fleet, n, &view);
     // Everything kept through the outage reached the store: the counts add up.
     assert_eq!(view["delivered"], n as i64, "{view}");
+}
+
+#[test]
+fn the_fleet_serves_metrics_that_add_up() {
+    if !available("the_fleet_serves_metrics_that_add_up")
+        || !scrape::available("the_fleet_serves_metrics_that_add_up")
+    {
+        return;
+    }
+    // Two gateways at 100 messages a second each: ~10 s to scrape during.
+    let fleet = Fleet::start_custom(
+        155,
+        2,
+        1,
+        Options {
+            gateway_extra: "[site]\nmax_messages_per_second = 100\n",
+            metrics: true,
+            ..Options::default()
+        },
+    );
+    let n = 2_000;
+    let id = fleet.submit(n);
+    // While it runs: every scrape of the control plane and the gateways
+    // parses; the control plane sees leases held.
+    let mut saw_leases = false;
+    let view = poll(Duration::from_secs(120), || {
+        let control = scrape::scrape(fleet.api);
+        if scrape::sum(&control, "volley_leases_held", &[]) > 0.0 {
+            saw_leases = true;
+        }
+        for &gw in &fleet.metrics {
+            scrape::scrape(gw);
+        }
+        let v = fleet.get(&format!("/v1/campaigns/{id}"));
+        (v["state"] == "completed").then_some(v)
+    })
+    .expect("the campaign did not complete");
+    assert!(saw_leases, "no scrape saw a lease held");
+    check_arrivals(&fleet, n, &view);
+    // The gateways' counters add up to the campaign's count.
+    let delivered: f64 = fleet
+        .metrics
+        .iter()
+        .map(|&gw| {
+            let samples = scrape::scrape(gw);
+            assert!(scrape::has(&samples, "volley_gateway_leases_held"));
+            assert!(scrape::has(&samples, "volley_reply_seconds_bucket"));
+            scrape::sum(
+                &samples,
+                "volley_messages_total",
+                &[("outcome", "delivered")],
+            )
+        })
+        .sum();
+    assert_eq!(delivered, n as f64, "delivered over the gateways' /metrics");
+    let control = scrape::scrape(fleet.api);
+    assert_eq!(
+        scrape::sum(&control, "volley_gateways", &[("state", "live")]),
+        2.0
+    );
+    assert_eq!(
+        scrape::sum(&control, "volley_campaigns", &[("state", "completed")]),
+        1.0
+    );
+    assert!(scrape::sum(&control, "volley_lease_seconds_count", &[]) >= 1.0);
+    for state in ["pending", "in_flight", "deferred"] {
+        assert_eq!(
+            scrape::sum(&control, "volley_queue_recipients", &[("state", state)]),
+            0.0,
+            "{state}"
+        );
+    }
 }

@@ -76,7 +76,7 @@ const UPLOAD: RangeInclusive<u64> = 1024..=(1 << 40);
 const BODY: RangeInclusive<u64> = 1024..=(1 << 30);
 const RECIPIENTS: RangeInclusive<u32> = 1..=1_000_000;
 
-fn listen<'de, D: Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>, D::Error> {
+pub(crate) fn listen<'de, D: Deserializer<'de>>(de: D) -> Result<Option<SocketAddr>, D::Error> {
     let text = String::deserialize(de)?;
     if text.trim().is_empty() {
         return Ok(None);

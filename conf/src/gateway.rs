@@ -25,6 +25,10 @@ pub struct GatewayConfig {
     /// Most batches leased at once. Default 64; allowed 1..=10000.
     #[serde(deserialize_with = "max_batches")]
     pub max_batches: u32,
+    /// Where the gateway serves `GET /metrics` (Prometheus text format),
+    /// `IP:PORT`. Default: unset (not served).
+    #[serde(deserialize_with = "crate::control::listen")]
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Default for GatewayConfig {
@@ -34,6 +38,7 @@ impl Default for GatewayConfig {
             control: Vec::new(),
             token_file: None,
             max_batches: 64,
+            metrics_listen: None,
         }
     }
 }

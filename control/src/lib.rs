@@ -11,8 +11,10 @@
 //! - [`api`]: the HTTP API (axum) over the plane.
 //! - [`bounded`]: the HTTP listeners' bounds (connections at once, idle time).
 //! - [`campaign`]: what a partitioning keeps in the spool beside its batches.
+//! - [`dashboard`]: the operator's web pages at `/` (sessions, CSRF, assets).
 //! - [`fleet`]: the lease service gateways of a fleet ask for work, and the
 //!   gateway protocol's messages.
+//! - [`metrics`]: `/metrics` in the Prometheus text format.
 //! - [`plane`]: the control plane's operations (submit, suspend, resume,
 //!   cancel, the scheduler, what delivery may send).
 //! - [`store`]: the store (SQLite or PostgreSQL): campaigns, batch rows,
@@ -27,7 +29,9 @@ pub mod address;
 pub mod api;
 pub mod bounded;
 pub mod campaign;
+pub mod dashboard;
 pub mod fleet;
+pub mod metrics;
 pub mod partition;
 pub mod plane;
 pub mod recipients;

@@ -20,6 +20,7 @@
 //! - [`spool`]: the [`Spool`] directory, grouped durable writes, the recovery scan,
 //!   quarantine.
 //! - [`summary`]: counts by state, per batch and per domain.
+//! - [`holds`]: the operator's holds on the queue (by campaign, domain or site).
 //! - [`ids`]: campaign ids of campaigns and of received messages.
 //! - [`link`]: signed tokens of the web links in campaign messages (unsubscribe,
 //!   clicks, opens): one recipient of one batch, checked by the web endpoints.
@@ -29,6 +30,7 @@ pub mod builder;
 pub mod error;
 pub mod format;
 pub mod fuzzing;
+pub mod holds;
 pub mod ids;
 pub mod link;
 pub mod mapped;

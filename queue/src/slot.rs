@@ -93,14 +93,18 @@ pub mod mark {
     pub const CANCELLED: u64 = 3;
     /// Finalised unsent (expired) because its campaign's `stop_at` passed.
     pub const STOPPED: u64 = 4;
+    /// Finalised unsent (expired) by an operator (`volley queue purge`).
+    pub const PURGED: u64 = 5;
 }
 
 /// What a final slot's outcome is called in reports and tables: the state's name,
-/// or `suppressed`, `cancelled`, `expired` for the recipients finalised unsent.
+/// or `suppressed`, `cancelled`, `purged`, `expired` for the recipients finalised
+/// unsent.
 pub fn final_status(slot: Slot) -> &'static str {
     match (slot.state, slot.next_attempt) {
         (State::Bounced, mark::SUPPRESSED) if slot.code == 0 => "suppressed",
         (State::Expired, mark::CANCELLED) => "cancelled",
+        (State::Expired, mark::PURGED) => "purged",
         (state, _) => state.name(),
     }
 }

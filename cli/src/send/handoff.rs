@@ -18,7 +18,7 @@ use volley_control::recipients::{write_rejected, Rejected};
 use volley_merge::TemplateSpec;
 
 use super::SendArgs;
-use crate::api_client::{base_url, token, ApiClient};
+use crate::api_client::{base_url, token_or_mint, ApiClient};
 use crate::campaign_cmd::percent;
 use crate::table;
 
@@ -38,24 +38,17 @@ pub fn run(
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let base = base_url(None, config)
         .context("the spool is held by a running daemon, and its API is off")?;
-    let (secret, minted) = match token(None, config) {
-        Ok(t) => (t, None),
-        Err(_) => {
-            let name = format!(
-                "volley-send-{}-{}",
-                std::process::id(),
-                volley_control::store::now()
-            );
-            let store = runtime.block_on(crate::control::open_store(config))?;
-            let (_, secret) = runtime
-                .block_on(store.create_token(&name, volley_control::store::tokens::Role::Sender))?;
-            (secret, Some((store, name)))
-        }
-    };
+    let (secret, minted) = token_or_mint(
+        None,
+        config,
+        &runtime,
+        "send",
+        volley_control::store::tokens::Role::Sender,
+    )?;
     let client = ApiClient::new(base, secret)?;
     let result = runtime.block_on(hand_over(&client, args, spec, rejects_path, started));
-    if let Some((store, name)) = minted {
-        let _ = runtime.block_on(store.revoke_token(&name));
+    if let Some(minted) = minted {
+        minted.revoke(&runtime);
     }
     result
 }

@@ -50,6 +50,17 @@ impl Node {
 
     /// With `control` lines in the `[control]` section and `extra` sections.
     pub fn start_with(last: u8, postgres: bool, control: &str, extra: &str) -> Node {
+        Node::start_routed(last, postgres, control, "", extra)
+    }
+
+    /// With `routes` (`[[route]]` entries) before the one to the sink.
+    pub fn start_routed(
+        last: u8,
+        postgres: bool,
+        control: &str,
+        routes: &str,
+        extra: &str,
+    ) -> Node {
         let ip = Ipv4Addr::new(127, 0, 0, last);
         let sink = SmtpSink::start(ip, SinkOptions::plain());
         let dir = tempfile::tempdir().unwrap();
@@ -61,7 +72,7 @@ impl Node {
         let api = SocketAddr::from((ip, free_port(ip)));
         let config = format!(
             "[control]\nlisten = \"{api}\"\n{control}{database}[spool]\ndir = \"{spool}\"\n[delivery]\nhelo_name = \"volley.test\"\nlog = \"{log}\"\n\
-             [retry]\nintervals = [\"1s\"]\n[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n{extra}",
+             [retry]\nintervals = [\"1s\"]\n{routes}[[route]]\ndomain = \"*\"\nvia = \"{via}\"\n{extra}",
             spool = dir.path().join("spool").display(),
             log = dir.path().join("delivery.jsonl").display(),
             via = sink.addr(),

@@ -1,6 +1,7 @@
 //! The control plane's HTTP API (axum): campaigns, uploads, suppressions and
 //! the event outbox, in JSON, errors as problem+json ([`problem`]). Every call
-//! but `GET /healthz` needs `Authorization: Bearer TOKEN`; a sender token sees
+//! but `GET /healthz` and `/metrics` needs `Authorization: Bearer TOKEN` (or
+//! the dashboard's session cookie, [`session`]); a sender token sees
 //! only its own campaigns, an admin token everything, a gateway token none of
 //! this (it leases batches, in the fleet).
 //!
@@ -10,13 +11,16 @@
 //! [`MAX_PAGE`] items a page).
 //!
 //! Layout: [`problem`] (errors), [`campaigns`] (campaigns and uploads),
-//! [`suppressions`], [`lists`], [`webhooks`], [`fleet`] (the gateway protocol), and here the router,
+//! [`suppressions`], [`lists`], [`webhooks`], [`queue`] (holds and purges),
+//! [`fleet`] (the gateway protocol), and here the router,
 //! authentication, JSON bodies and times.
 
 pub mod campaigns;
 pub mod fleet;
 pub mod lists;
 pub mod problem;
+pub mod queue;
+pub mod session;
 pub mod suppressions;
 pub mod webhooks;
 
@@ -57,6 +61,24 @@ pub struct AppState {
     /// The lease service, when gateways lease from this process (`volley
     /// control`).
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// The queue operations, when this process holds the spool (`volley run`).
+    pub queue: Option<Arc<dyn queue::QueueOps>>,
+    /// The dashboard's signed-in sessions.
+    pub sessions: Arc<session::Sessions>,
+}
+
+/// What a process serves besides the API proper.
+#[derive(Default)]
+pub struct Extras {
+    /// The gateway protocol (`volley control`).
+    pub fleet: Option<Arc<crate::fleet::Fleet>>,
+    /// `/metrics` (no token).
+    pub metrics: Option<Arc<crate::metrics::Metrics>>,
+    /// Holds and purges of the spool (`volley run`).
+    pub queue: Option<Arc<dyn queue::QueueOps>>,
+    /// Web pages served beside the API (the dashboard,
+    /// `volley_control::dashboard::routes`).
+    pub pages: Option<Router<AppState>>,
 }
 
 /// The caller of a request: its token.
@@ -111,9 +133,17 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().map(str::to_owned));
+        // The dashboard's session cookie stands for a token (CSRF-checked).
+        let session = match header {
+            None => state.sessions.caller(&parts.method, &parts.headers),
+            Some(_) => Ok(None),
+        };
         let plane = Arc::clone(&state.plane);
         async move {
             let unauthorized = |detail: &str| Problem::new(StatusCode::UNAUTHORIZED, detail);
+            if let Some(token) = session? {
+                return Ok(Caller(token));
+            }
             let value = match header {
                 None => {
                     return Err(unauthorized(
@@ -223,18 +253,24 @@ async fn not_found() -> Problem {
     Problem::not_found("no such API path: see the API section of README.md")
 }
 
-/// Every route of the API; the gateway protocol's with `fleet`.
-pub fn router(
-    plane: Arc<Plane>,
-    limits: Limits,
-    fleet: Option<Arc<crate::fleet::Fleet>>,
-) -> Router {
+/// Every route of the API, with what `extras` brings: the gateway protocol,
+/// `/metrics` (no token), the queue operations.
+pub fn router(plane: Arc<Plane>, limits: Limits, extras: Extras) -> Router {
+    let Extras {
+        fleet,
+        metrics,
+        queue,
+        pages,
+    } = extras;
     let state = AppState {
         plane,
         limits,
         fleet,
+        queue,
+        sessions: Arc::default(),
     };
-    Router::new()
+    let api = Router::new()
+        .merge(pages.unwrap_or_default())
         .route("/healthz", get(healthz))
         .route("/v1/uploads", post(campaigns::upload))
         .route(
@@ -274,8 +310,16 @@ pub fn router(
         .route("/v1/releases", post(fleet::release))
         .route("/v1/content/{hash}", get(fleet::content))
         .route("/v1/gateways", get(fleet::gateways))
+        .route("/v1/queue/holds", get(queue::holds))
+        .route("/v1/queue/hold", post(queue::hold))
+        .route("/v1/queue/release", post(queue::release))
+        .route("/v1/queue/purge", post(queue::purge))
         .fallback(not_found)
-        .with_state(state)
+        .with_state(state);
+    match metrics {
+        Some(metrics) => api.merge(crate::metrics::router(metrics)),
+        None => api,
+    }
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves.

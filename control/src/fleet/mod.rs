@@ -58,6 +58,10 @@ pub struct Fleet {
     estimates: Mutex<Estimates>,
     /// The live gateways counted at a unix second, for the limits' share.
     share: Mutex<Option<(i64, u32)>>,
+    /// How long choosing and claiming a lease request's batches took.
+    lease_seconds: prometheus_client::metrics::histogram::Histogram,
+    /// Reports refused for a stale epoch.
+    stale_reports: prometheus_client::metrics::counter::Counter,
 }
 
 impl std::fmt::Debug for Fleet {
@@ -80,7 +84,25 @@ impl Fleet {
             settings,
             estimates: Mutex::default(),
             share: Mutex::default(),
+            lease_seconds: prometheus_client::metrics::histogram::Histogram::new([
+                0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+            ]),
+            stale_reports: Default::default(),
         })
+    }
+
+    /// Adds the lease service's metrics to `registry` (`/metrics`).
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        registry.register(
+            "lease_seconds",
+            "Time to choose and claim the batches of a lease request that got some",
+            self.lease_seconds.clone(),
+        );
+        registry.register(
+            "stale_reports",
+            "Batch reports refused for a stale lease epoch",
+            self.stale_reports.clone(),
+        );
     }
 
     /// The plane.
@@ -154,6 +176,7 @@ impl Fleet {
         store.touch_gateway(&req.gateway, 0, None, now()).await?;
         loop {
             let at = now();
+            let started = Instant::now();
             let mut leases = Vec::new();
             if req.want > 0 {
                 let sendable: Vec<i64> = store
@@ -204,6 +227,7 @@ impl Fleet {
             }
             if !leases.is_empty() || Instant::now() >= deadline {
                 if !leases.is_empty() {
+                    self.lease_seconds.observe(started.elapsed().as_secs_f64());
                     tracing::info!(gateway = %req.gateway, batches = leases.len(), "batches leased");
                 }
                 let campaigns = self.orders(leases.iter().map(|l| l.campaign), at);
@@ -335,6 +359,7 @@ impl Fleet {
                 }),
         );
         if !stale.is_empty() {
+            self.stale_reports.inc_by(stale.len() as u64);
             tracing::warn!(gateway = %req.gateway, stale = stale.len(), "report on batches no longer the gateway's refused");
         }
         if completed.iter().any(|ok| *ok) {

@@ -16,7 +16,7 @@ pub fn count(counts: &mut Counts, slot: Slot) {
         (State::Delivered, _) => counts.delivered += 1,
         (State::Bounced, mark::SUPPRESSED) if slot.code == 0 => counts.suppressed += 1,
         (State::Bounced, _) => counts.bounced += 1,
-        (State::Expired, mark::CANCELLED) => counts.cancelled += 1,
+        (State::Expired, mark::CANCELLED | mark::PURGED) => counts.cancelled += 1,
         (State::Expired, _) => counts.expired += 1,
     }
 }
@@ -76,6 +76,7 @@ pub fn final_row(
     let fallback = || match (slot.state, slot.next_attempt) {
         (State::Expired, mark::CANCELLED) => "the campaign was cancelled".to_owned(),
         (State::Expired, mark::STOPPED) => "the campaign's stop_at passed".to_owned(),
+        (State::Expired, mark::PURGED) => "purged from the queue by an operator".to_owned(),
         (State::Bounced, mark::SUPPRESSED) if slot.code == 0 => {
             "on the suppression list".to_owned()
         }

@@ -14,6 +14,9 @@ use crate::store::now;
 /// Domains listed in a campaign's per-domain table.
 pub const DOMAINS_SHOWN: i64 = 50;
 
+/// Failure reasons a campaign's view shows.
+pub const REASONS_SHOWN: i64 = 5;
+
 /// A campaign as the API shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct CampaignView {
@@ -39,7 +42,8 @@ pub struct CampaignView {
     pub expired: i64,
     /// Not sent because suppressed (before queueing, or while queued).
     pub suppressed: i64,
-    /// Not sent because the campaign was cancelled.
+    /// Not sent: the campaign was cancelled, or an operator purged them
+    /// (`volley queue purge`).
     pub cancelled: i64,
     /// Rows of the list skipped (see `/rejects`).
     pub rejected_rows: i64,
@@ -87,6 +91,22 @@ pub struct CampaignView {
     pub tags: Vec<String>,
     /// The largest domains, with their counts.
     pub domains: Vec<DomainView>,
+    /// The commonest reasons recipients failed (bounced or expired), as
+    /// their batches complete.
+    pub reasons: Vec<ReasonView>,
+}
+
+/// One of a campaign's commonest failure reasons.
+#[derive(Debug, Clone, Serialize)]
+pub struct ReasonView {
+    /// The SMTP reply code (0: none, e.g. DNS).
+    pub code: i64,
+    /// The enhanced status code, or "".
+    pub enhanced: String,
+    /// Recipients that failed so.
+    pub count: i64,
+    /// One such reply, as an example.
+    pub sample: String,
 }
 
 /// One row of a campaign's per-domain table.
@@ -155,6 +175,18 @@ impl Plane {
             .into_iter()
             .map(|(domain, counts)| DomainView { domain, counts })
             .collect();
+        let reasons = self
+            .store
+            .failure_reasons(c.id, REASONS_SHOWN)
+            .await?
+            .into_iter()
+            .map(|(code, enhanced, count, sample)| ReasonView {
+                code,
+                enhanced,
+                count,
+                sample,
+            })
+            .collect();
         let end = c.completed_at.unwrap_or_else(now);
         let elapsed = c.started_at.map_or(0, |s| end - s).max(1) as f64;
         let rate = if c.started_at.is_some() {
@@ -198,6 +230,7 @@ impl Plane {
             notify: c.notify.clone(),
             tags: c.tags.clone(),
             domains,
+            reasons,
         })
     }
 

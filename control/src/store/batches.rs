@@ -38,8 +38,23 @@ pub struct Counts {
     pub expired: i64,
     /// Stopped before sending: suppressed while queued.
     pub suppressed: i64,
-    /// Finalised unsent: the campaign was cancelled.
+    /// Finalised unsent: the campaign was cancelled, or an operator purged
+    /// them from the queue.
     pub cancelled: i64,
+}
+
+/// The queue as `/metrics` shows it ([`Store::queue_gauges`]).
+#[derive(Debug, Clone, Default)]
+pub struct QueueGauges {
+    /// Recipients of live batches not final yet, by state (pending,
+    /// in_flight, deferred).
+    pub recipients: Vec<(String, i64)>,
+    /// Live batches by state.
+    pub batches: Vec<(String, i64)>,
+    /// Campaigns by state.
+    pub campaigns: Vec<(String, i64)>,
+    /// Leases held by gateways and not expired.
+    pub leases: i64,
 }
 
 impl Counts {
@@ -545,6 +560,57 @@ impl Store {
                 ))
             })
             .collect()
+    }
+
+    /// What `/metrics` shows of the queue at `now`: recipients not final by
+    /// state, live batches by state, campaigns by state, and the leases held.
+    pub async fn queue_gauges(&self, now: i64) -> Result<QueueGauges, StoreError> {
+        let row = sqlx::query(
+            "SELECT CAST(COALESCE(SUM(p.pending), 0) AS BIGINT) AS pending, \
+             CAST(COALESCE(SUM(p.in_flight), 0) AS BIGINT) AS in_flight, \
+             CAST(COALESCE(SUM(p.deferred), 0) AS BIGINT) AS deferred \
+             FROM progress p JOIN batches b ON b.campaign = p.campaign AND b.batch = p.batch \
+             WHERE b.state <> 'done'",
+        )
+        .fetch_one(self.pool())
+        .await
+        .what("count the queue")?;
+        let get = |c: &'static str| row.try_get::<i64, _>(c).what("read the queue's counts");
+        let recipients = vec![
+            ("pending".to_owned(), get("pending")?),
+            ("in_flight".to_owned(), get("in_flight")?),
+            ("deferred".to_owned(), get("deferred")?),
+        ];
+        let by_state = |sql: &'static str, what: &'static str| async move {
+            let rows = sqlx::query(sql).fetch_all(self.pool()).await.what(what)?;
+            rows.iter()
+                .map(|r| Ok((r.try_get(0).what(what)?, r.try_get(1).what(what)?)))
+                .collect::<Result<Vec<(String, i64)>, StoreError>>()
+        };
+        let batches = by_state(
+            "SELECT state, COUNT(*) FROM batches WHERE state <> 'done' GROUP BY state",
+            "count batches by state",
+        )
+        .await?;
+        let campaigns = by_state(
+            "SELECT state, COUNT(*) FROM campaigns GROUP BY state",
+            "count campaigns by state",
+        )
+        .await?;
+        let leases = sqlx::query(
+            "SELECT COUNT(*) FROM batches WHERE lease_holder IS NOT NULL AND lease_expires >= $1 AND state <> 'done'",
+        )
+        .bind(now)
+        .fetch_one(self.pool())
+        .await
+        .and_then(|r| r.try_get(0))
+        .what("count leases")?;
+        Ok(QueueGauges {
+            recipients,
+            batches,
+            campaigns,
+            leases,
+        })
     }
 
     /// How many of a campaign's batches are not done.

@@ -51,6 +51,7 @@ pub mod host;
 pub mod listen;
 pub mod log;
 pub mod maildrop;
+pub mod metrics;
 pub mod mx;
 pub mod outcome;
 pub mod shaping;

@@ -315,6 +315,20 @@ impl MxResolver {
         Ok(destination)
     }
 
+    /// The counters of lookups answered from the result cache and of those
+    /// that resolved (shared handles, for `/metrics`).
+    pub fn cache_counters(
+        &self,
+    ) -> (
+        prometheus_client::metrics::counter::Counter,
+        prometheus_client::metrics::counter::Counter,
+    ) {
+        (
+            self.inner.cache.hits.clone(),
+            self.inner.cache.misses.clone(),
+        )
+    }
+
     /// Forgets every cached answer and outcome.
     pub fn clear_cache(&self) {
         self.inner.cache.clear();

@@ -96,6 +96,16 @@ impl Outcome {
             Outcome::Expired => "expired",
         }
     }
+
+    /// Its place in [`crate::metrics::OUTCOMES`].
+    pub fn metric(self) -> usize {
+        match self {
+            Outcome::Delivered => 0,
+            Outcome::Deferred { .. } => 1,
+            Outcome::Bounced(_) => 2,
+            Outcome::Expired => 3,
+        }
+    }
 }
 
 /// Decides a recipient's outcome. `attempts` counts this attempt (1 for the

@@ -12,6 +12,7 @@
 
 pub mod feed;
 pub mod lanes;
+pub mod purge;
 pub mod record;
 pub mod reports;
 pub mod site;
@@ -109,6 +110,9 @@ pub struct RunReport {
     /// Unfinished recipients left for the next round because this one's window
     /// (`[queue] window`) was full: the next round should start at once.
     pub waiting: u64,
+    /// Due recipients left unsent because an operator holds them (`volley
+    /// queue hold`).
+    pub held: u64,
 }
 
 impl RunReport {
@@ -156,6 +160,10 @@ pub struct Shared {
     pub(crate) suppressions: Arc<dyn Suppressions>,
     /// The list's version the current round was screened at.
     pub(crate) screened: AtomicU64,
+    /// The metrics (Prometheus) of this engine.
+    pub(crate) metrics: Arc<crate::metrics::EngineMetrics>,
+    /// The operator's holds (`volley queue hold`).
+    pub(crate) holds: Arc<volley_queue::holds::Holds>,
     /// How many gateways of a fleet share each site's limits (1: this
     /// process alone): a round's sites get their share
     /// ([`crate::shaping::share_limits`]).
@@ -185,6 +193,37 @@ impl Shared {
         }
         let i = self.egress_next.fetch_add(1, Ordering::Relaxed) % self.egress.len();
         Some(self.egress[i])
+    }
+}
+
+/// Names the site a domain's mail goes through, as the engine does (a
+/// cheap clone of its resolver and configuration).
+#[derive(Clone)]
+pub struct Sites {
+    resolver: MxResolver,
+    config: Arc<Config>,
+}
+
+impl Sites {
+    /// The sites as `config` routes and resolves them (without an engine:
+    /// `volley queue purge --site` on a stopped spool).
+    pub fn new(config: &Config) -> Result<Sites, EngineError> {
+        let resolver = MxResolver::new(&ResolverConfig::of(&config.dns))
+            .map_err(|e| EngineError::Dns(e.to_string()))?;
+        Ok(Sites {
+            resolver,
+            config: Arc::new(config.clone()),
+        })
+    }
+
+    /// The site recipients at `domain` are sent through now (a route's
+    /// `route:VIA`, else the MX hosts' names joined by commas): what `--site`
+    /// and the metrics name; `None` when the domain does not resolve.
+    pub async fn site_of(&self, domain: &str) -> Option<String> {
+        resolve(&self.resolver, &self.config, domain)
+            .await
+            .ok()
+            .map(|t| t.key)
     }
 }
 
@@ -266,6 +305,8 @@ impl Engine {
             next_id: AtomicU64::new(1),
             suppressions: Arc::new(NoSuppressions),
             screened: AtomicU64::new(0),
+            metrics: Arc::default(),
+            holds: Arc::new(volley_queue::holds::Holds::none()),
             limit_share: Arc::new(std::sync::atomic::AtomicU32::new(1)),
             stopping: AtomicBool::new(false),
             egress: d.source_addresses.clone(),
@@ -281,6 +322,16 @@ impl Engine {
             reports: None,
             report_seq: AtomicU64::new(0),
         })
+    }
+
+    /// Holds the recipients `holds` covers (the spool's, shared with the
+    /// process that changes them): none of them starts a transaction.
+    pub fn with_holds(mut self, holds: Arc<volley_queue::holds::Holds>) -> Engine {
+        match Arc::get_mut(&mut self.shared) {
+            Some(shared) => shared.holds = holds,
+            None => tracing::error!("the holds were set after the engine started"),
+        }
+        self
     }
 
     /// Checks `suppressions` before sending: due recipients it holds for their
@@ -311,6 +362,53 @@ impl Engine {
     /// domain`): the same key and domain the inbound listener checks.
     pub fn verp(&self) -> Option<Arc<Verp>> {
         self.shared.verp.clone()
+    }
+
+    /// The operator's holds this engine obeys ([`Engine::with_holds`]).
+    pub fn holds(&self) -> Arc<volley_queue::holds::Holds> {
+        Arc::clone(&self.shared.holds)
+    }
+
+    /// What names the sites of this engine's domains (for `--site`).
+    pub fn sites(&self) -> Sites {
+        Sites {
+            resolver: self.resolver.clone(),
+            config: Arc::clone(&self.config),
+        }
+    }
+
+    /// Purges what `rule` covers from `spool` (this engine's), logging each
+    /// recipient as `purged` ([`purge::purge`]).
+    pub async fn purge(
+        &self,
+        spool: &volley_queue::Spool,
+        rule: &volley_queue::holds::Rule,
+    ) -> Result<purge::Purged, QueueError> {
+        let sites = self.sites();
+        purge::purge(
+            spool,
+            &self.shared.holds,
+            rule,
+            |domain| {
+                let sites = sites.clone();
+                async move { sites.site_of(&domain).await }
+            },
+            &self.shared.recorder.log,
+        )
+        .await
+    }
+
+    /// Adds this engine's metrics (delivery, connections, DNS cache) to a
+    /// process's `registry`, for `/metrics`.
+    pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {
+        self.shared.metrics.register(registry);
+        let (hits, misses) = self.resolver.cache_counters();
+        registry.register(
+            "dns_cache_hits",
+            "MX lookups answered from the result cache",
+            hits,
+        );
+        registry.register("dns_cache_misses", "MX lookups that went to DNS", misses);
     }
 
     /// How many gateways share each site's limits (a fleet's gateway sets it
@@ -358,8 +456,13 @@ impl Engine {
             suppressions.as_ref(),
             self.shared.source.as_ref(),
         )?;
-        for item in &work.suppressed {
-            self.shared.recorder.suppressed(item, &item.address());
+        if !work.suppressed.is_empty() {
+            // Never sent: no site; counted as `none`.
+            let none = self.shared.metrics.site("none");
+            for item in &work.suppressed {
+                self.shared.recorder.suppressed(item, &item.address());
+                none.outcome(crate::metrics::SUPPRESSED);
+            }
         }
         if work.in_flight_reset > 0 {
             // Reported here, at once: a round can itself be cut short.
@@ -367,6 +470,21 @@ impl Engine {
                 "{} resent after a crash: their transactions were in flight when volley stopped, so each may arrive twice",
                 work.in_flight_reset
             );
+        }
+        // The operator's holds: held recipients stay as they are, unsent.
+        let holds_seen = self.shared.holds.generation();
+        let holds = self.shared.holds.snapshot();
+        let mut held = 0u64;
+        let mut work = work;
+        if !holds.is_empty() {
+            work.by_domain.retain(|domain, items| {
+                items.retain(|item| {
+                    let keep = !holds.holds(item.batch.map.header().campaign_id, domain, None);
+                    held += u64::from(!keep);
+                    keep
+                });
+                !items.is_empty()
+            });
         }
         let attempted: u64 = work.by_domain.values().map(|v| v.len() as u64).sum();
         let before = self.counts();
@@ -389,7 +507,9 @@ impl Engine {
             }
         });
 
-        let sites = self.plan(work.by_domain).await;
+        let sites = self
+            .plan(work.by_domain, &holds, holds_seen, &mut held)
+            .await;
         let mut tasks = tokio::task::JoinSet::new();
         for site in sites {
             tasks.spawn(site::run(
@@ -454,6 +574,7 @@ impl Engine {
             batches_completed: completed,
             quarantined: work.quarantined,
             waiting: work.waiting,
+            held,
         })
     }
 
@@ -510,7 +631,15 @@ impl Engine {
 
     /// Resolves each domain (route or MX) and groups the recipients into sites.
     /// Recipients of domains that fail to resolve are recorded here.
-    async fn plan(&self, by_domain: HashMap<String, Vec<Item>>) -> Vec<Site> {
+    /// Sites the operator holds (`holds`, read at generation `holds_seen`) are
+    /// left out, their recipients counted in `held`.
+    async fn plan(
+        &self,
+        by_domain: HashMap<String, Vec<Item>>,
+        holds: &volley_queue::holds::HoldSet,
+        holds_seen: u64,
+        held: &mut u64,
+    ) -> Vec<Site> {
         let lookups = Arc::new(Semaphore::new(64));
         let mut tasks = tokio::task::JoinSet::new();
         for (domain, items) in by_domain {
@@ -550,8 +679,10 @@ impl Engine {
                         level: Level::Connection,
                     };
                     let via = Via::default();
+                    // No site: counted under `unresolved`.
+                    let unresolved = self.shared.metrics.site("unresolved");
                     for item in &items {
-                        self.shared.recorder.record(
+                        let outcome = self.shared.recorder.record(
                             item,
                             &item.address(),
                             verdict,
@@ -559,9 +690,24 @@ impl Engine {
                             &via,
                             Instant::now(),
                         );
+                        unresolved.outcome(outcome.metric());
                     }
                 }
             }
+        }
+        let held_before = *held;
+        sites.retain(|key, site| {
+            let keep = !holds.holds_site(key);
+            if !keep {
+                *held += site.3.len() as u64;
+            }
+            keep
+        });
+        if *held > held_before {
+            tracing::debug!(
+                held = *held - held_before,
+                "recipients of held sites left out of the round"
+            );
         }
         sites
             .into_iter()
@@ -576,7 +722,9 @@ impl Engine {
                     ),
                     self.shared.limit_share.load(Ordering::Relaxed),
                 );
-                Site::new(key, hosts, limits, tls, items)
+                let metrics = self.shared.metrics.site(&key);
+                let holds = (Arc::clone(&self.shared.holds), holds_seen);
+                Site::new(key, hosts, limits, tls, items, metrics, holds)
             })
             .collect()
     }

@@ -16,11 +16,13 @@ use crate::delivery::lanes::Lanes;
 use crate::delivery::record::{Answer, Level, Via};
 use crate::delivery::work::Item;
 use crate::delivery::Shared;
+use crate::metrics::{SiteMetrics, SUPPRESSED};
 use crate::outcome::{BounceClass, Verdict};
 use crate::shaping::{backoff, pauses_site, RateLimit};
 use crate::suppress::sending_domain;
 use volley_inbound::Verp;
 use volley_merge::source::RenderError;
+use volley_queue::holds::Holds;
 use volley_queue::ids::is_inbound_id;
 use volley_smtp::client::{
     CloseReason, Event, SessionConfig, TlsMode, Transaction, TransactionResult,
@@ -70,6 +72,11 @@ pub struct Site {
     failures: AtomicU32,
     /// A connection to the site has worked in this round.
     connected: AtomicBool,
+    /// Its metrics' handles.
+    metrics: SiteMetrics,
+    /// The operator's holds, and their generation the round was planned at.
+    holds: Arc<Holds>,
+    holds_seen: u64,
 }
 
 impl Site {
@@ -80,6 +87,8 @@ impl Site {
         limits: SiteLimits,
         tls: TlsPolicy,
         items: Vec<Item>,
+        metrics: SiteMetrics,
+        holds: (Arc<Holds>, u64),
     ) -> Site {
         let rate = RateLimit::new(limits.max_messages_per_second, Instant::now());
         Site {
@@ -92,19 +101,51 @@ impl Site {
             paused_until: Mutex::new(None),
             failures: AtomicU32::new(0),
             connected: AtomicBool::new(false),
+            metrics,
+            holds: holds.0,
+            holds_seen: holds.1,
         }
     }
 
     /// The next recipient to send to; those of held batches (a suspended
-    /// campaign) are dropped from the round as they come, their slots untouched.
+    /// campaign) and those an operator's hold placed mid-round covers are
+    /// dropped from the round as they come, their slots untouched.
     fn pop(&self) -> Option<Item> {
         let mut queue = lock(&self.queue);
         while let Some(item) = queue.pop_front() {
-            if !item.batch.held() {
+            if self.sendable(&item) {
                 return Some(item);
             }
         }
         None
+    }
+
+    /// Whether `item` may be sent now: its batch is not held, nor is it under
+    /// an operator's hold made since the round began (one atomic load when
+    /// the holds did not change).
+    fn sendable(&self, item: &Item) -> bool {
+        if item.batch.held() {
+            return false;
+        }
+        if self.holds.generation() == self.holds_seen {
+            return true;
+        }
+        // The holds changed: a purge may have finalised it meanwhile.
+        let index = item.index as usize;
+        if item
+            .batch
+            .map
+            .slot(index)
+            .is_ok_and(|slot| slot.state.is_final())
+        {
+            return false;
+        }
+        let address = item.address();
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        !self
+            .holds
+            .snapshot()
+            .holds(item.batch.map.header().campaign_id, domain, Some(&self.key))
     }
 
     fn push_front(&self, item: Item) {
@@ -168,6 +209,7 @@ pub async fn run(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>) {
     }
     while let Some(item) = site.pop() {
         defer_connection(
+            &site,
             &shared,
             &item,
             "no connection to the site could be used",
@@ -176,7 +218,7 @@ pub async fn run(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>) {
     }
 }
 
-fn defer_connection(shared: &Shared, item: &Item, reason: &str, via: &Via) {
+fn defer_connection(site: &Site, shared: &Shared, item: &Item, reason: &str, via: &Via) {
     let answer = Answer {
         code: 0,
         enhanced: "",
@@ -184,7 +226,7 @@ fn defer_connection(shared: &Shared, item: &Item, reason: &str, via: &Via) {
         text: reason,
         level: Level::Connection,
     };
-    shared.recorder.record(
+    let outcome = shared.recorder.record(
         item,
         &item.address(),
         Verdict::Temporary,
@@ -192,6 +234,7 @@ fn defer_connection(shared: &Shared, item: &Item, reason: &str, via: &Via) {
         via,
         Instant::now(),
     );
+    site.metrics.outcome(outcome.metric());
 }
 
 /// One connection slot of a site: connects, delivers, and connects again while
@@ -246,7 +289,7 @@ async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>, wo
                 ..Via::default()
             };
             while let Some(item) = site.pop() {
-                defer_connection(&shared, &item, &reason, &via);
+                defer_connection(&site, &shared, &item, &reason, &via);
             }
             return;
         }
@@ -272,6 +315,7 @@ async fn connect_and_deliver(
     let _seat = lanes.seat(lane);
     match open(&site, &shared, worker).await {
         Ok((conn, via)) => {
+            let _open = site.metrics.connection();
             site.failures.store(0, Ordering::Release);
             site.connected.store(true, Ordering::Release);
             let shed = || lanes.shedding(lane);
@@ -429,7 +473,7 @@ async fn deliver(
             }
             let Some(item) = claimed
                 .take()
-                .filter(|i| !i.batch.held())
+                .filter(|i| site.sendable(i))
                 .or_else(|| site.pop())
             else {
                 break;
@@ -448,6 +492,7 @@ async fn deliver(
                 });
                 if shared.suppressions.is_suppressed(&rcpt, domain) {
                     shared.recorder.suppressed(&item, &rcpt);
+                    site.metrics.outcome(SUPPRESSED);
                     continue;
                 }
             }
@@ -488,9 +533,11 @@ async fn deliver(
                     } else {
                         Verdict::Permanent(BounceClass::Content)
                     };
-                    shared
-                        .recorder
-                        .record(&item, &rcpt, verdict, &answer, via, Instant::now());
+                    let outcome =
+                        shared
+                            .recorder
+                            .record(&item, &rcpt, verdict, &answer, via, Instant::now());
+                    site.metrics.outcome(outcome.metric());
                     spare.push(body);
                     continue;
                 }
@@ -506,6 +553,7 @@ async fn deliver(
             shared.recorder.mark_in_flight(&item);
             match conn.enqueue(tx) {
                 Ok(()) => {
+                    site.metrics.transaction_started();
                     pending.push_back((id, item, Instant::now()));
                     sent += 1;
                 }
@@ -563,7 +611,7 @@ async fn deliver(
             text: "connection lost before the reply",
             level: Level::Connection,
         };
-        shared.recorder.record(
+        let outcome = shared.recorder.record(
             &item,
             &item.address(),
             Verdict::Temporary,
@@ -571,6 +619,8 @@ async fn deliver(
             via,
             started,
         );
+        site.metrics.transaction_ended(None);
+        site.metrics.outcome(outcome.metric());
     }
     conn.quit().await;
 }
@@ -637,10 +687,13 @@ fn record_result(
                 Level::Recipient
             },
         };
-        shared
+        let outcome = shared
             .recorder
             .record(item, &rcpt.rcpt, verdict, &answer, via, started);
+        site.metrics.outcome(outcome.metric());
     }
+    site.metrics
+        .transaction_ended(Some(started.elapsed().as_secs_f64()));
     if pause {
         tracing::info!(site = %site.key, pause = ?site.limits.pause, "site paused");
         site.pause(site.limits.pause);

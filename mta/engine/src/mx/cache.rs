@@ -43,6 +43,10 @@ impl Slot {
 pub(crate) struct ResultCache {
     slots: Mutex<HashMap<String, Arc<Slot>>>,
     capacity: usize,
+    /// Lookups answered from the cache (or joined to one in flight).
+    pub(crate) hits: prometheus_client::metrics::counter::Counter,
+    /// Lookups that resolved.
+    pub(crate) misses: prometheus_client::metrics::counter::Counter,
 }
 
 impl ResultCache {
@@ -52,6 +56,8 @@ impl ResultCache {
         ResultCache {
             slots: Mutex::new(HashMap::new()),
             capacity,
+            hits: Default::default(),
+            misses: Default::default(),
         }
     }
 
@@ -69,10 +75,25 @@ impl ResultCache {
         Fut: Future<Output = Outcome>,
     {
         if self.capacity == 0 {
+            self.misses.inc();
             return resolve().await;
         }
         let slot = self.slot(key, Instant::now());
-        slot.cell.get_or_init(resolve).await.clone()
+        let mut resolved = false;
+        let outcome = slot
+            .cell
+            .get_or_init(|| {
+                resolved = true;
+                resolve()
+            })
+            .await
+            .clone();
+        if resolved {
+            self.misses.inc();
+        } else {
+            self.hits.inc();
+        }
+        outcome
     }
 
     /// The usable slot for `key`, creating a fresh one if there is none or the old one
