@@ -15,10 +15,11 @@ cd "$(dirname "$0")/.."
 # server with initdb + pg_ctl in a temporary directory on a 127.0.0.x port), curl
 # (the HTTP client a mailbox provider's one-click unsubscribe POST stands for),
 # chromium + chromium-driver + python3-selenium (a real browser on the web pages),
-# python3-prometheus-client (its text parser reads /metrics),
+# python3-prometheus-client (its text parser reads /metrics), tmux (a terminal for
+# volley top),
 # python3-pip (for what Debian does not package, below).
 PEERS=(postfix dnsmasq-base python3-aiosmtpd swaks libnet-ssleay-perl openssl python3-dkim postgresql curl
-       chromium chromium-driver python3-selenium python3-prometheus-client python3-pip)
+       chromium chromium-driver python3-selenium python3-prometheus-client tmux python3-pip)
 scripts/install-packages.sh "${PEERS[@]}"
 # From PyPI, pinned, into target/pylib (not the system's Python): the Standard
 # Webhooks reference library, which checks volley's webhook signatures.
@@ -29,7 +30,7 @@ fi
 # What the tests start, checked once installed: a missing peer fails here rather
 # than letting its tests skip.
 for peer in /usr/sbin/smtp-sink /usr/sbin/smtp-source /usr/sbin/postfix /usr/sbin/dnsmasq \
-            /usr/bin/swaks /usr/bin/openssl /usr/bin/curl /usr/bin/chromium /usr/bin/chromedriver; do
+            /usr/bin/swaks /usr/bin/openssl /usr/bin/curl /usr/bin/chromium /usr/bin/chromedriver /usr/bin/tmux; do
   [ -x "$peer" ] || { echo "test peer missing: $peer" >&2; exit 1; }
 done
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "test peer missing: PostgreSQL's initdb" >&2; exit 1; }

@@ -130,6 +130,27 @@ impl ApiClient {
         self.answer(&format!("GET {path}"), r).await
     }
 
+    /// GET `path` as text (`/metrics`).
+    pub async fn get_text(&self, path: &str) -> Result<String> {
+        let what = format!("GET {path}");
+        let response = self
+            .http
+            .get(format!("{}{path}", self.base))
+            .bearer_auth(&self.token)
+            .send()
+            .await
+            .with_context(|| format!("cannot reach the API at {} ({what})", self.base))?;
+        let status = response.status();
+        let text = response
+            .text()
+            .await
+            .with_context(|| format!("{what}: the answer was cut short"))?;
+        if !status.is_success() {
+            bail!("{what}: {status}");
+        }
+        Ok(text)
+    }
+
     /// POST `body` as JSON to `path`.
     pub async fn post(&self, path: &str, body: &serde_json::Value) -> Result<serde_json::Value> {
         let r = self

@@ -33,6 +33,7 @@ mod synth;
 mod table;
 mod templates;
 mod token_cmd;
+mod top;
 mod web;
 mod webhooks;
 
@@ -57,9 +58,15 @@ struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Inspect the queue: summary by domain, one batch, recovery scan.
+    /// Inspect the queue: summary by domain, one batch, recovery scan; hold,
+    /// release and purge.
     #[command(subcommand)]
     Queue(queue_cmd::QueueCommand),
+    /// A live view of a running daemon or fleet: the queue by destination,
+    /// sites with their rates and deferrals, gateways; q quits.
+    ///
+    /// Example: volley top --api http://127.0.0.1:8025
+    Top(top::TopArgs),
     /// Check the configuration file and print the effective settings.
     #[command(subcommand)]
     Config(config_cmd::ConfigCommand),
@@ -135,6 +142,9 @@ fn main() -> ExitCode {
     init_logging(if quiet { "warn" } else { "info" });
     let result = match cli.command {
         Command::Queue(cmd) => queue_cmd::run(cmd, cli.config.as_deref()),
+        Command::Top(args) => volley_conf::Config::discover(cli.config.as_deref())
+            .map_err(anyhow::Error::from)
+            .and_then(|config| top::run(&args, &config)),
         Command::Config(cmd) => config_cmd::run(cmd, cli.config.as_deref()),
         Command::Bench(cmd) => bench::run(cmd, cli.config.as_deref()),
         Command::Send(args) => send::run(args, cli.config.as_deref()),

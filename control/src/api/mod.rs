@@ -310,6 +310,7 @@ pub fn router(plane: Arc<Plane>, limits: Limits, extras: Extras) -> Router {
         .route("/v1/releases", post(fleet::release))
         .route("/v1/content/{hash}", get(fleet::content))
         .route("/v1/gateways", get(fleet::gateways))
+        .route("/v1/queue", get(queue::summary))
         .route("/v1/queue/holds", get(queue::holds))
         .route("/v1/queue/hold", post(queue::hold))
         .route("/v1/queue/release", post(queue::release))

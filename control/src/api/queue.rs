@@ -97,6 +97,58 @@ fn ops(state: &St) -> Result<&dyn QueueOps, Problem> {
     })
 }
 
+/// Query of `GET /v1/queue`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/queue?limit=N`: the live batches' recipients by destination
+/// domain, most unfinished first (at most N, default 50), their totals, and
+/// the holds when this process holds the spool.
+pub async fn summary(
+    state: St,
+    caller: Caller,
+    axum::extract::Query(q): axum::extract::Query<QueueQuery>,
+) -> Result<Response, Problem> {
+    caller.admin()?;
+    let limit = super::page_limit(q.limit, 50)?;
+    let store = state.plane.store();
+    let domains = store.queue_domains(limit as i64).await?;
+    let gauges = store.queue_gauges(crate::store::now()).await?;
+    let totals: serde_json::Map<String, Value> = gauges
+        .recipients
+        .iter()
+        .map(|(k, v)| (k.clone(), json!(v)))
+        .collect();
+    let domains: Vec<Value> = domains
+        .into_iter()
+        .map(|(domain, c)| {
+            json!({
+                "domain": domain,
+                "pending": c.pending,
+                "in_flight": c.in_flight,
+                "deferred": c.deferred,
+                "delivered": c.delivered,
+                "bounced": c.bounced,
+                "recipients": c.recipients,
+            })
+        })
+        .collect();
+    let holds: Option<Vec<Value>> = state
+        .queue
+        .as_deref()
+        .map(|ops| ops.holds().iter().map(rule_json).collect());
+    Ok(Json(json!({
+        "domains": domains,
+        "totals": totals,
+        "leases": gauges.leases,
+        "holds": holds,
+    }))
+    .into_response())
+}
+
 /// `GET /v1/queue/holds`.
 pub async fn holds(state: St, caller: Caller) -> Result<Response, Problem> {
     caller.admin()?;

@@ -562,6 +562,25 @@ impl Store {
             .collect()
     }
 
+    /// The live batches' recipients by destination domain, the `limit`
+    /// domains with the most unfinished recipients first (`GET /v1/queue`,
+    /// `volley top`).
+    pub async fn queue_domains(&self, limit: i64) -> Result<Vec<(String, Counts)>, StoreError> {
+        let rows = sqlx::query(&format!(
+            "SELECT domain, {} FROM progress \
+             WHERE (campaign, batch) IN (SELECT campaign, batch FROM batches WHERE state <> 'done') \
+             GROUP BY domain ORDER BY SUM(pending + in_flight + deferred) DESC, domain LIMIT $1",
+            sums()
+        ))
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .what("count the queue's domains")?;
+        rows.iter()
+            .map(|r| Ok((r.try_get("domain").what("read a domain")?, counts_of(r)?)))
+            .collect()
+    }
+
     /// What `/metrics` shows of the queue at `now`: recipients not final by
     /// state, live batches by state, campaigns by state, and the leases held.
     pub async fn queue_gauges(&self, now: i64) -> Result<QueueGauges, StoreError> {
