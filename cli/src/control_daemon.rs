@@ -86,9 +86,9 @@ pub fn run(args: ControlArgs, config_path: Option<&Path>) -> Result<String> {
             Arc::clone(&plane),
             limits,
             api::Extras {
-                fleet: Some(fleet),
+                fleet: Some(Arc::clone(&fleet)),
                 metrics: Some(metrics),
-                queue: None,
+                queue: Some(fleet),
                 pages: Some(volley_control::dashboard::routes()),
             },
         );

@@ -84,6 +84,8 @@ struct Gateway {
     cursor_path: PathBuf,
     /// The engine's divisor of site limits ([`volley_engine::Engine::limit_share`]).
     limit_share: Arc<std::sync::atomic::AtomicU32>,
+    /// The holds the engine obeys: the fleet's, from each answer.
+    holds: Arc<volley_queue::holds::Holds>,
 }
 
 impl Gateway {
@@ -117,6 +119,16 @@ impl Gateway {
 
     /// How many live gateways share the sites' limits (0: an older control
     /// plane that does not say; kept as it was).
+    /// Obeys the fleet's holds from the next transaction; a change wakes
+    /// the round loop (released recipients are due now).
+    fn set_holds(&self, rules: Vec<volley_queue::holds::Rule>) {
+        let count = rules.len();
+        if self.holds.replace(rules) {
+            tracing::info!(holds = count, "the fleet's holds changed");
+            self.wake.notify_one();
+        }
+    }
+
     fn set_limit_share(&self, n: u32) {
         if n > 0 {
             let before = self
@@ -197,6 +209,7 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         )),
         cursor_path: volley_control::suppress::cursor_path(spool.root()),
         limit_share: engine.limit_share(),
+        holds: engine.holds(),
     });
     let feedback = crate::run::feedback(&root, &engine, suppressions, &listen_config, None);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -376,7 +389,7 @@ async fn lease_loop(gw: Arc<Gateway>) {
                 gw.leases.set_orders(&answer.campaigns);
                 gw.leases.set_events(&answer.events);
                 gw.set_limit_share(answer.limit_share);
-                gw.set_limit_share(answer.limit_share);
+                gw.set_holds(answer.holds);
                 gw.apply_suppressions(answer.suppressions).await;
                 let mut installed = 0;
                 for lease in answer.leases {
@@ -611,6 +624,7 @@ async fn report_once(gw: &Gateway) {
         }
     };
     gw.set_limit_share(answer.limit_share);
+    gw.set_holds(answer.holds);
     gw.apply_suppressions(answer.suppressions).await;
     let ttl = Duration::from_secs(answer.ttl_secs.max(1));
     *gw.ttl

@@ -96,7 +96,9 @@ pub struct RuleArgs {
     /// Spool directory (default: `[spool] dir` from the configuration).
     #[arg(long, value_name = "DIR")]
     spool: Option<PathBuf>,
-    /// A running daemon's API base URL (default: http:// + `[control] listen`).
+    /// A running daemon's or a fleet's control plane's API base URL: the
+    /// call goes there (default: http:// + `[control] listen` when a daemon
+    /// holds the spool, else the spool itself).
     #[arg(long, value_name = "URL")]
     api: Option<String>,
     /// An admin API token (default: $VOLLEY_TOKEN, `[control] token_file`, or
@@ -152,6 +154,10 @@ pub fn run(cmd: QueueCommand, config: Option<&Path>) -> Result<String> {
 fn change(args: &RuleArgs, config: Option<&Path>, hold: Option<bool>) -> Result<String> {
     let rule = args.rule()?;
     let config = Config::discover(config)?;
+    if args.api.is_some() {
+        // A daemon or a fleet's control plane, named.
+        return through_api(args, &config, &rule, hold);
+    }
     let dir = args
         .spool
         .clone()

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use anyhow::{Context, Result};
 use tokio::sync::Notify;
 use volley_conf::Config;
-use volley_control::api::queue::{PurgeCount, PurgeFuture, QueueOps};
+use volley_control::queue_ops::{OpFuture, PurgeCount, QueueOps};
 use volley_engine::delivery::purge::{purge, Purged};
 use volley_engine::delivery::Sites;
 use volley_engine::log::DeliveryLog;
@@ -37,24 +37,25 @@ fn count(p: Purged) -> PurgeCount {
 }
 
 impl QueueOps for SpoolQueue {
-    fn holds(&self) -> Vec<Rule> {
-        self.holds.snapshot().rules().cloned().collect()
+    fn holds(&self) -> OpFuture<'_, Vec<Rule>> {
+        let rules = self.holds.snapshot().rules().cloned().collect();
+        Box::pin(std::future::ready(Ok(rules)))
     }
 
-    fn hold(&self, rule: &Rule, hold: bool) -> Result<bool, String> {
+    fn hold<'a>(&'a self, rule: &'a Rule, hold: bool) -> OpFuture<'a, bool> {
         let changed = self
             .holds
             .change(&self.spool, rule, hold)
-            .map_err(|e| e.to_string())?;
-        if changed && !hold {
+            .map_err(|e| e.to_string());
+        if changed == Ok(true) && !hold {
             // Released recipients are due now.
             self.wake.notify_one();
         }
-        Ok(changed)
+        Box::pin(std::future::ready(changed))
     }
 
-    fn purge<'a>(&'a self, rule: &'a Rule) -> PurgeFuture<'a> {
-        Box::pin(async move {
+    fn purge<'a>(&'a self, rule: &'a Rule) -> Option<OpFuture<'a, PurgeCount>> {
+        Some(Box::pin(async move {
             let sites = self.sites.clone();
             let done = purge(
                 &self.spool,
@@ -71,7 +72,7 @@ impl QueueOps for SpoolQueue {
             // Batches it finished are completed by the next round.
             self.wake.notify_one();
             Ok(count(done))
-        })
+        }))
     }
 }
 

@@ -740,3 +740,96 @@ fn the_fleet_serves_metrics_that_add_up() {
         );
     }
 }
+
+#[test]
+fn a_hold_on_the_control_plane_holds_every_gateway() {
+    if !available("a_hold_on_the_control_plane_holds_every_gateway") {
+        return;
+    }
+    let fleet = Fleet::start_custom(
+        163,
+        2,
+        1,
+        Options {
+            gateway_extra: "[site]\nmax_messages_per_second = 200\n",
+            ..Options::default()
+        },
+    );
+    let api = format!("http://{}", fleet.api);
+    let queue = |args: &[&str]| {
+        let mut all = vec!["queue"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--api", &api, "--token", &fleet.admin]);
+        common::volley_with(&fleet.path("control.toml"), &all)
+    };
+    let held = queue(&["hold", "--domain", "d3.test"]);
+    assert!(held.status.success(), "{}", common::stderr(&held));
+    assert!(common::stdout(&held).contains("held: domain d3.test"));
+    assert_eq!(
+        fleet.get("/v1/queue/holds")["holds"],
+        serde_json::json!([{"domain": "d3.test"}])
+    );
+    // A fleet's recipients are not purged (yet): the answer says what to do.
+    let purge = queue(&["purge", "--domain", "d3.test", "--yes"]);
+    assert!(!purge.status.success());
+    assert!(
+        common::stderr(&purge).contains("cancel their campaign"),
+        "{}",
+        common::stderr(&purge)
+    );
+
+    // 1,400 recipients over d0..d6.test: d3.test's 200 wait.
+    let n = 1400;
+    let id = fleet.submit(n);
+    let at_d3 = |fleet: &Fleet| {
+        fleet
+            .arrivals()
+            .keys()
+            .filter(|r| r.ends_with("@d3.test"))
+            .count()
+    };
+    let others = poll(Duration::from_secs(120), || {
+        (fleet.arrivals().len() >= n - 200).then_some(())
+    });
+    assert!(
+        others.is_some(),
+        "the others did not arrive: {}",
+        fleet.arrivals().len()
+    );
+    for _ in 0..15 {
+        assert_eq!(at_d3(&fleet), 0, "a held domain got mail");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let view = fleet.get(&format!("/v1/campaigns/{id}"));
+    assert_ne!(view["state"], "completed", "{view}");
+
+    let released = queue(&["release", "--domain", "d3.test"]);
+    assert!(released.status.success(), "{}", common::stderr(&released));
+    let view = fleet.completed(id, Duration::from_secs(120));
+    check_arrivals(&fleet, n, &view);
+    assert_eq!(at_d3(&fleet), 200);
+
+    // Mid-campaign: the gateways hold what they already leased, from their
+    // next answer on.
+    let messages = |fleet: &Fleet| fleet.sink.parsed_messages().len();
+    let second = fleet.submit(n);
+    let going = poll(Duration::from_secs(60), || {
+        (messages(&fleet) >= n + 200).then_some(())
+    });
+    assert!(going.is_some(), "the second campaign did not start");
+    let held = queue(&["hold", "--campaign", &second.to_string()]);
+    assert!(held.status.success(), "{}", common::stderr(&held));
+    // Within a report's interval every gateway knows; then nothing more.
+    std::thread::sleep(Duration::from_secs(4));
+    let at_hold = messages(&fleet);
+    assert!(at_hold < 2 * n, "the second campaign ended before the hold");
+    for _ in 0..15 {
+        assert_eq!(messages(&fleet), at_hold, "a held campaign got mail");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let released = queue(&["release", "--campaign", &second.to_string()]);
+    assert!(released.status.success(), "{}", common::stderr(&released));
+    let view = fleet.completed(second, Duration::from_secs(120));
+    assert_eq!(view["delivered"], n, "{view}");
+    assert_eq!(messages(&fleet), 2 * n);
+}

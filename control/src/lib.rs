@@ -15,6 +15,7 @@
 //! - [`fleet`]: the lease service gateways of a fleet ask for work, and the
 //!   gateway protocol's messages.
 //! - [`metrics`]: `/metrics` in the Prometheus text format.
+//! - [`queue_ops`]: holds and purges of the queue, as the API asks for them.
 //! - [`plane`]: the control plane's operations (submit, suspend, resume,
 //!   cancel, the scheduler, what delivery may send).
 //! - [`store`]: the store (SQLite or PostgreSQL): campaigns, batch rows,
@@ -34,6 +35,7 @@ pub mod fleet;
 pub mod metrics;
 pub mod partition;
 pub mod plane;
+pub mod queue_ops;
 pub mod recipients;
 pub mod store;
 pub mod suppress;

@@ -854,3 +854,21 @@ fn the_suppression_log_keeps_each_change_once_in_order() {
         assert_eq!(after_first[0].1, change("add", "b@x.test", 5));
     });
 }
+
+#[test]
+fn holds_are_added_once_and_removed() {
+    use volley_queue::holds::Rule;
+    on_both("holds", |store| async move {
+        let rule = Rule::Domain("a.test".into());
+        assert!(store.set_hold(&rule, true).await.unwrap());
+        assert!(!store.set_hold(&rule, true).await.unwrap());
+        assert!(store.set_hold(&Rule::Campaign(7), true).await.unwrap());
+        assert_eq!(
+            store.holds().await.unwrap(),
+            vec![Rule::Campaign(7), Rule::Domain("a.test".into())]
+        );
+        assert!(store.set_hold(&rule, false).await.unwrap());
+        assert!(!store.set_hold(&rule, false).await.unwrap());
+        assert_eq!(store.holds().await.unwrap(), vec![Rule::Campaign(7)]);
+    });
+}

@@ -217,6 +217,21 @@ impl Holds {
         Arc::clone(&self.set.read().unwrap_or_else(PoisonError::into_inner))
     }
 
+    /// Replaces the rules, in memory only (a fleet gateway's: the control
+    /// plane's store keeps them); answers whether they changed.
+    pub fn replace(&self, rules: impl IntoIterator<Item = Rule>) -> bool {
+        let next = HoldSet {
+            rules: rules.into_iter().collect(),
+        };
+        let mut guard = self.set.write().unwrap_or_else(PoisonError::into_inner);
+        if **guard == next {
+            return false;
+        }
+        *guard = Arc::new(next);
+        self.generation.fetch_add(1, Ordering::AcqRel);
+        true
+    }
+
     /// Adds (`hold`) or removes a rule, durably through `spool` (which must
     /// be this holds' spool); answers whether anything changed.
     pub fn change(&self, spool: &Spool, rule: &Rule, hold: bool) -> Result<bool, QueueError> {

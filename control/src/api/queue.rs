@@ -4,12 +4,9 @@
 //! Admin tokens only. The body names one rule: `{"campaign": 12}`,
 //! `{"domain": "example.com"}` or `{"site": "mx.example.com"}`.
 //!
-//! The work is done by whoever holds the spool, behind [`QueueOps`] (the
-//! binary implements it over the delivery engine); a process without a spool
-//! (`volley control`) answers 409.
-
-use std::future::Future;
-use std::pin::Pin;
+//! The work is done behind [`QueueOps`]: on one node by the process that
+//! holds the spool (the binary implements it over the delivery engine), in a
+//! fleet by the control plane's store (holds only: a purge answers 409).
 
 use axum::body::Body;
 use axum::http::StatusCode;
@@ -21,28 +18,7 @@ use volley_queue::holds::Rule;
 
 use super::problem::Problem;
 use super::{json_body, Caller, St};
-
-/// What a purge did: recipients finalised, batch files they were in.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct PurgeCount {
-    /// Recipients finalised.
-    pub recipients: u64,
-    /// Batch files changed.
-    pub batches: u64,
-}
-
-/// A future of a purge.
-pub type PurgeFuture<'a> = Pin<Box<dyn Future<Output = Result<PurgeCount, String>> + Send + 'a>>;
-
-/// The queue operations of the process that holds the spool.
-pub trait QueueOps: Send + Sync {
-    /// The holds in force.
-    fn holds(&self) -> Vec<Rule>;
-    /// Adds (`hold`) or removes a hold; answers whether it changed anything.
-    fn hold(&self, rule: &Rule, hold: bool) -> Result<bool, String>;
-    /// Finalises the unfinished recipients `rule` covers.
-    fn purge<'a>(&'a self, rule: &'a Rule) -> PurgeFuture<'a>;
-}
+pub use crate::queue_ops::{rule_json, PurgeCount, QueueOps};
 
 /// The body of the calls: exactly one of the three.
 #[derive(Debug, Deserialize)]
@@ -79,22 +55,17 @@ impl RuleBody {
     }
 }
 
-/// The JSON of a rule: `{"campaign": 12}`, `{"domain": "…"}`, `{"site": "…"}`.
-pub fn rule_json(rule: &Rule) -> Value {
-    match rule {
-        Rule::Campaign(id) => json!({"campaign": id}),
-        Rule::Domain(d) => json!({"domain": d}),
-        Rule::Site(s) => json!({"site": s}),
-    }
-}
-
 fn ops(state: &St) -> Result<&dyn QueueOps, Problem> {
     state.queue.as_deref().ok_or_else(|| {
         Problem::new(
             StatusCode::CONFLICT,
-            "this process holds no spool (volley control): hold, release and purge on the node that delivers (volley run), or with volley queue on a stopped spool",
+            "this process has no queue to hold: use the control plane's or the delivering node's API",
         )
     })
+}
+
+fn failed(e: String) -> Problem {
+    Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e)
 }
 
 /// Query of `GET /v1/queue`.
@@ -136,10 +107,17 @@ pub async fn summary(
             })
         })
         .collect();
-    let holds: Option<Vec<Value>> = state
-        .queue
-        .as_deref()
-        .map(|ops| ops.holds().iter().map(rule_json).collect());
+    let holds: Option<Vec<Value>> = match state.queue.as_deref() {
+        Some(ops) => Some(
+            ops.holds()
+                .await
+                .map_err(failed)?
+                .iter()
+                .map(rule_json)
+                .collect(),
+        ),
+        None => None,
+    };
     Ok(Json(json!({
         "domains": domains,
         "totals": totals,
@@ -153,7 +131,13 @@ pub async fn summary(
 pub async fn holds(state: St, caller: Caller) -> Result<Response, Problem> {
     caller.admin()?;
     let ops = ops(&state)?;
-    let list: Vec<Value> = ops.holds().iter().map(rule_json).collect();
+    let list: Vec<Value> = ops
+        .holds()
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(rule_json)
+        .collect();
     Ok(Json(json!({"holds": list})).into_response())
 }
 
@@ -162,12 +146,16 @@ async fn change(state: St, caller: Caller, body: Body, hold: bool) -> Result<Res
     let (req, _) = json_body::<RuleBody>(body, state.limits.max_body_bytes).await?;
     let rule = req.rule()?;
     let ops = ops(&state)?;
-    let changed = ops
-        .hold(&rule, hold)
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let changed = ops.hold(&rule, hold).await.map_err(failed)?;
     let what = if hold { "held" } else { "released" };
     tracing::info!(rule = %rule, changed, caller = %caller.0.name, "queue {what}");
-    let list: Vec<Value> = ops.holds().iter().map(rule_json).collect();
+    let list: Vec<Value> = ops
+        .holds()
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(rule_json)
+        .collect();
     Ok(Json(json!({what: rule_json(&rule), "changed": changed, "holds": list})).into_response())
 }
 
@@ -187,10 +175,13 @@ pub async fn purge(state: St, caller: Caller, body: Body) -> Result<Response, Pr
     let (req, _) = json_body::<RuleBody>(body, state.limits.max_body_bytes).await?;
     let rule = req.rule()?;
     let ops = ops(&state)?;
-    let done = ops
-        .purge(&rule)
-        .await
-        .map_err(|e| Problem::new(StatusCode::INTERNAL_SERVER_ERROR, e))?;
+    let Some(purging) = ops.purge(&rule) else {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "a fleet's recipients cannot be purged yet: hold them (POST /v1/queue/hold), then cancel their campaign",
+        ));
+    };
+    let done = purging.await.map_err(failed)?;
     tracing::info!(rule = %rule, recipients = done.recipients, batches = done.batches, caller = %caller.0.name, "queue purged");
     Ok(Json(json!({
         "purged": rule_json(&rule),

@@ -19,9 +19,11 @@ use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use volley_conf::Assignment;
+use volley_queue::holds::Rule;
 
 use crate::plane::delivery_events::{attempt_event, final_events, Attempt};
 use crate::plane::{Admission, Plane, PlaneError};
+use crate::queue_ops::{OpFuture, PurgeCount, QueueOps};
 use crate::store::batches::{DoneBatch, Progress};
 use crate::store::events::BatchOutcomes;
 use crate::store::leases::EventsOf;
@@ -58,6 +60,8 @@ pub struct Fleet {
     estimates: Mutex<Estimates>,
     /// The live gateways counted at a unix second, for the limits' share.
     share: Mutex<Option<(i64, u32)>>,
+    /// The holds read at a unix second.
+    holds: Mutex<Option<(i64, Vec<Rule>)>>,
     /// How long choosing and claiming a lease request's batches took.
     lease_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Reports refused for a stale epoch.
@@ -84,6 +88,7 @@ impl Fleet {
             settings,
             estimates: Mutex::default(),
             share: Mutex::default(),
+            holds: Mutex::default(),
             lease_seconds: prometheus_client::metrics::histogram::Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
@@ -179,6 +184,9 @@ impl Fleet {
             let started = Instant::now();
             let mut leases = Vec::new();
             if req.want > 0 {
+                // Held campaigns and batches of held domains are not leased
+                // (the gateways hold the rest: sites, a batch's other domains).
+                let holds = self.holds_now().await?;
                 let sendable: Vec<i64> = store
                     .open_campaigns()
                     .await?
@@ -186,11 +194,13 @@ impl Fleet {
                     .filter(|c| c.partitioned)
                     .map(|c| c.id)
                     .filter(|&id| self.order(id, at).action != Action::Hold)
+                    .filter(|&id| !holds.contains(&Rule::Campaign(id as u64)))
                     .collect();
                 let want = i64::from(req.want);
-                let candidates = store
+                let mut candidates = store
                     .lease_candidates(&sendable, at, self.ttl(), want * LOOK_AHEAD)
                     .await?;
+                candidates.retain(|c| !holds.contains(&Rule::Domain(c.site.to_ascii_lowercase())));
                 let live = self.live(at).await?;
                 let chosen = {
                     let estimates = lock(&self.estimates);
@@ -238,6 +248,7 @@ impl Fleet {
                     events: self.delivery_events(),
                     suppressions: self.suppression_updates(req.suppressions_after).await?,
                     limit_share: self.limit_share(at).await?,
+                    holds: self.holds_now().await?,
                 });
             }
             // Nothing due: wait for a change here, or poll (another process's).
@@ -380,7 +391,21 @@ impl Fleet {
             events: self.delivery_events(),
             suppressions: self.suppression_updates(req.suppressions_after).await?,
             limit_share: self.limit_share(at).await?,
+            holds: self.holds_now().await?,
         })
+    }
+
+    /// The fleet's holds (read from the store at most once a second).
+    async fn holds_now(&self) -> Result<Vec<Rule>, PlaneError> {
+        let at = now();
+        if let Some((when, rules)) = &*lock(&self.holds) {
+            if *when == at {
+                return Ok(rules.clone());
+            }
+        }
+        let rules = self.plane.store().holds().await?;
+        *lock(&self.holds) = Some((at, rules.clone()));
+        Ok(rules)
     }
 
     /// How many live gateways share the sites' limits now (read at most once
@@ -558,4 +583,31 @@ fn attempt_events(b: &wire::BatchReport, wanted: Kinds, gateway: &str) -> BatchO
         })
         .collect();
     out
+}
+
+/// A fleet's holds are the store's: every control plane serves them and
+/// every gateway gets them with its answers. Purging is not done here.
+impl QueueOps for Fleet {
+    fn holds(&self) -> OpFuture<'_, Vec<Rule>> {
+        Box::pin(async move { self.plane.store().holds().await.map_err(|e| e.to_string()) })
+    }
+
+    fn hold<'a>(&'a self, rule: &'a Rule, hold: bool) -> OpFuture<'a, bool> {
+        Box::pin(async move {
+            let changed = self
+                .plane
+                .store()
+                .set_hold(rule, hold)
+                .await
+                .map_err(|e| e.to_string())?;
+            // Answers from now on say so (and released batches lease again).
+            *lock(&self.holds) = None;
+            self.plane.wake().notify_waiters();
+            Ok(changed)
+        })
+    }
+
+    fn purge<'a>(&'a self, _rule: &'a Rule) -> Option<OpFuture<'a, PurgeCount>> {
+        None
+    }
 }

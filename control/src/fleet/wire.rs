@@ -12,6 +12,7 @@
 //! final rows ([`DoneReport`]).
 
 use serde::{Deserialize, Serialize};
+use volley_queue::holds::Rule;
 
 use crate::store::batches::{Counts, FinalRecipient};
 use crate::suppress::Change;
@@ -58,6 +59,9 @@ pub struct LeaseResponse {
     /// site within its configured limits divided by this.
     #[serde(default)]
     pub limit_share: u32,
+    /// The fleet's holds, all of them: no new transaction to what they cover.
+    #[serde(default, with = "rules")]
+    pub holds: Vec<Rule>,
 }
 
 /// One change of the fleet's suppression list, with its place in the log.
@@ -247,6 +251,9 @@ pub struct ReportResponse {
     /// As [`LeaseResponse::limit_share`].
     #[serde(default)]
     pub limit_share: u32,
+    /// As [`LeaseResponse::holds`].
+    #[serde(default, with = "rules")]
+    pub holds: Vec<Rule>,
 }
 
 /// A gateway as `GET /v1/gateways` shows it.
@@ -289,4 +296,35 @@ pub fn decode(text: &str) -> Result<Vec<u8>, String> {
     data_encoding::BASE64
         .decode(text.as_bytes())
         .map_err(|e| format!("bad base64: {e}"))
+}
+
+/// Holds on the wire: `[{"kind": "domain", "value": "example.com"}, …]`;
+/// one this binary cannot read is left out.
+mod rules {
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+    use volley_queue::holds::Rule;
+
+    #[derive(Serialize, Deserialize)]
+    struct Wire {
+        kind: String,
+        value: String,
+    }
+
+    pub fn serialize<S: Serializer>(rules: &[Rule], s: S) -> Result<S::Ok, S::Error> {
+        rules
+            .iter()
+            .map(|r| Wire {
+                kind: r.kind().to_owned(),
+                value: r.value(),
+            })
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Rule>, D::Error> {
+        Ok(Vec::<Wire>::deserialize(d)?
+            .into_iter()
+            .filter_map(|w| Rule::parse(&w.kind, &w.value).ok())
+            .collect())
+    }
 }

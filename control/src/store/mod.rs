@@ -20,6 +20,7 @@ pub mod batches;
 pub mod campaigns;
 pub mod engagements;
 pub mod events;
+pub mod holds;
 pub mod leases;
 pub mod lists;
 pub mod schema;

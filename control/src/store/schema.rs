@@ -10,7 +10,15 @@
 //! A migration, once released, never changes: a new one is appended.
 
 /// The migrations, in order: (version, SQL statements separated by `;`).
-pub const MIGRATIONS: &[(i64, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4), (5, V5), (6, V6)];
+pub const MIGRATIONS: &[(i64, &str)] = &[
+    (1, V1),
+    (2, V2),
+    (3, V3),
+    (4, V4),
+    (5, V5),
+    (6, V6),
+    (7, V7),
+];
 
 /// The newest schema version this binary knows.
 pub fn current() -> i64 {
@@ -304,5 +312,16 @@ CREATE TABLE suppression_log (
     origin TEXT NOT NULL,
     logged_at BIGINT NOT NULL,
     UNIQUE (op, domain, address, at)
+)
+"#;
+
+/// Version 7, the fleet's queue holds (`volley queue hold` on a control
+/// plane): one row per rule, sent to every gateway with its answers.
+const V7: &str = r#"
+CREATE TABLE holds (
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    created_at BIGINT NOT NULL,
+    PRIMARY KEY (kind, value)
 )
 "#;
