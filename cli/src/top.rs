@@ -39,12 +39,14 @@ pub struct TopArgs {
 }
 
 /// One site's counters from `/metrics`.
-#[derive(Debug, Clone, Copy, Default)]
+#[derive(Debug, Clone, Default)]
 struct SiteCounts {
     connections: f64,
     delivered: f64,
     deferred: f64,
     bounced: f64,
+    /// The reply it is paused for, while it is.
+    paused: Option<String>,
 }
 
 /// What one refresh read.
@@ -245,6 +247,7 @@ fn site_counts(text: &str) -> BTreeMap<String, SiteCounts> {
         }
         let entry = sites.entry(site.to_owned()).or_default();
         match (name, label("outcome")) {
+            ("volley_site_paused", _) => entry.paused = label("reason").map(str::to_owned),
             ("volley_connections", _) => entry.connections = value,
             ("volley_messages_total", Some("delivered")) => entry.delivered = value,
             ("volley_messages_total", Some("deferred")) => entry.deferred = value,
@@ -321,7 +324,7 @@ fn render(base: &str, before: &Sample, now: &Sample) -> String {
         .sites
         .iter()
         .map(|(name, c)| {
-            let was = before.sites.get(name).copied().unwrap_or_default();
+            let was = before.sites.get(name).cloned().unwrap_or_default();
             let sent = c.delivered - was.delivered;
             let deferred = c.deferred - was.deferred;
             let tried = sent + deferred + (c.bounced - was.bounced);
@@ -348,12 +351,22 @@ fn render(base: &str, before: &Sample, now: &Sample) -> String {
                 format!("{rate:.0}"),
                 deferral.clone(),
                 format!("{}", c.delivered),
+                c.paused
+                    .as_deref()
+                    .map_or_else(String::new, |r| format!("paused: {r}")),
             ]
         })
         .collect();
     let _ = writeln!(out, "SITES (this process's /metrics)");
     out.push_str(&table::render(
-        &["site", "connections", "msgs/s", "deferred%", "delivered"],
+        &[
+            "site",
+            "connections",
+            "msgs/s",
+            "deferred%",
+            "delivered",
+            "",
+        ],
         &rows,
     ));
     if let Some(list) = now.gateways.as_ref().and_then(|g| g["gateways"].as_array()) {

@@ -33,16 +33,24 @@ fn metrics_add_up_to_the_campaign_and_parse_while_it_runs() {
         let mut refusing = SinkOptions::plain();
         refusing.hard_reject = vec!["RCPT".into()];
         let bouncer = SmtpSink::start(ip, refusing);
+        let mut limiting = SinkOptions::plain();
+        limiting.soft_reject = vec!["RCPT".into()];
+        limiting.soft_reply = Some("450 4.7.28 Rate limited, try later".into());
+        let limiter = SmtpSink::start(ip, limiting);
         let node = Node::start_routed(
             last,
             pg,
             "",
             &format!(
-                "[[route]]\ndomain = \"bounce.test\"\nvia = \"{}\"\n",
-                bouncer.addr()
+                "[[route]]\ndomain = \"bounce.test\"\nvia = \"{}\"\n\
+                 [[route]]\ndomain = \"pause.test\"\nvia = \"{}\"\n",
+                bouncer.addr(),
+                limiter.addr()
             ),
-            // Slow enough to be scraped while it runs (about 5 s).
-            "[site]\nmax_connections = 2\nmax_messages_per_second = 200\n",
+            // Slow enough to be scraped while it runs (about 5 s); a reply
+            // naming 4.7.28 pauses a site.
+            "[site]\nmax_connections = 2\nmax_messages_per_second = 200\n\
+             pause_patterns = [\"4.7.28\"]\npause = \"5m\"\n",
         );
         let token = node.token("shop", "sender");
 
@@ -147,7 +155,7 @@ fn metrics_add_up_to_the_campaign_and_parse_while_it_runs() {
             }
             for (k, v) in &s.labels {
                 assert!(
-                    ["outcome", "site", "state", "le"].contains(&k.as_str()),
+                    ["outcome", "site", "state", "le", "reason"].contains(&k.as_str()),
                     "unexpected label {k} in {s:?}"
                 );
                 assert!(!v.contains('@'), "an address in a label: {s:?}");
@@ -162,5 +170,28 @@ fn metrics_add_up_to_the_campaign_and_parse_while_it_runs() {
             .filter_map(|s| s.labels.get("site").map(String::as_str))
             .collect();
         assert_eq!(sites.len(), 2, "{sites:?}");
+        assert!(!has(&samples, "volley_site_paused"), "nothing paused yet");
+
+        // A site paused by a reply is shown with that reply while paused.
+        let paused = node.call(
+            "POST",
+            "/v1/campaigns",
+            &token,
+            Some(&json!({"template": template(), "recipients": [
+                {"email": "p1@pause.test", "fields": {"name": "P"}},
+                {"email": "p2@pause.test", "fields": {"name": "P"}},
+            ]})),
+        );
+        assert_eq!(paused.status, 201, "{}", paused.text());
+        let site = format!("route:{}", limiter.addr());
+        let shown = poll(Duration::from_secs(30), || {
+            scrape(node.api)
+                .into_iter()
+                .find(|s| s.name == "volley_site_paused" && s.labels.get("site") == Some(&site))
+        })
+        .unwrap_or_else(|| panic!("{site} never shown paused\n{}", node.log()));
+        assert_eq!(shown.value, 1.0);
+        let reason = shown.labels.get("reason").cloned().unwrap_or_default();
+        assert!(reason.contains("450 4.7.28 Rate limited"), "{reason}");
     }
 }

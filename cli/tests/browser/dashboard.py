@@ -18,6 +18,7 @@ import time
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
+from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
@@ -35,11 +36,41 @@ def browser():
     return driver
 
 
+def click(driver, element_id):
+    """Clicks an element of a page that redraws itself every second: found
+    afresh and clicked until a click lands on a live element."""
+    end = time.monotonic() + 20
+    while True:
+        try:
+            driver.find_element(By.ID, element_id).click()
+            return
+        except StaleElementReferenceException:
+            if time.monotonic() > end:
+                raise
+            time.sleep(0.05)
+
+
+def text_of(driver, element_id):
+    """An element's text, read again if the page redrew it meanwhile."""
+    for _ in range(100):
+        try:
+            return driver.find_element(By.ID, element_id).text
+        except StaleElementReferenceException:
+            time.sleep(0.05)
+    return driver.find_element(By.ID, element_id).text
+
+
 def arrived(dump):
     return len(os.listdir(dump)) if os.path.isdir(dump) else 0
 
 
 def value(driver, css):
+    """A progress bar's value, read again if the page redrew it meanwhile."""
+    for _ in range(100):
+        try:
+            return float(driver.find_element(By.CSS_SELECTOR, css).get_attribute("value") or 0)
+        except StaleElementReferenceException:
+            time.sleep(0.05)
     return float(driver.find_element(By.CSS_SELECTOR, css).get_attribute("value") or 0)
 
 
@@ -48,7 +79,8 @@ def main():
     os.makedirs(shots, exist_ok=True)
     seen = {}
     driver = browser()
-    wait = WebDriverWait(driver, 30, poll_frequency=0.2)
+    wait = WebDriverWait(driver, 30, poll_frequency=0.2,
+                         ignored_exceptions=(StaleElementReferenceException,))
     try:
         # A wrong token: the form says so.
         driver.get(base + "/")
@@ -76,9 +108,9 @@ def main():
         driver.save_screenshot(os.path.join(shots, "dashboard-campaigns.png"))
 
         # One campaign: Suspend stops the receiver getting its messages.
-        driver.find_element(By.ID, f"campaign-link-{campaign}").click()
+        click(driver, f"campaign-link-{campaign}")
         wait.until(ec.element_to_be_clickable((By.ID, "suspend")))
-        driver.find_element(By.ID, "suspend").click()
+        click(driver, "suspend")
         wait.until(ec.text_to_be_present_in_element((By.ID, "state"), "suspended"))
         time.sleep(2)  # transactions in flight end
         at_suspend = arrived(dump)
@@ -89,29 +121,33 @@ def main():
 
         # Resume: mail flows again.
         wait.until(ec.element_to_be_clickable((By.ID, "resume")))
-        driver.find_element(By.ID, "resume").click()
+        click(driver, "resume")
         wait.until(ec.text_to_be_present_in_element((By.ID, "state"), "sending"))
         before = arrived(dump)
-        WebDriverWait(driver, 30, poll_frequency=0.2).until(lambda d: arrived(dump) > before + 10)
+        wait.until(lambda d: arrived(dump) > before + 10)
         seen["resumed_arrivals"] = [before, arrived(dump)]
+        # The activity table shows what moved, as it moves.
+        wait.until(
+            lambda d: d.find_element(By.ID, "activity").tag_name == "table")
+        seen["activity"] = text_of(driver, "activity")
         driver.save_screenshot(os.path.join(shots, "dashboard-campaign-resumed.png"))
 
         # Find a suppressed address.
-        driver.find_element(By.ID, "nav-suppressions").click()
+        click(driver, "nav-suppressions")
         wait.until(ec.presence_of_element_located((By.ID, "search")))
         driver.find_element(By.ID, "search").send_keys(suppressed)
         driver.find_element(By.ID, "search-button").click()
         wait.until(ec.text_to_be_present_in_element((By.ID, "search-results"), suppressed))
-        seen["suppression_row"] = driver.find_element(By.ID, "search-results").text
+        seen["suppression_row"] = text_of(driver, "search-results")
         driver.save_screenshot(os.path.join(shots, "dashboard-suppressions.png"))
 
-        driver.find_element(By.ID, "nav-sites").click()
+        click(driver, "nav-sites")
         wait.until(ec.presence_of_element_located((By.ID, "sites")))
-        seen["sites"] = driver.find_element(By.ID, "sites").text
+        seen["sites"] = text_of(driver, "sites")
         driver.save_screenshot(os.path.join(shots, "dashboard-sites.png"))
 
         # Sign out: the dashboard asks for a token again.
-        driver.find_element(By.ID, "sign-out").click()
+        click(driver, "sign-out")
         wait.until(ec.presence_of_element_located((By.ID, "sign-in")))
         seen["signed_out"] = True
     except Exception as err:  # what the page showed, for the test's message

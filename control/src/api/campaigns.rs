@@ -373,6 +373,48 @@ pub async fn rejects(
     })))
 }
 
+/// Query of `GET /v1/campaigns/ID/events`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LatestQuery {
+    limit: Option<usize>,
+}
+
+/// `GET /v1/campaigns/ID/events?limit=N`: the campaign's latest events in
+/// the outbox, newest first (at most N, default 20): what the dashboard
+/// shows as they happen.
+pub async fn campaign_events(
+    state: St,
+    caller: Caller,
+    Path(id): Path<String>,
+    Query(q): Query<LatestQuery>,
+) -> Result<Json<serde_json::Value>, Problem> {
+    let c = campaign_for(&state, &caller, &id).await?;
+    let limit = page_limit(q.limit, 20)?;
+    let events = state
+        .plane
+        .store()
+        .campaign_events(c.id, limit as i64)
+        .await?;
+    let mut rows = Vec::new();
+    for e in &events {
+        let mut members = members(e.at, e.n, &e.payload);
+        members.reverse();
+        for m in members {
+            if rows.len() >= limit {
+                break;
+            }
+            rows.push(serde_json::json!({
+                "event_id": event_id(e.id, e.n, m.part),
+                "type": e.kind,
+                "at": crate::plane::view::rfc3339(m.at),
+                "data": serde_json::from_str::<serde_json::Value>(m.data).unwrap_or_default(),
+            }));
+        }
+    }
+    Ok(Json(serde_json::json!({"events": rows})))
+}
+
 /// `GET /v1/events?cursor=ID&limit=N`: the outbox, oldest first (admin): at
 /// most N events, whole rows (a row may hold a group of delivery events,
 /// each listed; `id` is the row's, `event_id` the event's, as webhooks send

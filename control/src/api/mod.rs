@@ -283,6 +283,7 @@ pub fn router(plane: Arc<Plane>, limits: Limits, extras: Extras) -> Router {
         .route("/v1/campaigns/{id}/cancel", post(campaigns::cancel))
         .route("/v1/campaigns/{id}/recipients", get(campaigns::recipients))
         .route("/v1/campaigns/{id}/rejects", get(campaigns::rejects))
+        .route("/v1/campaigns/{id}/events", get(campaigns::campaign_events))
         .route(
             "/v1/suppressions",
             get(suppressions::list)

@@ -9,6 +9,29 @@ const ROLE = document.querySelector('meta[name="role"]').content;
 const REFRESH_MS = 1000;
 // Delivered-so-far samples per campaign: [[time ms, finished]], for msgs/s.
 const samples = new Map();
+// Per campaign: the per-domain counts last seen, and what changed since
+// (newest first), shown as the campaign's activity.
+const lastDomains = new Map();
+const activity = new Map();
+
+function noteActivity(c) {
+  const before = lastDomains.get(c.id);
+  const now = new Map((c.domains || []).map((d) => [d.domain, d]));
+  lastDomains.set(c.id, now);
+  if (!before) return;
+  const list = activity.get(c.id) || [];
+  const time = new Date().toLocaleTimeString();
+  for (const [domain, d] of now) {
+    const was = before.get(domain) || {};
+    const parts = ["delivered", "deferred", "bounced", "expired", "suppressed", "cancelled"]
+      .map((k) => [k, (d[k] || 0) - (was[k] || 0)])
+      .filter(([, n]) => n > 0)
+      .map(([k, n]) => "+" + n + " " + k);
+    if (parts.length) list.unshift([time, domain, parts.join(", ")]);
+  }
+  while (list.length > 15) list.pop();
+  activity.set(c.id, list);
+}
 
 async function api(method, path, body) {
   const headers = { "X-CSRF-Token": CSRF };
@@ -138,8 +161,15 @@ const pages = {
   },
 
   async campaign(view, id) {
-    const c = await api("GET", "/v1/campaigns/" + id);
+    const [c, ev] = await Promise.all([
+      api("GET", "/v1/campaigns/" + id),
+      api("GET", "/v1/campaigns/" + id + "/events?limit=15").catch(() => ({ events: [] })),
+    ]);
     note(c);
+    noteActivity(c);
+    const events = (ev.events || []).map((e) => [e.at, e.type,
+      (e.data && (e.data.recipient || e.data.email)) || "",
+      (e.data && (e.data.reply || e.data.url || "")) || ""]);
     const act = (what) => async () => {
       try { await api("POST", "/v1/campaigns/" + id + "/" + what); status(what + ": done"); refresh(); }
       catch (e) { status(what + ": " + e.message, true); }
@@ -167,18 +197,25 @@ const pages = {
       el("h3", {}, "Domains"),
       table(["domain", "recipients", "delivered", "deferred", "bounced", "unsent"], domains, { id: "domains" }),
       el("h3", {}, "Top bounce reasons"),
-      reasons.length ? table(["code", "recipients", "example reply"], reasons, { id: "reasons" }) : el("p", {}, "None."));
+      reasons.length ? table(["code", "recipients", "example reply"], reasons, { id: "reasons" }) : el("p", {}, "None."),
+      el("h3", {}, "Activity (as the counts move)"),
+      (activity.get(c.id) || []).length ? table(["time", "domain", "change"], activity.get(c.id), { id: "activity" })
+        : el("p", { id: "activity" }, "Nothing has moved since the page opened."),
+      el("h3", {}, "Events (bounces, complaints, unsubscribes, clicks; deliveries when a webhook asks for them)"),
+      events.length ? table(["at", "type", "recipient", "detail"], events, { id: "events" }) : el("p", { id: "events" }, "None yet."));
   },
 
   async sites(view) {
     const text = await (await fetch("/metrics", { credentials: "same-origin" })).text();
     const sites = new Map();
-    const get = (s) => { if (!sites.has(s)) sites.set(s, { connections: 0, delivered: 0, deferred: 0, bounced: 0 }); return sites.get(s); };
+    const get = (s) => { if (!sites.has(s)) sites.set(s, { connections: 0, delivered: 0, deferred: 0, bounced: 0, paused: "" }); return sites.get(s); };
     for (const line of text.split("\n")) {
       let m = line.match(/^volley_messages_total\{outcome="(\w+)",site="([^"]*)"\} (\S+)/);
       if (m && ["delivered", "deferred", "bounced"].includes(m[1])) get(m[2])[m[1]] += Number(m[3]);
       m = line.match(/^volley_connections\{site="([^"]*)"\} (\S+)/);
       if (m) get(m[1]).connections = Number(m[2]);
+      m = line.match(/^volley_site_paused\{site="([^"]*)",reason="((?:[^"\\]|\\.)*)"\} /);
+      if (m) get(m[1]).paused = m[2].replace(/\\(.)/g, "$1");
     }
     let holds = [];
     if (ROLE === "admin") {
@@ -189,11 +226,12 @@ const pages = {
       const tried = v.delivered + v.deferred + v.bounced;
       return [s, v.connections, v.delivered.toLocaleString(), v.deferred.toLocaleString(), v.bounced.toLocaleString(),
         tried ? (100 * v.deferred / tried).toFixed(1) + " %" : "-",
-        [...heldSites].some((h) => s === h || s === "route:" + h || s.split(",").includes(h)) ? el("span", { class: "held" }, "held") : ""];
+        [...heldSites].some((h) => s === h || s === "route:" + h || s.split(",").includes(h)) ? el("span", { class: "held" }, "held") : "",
+        v.paused ? el("span", { class: "held", title: v.paused }, "paused: " + v.paused) : ""];
     });
     view.replaceChildren(
       el("h2", {}, "Sites"),
-      rows.length ? table(["site", "connections", "delivered", "deferred", "bounced", "deferral rate", "hold"], rows, { id: "sites" })
+      rows.length ? table(["site", "connections", "delivered", "deferred", "bounced", "deferral rate", "hold", "paused"], rows, { id: "sites" })
         : el("p", {}, "Nothing sent yet by this process (in a fleet, each gateway's /metrics has its sites)."),
       holds.length ? el("p", { id: "holds" }, "Held: " + holds.map((h) => Object.entries(h)[0].join(" ")).join(", ")) : "");
   },

@@ -364,6 +364,24 @@ impl Store {
             .what("read the newest event")
     }
 
+    /// Campaign `campaign`'s latest `limit` outbox rows, newest first (the
+    /// dashboard's live events).
+    pub async fn campaign_events(
+        &self,
+        campaign: i64,
+        limit: i64,
+    ) -> Result<Vec<Event>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT id, at, kind, campaign, n, payload FROM events WHERE campaign = $1 ORDER BY id DESC LIMIT $2",
+        )
+        .bind(campaign)
+        .bind(limit)
+        .fetch_all(self.pool())
+        .await
+        .what("list a campaign's events")?;
+        rows.iter().map(event_of).collect()
+    }
+
     /// Rows after `after`, oldest first, at most `limit`.
     pub async fn events(&self, after: i64, limit: i64) -> Result<Vec<Event>, StoreError> {
         let rows = sqlx::query(
@@ -374,20 +392,20 @@ impl Store {
         .fetch_all(self.pool())
         .await
         .what("list events")?;
-        rows.iter()
-            .map(|r| {
-                let what = "read an event";
-                Ok(Event {
-                    id: r.try_get("id").what(what)?,
-                    at: r.try_get("at").what(what)?,
-                    kind: r.try_get("kind").what(what)?,
-                    campaign: r.try_get("campaign").what(what)?,
-                    n: r.try_get("n").what(what)?,
-                    payload: r.try_get("payload").what(what)?,
-                })
-            })
-            .collect()
+        rows.iter().map(event_of).collect()
     }
+}
+
+fn event_of(r: &sqlx::any::AnyRow) -> Result<Event, StoreError> {
+    let what = "read an event";
+    Ok(Event {
+        id: r.try_get("id").what(what)?,
+        at: r.try_get("at").what(what)?,
+        kind: r.try_get("kind").what(what)?,
+        campaign: r.try_get("campaign").what(what)?,
+        n: r.try_get("n").what(what)?,
+        payload: r.try_get("payload").what(what)?,
+    })
 }
 
 #[cfg(test)]

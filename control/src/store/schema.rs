@@ -316,12 +316,14 @@ CREATE TABLE suppression_log (
 "#;
 
 /// Version 7, the fleet's queue holds (`volley queue hold` on a control
-/// plane): one row per rule, sent to every gateway with its answers.
+/// plane): one row per rule, sent to every gateway with its answers; and the
+/// outbox by campaign (the dashboard's live events).
 const V7: &str = r#"
 CREATE TABLE holds (
     kind TEXT NOT NULL,
     value TEXT NOT NULL,
     created_at BIGINT NOT NULL,
     PRIMARY KEY (kind, value)
-)
+);
+CREATE INDEX events_campaign ON events (campaign, id)
 "#;

@@ -8,11 +8,15 @@
 //! [`MAX_SITES`] sites are named, the rest count as `other`; no campaign or
 //! recipient is ever a label.
 
-use std::collections::HashSet;
-use std::sync::Mutex;
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::{Duration, Instant};
 
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
 use prometheus_client::registry::Registry;
@@ -36,6 +40,63 @@ pub struct EngineMetrics {
     in_flight: Gauge,
     reply_seconds: Histogram,
     sites: Mutex<HashSet<String>>,
+    paused: Arc<Paused>,
+}
+
+/// The longest reason shown for a pause.
+const REASON_MAX: usize = 120;
+
+/// The sites paused now, each with the reply that paused it and until when
+/// (`volley_site_paused{site, reason} 1` while it lasts).
+#[derive(Debug, Default)]
+pub struct Paused(Mutex<HashMap<String, (String, Instant)>>);
+
+impl Paused {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (String, Instant)>> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// The sites paused now, with their reasons and seconds left, by site.
+    pub fn now(&self) -> Vec<(String, String, f64)> {
+        let now = Instant::now();
+        let mut map = self.lock();
+        map.retain(|_, (_, until)| *until > now);
+        let mut out: Vec<(String, String, f64)> = map
+            .iter()
+            .map(|(site, (reason, until))| {
+                (
+                    site.clone(),
+                    reason.clone(),
+                    until.duration_since(now).as_secs_f64(),
+                )
+            })
+            .collect();
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        out
+    }
+}
+
+/// Encodes [`Paused`] when scraped (a pause that ended is not shown).
+#[derive(Debug)]
+struct PausedCollector(Arc<Paused>);
+
+impl Collector for PausedCollector {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> std::fmt::Result {
+        let paused = self.0.now();
+        let gauge = ConstGauge::new(1i64);
+        let mut metric = encoder.encode_descriptor(
+            "site_paused",
+            "Sites paused now after a reply matching [site] pause_patterns, with that reply",
+            None,
+            gauge.metric_type(),
+        )?;
+        for (site, reason, _) in &paused {
+            let labels = [("site", site.as_str()), ("reason", reason.as_str())];
+            let family = metric.encode_family(&labels)?;
+            ConstGauge::new(1i64).encode(family)?;
+        }
+        Ok(())
+    }
 }
 
 impl Default for EngineMetrics {
@@ -49,6 +110,7 @@ impl Default for EngineMetrics {
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
             ]),
             sites: Mutex::default(),
+            paused: Arc::default(),
         }
     }
 }
@@ -60,9 +122,27 @@ pub struct SiteMetrics {
     connections: Gauge,
     in_flight: Gauge,
     reply_seconds: Histogram,
+    site: String,
+    paused: Arc<Paused>,
 }
 
 impl SiteMetrics {
+    /// The site was paused for `for_` by a reply (`reason`: its code,
+    /// enhanced code and text).
+    pub fn paused(&self, reason: &str, for_: Duration) {
+        let mut end = reason.len().min(REASON_MAX);
+        while !reason.is_char_boundary(end) {
+            end -= 1;
+        }
+        let reason: String = reason[..end]
+            .chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect();
+        self.paused
+            .lock()
+            .insert(self.site.clone(), (reason, Instant::now() + for_));
+    }
+
     /// Counts an outcome (an index into [`OUTCOMES`]).
     pub fn outcome(&self, which: usize) {
         if let Some(c) = self.outcomes.get(which) {
@@ -138,7 +218,14 @@ impl EngineMetrics {
                 .clone(),
             in_flight: self.in_flight.clone(),
             reply_seconds: self.reply_seconds.clone(),
+            site,
+            paused: Arc::clone(&self.paused),
         }
+    }
+
+    /// The sites paused now ([`Paused::now`]).
+    pub fn paused(&self) -> Vec<(String, String, f64)> {
+        self.paused.now()
     }
 
     /// Adds the metrics to `registry` (prefixed `volley_` by the caller's
@@ -159,6 +246,7 @@ impl EngineMetrics {
             "Recipients whose transaction has started and has no reply yet",
             self.in_flight.clone(),
         );
+        registry.register_collector(Box::new(PausedCollector(Arc::clone(&self.paused))));
         registry.register(
             "reply_seconds",
             "Time from a recipient's transaction start to its reply",
@@ -203,5 +291,20 @@ mod tests {
         );
         assert!(text.contains("volley_transactions_in_flight 0"), "{text}");
         assert!(text.contains("volley_reply_seconds_count 1"), "{text}");
+        assert!(!text.contains("volley_site_paused{"), "{text}");
+        again.paused("421 4.7.0 Try again later\r\n", Duration::from_secs(60));
+        m.site("mx1.test").paused("421 gone", Duration::ZERO);
+        let mut text = String::new();
+        prometheus_client::encoding::text::encode(&mut text, &registry).unwrap();
+        assert!(
+            text.contains(
+                "volley_site_paused{site=\"mx0.test\",reason=\"421 4.7.0 Try again later  \"} 1"
+            ),
+            "{text}"
+        );
+        assert!(
+            !text.contains("mx1.test\",reason"),
+            "an ended pause: {text}"
+        );
     }
 }

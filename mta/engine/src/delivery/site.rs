@@ -662,7 +662,7 @@ fn record_result(
     via: &Via,
     started: Instant,
 ) -> bool {
-    let mut pause = false;
+    let mut pause: Option<String> = None;
     let mut enhanced_buf = [0u8; ENHANCED_TEXT_MAX];
     for rcpt in &result.rcpts {
         let reply = &rcpt.reply;
@@ -673,8 +673,9 @@ fn record_result(
             Some(e) => e.text_in(&mut enhanced_buf),
             None => "",
         };
-        if pauses_site(reply.code, enhanced, &text, &site.limits.pause_patterns) {
-            pause = true;
+        if pause.is_none() && pauses_site(reply.code, enhanced, &text, &site.limits.pause_patterns)
+        {
+            pause = Some(format!("{} {enhanced} {text}", reply.code));
         }
         let answer = Answer {
             code: reply.code,
@@ -694,11 +695,13 @@ fn record_result(
     }
     site.metrics
         .transaction_ended(Some(started.elapsed().as_secs_f64()));
-    if pause {
-        tracing::info!(site = %site.key, pause = ?site.limits.pause, "site paused");
-        site.pause(site.limits.pause);
-    }
-    pause
+    let Some(reason) = pause else {
+        return false;
+    };
+    tracing::info!(site = %site.key, pause = ?site.limits.pause, %reason, "site paused");
+    site.metrics.paused(&reason, site.limits.pause);
+    site.pause(site.limits.pause);
+    true
 }
 
 #[cfg(test)]
