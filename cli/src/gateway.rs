@@ -30,7 +30,7 @@ use clap::Args;
 use tokio::sync::Notify;
 use volley_conf::Config;
 use volley_control::fleet::wire::{
-    self, BatchReport, DoneReport, Lease, LeaseRequest, ReportRequest, SiteFigures,
+    self, BatchReport, DoneReport, Lease, LeaseRequest, Purge, ReportRequest, SiteFigures,
     SuppressionUpdate,
 };
 use volley_control::plane::progress::domain_counts;
@@ -86,6 +86,18 @@ struct Gateway {
     limit_share: Arc<std::sync::atomic::AtomicU32>,
     /// The holds the engine obeys: the fleet's, from each answer.
     holds: Arc<volley_queue::holds::Holds>,
+    /// The fleet's purges that may still have something to do, and those
+    /// already carried out on every batch held (a batch leased later has
+    /// them all carried out as it is installed).
+    purges: std::sync::Mutex<Vec<Purge>>,
+    purges_done: std::sync::Mutex<std::collections::HashSet<i64>>,
+    /// What purges need: sites of domains, the delivery log.
+    sites: volley_engine::delivery::Sites,
+    log: Arc<volley_engine::log::DeliveryLog>,
+}
+
+fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl Gateway {
@@ -119,14 +131,77 @@ impl Gateway {
 
     /// How many live gateways share the sites' limits (0: an older control
     /// plane that does not say; kept as it was).
-    /// Obeys the fleet's holds from the next transaction; a change wakes
-    /// the round loop (released recipients are due now).
-    fn set_holds(&self, rules: Vec<volley_queue::holds::Rule>) {
+    /// Obeys the fleet's holds (and holds what its purges cover) from the
+    /// next transaction, then carries out the purges not carried out yet on
+    /// the batches held; a change wakes the round loop (released recipients
+    /// are due now; purged batches may be complete).
+    async fn set_holds(&self, rules: Vec<volley_queue::holds::Rule>, purges: Vec<Purge>) {
         let count = rules.len();
-        if self.holds.replace(rules) {
-            tracing::info!(holds = count, "the fleet's holds changed");
+        let purging: Vec<(volley_queue::holds::Rule, u64)> = purges
+            .iter()
+            .filter_map(|p| Some((p.rule()?, p.upto.max(0) as u64)))
+            .collect();
+        let changed = self.holds.replace(rules, purging);
+        if changed {
+            tracing::info!(
+                holds = count,
+                purges = purges.len(),
+                "the fleet's holds changed"
+            );
+        }
+        let new: Vec<Purge> = {
+            let done = locked(&self.purges_done);
+            purges
+                .iter()
+                .filter(|p| !done.contains(&p.id))
+                .cloned()
+                .collect()
+        };
+        *locked(&self.purges) = purges;
+        let mut purged = 0;
+        for order in &new {
+            let paths: Vec<PathBuf> = self
+                .leases
+                .with(|held| held.values().map(|h| h.path.clone()).collect());
+            for path in paths {
+                purged += self.purge_file(&path, std::slice::from_ref(order)).await;
+            }
+            locked(&self.purges_done).insert(order.id);
+            tracing::info!(purge = order.id, kind = %order.kind, value = %order.value, "purge carried out on the batches held");
+        }
+        if changed || purged > 0 {
             self.wake.notify_one();
         }
+    }
+
+    /// Carries out `orders` on one batch file; answers how many recipients
+    /// it finalised.
+    async fn purge_file(&self, path: &Path, orders: &[Purge]) -> u64 {
+        let Ok(map) = MappedBatch::open(path) else {
+            return 0;
+        };
+        let mut sites = volley_engine::delivery::purge::SiteCache::default();
+        let site_of = |domain: String| {
+            let sites = self.sites.clone();
+            async move { sites.site_of(&domain).await }
+        };
+        let mut purged = 0;
+        for order in orders {
+            let Some(rule) = order.rule() else { continue };
+            let upto = Some(order.upto.max(0) as u64);
+            match volley_engine::delivery::purge::purge_batch(
+                &map, &rule, upto, &site_of, &mut sites, &self.log,
+            )
+            .await
+            {
+                Ok(n) => purged += n,
+                Err(err) => tracing::warn!(%err, path = %path.display(), "cannot purge a batch"),
+            }
+        }
+        if purged > 0 {
+            let _ = self.log.flush();
+        }
+        purged
     }
 
     fn set_limit_share(&self, n: u32) {
@@ -210,6 +285,10 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         cursor_path: volley_control::suppress::cursor_path(spool.root()),
         limit_share: engine.limit_share(),
         holds: engine.holds(),
+        purges: std::sync::Mutex::default(),
+        purges_done: std::sync::Mutex::default(),
+        sites: engine.sites(),
+        log: engine.delivery_log(),
     });
     let feedback = crate::run::feedback(&root, &engine, suppressions, &listen_config, None);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -389,7 +468,7 @@ async fn lease_loop(gw: Arc<Gateway>) {
                 gw.leases.set_orders(&answer.campaigns);
                 gw.leases.set_events(&answer.events);
                 gw.set_limit_share(answer.limit_share);
-                gw.set_holds(answer.holds);
+                gw.set_holds(answer.holds, answer.purges).await;
                 gw.apply_suppressions(answer.suppressions).await;
                 let mut installed = 0;
                 for lease in answer.leases {
@@ -460,6 +539,19 @@ async fn install(gw: &Gateway, lease: &Lease, sent: Instant, ttl: Duration) -> R
             }
         }
         map.sync()?;
+    }
+    // The fleet's purges, before the engine can see the batch.
+    let purges = locked(&gw.purges).clone();
+    if !purges.is_empty() {
+        let n = gw.purge_file(&path, &purges).await;
+        if n > 0 {
+            tracing::info!(
+                campaign = lease.campaign,
+                batch = lease.batch,
+                recipients = n,
+                "purged as leased"
+            );
+        }
     }
     let (delivered, attempts) = tallies(&path).unwrap_or_default();
     gw.leases.insert(
@@ -624,7 +716,7 @@ async fn report_once(gw: &Gateway) {
         }
     };
     gw.set_limit_share(answer.limit_share);
-    gw.set_holds(answer.holds);
+    gw.set_holds(answer.holds, answer.purges).await;
     gw.apply_suppressions(answer.suppressions).await;
     let ttl = Duration::from_secs(answer.ttl_secs.max(1));
     *gw.ttl

@@ -210,6 +210,7 @@ fn through_api(
                 let done = volley_control::api::queue::PurgeCount {
                     recipients: answer["recipients"].as_u64().unwrap_or(0),
                     batches: answer["batches"].as_u64().unwrap_or(0),
+                    ordered: answer["ordered"].as_bool().unwrap_or(false),
                 };
                 Ok(crate::queue_ops::describe_purge(rule, done))
             }

@@ -33,6 +33,7 @@ fn count(p: Purged) -> PurgeCount {
     PurgeCount {
         recipients: p.recipients,
         batches: p.batches,
+        ordered: false,
     }
 }
 
@@ -139,6 +140,11 @@ pub fn describe_change(rule: &Rule, hold: bool, changed: bool, now: &[Rule]) -> 
 
 /// What `volley queue purge` prints.
 pub fn describe_purge(rule: &Rule, done: PurgeCount) -> String {
+    if done.ordered {
+        return format!(
+            "purge ordered ({rule}): the gateways finalise its unfinished recipients as they hold or lease their batches, each logged as purged in their delivery logs; the campaigns count them as cancelled\n"
+        );
+    }
     format!(
         "purged {} recipients in {} batches ({rule}); each is logged as purged in the delivery log\n",
         done.recipients, done.batches

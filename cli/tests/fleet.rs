@@ -742,8 +742,8 @@ fn the_fleet_serves_metrics_that_add_up() {
 }
 
 #[test]
-fn a_hold_on_the_control_plane_holds_every_gateway() {
-    if !available("a_hold_on_the_control_plane_holds_every_gateway") {
+fn holds_and_purges_on_the_control_plane_reach_every_gateway() {
+    if !available("holds_and_purges_on_the_control_plane_reach_every_gateway") {
         return;
     }
     let fleet = Fleet::start_custom(
@@ -769,15 +769,6 @@ fn a_hold_on_the_control_plane_holds_every_gateway() {
         fleet.get("/v1/queue/holds")["holds"],
         serde_json::json!([{"domain": "d3.test"}])
     );
-    // A fleet's recipients are not purged (yet): the answer says what to do.
-    let purge = queue(&["purge", "--domain", "d3.test", "--yes"]);
-    assert!(!purge.status.success());
-    assert!(
-        common::stderr(&purge).contains("cancel their campaign"),
-        "{}",
-        common::stderr(&purge)
-    );
-
     // 1,400 recipients over d0..d6.test: d3.test's 200 wait.
     let n = 1400;
     let id = fleet.submit(n);
@@ -832,4 +823,53 @@ fn a_hold_on_the_control_plane_holds_every_gateway() {
     let view = fleet.completed(second, Duration::from_secs(120));
     assert_eq!(view["delivered"], n, "{view}");
     assert_eq!(messages(&fleet), 2 * n);
+
+    // A purge mid-campaign: the gateways finalise what they hold and what
+    // they lease afterwards (30 batches: more than the 16 they may hold);
+    // each recipient is logged as purged.
+    let n3 = 3000;
+    let third = fleet.submit(n3);
+    let going = poll(Duration::from_secs(60), || {
+        (messages(&fleet) >= 2 * n + 200).then_some(())
+    });
+    assert!(going.is_some(), "the third campaign did not start");
+    let purged = queue(&["purge", "--campaign", &third.to_string(), "--yes"]);
+    assert!(purged.status.success(), "{}", common::stderr(&purged));
+    assert!(
+        common::stdout(&purged).contains("purge ordered"),
+        "{}",
+        common::stdout(&purged)
+    );
+    let view = fleet.completed(third, Duration::from_secs(120));
+    let (delivered, cancelled) = (
+        view["delivered"].as_u64().unwrap(),
+        view["cancelled"].as_u64().unwrap(),
+    );
+    assert!(cancelled > 0, "nothing purged: {view}");
+    assert_eq!(delivered + cancelled, n3 as u64, "{view}");
+    assert_eq!(messages(&fleet) as u64, 2 * n as u64 + delivered, "{view}");
+    let logged: usize = (1..=2)
+        .map(|g| {
+            std::fs::read_to_string(fleet.path(&format!("gw{g}.jsonl")))
+                .map(|t| t.matches("\"status\":\"purged\"").count())
+                .unwrap_or(0)
+        })
+        .sum();
+    assert_eq!(
+        logged as u64, cancelled,
+        "purged lines in the gateways' logs"
+    );
+    // Both ways were taken: batches held when the purge came, and batches
+    // leased after it.
+    let gateway_logs: String = fleet
+        .gateways
+        .iter()
+        .flatten()
+        .map(ChildGuard::stderr_text)
+        .collect();
+    assert!(
+        gateway_logs.contains("purge carried out on the batches held"),
+        "{gateway_logs}"
+    );
+    assert!(gateway_logs.contains("purged as leased"), "{gateway_logs}");
 }

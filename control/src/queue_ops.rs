@@ -15,6 +15,9 @@ pub struct PurgeCount {
     pub recipients: u64,
     /// Batch files changed.
     pub batches: u64,
+    /// Ordered, not done yet: a fleet's gateways carry it out as they hold
+    /// or lease the batches (the counts above are then 0).
+    pub ordered: bool,
 }
 
 /// A queue operation under way; its error is said to the caller as is.
@@ -26,8 +29,8 @@ pub trait QueueOps: Send + Sync {
     fn holds(&self) -> OpFuture<'_, Vec<Rule>>;
     /// Adds (`hold`) or removes a hold; answers whether it changed anything.
     fn hold<'a>(&'a self, rule: &'a Rule, hold: bool) -> OpFuture<'a, bool>;
-    /// Finalises the unfinished recipients `rule` covers; `None` where that
-    /// cannot be done (a fleet's control plane).
+    /// Finalises the unfinished recipients `rule` covers (or orders it done,
+    /// in a fleet); `None` where that cannot be done.
     fn purge<'a>(&'a self, rule: &'a Rule) -> Option<OpFuture<'a, PurgeCount>>;
 }
 

@@ -870,5 +870,10 @@ fn holds_are_added_once_and_removed() {
         assert!(store.set_hold(&rule, false).await.unwrap());
         assert!(!store.set_hold(&rule, false).await.unwrap());
         assert_eq!(store.holds().await.unwrap(), vec![Rule::Campaign(7)]);
+        // A purge covers the campaigns there are; with no batch left to do,
+        // it is not sent to anyone.
+        let order = store.add_purge(&rule).await.unwrap();
+        assert_eq!((order.rule, order.upto), (rule.clone(), 0));
+        assert!(store.live_purges().await.unwrap().is_empty());
     });
 }

@@ -64,6 +64,16 @@ impl Rule {
         }
     }
 
+    /// Whether it covers a recipient of `campaign` at `domain` (lower case),
+    /// sent through `site` when known.
+    pub fn covers(&self, campaign: u64, domain: &str, site: Option<&str>) -> bool {
+        match self {
+            Rule::Campaign(id) => *id == campaign,
+            Rule::Domain(d) => d.eq_ignore_ascii_case(domain),
+            Rule::Site(s) => site.is_some_and(|site| site_matches(s, site)),
+        }
+    }
+
     /// `campaign`, `domain` or `site`.
     pub fn kind(&self) -> &'static str {
         match self {
@@ -92,12 +102,16 @@ impl fmt::Display for Rule {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct HoldSet {
     rules: BTreeSet<Rule>,
+    /// A fleet's purges under way: each rule holds the campaigns up to an
+    /// id (those that existed when it was ordered) until the gateway has
+    /// finalised them.
+    purging: BTreeSet<(Rule, u64)>,
 }
 
 impl HoldSet {
     /// Whether nothing is held.
     pub fn is_empty(&self) -> bool {
-        self.rules.is_empty()
+        self.rules.is_empty() && self.purging.is_empty()
     }
 
     /// The rules, in order.
@@ -108,16 +122,17 @@ impl HoldSet {
     /// Whether a recipient of `campaign` at `domain` (lower case), sent
     /// through `site` when known, is held.
     pub fn holds(&self, campaign: u64, domain: &str, site: Option<&str>) -> bool {
-        self.rules.iter().any(|r| match r {
-            Rule::Campaign(id) => *id == campaign,
-            Rule::Domain(d) => d.eq_ignore_ascii_case(domain),
-            Rule::Site(s) => site.is_some_and(|site| site_matches(s, site)),
-        })
+        self.rules.iter().any(|r| r.covers(campaign, domain, site))
+            || self
+                .purging
+                .iter()
+                .any(|(r, upto)| campaign <= *upto && r.covers(campaign, domain, site))
     }
 
-    /// Whether the site of key `site` is held: a rule naming the key itself,
-    /// one of its MX hosts (a key is their names joined by commas) or its
-    /// route's `via` (a key `route:VIA`).
+    /// Whether the site of key `site` is held as a whole: a rule naming the
+    /// key itself, one of its MX hosts (a key is their names joined by
+    /// commas) or its route's `via` (a key `route:VIA`). (A purge under way
+    /// holds only its campaigns' recipients: checked per recipient.)
     pub fn holds_site(&self, site: &str) -> bool {
         self.rules.iter().any(|r| match r {
             Rule::Site(s) => site_matches(s, site),
@@ -145,7 +160,10 @@ impl HoldSet {
             })?;
             rules.insert(rule);
         }
-        Ok(HoldSet { rules })
+        Ok(HoldSet {
+            rules,
+            purging: BTreeSet::new(),
+        })
     }
 
     fn text(&self) -> String {
@@ -219,9 +237,14 @@ impl Holds {
 
     /// Replaces the rules, in memory only (a fleet gateway's: the control
     /// plane's store keeps them); answers whether they changed.
-    pub fn replace(&self, rules: impl IntoIterator<Item = Rule>) -> bool {
+    pub fn replace(
+        &self,
+        rules: impl IntoIterator<Item = Rule>,
+        purging: impl IntoIterator<Item = (Rule, u64)>,
+    ) -> bool {
         let next = HoldSet {
             rules: rules.into_iter().collect(),
+            purging: purging.into_iter().collect(),
         };
         let mut guard = self.set.write().unwrap_or_else(PoisonError::into_inner);
         if **guard == next {
@@ -297,6 +320,7 @@ mod tests {
                 Rule::Site("mx.slow.test".into()),
             ]
             .into(),
+            purging: [(Rule::Domain("purged.test".into()), 100)].into(),
         };
         let table = [
             (7, "free.test", None, true),
@@ -308,6 +332,8 @@ mod tests {
             (8, "free.test", Some("mx.a.test,mx.slow.test"), true),
             (8, "free.test", Some("route:mx.slow.test"), true),
             (8, "free.test", Some("route:mx.slow.test:2525"), false),
+            (8, "purged.test", None, true),
+            (101, "purged.test", None, false),
         ];
         for (campaign, domain, site, want) in table {
             assert_eq!(

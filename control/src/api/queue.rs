@@ -183,6 +183,17 @@ pub async fn purge(state: St, caller: Caller, body: Body) -> Result<Response, Pr
     };
     let done = purging.await.map_err(failed)?;
     tracing::info!(rule = %rule, recipients = done.recipients, batches = done.batches, caller = %caller.0.name, "queue purged");
+    if done.ordered {
+        return Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({
+                "purged": rule_json(&rule),
+                "ordered": true,
+                "detail": "the gateways finalise the unfinished recipients as they hold or lease their batches (each logged as purged in their delivery logs); the campaigns count them as cancelled",
+            })),
+        )
+            .into_response());
+    }
     Ok(Json(json!({
         "purged": rule_json(&rule),
         "recipients": done.recipients,

@@ -34,7 +34,7 @@ use crate::store::now;
 use crate::webhook::kinds::{Kinds, DELIVERY};
 use assign::Estimates;
 use wire::{
-    Action, BatchKey, CampaignOrder, GatewayView, Lease, LeaseRequest, LeaseResponse,
+    Action, BatchKey, CampaignOrder, GatewayView, Lease, LeaseRequest, LeaseResponse, Purge,
     ReportRequest, ReportResponse, SiteEstimate, SiteFigures, SuppressionUpdate,
 };
 
@@ -62,6 +62,8 @@ pub struct Fleet {
     share: Mutex<Option<(i64, u32)>>,
     /// The holds read at a unix second.
     holds: Mutex<Option<(i64, Vec<Rule>)>>,
+    /// The recent purges read at a unix second.
+    purges: Mutex<Option<(i64, Vec<Purge>)>>,
     /// How long choosing and claiming a lease request's batches took.
     lease_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Reports refused for a stale epoch.
@@ -89,6 +91,7 @@ impl Fleet {
             estimates: Mutex::default(),
             share: Mutex::default(),
             holds: Mutex::default(),
+            purges: Mutex::default(),
             lease_seconds: prometheus_client::metrics::histogram::Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
@@ -249,6 +252,7 @@ impl Fleet {
                     suppressions: self.suppression_updates(req.suppressions_after).await?,
                     limit_share: self.limit_share(at).await?,
                     holds: self.holds_now().await?,
+                    purges: self.purges_now().await?,
                 });
             }
             // Nothing due: wait for a change here, or poll (another process's).
@@ -392,7 +396,35 @@ impl Fleet {
             suppressions: self.suppression_updates(req.suppressions_after).await?,
             limit_share: self.limit_share(at).await?,
             holds: self.holds_now().await?,
+            purges: self.purges_now().await?,
         })
+    }
+
+    /// The purges that may still have something to do (read from the store
+    /// at most once a second): a gateway carries each out on the batches it
+    /// holds, and on each batch it leases afterwards.
+    async fn purges_now(&self) -> Result<Vec<Purge>, PlaneError> {
+        let at = now();
+        if let Some((when, list)) = &*lock(&self.purges) {
+            if *when == at {
+                return Ok(list.clone());
+            }
+        }
+        let list: Vec<Purge> = self
+            .plane
+            .store()
+            .live_purges()
+            .await?
+            .into_iter()
+            .map(|o| Purge {
+                id: o.id,
+                kind: o.rule.kind().to_owned(),
+                value: o.rule.value(),
+                upto: o.upto,
+            })
+            .collect();
+        *lock(&self.purges) = Some((at, list.clone()));
+        Ok(list)
     }
 
     /// The fleet's holds (read from the store at most once a second).
@@ -607,7 +639,21 @@ impl QueueOps for Fleet {
         })
     }
 
-    fn purge<'a>(&'a self, _rule: &'a Rule) -> Option<OpFuture<'a, PurgeCount>> {
-        None
+    fn purge<'a>(&'a self, rule: &'a Rule) -> Option<OpFuture<'a, PurgeCount>> {
+        Some(Box::pin(async move {
+            let order = self
+                .plane
+                .store()
+                .add_purge(rule)
+                .await
+                .map_err(|e| e.to_string())?;
+            tracing::info!(purge = order.id, rule = %rule, upto = order.upto, "purge ordered");
+            *lock(&self.purges) = None;
+            self.plane.wake().notify_waiters();
+            Ok(PurgeCount {
+                ordered: true,
+                ..PurgeCount::default()
+            })
+        }))
     }
 }

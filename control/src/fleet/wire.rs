@@ -62,6 +62,10 @@ pub struct LeaseResponse {
     /// The fleet's holds, all of them: no new transaction to what they cover.
     #[serde(default, with = "rules")]
     pub holds: Vec<Rule>,
+    /// The purges ordered lately: carry each out on the batches held or
+    /// leased (of its campaigns), as soon as they are.
+    #[serde(default)]
+    pub purges: Vec<Purge>,
 }
 
 /// One change of the fleet's suppression list, with its place in the log.
@@ -254,6 +258,9 @@ pub struct ReportResponse {
     /// As [`LeaseResponse::holds`].
     #[serde(default, with = "rules")]
     pub holds: Vec<Rule>,
+    /// As [`LeaseResponse::purges`].
+    #[serde(default)]
+    pub purges: Vec<Purge>,
 }
 
 /// A gateway as `GET /v1/gateways` shows it.
@@ -326,5 +333,25 @@ mod rules {
             .into_iter()
             .filter_map(|w| Rule::parse(&w.kind, &w.value).ok())
             .collect())
+    }
+}
+
+/// A purge ordered on a control plane, for the gateways to carry out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Purge {
+    /// Its number.
+    pub id: i64,
+    /// `campaign`, `domain` or `site`.
+    pub kind: String,
+    /// The campaign id, domain or site.
+    pub value: String,
+    /// The highest campaign id it covers.
+    pub upto: i64,
+}
+
+impl Purge {
+    /// Its rule (`None`: one this binary cannot read).
+    pub fn rule(&self) -> Option<Rule> {
+        Rule::parse(&self.kind, &self.value).ok()
     }
 }

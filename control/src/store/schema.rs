@@ -316,8 +316,9 @@ CREATE TABLE suppression_log (
 "#;
 
 /// Version 7, the fleet's queue holds (`volley queue hold` on a control
-/// plane): one row per rule, sent to every gateway with its answers; and the
-/// outbox by campaign (the dashboard's live events).
+/// plane): one row per rule, sent to every gateway with its answers; the
+/// purges ordered (each covers the campaigns up to `upto`); and the outbox by
+/// campaign (the dashboard's live events).
 const V7: &str = r#"
 CREATE TABLE holds (
     kind TEXT NOT NULL,
@@ -325,5 +326,13 @@ CREATE TABLE holds (
     created_at BIGINT NOT NULL,
     PRIMARY KEY (kind, value)
 );
-CREATE INDEX events_campaign ON events (campaign, id)
+CREATE INDEX events_campaign ON events (campaign, id);
+CREATE TABLE purges (
+    id {serial},
+    kind TEXT NOT NULL,
+    value TEXT NOT NULL,
+    upto BIGINT NOT NULL,
+    created_at BIGINT NOT NULL
+);
+CREATE INDEX purges_created ON purges (created_at)
 "#;

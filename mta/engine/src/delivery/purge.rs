@@ -62,9 +62,8 @@ where
     F: Fn(String) -> Fut,
     Fut: Future<Output = Option<String>>,
 {
-    let mut sites: HashMap<String, bool> = HashMap::new();
+    let mut sites = SiteCache::default();
     let mut purged = Purged::default();
-    let reply = format!("purged from the queue by an operator (volley queue purge {rule})");
     for path in spool.active_files()? {
         let map = match MappedBatch::open(&path) {
             Ok(map) => map,
@@ -74,77 +73,8 @@ where
             Err(QueueError::Io { io, .. }) if io.kind() == std::io::ErrorKind::NotFound => continue,
             Err(err) => return Err(err),
         };
-        let (campaign, batch) = (map.header().campaign_id, map.header().batch_id);
-        if let Rule::Campaign(id) = rule {
-            if campaign != *id {
-                continue;
-            }
-        }
-        let view = map.view();
-        let mut changed = 0u64;
-        for index in 0..map.len() {
-            let Ok(slot) = map.slot(index) else { continue };
-            if !matches!(slot.state, State::Pending | State::Deferred) {
-                continue;
-            }
-            let Some(recipient) = view.recipient(index) else {
-                continue;
-            };
-            let address = recipient.address();
-            let domain = address
-                .rsplit_once('@')
-                .map_or("", |(_, d)| d)
-                .to_ascii_lowercase();
-            let covered = match rule {
-                Rule::Campaign(_) => true,
-                Rule::Domain(d) => *d == domain,
-                Rule::Site(name) => match sites.get(&domain) {
-                    Some(&held) => held,
-                    None => {
-                        let key = site_of(domain.clone()).await;
-                        let held = key.is_some_and(|k| volley_queue::holds::site_matches(name, &k));
-                        sites.insert(domain.clone(), held);
-                        held
-                    }
-                },
-            };
-            if !covered {
-                continue;
-            }
-            map.set_slot(
-                index,
-                Slot {
-                    state: State::Expired,
-                    attempts: slot.attempts,
-                    code: 0,
-                    next_attempt: mark::PURGED,
-                },
-            )?;
-            changed += 1;
-            let line = LogEvent {
-                ts: timestamp(SystemTime::now()),
-                campaign,
-                batch,
-                recipient: &address,
-                status: "purged",
-                code: 0,
-                enhanced: "",
-                reply: &reply,
-                mx: "",
-                ip: "",
-                tls: false,
-                attempt: u32::from(slot.attempts),
-                latency_ms: 0,
-                level: "local",
-                class: None,
-                next_attempt: None,
-            };
-            if let Err(err) = log.write(&line) {
-                tracing::warn!(%err, "cannot write the delivery log");
-            }
-        }
+        let changed = purge_batch(&map, rule, None, &site_of, &mut sites, log).await?;
         if changed > 0 {
-            map.sync()?;
             purged.recipients += changed;
             purged.batches += 1;
         }
@@ -153,4 +83,103 @@ where
         tracing::warn!(%err, "cannot write the delivery log");
     }
     Ok(purged)
+}
+
+/// Domains' sites as a purge found them (each resolved once).
+pub type SiteCache = HashMap<String, bool>;
+
+/// Purges what `rule` covers in one batch (of a campaign up to `upto`,
+/// when given: a fleet's purge covers the campaigns that existed when it was
+/// ordered), logging each recipient; answers how many were finalised (the
+/// batch synced when any was). `sites` remembers which domains' sites the
+/// rule covers.
+pub async fn purge_batch<F, Fut>(
+    map: &MappedBatch,
+    rule: &Rule,
+    upto: Option<u64>,
+    site_of: &F,
+    sites: &mut SiteCache,
+    log: &DeliveryLog,
+) -> Result<u64, QueueError>
+where
+    F: Fn(String) -> Fut,
+    Fut: Future<Output = Option<String>>,
+{
+    let (campaign, batch) = (map.header().campaign_id, map.header().batch_id);
+    if upto.is_some_and(|upto| campaign > upto) {
+        return Ok(0);
+    }
+    if let Rule::Campaign(id) = rule {
+        if campaign != *id {
+            return Ok(0);
+        }
+    }
+    let reply = format!("purged from the queue by an operator (volley queue purge {rule})");
+    let view = map.view();
+    let mut changed = 0u64;
+    for index in 0..map.len() {
+        let Ok(slot) = map.slot(index) else { continue };
+        if !matches!(slot.state, State::Pending | State::Deferred) {
+            continue;
+        }
+        let Some(recipient) = view.recipient(index) else {
+            continue;
+        };
+        let address = recipient.address();
+        let domain = address
+            .rsplit_once('@')
+            .map_or("", |(_, d)| d)
+            .to_ascii_lowercase();
+        let covered = match rule {
+            Rule::Campaign(_) => true,
+            Rule::Domain(d) => *d == domain,
+            Rule::Site(name) => match sites.get(&domain) {
+                Some(&held) => held,
+                None => {
+                    let key = site_of(domain.clone()).await;
+                    let held = key.is_some_and(|k| volley_queue::holds::site_matches(name, &k));
+                    sites.insert(domain.clone(), held);
+                    held
+                }
+            },
+        };
+        if !covered {
+            continue;
+        }
+        map.set_slot(
+            index,
+            Slot {
+                state: State::Expired,
+                attempts: slot.attempts,
+                code: 0,
+                next_attempt: mark::PURGED,
+            },
+        )?;
+        changed += 1;
+        let line = LogEvent {
+            ts: timestamp(SystemTime::now()),
+            campaign,
+            batch,
+            recipient: &address,
+            status: "purged",
+            code: 0,
+            enhanced: "",
+            reply: &reply,
+            mx: "",
+            ip: "",
+            tls: false,
+            attempt: u32::from(slot.attempts),
+            latency_ms: 0,
+            level: "local",
+            class: None,
+            next_attempt: None,
+        };
+        if let Err(err) = log.write(&line) {
+            tracing::warn!(%err, "cannot write the delivery log");
+        }
+    }
+    if changed > 0 {
+        map.sync()?;
+    }
+    Ok(changed)
 }
