@@ -155,6 +155,10 @@ fn the_dashboard_suspends_and_resumes_a_campaign_in_a_real_browser() {
         resumed[1].as_u64() > resumed[0].as_u64(),
         "nothing arrived after resume: {resumed:?}"
     );
+    assert!(
+        seen["held"].as_str().unwrap_or_default().contains("held"),
+        "{seen}"
+    );
     let activity = seen["activity"].as_str().unwrap_or_default();
     assert!(
         activity.contains("dash.test") && activity.contains("delivered"),

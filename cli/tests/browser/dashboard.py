@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+import urllib.request
 
 from selenium import webdriver
 from selenium.webdriver.chrome.service import Service
@@ -58,6 +59,15 @@ def text_of(driver, element_id):
         except StaleElementReferenceException:
             time.sleep(0.05)
     return driver.find_element(By.ID, element_id).text
+
+
+def api(base, token, path, body):
+    """POSTs JSON to the API with the token, as another operator would."""
+    request = urllib.request.Request(base + path, data=json.dumps(body).encode(), method="POST",
+                                     headers={"Authorization": "Bearer " + token,
+                                              "Content-Type": "application/json"})
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return json.load(answer)
 
 
 def arrived(dump):
@@ -130,6 +140,13 @@ def main():
         wait.until(
             lambda d: d.find_element(By.ID, "activity").tag_name == "table")
         seen["activity"] = text_of(driver, "activity")
+        # A hold placed with the API shows on the page; released again.
+        api(base, token, "/v1/queue/hold", {"campaign": int(campaign)})
+        wait.until(ec.presence_of_element_located((By.ID, "held")))
+        seen["held"] = text_of(driver, "held")
+        driver.save_screenshot(os.path.join(shots, "dashboard-campaign-held.png"))
+        api(base, token, "/v1/queue/release", {"campaign": int(campaign)})
+        wait.until(ec.invisibility_of_element_located((By.ID, "held")))
         driver.save_screenshot(os.path.join(shots, "dashboard-campaign-resumed.png"))
 
         # Find a suppressed address.

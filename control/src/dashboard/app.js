@@ -137,17 +137,31 @@ function stateSpan(state, id) {
   return el("span", { class: "state " + state, id }, state);
 }
 
+// The holds in force (admin tokens only; none otherwise).
+async function holdsNow() {
+  if (ROLE !== "admin") return [];
+  try { return (await api("GET", "/v1/queue/holds")).holds || []; } catch (_) { return []; }
+}
+
+function heldCampaign(holds, id) {
+  return holds.some((h) => String(h.campaign) === String(id));
+}
+
 // ---- pages -----------------------------------------------------------
 
 const pages = {
   async campaigns(view) {
     const data = await api("GET", "/v1/campaigns?limit=100");
     const list = data.campaigns || [];
-    const shown = await Promise.all(list.slice(0, 20).map((c) => api("GET", "/v1/campaigns/" + c.id)));
+    const [shown, holds] = await Promise.all([
+      Promise.all(list.slice(0, 20).map((c) => api("GET", "/v1/campaigns/" + c.id))),
+      holdsNow(),
+    ]);
     shown.forEach(note);
     const rows = shown.map((c) => [
       el("a", { href: "#/campaign/" + c.id, id: "campaign-link-" + c.id }, "#" + c.id),
-      stateSpan(c.state, "state-" + c.id),
+      el("span", {}, stateSpan(c.state, "state-" + c.id),
+        heldCampaign(holds, c.id) ? el("span", { class: "held", id: "held-" + c.id }, " held") : ""),
       el("progress", { id: "progress-" + c.id, max: Math.max(1, c.recipients), value: finished(c) }),
       finished(c).toLocaleString() + " / " + c.recipients.toLocaleString(),
       Math.round(c.msgs_per_s).toLocaleString(),
@@ -161,9 +175,10 @@ const pages = {
   },
 
   async campaign(view, id) {
-    const [c, ev] = await Promise.all([
+    const [c, ev, holds] = await Promise.all([
       api("GET", "/v1/campaigns/" + id),
       api("GET", "/v1/campaigns/" + id + "/events?limit=15").catch(() => ({ events: [] })),
+      holdsNow(),
     ]);
     note(c);
     noteActivity(c);
@@ -181,7 +196,8 @@ const pages = {
     const domains = (c.domains || []).map((d) => [d.domain, d.recipients, d.delivered, d.deferred, d.bounced, d.pending + d.in_flight]);
     const reasons = (c.reasons || []).map((r) => [r.code + " " + r.enhanced, r.count, r.sample]);
     view.replaceChildren(
-      el("h2", {}, "Campaign #" + c.id + " ", stateSpan(c.state, "state")),
+      el("h2", {}, "Campaign #" + c.id + " ", stateSpan(c.state, "state"),
+        heldCampaign(holds, c.id) ? el("span", { class: "held", id: "held" }, " held (volley queue release --campaign " + c.id + ")") : ""),
       el("p", {},
         el("progress", { id: "progress", max: Math.max(1, c.recipients), value: finished(c) }), " ",
         el("span", { id: "done" }, finished(c).toLocaleString() + " of " + c.recipients.toLocaleString()),
@@ -217,9 +233,23 @@ const pages = {
       m = line.match(/^volley_site_paused\{site="([^"]*)",reason="((?:[^"\\]|\\.)*)"\} /);
       if (m) get(m[1]).paused = m[2].replace(/\\(.)/g, "$1");
     }
-    let holds = [];
-    if (ROLE === "admin") {
-      try { holds = (await api("GET", "/v1/queue/holds")).holds || []; } catch (_) { holds = []; }
+    const holds = await holdsNow();
+    // In a fleet the gateways send: their reported per-site figures.
+    let fleetRows = [];
+    if (ROLE === "admin" && sites.size === 0) {
+      try {
+        const gws = (await api("GET", "/v1/gateways")).gateways || [];
+        const per = new Map();
+        for (const g of gws) {
+          for (const f of g.sites || []) {
+            const p = per.get(f.site) || { rate: 0, failures: 0, samples: 0, gateways: 0 };
+            p.rate += f.rate; p.failures += f.failure_rate * f.samples; p.samples += f.samples; p.gateways += 1;
+            per.set(f.site, p);
+          }
+        }
+        fleetRows = [...per.entries()].sort((a, b) => b[1].rate - a[1].rate).map(([site, p]) => [site, p.gateways,
+          p.rate.toFixed(1), p.samples ? (100 * p.failures / p.samples).toFixed(1) + " %" : "-"]);
+      } catch (_) { fleetRows = []; }
     }
     const heldSites = new Set(holds.filter((h) => h.site).map((h) => h.site));
     const rows = [...sites.entries()].filter(([s]) => s !== "none").sort((a, b) => b[1].delivered - a[1].delivered).map(([s, v]) => {
@@ -232,7 +262,8 @@ const pages = {
     view.replaceChildren(
       el("h2", {}, "Sites"),
       rows.length ? table(["site", "connections", "delivered", "deferred", "bounced", "deferral rate", "hold", "paused"], rows, { id: "sites" })
-        : el("p", {}, "Nothing sent yet by this process (in a fleet, each gateway's /metrics has its sites)."),
+        : fleetRows.length ? table(["site", "gateways sending", "msgs/s (learned)", "deferral rate"], fleetRows, { id: "sites" })
+          : el("p", {}, "Nothing sent yet (in a fleet, each gateway's /metrics has its connections and pauses)."),
       holds.length ? el("p", { id: "holds" }, "Held: " + holds.map((h) => Object.entries(h)[0].join(" ")).join(", ")) : "");
   },
 
