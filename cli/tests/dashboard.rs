@@ -15,7 +15,7 @@ mod support;
 use std::path::Path;
 use std::time::Duration;
 
-use node::{curl, id_of, template, Node};
+use node::{curl, Node};
 use serde_json::{json, Value};
 
 #[test]
@@ -44,14 +44,7 @@ fn the_dashboard_suspends_and_resumes_a_campaign_in_a_real_browser() {
     let recipients: Vec<Value> = (0..2000)
         .map(|i| json!({"email": format!("d{i}@dash.test"), "fields": {"name": "D"}}))
         .collect();
-    let made = node.call(
-        "POST",
-        "/v1/campaigns",
-        &node.admin,
-        Some(&json!({"template": template(), "recipients": recipients})),
-    );
-    assert_eq!(made.status, 201, "{}", made.text());
-    let id = id_of(&made);
+    let id = node.submit(&node.admin, recipients);
 
     // What the browser cannot show: the cookie's flags, CSRF, origins.
     let (status, _, headers) = curl(&[

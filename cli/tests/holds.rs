@@ -11,7 +11,7 @@ mod support;
 
 use std::time::{Duration, Instant};
 
-use node::{id_of, template, Node};
+use node::Node;
 use serde_json::{json, Value};
 use support::port::poll;
 
@@ -38,17 +38,6 @@ fn at(prefix: &str, domain: &str, n: usize) -> Vec<Value> {
     (0..n)
         .map(|i| json!({"email": format!("{prefix}{i}@{domain}"), "fields": {"name": "N"}}))
         .collect()
-}
-
-fn submit(node: &Node, token: &str, recipients: Vec<Value>) -> i64 {
-    let made = node.call(
-        "POST",
-        "/v1/campaigns",
-        token,
-        Some(&json!({"template": template(), "recipients": recipients})),
-    );
-    assert_eq!(made.status, 201, "{}", made.text());
-    id_of(&made)
 }
 
 fn count(node: &Node, prefix: &str) -> usize {
@@ -112,7 +101,7 @@ fn a_held_domain_gets_nothing_until_released_across_a_restart() {
 
     let mut recipients = at("h", "held.test", 30);
     recipients.extend(at("f", "free.test", 30));
-    let id = submit(&node, &token, recipients);
+    let id = node.submit(&token, recipients);
     wait_arrived(&node, "f", 30);
     stays(&node, "h", 0, Duration::from_secs(3));
     let summary = ok(&node, &["summary"]);
@@ -152,7 +141,7 @@ fn a_hold_placed_mid_campaign_stops_new_transactions() {
         "[site]\nmax_connections = 1\nmax_messages_per_second = 20\n",
     );
     let token = node.token("shop", "sender");
-    let id = submit(&node, &token, at("m", "mid.test", 200));
+    let id = node.submit(&token, at("m", "mid.test", 200));
     wait_arrived(&node, "m", 10);
     let out = ok(&node, &["hold", "--campaign", &id.to_string()]);
     assert!(out.contains(&format!("held: campaign {id}")), "{out}");

@@ -12,7 +12,7 @@ mod support;
 use std::process::Command;
 use std::time::Duration;
 
-use node::{id_of, template, Node};
+use node::Node;
 use serde_json::{json, Value};
 use support::port::poll;
 
@@ -68,14 +68,7 @@ fn volley_top_shows_the_queue_live_and_quits_on_q() {
     recipients.extend(
         (0..20).map(|i| json!({"email": format!("h{i}@held.test"), "fields": {"name": "H"}})),
     );
-    let made = node.call(
-        "POST",
-        "/v1/campaigns",
-        &node.admin,
-        Some(&json!({"template": template(), "recipients": recipients})),
-    );
-    assert_eq!(made.status, 201, "{}", made.text());
-    let _id = id_of(&made);
+    node.submit(&node.admin, recipients);
 
     // One view, printed (a script's form).
     let once = common::volley_with(&node.config(), &["top", "--once"]);

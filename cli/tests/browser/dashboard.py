@@ -17,24 +17,12 @@ import sys
 import time
 import urllib.request
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.common.exceptions import StaleElementReferenceException
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
 
-
-def browser():
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-extensions", "--disable-background-networking",
-                "--disable-component-update", "--disable-sync", "--window-size=1200,900"):
-        options.add_argument(arg)
-    options.binary_location = "/usr/bin/chromium"
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
-    driver.set_page_load_timeout(20)
-    return driver
+from chrome import browser
 
 
 def click(driver, element_id):
@@ -88,7 +76,7 @@ def main():
     base, token, campaign, dump, shots, suppressed = sys.argv[1:7]
     os.makedirs(shots, exist_ok=True)
     seen = {}
-    driver = browser()
+    driver = browser(1200, 900)
     wait = WebDriverWait(driver, 30, poll_frequency=0.2,
                          ignored_exceptions=(StaleElementReferenceException,))
     try:

@@ -11,24 +11,18 @@ import json
 import os
 import sys
 
-from selenium import webdriver
-from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support import expected_conditions as ec
 from selenium.webdriver.support.ui import WebDriverWait
+
+from chrome import browser
 
 
 def main():
     url, shots = sys.argv[1], sys.argv[2]
     os.makedirs(shots, exist_ok=True)
-    options = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--no-first-run", "--disable-extensions", "--window-size=800,600"):
-        options.add_argument(arg)
-    options.binary_location = "/usr/bin/chromium"
-    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    driver = browser()
     try:
-        driver.set_page_load_timeout(20)
         driver.get(url)
         before = {"title": driver.title, "text": driver.find_element(By.TAG_NAME, "body").text}
         driver.save_screenshot(os.path.join(shots, "unsubscribe-page.png"))

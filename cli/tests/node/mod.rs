@@ -136,6 +136,18 @@ impl Node {
         request(self.api, method, path, &headers, &bytes)
     }
 
+    /// `POST /v1/campaigns` of `recipients` with [`template`]: its id.
+    pub fn submit(&self, token: &str, recipients: Vec<Value>) -> i64 {
+        let made = self.call(
+            "POST",
+            "/v1/campaigns",
+            token,
+            Some(&json!({"template": template(), "recipients": recipients})),
+        );
+        assert_eq!(made.status, 201, "{}", made.text());
+        id_of(&made)
+    }
+
     /// GET a campaign until `done` holds (deadline 60 s).
     pub fn wait_for(
         &self,
