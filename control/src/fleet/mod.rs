@@ -38,6 +38,10 @@ use wire::{
     ReportRequest, ReportResponse, SiteEstimate, SiteFigures, SuppressionUpdate,
 };
 
+/// How many times a lease request looks again at once when the batches it
+/// chose were all claimed by others meanwhile.
+const MAX_RETRIES: u32 = 5;
+
 /// Longest long poll a gateway may ask for.
 pub const MAX_WAIT: Duration = Duration::from_secs(30);
 /// Candidates looked at per lease request, per batch wanted: room for the
@@ -182,10 +186,12 @@ impl Fleet {
         self.learn(&req.gateway, &req.figures);
         let store = self.plane.store();
         store.touch_gateway(&req.gateway, 0, None, now()).await?;
+        let mut retries = 0;
         loop {
             let at = now();
             let started = Instant::now();
             let mut leases = Vec::new();
+            let mut raced = false;
             if req.want > 0 {
                 // Held campaigns and batches of held domains are not leased
                 // (the gateways hold the rest: sites, a batch's other domains).
@@ -222,6 +228,9 @@ impl Fleet {
                     .map(|c| (c.campaign, c.batch))
                     .collect();
                 let claimed = store.claim(&req.gateway, &keys, at, self.ttl()).await?;
+                // Others claimed them first (each claim locks its batches at
+                // once): look again now rather than wait.
+                raced = !keys.is_empty() && claimed.is_empty();
                 let hashes = self
                     .content_hashes(claimed.iter().map(|c| c.campaign))
                     .await?;
@@ -254,6 +263,11 @@ impl Fleet {
                     holds: self.holds_now().await?,
                     purges: self.purges_now().await?,
                 });
+            }
+            if raced && retries < MAX_RETRIES {
+                retries += 1;
+                tokio::task::yield_now().await;
+                continue;
             }
             // Nothing due: wait for a change here, or poll (another process's).
             let wake = self.plane.wake();

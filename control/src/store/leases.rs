@@ -9,6 +9,8 @@
 //! is free or expired, guarded the same way: of two processes claiming one
 //! batch, one wins.
 
+use std::collections::HashMap;
+
 use sqlx::Row;
 
 use super::batches::{DoneBatch, Progress};
@@ -213,70 +215,135 @@ impl Store {
         now: i64,
         ttl: i64,
     ) -> Result<Vec<Claimed>, StoreError> {
-        let mut out = Vec::new();
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        // Three statements for all the batches, not two per batch: the
+        // free ones read (locked, skipping those another process holds),
+        // updated in one guarded UPDATE, their files read in one SELECT.
         let expires = now + ttl;
+        let keys = batches
+            .iter()
+            .map(|(c, b)| format!("({c}, {b})"))
+            .collect::<Vec<_>>()
+            .join(", ");
         let mut tx = self.begin_write("begin a lease").await?;
-        for &(campaign, batch) in batches {
-            let lock = match self.backend() {
-                Backend::Postgres => " FOR UPDATE SKIP LOCKED",
-                Backend::Sqlite => "",
-            };
-            let Some(row) = sqlx::query(&format!(
-                "SELECT b.site, b.lease_holder, b.lease_epoch, b.slots, f.bytes FROM batches b \
-                 JOIN batch_files f ON f.campaign = b.campaign AND f.batch = b.batch \
-                 WHERE b.campaign = $3 AND b.batch = $4 AND b.state <> 'done' \
-                 AND {FREE}{lock}"
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Sqlite => "",
+        };
+        let rows = sqlx::query(&format!(
+            "SELECT b.campaign, b.batch, b.site, b.lease_holder, b.lease_epoch, b.slots FROM batches b \
+             WHERE (b.campaign, b.batch) IN (VALUES {keys}) AND b.state <> 'done' \
+             AND {FREE}{lock}"
+        ))
+        .bind(now)
+        .bind(now - ttl)
+        .fetch_all(&mut *tx)
+        .await
+        .what("read batches to lease")?;
+        struct Free {
+            campaign: i64,
+            batch: i64,
+            site: String,
+            previous: Option<String>,
+            epoch: i64,
+            slots: Option<Vec<u8>>,
+        }
+        let mut free = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let what = "read a lease";
+            free.push(Free {
+                campaign: row.try_get("campaign").what(what)?,
+                batch: row.try_get("batch").what(what)?,
+                site: row.try_get("site").what(what)?,
+                previous: row.try_get("lease_holder").what(what)?,
+                epoch: row.try_get("lease_epoch").what(what)?,
+                slots: row.try_get("slots").what(what)?,
+            });
+        }
+        if free.is_empty() {
+            tx.commit().await.what("commit a lease")?;
+            return Ok(Vec::new());
+        }
+        let guarded = free
+            .iter()
+            .map(|f| format!("({}, {}, {})", f.campaign, f.batch, f.epoch))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let updated = sqlx::query(&format!(
+            "UPDATE batches SET lease_holder = $1, lease_epoch = lease_epoch + 1, lease_expires = $2, updated_at = $3 \
+             WHERE (campaign, batch, lease_epoch) IN (VALUES {guarded}) AND state <> 'done' \
+             RETURNING campaign, batch, lease_epoch"
+        ))
+        .bind(gateway.to_owned())
+        .bind(expires)
+        .bind(now)
+        .fetch_all(&mut *tx)
+        .await
+        .what("lease batches")?;
+        let mut epochs: HashMap<(i64, i64), i64> = HashMap::with_capacity(updated.len());
+        for row in &updated {
+            let what = "read a lease";
+            epochs.insert(
+                (
+                    row.try_get("campaign").what(what)?,
+                    row.try_get("batch").what(what)?,
+                ),
+                row.try_get("lease_epoch").what(what)?,
+            );
+        }
+        let leased = free
+            .iter()
+            .filter(|f| epochs.contains_key(&(f.campaign, f.batch)))
+            .map(|f| format!("({}, {})", f.campaign, f.batch))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mut files: HashMap<(i64, i64), Vec<u8>> = HashMap::with_capacity(epochs.len());
+        if !leased.is_empty() {
+            let rows = sqlx::query(&format!(
+                "SELECT campaign, batch, bytes FROM batch_files WHERE (campaign, batch) IN (VALUES {leased})"
             ))
-            .bind(now)
-            .bind(now - ttl)
-            .bind(campaign)
-            .bind(batch)
-            .fetch_optional(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
-            .what("read a batch to lease")?
+            .what("read leased batches")?;
+            for row in &rows {
+                let what = "read a batch file";
+                files.insert(
+                    (
+                        row.try_get("campaign").what(what)?,
+                        row.try_get("batch").what(what)?,
+                    ),
+                    row.try_get("bytes").what(what)?,
+                );
+            }
+        }
+        let mut out = Vec::with_capacity(epochs.len());
+        let mut resent_by_campaign: HashMap<i64, i64> = HashMap::new();
+        // In the order asked for.
+        for &(campaign, batch) in batches {
+            let Some(f) = free
+                .iter()
+                .find(|f| (f.campaign, f.batch) == (campaign, batch))
             else {
                 continue;
             };
-            let previous: Option<String> = row.try_get("lease_holder").what("read a lease")?;
-            let seen_epoch: i64 = row.try_get("lease_epoch").what("read a lease")?;
-            let slots: Option<Vec<u8>> = row.try_get("slots").what("read a lease")?;
-            let file: Vec<u8> = row.try_get("bytes").what("read a lease")?;
-            let site: String = row.try_get("site").what("read a lease")?;
-            let Some(updated) = sqlx::query(
-                "UPDATE batches SET lease_holder = $1, lease_epoch = lease_epoch + 1, lease_expires = $2, updated_at = $3 \
-                 WHERE campaign = $4 AND batch = $5 AND state <> 'done' AND lease_epoch = $6 \
-                 RETURNING lease_epoch",
-            )
-            .bind(gateway.to_owned())
-            .bind(expires)
-            .bind(now)
-            .bind(campaign)
-            .bind(batch)
-            .bind(seen_epoch)
-            .fetch_optional(&mut *tx)
-            .await
-            .what("lease a batch")?
-            else {
+            let (Some(&epoch), Some(file)) = (
+                epochs.get(&(campaign, batch)),
+                files.remove(&(campaign, batch)),
+            ) else {
                 continue;
             };
-            let epoch: i64 = updated.try_get("lease_epoch").what("read a lease")?;
-            let resent = match (&previous, &slots) {
+            let resent = match (&f.previous, &f.slots) {
                 (Some(_), Some(s)) => unfinished(s),
                 _ => 0,
             };
             if resent > 0 {
-                sqlx::query(
-                    "UPDATE campaigns SET resent_after_failure = resent_after_failure + $1 WHERE id = $2",
-                )
-                .bind(resent)
-                .bind(campaign)
-                .execute(&mut *tx)
-                .await
-                .what("count resent recipients")?;
+                *resent_by_campaign.entry(campaign).or_default() += resent;
                 tracing::warn!(
                     campaign,
                     batch,
-                    from = previous.as_deref().unwrap_or(""),
+                    from = f.previous.as_deref().unwrap_or(""),
                     to = gateway,
                     resent,
                     "batch taken from a lost gateway"
@@ -285,13 +352,23 @@ impl Store {
             out.push(Claimed {
                 campaign,
                 batch,
-                site,
+                site: f.site.clone(),
                 epoch,
                 expires,
                 file,
-                slots,
+                slots: f.slots.clone(),
                 resent,
             });
+        }
+        for (campaign, resent) in resent_by_campaign {
+            sqlx::query(
+                "UPDATE campaigns SET resent_after_failure = resent_after_failure + $1 WHERE id = $2",
+            )
+            .bind(resent)
+            .bind(campaign)
+            .execute(&mut *tx)
+            .await
+            .what("count resent recipients")?;
         }
         tx.commit().await.what("commit a lease")?;
         Ok(out)
