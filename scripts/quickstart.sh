@@ -102,4 +102,5 @@ echo "== volley campaign show $id --follow"
 echo "== the sink counted $(grep -o "mesg=[0-9]*" "$work/sink.log" | tail -n 1 | cut -d= -f2) messages"
 echo "The same over HTTP: curl -H \"Authorization: Bearer \$(cat $work/token)\" http://127.0.0.77:8025/v1/campaigns/$id"
 echo "Per-recipient table: $volley --config $work/volley.toml campaign recipients $id --token \$(cat $work/token)"
+echo "Live views: $volley --config $work/volley.toml run, then http://127.0.0.77:8025/ (the dashboard: sign in with the token in $work/token), $volley --config $work/volley.toml top, and http://127.0.0.77:8025/metrics"
 kill "$daemon"; wait "$daemon" 2>/dev/null || true; daemon=
