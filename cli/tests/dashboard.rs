@@ -28,7 +28,7 @@ fn the_dashboard_suspends_and_resumes_a_campaign_in_a_real_browser() {
         return;
     }
     // ~40 s of sending: 2,000 recipients at 50 a second.
-    let node = Node::start(
+    let mut node = Node::start(
         200,
         false,
         "[site]\nmax_connections = 2\nmax_messages_per_second = 50\n",
@@ -47,13 +47,14 @@ fn the_dashboard_suspends_and_resumes_a_campaign_in_a_real_browser() {
     let id = node.submit(&node.admin, recipients);
 
     // What the browser cannot show: the cookie's flags, CSRF, origins.
+    let dash = node.token("dash", "admin");
     let (status, _, headers) = curl(&[
         "-D",
         "-",
         "-o",
         "/dev/null",
         "--data-urlencode",
-        &format!("token={}", node.admin),
+        &format!("token={dash}"),
         &format!("{base}/login"),
     ]);
     assert_eq!(status, 303, "{headers}");
@@ -85,6 +86,24 @@ fn the_dashboard_suspends_and_resumes_a_campaign_in_a_real_browser() {
         &format!("{base}/v1/campaigns/{id}"),
     ]);
     assert_eq!(status, 200, "a GET with the session cookie");
+    // Sessions are in the store: a restart keeps them; revoking the token
+    // ends them.
+    node.kill();
+    node.run();
+    let (status, _, _) = curl(&[
+        "-H",
+        &format!("Cookie: {session}"),
+        &format!("{base}/v1/campaigns/{id}"),
+    ]);
+    assert_eq!(status, 200, "the session after a restart");
+    let revoked = common::volley_with(&node.config(), &["token", "revoke", "dash"]);
+    assert!(revoked.status.success(), "{}", common::stderr(&revoked));
+    let (status, _, _) = curl(&[
+        "-H",
+        &format!("Cookie: {session}"),
+        &format!("{base}/v1/campaigns/{id}"),
+    ]);
+    assert_eq!(status, 401, "the session of a revoked token");
     let (status, _, _) = curl(&[
         "-H",
         "Origin: http://evil.test",

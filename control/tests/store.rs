@@ -877,3 +877,31 @@ fn holds_are_added_once_and_removed() {
         assert!(store.live_purges().await.unwrap().is_empty());
     });
 }
+
+#[test]
+fn sessions_last_until_they_expire_are_closed_or_their_token_is_revoked() {
+    on_both("sessions", |store| async move {
+        let (token, _) = store.create_token("ops", Role::Admin).await.unwrap();
+        let now = volley_control::store::now();
+        store
+            .open_session("s1", token.id, "c1", now + 60)
+            .await
+            .unwrap();
+        store
+            .open_session("old", token.id, "c0", now - 1)
+            .await
+            .unwrap();
+        let (found, csrf) = store.session("s1").await.unwrap().unwrap();
+        assert_eq!((found.id, csrf.as_str()), (token.id, "c1"));
+        assert!(store.session("old").await.unwrap().is_none(), "expired");
+        assert!(store.session("nope").await.unwrap().is_none());
+        store
+            .open_session("s2", token.id, "c2", now + 60)
+            .await
+            .unwrap();
+        store.close_session("s2").await.unwrap();
+        assert!(store.session("s2").await.unwrap().is_none(), "closed");
+        store.revoke_token("ops").await.unwrap();
+        assert!(store.session("s1").await.unwrap().is_none(), "revoked");
+    });
+}

@@ -63,8 +63,6 @@ pub struct AppState {
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
     /// The queue operations, when this process holds the spool (`volley run`).
     pub queue: Option<Arc<dyn queue::QueueOps>>,
-    /// The dashboard's signed-in sessions.
-    pub sessions: Arc<session::Sessions>,
 }
 
 /// What a process serves besides the API proper.
@@ -133,16 +131,18 @@ impl FromRequestParts<AppState> for Caller {
             .headers
             .get(header::AUTHORIZATION)
             .map(|v| v.to_str().map(str::to_owned));
-        // The dashboard's session cookie stands for a token (CSRF-checked).
-        let session = match header {
-            None => state.sessions.caller(&parts.method, &parts.headers),
-            Some(_) => Ok(None),
-        };
+        // Without it, the dashboard's session cookie stands for a token
+        // (CSRF-checked).
+        let session = header
+            .is_none()
+            .then(|| (parts.method.clone(), parts.headers.clone()));
         let plane = Arc::clone(&state.plane);
         async move {
             let unauthorized = |detail: &str| Problem::new(StatusCode::UNAUTHORIZED, detail);
-            if let Some(token) = session? {
-                return Ok(Caller(token));
+            if let Some((method, headers)) = session {
+                if let Some(token) = session::caller(plane.store(), &method, &headers).await? {
+                    return Ok(Caller(token));
+                }
             }
             let value = match header {
                 None => {
@@ -267,7 +267,6 @@ pub fn router(plane: Arc<Plane>, limits: Limits, extras: Extras) -> Router {
         limits,
         fleet,
         queue,
-        sessions: Arc::default(),
     };
     let api = Router::new()
         .merge(pages.unwrap_or_default())

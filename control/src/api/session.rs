@@ -1,44 +1,24 @@
 //! The dashboard's signed-in sessions ([`crate::dashboard`]): a random id in
 //! an `HttpOnly; SameSite=Strict` cookie stands for the token signed in
-//! with, in this process's memory for [`SESSION_TTL`]. The API accepts the
-//! cookie in place of `Authorization` ([`Sessions::caller`]), with the
-//! session's CSRF token in `X-CSRF-Token` on anything but GET.
+//! with, for [`SESSION_TTL`] or until the token is revoked. Kept in the
+//! store by the id's hash, so every control plane of a fleet serves them and
+//! a restart signs nobody out. The API accepts the cookie in place of
+//! `Authorization` ([`caller`]), with the session's CSRF token in
+//! `X-CSRF-Token` on anything but GET.
 
-use std::collections::HashMap;
-use std::sync::{Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::http::{header, HeaderMap, Method, StatusCode};
 
 use super::problem::Problem;
 use crate::store::tokens::Token;
+use crate::store::Store;
 
 /// How long a session lasts.
 pub const SESSION_TTL: Duration = Duration::from_secs(12 * 3600);
 
-/// Most sessions held at once (the oldest go first).
-const MAX_SESSIONS: usize = 10_000;
-
 /// The session cookie's name.
 pub const COOKIE: &str = "volley_session";
-
-struct Session {
-    token: Token,
-    csrf: String,
-    expires: Instant,
-}
-
-/// The signed-in sessions.
-#[derive(Default)]
-pub struct Sessions {
-    map: Mutex<HashMap<String, Session>>,
-}
-
-impl std::fmt::Debug for Sessions {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Sessions").finish_non_exhaustive()
-    }
-}
 
 fn random_id() -> Result<String, Problem> {
     let mut bytes = [0u8; 32];
@@ -63,68 +43,49 @@ pub fn cookie<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
         .map(|(_, v)| v)
 }
 
-impl Sessions {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Session>> {
-        self.map.lock().unwrap_or_else(PoisonError::into_inner)
-    }
+/// A new session for `token`: its id (for the cookie).
+pub async fn open(store: &Store, token: &Token) -> Result<String, Problem> {
+    let (id, csrf) = (random_id()?, random_id()?);
+    let expires = crate::store::now() + SESSION_TTL.as_secs() as i64;
+    store.open_session(&id, token.id, &csrf, expires).await?;
+    Ok(id)
+}
 
-    /// A new session for `token`: its id and CSRF token.
-    pub fn open(&self, token: Token) -> Result<(String, String), Problem> {
-        let (id, csrf) = (random_id()?, random_id()?);
-        let now = Instant::now();
-        let mut map = self.lock();
-        map.retain(|_, s| s.expires > now);
-        if map.len() >= MAX_SESSIONS {
-            if let Some(oldest) = map
-                .iter()
-                .min_by_key(|(_, s)| s.expires)
-                .map(|(k, _)| k.clone())
-            {
-                map.remove(&oldest);
-            }
+/// The session of a request's cookie: its token and CSRF token.
+pub async fn of(store: &Store, headers: &HeaderMap) -> Result<Option<(Token, String)>, Problem> {
+    let Some(id) = cookie(headers, COOKIE) else {
+        return Ok(None);
+    };
+    Ok(store.session(id).await?)
+}
+
+/// Ends the session of a request's cookie.
+pub async fn close(store: &Store, headers: &HeaderMap) -> Result<(), Problem> {
+    if let Some(id) = cookie(headers, COOKIE) {
+        store.close_session(id).await?;
+    }
+    Ok(())
+}
+
+/// The caller of an API request without `Authorization`: the token of its
+/// session cookie, when a non-GET request also carries the session's CSRF
+/// token. `None` when there is no session; an error when the CSRF token is
+/// missing or wrong.
+pub async fn caller(
+    store: &Store,
+    method: &Method,
+    headers: &HeaderMap,
+) -> Result<Option<Token>, Problem> {
+    let Some((token, csrf)) = of(store, headers).await? else {
+        return Ok(None);
+    };
+    if method != Method::GET && method != Method::HEAD {
+        let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
+        if sent != Some(csrf.as_str()) {
+            return Err(Problem::forbidden(
+                "a call from the dashboard needs its X-CSRF-Token header (reload the page)",
+            ));
         }
-        map.insert(
-            id.clone(),
-            Session {
-                token,
-                csrf: csrf.clone(),
-                expires: now + SESSION_TTL,
-            },
-        );
-        Ok((id, csrf))
     }
-
-    /// The session of a request's cookie: its token and CSRF token.
-    pub fn of(&self, headers: &HeaderMap) -> Option<(Token, String)> {
-        let id = cookie(headers, COOKIE)?;
-        let map = self.lock();
-        let s = map.get(id).filter(|s| s.expires > Instant::now())?;
-        Some((s.token.clone(), s.csrf.clone()))
-    }
-
-    /// Ends the session of a request's cookie.
-    pub fn close(&self, headers: &HeaderMap) {
-        if let Some(id) = cookie(headers, COOKIE) {
-            self.lock().remove(id);
-        }
-    }
-
-    /// The caller of an API request without `Authorization`: the token of
-    /// its session cookie, when a non-GET request also carries the session's
-    /// CSRF token. `None` when there is no session; an error when the CSRF
-    /// token is missing or wrong.
-    pub fn caller(&self, method: &Method, headers: &HeaderMap) -> Result<Option<Token>, Problem> {
-        let Some((token, csrf)) = self.of(headers) else {
-            return Ok(None);
-        };
-        if method != Method::GET && method != Method::HEAD {
-            let sent = headers.get("x-csrf-token").and_then(|v| v.to_str().ok());
-            if sent != Some(csrf.as_str()) {
-                return Err(Problem::forbidden(
-                    "a call from the dashboard needs its X-CSRF-Token header (reload the page)",
-                ));
-            }
-        }
-        Ok(Some(token))
-    }
+    Ok(Some(token))
 }

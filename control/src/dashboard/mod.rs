@@ -10,7 +10,8 @@
 //! `Authorization`; any call but GET must also carry the session's CSRF
 //! token in `X-CSRF-Token` (the page has it; another site's form cannot send
 //! a header), and the sign-in form is refused from another origin. Sessions
-//! live in this process's memory (a restart signs everyone out).
+//! are kept in the store (their ids hashed): any control plane serves them,
+//! and revoking the token ends them.
 
 use std::collections::HashMap;
 
@@ -22,7 +23,7 @@ use axum::{Form, Router};
 use serde::Deserialize;
 
 use crate::api::problem::Problem;
-use crate::api::session::{COOKIE, SESSION_TTL};
+use crate::api::session::{self, COOKIE, SESSION_TTL};
 use crate::api::AppState;
 
 const PAGE: &str = include_str!("page.html");
@@ -85,7 +86,11 @@ fn sign_in_page(error: &str) -> Response {
 
 /// `GET /`: the dashboard, or the sign-in form.
 pub async fn index(State(state): State<AppState>, headers: HeaderMap) -> Response {
-    match state.sessions.of(&headers) {
+    let signed_in = match session::of(state.plane.store(), &headers).await {
+        Ok(s) => s,
+        Err(p) => return p.into_response(),
+    };
+    match signed_in {
         Some((token, csrf)) => page(
             PAGE.replace("{{csrf}}", &escape(&csrf))
                 .replace("{{name}}", &escape(&token.name))
@@ -130,8 +135,8 @@ pub async fn login(
         return r;
     }
     let name = token.name.clone();
-    let (id, _) = match state.sessions.open(token) {
-        Ok(s) => s,
+    let id = match session::open(state.plane.store(), &token).await {
+        Ok(id) => id,
         Err(p) => return p.into_response(),
     };
     tracing::info!(token = %name, "dashboard sign-in");
@@ -153,7 +158,8 @@ pub async fn logout(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Some((_, csrf)) = state.sessions.of(&headers) {
+    let store = state.plane.store();
+    if let Ok(Some((_, csrf))) = session::of(store, &headers).await {
         if form.get("csrf").map(String::as_str) != Some(csrf.as_str()) || !same_origin(&headers) {
             return (
                 StatusCode::FORBIDDEN,
@@ -161,7 +167,9 @@ pub async fn logout(
             )
                 .into_response();
         }
-        state.sessions.close(&headers);
+        if let Err(p) = session::close(store, &headers).await {
+            return p.into_response();
+        }
     }
     let mut r = (StatusCode::SEE_OTHER, [(header::LOCATION, "/")]).into_response();
     r.headers_mut().insert(

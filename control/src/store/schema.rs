@@ -317,8 +317,9 @@ CREATE TABLE suppression_log (
 
 /// Version 7, the fleet's queue holds (`volley queue hold` on a control
 /// plane): one row per rule, sent to every gateway with its answers; the
-/// purges ordered (each covers the campaigns up to `upto`); and the outbox by
-/// campaign (the dashboard's live events).
+/// purges ordered (each covers the campaigns up to `upto`); the outbox by
+/// campaign (the dashboard's live events); the dashboard's sessions (by the
+/// hash of their id, so any control plane serves them).
 const V7: &str = r#"
 CREATE TABLE holds (
     kind TEXT NOT NULL,
@@ -334,5 +335,12 @@ CREATE TABLE purges (
     upto BIGINT NOT NULL,
     created_at BIGINT NOT NULL
 );
-CREATE INDEX purges_created ON purges (created_at)
+CREATE INDEX purges_created ON purges (created_at);
+CREATE TABLE sessions (
+    hash TEXT PRIMARY KEY,
+    token BIGINT NOT NULL,
+    csrf TEXT NOT NULL,
+    expires_at BIGINT NOT NULL
+);
+CREATE INDEX sessions_expires ON sessions (expires_at)
 "#;

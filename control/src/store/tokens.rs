@@ -163,3 +163,65 @@ impl Store {
         Ok(Some(token))
     }
 }
+
+/// The dashboard's sessions: a session id stands for a token until it
+/// expires, the token is revoked, or it is closed. Only the id's hash is
+/// stored.
+impl Store {
+    /// Opens a session `id` for token `token` with `csrf`, until unix second
+    /// `expires_at` (expired ones are dropped meanwhile).
+    pub async fn open_session(
+        &self,
+        id: &str,
+        token: i64,
+        csrf: &str,
+        expires_at: i64,
+    ) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE expires_at < $1")
+            .bind(now())
+            .execute(self.pool())
+            .await
+            .what("drop expired sessions")?;
+        sqlx::query("INSERT INTO sessions (hash, token, csrf, expires_at) VALUES ($1, $2, $3, $4)")
+            .bind(hash(id))
+            .bind(token)
+            .bind(csrf.to_owned())
+            .bind(expires_at)
+            .execute(self.pool())
+            .await
+            .what("open a session")?;
+        Ok(())
+    }
+
+    /// The token and CSRF token of session `id`, while it lasts and its
+    /// token is not revoked.
+    pub async fn session(&self, id: &str) -> Result<Option<(Token, String)>, StoreError> {
+        let columns = COLUMNS
+            .split(", ")
+            .map(|c| format!("t.{c}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let row = sqlx::query(&format!(
+            "SELECT {columns}, s.csrf FROM sessions s JOIN tokens t ON t.id = s.token \
+             WHERE s.hash = $1 AND s.expires_at >= $2 AND t.revoked_at IS NULL"
+        ))
+        .bind(hash(id))
+        .bind(now())
+        .fetch_optional(self.pool())
+        .await
+        .what("check a session")?;
+        let Some(row) = row else { return Ok(None) };
+        let csrf: String = row.try_get("csrf").what("read a session")?;
+        Ok(Some((token_of(&row)?, csrf)))
+    }
+
+    /// Closes session `id`.
+    pub async fn close_session(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query("DELETE FROM sessions WHERE hash = $1")
+            .bind(hash(id))
+            .execute(self.pool())
+            .await
+            .what("close a session")?;
+        Ok(())
+    }
+}
