@@ -30,8 +30,8 @@ use clap::Args;
 use tokio::sync::Notify;
 use volley_conf::Config;
 use volley_control::fleet::wire::{
-    self, BatchReport, DoneReport, Lease, LeaseRequest, Purge, ReportRequest, SiteFigures,
-    SuppressionUpdate,
+    self, BatchReport, DoneReport, FleetState, Lease, LeaseRequest, Purge, ReportRequest,
+    SiteFigures, SuppressionUpdate,
 };
 use volley_control::plane::progress::domain_counts;
 use volley_engine::host::unix_now;
@@ -131,6 +131,19 @@ impl Gateway {
 
     /// How many live gateways share the sites' limits (0: an older control
     /// plane that does not say; kept as it was).
+    /// Follows what an answer says of the fleet: the lease time (answered),
+    /// the event types to report, the share of site limits, the holds and
+    /// purges, the suppression changes.
+    async fn follow(&self, fleet: FleetState) -> Duration {
+        let ttl = Duration::from_secs(fleet.ttl_secs.max(1));
+        *locked(&self.ttl) = ttl;
+        self.leases.set_events(&fleet.events);
+        self.set_limit_share(fleet.limit_share);
+        self.set_holds(fleet.holds, fleet.purges).await;
+        self.apply_suppressions(fleet.suppressions).await;
+        ttl
+    }
+
     /// Obeys the fleet's holds (and holds what its purges cover) from the
     /// next transaction, then carries out the purges not carried out yet on
     /// the batches held; a change wakes the round loop (released recipients
@@ -180,17 +193,18 @@ impl Gateway {
         let Ok(map) = MappedBatch::open(path) else {
             return 0;
         };
-        let mut sites = volley_engine::delivery::purge::SiteCache::default();
-        let site_of = |domain: String| {
-            let sites = self.sites.clone();
-            async move { sites.site_of(&domain).await }
-        };
+        let mut cache = volley_engine::delivery::purge::SiteCache::default();
         let mut purged = 0;
         for order in orders {
             let Some(rule) = order.rule() else { continue };
             let upto = Some(order.upto.max(0) as u64);
             match volley_engine::delivery::purge::purge_batch(
-                &map, &rule, upto, &site_of, &mut sites, &self.log,
+                &map,
+                &rule,
+                upto,
+                &self.sites,
+                &mut cache,
+                &self.log,
             )
             .await
             {
@@ -461,15 +475,8 @@ async fn lease_loop(gw: Arc<Gateway>) {
         let sent = Instant::now();
         match gw.client.lease(&req).await {
             Ok(answer) => {
-                let ttl = Duration::from_secs(answer.ttl_secs.max(1));
-                *gw.ttl
-                    .lock()
-                    .unwrap_or_else(std::sync::PoisonError::into_inner) = ttl;
                 gw.leases.set_orders(&answer.campaigns);
-                gw.leases.set_events(&answer.events);
-                gw.set_limit_share(answer.limit_share);
-                gw.set_holds(answer.holds, answer.purges).await;
-                gw.apply_suppressions(answer.suppressions).await;
+                let ttl = gw.follow(answer.fleet).await;
                 let mut installed = 0;
                 for lease in answer.leases {
                     let key = (lease.campaign, lease.batch);
@@ -715,13 +722,7 @@ async fn report_once(gw: &Gateway) {
             return;
         }
     };
-    gw.set_limit_share(answer.limit_share);
-    gw.set_holds(answer.holds, answer.purges).await;
-    gw.apply_suppressions(answer.suppressions).await;
-    let ttl = Duration::from_secs(answer.ttl_secs.max(1));
-    *gw.ttl
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner) = ttl;
+    let ttl = gw.follow(answer.fleet).await;
     let stale: std::collections::HashSet<Key> =
         answer.stale.iter().map(|k| (k.campaign, k.batch)).collect();
     for key in &stale {
@@ -743,7 +744,6 @@ async fn report_once(gw: &Gateway) {
     let renewed: Vec<Key> = keys.into_iter().filter(|k| !stale.contains(k)).collect();
     gw.leases.renew(&renewed, sent, ttl);
     gw.leases.set_orders(&answer.campaigns);
-    gw.leases.set_events(&answer.events);
     // Final reports taken (or refused as stale: another gateway finishes
     // the batch) are done with.
     for path in done_files {

@@ -188,7 +188,7 @@ fn through_api(
         volley_control::store::tokens::Role::Admin,
     )?;
     let client = ApiClient::new(base, secret)?;
-    let body = volley_control::api::queue::rule_json(rule);
+    let body = volley_control::queue_ops::rule_json(rule);
     let result = runtime.block_on(async {
         match hold {
             Some(hold) => {
@@ -207,7 +207,7 @@ fn through_api(
             }
             None => {
                 let answer = client.post("/v1/queue/purge", &body).await?;
-                let done = volley_control::api::queue::PurgeCount {
+                let done = volley_control::queue_ops::PurgeCount {
                     recipients: answer["recipients"].as_u64().unwrap_or(0),
                     batches: answer["batches"].as_u64().unwrap_or(0),
                     ordered: answer["ordered"].as_bool().unwrap_or(false),
@@ -260,7 +260,7 @@ fn summary(dir: &Path, json: bool) -> Result<String> {
             "domains": summary.domains,
             "total": summary.total,
             "corrupt": corrupt,
-            "holds": holds.iter().map(volley_control::api::queue::rule_json).collect::<Vec<_>>(),
+            "holds": holds.iter().map(volley_control::queue_ops::rule_json).collect::<Vec<_>>(),
         });
         writeln!(out, "{doc}")?;
         return Ok(out);

@@ -57,19 +57,9 @@ impl QueueOps for SpoolQueue {
 
     fn purge<'a>(&'a self, rule: &'a Rule) -> Option<OpFuture<'a, PurgeCount>> {
         Some(Box::pin(async move {
-            let sites = self.sites.clone();
-            let done = purge(
-                &self.spool,
-                &self.holds,
-                rule,
-                move |domain| {
-                    let sites = sites.clone();
-                    async move { sites.site_of(&domain).await }
-                },
-                &self.log,
-            )
-            .await
-            .map_err(|e| e.to_string())?;
+            let done = purge(&self.spool, &self.holds, rule, &self.sites, &self.log)
+                .await
+                .map_err(|e| e.to_string())?;
             // Batches it finished are completed by the next round.
             self.wake.notify_one();
             Ok(count(done))
@@ -104,16 +94,7 @@ pub fn local(config: &Config, spool: Spool, rule: &Rule, hold: Option<bool>) -> 
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let done = runtime.block_on(purge(
-                &spool,
-                &holds,
-                rule,
-                move |domain| {
-                    let sites = sites.clone();
-                    async move { sites.site_of(&domain).await }
-                },
-                &log,
-            ))?;
+            let done = runtime.block_on(purge(&spool, &holds, rule, &sites, &log))?;
             Ok(describe_purge(rule, count(done)))
         }
     }

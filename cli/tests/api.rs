@@ -1188,18 +1188,12 @@ fn the_unsubscribe_page_works_in_a_real_browser() {
     let list = header_of(&message, "List-Unsubscribe").unwrap();
     let url = &list[1..list.find('>').unwrap()];
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/unsubscribe.py");
-    let mut cmd = std::process::Command::new("/usr/bin/python3");
-    cmd.arg(&script).arg(url).arg(&shots);
-    let out = support::process::run_bounded(&mut cmd, b"", Duration::from_secs(90)).unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let shots_dir = shots.display().to_string();
+    let seen = node::browser(
+        "unsubscribe.py",
+        &[url, shots_dir.as_str()],
+        Duration::from_secs(90),
     );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(seen["before"]["title"], "Unsubscribe", "{seen}");
     assert!(
         seen["before"]["text"]

@@ -96,24 +96,18 @@ fn the_dashboard_suspends_and_resumes_a_campaign_in_a_real_browser() {
     assert_eq!(status, 403, "a sign-in posted from another origin");
 
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/dashboard.py");
-    let mut cmd = std::process::Command::new("/usr/bin/python3");
-    cmd.arg(&script).args([
-        base.as_str(),
-        node.admin.as_str(),
-        &id.to_string(),
-        &node.sink.dump_dir().display().to_string(),
-        &shots.display().to_string(),
-        "gone@dash.test",
-    ]);
-    let out = support::process::run_bounded(&mut cmd, b"", Duration::from_secs(180)).unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let seen = node::browser(
+        "dashboard.py",
+        &[
+            base.as_str(),
+            node.admin.as_str(),
+            &id.to_string(),
+            &node.sink.dump_dir().display().to_string(),
+            &shots.display().to_string(),
+            "gone@dash.test",
+        ],
+        Duration::from_secs(180),
     );
-    let seen: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(seen.get("error").is_none(), "{seen:#}\n{}", node.log());
 
     assert!(

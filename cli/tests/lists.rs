@@ -428,22 +428,6 @@ fn the_subscribe_form_mails_a_confirmation_whose_link_subscribes() {
         .any(|m| m.rcpt_tos().contains(&"late@sub.test")));
 }
 
-/// Runs `cli/tests/browser/subscribe.py ARGS` (headless Chromium); its JSON.
-fn browser(args: &[&str]) -> Value {
-    let script =
-        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser/subscribe.py");
-    let mut cmd = std::process::Command::new("/usr/bin/python3");
-    cmd.arg(&script).args(args);
-    let out = support::process::run_bounded(&mut cmd, b"", Duration::from_secs(90)).unwrap();
-    assert!(
-        out.status.success(),
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
 #[test]
 fn the_subscribe_form_works_in_a_real_browser() {
     if !std::path::Path::new("/usr/bin/chromedriver").exists() {
@@ -464,7 +448,11 @@ fn the_subscribe_form_works_in_a_real_browser() {
     let shots = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/screenshots");
     let shots = shots.display().to_string();
     let form = format!("http://{web}/s/{list}");
-    let seen = browser(&["form", &form, "rose@garden.test", "Rose", &shots]);
+    let seen = node::browser(
+        "subscribe.py",
+        &["form", &form, "rose@garden.test", "Rose", &shots],
+        Duration::from_secs(90),
+    );
     assert_eq!(
         seen["before"]["title"], "Subscribe to Garden club",
         "{seen}"
@@ -477,7 +465,11 @@ fn the_subscribe_form_works_in_a_real_browser() {
         "{seen}"
     );
     let link = confirm_link(&node, web, "rose@garden.test");
-    let seen = browser(&["confirm", &link, &shots]);
+    let seen = node::browser(
+        "subscribe.py",
+        &["confirm", &link, &shots],
+        Duration::from_secs(90),
+    );
     assert_eq!(seen["after"]["title"], "Subscribed", "{seen}");
     let member = poll(Duration::from_secs(20), || {
         let m = node.call(

@@ -230,6 +230,24 @@ pub fn is_problem(a: &Answer, status: u16, needle: &str) {
     assert_eq!(a.json()["status"], status);
 }
 
+/// Runs `cli/tests/browser/SCRIPT ARGS` (headless Chromium, bounded by
+/// `deadline`); the JSON it prints.
+pub fn browser(script: &str, args: &[&str], deadline: Duration) -> Value {
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/browser")
+        .join(script);
+    let mut cmd = std::process::Command::new("/usr/bin/python3");
+    cmd.arg(&script).args(args);
+    let out = support::process::run_bounded(&mut cmd, b"", deadline).unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
 /// `curl` as a mailbox provider or a reader's browser uses it: the status and
 /// the redirect target (no redirect followed), and the body.
 pub fn curl(args: &[&str]) -> (u16, String, String) {

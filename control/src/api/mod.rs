@@ -62,7 +62,7 @@ pub struct AppState {
     /// control`).
     pub fleet: Option<Arc<crate::fleet::Fleet>>,
     /// The queue operations, when this process holds the spool (`volley run`).
-    pub queue: Option<Arc<dyn queue::QueueOps>>,
+    pub queue: Option<Arc<dyn crate::queue_ops::QueueOps>>,
 }
 
 /// What a process serves besides the API proper.
@@ -73,7 +73,7 @@ pub struct Extras {
     /// `/metrics` (no token).
     pub metrics: Option<Arc<crate::metrics::Metrics>>,
     /// Holds and purges of the spool (`volley run`).
-    pub queue: Option<Arc<dyn queue::QueueOps>>,
+    pub queue: Option<Arc<dyn crate::queue_ops::QueueOps>>,
     /// Web pages served beside the API (the dashboard,
     /// `volley_control::dashboard::routes`).
     pub pages: Option<Router<AppState>>,

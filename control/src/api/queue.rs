@@ -18,7 +18,7 @@ use volley_queue::holds::Rule;
 
 use super::problem::Problem;
 use super::{json_body, Caller, St};
-pub use crate::queue_ops::{rule_json, PurgeCount, QueueOps};
+use crate::queue_ops::{rule_json, QueueOps};
 
 /// The body of the calls: exactly one of the three.
 #[derive(Debug, Deserialize)]
@@ -62,6 +62,17 @@ fn ops(state: &St) -> Result<&dyn QueueOps, Problem> {
             "this process has no queue to hold: use the control plane's or the delivering node's API",
         )
     })
+}
+
+/// The holds in force, as JSON.
+async fn holds_json(ops: &dyn QueueOps) -> Result<Vec<Value>, Problem> {
+    Ok(ops
+        .holds()
+        .await
+        .map_err(failed)?
+        .iter()
+        .map(rule_json)
+        .collect())
 }
 
 fn failed(e: String) -> Problem {
@@ -108,14 +119,7 @@ pub async fn summary(
         })
         .collect();
     let holds: Option<Vec<Value>> = match state.queue.as_deref() {
-        Some(ops) => Some(
-            ops.holds()
-                .await
-                .map_err(failed)?
-                .iter()
-                .map(rule_json)
-                .collect(),
-        ),
+        Some(ops) => Some(holds_json(ops).await?),
         None => None,
     };
     Ok(Json(json!({
@@ -131,13 +135,7 @@ pub async fn summary(
 pub async fn holds(state: St, caller: Caller) -> Result<Response, Problem> {
     caller.admin()?;
     let ops = ops(&state)?;
-    let list: Vec<Value> = ops
-        .holds()
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(rule_json)
-        .collect();
+    let list = holds_json(ops).await?;
     Ok(Json(json!({"holds": list})).into_response())
 }
 
@@ -149,13 +147,7 @@ async fn change(state: St, caller: Caller, body: Body, hold: bool) -> Result<Res
     let changed = ops.hold(&rule, hold).await.map_err(failed)?;
     let what = if hold { "held" } else { "released" };
     tracing::info!(rule = %rule, changed, caller = %caller.0.name, "queue {what}");
-    let list: Vec<Value> = ops
-        .holds()
-        .await
-        .map_err(failed)?
-        .iter()
-        .map(rule_json)
-        .collect();
+    let list = holds_json(ops).await?;
     Ok(Json(json!({what: rule_json(&rule), "changed": changed, "holds": list})).into_response())
 }
 

@@ -34,8 +34,8 @@ use crate::store::now;
 use crate::webhook::kinds::{Kinds, DELIVERY};
 use assign::Estimates;
 use wire::{
-    Action, BatchKey, CampaignOrder, GatewayView, Lease, LeaseRequest, LeaseResponse, Purge,
-    ReportRequest, ReportResponse, SiteEstimate, SiteFigures, SuppressionUpdate,
+    Action, BatchKey, CampaignOrder, FleetState, GatewayView, Lease, LeaseRequest, LeaseResponse,
+    Purge, ReportRequest, ReportResponse, SiteEstimate, SiteFigures, SuppressionUpdate,
 };
 
 /// How many times a lease request looks again at once when the batches it
@@ -256,12 +256,7 @@ impl Fleet {
                 return Ok(LeaseResponse {
                     leases,
                     campaigns,
-                    ttl_secs: self.ttl() as u64,
-                    events: self.delivery_events(),
-                    suppressions: self.suppression_updates(req.suppressions_after).await?,
-                    limit_share: self.limit_share(at).await?,
-                    holds: self.holds_now().await?,
-                    purges: self.purges_now().await?,
+                    fleet: self.state(req.suppressions_after, at).await?,
                 });
             }
             if raced && retries < MAX_RETRIES {
@@ -405,9 +400,17 @@ impl Fleet {
         Ok(ReportResponse {
             stale,
             campaigns,
+            fleet: self.state(req.suppressions_after, at).await?,
+        })
+    }
+
+    /// What every answer tells a gateway at `at` (suppression changes after
+    /// its `suppressions_after`).
+    async fn state(&self, suppressions_after: i64, at: i64) -> Result<FleetState, PlaneError> {
+        Ok(FleetState {
             ttl_secs: self.ttl() as u64,
             events: self.delivery_events(),
-            suppressions: self.suppression_updates(req.suppressions_after).await?,
+            suppressions: self.suppression_updates(suppressions_after).await?,
             limit_share: self.limit_share(at).await?,
             holds: self.holds_now().await?,
             purges: self.purges_now().await?,

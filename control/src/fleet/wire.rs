@@ -45,6 +45,15 @@ pub struct LeaseResponse {
     pub leases: Vec<Lease>,
     /// What to do with each campaign of the leases (and of held batches).
     pub campaigns: Vec<CampaignOrder>,
+    /// What the gateway follows, as in every answer.
+    #[serde(flatten)]
+    pub fleet: FleetState,
+}
+
+/// What every answer to a gateway carries (lease and report alike): the
+/// fleet's state as the gateway must follow it.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct FleetState {
     /// How long a lease lasts without a report, in seconds.
     pub ttl_secs: u64,
     /// The delivery event types webhooks want (`message.delivered`, …): the
@@ -244,23 +253,9 @@ pub struct ReportResponse {
     pub stale: Vec<BatchKey>,
     /// Orders for the campaigns of the reported batches.
     pub campaigns: Vec<CampaignOrder>,
-    /// How long a lease lasts without a report, in seconds.
-    pub ttl_secs: u64,
-    /// As [`LeaseResponse::events`].
-    #[serde(default)]
-    pub events: Vec<String>,
-    /// As [`LeaseResponse::suppressions`].
-    #[serde(default)]
-    pub suppressions: Vec<SuppressionUpdate>,
-    /// As [`LeaseResponse::limit_share`].
-    #[serde(default)]
-    pub limit_share: u32,
-    /// As [`LeaseResponse::holds`].
-    #[serde(default, with = "rules")]
-    pub holds: Vec<Rule>,
-    /// As [`LeaseResponse::purges`].
-    #[serde(default)]
-    pub purges: Vec<Purge>,
+    /// What the gateway follows, as in every answer.
+    #[serde(flatten)]
+    pub fleet: FleetState,
 }
 
 /// A gateway as `GET /v1/gateways` shows it.

@@ -377,27 +377,6 @@ impl Engine {
         }
     }
 
-    /// Purges what `rule` covers from `spool` (this engine's), logging each
-    /// recipient as `purged` ([`purge::purge`]).
-    pub async fn purge(
-        &self,
-        spool: &volley_queue::Spool,
-        rule: &volley_queue::holds::Rule,
-    ) -> Result<purge::Purged, QueueError> {
-        let sites = self.sites();
-        purge::purge(
-            spool,
-            &self.shared.holds,
-            rule,
-            |domain| {
-                let sites = sites.clone();
-                async move { sites.site_of(&domain).await }
-            },
-            &self.shared.recorder.log,
-        )
-        .await
-    }
-
     /// Adds this engine's metrics (delivery, connections, DNS cache) to a
     /// process's `registry`, for `/metrics`.
     pub fn register_metrics(&self, registry: &mut prometheus_client::registry::Registry) {

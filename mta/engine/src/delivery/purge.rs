@@ -9,13 +9,13 @@
 //! (a purged one is final and dropped).
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::time::SystemTime;
 
 use volley_queue::holds::{Holds, Rule};
 use volley_queue::slot::mark;
 use volley_queue::{MappedBatch, QueueError, Slot, Spool, State};
 
+use super::Sites;
 use crate::log::{timestamp, DeliveryLog, LogEvent};
 
 /// What a purge did.
@@ -28,61 +28,49 @@ pub struct Purged {
 }
 
 /// Purges what `rule` covers from `spool`'s active batches, holding it
-/// meanwhile in `holds`; `site_of` names a domain's site (for a site rule);
+/// meanwhile in `holds`; `sites` names a domain's site (for a site rule);
 /// each recipient is logged in `log`.
-pub async fn purge<F, Fut>(
+pub async fn purge(
     spool: &Spool,
     holds: &Holds,
     rule: &Rule,
-    site_of: F,
+    sites: &Sites,
     log: &DeliveryLog,
-) -> Result<Purged, QueueError>
-where
-    F: Fn(String) -> Fut,
-    Fut: Future<Output = Option<String>>,
-{
+) -> Result<Purged, QueueError> {
     let held_before = holds.snapshot().rules().any(|r| r == rule);
     if !held_before {
         holds.change(spool, rule, true)?;
     }
-    let result = purge_held(spool, rule, site_of, log).await;
+    let result = async {
+        let mut cache = SiteCache::default();
+        let mut purged = Purged::default();
+        for path in spool.active_files()? {
+            let map = match MappedBatch::open(&path) {
+                Ok(map) => map,
+                // Corrupt files are the recovery scan's; a batch completed
+                // meanwhile is gone.
+                Err(QueueError::Corrupt { .. }) => continue,
+                Err(QueueError::Io { io, .. }) if io.kind() == std::io::ErrorKind::NotFound => {
+                    continue
+                }
+                Err(err) => return Err(err),
+            };
+            let changed = purge_batch(&map, rule, None, sites, &mut cache, log).await?;
+            if changed > 0 {
+                purged.recipients += changed;
+                purged.batches += 1;
+            }
+        }
+        if let Err(err) = log.flush() {
+            tracing::warn!(%err, "cannot write the delivery log");
+        }
+        Ok(purged)
+    }
+    .await;
     if !held_before {
         holds.change(spool, rule, false)?;
     }
     result
-}
-
-async fn purge_held<F, Fut>(
-    spool: &Spool,
-    rule: &Rule,
-    site_of: F,
-    log: &DeliveryLog,
-) -> Result<Purged, QueueError>
-where
-    F: Fn(String) -> Fut,
-    Fut: Future<Output = Option<String>>,
-{
-    let mut sites = SiteCache::default();
-    let mut purged = Purged::default();
-    for path in spool.active_files()? {
-        let map = match MappedBatch::open(&path) {
-            Ok(map) => map,
-            // Corrupt files are the recovery scan's; a batch completed
-            // meanwhile is gone.
-            Err(QueueError::Corrupt { .. }) => continue,
-            Err(QueueError::Io { io, .. }) if io.kind() == std::io::ErrorKind::NotFound => continue,
-            Err(err) => return Err(err),
-        };
-        let changed = purge_batch(&map, rule, None, &site_of, &mut sites, log).await?;
-        if changed > 0 {
-            purged.recipients += changed;
-            purged.batches += 1;
-        }
-    }
-    if let Err(err) = log.flush() {
-        tracing::warn!(%err, "cannot write the delivery log");
-    }
-    Ok(purged)
 }
 
 /// Domains' sites as a purge found them (each resolved once).
@@ -91,20 +79,16 @@ pub type SiteCache = HashMap<String, bool>;
 /// Purges what `rule` covers in one batch (of a campaign up to `upto`,
 /// when given: a fleet's purge covers the campaigns that existed when it was
 /// ordered), logging each recipient; answers how many were finalised (the
-/// batch synced when any was). `sites` remembers which domains' sites the
+/// batch synced when any was). `cache` remembers which domains' sites the
 /// rule covers.
-pub async fn purge_batch<F, Fut>(
+pub async fn purge_batch(
     map: &MappedBatch,
     rule: &Rule,
     upto: Option<u64>,
-    site_of: &F,
-    sites: &mut SiteCache,
+    sites: &Sites,
+    cache: &mut SiteCache,
     log: &DeliveryLog,
-) -> Result<u64, QueueError>
-where
-    F: Fn(String) -> Fut,
-    Fut: Future<Output = Option<String>>,
-{
+) -> Result<u64, QueueError> {
     let (campaign, batch) = (map.header().campaign_id, map.header().batch_id);
     if upto.is_some_and(|upto| campaign > upto) {
         return Ok(0);
@@ -133,12 +117,12 @@ where
         let covered = match rule {
             Rule::Campaign(_) => true,
             Rule::Domain(d) => *d == domain,
-            Rule::Site(name) => match sites.get(&domain) {
+            Rule::Site(name) => match cache.get(&domain) {
                 Some(&held) => held,
                 None => {
-                    let key = site_of(domain.clone()).await;
+                    let key = sites.site_of(&domain).await;
                     let held = key.is_some_and(|k| volley_queue::holds::site_matches(name, &k));
-                    sites.insert(domain.clone(), held);
+                    cache.insert(domain.clone(), held);
                     held
                 }
             },
