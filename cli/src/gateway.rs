@@ -19,6 +19,7 @@
 mod client;
 mod feed;
 mod held;
+mod meter;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -47,11 +48,16 @@ use held::{Held, Key, Leases};
 /// How often held batches are reported at least (each report renews their
 /// leases).
 const REPORT_EVERY: Duration = Duration::from_secs(2);
+/// How long a batch being given back is held before its slots are taken as
+/// final: a transaction begun just before the hold shows in flight by then.
+const GIVE_BACK_AFTER: Duration = Duration::from_secs(1);
 /// How soon after the engine recorded outcomes they are reported, at most
 /// (the engine's group commits ask for a report): what a killed gateway
 /// delivered without the control plane knowing is what it delivered within
 /// about this long.
 const REPORT_SOON: Duration = Duration::from_millis(250);
+/// How often the gateway checks its leases' ends.
+const LEASE_CLOCK: Duration = Duration::from_millis(200);
 /// How long a lease request may wait for work.
 const LEASE_WAIT: Duration = Duration::from_secs(5);
 
@@ -94,6 +100,12 @@ struct Gateway {
     /// What purges need: sites of domains, the delivery log.
     sites: volley_engine::delivery::Sites,
     log: Arc<volley_engine::log::DeliveryLog>,
+    /// Every site's busy time in the engine, reported per batch site.
+    timings: Arc<volley_engine::metrics::Timings>,
+    /// The gateway's rate and what it last reported of each site's time.
+    meter: std::sync::Mutex<meter::Meter>,
+    /// Recipients per leased batch (a moving average, for sizing requests).
+    batch_size: std::sync::Mutex<f64>,
 }
 
 fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -303,6 +315,9 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         purges_done: std::sync::Mutex::default(),
         sites: engine.sites(),
         log: engine.delivery_log(),
+        timings: engine.timings(),
+        meter: std::sync::Mutex::default(),
+        batch_size: std::sync::Mutex::new(100.0),
     });
     let feedback = crate::run::feedback(&root, &engine, suppressions, &listen_config, None);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -330,6 +345,7 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         abandon_earlier(&gateway, &mut signals).await?;
         let leasing = tokio::spawn(lease_loop(Arc::clone(&gateway)));
         let reporting = tokio::spawn(report_loop(Arc::clone(&gateway), progress));
+        let clock = tokio::spawn(lease_clock(Arc::clone(&gateway)));
         tracing::info!(gateway = %name, spool = %root.display(), "volley gateway: delivering");
         loop {
             let report = match run_round(&engine, engine.run_due(), &mut signals, grace).await? {
@@ -344,6 +360,7 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         }
         leasing.abort();
         reporting.abort();
+        clock.abort();
         // What is finished is reported; what is not goes back at once.
         report_once(&gateway).await;
         let back: Vec<(i64, i64, i64)> = leases.with(|held| {
@@ -460,14 +477,17 @@ async fn abandon_earlier(gw: &Gateway, signals: &mut StopSignals) -> Result<()> 
 /// Asks for work while there is room, long-polling; installs what comes.
 async fn lease_loop(gw: Arc<Gateway>) {
     loop {
-        let free = gw.max_batches.saturating_sub(gw.leases.len());
-        if free == 0 {
+        let held = gw.leases.len();
+        let free = gw.max_batches.saturating_sub(held);
+        let rate = locked(&gw.meter).rate();
+        let want = meter::batches_wanted(free, held, rate, *locked(&gw.batch_size));
+        if want == 0 {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
         }
         let req = LeaseRequest {
             gateway: gw.name.clone(),
-            want: free as u32,
+            want: want as u32,
             wait_ms: LEASE_WAIT.as_millis() as u64,
             figures: Vec::new(),
             suppressions_after: gw.suppressions_after(),
@@ -560,7 +580,11 @@ async fn install(gw: &Gateway, lease: &Lease, sent: Instant, ttl: Duration) -> R
             );
         }
     }
-    let (delivered, attempts) = tallies(&path).unwrap_or_default();
+    let (delivered, attempts, recipients) = tallies(&path).unwrap_or_default();
+    {
+        let mut size = locked(&gw.batch_size);
+        *size = 0.8 * *size + 0.2 * recipients as f64;
+    }
     gw.leases.insert(
         (lease.campaign, lease.batch),
         Held {
@@ -573,15 +597,49 @@ async fn install(gw: &Gateway, lease: &Lease, sent: Instant, ttl: Duration) -> R
             attempts: Vec::new(),
             reported: (delivered, attempts),
             started: false,
+            giving_back: None,
         },
     );
     Ok(())
 }
 
-/// Delivered recipients and attempts made, over a batch's slots.
-fn tallies(path: &Path) -> Result<(u64, u64), QueueError> {
+/// Adds to each batch site's figures the busy time of the engine's site its
+/// mail goes through (the MX hosts or route, looked up in the engine's
+/// resolver cache) since the last report.
+async fn timed(gw: &Gateway, figures: HashMap<String, SiteFigures>) -> Vec<SiteFigures> {
+    let figures: Vec<SiteFigures> = figures.into_values().collect();
+    let mut keys = Vec::with_capacity(figures.len());
+    for f in &figures {
+        keys.push(gw.sites.site_of(&f.site).await);
+    }
+    let mut meter = locked(&gw.meter);
+    let mut deltas: HashMap<String, (u64, f64)> = HashMap::new();
+    figures
+        .into_iter()
+        .zip(keys)
+        .map(|(mut f, key)| {
+            if let Some(key) = key {
+                let delta = match deltas.get(&key) {
+                    Some(d) => *d,
+                    None => {
+                        let now = gw.timings.get(&key).unwrap_or((0, 0.0));
+                        let d = meter.timing(&key, now);
+                        deltas.insert(key.clone(), d);
+                        d
+                    }
+                };
+                (f.transactions, f.busy_seconds) = delta;
+                f.mx = key;
+            }
+            f
+        })
+        .collect()
+}
+
+/// Delivered recipients, attempts made, and recipients, over a batch's slots.
+fn tallies(path: &Path) -> Result<(u64, u64, usize), QueueError> {
     let map = MappedBatch::open(path)?;
-    let mut out = (0, 0);
+    let mut out = (0, 0, map.len());
     for i in 0..map.len() {
         let slot = map.slot(i).unwrap_or(Slot::PENDING);
         if slot.state == State::Delivered {
@@ -593,7 +651,7 @@ fn tallies(path: &Path) -> Result<(u64, u64), QueueError> {
 }
 
 /// Reports every [`REPORT_EVERY`], and [`REPORT_SOON`] after the engine
-/// recorded outcomes; holds batches whose leases ran out.
+/// recorded outcomes.
 async fn report_loop(gw: Arc<Gateway>, progress: Arc<Notify>) {
     loop {
         tokio::select! {
@@ -601,13 +659,24 @@ async fn report_loop(gw: Arc<Gateway>, progress: Arc<Notify>) {
             _ = progress.notified() => tokio::time::sleep(REPORT_SOON).await,
         }
         report_once(&gw).await;
+    }
+}
+
+/// The gateway's own lease clock: holds the batches whose leases ran out,
+/// whatever the reports are doing (one may hang on a network that lost
+/// its packets).
+async fn lease_clock(gw: Arc<Gateway>) {
+    let mut expired_before = 0;
+    loop {
+        tokio::time::sleep(LEASE_CLOCK).await;
         let expired = gw.leases.refresh_holds();
-        if expired > 0 {
+        if expired > expired_before {
             tracing::warn!(
                 batches = expired,
                 "leases not renewed in time: sending nothing from them"
             );
         }
+        expired_before = expired;
     }
 }
 
@@ -627,7 +696,9 @@ async fn report_once(gw: &Gateway) {
         .filter_map(|p| std::fs::read(p).ok())
         .filter_map(|b| serde_json::from_slice(&b).ok())
         .collect();
-    let interval = REPORT_EVERY.as_secs_f64();
+    // Each site's figures cover the interval since the last report once,
+    // however many of its batches are held.
+    let interval = locked(&gw.meter).interval();
     let mut figures: HashMap<String, SiteFigures> = HashMap::new();
     let mut delivered_total = 0i64;
     let mut done: Vec<DoneReport> = Vec::with_capacity(pending.len());
@@ -651,9 +722,10 @@ async fn report_once(gw: &Gateway) {
         f.failed += attempts
             .saturating_sub(p.reported.1)
             .saturating_sub(new_delivered);
-        f.seconds += interval;
+        f.seconds = interval;
         done.push(p.report);
     }
+    let mut drained: Vec<(i64, i64, i64)> = Vec::new();
     let batches: Vec<BatchReport> = gw.leases.with(|held| {
         let mut out = Vec::with_capacity(held.len());
         for ((campaign, batch), h) in held.iter_mut() {
@@ -662,13 +734,23 @@ async fn report_once(gw: &Gateway) {
             };
             let mut slots = Vec::with_capacity(map.len() * 8);
             let (mut delivered, mut attempts) = (0u64, 0u64);
+            let mut in_flight = false;
             for i in 0..map.len() {
                 let slot = map.slot(i).unwrap_or(Slot::PENDING);
                 slots.extend_from_slice(&slot.encode().to_le_bytes());
                 if slot.state == State::Delivered {
                     delivered += 1;
                 }
+                in_flight |= slot.state == State::InFlight;
                 attempts += u64::from(slot.attempts);
+            }
+            // Held long enough for any transaction begun before the hold
+            // to show in flight, and none is: these slots are its last.
+            if !in_flight
+                && h.giving_back
+                    .is_some_and(|t| t.elapsed() >= GIVE_BACK_AFTER)
+            {
+                drained.push((*campaign, *batch, h.epoch));
             }
             let view = map.view();
             let new_delivered = delivered.saturating_sub(h.reported.0);
@@ -683,13 +765,14 @@ async fn report_once(gw: &Gateway) {
                 });
             f.delivered += new_delivered;
             f.failed += new_attempts.saturating_sub(new_delivered);
-            f.seconds += interval;
+            f.seconds = interval;
             out.push(BatchReport {
                 campaign: *campaign,
                 batch: *batch,
                 epoch: h.epoch,
                 slots: wire::encode(&slots),
                 domains: domain_counts(&view, |i| map.slot(i).ok()),
+                site: h.site.clone(),
                 // Taken off once a report with them is accepted.
                 attempts: h.attempts.clone(),
             });
@@ -702,6 +785,10 @@ async fn report_once(gw: &Gateway) {
     if batches.is_empty() && done.is_empty() && suppressed.is_empty() {
         return;
     }
+    if !batches.is_empty() || !done.is_empty() {
+        locked(&gw.meter).delivered(delivered_total.max(0) as u64, interval);
+    }
+    let figures = timed(gw, figures).await;
     let keys: Vec<Key> = batches.iter().map(|b| (b.campaign, b.batch)).collect();
     let attempts: Vec<usize> = batches.iter().map(|b| b.attempts.len()).collect();
     let req = ReportRequest {
@@ -709,7 +796,7 @@ async fn report_once(gw: &Gateway) {
         batches,
         done,
         delivered: delivered_total,
-        figures: figures.into_values().collect(),
+        figures,
         suppressed,
         suppressions_after: gw.suppressions_after(),
     };
@@ -744,6 +831,31 @@ async fn report_once(gw: &Gateway) {
     let renewed: Vec<Key> = keys.into_iter().filter(|k| !stale.contains(k)).collect();
     gw.leases.renew(&renewed, sent, ttl);
     gw.leases.set_orders(&answer.campaigns);
+    let give_back: Vec<Key> = answer
+        .give_back
+        .iter()
+        .map(|k| (k.campaign, k.batch))
+        .collect();
+    gw.leases.give_back(&give_back);
+    // Drained batches being given back: the control plane has their last
+    // slots now; release them for a faster gateway.
+    drained.retain(|(c, b, _)| !stale.contains(&(*c, *b)));
+    if !drained.is_empty() {
+        match gw.client.release(&gw.name, &drained).await {
+            Ok(()) => {
+                for (c, b, _) in &drained {
+                    gw.leases.drop_batch((*c, *b));
+                }
+                tracing::info!(
+                    batches = drained.len(),
+                    "batches given back: another gateway delivers to their site much faster"
+                );
+            }
+            Err(err) => {
+                tracing::warn!(err = %format!("{err:#}"), "cannot give batches back yet");
+            }
+        }
+    }
     // Final reports taken (or refused as stale: another gateway finishes
     // the batch) are done with.
     for path in done_files {

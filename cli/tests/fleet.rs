@@ -50,6 +50,8 @@ struct Options<'a> {
     via: Option<SocketAddr>,
     /// Each gateway serves `/metrics` (`[gateway] metrics_listen`).
     metrics: bool,
+    /// Gateway (1-based) run in this network namespace (`ip netns exec`).
+    netns: Option<(usize, &'a str)>,
 }
 
 struct Fleet {
@@ -64,6 +66,8 @@ struct Fleet {
     gateways: Vec<Option<ChildGuard>>,
     /// Each gateway's `/metrics`, with [`Options::metrics`].
     metrics: Vec<SocketAddr>,
+    /// [`Options::netns`].
+    netns: Option<(usize, String)>,
     _pg: Postgres,
 }
 
@@ -105,6 +109,7 @@ impl Fleet {
             gateway_extra,
             via,
             metrics,
+            netns,
         } = options;
         let ip = Ipv4Addr::new(127, 0, 0, last);
         let pg = Postgres::start(last);
@@ -130,6 +135,7 @@ impl Fleet {
             controls: (0..controls).map(|_| None).collect(),
             gateways: Vec::new(),
             metrics: Vec::new(),
+            netns: netns.map(|(g, ns)| (g, ns.to_owned())),
             _pg: pg,
             dir,
         };
@@ -212,7 +218,14 @@ impl Fleet {
 
     /// Starts gateway `g` (1-based).
     fn start_gateway(&mut self, g: usize) {
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_volley"));
+        let mut cmd = match &self.netns {
+            Some((n, ns)) if *n == g => {
+                let mut cmd = std::process::Command::new("ip");
+                cmd.args(["netns", "exec", ns, env!("CARGO_BIN_EXE_volley")]);
+                cmd
+            }
+            _ => std::process::Command::new(env!("CARGO_BIN_EXE_volley")),
+        };
         cmd.args([
             "--config",
             &self.path(&format!("gw{g}.toml")).display().to_string(),
@@ -872,4 +885,324 @@ fn holds_and_purges_on_the_control_plane_reach_every_gateway() {
         "{gateway_logs}"
     );
     assert!(gateway_logs.contains("purged as leased"), "{gateway_logs}");
+}
+
+#[test]
+fn the_gateway_that_delivers_a_site_fastest_gets_its_batches() {
+    if !available("the_gateway_that_delivers_a_site_fastest_gets_its_batches") {
+        return;
+    }
+    // One receiver, slow for gw2 only (every reply 100 ms late for its source
+    // address): learned, gw1 gets nearly all; round robin, gw2 keeps taking
+    // batches and the campaign waits for them.
+    let slow = "127.0.0.212";
+    let receiver = Scripted::start(
+        Ipv4Addr::new(127, 0, 0, 213),
+        serde_json::json!({ "delay_ms_by_peer": { slow: 100 } }),
+    );
+    let mut fleet = Fleet::start_custom(
+        210,
+        2,
+        1,
+        Options {
+            via: Some(receiver.addr()),
+            ..Options::default()
+        },
+    );
+    let n = 5_000;
+    let run = |fleet: &Fleet| {
+        let before = receiver.transactions().len();
+        let started = std::time::Instant::now();
+        let id = fleet.submit(n);
+        let view = fleet.completed(id, Duration::from_secs(300));
+        let took = started.elapsed();
+        assert_eq!(view["delivered"], n as i64, "{view}");
+        let arrived = receiver.transactions();
+        let from_slow = arrived[before..]
+            .iter()
+            .filter(|t| t.peer.split(':').next() == Some(slow))
+            .count();
+        assert_eq!(arrived.len() - before, n, "arrivals");
+        (took, from_slow)
+    };
+    let (learned, slow_learned) = run(&fleet);
+    let gateways = fleet.get("/v1/gateways");
+    // Round robin, on a control plane restarted to say so.
+    fleet.controls[0] = None;
+    let path = fleet.path(&control_file(0));
+    let text = std::fs::read_to_string(&path).unwrap();
+    let text = text.replacen(
+        "[control]\n",
+        "[control]\nassignment = \"round_robin\"\n",
+        1,
+    );
+    std::fs::write(&path, text).unwrap();
+    fleet.start_control(0);
+    let (round_robin, slow_round_robin) = run(&fleet);
+    eprintln!(
+        "learned: {learned:?}, {slow_learned} of {n} from the slow gateway; \
+         round robin: {round_robin:?}, {slow_round_robin}"
+    );
+    // Its first leases aside (two batches, explored before anything is
+    // known), the slow gateway gets little: at least 80% go to the fast one.
+    assert!(
+        slow_learned <= n / 5,
+        "learned: {slow_learned} of {n} from the slow gateway\n{gateways}"
+    );
+    assert!(
+        learned < round_robin,
+        "learned {learned:?} not sooner than round robin {round_robin:?}"
+    );
+    // What was learned is shown: the slow pair's transactions take longer.
+    let seconds = |name: &str| {
+        gateways["gateways"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|g| g["name"] == name)
+            .and_then(|g| g["sites"].as_array()?.first()?["transaction_seconds"].as_f64())
+            .unwrap_or_else(|| panic!("{name} learned nothing: {gateways}"))
+    };
+    assert!(seconds("gw2") > seconds("gw1"), "{gateways}");
+}
+
+/// A network namespace with a veth pair to the host, made for one test: the
+/// process inside has loopback address `addr` (on its veth) and reaches the
+/// host's 127.0.0.0/8 through the pair, nothing else. [`Partition::cut`]
+/// drops what it sends to one host address (blackhole route inside), so it
+/// still reaches the others. Removed when dropped.
+struct Partition {
+    ns: String,
+    host_if: String,
+}
+
+impl Partition {
+    /// `None` (the test skipped) where namespaces cannot be made (not root).
+    fn new(test: &str, tag: &str, addr: Ipv4Addr) -> Option<Partition> {
+        let p = Partition {
+            ns: format!("volley-{tag}"),
+            host_if: format!("vh-{tag}"),
+        };
+        let ns_if = format!("vn-{tag}");
+        // What an earlier, killed run may have left.
+        let _ = p.ip(&["netns", "del", &p.ns]);
+        let _ = p.ip(&["link", "del", &p.host_if]);
+        if let Err(err) = p.ip(&["netns", "add", &p.ns]) {
+            support::skip(test, &format!("cannot make a network namespace: {err}"));
+            return None;
+        }
+        let a = addr.to_string();
+        let host = format!("{a}/32");
+        let steps: Vec<Vec<&str>> = vec![
+            vec![
+                "link", "add", &p.host_if, "type", "veth", "peer", "name", &ns_if,
+            ],
+            vec!["link", "set", &ns_if, "netns", &p.ns],
+            vec!["link", "set", &p.host_if, "up"],
+            // Replies to `addr` leave the host through the pair (a /32
+            // before the local 127.0.0.0/8).
+            vec!["route", "add", &host, "dev", &p.host_if, "table", "local"],
+        ];
+        for step in steps {
+            p.ip(&step)
+                .unwrap_or_else(|e| panic!("ip {}: {e}", step.join(" ")));
+        }
+        sysctl(&format!("net.ipv4.conf.{}.route_localnet=1", p.host_if));
+        let inside: Vec<Vec<&str>> = vec![
+            vec!["link", "set", "lo", "up"],
+            // Its own loopback is 127.0.0.1 only: the rest of 127/8 is the host's.
+            vec!["addr", "del", "127.0.0.1/8", "dev", "lo"],
+            vec!["addr", "add", "127.0.0.1/32", "dev", "lo"],
+            vec!["addr", "add", &host, "dev", &ns_if],
+            vec!["link", "set", &ns_if, "up"],
+        ];
+        for step in inside {
+            p.inside(&step)
+                .unwrap_or_else(|e| panic!("ip {}: {e}", step.join(" ")));
+        }
+        for key in ["all", ns_if.as_str()] {
+            let out = std::process::Command::new("ip")
+                .args(["netns", "exec", &p.ns, "sysctl", "-qw"])
+                .arg(format!("net.ipv4.conf.{key}.route_localnet=1"))
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        p.inside(&["route", "add", "127.0.0.0/8", "dev", &ns_if, "src", &a])
+            .unwrap();
+        Some(p)
+    }
+
+    fn ip(&self, args: &[&str]) -> Result<(), String> {
+        let out = std::process::Command::new("ip")
+            .args(args)
+            .output()
+            .map_err(|e| e.to_string())?;
+        if out.status.success() {
+            Ok(())
+        } else {
+            Err(String::from_utf8_lossy(&out.stderr).trim().to_owned())
+        }
+    }
+
+    fn inside(&self, args: &[&str]) -> Result<(), String> {
+        let mut all = vec!["-n", self.ns.as_str()];
+        all.extend_from_slice(args);
+        self.ip(&all)
+    }
+
+    /// Drops everything sent from inside to `to`.
+    fn cut(&self, to: Ipv4Addr) {
+        self.inside(&["route", "add", "blackhole", &format!("{to}/32")])
+            .unwrap();
+    }
+
+    /// Undoes [`Partition::cut`].
+    fn heal(&self, to: Ipv4Addr) {
+        self.inside(&["route", "del", "blackhole", &format!("{to}/32")])
+            .unwrap();
+    }
+}
+
+impl Drop for Partition {
+    fn drop(&mut self) {
+        let _ = self.ip(&["netns", "del", &self.ns]);
+        let _ = self.ip(&["link", "del", &self.host_if]);
+    }
+}
+
+fn sysctl(setting: &str) {
+    let out = std::process::Command::new("sysctl")
+        .args(["-qw", setting])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "sysctl {setting}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_partitioned_gateway_stops_by_itself_and_rejoins_without_resending() {
+    let test = "a_partitioned_gateway_stops_by_itself_and_rejoins_without_resending";
+    if !available(test) {
+        return;
+    }
+    // gw2 in a namespace of its own: it reaches the receiver (.218) and,
+    // until cut, the control plane (.215).
+    let control = Ipv4Addr::new(127, 0, 0, 215);
+    let cut_off = "127.0.0.217";
+    let Some(partition) = Partition::new(test, "part", Ipv4Addr::new(127, 0, 0, 217)) else {
+        return;
+    };
+    let receiver = Scripted::start(Ipv4Addr::new(127, 0, 0, 218), serde_json::json!({}));
+    let fleet = Fleet::start_custom(
+        215,
+        2,
+        1,
+        Options {
+            gateway_extra: "[site]\nmax_messages_per_second = 100\n",
+            via: Some(receiver.addr()),
+            netns: Some((2, partition.ns.as_str())),
+            ..Options::default()
+        },
+    );
+    let n = 4_000;
+    let id = fleet.submit(n);
+    // Both gateways sending, then gw2 is cut off from the control plane for
+    // three lease times.
+    let from = |peer: &str| peer.split(':').next() == Some(cut_off);
+    let sending = poll(Duration::from_secs(120), || {
+        let t = receiver.transactions();
+        (t.iter().filter(|t| from(&t.peer)).count() >= 100 && t.len() >= n / 5).then_some(())
+    });
+    assert!(sending.is_some(), "gw2 did not start sending");
+    let unix = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs_f64()
+    };
+    let cut_at = unix();
+    partition.cut(control);
+    std::thread::sleep(Duration::from_secs(15));
+    let healed_at = unix();
+    partition.heal(control);
+    let view = fleet.completed(id, Duration::from_secs(240));
+    // gw2 stopped by itself before its lease (5 s) could have run out at
+    // the control plane: nothing from it after that, until the link came back.
+    let mut arrivals: Vec<(f64, bool, Vec<String>)> = receiver
+        .accepted_at()
+        .into_iter()
+        .map(|(t, at)| (at, from(&t.peer), t.rcpt_tos))
+        .collect();
+    arrivals.sort_by(|a, b| a.0.total_cmp(&b.0));
+    let late: Vec<f64> = arrivals
+        .iter()
+        .filter(|(at, gw2, _)| *gw2 && *at > cut_at + 5.0 && *at < healed_at)
+        .map(|(at, _, _)| at - cut_at)
+        .collect();
+    assert!(
+        late.is_empty(),
+        "gw2 sent {} s after the cut",
+        late.first().unwrap_or(&0.0)
+    );
+    // The campaign finished on gw1; every recipient arrived, duplicates
+    // within what was counted resent (gw2's in-flight at the cut).
+    let mut seen: HashMap<&str, u32> = HashMap::new();
+    for (_, _, rcpts) in &arrivals {
+        for r in rcpts {
+            *seen.entry(r.as_str()).or_default() += 1;
+        }
+    }
+    assert_eq!(seen.len(), n, "distinct recipients arrived");
+    let duplicates: u32 = seen.values().map(|c| c - 1).sum();
+    let resent = view["resent_after_failure"].as_i64().unwrap();
+    assert!(
+        i64::from(duplicates) <= resent,
+        "{duplicates} duplicates, resent_after_failure {resent}"
+    );
+    assert_eq!(view["delivered"], n as i64, "{view}");
+    // Back, gw2 sent none of what had arrived before: its old batches were
+    // dropped when its late report was refused.
+    let before: std::collections::HashSet<&str> = arrivals
+        .iter()
+        .filter(|(at, _, _)| *at < healed_at)
+        .flat_map(|(_, _, r)| r.iter().map(String::as_str))
+        .collect();
+    let again: Vec<&str> = arrivals
+        .iter()
+        .filter(|(at, gw2, _)| *gw2 && *at >= healed_at)
+        .flat_map(|(_, _, r)| r.iter().map(String::as_str))
+        .filter(|r| before.contains(r))
+        .collect();
+    assert!(
+        again.is_empty(),
+        "gw2 sent again after rejoining: {:?}",
+        &again[..again.len().min(5)]
+    );
+    // It rejoined: live again, its refused report logged.
+    let rejoined = poll(Duration::from_secs(30), || {
+        let g = fleet.get("/v1/gateways");
+        g["gateways"]
+            .as_array()?
+            .iter()
+            .any(|g| g["name"] == "gw2" && g["state"] == "live")
+            .then_some(())
+    });
+    assert!(rejoined.is_some(), "{}", fleet.get("/v1/gateways"));
+    let log = fleet.gateways[1].as_ref().unwrap().stderr_text();
+    assert!(
+        log.contains("lease lost") || log.contains("leases not renewed in time"),
+        "{log}"
+    );
+    eprintln!(
+        "partition: {duplicates} duplicates, resent_after_failure {resent}, gw2 sent {} before the cut",
+        arrivals.iter().filter(|(at, gw2, _)| *gw2 && *at < cut_at).count()
+    );
 }

@@ -28,6 +28,11 @@ pub enum Answer<T> {
     Conflict(T),
 }
 
+/// How long a lease request may take (it waits for work up to 30 s).
+const LEASE_TIMEOUT: Duration = Duration::from_secs(60);
+/// How long any other request may take.
+const TIMEOUT: Duration = Duration::from_secs(10);
+
 impl ControlClient {
     /// A client of `urls` with `token`.
     pub fn new(urls: Vec<String>, token: String) -> Result<ControlClient> {
@@ -36,7 +41,6 @@ impl ControlClient {
         }
         let http = reqwest::Client::builder()
             .connect_timeout(Duration::from_secs(3))
-            .timeout(Duration::from_secs(60))
             .build()
             .context("cannot make an HTTP client")?;
         Ok(ControlClient {
@@ -55,6 +59,13 @@ impl ControlClient {
         path: &str,
         body: Option<&(impl Serialize + Sync)>,
     ) -> Result<reqwest::Response> {
+        // Only a lease request waits (its long poll); anything else that
+        // takes this long is lost in the network.
+        let timeout = if path == "/v1/leases" {
+            LEASE_TIMEOUT
+        } else {
+            TIMEOUT
+        };
         let start = self.current.load(Ordering::Relaxed);
         let mut last = None;
         for k in 0..self.urls.len() {
@@ -63,6 +74,7 @@ impl ControlClient {
             let mut req = self
                 .http
                 .request(method.clone(), &url)
+                .timeout(timeout)
                 .bearer_auth(&self.token);
             if let Some(body) = body {
                 req = req.json(body);

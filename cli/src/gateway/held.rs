@@ -51,6 +51,9 @@ pub struct Held {
     /// sent from (until then it is held, so that what a lost gateway may have
     /// sent is always among what the control plane counts as resent).
     pub started: bool,
+    /// When the control plane asked for it back (another gateway delivers
+    /// to its site much faster): held since, released once drained.
+    pub giving_back: Option<Instant>,
 }
 
 /// Every lease held, and the campaigns' orders.
@@ -106,6 +109,19 @@ impl Leases {
             h.hold.store(true, Ordering::Relaxed);
             lock(&self.dropped).push(h.path);
         }
+    }
+
+    /// Starts giving back `keys` (held from now on; see [`Held::giving_back`]).
+    pub fn give_back(&self, keys: &[Key]) {
+        let now = Instant::now();
+        let mut held = lock(&self.held);
+        for key in keys {
+            if let Some(h) = held.get_mut(key) {
+                h.giving_back.get_or_insert(now);
+            }
+        }
+        drop(held);
+        self.refresh_holds();
     }
 
     /// Forgets a batch that is done (its final report is queued).
@@ -171,7 +187,8 @@ impl Leases {
     }
 
     /// Sets each batch's hold flag: held unless its lease is current, a report
-    /// on it was accepted and its campaign's order is `send`. Answers the batches whose lease ran out.
+    /// on it was accepted, its campaign's order is `send` and it is not being
+    /// given back. Answers the batches whose lease ran out.
     pub fn refresh_holds(&self) -> usize {
         let now = Instant::now();
         let orders = lock(&self.orders).clone();
@@ -184,8 +201,8 @@ impl Leases {
             let send = orders
                 .get(campaign)
                 .is_some_and(|o| o.action == Action::Send);
-            h.hold
-                .store(!(current && send && h.started), Ordering::Relaxed);
+            let sending = current && send && h.started && h.giving_back.is_none();
+            h.hold.store(!sending, Ordering::Relaxed);
         }
         expired
     }

@@ -28,6 +28,8 @@ use crate::store::batches::{DoneBatch, Progress};
 use crate::store::events::BatchOutcomes;
 use crate::store::leases::EventsOf;
 
+/// Domains whose MX site is remembered (a batch of another is its own site).
+const MAX_DOMAINS: usize = 1_000_000;
 /// Suppression changes handed to a gateway per answer (it asks again for more).
 const SUPPRESSION_UPDATES: i64 = 10_000;
 use crate::store::now;
@@ -62,6 +64,9 @@ pub struct Fleet {
     plane: Arc<Plane>,
     settings: FleetSettings,
     estimates: Mutex<Estimates>,
+    /// The MX site (or route) of each domain, as the gateways report them:
+    /// a batch's site is its first domain, its estimates are the MX site's.
+    mx_of: Mutex<HashMap<String, String>>,
     /// The live gateways counted at a unix second, for the limits' share.
     share: Mutex<Option<(i64, u32)>>,
     /// The holds read at a unix second.
@@ -93,6 +98,7 @@ impl Fleet {
             plane,
             settings,
             estimates: Mutex::default(),
+            mx_of: Mutex::default(),
             share: Mutex::default(),
             holds: Mutex::default(),
             purges: Mutex::default(),
@@ -150,16 +156,19 @@ impl Fleet {
     }
 
     fn learn(&self, gateway: &str, figures: &[SiteFigures]) {
+        let at = now();
+        {
+            let mut mx_of = lock(&self.mx_of);
+            for f in figures.iter().filter(|f| !f.mx.is_empty()) {
+                if mx_of.len() < MAX_DOMAINS || mx_of.contains_key(&f.site) {
+                    mx_of.insert(f.site.clone(), f.mx.clone());
+                }
+            }
+        }
         let mut estimates = lock(&self.estimates);
-        for f in figures {
+        for f in &assign::by_site(figures) {
             let key = (gateway.to_owned(), f.site.clone());
-            let next = assign::learn(
-                estimates.get(&key),
-                &f.site,
-                f.delivered,
-                f.failed,
-                f.seconds,
-            );
+            let next = assign::learn(estimates.get(&key), f, at);
             estimates.insert(key, next);
         }
     }
@@ -212,14 +221,20 @@ impl Fleet {
                 candidates.retain(|c| !holds.contains(&Rule::Domain(c.site.to_ascii_lowercase())));
                 let live = self.live(at).await?;
                 let chosen = {
+                    let mx_of = lock(&self.mx_of);
+                    let sites: Vec<&str> = candidates
+                        .iter()
+                        .map(|c| mx_of.get(&c.site).unwrap_or(&c.site).as_str())
+                        .collect();
                     let estimates = lock(&self.estimates);
                     assign::choose(
                         self.settings.assignment,
                         &req.gateway,
                         &live,
-                        &candidates,
+                        &sites,
                         req.want as usize,
                         &estimates,
+                        at,
                     )
                 };
                 let keys: Vec<(i64, i64)> = chosen
@@ -269,6 +284,50 @@ impl Fleet {
             let left = deadline.saturating_duration_since(Instant::now());
             let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), wake.notified()).await;
         }
+    }
+
+    /// The held batches of `req` (those `held` says are still its) that
+    /// the gateway should give back ([`assign::give_back`]).
+    async fn give_back(
+        &self,
+        req: &ReportRequest,
+        held: &[bool],
+        at: i64,
+    ) -> Result<Vec<BatchKey>, PlaneError> {
+        if self.settings.assignment == Assignment::RoundRobin || req.batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let live = self.live(at).await?;
+        if live.len() < 2 {
+            return Ok(Vec::new());
+        }
+        let mx_of = lock(&self.mx_of);
+        let estimates = lock(&self.estimates);
+        let out: Vec<BatchKey> = req
+            .batches
+            .iter()
+            .zip(held)
+            .filter(|(b, ok)| {
+                let site = mx_of.get(&b.site).unwrap_or(&b.site);
+                **ok && !b.site.is_empty()
+                    && assign::give_back(
+                        self.settings.assignment,
+                        &req.gateway,
+                        &live,
+                        site,
+                        &estimates,
+                    )
+            })
+            .map(|(b, _)| BatchKey {
+                campaign: b.campaign,
+                batch: b.batch,
+            })
+            .collect();
+        if !out.is_empty() {
+            tracing::info!(gateway = %req.gateway, batches = out.len(),
+                "asked to give back batches of sites another gateway delivers to much faster");
+        }
+        Ok(out)
     }
 
     async fn content_hashes(
@@ -397,8 +456,10 @@ impl Fleet {
                 .chain(req.done.iter().map(|d| d.campaign)),
             at,
         );
+        let give_back = self.give_back(&req, &held, at).await?;
         Ok(ReportResponse {
             stale,
+            give_back,
             campaigns,
             fleet: self.state(req.suppressions_after, at).await?,
         })

@@ -135,7 +135,8 @@ pub struct CampaignOrder {
     pub mark: u64,
 }
 
-/// A gateway's delivery figures for one site over an interval.
+/// A gateway's delivery figures for one batch site (its first domain) over
+/// an interval.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct SiteFigures {
     /// The site (a batch's first domain).
@@ -146,6 +147,18 @@ pub struct SiteFigures {
     pub failed: u64,
     /// Seconds the interval lasted.
     pub seconds: f64,
+    /// Transactions to the site that got a reply in the interval.
+    #[serde(default)]
+    pub transactions: u64,
+    /// Seconds those transactions took (each from its start to its reply)
+    /// plus the seconds spent opening connections to the site.
+    #[serde(default)]
+    pub busy_seconds: f64,
+    /// Where the gateway sends the domain's mail (its MX hosts, or a
+    /// route): the site its figures are learned for, shared by every domain
+    /// with the same; empty when not resolved.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub mx: String,
 }
 
 /// `POST /v1/reports`: a gateway's progress on the batches it holds.
@@ -188,6 +201,9 @@ pub struct BatchReport {
     pub slots: String,
     /// Recipients by state per destination domain.
     pub domains: Vec<(String, Counts)>,
+    /// The batch's site, as its lease named it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub site: String,
     /// The attempts made since the last accepted report, in order, of the
     /// types the control plane asked for (its webhooks' delivery events).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -251,6 +267,11 @@ pub struct ReportResponse {
     /// Batches no longer the gateway's (leased to another, or done): drop
     /// them, send nothing more from them.
     pub stale: Vec<BatchKey>,
+    /// Held batches of sites another live gateway delivers to much faster:
+    /// start no more transactions of them and, once none is in flight,
+    /// report their slots and release them (`POST /v1/releases`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub give_back: Vec<BatchKey>,
     /// Orders for the campaigns of the reported batches.
     pub campaigns: Vec<CampaignOrder>,
     /// What the gateway follows, as in every answer.
@@ -286,6 +307,17 @@ pub struct SiteEstimate {
     pub failure_rate: f64,
     /// Recipients its figures cover.
     pub samples: u64,
+    /// Seconds a transaction takes, connecting included (a moving average;
+    /// 0 while unknown): what the assignment compares, as it does not
+    /// depend on how much work the gateway was given.
+    #[serde(default)]
+    pub transaction_seconds: f64,
+    /// Transactions its `transaction_seconds` covers.
+    #[serde(default)]
+    pub transactions: u64,
+    /// Unix second of the last figures that covered any attempt.
+    #[serde(default)]
+    pub updated: i64,
 }
 
 /// Base64 (standard, padded) of `bytes`.

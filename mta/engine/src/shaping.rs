@@ -26,6 +26,22 @@ impl RateLimit {
         }
     }
 
+    /// Changes the limit to `rate` (a fleet's share changed), keeping the
+    /// tokens earned so far (at most the new burst).
+    pub fn set_rate(&mut self, rate: f64, now: Instant) {
+        if rate == self.rate {
+            return;
+        }
+        if self.rate > 0.0 {
+            let elapsed = now.saturating_duration_since(self.last).as_secs_f64();
+            self.tokens += elapsed * self.rate;
+        }
+        self.last = self.last.max(now);
+        self.rate = rate;
+        self.burst = rate.max(1.0);
+        self.tokens = self.tokens.min(self.burst);
+    }
+
     /// Takes one token: `Ok` to send now, or `Err(wait)` until a token is free.
     pub fn take(&mut self, now: Instant) -> Result<(), Duration> {
         if self.rate <= 0.0 {
@@ -126,6 +142,25 @@ mod tests {
         for _ in 0..1000 {
             assert_eq!(unlimited.take(t0), Ok(()));
         }
+    }
+
+    #[test]
+    fn a_changed_rate_keeps_the_bucket() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut r = RateLimit::new(4.0, t0);
+        for _ in 0..4 {
+            assert_eq!(r.take(t0), Ok(()));
+        }
+        // A third of the rate: an empty bucket stays empty, then refills slower.
+        r.set_rate(4.0 / 3.0, t0);
+        assert_eq!(r.take(t0), Err(ms(750)));
+        assert_eq!(r.take(t0 + ms(750)), Ok(()));
+        // Unchanged: nothing happens; back up: the tokens earned stay.
+        r.set_rate(4.0 / 3.0, t0 + ms(750));
+        r.set_rate(4.0, t0 + ms(1500));
+        assert_eq!(r.take(t0 + ms(1500)), Ok(()));
+        assert_eq!(r.take(t0 + ms(1500)), Err(ms(250)));
     }
 
     #[test]

@@ -23,8 +23,10 @@ use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
+
+use crate::shaping::RateLimit;
 
 use tokio::sync::Semaphore;
 use volley_conf::{limits_for, Config, Route};
@@ -168,6 +170,10 @@ pub struct Shared {
     /// process alone): a round's sites get their share
     /// ([`crate::shaping::share_limits`]).
     pub(crate) limit_share: Arc<std::sync::atomic::AtomicU32>,
+    /// Each site's message rate limit, kept from round to round: a round's
+    /// site takes it over rather than starting with a full bucket (rounds
+    /// come as often as a fleet's leases do).
+    rates: Mutex<HashMap<String, Arc<Mutex<RateLimit>>>>,
     /// Set by [`Engine::stop`]: no new transactions or connections.
     stopping: AtomicBool,
     egress: Vec<IpAddr>,
@@ -186,6 +192,24 @@ impl Shared {
         self.stopping.load(Ordering::Relaxed)
     }
 
+    /// Site `key`'s rate limit, at `rate` messages per second from now on.
+    pub(crate) fn rate_limit(&self, key: &str, rate: f64) -> Arc<Mutex<RateLimit>> {
+        let now = Instant::now();
+        let mut rates = self.rates.lock().unwrap_or_else(PoisonError::into_inner);
+        if rates.len() >= MAX_RATE_SITES {
+            // Sites of no round now start afresh when they come back.
+            rates.retain(|_, r| Arc::strong_count(r) > 1);
+        }
+        let limit = rates
+            .entry(key.to_owned())
+            .or_insert_with(|| Arc::new(Mutex::new(RateLimit::new(rate, now))));
+        limit
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .set_rate(rate, now);
+        Arc::clone(limit)
+    }
+
     /// The next source address of the egress pool, if one is configured.
     pub(crate) fn source_address(&self, _worker: usize) -> Option<IpAddr> {
         if self.egress.is_empty() {
@@ -195,6 +219,9 @@ impl Shared {
         Some(self.egress[i])
     }
 }
+
+/// Sites whose rate limits are kept between rounds before idle ones go.
+const MAX_RATE_SITES: usize = 10_000;
 
 /// Names the site a domain's mail goes through, as the engine does (a
 /// cheap clone of its resolver and configuration).
@@ -308,6 +335,7 @@ impl Engine {
             metrics: Arc::default(),
             holds: Arc::new(volley_queue::holds::Holds::none()),
             limit_share: Arc::new(std::sync::atomic::AtomicU32::new(1)),
+            rates: Mutex::default(),
             stopping: AtomicBool::new(false),
             egress: d.source_addresses.clone(),
             egress_next: AtomicUsize::new(0),
@@ -388,6 +416,11 @@ impl Engine {
             hits,
         );
         registry.register("dns_cache_misses", "MX lookups that went to DNS", misses);
+    }
+
+    /// Every site's busy time, for a fleet's gateway to report.
+    pub fn timings(&self) -> Arc<crate::metrics::Timings> {
+        self.shared.metrics.timings()
     }
 
     /// How many gateways share each site's limits (a fleet's gateway sets it
@@ -703,7 +736,8 @@ impl Engine {
                 );
                 let metrics = self.shared.metrics.site(&key);
                 let holds = (Arc::clone(&self.shared.holds), holds_seen);
-                Site::new(key, hosts, limits, tls, items, metrics, holds)
+                let rate = self.shared.rate_limit(&key, limits.max_messages_per_second);
+                Site::new(key, hosts, limits, tls, items, metrics, holds, rate)
             })
             .collect()
     }

@@ -67,7 +67,7 @@ pub struct Site {
     /// STARTTLS policy.
     pub tls: TlsPolicy,
     queue: Mutex<VecDeque<Item>>,
-    rate: Mutex<RateLimit>,
+    rate: Arc<Mutex<RateLimit>>,
     paused_until: Mutex<Option<Instant>>,
     failures: AtomicU32,
     /// A connection to the site has worked in this round.
@@ -80,7 +80,9 @@ pub struct Site {
 }
 
 impl Site {
-    /// A site with its recipients.
+    /// A site with its recipients; `rate` is its message rate limit,
+    /// carried over from earlier rounds.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         key: String,
         hosts: Vec<Host>,
@@ -89,15 +91,15 @@ impl Site {
         items: Vec<Item>,
         metrics: SiteMetrics,
         holds: (Arc<Holds>, u64),
+        rate: Arc<Mutex<RateLimit>>,
     ) -> Site {
-        let rate = RateLimit::new(limits.max_messages_per_second, Instant::now());
         Site {
             key,
             hosts,
             limits,
             tls,
             queue: Mutex::new(items.into()),
-            rate: Mutex::new(rate),
+            rate,
             paused_until: Mutex::new(None),
             failures: AtomicU32::new(0),
             connected: AtomicBool::new(false),
@@ -313,8 +315,10 @@ async fn connect_and_deliver(
     first: Item,
 ) -> Result<(), String> {
     let _seat = lanes.seat(lane);
+    let opening = Instant::now();
     match open(&site, &shared, worker).await {
         Ok((conn, via)) => {
+            site.metrics.connected(opening.elapsed().as_secs_f64());
             let _open = site.metrics.connection();
             site.failures.store(0, Ordering::Release);
             site.connected.store(true, Ordering::Release);

@@ -216,11 +216,15 @@ impl Scripted {
     /// The unix times (fractional seconds) the accepted transactions were
     /// answered at, in order.
     pub fn accepted_times(&self) -> Vec<f64> {
+        self.accepted_at().into_iter().map(|(_, at)| at).collect()
+    }
+
+    /// The accepted transactions, each with the unix time it was answered at.
+    pub fn accepted_at(&self) -> Vec<(Transaction, f64)> {
         self.transaction_lines()
             .lines()
             .filter_map(|line| Transaction::with_time(line).ok())
             .filter(|(t, _)| t.accepted)
-            .map(|(_, at)| at)
             .collect()
     }
 

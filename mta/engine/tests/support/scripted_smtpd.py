@@ -25,6 +25,8 @@ Scenario keys (all optional; unknown keys are an error):
   greeting            replaces the whole "220 ..." greeting line
   greeting_delay_ms   wait before the greeting
   delay_ms            wait before every reply (each multi-line reply once)
+  delay_ms_by_peer    {"127.0.0.x": ms}: delay_ms for sessions from that client
+                      address instead (a receiver slow for one sender)
   ehlo_disable        EHLO keywords not to advertise, e.g. ["PIPELINING", "SIZE"]
                       (the command still works: this only hides the keyword)
   ehlo_add            extra EHLO lines, e.g. ["DSN"]
@@ -79,7 +81,7 @@ import time
 from aiosmtpd.smtp import MISSING, SMTP
 
 KNOWN_KEYS = {
-    "hostname", "greeting", "greeting_delay_ms", "delay_ms", "ehlo_disable", "ehlo_add",
+    "hostname", "greeting", "greeting_delay_ms", "delay_ms", "delay_ms_by_peer", "ehlo_disable", "ehlo_add",
     "size_limit", "smtputf8", "timeout_s", "command_replies", "mail_replies",
     "rcpt_replies", "data_replies", "defer_first_n", "defer_at", "defer_reply",
     "reply_421_after", "reply_421", "drop_in_data_after", "drop_in_data_mode",
@@ -113,6 +115,7 @@ class Scenario:
         self.greeting = raw.get("greeting")
         self.greeting_delay = raw.get("greeting_delay_ms", 0) / 1000.0
         self.delay = raw.get("delay_ms", 0) / 1000.0
+        self.delay_by_peer = {ip: ms / 1000.0 for ip, ms in raw.get("delay_ms_by_peer", {}).items()}
         self.ehlo_disable = {k.upper() for k in raw.get("ehlo_disable", [])}
         self.ehlo_add = list(raw.get("ehlo_add", []))
         self.size_limit = raw.get("size_limit", 33554432) or None
@@ -320,8 +323,11 @@ class ScriptedSMTP(SMTP):
                 status = self.scn.greeting
             if self.scn.greeting_delay:
                 await asyncio.sleep(self.scn.greeting_delay)
-        if self.scn.delay and is_final_line(status):
-            await asyncio.sleep(self.scn.delay)
+        delay = self.scn.delay
+        if self.scn.delay_by_peer and isinstance(self.session.peer, tuple):
+            delay = self.scn.delay_by_peer.get(self.session.peer[0], delay)
+        if delay and is_final_line(status):
+            await asyncio.sleep(delay)
         text = status.decode("utf-8", "replace") if isinstance(status, bytes) else status
         self.rec.log(self.session_no, "S:", text)
         await super().push(status)
