@@ -51,6 +51,8 @@ const REPORT_EVERY: Duration = Duration::from_secs(2);
 /// How long a batch being given back is held before its slots are taken as
 /// final: a transaction begun just before the hold shows in flight by then.
 const GIVE_BACK_AFTER: Duration = Duration::from_secs(1);
+/// How long a batch being given back may take to drain before it is kept.
+const GIVE_BACK_LIMIT: Duration = Duration::from_secs(60);
 /// How soon after the engine recorded outcomes they are reported, at most
 /// (the engine's group commits ask for a report): what a killed gateway
 /// delivered without the control plane knowing is what it delivered within
@@ -553,6 +555,7 @@ async fn install(gw: &Gateway, lease: &Lease, sent: Instant, ttl: Duration) -> R
         .map_err(anyhow::Error::msg)?;
     let name = Spool::file_name(lease.campaign as u64, lease.batch as u64);
     let path = gw.spool.active_dir().join(&name);
+    gw.leases.undrop(&path);
     // A copy from an earlier lease of this batch is out of date.
     let _ = std::fs::remove_file(&path);
     let _ = std::fs::remove_file(gw.spool.done_dir().join(&name));
@@ -565,6 +568,9 @@ async fn install(gw: &Gateway, lease: &Lease, sent: Instant, ttl: Duration) -> R
                 map.set_slot(i, slot)?;
             }
         }
+        // In flight at the previous holder (counted resent): pending here,
+        // which this gateway has not sent.
+        map.reset_in_flight()?;
         map.sync()?;
     }
     // The fleet's purges, before the engine can see the batch.
@@ -598,6 +604,7 @@ async fn install(gw: &Gateway, lease: &Lease, sent: Instant, ttl: Duration) -> R
             reported: (delivered, attempts),
             started: false,
             giving_back: None,
+            accepted_slots: None,
         },
     );
     Ok(())
@@ -726,11 +733,17 @@ async fn report_once(gw: &Gateway) {
         done.push(p.report);
     }
     let mut drained: Vec<(i64, i64, i64)> = Vec::new();
+    let mut sent_slots: Vec<(Key, Vec<u8>)> = Vec::new();
+    let mut undrained = false;
     let batches: Vec<BatchReport> = gw.leases.with(|held| {
         let mut out = Vec::with_capacity(held.len());
         for ((campaign, batch), h) in held.iter_mut() {
-            let Ok(map) = MappedBatch::open(&h.path) else {
-                continue;
+            let map = match MappedBatch::open(&h.path) {
+                Ok(map) => map,
+                Err(err) => {
+                    tracing::warn!(campaign, batch, %err, "a held batch cannot be read: not reported");
+                    continue;
+                }
             };
             let mut slots = Vec::with_capacity(map.len() * 8);
             let (mut delivered, mut attempts) = (0u64, 0u64);
@@ -746,11 +759,15 @@ async fn report_once(gw: &Gateway) {
             }
             // Held long enough for any transaction begun before the hold
             // to show in flight, and none is: these slots are its last.
-            if !in_flight
-                && h.giving_back
-                    .is_some_and(|t| t.elapsed() >= GIVE_BACK_AFTER)
-            {
-                drained.push((*campaign, *batch, h.epoch));
+            if let Some(since) = h.giving_back {
+                if !in_flight && since.elapsed() >= GIVE_BACK_AFTER {
+                    drained.push((*campaign, *batch, h.epoch));
+                } else if since.elapsed() >= GIVE_BACK_LIMIT {
+                    // Never drained (a reply that never comes): kept and sent
+                    // from again rather than held for ever.
+                    h.giving_back = None;
+                    undrained = true;
+                }
             }
             let view = map.view();
             let new_delivered = delivered.saturating_sub(h.reported.0);
@@ -766,6 +783,19 @@ async fn report_once(gw: &Gateway) {
             f.delivered += new_delivered;
             f.failed += new_attempts.saturating_sub(new_delivered);
             f.seconds = interval;
+            // Nothing new since the last accepted report: only renewed.
+            if h.attempts.is_empty() && h.accepted_slots.as_deref() == Some(&slots[..]) {
+                out.push(BatchReport {
+                    campaign: *campaign,
+                    batch: *batch,
+                    epoch: h.epoch,
+                    slots: String::new(),
+                    domains: Vec::new(),
+                    site: h.site.clone(),
+                    attempts: Vec::new(),
+                });
+                continue;
+            }
             out.push(BatchReport {
                 campaign: *campaign,
                 batch: *batch,
@@ -776,9 +806,14 @@ async fn report_once(gw: &Gateway) {
                 // Taken off once a report with them is accepted.
                 attempts: h.attempts.clone(),
             });
+            sent_slots.push(((*campaign, *batch), slots));
         }
         out
     });
+    if undrained {
+        gw.leases.refresh_holds();
+        tracing::warn!("batches to give back did not drain in time: sending from them again");
+    }
     // What the listener suppressed (bounces, complaints, unsubscribe
     // requests) goes to the fleet with the report.
     let suppressed = gw.suppressions.write(|s| s.take_changes());
@@ -820,11 +855,16 @@ async fn report_once(gw: &Gateway) {
         );
         gw.leases.drop_batch(*key);
     }
-    // The attempts this report carried are the control plane's now.
+    // The attempts and slots this report carried are the control plane's now.
     gw.leases.with(|held| {
         for (key, n) in keys.iter().zip(attempts) {
             if let Some(h) = held.get_mut(key) {
                 h.attempts.drain(..n.min(h.attempts.len()));
+            }
+        }
+        for (key, slots) in sent_slots {
+            if let Some(h) = held.get_mut(&key) {
+                h.accepted_slots = Some(slots);
             }
         }
     });

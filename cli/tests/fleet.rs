@@ -294,15 +294,19 @@ impl Fleet {
             (v["state"] == "completed").then_some(v)
         })
         .unwrap_or_else(|| {
-            panic!(
-                "campaign {id} did not complete: {}\ncontrol: {}",
-                self.get(&format!("/v1/campaigns/{id}")),
-                self.controls
+            let logs = |procs: &[Option<ChildGuard>]| {
+                procs
                     .iter()
                     .flatten()
                     .map(ChildGuard::stderr_text)
                     .collect::<Vec<_>>()
                     .join("\n---\n")
+            };
+            panic!(
+                "campaign {id} did not complete: {}\ncontrol: {}\ngateways: {}",
+                self.get(&format!("/v1/campaigns/{id}")),
+                logs(&self.controls),
+                logs(&self.gateways)
             )
         })
     }

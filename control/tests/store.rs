@@ -905,3 +905,46 @@ fn sessions_last_until_they_expire_are_closed_or_their_token_is_revoked() {
         assert!(store.session("s1").await.unwrap().is_none(), "revoked");
     });
 }
+
+#[test]
+fn a_renewal_extends_only_the_leases_still_held() {
+    on_both("renewals", |store| async move {
+        let c = store
+            .insert_campaign(&new_campaign(1, &[]), 0)
+            .await
+            .unwrap();
+        let cuts: Vec<BatchCut> = (0..2)
+            .map(|batch| BatchCut {
+                batch,
+                domains: vec![("a.test".into(), 1)],
+            })
+            .collect();
+        store.set_partitioned(c.id, &cuts, &[], &[]).await.unwrap();
+        store
+            .put_batch_files(c.id, &[(0, vec![1, 2, 3]), (1, vec![4, 5, 6])])
+            .await
+            .unwrap();
+        let claimed = store
+            .claim("g1", &[(c.id, 0), (c.id, 1)], 100, 30)
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        let (e0, e1) = (claimed[0].epoch, claimed[1].epoch);
+        // Under its epoch it is renewed; under an older one, or by another
+        // gateway, not.
+        let got = store
+            .renew("g1", &[(c.id, 0, e0), (c.id, 1, e1 - 1)], 110, 30)
+            .await
+            .unwrap();
+        assert_eq!(got, [true, false]);
+        let other = store.renew("g2", &[(c.id, 0, e0)], 110, 30).await.unwrap();
+        assert_eq!(other, [false]);
+        assert!(store.renew("g1", &[], 110, 30).await.unwrap().is_empty());
+        // Renewed to 140, batch 0 is still g1's at 135; batch 1 (to 130) is free.
+        let taken = store
+            .claim("g2", &[(c.id, 0), (c.id, 1)], 135, 30)
+            .await
+            .unwrap();
+        assert_eq!(taken.iter().map(|t| t.batch).collect::<Vec<_>>(), [1]);
+    });
+}

@@ -54,6 +54,9 @@ pub struct Held {
     /// When the control plane asked for it back (another gateway delivers
     /// to its site much faster): held since, released once drained.
     pub giving_back: Option<Instant>,
+    /// The slots of its last accepted report: a report while they are the
+    /// same only renews the lease.
+    pub accepted_slots: Option<Vec<u8>>,
 }
 
 /// Every lease held, and the campaigns' orders.
@@ -79,6 +82,8 @@ impl Leases {
 
     /// Records a new lease (replacing an older one of the same batch).
     pub fn insert(&self, key: Key, held: Held) {
+        // Its file is current again if it was dropped before.
+        lock(&self.dropped).retain(|p| *p != held.path);
         lock(&self.held).insert(key, held);
         self.refresh_holds();
     }
@@ -129,9 +134,19 @@ impl Leases {
         lock(&self.held).remove(&key)
     }
 
-    /// The files of dropped batches, to remove now.
+    /// Takes `path` off the files to remove (a batch leased again is about
+    /// to be written there).
+    pub fn undrop(&self, path: &std::path::Path) {
+        lock(&self.dropped).retain(|p| p != path);
+    }
+
+    /// The files of dropped batches, to remove now: not one a batch leased
+    /// again since (given back, then leased back) has at the same path.
     pub fn take_dropped(&self) -> Vec<PathBuf> {
-        std::mem::take(&mut *lock(&self.dropped))
+        let held = lock(&self.held);
+        let mut dropped = std::mem::take(&mut *lock(&self.dropped));
+        dropped.retain(|p| !held.values().any(|h| &h.path == p));
+        dropped
     }
 
     /// Notes the control plane's orders.

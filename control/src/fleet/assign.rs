@@ -34,6 +34,8 @@ pub const EXPLORE: usize = 1;
 /// below this share of another live gateway's (below [`GOOD_ENOUGH`], so
 /// that a batch does not go back and forth).
 pub const GIVE_BACK: f64 = 0.5;
+/// Transactions a pair's speed must cover, on both sides, for a give-back.
+pub const GIVE_BACK_EVIDENCE: u64 = 20;
 /// A slow pair's figures older than this are explored again.
 pub const REEXPLORE_SECS: i64 = 60;
 /// Weight of the newest interval in the moving averages.
@@ -42,10 +44,14 @@ const NEWEST: f64 = 0.3;
 /// What the control plane learned, per (gateway, site).
 pub type Estimates = HashMap<(String, String), SiteEstimate>;
 
+/// Transaction times below this count as this: differences there are the
+/// gateways' own scheduling noise, not the receiver's.
+pub const TIME_FLOOR: f64 = 0.02;
+
 /// Successful transactions per second of one connection's time.
 fn speed(e: &SiteEstimate) -> Option<f64> {
     (e.transactions > 0 && e.transaction_seconds > 0.0)
-        .then(|| (1.0 - e.failure_rate).max(0.0) / e.transaction_seconds)
+        .then(|| (1.0 - e.failure_rate).max(0.0) / e.transaction_seconds.max(TIME_FLOOR))
 }
 
 /// The indexes into `candidates` (the due batches oldest first, each named
@@ -128,9 +134,11 @@ pub fn give_back(
     if mode == Assignment::RoundRobin {
         return false;
     }
+    // Only on figures of enough transactions, both sides.
     let speed_of = |g: &str| {
         estimates
             .get(&(g.to_owned(), site.to_owned()))
+            .filter(|e| e.transactions >= GIVE_BACK_EVIDENCE)
             .and_then(speed)
     };
     let Some(mine) = speed_of(me) else {
@@ -331,6 +339,17 @@ mod tests {
                 vec![
                     ("a", "x", 5.0, 0.02, 0.0, 0),
                     ("b", "x", 500.0, 0.02, 0.0, 0),
+                ],
+                5,
+                vec![0, 1, 2, 3, 4],
+            ),
+            (
+                "times under the floor are equal",
+                Learned,
+                "a",
+                vec![
+                    ("a", "x", 1.0, 0.009, 0.0, 0),
+                    ("b", "x", 1.0, 0.0005, 0.0, 0),
                 ],
                 5,
                 vec![0, 1, 2, 3, 4],

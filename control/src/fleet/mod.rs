@@ -370,10 +370,16 @@ impl Fleet {
             .touch_gateway(&req.gateway, req.delivered.max(0), Some(&figures), at)
             .await?;
         let mut rows = Vec::with_capacity(req.batches.len());
+        let mut renewals = Vec::new();
         let mut progress = Vec::new();
         let wanted = self.plane.wanted_events();
         let mut events = Vec::with_capacity(req.batches.len());
         for b in &req.batches {
+            // No slots: unchanged since the last report, only renewed.
+            if b.slots.is_empty() {
+                renewals.push((b.campaign, b.batch, b.epoch));
+                continue;
+            }
             let slots = wire::decode(&b.slots).map_err(|e| {
                 PlaneError::BadRequest(format!("batch {}/{}: slots: {e}", b.campaign, b.batch))
             })?;
@@ -388,9 +394,24 @@ impl Fleet {
                 });
             }
         }
-        let held = store
+        let reported = store
             .report(&req.gateway, &rows, &progress, &events, at, self.ttl())
             .await?;
+        let renewed = store.renew(&req.gateway, &renewals, at, self.ttl()).await?;
+        // Whether each batch of the request is still the gateway's, in order.
+        let (mut reported, mut renewed) = (reported.into_iter(), renewed.into_iter());
+        let held: Vec<bool> = req
+            .batches
+            .iter()
+            .map(|b| {
+                let next = if b.slots.is_empty() {
+                    renewed.next()
+                } else {
+                    reported.next()
+                };
+                next.unwrap_or(false)
+            })
+            .collect();
         if events.iter().any(|e| !e.events.is_empty()) {
             self.plane.outbox().added.notify_waiters();
         }

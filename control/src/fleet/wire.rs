@@ -150,8 +150,9 @@ pub struct SiteFigures {
     /// Transactions to the site that got a reply in the interval.
     #[serde(default)]
     pub transactions: u64,
-    /// Seconds those transactions took (each from its start to its reply)
-    /// plus the seconds spent opening connections to the site.
+    /// Seconds those transactions took (each from its start, or the reply
+    /// before it on its connection if later, to its reply: not the wait
+    /// behind others pipelined) plus the seconds spent opening connections.
     #[serde(default)]
     pub busy_seconds: f64,
     /// Where the gateway sends the domain's mail (its MX hosts, or a
@@ -197,7 +198,9 @@ pub struct BatchReport {
     pub batch: i64,
     /// The epoch of the gateway's lease.
     pub epoch: i64,
-    /// Every recipient's slot (8 bytes each, little-endian), base64.
+    /// Every recipient's slot (8 bytes each, little-endian), base64; empty
+    /// when none changed since the gateway's last accepted report (the lease
+    /// is only renewed, in one statement for all such batches).
     pub slots: String,
     /// Recipients by state per destination domain.
     pub domains: Vec<(String, Counts)>,

@@ -388,6 +388,9 @@ impl Store {
         now: i64,
         ttl: i64,
     ) -> Result<Vec<bool>, StoreError> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
         let mut tx = self.pool().begin().await.what("begin a report")?;
         if events.iter().any(|e| !e.events.is_empty()) {
             // The outbox's lock first, as every writer of events takes it.
@@ -438,6 +441,49 @@ impl Store {
         self.insert_outcomes(&mut tx, &accepted_events, &[]).await?;
         tx.commit().await.what("commit a report")?;
         Ok(held)
+    }
+
+    /// Renews `gateway`'s leases of `batches` (campaign, batch, epoch) whose
+    /// slots did not change since its last report, to `now + ttl`, in one
+    /// statement. Answers, per batch in order, whether the lease was still
+    /// the gateway's.
+    pub async fn renew(
+        &self,
+        gateway: &str,
+        batches: &[(i64, i64, i64)],
+        now: i64,
+        ttl: i64,
+    ) -> Result<Vec<bool>, StoreError> {
+        if batches.is_empty() {
+            return Ok(Vec::new());
+        }
+        let keys = batches
+            .iter()
+            .map(|(c, b, e)| format!("({c}, {b}, {e})"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let rows = sqlx::query(&format!(
+            "UPDATE batches SET lease_expires = $1, updated_at = $2 \
+             WHERE lease_holder = $3 AND state <> 'done' \
+             AND (campaign, batch, lease_epoch) IN (VALUES {keys}) RETURNING campaign, batch"
+        ))
+        .bind(now + ttl)
+        .bind(now)
+        .bind(gateway.to_owned())
+        .fetch_all(self.pool())
+        .await
+        .what("renew leases")?;
+        let mut renewed = std::collections::HashSet::with_capacity(rows.len());
+        for row in &rows {
+            let what = "read a renewed lease";
+            let c: i64 = row.try_get("campaign").what(what)?;
+            let b: i64 = row.try_get("batch").what(what)?;
+            renewed.insert((c, b));
+        }
+        Ok(batches
+            .iter()
+            .map(|(c, b, _)| renewed.contains(&(*c, *b)))
+            .collect())
     }
 
     /// Records batches `gateway` finished under the epochs it names, as

@@ -77,8 +77,9 @@ impl Timings {
     }
 
     /// Site `key`'s transactions that got a reply, and the seconds spent on
-    /// them (each from its start to its reply) and on opening connections,
-    /// since the engine started; `None` before its first.
+    /// them (each from its start, or the reply before it on its connection
+    /// if later, to its reply) and on opening connections, since the engine
+    /// started; `None` before its first.
     pub fn get(&self, key: &str) -> Option<(u64, f64)> {
         let map = self.0.lock().unwrap_or_else(PoisonError::into_inner);
         let t = map.get(key)?;
@@ -209,14 +210,16 @@ impl SiteMetrics {
         self.in_flight.inc();
     }
 
-    /// A transaction ended `seconds` after it started (with a reply, or
-    /// without one when the connection went).
-    pub fn transaction_ended(&self, seconds: Option<f64>) {
+    /// A transaction ended with a reply `(seconds after it started, seconds
+    /// it had the connection to itself)` (the second leaves out the wait
+    /// behind the transactions pipelined before it), or without one when the
+    /// connection went.
+    pub fn transaction_ended(&self, times: Option<(f64, f64)>) {
         self.in_flight.dec();
-        if let Some(s) = seconds {
-            self.reply_seconds.observe(s);
+        if let Some((seconds, own)) = times {
+            self.reply_seconds.observe(seconds);
             self.timing.transactions.fetch_add(1, Ordering::Relaxed);
-            self.busy(s);
+            self.busy(own);
         }
     }
 
@@ -337,7 +340,7 @@ mod tests {
         {
             let _c = again.connection();
             again.transaction_started();
-            again.transaction_ended(Some(0.02));
+            again.transaction_ended(Some((0.05, 0.02)));
             again.transaction_started();
             again.transaction_ended(None);
             again.connected(0.5);

@@ -449,6 +449,9 @@ async fn deliver(
     // In flight, in enqueue order: the session reports results in that order,
     // so the one looked up is nearly always the first.
     let mut pending: VecDeque<(u64, Item, Instant)> = VecDeque::with_capacity(depth);
+    // When the connection's last reply came: a pipelined transaction's own
+    // time starts there (or at its start, if later), not behind the others.
+    let mut last_reply = Instant::now();
     // Message buffers come back with their results and are rendered into again:
     // a few per connection, warm in the cache, instead of fresh memory for each
     // message.
@@ -574,7 +577,9 @@ async fn deliver(
             Ok(Event::TransactionDone(result)) => {
                 let at = pending.iter().position(|(id, ..)| *id == result.id);
                 if let Some((_, item, started)) = at.and_then(|at| pending.remove(at)) {
-                    if record_result(site, shared, &item, &result, via, started) || shed() {
+                    let own = started.max(last_reply).elapsed().as_secs_f64();
+                    last_reply = Instant::now();
+                    if record_result(site, shared, &item, &result, via, started, own) || shed() {
                         stop = true;
                     }
                 }
@@ -657,7 +662,8 @@ pub(crate) fn with_verp(
     }
 }
 
-/// Records one transaction's result; returns true if the site must pause.
+/// Records one transaction's result (`own`: the seconds it had the
+/// connection to itself); returns true if the site must pause.
 fn record_result(
     site: &Site,
     shared: &Shared,
@@ -665,6 +671,7 @@ fn record_result(
     result: &TransactionResult,
     via: &Via,
     started: Instant,
+    own: f64,
 ) -> bool {
     let mut pause: Option<String> = None;
     let mut enhanced_buf = [0u8; ENHANCED_TEXT_MAX];
@@ -698,7 +705,7 @@ fn record_result(
         site.metrics.outcome(outcome.metric());
     }
     site.metrics
-        .transaction_ended(Some(started.elapsed().as_secs_f64()));
+        .transaction_ended(Some((started.elapsed().as_secs_f64(), own)));
     let Some(reason) = pause else {
         return false;
     };
