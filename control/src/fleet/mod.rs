@@ -69,6 +69,10 @@ pub struct Fleet {
     mx_of: Mutex<HashMap<String, String>>,
     /// The live gateways counted at a unix second, for the limits' share.
     share: Mutex<Option<(i64, u32)>>,
+    /// The unix second each gateway last asked for work here.
+    touched: Mutex<HashMap<String, i64>>,
+    /// Each campaign's content hash.
+    hashes: Mutex<HashMap<i64, String>>,
     /// The holds read at a unix second.
     holds: Mutex<Option<(i64, Vec<Rule>)>>,
     /// The recent purges read at a unix second.
@@ -100,6 +104,8 @@ impl Fleet {
             estimates: Mutex::default(),
             mx_of: Mutex::default(),
             share: Mutex::default(),
+            touched: Mutex::default(),
+            hashes: Mutex::default(),
             holds: Mutex::default(),
             purges: Mutex::default(),
             lease_seconds: prometheus_client::metrics::histogram::Histogram::new([
@@ -175,16 +181,27 @@ impl Fleet {
 
     /// The gateways reported within the lease time.
     async fn live(&self, at: i64) -> Result<Vec<String>, PlaneError> {
-        let ttl = self.ttl();
-        Ok(self
-            .plane
+        Ok(self.plane.store().live_gateways(at - self.ttl()).await?)
+    }
+
+    /// Notes that `gateway` asked at `at` (once a second per gateway and
+    /// process: the store keeps seconds).
+    async fn touch(&self, gateway: &str, at: i64) -> Result<(), PlaneError> {
+        {
+            let mut touched = lock(&self.touched);
+            if touched.get(gateway) == Some(&at) {
+                return Ok(());
+            }
+            if touched.len() >= 10_000 {
+                touched.clear();
+            }
+            touched.insert(gateway.to_owned(), at);
+        }
+        self.plane
             .store()
-            .gateways(at)
-            .await?
-            .into_iter()
-            .filter(|g| g.last_seen + ttl >= at)
-            .map(|g| g.name)
-            .collect())
+            .touch_gateway(gateway, 0, None, at)
+            .await?;
+        Ok(())
     }
 
     /// Leases up to `want` due batches to the gateway, waiting up to
@@ -194,7 +211,7 @@ impl Fleet {
         let deadline = Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_WAIT);
         self.learn(&req.gateway, &req.figures);
         let store = self.plane.store();
-        store.touch_gateway(&req.gateway, 0, None, now()).await?;
+        self.touch(&req.gateway, now()).await?;
         let mut retries = 0;
         loop {
             let at = now();
@@ -283,6 +300,9 @@ impl Fleet {
             let wake = self.plane.wake();
             let left = deadline.saturating_duration_since(Instant::now());
             let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), wake.notified()).await;
+            // A gateway waiting here is live (its wait may be as long as the
+            // lease time): noted once a second.
+            self.touch(&req.gateway, now()).await?;
         }
     }
 
@@ -336,10 +356,21 @@ impl Fleet {
     ) -> Result<HashMap<i64, String>, PlaneError> {
         let mut out = HashMap::new();
         for id in campaigns {
-            if let std::collections::hash_map::Entry::Vacant(e) = out.entry(id) {
-                if let Some(c) = self.plane.store().campaign(id).await? {
-                    e.insert(c.content_hash);
+            if out.contains_key(&id) {
+                continue;
+            }
+            // A campaign's content never changes: read once per process.
+            if let Some(hash) = lock(&self.hashes).get(&id) {
+                out.insert(id, hash.clone());
+                continue;
+            }
+            if let Some(c) = self.plane.store().campaign(id).await? {
+                let mut hashes = lock(&self.hashes);
+                if hashes.len() >= 10_000 {
+                    hashes.clear();
                 }
+                hashes.insert(id, c.content_hash.clone());
+                out.insert(id, c.content_hash);
             }
         }
         Ok(out)

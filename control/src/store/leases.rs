@@ -591,6 +591,18 @@ impl Store {
         Ok(())
     }
 
+    /// The names of the gateways heard from at or after `since`.
+    pub async fn live_gateways(&self, since: i64) -> Result<Vec<String>, StoreError> {
+        let rows = sqlx::query("SELECT name FROM gateways WHERE last_seen >= $1 ORDER BY name")
+            .bind(since)
+            .fetch_all(self.pool())
+            .await
+            .what("list live gateways")?;
+        rows.iter()
+            .map(|r| r.try_get("name").what("read a gateway"))
+            .collect()
+    }
+
     /// Every gateway seen, by name, with the leases it holds at `now`.
     pub async fn gateways(&self, now: i64) -> Result<Vec<GatewayRow>, StoreError> {
         let rows = sqlx::query(
