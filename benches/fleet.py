@@ -42,15 +42,10 @@ import tempfile
 import time
 
 from e2e import SINK, free_port, wait_listening
+from lease import cpu_seconds
 from submit import postgres
 
 HOST = "127.0.0.60"
-
-
-def cpu_seconds(pid):
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def api(port, token, method, path):
