@@ -104,10 +104,9 @@ struct Gateway {
     log: Arc<volley_engine::log::DeliveryLog>,
     /// Every site's busy time in the engine, reported per batch site.
     timings: Arc<volley_engine::metrics::Timings>,
-    /// The gateway's rate and what it last reported of each site's time.
+    /// The gateway's rate, batch size and what it last reported of each
+    /// site's time.
     meter: std::sync::Mutex<meter::Meter>,
-    /// Recipients per leased batch (a moving average, for sizing requests).
-    batch_size: std::sync::Mutex<f64>,
 }
 
 fn locked<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -319,7 +318,6 @@ pub fn run(args: GatewayArgs, config_path: Option<&Path>) -> Result<String> {
         log: engine.delivery_log(),
         timings: engine.timings(),
         meter: std::sync::Mutex::default(),
-        batch_size: std::sync::Mutex::new(100.0),
     });
     let feedback = crate::run::feedback(&root, &engine, suppressions, &listen_config, None);
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
@@ -481,8 +479,7 @@ async fn lease_loop(gw: Arc<Gateway>) {
     loop {
         let held = gw.leases.len();
         let free = gw.max_batches.saturating_sub(held);
-        let rate = locked(&gw.meter).rate();
-        let want = meter::batches_wanted(free, held, rate, *locked(&gw.batch_size));
+        let want = locked(&gw.meter).batches_wanted(free, held);
         if want == 0 {
             tokio::time::sleep(Duration::from_millis(500)).await;
             continue;
@@ -587,10 +584,7 @@ async fn install(gw: &Gateway, lease: &Lease, sent: Instant, ttl: Duration) -> R
         }
     }
     let (delivered, attempts, recipients) = tallies(&path).unwrap_or_default();
-    {
-        let mut size = locked(&gw.batch_size);
-        *size = 0.8 * *size + 0.2 * recipients as f64;
-    }
+    locked(&gw.meter).installed(recipients);
     gw.leases.insert(
         (lease.campaign, lease.batch),
         Held {
@@ -783,30 +777,27 @@ async fn report_once(gw: &Gateway) {
             f.delivered += new_delivered;
             f.failed += new_attempts.saturating_sub(new_delivered);
             f.seconds = interval;
-            // Nothing new since the last accepted report: only renewed.
-            if h.attempts.is_empty() && h.accepted_slots.as_deref() == Some(&slots[..]) {
-                out.push(BatchReport {
-                    campaign: *campaign,
-                    batch: *batch,
-                    epoch: h.epoch,
-                    slots: String::new(),
-                    domains: Vec::new(),
-                    site: h.site.clone(),
-                    attempts: Vec::new(),
-                });
-                continue;
-            }
+            // Nothing new since the last accepted report: only renewed
+            // (no slots, no counts; no attempts are waiting).
+            let changed =
+                !h.attempts.is_empty() || h.accepted_slots.as_deref() != Some(&slots[..]);
             out.push(BatchReport {
                 campaign: *campaign,
                 batch: *batch,
                 epoch: h.epoch,
-                slots: wire::encode(&slots),
-                domains: domain_counts(&view, |i| map.slot(i).ok()),
+                slots: if changed { wire::encode(&slots) } else { String::new() },
+                domains: if changed {
+                    domain_counts(&view, |i| map.slot(i).ok())
+                } else {
+                    Vec::new()
+                },
                 site: h.site.clone(),
                 // Taken off once a report with them is accepted.
                 attempts: h.attempts.clone(),
             });
-            sent_slots.push(((*campaign, *batch), slots));
+            if changed {
+                sent_slots.push(((*campaign, *batch), slots));
+            }
         }
         out
     });

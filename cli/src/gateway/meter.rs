@@ -20,6 +20,8 @@ pub struct Meter {
     /// Recipients delivered and seconds of holding work, not yet a rate.
     pending: (u64, f64),
     rate: Option<f64>,
+    /// Recipients per leased batch (a moving average).
+    batch_size: f64,
     /// Each engine site's transactions and busy seconds at the last report.
     timed: HashMap<String, (u64, f64)>,
 }
@@ -30,6 +32,7 @@ impl Default for Meter {
             last: Instant::now(),
             pending: (0, 0.0),
             rate: None,
+            batch_size: 100.0,
             timed: HashMap::new(),
         }
     }
@@ -55,9 +58,15 @@ impl Meter {
         }
     }
 
-    /// Recipients delivered per second of holding work, once known.
-    pub fn rate(&self) -> Option<f64> {
-        self.rate
+    /// Counts a leased batch of `recipients` into the batch size.
+    pub fn installed(&mut self, recipients: usize) {
+        self.batch_size = 0.8 * self.batch_size + 0.2 * recipients as f64;
+    }
+
+    /// Batches to ask for, with `free` room and `held` batches
+    /// ([`batches_wanted`] at this gateway's rate and batch size).
+    pub fn batches_wanted(&self, free: usize, held: usize) -> usize {
+        batches_wanted(free, held, self.rate, self.batch_size)
     }
 
     /// The change in site `key`'s cumulative `(transactions, busy seconds)`
@@ -110,11 +119,11 @@ mod tests {
     fn rate_and_timing() {
         let mut m = Meter::default();
         m.delivered(100, 1.0);
-        assert_eq!(m.rate(), None);
+        assert_eq!(m.rate, None);
         m.delivered(300, 1.0);
-        assert_eq!(m.rate(), Some(200.0));
+        assert_eq!(m.rate, Some(200.0));
         m.delivered(0, 2.0);
-        assert_eq!(m.rate(), Some(100.0));
+        assert_eq!(m.rate, Some(100.0));
         assert_eq!(m.timing("s", (10, 5.0)), (10, 5.0));
         assert_eq!(m.timing("s", (14, 7.0)), (4, 2.0));
         assert_eq!(m.timing("t", (1, 1.0)), (1, 1.0));
