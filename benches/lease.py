@@ -34,6 +34,22 @@ def cpu_seconds(pid):
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def postgres_cpu_seconds():
+    """CPU of every running `postgres` process (the private server is the only one)."""
+    total = 0.0
+    for pid in os.listdir("/proc"):
+        if not pid.isdigit():
+            continue
+        try:
+            with open(f"/proc/{pid}/comm") as f:
+                if f.read().strip() != "postgres":
+                    continue
+            total += cpu_seconds(pid)
+        except (OSError, IndexError, ValueError):
+            continue
+    return total
+
+
 class Client:
     def __init__(self, host, port, token):
         self.conn = http.client.HTTPConnection(host, port, timeout=120)
@@ -100,11 +116,15 @@ def main():
     ap.add_argument("--recipients", type=int, default=200_000)
     ap.add_argument("--want", type=int, default=8)
     ap.add_argument("--limit", type=float, default=300.0)
+    ap.add_argument("--statements", action="store_true",
+                    help="load pg_stat_statements and print the statements by total time")
+    ap.add_argument("--tag", default="", help="suffix of the result files (lease-DATE-TAG.json)")
     args = ap.parse_args()
     volley = os.path.abspath(args.volley)
     work = tempfile.mkdtemp(prefix="volley-lease-")
     os.chmod(work, 0o755)
-    url, stop_pg = postgres(os.path.join(work, "pgwork"))
+    url, stop_pg = postgres(os.path.join(work, "pgwork"),
+                            "-c shared_preload_libraries=pg_stat_statements" if args.statements else "")
     host = "127.0.0.1"
     port = free_port(host)
     conf = os.path.join(work, "control.toml")
@@ -141,7 +161,7 @@ def main():
         out = {"latencies": [], "leased": 0, "done": 0, "stale": 0, "last": 0.0}
         lock = threading.Lock()
         deadline = time.monotonic() + args.limit
-        cpu0 = cpu_seconds(control.pid)
+        cpu0, pg0, own0 = cpu_seconds(control.pid), postgres_cpu_seconds(), sum(os.times()[:2])
         t0 = time.monotonic()
         threads = [threading.Thread(target=gateway, args=(f"sim{i}", host, port, gw, args.want, deadline, out, lock))
                    for i in range(args.gateways)]
@@ -152,6 +172,8 @@ def main():
         # Until the last completion: the final idle polls are not work.
         elapsed = out["last"] - t0
         cpu = cpu_seconds(control.pid) - cpu0
+        pg_cpu = postgres_cpu_seconds() - pg0
+        own_cpu = sum(os.times()[:2]) - own0
         lat = sorted(out["latencies"])
         busy = [x for x in lat if x < 0.9] or lat
         result = {
@@ -164,11 +186,18 @@ def main():
             "lease_p50_ms": round(busy[len(busy) // 2] * 1000, 1),
             "lease_p99_ms": round(busy[int(len(busy) * 0.99)] * 1000, 1),
             "control_cpu_s": round(cpu, 2),
+            "postgres_cpu_s": round(pg_cpu, 2),
+            "clients_cpu_s": round(own_cpu, 2),
             "note": "seconds: from the first request to the last completion; the 100 simulated gateways are Python threads on the same 2 cores",
         }
         print(json.dumps(result, indent=1))
+        if args.statements:
+            query = ("CREATE EXTENSION IF NOT EXISTS pg_stat_statements; SELECT calls, round(total_exec_time) AS ms, "
+                     "round((total_exec_time / calls)::numeric, 3) AS ms_each, rows, left(regexp_replace(query, '\\s+', ' ', 'g'), 160) "
+                     "FROM pg_stat_statements ORDER BY total_exec_time DESC LIMIT 25")
+            print(subprocess.run(["psql", url, "-c", query], capture_output=True, text=True).stdout)
         os.makedirs("benches/results", exist_ok=True)
-        path = f"benches/results/lease-{result['date']}"
+        path = f"benches/results/lease-{result['date']}" + (f"-{args.tag}" if args.tag else "")
         with open(path + ".json", "w") as f:
             json.dump(result, f, indent=1)
         plot(busy, path + ".svg")

@@ -49,8 +49,8 @@ def vm_hwm_mb(pid):
     return 0.0
 
 
-def postgres(work):
-    """A private PostgreSQL; answers (url, stop function)."""
+def postgres(work, options=""):
+    """A private PostgreSQL; answers (url, stop function). `options`: more `-c name=value` for the server."""
     versions = sorted(os.listdir("/usr/lib/postgresql"), key=int)
     bin_dir = f"/usr/lib/postgresql/{versions[-1]}/bin"
     data = os.path.join(work, "pg")
@@ -63,7 +63,7 @@ def postgres(work):
     subprocess.run(pre + [f"{bin_dir}/initdb", "-D", data, "-U", "volley", "--auth=trust", "-E", "UTF8",
                           "--locale=C", "--no-sync"], check=True, capture_output=True, cwd=work)
     port = free_port("127.0.0.9")
-    opts = f"-c listen_addresses=127.0.0.9 -p {port} -k {work}"
+    opts = f"-c listen_addresses=127.0.0.9 -p {port} -k {work} {options}"
     subprocess.run(pre + [f"{bin_dir}/pg_ctl", "-D", data, "-l", os.path.join(work, "pg.log"), "-o", opts,
                           "-w", "start"], check=True, capture_output=True, cwd=work)
     subprocess.run(pre + [f"{bin_dir}/createdb", "-h", "127.0.0.9", "-p", str(port), "-U", "volley", "volley"],

@@ -924,8 +924,12 @@ fn a_renewal_extends_only_the_leases_still_held() {
             .put_batch_files(c.id, &[(0, vec![1, 2, 3]), (1, vec![4, 5, 6])])
             .await
             .unwrap();
+        // Both are offered; the choice takes both.
         let claimed = store
-            .claim("g1", &[(c.id, 0), (c.id, 1)], 100, 30)
+            .lease("g1", &[c.id], 100, 30, 8, |offered| {
+                assert_eq!(offered.iter().map(|o| o.batch).collect::<Vec<_>>(), [0, 1]);
+                vec![0, 1]
+            })
             .await
             .unwrap();
         assert_eq!(claimed.len(), 2);
@@ -942,7 +946,10 @@ fn a_renewal_extends_only_the_leases_still_held() {
         assert!(store.renew("g1", &[], 110, 30).await.unwrap().is_empty());
         // Renewed to 140, batch 0 is still g1's at 135; batch 1 (to 130) is free.
         let taken = store
-            .claim("g2", &[(c.id, 0), (c.id, 1)], 135, 30)
+            .lease("g2", &[c.id], 135, 30, 8, |offered| {
+                assert_eq!(offered.iter().map(|o| o.batch).collect::<Vec<_>>(), [1]);
+                (0..offered.len()).collect()
+            })
             .await
             .unwrap();
         assert_eq!(taken.iter().map(|t| t.batch).collect::<Vec<_>>(), [1]);

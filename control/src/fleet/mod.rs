@@ -232,37 +232,62 @@ impl Fleet {
                     .filter(|&id| !holds.contains(&Rule::Campaign(id as u64)))
                     .collect();
                 let want = i64::from(req.want);
-                let mut candidates = store
-                    .lease_candidates(&sendable, at, self.ttl(), want * LOOK_AHEAD)
-                    .await?;
-                candidates.retain(|c| !holds.contains(&Rule::Domain(c.site.to_ascii_lowercase())));
                 let live = self.live(at).await?;
-                let chosen = {
-                    let mx_of = lock(&self.mx_of);
-                    let sites: Vec<&str> = candidates
-                        .iter()
-                        .map(|c| mx_of.get(&c.site).unwrap_or(&c.site).as_str())
-                        .collect();
-                    let estimates = lock(&self.estimates);
-                    assign::choose(
-                        self.settings.assignment,
+                let (mut chose, mut left) = (false, false);
+                let claimed = store
+                    .lease(
                         &req.gateway,
-                        &live,
-                        &sites,
-                        req.want as usize,
-                        &estimates,
+                        &sendable,
                         at,
+                        self.ttl(),
+                        want * LOOK_AHEAD,
+                        |candidates| {
+                            let eligible: Vec<usize> = (0..candidates.len())
+                                .filter(|&i| {
+                                    let site = candidates[i].site.to_ascii_lowercase();
+                                    !holds.contains(&Rule::Domain(site))
+                                })
+                                .collect();
+                            let mx_of = lock(&self.mx_of);
+                            let sites: Vec<&str> = eligible
+                                .iter()
+                                .map(|&i| {
+                                    let site = &candidates[i].site;
+                                    mx_of.get(site).unwrap_or(site).as_str()
+                                })
+                                .collect();
+                            let estimates = lock(&self.estimates);
+                            let chosen: Vec<usize> = assign::choose(
+                                self.settings.assignment,
+                                &req.gateway,
+                                &live,
+                                &sites,
+                                req.want as usize,
+                                &estimates,
+                                at,
+                            )
+                            .into_iter()
+                            .filter_map(|i| eligible.get(i).copied())
+                            .collect();
+                            chose = !chosen.is_empty();
+                            left =
+                                chosen.len() == req.want as usize && eligible.len() > chosen.len();
+                            chosen
+                        },
                     )
-                };
-                let keys: Vec<(i64, i64)> = chosen
-                    .iter()
-                    .filter_map(|&i| candidates.get(i))
-                    .map(|c| (c.campaign, c.batch))
-                    .collect();
-                let claimed = store.claim(&req.gateway, &keys, at, self.ttl()).await?;
-                // Others claimed them first (each claim locks its batches at
-                // once): look again now rather than wait.
-                raced = !keys.is_empty() && claimed.is_empty();
+                    .await?;
+                // Others claimed them first (another process, or a lease
+                // whose holder reported meanwhile): look again now rather
+                // than wait.
+                raced = chose && claimed.is_empty();
+                if left {
+                    // The candidates this request locked and did not take
+                    // are free again: a request that saw none while they
+                    // were locked may be waiting. (Only after a full take,
+                    // so requests that decline what they see never wake each
+                    // other in a loop.)
+                    self.plane.wake().notify_one();
+                }
                 let hashes = self
                     .content_hashes(claimed.iter().map(|c| c.campaign))
                     .await?;

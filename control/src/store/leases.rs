@@ -20,7 +20,7 @@ use super::events::BatchOutcomes;
 pub type EventsOf<'a> = dyn Fn(&[DoneBatch]) -> Vec<BatchOutcomes> + Sync + 'a;
 use super::{Backend, Context, Store, StoreError};
 
-/// A batch that can be leased now ([`Store::lease_candidates`]).
+/// A batch that can be leased now, offered to [`Store::lease`]'s choice.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     /// Campaign id.
@@ -33,7 +33,7 @@ pub struct Candidate {
     pub recipients: i64,
 }
 
-/// A batch leased to a gateway ([`Store::claim`]).
+/// A batch leased to a gateway ([`Store::lease`]).
 #[derive(Debug, Clone)]
 pub struct Claimed {
     /// Campaign id.
@@ -73,15 +73,6 @@ pub struct GatewayRow {
     /// Its last per-site figures, as JSON.
     pub figures: String,
 }
-
-/// The condition on a batch row `b` that its lease can be taken, with `$1`
-/// now and `$2` now less the lease time: no holder, or a lease run out whose
-/// holder has not been heard from since (a gateway that is reachable keeps its
-/// batches through a control-plane outage, and reports them late), or one its
-/// holder abandoned (restarted: expiry 0).
-const FREE: &str =
-    "(b.lease_holder IS NULL OR b.lease_expires = 0 OR (b.lease_expires < $1 AND NOT EXISTS \
-    (SELECT 1 FROM gateways g WHERE g.name = b.lease_holder AND g.last_seen >= $2)))";
 
 /// How many recipients of `slots` have no final state.
 fn unfinished(slots: &[u8]) -> i64 {
@@ -160,17 +151,35 @@ impl Store {
             .transpose()
     }
 
-    /// Batches of `campaigns` that can be leased at `now` (not done, lease
-    /// free, or run out with its holder silent for `ttl`; bytes stored),
-    /// oldest first, at most `limit`.
-    pub async fn lease_candidates(
+    /// Leases to `gateway`, until `now + ttl`, the batches `choose` picks
+    /// (indices) among those of `campaigns` that can be leased at `now`: not
+    /// done, bytes stored, and no holder, or a lease run out whose holder has
+    /// not been heard from for `ttl` (a gateway that is reachable keeps its
+    /// batches through a control-plane outage, and reports them late), or one
+    /// its holder abandoned (restarted: expiry 0); oldest first, at most `look` of them. Each claim bumps the
+    /// batch's epoch. A batch taken from a gateway whose lease ran out after
+    /// it started on it counts its unfinished recipients as resent (per
+    /// campaign). Answers the claimed batches in the order chosen.
+    ///
+    /// One transaction of three statements whatever the count: the
+    /// candidates read and locked (on PostgreSQL `FOR UPDATE SKIP LOCKED`:
+    /// concurrent requests, of this process or another, see disjoint
+    /// candidates instead of all choosing the same oldest batches and
+    /// retrying; SQLite's writer lock serializes them), the chosen updated
+    /// in one `UPDATE` guarded by the epoch read, their files read.
+    pub async fn lease<F>(
         &self,
+        gateway: &str,
         campaigns: &[i64],
         now: i64,
         ttl: i64,
-        limit: i64,
-    ) -> Result<Vec<Candidate>, StoreError> {
-        if campaigns.is_empty() {
+        look: i64,
+        choose: F,
+    ) -> Result<Vec<Claimed>, StoreError>
+    where
+        F: FnOnce(&[Candidate]) -> Vec<usize>,
+    {
+        if campaigns.is_empty() || look <= 0 {
             return Ok(Vec::new());
         }
         let list = campaigns
@@ -178,103 +187,78 @@ impl Store {
             .map(i64::to_string)
             .collect::<Vec<_>>()
             .join(", ");
-        let rows = sqlx::query(&format!(
-            "SELECT b.campaign, b.batch, b.site, b.recipients FROM batches b \
-             WHERE b.campaign IN ({list}) AND b.state <> 'done' \
-             AND {FREE} \
-             AND EXISTS (SELECT 1 FROM batch_files f WHERE f.campaign = b.campaign AND f.batch = b.batch) \
-             ORDER BY b.campaign, b.batch LIMIT $3"
-        ))
-        .bind(now)
-        .bind(now - ttl)
-        .bind(limit)
-        .fetch_all(self.pool())
-        .await
-        .what("find batches to lease")?;
-        rows.iter()
-            .map(|r| {
-                Ok(Candidate {
-                    campaign: r.try_get("campaign").what("read a batch")?,
-                    batch: r.try_get("batch").what("read a batch")?,
-                    site: r.try_get("site").what("read a batch")?,
-                    recipients: r.try_get("recipients").what("read a batch")?,
-                })
-            })
-            .collect()
-    }
-
-    /// Leases `batches` to `gateway` until `now + ttl`, those still free
-    /// (another process may have taken some since they were found; the
-    /// update is guarded by the epoch read): each claim bumps the epoch. A
-    /// batch taken from a gateway whose lease ran out after it started on it
-    /// counts its unfinished recipients as resent (per campaign).
-    pub async fn claim(
-        &self,
-        gateway: &str,
-        batches: &[(i64, i64)],
-        now: i64,
-        ttl: i64,
-    ) -> Result<Vec<Claimed>, StoreError> {
-        if batches.is_empty() {
-            return Ok(Vec::new());
-        }
-        // Three statements for all the batches, not two per batch: the
-        // free ones read (locked, skipping those another process holds),
-        // updated in one guarded UPDATE, their files read in one SELECT.
-        let expires = now + ttl;
-        let keys = batches
-            .iter()
-            .map(|(c, b)| format!("({c}, {b})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut tx = self.begin_write("begin a lease").await?;
         let lock = match self.backend() {
-            Backend::Postgres => " FOR UPDATE SKIP LOCKED",
+            Backend::Postgres => " FOR UPDATE OF b SKIP LOCKED",
             Backend::Sqlite => "",
         };
-        let rows = sqlx::query(&format!(
-            "SELECT b.campaign, b.batch, b.site, b.lease_holder, b.lease_epoch, b.slots FROM batches b \
-             WHERE (b.campaign, b.batch) IN (VALUES {keys}) AND b.state <> 'done' \
-             AND {FREE}{lock}"
+        let mut tx = self.begin_write("begin a lease").await?;
+        // Those whose lease ran out first, longest ago first, then the free
+        // ones, oldest batch first: each read through its own partial index
+        // (schema v9).
+        let columns = "b.campaign, b.batch, b.site, b.recipients, b.lease_holder, b.lease_epoch";
+        let files = "EXISTS (SELECT 1 FROM batch_files f WHERE f.campaign = b.campaign AND f.batch = b.batch)";
+        let mut rows = sqlx::query(&format!(
+            "SELECT {columns} FROM batches b \
+             WHERE b.campaign IN ({list}) AND b.state <> 'done' AND b.lease_holder IS NOT NULL \
+             AND b.lease_expires < $1 AND (b.lease_expires = 0 OR NOT EXISTS \
+             (SELECT 1 FROM gateways g WHERE g.name = b.lease_holder AND g.last_seen >= $2)) \
+             AND {files} ORDER BY b.lease_expires LIMIT $3{lock}"
         ))
         .bind(now)
         .bind(now - ttl)
+        .bind(look)
         .fetch_all(&mut *tx)
         .await
-        .what("read batches to lease")?;
-        struct Free {
-            campaign: i64,
-            batch: i64,
-            site: String,
-            previous: Option<String>,
-            epoch: i64,
-            slots: Option<Vec<u8>>,
+        .what("find batches to lease")?;
+        let more = look - rows.len() as i64;
+        if more > 0 {
+            rows.extend(
+                sqlx::query(&format!(
+                    "SELECT {columns} FROM batches b \
+                     WHERE b.campaign IN ({list}) AND b.state <> 'done' AND b.lease_holder IS NULL \
+                     AND {files} ORDER BY b.campaign, b.batch LIMIT $1{lock}"
+                ))
+                .bind(more)
+                .fetch_all(&mut *tx)
+                .await
+                .what("find batches to lease")?,
+            );
         }
-        let mut free = Vec::with_capacity(rows.len());
-        for row in &rows {
-            let what = "read a lease";
-            free.push(Free {
-                campaign: row.try_get("campaign").what(what)?,
-                batch: row.try_get("batch").what(what)?,
-                site: row.try_get("site").what(what)?,
-                previous: row.try_get("lease_holder").what(what)?,
-                epoch: row.try_get("lease_epoch").what(what)?,
-                slots: row.try_get("slots").what(what)?,
+        let mut candidates = Vec::with_capacity(rows.len());
+        let mut held = Vec::with_capacity(rows.len());
+        for r in &rows {
+            let what = "read a batch";
+            candidates.push(Candidate {
+                campaign: r.try_get("campaign").what(what)?,
+                batch: r.try_get("batch").what(what)?,
+                site: r.try_get("site").what(what)?,
+                recipients: r.try_get("recipients").what(what)?,
             });
+            held.push((
+                r.try_get::<Option<String>, _>("lease_holder").what(what)?,
+                r.try_get::<i64, _>("lease_epoch").what(what)?,
+            ));
         }
-        if free.is_empty() {
+        let mut chosen = choose(&candidates);
+        chosen.retain(|&i| i < candidates.len());
+        chosen.dedup();
+        if chosen.is_empty() {
             tx.commit().await.what("commit a lease")?;
             return Ok(Vec::new());
         }
-        let guarded = free
+        let expires = now + ttl;
+        let guarded = chosen
             .iter()
-            .map(|f| format!("({}, {}, {})", f.campaign, f.batch, f.epoch))
+            .map(|&i| {
+                let c = &candidates[i];
+                format!("({}, {}, {})", c.campaign, c.batch, held[i].1)
+            })
             .collect::<Vec<_>>()
             .join(", ");
         let updated = sqlx::query(&format!(
             "UPDATE batches SET lease_holder = $1, lease_epoch = lease_epoch + 1, lease_expires = $2, updated_at = $3 \
              WHERE (campaign, batch, lease_epoch) IN (VALUES {guarded}) AND state <> 'done' \
-             RETURNING campaign, batch, lease_epoch"
+             RETURNING campaign, batch, lease_epoch, slots"
         ))
         .bind(gateway.to_owned())
         .bind(expires)
@@ -282,7 +266,9 @@ impl Store {
         .fetch_all(&mut *tx)
         .await
         .what("lease batches")?;
-        let mut epochs: HashMap<(i64, i64), i64> = HashMap::with_capacity(updated.len());
+        // (campaign, batch) -> (new epoch, slots last reported).
+        type Updated = HashMap<(i64, i64), (i64, Option<Vec<u8>>)>;
+        let mut epochs: Updated = HashMap::with_capacity(updated.len());
         for row in &updated {
             let what = "read a lease";
             epochs.insert(
@@ -290,13 +276,15 @@ impl Store {
                     row.try_get("campaign").what(what)?,
                     row.try_get("batch").what(what)?,
                 ),
-                row.try_get("lease_epoch").what(what)?,
+                (
+                    row.try_get("lease_epoch").what(what)?,
+                    row.try_get("slots").what(what)?,
+                ),
             );
         }
-        let leased = free
-            .iter()
-            .filter(|f| epochs.contains_key(&(f.campaign, f.batch)))
-            .map(|f| format!("({}, {})", f.campaign, f.batch))
+        let leased = epochs
+            .keys()
+            .map(|(c, b)| format!("({c}, {b})"))
             .collect::<Vec<_>>()
             .join(", ");
         let mut files: HashMap<(i64, i64), Vec<u8>> = HashMap::with_capacity(epochs.len());
@@ -320,43 +308,37 @@ impl Store {
         }
         let mut out = Vec::with_capacity(epochs.len());
         let mut resent_by_campaign: HashMap<i64, i64> = HashMap::new();
-        // In the order asked for.
-        for &(campaign, batch) in batches {
-            let Some(f) = free
-                .iter()
-                .find(|f| (f.campaign, f.batch) == (campaign, batch))
+        for &i in &chosen {
+            let c = &candidates[i];
+            let key = (c.campaign, c.batch);
+            let (Some((epoch, slots)), Some(file)) = (epochs.remove(&key), files.remove(&key))
             else {
                 continue;
             };
-            let (Some(&epoch), Some(file)) = (
-                epochs.get(&(campaign, batch)),
-                files.remove(&(campaign, batch)),
-            ) else {
-                continue;
-            };
-            let resent = match (&f.previous, &f.slots) {
+            let previous = &held[i].0;
+            let resent = match (previous, &slots) {
                 (Some(_), Some(s)) => unfinished(s),
                 _ => 0,
             };
             if resent > 0 {
-                *resent_by_campaign.entry(campaign).or_default() += resent;
+                *resent_by_campaign.entry(c.campaign).or_default() += resent;
                 tracing::warn!(
-                    campaign,
-                    batch,
-                    from = f.previous.as_deref().unwrap_or(""),
+                    campaign = c.campaign,
+                    batch = c.batch,
+                    from = previous.as_deref().unwrap_or(""),
                     to = gateway,
                     resent,
                     "batch taken from a lost gateway"
                 );
             }
             out.push(Claimed {
-                campaign,
-                batch,
-                site: f.site.clone(),
+                campaign: c.campaign,
+                batch: c.batch,
+                site: c.site.clone(),
                 epoch,
                 expires,
                 file,
-                slots: f.slots.clone(),
+                slots,
                 resent,
             });
         }
@@ -501,25 +483,43 @@ impl Store {
             // The outbox's lock first, as every writer of events takes it.
             self.lock_outbox(&mut tx).await?;
         }
-        let mut held = Vec::with_capacity(done.len());
-        let mut accepted = Vec::new();
-        for (b, epoch) in done {
-            let ours = sqlx::query(
-                "SELECT 1 FROM batches WHERE campaign = $1 AND batch = $2 AND lease_holder = $3 AND lease_epoch = $4 AND state <> 'done'",
-            )
-            .bind(b.campaign)
-            .bind(b.batch)
+        // Which are still the gateway's, in one statement (locked on
+        // PostgreSQL until the commit: a claim skips them meanwhile).
+        let mut ours = std::collections::HashSet::with_capacity(done.len());
+        if !done.is_empty() {
+            let keys = done
+                .iter()
+                .map(|(b, epoch)| format!("({}, {}, {epoch})", b.campaign, b.batch))
+                .collect::<Vec<_>>()
+                .join(", ");
+            let lock = match self.backend() {
+                Backend::Postgres => " FOR UPDATE",
+                Backend::Sqlite => "",
+            };
+            let rows = sqlx::query(&format!(
+                "SELECT campaign, batch FROM batches WHERE lease_holder = $1 AND state <> 'done' \
+                 AND (campaign, batch, lease_epoch) IN (VALUES {keys}){lock}"
+            ))
             .bind(gateway.to_owned())
-            .bind(*epoch)
-            .fetch_optional(&mut *tx)
+            .fetch_all(&mut *tx)
             .await
-            .what("check a lease")?
-            .is_some();
-            held.push(ours);
-            if ours {
-                accepted.push(b.clone());
+            .what("check leases")?;
+            for row in &rows {
+                let what = "read a lease";
+                let c: i64 = row.try_get("campaign").what(what)?;
+                let b: i64 = row.try_get("batch").what(what)?;
+                ours.insert((c, b));
             }
         }
+        let held: Vec<bool> = done
+            .iter()
+            .map(|(b, _)| ours.contains(&(b.campaign, b.batch)))
+            .collect();
+        let accepted: Vec<DoneBatch> = done
+            .iter()
+            .filter(|(b, _)| ours.contains(&(b.campaign, b.batch)))
+            .map(|(b, _)| b.clone())
+            .collect();
         let events = events_of.map(|f| f(&accepted)).unwrap_or_default();
         self.complete_in(&mut tx, &accepted, &events).await?;
         tx.commit().await.what("commit a leased completion")?;
