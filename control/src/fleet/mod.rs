@@ -73,6 +73,9 @@ pub struct Fleet {
     touched: Mutex<HashMap<String, i64>>,
     /// Each campaign's content hash.
     hashes: Mutex<HashMap<i64, String>>,
+    /// Campaigns whose batch files are in the store (published before their
+    /// batch rows, all at once: [`Store::published`]).
+    published: Mutex<std::collections::HashSet<i64>>,
     /// The holds read at a unix second.
     holds: Mutex<Option<(i64, Vec<Rule>)>>,
     /// The recent purges read at a unix second.
@@ -105,6 +108,7 @@ impl Fleet {
             mx_of: Mutex::default(),
             share: Mutex::default(),
             touched: Mutex::default(),
+            published: Mutex::default(),
             hashes: Mutex::default(),
             holds: Mutex::default(),
             purges: Mutex::default(),
@@ -179,6 +183,33 @@ impl Fleet {
         }
     }
 
+    /// Those of `campaigns` whose batch files are in the store: a campaign
+    /// cut for the fleet publishes them all before its batch rows, so one
+    /// look per campaign (remembered) stands for a look per batch.
+    async fn published(&self, campaigns: Vec<i64>) -> Result<Vec<i64>, PlaneError> {
+        let unknown: Vec<i64> = {
+            let known = lock(&self.published);
+            campaigns
+                .iter()
+                .copied()
+                .filter(|c| !known.contains(c))
+                .collect()
+        };
+        if !unknown.is_empty() {
+            let found = self.plane.store().published(&unknown).await?;
+            let mut known = lock(&self.published);
+            if known.len() + found.len() > 100_000 {
+                known.clear();
+            }
+            known.extend(found);
+        }
+        let known = lock(&self.published);
+        Ok(campaigns
+            .into_iter()
+            .filter(|c| known.contains(c))
+            .collect())
+    }
+
     /// The gateways reported within the lease time.
     async fn live(&self, at: i64) -> Result<Vec<String>, PlaneError> {
         Ok(self.plane.store().live_gateways(at - self.ttl()).await?)
@@ -231,6 +262,7 @@ impl Fleet {
                     .filter(|&id| self.order(id, at).action != Action::Hold)
                     .filter(|&id| !holds.contains(&Rule::Campaign(id as u64)))
                     .collect();
+                let sendable = self.published(sendable).await?;
                 let want = i64::from(req.want);
                 let live = self.live(at).await?;
                 let (mut chose, mut left) = (false, false);

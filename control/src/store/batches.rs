@@ -88,8 +88,8 @@ pub struct Progress {
 }
 
 /// One recipient's final outcome, as written when its batch is done.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
-#[serde(from = "Packed", into = "Packed")]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[serde(from = "Packed")]
 pub struct FinalRecipient {
     /// Index in its batch.
     pub idx: i64,
@@ -111,14 +111,24 @@ pub struct FinalRecipient {
 
 /// A [`FinalRecipient`] as stored: an array, without field names (a batch's
 /// outcomes are one JSON array of these).
-#[derive(Serialize, serde::Deserialize)]
+#[derive(serde::Deserialize)]
 struct Packed(i64, String, String, i64, i64, String, String, i64);
 
-impl From<FinalRecipient> for Packed {
-    fn from(r: FinalRecipient) -> Packed {
-        Packed(
-            r.idx, r.email, r.status, r.attempts, r.code, r.enhanced, r.reply, r.at,
+impl Serialize for FinalRecipient {
+    /// As [`Packed`], borrowed (every completed batch writes 100 of these:
+    /// no copy of their strings).
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        (
+            self.idx,
+            &self.email,
+            &self.status,
+            self.attempts,
+            self.code,
+            &self.enhanced,
+            &self.reply,
+            self.at,
         )
+            .serialize(s)
     }
 }
 
@@ -200,6 +210,19 @@ fn counts_of(row: &AnyRow) -> Result<Counts, StoreError> {
 /// (`sqlite3_bind_parameter_name` walks it: binding n `$N` parameters costs n²,
 /// half of volley's CPU at 250 rows a statement before this).
 pub(super) fn values(backend: Backend, rows: usize, columns: usize) -> String {
+    values_from(backend, 1, rows, columns)
+}
+
+/// [`values`] for a statement whose first `first - 1` parameters (`$1`, …)
+/// come before the list: numbered from `$first` for PostgreSQL, `?first`
+/// for SQLite (sqlx numbers a bare `?` apart from the named ones, so after
+/// `$1` a `?` would take the first argument again).
+///
+/// Bound rather than written into the text: a statement's text then depends
+/// only on its row count, so each connection prepares it once and PostgreSQL
+/// keeps its plan (written-in values made each lease and report parse and plan
+/// new statements, ~15% of the database's CPU in `benches/lease.py`).
+pub(super) fn values_from(backend: Backend, first: usize, rows: usize, columns: usize) -> String {
     let mut out = String::new();
     for r in 0..rows {
         if r > 0 {
@@ -210,9 +233,11 @@ pub(super) fn values(backend: Backend, rows: usize, columns: usize) -> String {
             if c > 0 {
                 out.push_str(", ");
             }
+            let n = first + r * columns + c;
             match backend {
-                Backend::Sqlite => out.push('?'),
-                Backend::Postgres => out.push_str(&format!("${}", r * columns + c + 1)),
+                Backend::Sqlite if first == 1 => out.push('?'),
+                Backend::Sqlite => out.push_str(&format!("?{n}")),
+                Backend::Postgres => out.push_str(&format!("${n}")),
             }
         }
         out.push(')');
@@ -416,12 +441,12 @@ impl Store {
         // Which of them this call completes (the others were before).
         let mut newly: Vec<&DoneBatch> = Vec::new();
         for chunk in done.chunks(INSERT_ROWS / 2) {
-            let list = values(self.backend(), chunk.len(), 2);
+            let list = values_from(self.backend(), 2, chunk.len(), 2);
             let sql = format!(
-                "UPDATE batches SET state = 'done', lease_holder = NULL, lease_expires = NULL, updated_at = {at} \
+                "UPDATE batches SET state = 'done', lease_holder = NULL, lease_expires = NULL, updated_at = $1 \
                  WHERE state <> 'done' AND (campaign, batch) IN (VALUES {list}) RETURNING campaign, batch"
             );
-            let mut query = sqlx::query(&sql);
+            let mut query = sqlx::query(&sql).bind(at);
             for b in chunk {
                 query = query.bind(b.campaign).bind(b.batch);
             }
@@ -712,5 +737,25 @@ impl Store {
             .filter(|r| r.idx >= from && status.is_none_or(|s| r.status == s))
             .take(limit)
             .collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn placeholders_continue_the_numbering_of_those_before_the_list() {
+        let cases = [
+            (Backend::Postgres, 1, 2, 2, "($1, $2), ($3, $4)"),
+            (Backend::Postgres, 4, 2, 3, "($4, $5, $6), ($7, $8, $9)"),
+            (Backend::Sqlite, 1, 2, 2, "(?, ?), (?, ?)"),
+            (Backend::Sqlite, 2, 2, 1, "(?2), (?3)"),
+            (Backend::Postgres, 1, 0, 3, ""),
+        ];
+        for (backend, first, rows, columns, want) in cases {
+            assert_eq!(values_from(backend, first, rows, columns), want);
+        }
+        assert_eq!(values(Backend::Sqlite, 1, 3), "(?, ?, ?)");
     }
 }

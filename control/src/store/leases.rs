@@ -13,7 +13,7 @@ use std::collections::HashMap;
 
 use sqlx::Row;
 
-use super::batches::{DoneBatch, Progress};
+use super::batches::{values, values_from, DoneBatch, Progress};
 use super::events::BatchOutcomes;
 
 /// Makes the outbox events of the batches a completion accepted.
@@ -73,6 +73,10 @@ pub struct GatewayRow {
     /// Its last per-site figures, as JSON.
     pub figures: String,
 }
+
+/// Batch keys bound in one statement (3 parameters each: well under both
+/// databases' limits).
+const KEYS_PER_STATEMENT: usize = 500;
 
 /// How many recipients of `slots` have no final state.
 fn unfinished(slots: &[u8]) -> i64 {
@@ -140,6 +144,24 @@ impl Store {
         Ok(())
     }
 
+    /// Those of `campaigns` with batch files stored (a campaign cut for the
+    /// fleet stores all of them before its batch rows; one cut by `volley
+    /// run` stores none).
+    pub async fn published(&self, campaigns: &[i64]) -> Result<Vec<i64>, StoreError> {
+        let mut out = Vec::new();
+        for &c in campaigns {
+            let found = sqlx::query("SELECT 1 FROM batch_files WHERE campaign = $1 LIMIT 1")
+                .bind(c)
+                .fetch_optional(self.pool())
+                .await
+                .what("look for batch files")?;
+            if found.is_some() {
+                out.push(c);
+            }
+        }
+        Ok(out)
+    }
+
     /// A content item by hash (hex).
     pub async fn content(&self, hash: &str) -> Result<Option<Vec<u8>>, StoreError> {
         let row = sqlx::query("SELECT bytes FROM contents WHERE hash = $1")
@@ -152,8 +174,8 @@ impl Store {
     }
 
     /// Leases to `gateway`, until `now + ttl`, the batches `choose` picks
-    /// (indices) among those of `campaigns` that can be leased at `now`: not
-    /// done, bytes stored, and no holder, or a lease run out whose holder has
+    /// (indices) among those of `campaigns` (whose batch files are stored:
+    /// [`Store::published`]) that can be leased at `now`: not done, and no holder, or a lease run out whose holder has
     /// not been heard from for `ttl` (a gateway that is reachable keeps its
     /// batches through a control-plane outage, and reports them late), or one
     /// its holder abandoned (restarted: expiry 0); oldest first, at most `look` of them. Each claim bumps the
@@ -161,12 +183,13 @@ impl Store {
     /// it started on it counts its unfinished recipients as resent (per
     /// campaign). Answers the claimed batches in the order chosen.
     ///
-    /// One transaction of three statements whatever the count: the
-    /// candidates read and locked (on PostgreSQL `FOR UPDATE SKIP LOCKED`:
-    /// concurrent requests, of this process or another, see disjoint
-    /// candidates instead of all choosing the same oldest batches and
-    /// retrying; SQLite's writer lock serializes them), the chosen updated
-    /// in one `UPDATE` guarded by the epoch read, their files read.
+    /// One transaction of four statements whatever the count: the
+    /// candidates read and locked, run-out leases then free batches (on
+    /// PostgreSQL `FOR UPDATE SKIP LOCKED`: concurrent requests, of this
+    /// process or another, see disjoint candidates instead of all choosing
+    /// the same oldest batches and retrying; SQLite's writer lock serializes
+    /// them), the chosen ones' files read, and those updated in one `UPDATE`
+    /// guarded by the epoch read.
     pub async fn lease<F>(
         &self,
         gateway: &str,
@@ -196,13 +219,12 @@ impl Store {
         // ones, oldest batch first: each read through its own partial index
         // (schema v9).
         let columns = "b.campaign, b.batch, b.site, b.recipients, b.lease_holder, b.lease_epoch";
-        let files = "EXISTS (SELECT 1 FROM batch_files f WHERE f.campaign = b.campaign AND f.batch = b.batch)";
         let mut rows = sqlx::query(&format!(
             "SELECT {columns} FROM batches b \
              WHERE b.campaign IN ({list}) AND b.state <> 'done' AND b.lease_holder IS NOT NULL \
              AND b.lease_expires < $1 AND (b.lease_expires = 0 OR NOT EXISTS \
              (SELECT 1 FROM gateways g WHERE g.name = b.lease_holder AND g.last_seen >= $2)) \
-             AND {files} ORDER BY b.lease_expires LIMIT $3{lock}"
+             ORDER BY b.lease_expires LIMIT $3{lock}"
         ))
         .bind(now)
         .bind(now - ttl)
@@ -216,7 +238,7 @@ impl Store {
                 sqlx::query(&format!(
                     "SELECT {columns} FROM batches b \
                      WHERE b.campaign IN ({list}) AND b.state <> 'done' AND b.lease_holder IS NULL \
-                     AND {files} ORDER BY b.campaign, b.batch LIMIT $1{lock}"
+                     ORDER BY b.campaign, b.batch LIMIT $1{lock}"
                 ))
                 .bind(more)
                 .fetch_all(&mut *tx)
@@ -240,32 +262,57 @@ impl Store {
             ));
         }
         let mut chosen = choose(&candidates);
-        chosen.retain(|&i| i < candidates.len());
-        chosen.dedup();
+        let mut seen = std::collections::HashSet::with_capacity(chosen.len());
+        chosen.retain(|&i| i < candidates.len() && seen.insert(i));
+        // Their files first: a batch is leased only with its bytes (a
+        // campaign's are all stored before its rows; this keeps a missing
+        // one from being leased, unsendable, again and again).
+        let mut files: HashMap<(i64, i64), Vec<u8>> = HashMap::with_capacity(chosen.len());
+        if !chosen.is_empty() {
+            let sql = format!(
+                "SELECT campaign, batch, bytes FROM batch_files WHERE (campaign, batch) IN (VALUES {})",
+                values(self.backend(), chosen.len(), 2)
+            );
+            let mut query = sqlx::query(&sql);
+            for &i in &chosen {
+                query = query.bind(candidates[i].campaign).bind(candidates[i].batch);
+            }
+            let rows = query
+                .fetch_all(&mut *tx)
+                .await
+                .what("read leased batches")?;
+            for row in &rows {
+                let what = "read a batch file";
+                files.insert(
+                    (
+                        row.try_get("campaign").what(what)?,
+                        row.try_get("batch").what(what)?,
+                    ),
+                    row.try_get("bytes").what(what)?,
+                );
+            }
+            chosen.retain(|&i| files.contains_key(&(candidates[i].campaign, candidates[i].batch)));
+        }
         if chosen.is_empty() {
             tx.commit().await.what("commit a lease")?;
             return Ok(Vec::new());
         }
         let expires = now + ttl;
-        let guarded = chosen
-            .iter()
-            .map(|&i| {
-                let c = &candidates[i];
-                format!("({}, {}, {})", c.campaign, c.batch, held[i].1)
-            })
-            .collect::<Vec<_>>()
-            .join(", ");
-        let updated = sqlx::query(&format!(
+        let guarded = values_from(self.backend(), 4, chosen.len(), 3);
+        let sql = format!(
             "UPDATE batches SET lease_holder = $1, lease_epoch = lease_epoch + 1, lease_expires = $2, updated_at = $3 \
              WHERE (campaign, batch, lease_epoch) IN (VALUES {guarded}) AND state <> 'done' \
              RETURNING campaign, batch, lease_epoch, slots"
-        ))
-        .bind(gateway.to_owned())
-        .bind(expires)
-        .bind(now)
-        .fetch_all(&mut *tx)
-        .await
-        .what("lease batches")?;
+        );
+        let mut query = sqlx::query(&sql)
+            .bind(gateway.to_owned())
+            .bind(expires)
+            .bind(now);
+        for &i in &chosen {
+            let c = &candidates[i];
+            query = query.bind(c.campaign).bind(c.batch).bind(held[i].1);
+        }
+        let updated = query.fetch_all(&mut *tx).await.what("lease batches")?;
         // (campaign, batch) -> (new epoch, slots last reported).
         type Updated = HashMap<(i64, i64), (i64, Option<Vec<u8>>)>;
         let mut epochs: Updated = HashMap::with_capacity(updated.len());
@@ -281,30 +328,6 @@ impl Store {
                     row.try_get("slots").what(what)?,
                 ),
             );
-        }
-        let leased = epochs
-            .keys()
-            .map(|(c, b)| format!("({c}, {b})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let mut files: HashMap<(i64, i64), Vec<u8>> = HashMap::with_capacity(epochs.len());
-        if !leased.is_empty() {
-            let rows = sqlx::query(&format!(
-                "SELECT campaign, batch, bytes FROM batch_files WHERE (campaign, batch) IN (VALUES {leased})"
-            ))
-            .fetch_all(&mut *tx)
-            .await
-            .what("read leased batches")?;
-            for row in &rows {
-                let what = "read a batch file";
-                files.insert(
-                    (
-                        row.try_get("campaign").what(what)?,
-                        row.try_get("batch").what(what)?,
-                    ),
-                    row.try_get("bytes").what(what)?,
-                );
-            }
         }
         let mut out = Vec::with_capacity(epochs.len());
         let mut resent_by_campaign: HashMap<i64, i64> = HashMap::new();
@@ -439,28 +462,28 @@ impl Store {
         if batches.is_empty() {
             return Ok(Vec::new());
         }
-        let keys = batches
-            .iter()
-            .map(|(c, b, e)| format!("({c}, {b}, {e})"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        let rows = sqlx::query(&format!(
-            "UPDATE batches SET lease_expires = $1, updated_at = $2 \
-             WHERE lease_holder = $3 AND state <> 'done' \
-             AND (campaign, batch, lease_epoch) IN (VALUES {keys}) RETURNING campaign, batch"
-        ))
-        .bind(now + ttl)
-        .bind(now)
-        .bind(gateway.to_owned())
-        .fetch_all(self.pool())
-        .await
-        .what("renew leases")?;
-        let mut renewed = std::collections::HashSet::with_capacity(rows.len());
-        for row in &rows {
-            let what = "read a renewed lease";
-            let c: i64 = row.try_get("campaign").what(what)?;
-            let b: i64 = row.try_get("batch").what(what)?;
-            renewed.insert((c, b));
+        let mut renewed = std::collections::HashSet::with_capacity(batches.len());
+        for chunk in batches.chunks(KEYS_PER_STATEMENT) {
+            let sql = format!(
+                "UPDATE batches SET lease_expires = $1, updated_at = $2 \
+                 WHERE lease_holder = $3 AND state <> 'done' \
+                 AND (campaign, batch, lease_epoch) IN (VALUES {}) RETURNING campaign, batch",
+                values_from(self.backend(), 4, chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(now + ttl)
+                .bind(now)
+                .bind(gateway.to_owned());
+            for (c, b, e) in chunk {
+                query = query.bind(*c).bind(*b).bind(*e);
+            }
+            let rows = query.fetch_all(self.pool()).await.what("renew leases")?;
+            for row in &rows {
+                let what = "read a renewed lease";
+                let c: i64 = row.try_get("campaign").what(what)?;
+                let b: i64 = row.try_get("batch").what(what)?;
+                renewed.insert((c, b));
+            }
         }
         Ok(batches
             .iter()
@@ -486,24 +509,21 @@ impl Store {
         // Which are still the gateway's, in one statement (locked on
         // PostgreSQL until the commit: a claim skips them meanwhile).
         let mut ours = std::collections::HashSet::with_capacity(done.len());
-        if !done.is_empty() {
-            let keys = done
-                .iter()
-                .map(|(b, epoch)| format!("({}, {}, {epoch})", b.campaign, b.batch))
-                .collect::<Vec<_>>()
-                .join(", ");
-            let lock = match self.backend() {
-                Backend::Postgres => " FOR UPDATE",
-                Backend::Sqlite => "",
-            };
-            let rows = sqlx::query(&format!(
+        let lock = match self.backend() {
+            Backend::Postgres => " FOR UPDATE",
+            Backend::Sqlite => "",
+        };
+        for chunk in done.chunks(KEYS_PER_STATEMENT) {
+            let sql = format!(
                 "SELECT campaign, batch FROM batches WHERE lease_holder = $1 AND state <> 'done' \
-                 AND (campaign, batch, lease_epoch) IN (VALUES {keys}){lock}"
-            ))
-            .bind(gateway.to_owned())
-            .fetch_all(&mut *tx)
-            .await
-            .what("check leases")?;
+                 AND (campaign, batch, lease_epoch) IN (VALUES {}){lock}",
+                values_from(self.backend(), 2, chunk.len(), 3)
+            );
+            let mut query = sqlx::query(&sql).bind(gateway.to_owned());
+            for (b, epoch) in chunk {
+                query = query.bind(b.campaign).bind(b.batch).bind(*epoch);
+            }
+            let rows = query.fetch_all(&mut *tx).await.what("check leases")?;
             for row in &rows {
                 let what = "read a lease";
                 let c: i64 = row.try_get("campaign").what(what)?;
