@@ -906,6 +906,17 @@ fn sessions_last_until_they_expire_are_closed_or_their_token_is_revoked() {
     });
 }
 
+/// A lease request's look at `campaigns` at `now` (lease time 30 s).
+fn look(campaigns: &[i64], now: i64) -> volley_control::store::leases::Look<'_> {
+    volley_control::store::leases::Look {
+        campaigns,
+        now,
+        ttl: 30,
+        at_most: 8,
+        run_out: true,
+    }
+}
+
 #[test]
 fn a_renewal_extends_only_the_leases_still_held() {
     on_both("renewals", |store| async move {
@@ -926,7 +937,7 @@ fn a_renewal_extends_only_the_leases_still_held() {
             .unwrap();
         // Both are offered; the choice takes both.
         let claimed = store
-            .lease("g1", &[c.id], 100, 30, 8, |offered| {
+            .lease("g1", look(&[c.id], 100), |offered| {
                 assert_eq!(offered.iter().map(|o| o.batch).collect::<Vec<_>>(), [0, 1]);
                 vec![0, 1]
             })
@@ -946,7 +957,7 @@ fn a_renewal_extends_only_the_leases_still_held() {
         assert!(store.renew("g1", &[], 110, 30).await.unwrap().is_empty());
         // Renewed to 140, batch 0 is still g1's at 135; batch 1 (to 130) is free.
         let taken = store
-            .lease("g2", &[c.id], 135, 30, 8, |offered| {
+            .lease("g2", look(&[c.id], 135), |offered| {
                 assert_eq!(offered.iter().map(|o| o.batch).collect::<Vec<_>>(), [1]);
                 (0..offered.len()).collect()
             })

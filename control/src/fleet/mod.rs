@@ -26,7 +26,7 @@ use crate::plane::{Admission, Plane, PlaneError};
 use crate::queue_ops::{OpFuture, PurgeCount, QueueOps};
 use crate::store::batches::{DoneBatch, Progress};
 use crate::store::events::BatchOutcomes;
-use crate::store::leases::EventsOf;
+use crate::store::leases::{EventsOf, Look};
 
 /// Domains whose MX site is remembered (a batch of another is its own site).
 const MAX_DOMAINS: usize = 1_000_000;
@@ -76,6 +76,12 @@ pub struct Fleet {
     /// Campaigns whose batch files are in the store (published before their
     /// batch rows, all at once: [`Store::published`]).
     published: Mutex<std::collections::HashSet<i64>>,
+    /// The open campaigns cut into batches, as read at an instant.
+    open: Mutex<Option<(Instant, Vec<i64>)>>,
+    /// The unix second at which a look for run-out leases found none.
+    none_run_out: Mutex<Option<i64>>,
+    /// (unix second, id): the suppression log had nothing after `id` then.
+    log_quiet: Mutex<Option<(i64, i64)>>,
     /// The holds read at a unix second.
     holds: Mutex<Option<(i64, Vec<Rule>)>>,
     /// The recent purges read at a unix second.
@@ -109,6 +115,9 @@ impl Fleet {
             share: Mutex::default(),
             touched: Mutex::default(),
             published: Mutex::default(),
+            open: Mutex::default(),
+            none_run_out: Mutex::default(),
+            log_quiet: Mutex::default(),
             hashes: Mutex::default(),
             holds: Mutex::default(),
             purges: Mutex::default(),
@@ -183,6 +192,28 @@ impl Fleet {
         }
     }
 
+    /// The open campaigns cut into batches (read from the store at most once
+    /// a second, and after a wake-up).
+    async fn partitioned(&self) -> Result<Vec<i64>, PlaneError> {
+        if let Some((when, ids)) = &*lock(&self.open) {
+            if when.elapsed() < Duration::from_secs(1) {
+                return Ok(ids.clone());
+            }
+        }
+        let read = Instant::now();
+        let ids: Vec<i64> = self
+            .plane
+            .store()
+            .open_campaigns()
+            .await?
+            .into_iter()
+            .filter(|c| c.partitioned)
+            .map(|c| c.id)
+            .collect();
+        *lock(&self.open) = Some((read, ids.clone()));
+        Ok(ids)
+    }
+
     /// Those of `campaigns` whose batch files are in the store: a campaign
     /// cut for the fleet publishes them all before its batch rows, so one
     /// look per campaign (remembered) stands for a look per batch.
@@ -253,27 +284,32 @@ impl Fleet {
                 // Held campaigns and batches of held domains are not leased
                 // (the gateways hold the rest: sites, a batch's other domains).
                 let holds = self.holds_now().await?;
-                let sendable: Vec<i64> = store
-                    .open_campaigns()
+                let sendable: Vec<i64> = self
+                    .partitioned()
                     .await?
                     .into_iter()
-                    .filter(|c| c.partitioned)
-                    .map(|c| c.id)
                     .filter(|&id| self.order(id, at).action != Action::Hold)
                     .filter(|&id| !holds.contains(&Rule::Campaign(id as u64)))
                     .collect();
                 let sendable = self.published(sendable).await?;
                 let want = i64::from(req.want);
                 let live = self.live(at).await?;
-                let (mut chose, mut left) = (false, false);
+                let (mut chose, mut left, mut run_out) = (false, false, false);
+                // Leases run out are looked for at most once a second while
+                // there are none (they wait for the lease time anyway).
+                let look_run_out = *lock(&self.none_run_out) != Some(at);
                 let claimed = store
                     .lease(
                         &req.gateway,
-                        &sendable,
-                        at,
-                        self.ttl(),
-                        want * LOOK_AHEAD,
+                        Look {
+                            campaigns: &sendable,
+                            now: at,
+                            ttl: self.ttl(),
+                            at_most: want * LOOK_AHEAD,
+                            run_out: look_run_out,
+                        },
                         |candidates| {
+                            run_out = candidates.iter().any(|c| c.run_out);
                             let eligible: Vec<usize> = (0..candidates.len())
                                 .filter(|&i| {
                                     let site = candidates[i].site.to_ascii_lowercase();
@@ -312,6 +348,9 @@ impl Fleet {
                 // whose holder reported meanwhile): look again now rather
                 // than wait.
                 raced = chose && claimed.is_empty();
+                if look_run_out && !run_out {
+                    *lock(&self.none_run_out) = Some(at);
+                }
                 if left {
                     // The candidates this request locked and did not take
                     // are free again: a request that saw none while they
@@ -356,7 +395,12 @@ impl Fleet {
             // Nothing due: wait for a change here, or poll (another process's).
             let wake = self.plane.wake();
             let left = deadline.saturating_duration_since(Instant::now());
-            let _ = tokio::time::timeout(left.min(Duration::from_secs(1)), wake.notified()).await;
+            let woken =
+                tokio::time::timeout(left.min(Duration::from_secs(1)), wake.notified()).await;
+            if woken.is_ok() {
+                // Perhaps a campaign was cut: read them again.
+                *lock(&self.open) = None;
+            }
             // A gateway waiting here is live (its wait may be as long as the
             // lease time): noted once a second.
             self.touch(&req.gateway, now()).await?;
@@ -643,15 +687,30 @@ impl Fleet {
     }
 
     /// The fleet's suppression changes after row `after`, for a gateway.
+    ///
+    /// A log found to have nothing after some id is not read again within
+    /// that second for gateways at or past it: every answer carries these,
+    /// and a change reaches each gateway within a second or two either way
+    /// (the fleet's promise is 5 s).
     async fn suppression_updates(&self, after: i64) -> Result<Vec<SuppressionUpdate>, PlaneError> {
-        Ok(self
+        let at = now();
+        if let Some((when, quiet_after)) = *lock(&self.log_quiet) {
+            if when == at && after >= quiet_after {
+                return Ok(Vec::new());
+            }
+        }
+        let changes: Vec<SuppressionUpdate> = self
             .plane
             .store()
             .suppression_changes_after(after, SUPPRESSION_UPDATES)
             .await?
             .into_iter()
             .map(|(id, change)| SuppressionUpdate { id, change })
-            .collect())
+            .collect();
+        if changes.is_empty() {
+            *lock(&self.log_quiet) = Some((at, after));
+        }
+        Ok(changes)
     }
 
     /// The delivery event types gateways report attempts of.

@@ -31,6 +31,23 @@ pub struct Candidate {
     pub site: String,
     /// Its recipients.
     pub recipients: i64,
+    /// Offered again: its holder's lease ran out (or was abandoned).
+    pub run_out: bool,
+}
+
+/// What a lease request looks among ([`Store::lease`]).
+#[derive(Debug, Clone, Copy)]
+pub struct Look<'a> {
+    /// The campaigns it may take batches of.
+    pub campaigns: &'a [i64],
+    /// Unix second now.
+    pub now: i64,
+    /// The lease time, seconds.
+    pub ttl: i64,
+    /// Candidates offered to the choice, at most.
+    pub at_most: i64,
+    /// Whether to look for leases run out too.
+    pub run_out: bool,
 }
 
 /// A batch leased to a gateway ([`Store::lease`]).
@@ -174,14 +191,17 @@ impl Store {
     }
 
     /// Leases to `gateway`, until `now + ttl`, the batches `choose` picks
-    /// (indices) among those of `campaigns` (whose batch files are stored:
-    /// [`Store::published`]) that can be leased at `now`: not done, and no holder, or a lease run out whose holder has
-    /// not been heard from for `ttl` (a gateway that is reachable keeps its
-    /// batches through a control-plane outage, and reports them late), or one
-    /// its holder abandoned (restarted: expiry 0); oldest first, at most `look` of them. Each claim bumps the
-    /// batch's epoch. A batch taken from a gateway whose lease ran out after
-    /// it started on it counts its unfinished recipients as resent (per
-    /// campaign). Answers the claimed batches in the order chosen.
+    /// (indices) among those `look` offers: of its campaigns (whose batch
+    /// files are stored: [`Store::published`]), those that can be leased at
+    /// `now`, not done and with no holder, or (with `look.run_out`) with a
+    /// lease run out whose holder has not been heard from for `ttl` (a
+    /// gateway that is reachable keeps its batches through a control-plane
+    /// outage, and reports them late) or one its holder abandoned
+    /// (restarted: expiry 0); run-out ones first, then the oldest, at most
+    /// `look.at_most`. Each claim bumps the batch's epoch. A batch taken from
+    /// a gateway whose lease ran out after it started on it counts its
+    /// unfinished recipients as resent (per campaign). Answers the claimed
+    /// batches in the order chosen.
     ///
     /// One transaction of four statements whatever the count: the
     /// candidates read and locked, run-out leases then free batches (on
@@ -193,15 +213,19 @@ impl Store {
     pub async fn lease<F>(
         &self,
         gateway: &str,
-        campaigns: &[i64],
-        now: i64,
-        ttl: i64,
-        look: i64,
+        look: Look<'_>,
         choose: F,
     ) -> Result<Vec<Claimed>, StoreError>
     where
         F: FnOnce(&[Candidate]) -> Vec<usize>,
     {
+        let Look {
+            campaigns,
+            now,
+            ttl,
+            at_most: look,
+            run_out: look_run_out,
+        } = look;
         if campaigns.is_empty() || look <= 0 {
             return Ok(Vec::new());
         }
@@ -219,19 +243,22 @@ impl Store {
         // ones, oldest batch first: each read through its own partial index
         // (schema v9).
         let columns = "b.campaign, b.batch, b.site, b.recipients, b.lease_holder, b.lease_epoch";
-        let mut rows = sqlx::query(&format!(
-            "SELECT {columns} FROM batches b \
+        let mut rows = Vec::new();
+        if look_run_out {
+            rows = sqlx::query(&format!(
+                "SELECT {columns} FROM batches b \
              WHERE b.campaign IN ({list}) AND b.state <> 'done' AND b.lease_holder IS NOT NULL \
              AND b.lease_expires < $1 AND (b.lease_expires = 0 OR NOT EXISTS \
              (SELECT 1 FROM gateways g WHERE g.name = b.lease_holder AND g.last_seen >= $2)) \
              ORDER BY b.lease_expires LIMIT $3{lock}"
-        ))
-        .bind(now)
-        .bind(now - ttl)
-        .bind(look)
-        .fetch_all(&mut *tx)
-        .await
-        .what("find batches to lease")?;
+            ))
+            .bind(now)
+            .bind(now - ttl)
+            .bind(look)
+            .fetch_all(&mut *tx)
+            .await
+            .what("find batches to lease")?;
+        }
         let more = look - rows.len() as i64;
         if more > 0 {
             rows.extend(
@@ -255,6 +282,10 @@ impl Store {
                 batch: r.try_get("batch").what(what)?,
                 site: r.try_get("site").what(what)?,
                 recipients: r.try_get("recipients").what(what)?,
+                run_out: r
+                    .try_get::<Option<String>, _>("lease_holder")
+                    .what(what)?
+                    .is_some(),
             });
             held.push((
                 r.try_get::<Option<String>, _>("lease_holder").what(what)?,
