@@ -12,6 +12,7 @@
 
 use volley_queue::link::{KeyTooShort, LinkKind, LinkSigner, LinkTarget};
 
+use super::mime::ValueFlags;
 use super::part::{Names, Part, Piece};
 
 /// Most links tracked in one template; later ones are left as written.
@@ -28,16 +29,52 @@ pub(crate) const OPEN_SLOT: &str = "\0o";
 pub struct WebLinks {
     signer: LinkSigner,
     base_url: String,
+    /// What every click URL needs when merged ([`ValueFlags`]): the same for
+    /// all, the tokens being base64url; worked out once, not per message.
+    click_flags: ValueFlags,
+    /// The same for the open image element.
+    open_flags: ValueFlags,
 }
 
 impl WebLinks {
     /// Links to `base_url` (no trailing slash: `volley_conf::check_base_url`)
     /// with tokens signed by `key` (at least 32 bytes).
     pub fn new(key: &[u8], base_url: &str) -> Result<WebLinks, KeyTooShort> {
-        Ok(WebLinks {
+        let mut links = WebLinks {
             signer: LinkSigner::new(key)?,
             base_url: base_url.trim_end_matches('/').to_owned(),
-        })
+            click_flags: ValueFlags::default(),
+            open_flags: ValueFlags::default(),
+        };
+        let target = LinkTarget {
+            campaign: 0,
+            batch: 0,
+            index: 0,
+            link: 0,
+        };
+        let mut sample = Vec::new();
+        links.write_url(LinkKind::Click, target, &mut sample);
+        links.click_flags = ValueFlags::of(&sample);
+        sample.clear();
+        write_open_image(
+            &WebContext {
+                links: &links,
+                target,
+            },
+            &mut sample,
+        );
+        links.open_flags = ValueFlags::of(&sample);
+        Ok(links)
+    }
+
+    /// What a click URL needs when merged (the same for every token).
+    pub(crate) fn click_flags(&self) -> ValueFlags {
+        self.click_flags
+    }
+
+    /// What the open image element needs when merged.
+    pub(crate) fn open_flags(&self) -> ValueFlags {
+        self.open_flags
     }
 
     /// Appends `BASE/<kind>/TOKEN` for `target` to `out`.
@@ -303,6 +340,37 @@ mod tests {
         let mut links = Vec::new();
         track_links(&mut part, &mut names, &mut links);
         (part.pieces, links)
+    }
+
+    #[test]
+    fn the_flags_worked_out_once_are_those_of_every_url() {
+        for base in [
+            "https://t.example",
+            "https://t.example/mail",
+            "https://tëst.example",
+        ] {
+            let links = WebLinks::new(&[7; 32], base).unwrap();
+            for (campaign, index, link) in [(1, 0, 0), (u64::MAX, u32::MAX, 999), (42, 7, 3)] {
+                let target = LinkTarget {
+                    campaign,
+                    batch: campaign / 3,
+                    index,
+                    link,
+                };
+                let mut url = Vec::new();
+                links.write_url(LinkKind::Click, target, &mut url);
+                assert_eq!(links.click_flags(), ValueFlags::of(&url), "{base}");
+                let mut img = Vec::new();
+                write_open_image(
+                    &WebContext {
+                        links: &links,
+                        target,
+                    },
+                    &mut img,
+                );
+                assert_eq!(links.open_flags(), ValueFlags::of(&img), "{base}");
+            }
+        }
     }
 
     #[test]

@@ -45,6 +45,7 @@ pub(crate) struct Scratch {
     /// The current message's web slot values and where each ends.
     web: Vec<u8>,
     web_ends: Vec<usize>,
+    web_flags: Vec<ValueFlags>,
 }
 
 thread_local! {
@@ -134,6 +135,7 @@ impl Template {
             value,
             web,
             web_ends,
+            web_flags,
         } = scratch;
         let known = fields.len().min(values.len());
         // Where each placeholder's value comes from depends only on the template
@@ -196,6 +198,7 @@ impl Template {
         flags.extend(values[..known].iter().map(|v| ValueFlags::of(v)));
         web.clear();
         web_ends.clear();
+        web_flags.clear();
         if let Some(links) = &ctx.web {
             for link in 0..self.web.links.len() {
                 let target = LinkTarget {
@@ -204,10 +207,12 @@ impl Template {
                 };
                 links.links.write_url(LinkKind::Click, target, web);
                 web_ends.push(web.len());
+                web_flags.push(links.links.click_flags());
             }
             if self.web.open {
                 write_open_image(links, web);
                 web_ends.push(web.len());
+                web_flags.push(links.links.open_flags());
             }
         }
         let values = Values {
@@ -218,6 +223,7 @@ impl Template {
             recipient_flags: ValueFlags::of(recipient.as_bytes()),
             web,
             web_ends,
+            web_flags,
         };
         let text_only = text_only_at.is_some_and(|i| truthy(values.values[i]));
         match &self.kind {

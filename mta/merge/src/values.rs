@@ -63,6 +63,8 @@ pub(crate) struct Values<'a> {
     /// The web slots' values, one after another; slot `i` ends at `web_ends[i]`.
     pub(crate) web: &'a [u8],
     pub(crate) web_ends: &'a [usize],
+    /// `web_flags[i]` for web slot `i` (known from the links' form).
+    pub(crate) web_flags: &'a [ValueFlags],
 }
 
 impl<'a> Values<'a> {
@@ -77,6 +79,7 @@ impl<'a> Values<'a> {
             recipient_flags: ValueFlags::of(recipient.as_bytes()),
             web: &[],
             web_ends: &[],
+            web_flags: &[],
         }
     }
 
@@ -124,7 +127,10 @@ impl<'a> Values<'a> {
                     _ => self.web_ends.get(i - 1).copied().unwrap_or(0),
                 };
                 let end = self.web_ends.get(i).copied().unwrap_or(start);
-                (self.web.get(start..end).unwrap_or_default(), None)
+                (
+                    self.web.get(start..end).unwrap_or_default(),
+                    self.web_flags.get(i).copied(),
+                )
             }
             Some(Slot::Missing) | None => (b"", None),
         }
