@@ -69,8 +69,11 @@ pub struct Fleet {
     mx_of: Mutex<HashMap<String, String>>,
     /// The live gateways counted at a unix second, for the limits' share.
     share: Mutex<Option<(i64, u32)>>,
-    /// The unix second each gateway last asked for work here.
-    touched: Mutex<HashMap<String, i64>>,
+    /// The unix second each gateway's row was last written here, and a hash
+    /// of the figures written.
+    touched: Mutex<HashMap<String, (i64, u64)>>,
+    /// The live gateways read at a unix second (for the choice).
+    live_now: Mutex<Option<(i64, Vec<String>)>>,
     /// Each campaign's content hash.
     hashes: Mutex<HashMap<i64, String>>,
     /// Campaigns whose batch files are in the store (published before their
@@ -114,6 +117,7 @@ impl Fleet {
             mx_of: Mutex::default(),
             share: Mutex::default(),
             touched: Mutex::default(),
+            live_now: Mutex::default(),
             published: Mutex::default(),
             open: Mutex::default(),
             none_run_out: Mutex::default(),
@@ -246,22 +250,54 @@ impl Fleet {
         Ok(self.plane.store().live_gateways(at - self.ttl()).await?)
     }
 
-    /// Notes that `gateway` asked at `at` (once a second per gateway and
-    /// process: the store keeps seconds).
-    async fn touch(&self, gateway: &str, at: i64) -> Result<(), PlaneError> {
+    /// The live gateways for choosing among them (read at most once a
+    /// second, and again when `me` is not among them yet). Not for the
+    /// limits' share: a list read before the others' first contact would
+    /// give each gateway too large a share.
+    async fn live_for_choice(&self, me: &str, at: i64) -> Result<Vec<String>, PlaneError> {
+        if let Some((when, names)) = &*lock(&self.live_now) {
+            if *when == at && names.iter().any(|n| n == me) {
+                return Ok(names.clone());
+            }
+        }
+        let names = self.live(at).await?;
+        *lock(&self.live_now) = Some((at, names.clone()));
+        Ok(names)
+    }
+
+    /// Notes that `gateway` asked at `at`, with `delivered` more recipients
+    /// delivered and its `figures` (JSON) when given. The row is written at
+    /// most once a second per gateway and process while nothing in it
+    /// changes (the store keeps seconds).
+    async fn touch(
+        &self,
+        gateway: &str,
+        at: i64,
+        delivered: i64,
+        figures: Option<&str>,
+    ) -> Result<(), PlaneError> {
+        let hash = figures.map(|f| {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            f.hash(&mut h);
+            h.finish()
+        });
         {
             let mut touched = lock(&self.touched);
-            if touched.get(gateway) == Some(&at) {
+            let last = touched.get(gateway).copied();
+            let same_figures = hash.is_none() || last.map(|l| Some(l.1)) == Some(hash);
+            if last.map(|l| l.0) == Some(at) && delivered == 0 && same_figures {
                 return Ok(());
             }
             if touched.len() >= 10_000 {
                 touched.clear();
             }
-            touched.insert(gateway.to_owned(), at);
+            let kept = hash.or(last.map(|l| l.1)).unwrap_or(0);
+            touched.insert(gateway.to_owned(), (at, kept));
         }
         self.plane
             .store()
-            .touch_gateway(gateway, 0, None, at)
+            .touch_gateway(gateway, delivered, figures, at)
             .await?;
         Ok(())
     }
@@ -273,7 +309,7 @@ impl Fleet {
         let deadline = Instant::now() + Duration::from_millis(req.wait_ms).min(MAX_WAIT);
         self.learn(&req.gateway, &req.figures);
         let store = self.plane.store();
-        self.touch(&req.gateway, now()).await?;
+        self.touch(&req.gateway, now(), 0, None).await?;
         let mut retries = 0;
         loop {
             let at = now();
@@ -293,7 +329,7 @@ impl Fleet {
                     .collect();
                 let sendable = self.published(sendable).await?;
                 let want = i64::from(req.want);
-                let live = self.live(at).await?;
+                let live = self.live_for_choice(&req.gateway, at).await?;
                 let (mut chose, mut left, mut run_out) = (false, false, false);
                 // Leases run out are looked for at most once a second while
                 // there are none (they wait for the lease time anyway).
@@ -403,7 +439,7 @@ impl Fleet {
             }
             // A gateway waiting here is live (its wait may be as long as the
             // lease time): noted once a second.
-            self.touch(&req.gateway, now()).await?;
+            self.touch(&req.gateway, now(), 0, None).await?;
         }
     }
 
@@ -418,7 +454,7 @@ impl Fleet {
         if self.settings.assignment == Assignment::RoundRobin || req.batches.is_empty() {
             return Ok(Vec::new());
         }
-        let live = self.live(at).await?;
+        let live = self.live_for_choice(&req.gateway, at).await?;
         if live.len() < 2 {
             return Ok(Vec::new());
         }
@@ -498,8 +534,7 @@ impl Fleet {
                 .collect();
             serde_json::to_string(&mine).unwrap_or_default()
         };
-        store
-            .touch_gateway(&req.gateway, req.delivered.max(0), Some(&figures), at)
+        self.touch(&req.gateway, at, req.delivered.max(0), Some(&figures))
             .await?;
         let mut rows = Vec::with_capacity(req.batches.len());
         let mut renewals = Vec::new();

@@ -9,20 +9,31 @@ use std::time::{Duration, Instant};
 
 /// Asks the kernel for a free TCP port on `ip` (binds `ip:0`, reads the port, closes
 /// the listener). The port is only *likely* to stay free until a peer binds it: the
-/// peers' `start` functions retry with another port when the bind fails.
+/// peers' `start` functions retry with another port when the bind fails. A port
+/// already handed out by this process is never handed out again (the kernel may
+/// offer a closed one twice in a row: a test that asked for two ports, for two
+/// listeners of one daemon, once got the same one for both).
 ///
 /// Panics if `ip` is not a loopback address or the bind fails.
 pub fn free_port(ip: Ipv4Addr) -> u16 {
+    static GIVEN: std::sync::Mutex<Vec<(Ipv4Addr, u16)>> = std::sync::Mutex::new(Vec::new());
     assert!(
         ip.is_loopback(),
         "test peers bind to 127.0.0.0/8 only, not {ip}"
     );
-    let listener = TcpListener::bind(SocketAddrV4::new(ip, 0))
-        .unwrap_or_else(|e| panic!("bind {ip}:0 for a free port: {e}"));
-    listener
-        .local_addr()
-        .expect("local_addr of a bound listener")
-        .port()
+    loop {
+        let listener = TcpListener::bind(SocketAddrV4::new(ip, 0))
+            .unwrap_or_else(|e| panic!("bind {ip}:0 for a free port: {e}"));
+        let port = listener
+            .local_addr()
+            .expect("local_addr of a bound listener")
+            .port();
+        let mut given = GIVEN.lock().unwrap_or_else(|e| e.into_inner());
+        if !given.contains(&(ip, port)) {
+            given.push((ip, port));
+            return port;
+        }
+    }
 }
 
 /// Connects to `addr` repeatedly (short sleeps in between) until a connection
