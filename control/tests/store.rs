@@ -966,3 +966,90 @@ fn a_renewal_extends_only_the_leases_still_held() {
         assert_eq!(taken.iter().map(|t| t.batch).collect::<Vec<_>>(), [1]);
     });
 }
+
+/// PostgreSQL only (SQLite has one writer: concurrent requests take turns):
+/// while one lease request holds its candidates, another is offered the
+/// next ones, not the same; neither waits for the other, and together they
+/// take every batch once.
+#[test]
+fn concurrent_lease_requests_are_offered_disjoint_batches() {
+    use std::sync::mpsc::channel;
+    use std::time::Duration;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let pg = Postgres::start(61);
+    let url = pg.new_database("disjoint");
+    runtime.block_on(async {
+        let store = Store::open(&url).await.unwrap();
+        let c = store
+            .insert_campaign(&new_campaign(1, &[]), 0)
+            .await
+            .unwrap();
+        let cuts: Vec<BatchCut> = (0..6)
+            .map(|batch| BatchCut {
+                batch,
+                domains: vec![("a.test".into(), 1)],
+            })
+            .collect();
+        store.set_partitioned(c.id, &cuts, &[], &[]).await.unwrap();
+        let files: Vec<(i64, Vec<u8>)> = (0..6).map(|b| (b, vec![b as u8])).collect();
+        store.put_batch_files(c.id, &files).await.unwrap();
+        let ids = [c.id];
+        let (seen_tx, seen_rx) = channel::<Vec<i64>>();
+        let (go_tx, go_rx) = channel::<()>();
+        // On a thread and runtime of its own: its choice blocks while the
+        // other request runs.
+        let first = std::thread::spawn({
+            let store = store.clone();
+            move || {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                    .unwrap()
+                    .block_on(async move {
+                        let look = volley_control::store::leases::Look {
+                            at_most: 3,
+                            ..look(&ids, 100)
+                        };
+                        store
+                            .lease("g1", look, move |offered| {
+                                let _ = seen_tx.send(offered.iter().map(|o| o.batch).collect());
+                                // Holds them (locked) until the other request is done.
+                                let _ = go_rx.recv_timeout(Duration::from_secs(10));
+                                (0..offered.len()).collect()
+                            })
+                            .await
+                            .unwrap()
+                    })
+            }
+        });
+        let offered_first = tokio::task::spawn_blocking(move || {
+            seen_rx.recv_timeout(Duration::from_secs(10)).unwrap()
+        })
+        .await
+        .unwrap();
+        assert_eq!(offered_first, [0, 1, 2]);
+        let look = volley_control::store::leases::Look {
+            at_most: 3,
+            ..look(&ids, 100)
+        };
+        let started = std::time::Instant::now();
+        let second = store
+            .lease("g2", look, |offered| (0..offered.len()).collect())
+            .await
+            .unwrap();
+        // It did not wait for the first to commit (that waits for this).
+        assert!(started.elapsed() < Duration::from_secs(5));
+        go_tx.send(()).unwrap();
+        let first = first.join().unwrap();
+        let batches = |claimed: &[volley_control::store::leases::Claimed]| {
+            claimed.iter().map(|c| c.batch).collect::<Vec<_>>()
+        };
+        assert_eq!(batches(&first), [0, 1, 2]);
+        assert_eq!(batches(&second), [3, 4, 5]);
+        assert!(second.iter().all(|c| c.file == [c.batch as u8]));
+    });
+}
