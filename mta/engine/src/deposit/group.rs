@@ -211,13 +211,14 @@ impl GroupCommit {
         recipients: u32,
         reply: Reply,
     ) {
-        {
+        let wake = {
             let mut q = lock(&self.inner.queue);
             if q.stopping {
                 drop(q);
                 reply(Err("the listener is stopping".into()));
                 return;
             }
+            let first = q.first_at.is_none();
             q.bytes += record.len();
             q.first_at.get_or_insert_with(Instant::now);
             q.pending.push(Pending {
@@ -226,8 +227,16 @@ impl GroupCommit {
                 recipients,
                 reply,
             });
+            // A committer needs waking only to start a group's window or to
+            // end it early (full): between, it sleeps until the window ends
+            // anyway, and a wake per message was a context switch per
+            // message on the relay path.
+            let s = &self.inner.settings;
+            first || q.pending.len() >= s.messages || q.bytes >= s.bytes
+        };
+        if wake {
+            self.inner.arrived.notify_one();
         }
-        self.inner.arrived.notify_one();
     }
 
     /// Commits and seals what is held, then stops the thread (waits for it).
