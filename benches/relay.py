@@ -85,7 +85,7 @@ def proc_rss_peak_mb(pid):
 
 def queue_usage(spool):
     files, size = 0, 0
-    for sub in ("active", "open", "done", "content", "inbound"):
+    for sub in ("active", "open", "reuse", "done", "content", "inbound"):
         d = os.path.join(spool, sub)
         if not os.path.isdir(d):
             continue
@@ -227,6 +227,9 @@ def phase_volley(procs, args, workdir, volley, dns, queues, dev, tag, window=Non
                                f"see {out_path}")
         if p.poll() is not None:
             raise RuntimeError(f"volley exited {p.returncode}; see {out_path}")
+        if src.poll() not in (None, 0):
+            raise RuntimeError(f"smtp-source exited {src.returncode} (a message refused?); "
+                               f"see {workdir} and {out_path}")
         files, size = queue_usage(spool)
         peak_files, peak_bytes = max(peak_files, files), max(peak_bytes, size)
         time.sleep(0.1)

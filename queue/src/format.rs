@@ -19,8 +19,13 @@ pub const MAGIC: [u8; 8] = *b"VOLLEYQB";
 /// The format version of campaign batches (written once, whole).
 pub const VERSION: u16 = 1;
 /// The format version of relay batches: received messages with their envelope
-/// and content, appended in group commits (FORMAT.md, "Version 2").
-pub const VERSION_RELAY: u16 = 2;
+/// and content, appended in group commits, each record's checksum masked with
+/// the batch's id (FORMAT.md, "Version 3"), so that a reused file's old records
+/// never pass for the new batch's.
+pub const VERSION_RELAY: u16 = 3;
+/// The first relay batch version (FORMAT.md, "Version 2"): the same with
+/// unmasked record checksums. Read, no longer written.
+pub const VERSION_RELAY_UNMASKED: u16 = 2;
 /// Record kinds of a relay batch.
 pub const RECORD_MESSAGE: u8 = 1;
 /// A commit record: every message record before it was acknowledged (`250`).
@@ -97,7 +102,7 @@ pub enum FormatError {
     #[error("not a volley batch file: bad magic {0:02x?}")]
     BadMagic([u8; 8]),
     /// A version this build cannot read.
-    #[error("batch format version {0} is not supported (this build reads versions {VERSION} and {VERSION_RELAY})")]
+    #[error("batch format version {0} is not supported (this build reads versions {VERSION}, {VERSION_RELAY_UNMASKED} and {VERSION_RELAY})")]
     Version(u16),
     /// The header's offsets, counts or reserved bytes do not describe a valid file.
     #[error("bad header: {0}")]
@@ -196,8 +201,8 @@ impl Header {
             return Err(FormatError::BadMagic(magic));
         }
         let version = u16_at(b, 8);
-        if version == VERSION_RELAY {
-            return Header::read_relay(b, file_len);
+        if version == VERSION_RELAY || version == VERSION_RELAY_UNMASKED {
+            return Header::read_relay(b, version, file_len);
         }
         if version != VERSION {
             return Err(FormatError::Version(version));
@@ -281,7 +286,7 @@ impl Header {
 
     /// The header of a relay batch ([`VERSION_RELAY`]): `recipient_count` and
     /// `domain_count` are 0 until [`BatchIndex::build`] has read the records.
-    fn read_relay(b: &[u8], file_len: usize) -> Result<Header, FormatError> {
+    fn read_relay(b: &[u8], version: u16, file_len: usize) -> Result<Header, FormatError> {
         let stored = u64_at(b, CHECKSUM_AT);
         let computed = xxhash_rust::xxh3::xxh3_64(&b[..CHECKSUM_AT]);
         if stored != computed {
@@ -317,7 +322,7 @@ impl Header {
             ))
         })?;
         Ok(Header {
-            version: VERSION_RELAY,
+            version,
             batch_id: u64_at(b, 24),
             campaign_id: u64_at(b, 32),
             created_at: u64_at(b, 40),
@@ -336,16 +341,27 @@ impl Header {
 
     /// Slots a relay batch has room for (for a campaign batch, its recipients).
     pub fn capacity(&self) -> u32 {
-        if self.version == VERSION_RELAY {
+        if self.is_relay() {
             (self.fields_off - self.slots_off) / SLOT_LEN as u32
         } else {
             self.recipient_count
         }
     }
 
-    /// Whether this is a relay batch ([`VERSION_RELAY`]).
+    /// Whether this is a relay batch ([`VERSION_RELAY`] or
+    /// [`VERSION_RELAY_UNMASKED`]).
     pub fn is_relay(&self) -> bool {
-        self.version == VERSION_RELAY
+        self.version == VERSION_RELAY || self.version == VERSION_RELAY_UNMASKED
+    }
+
+    /// What a relay batch's record checksums are masked with (XOR): see
+    /// [`record_mask`]; 0 for [`VERSION_RELAY_UNMASKED`].
+    pub fn record_mask(&self) -> u64 {
+        if self.version == VERSION_RELAY {
+            record_mask(self.campaign_id)
+        } else {
+            0
+        }
     }
 
     /// The byte range of the file that never changes once written, the one
@@ -467,10 +483,21 @@ pub struct RawRecord {
     pub end: usize,
 }
 
-/// The next record of a relay batch at `pos` of its records region `buf`:
-/// `Ok(None)` at the end of `buf`, an error (what is wrong) for a record that is
-/// cut short or fails its checksum.
-pub fn next_record(buf: &[u8], pos: usize) -> Result<Option<RawRecord>, &'static str> {
+/// The mask of the record checksums of the relay batch `campaign_id`
+/// ([`VERSION_RELAY`]): xxh3-64 of the id's 8 little-endian bytes. A file is
+/// reused for later batches without being cleared: bytes past the new batch's
+/// records may be an older batch's records, complete and once valid, which the
+/// different mask makes fail their checksum (the chance that one passes is that
+/// of a random 64-bit match), so recovery stops where the new batch ends.
+pub fn record_mask(campaign_id: u64) -> u64 {
+    xxhash_rust::xxh3::xxh3_64(&campaign_id.to_le_bytes())
+}
+
+/// The next record of a relay batch at `pos` of its records region `buf`, its
+/// checksum masked with `mask` ([`Header::record_mask`]): `Ok(None)` at the end
+/// of `buf`, an error (what is wrong) for a record that is cut short or fails
+/// its checksum.
+pub fn next_record(buf: &[u8], pos: usize, mask: u64) -> Result<Option<RawRecord>, &'static str> {
     if pos >= buf.len() {
         return Ok(None);
     }
@@ -485,7 +512,7 @@ pub fn next_record(buf: &[u8], pos: usize) -> Result<Option<RawRecord>, &'static
         return Err("record cut short");
     }
     let stored = u64_at(buf, body_end);
-    if xxhash_rust::xxh3::xxh3_64(&buf[pos + 4..body_end]) != stored {
+    if xxhash_rust::xxh3::xxh3_64(&buf[pos + 4..body_end]) ^ mask != stored {
         return Err("record fails its checksum");
     }
     Ok(Some(RawRecord {
@@ -496,13 +523,14 @@ pub fn next_record(buf: &[u8], pos: usize) -> Result<Option<RawRecord>, &'static
     }))
 }
 
-/// Appends a record of `kind` with `body` to `out` (length, kind, body, checksum).
-pub fn put_record(out: &mut Vec<u8>, kind: u8, body: &[u8]) {
+/// Appends a record of `kind` with `body` to `out` (length, kind, body, checksum
+/// masked with `mask`).
+pub fn put_record(out: &mut Vec<u8>, kind: u8, body: &[u8], mask: u64) {
     out.extend_from_slice(&(body.len() as u32).to_le_bytes());
     let from = out.len();
     out.push(kind);
     out.extend_from_slice(body);
-    let sum = xxhash_rust::xxh3::xxh3_64(&out[from..]);
+    let sum = xxhash_rust::xxh3::xxh3_64(&out[from..]) ^ mask;
     out.extend_from_slice(&sum.to_le_bytes());
 }
 
@@ -767,7 +795,8 @@ impl BatchIndex {
             offset: base + offset,
             what,
         };
-        let fields = match next_record(region, 0) {
+        let mask = header.record_mask();
+        let fields = match next_record(region, 0, mask) {
             Ok(Some(r)) if r.kind == RECORD_FIELDS => r,
             Ok(_) => return Err(bad(Region::FieldNames, 0, "no field names record")),
             Err(what) => return Err(bad(Region::FieldNames, 0, what)),
@@ -802,7 +831,7 @@ impl BatchIndex {
         let (mut committed, mut sealed) = (0usize, false);
         loop {
             let at = pos;
-            let record = match next_record(region, pos) {
+            let record = match next_record(region, pos, mask) {
                 Ok(Some(record)) => record,
                 Ok(None) => break,
                 Err(what) => return Err(bad(Region::Records, at, what)),

@@ -7,12 +7,17 @@
 //!
 //! Soundness rests on one rule, kept by [`crate::Spool`]'s exclusive lock: while a
 //! spool is open for delivery, only this process writes its batch files, and only
-//! through these atomics. Nothing truncates a mapped file (that would fault on access).
+//! through these atomics. Nothing truncates a mapped file (that would fault on access):
+//! a finished relay batch's file is reused (rewritten, cut) only once no
+//! mapping of it is left in the process ([`is_mapped`]).
 #![allow(unsafe_code)]
 
+use std::collections::BTreeMap;
 use std::fs::OpenOptions;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, PoisonError};
 
 use memmap2::MmapRaw;
 
@@ -28,6 +33,50 @@ pub struct MappedBatch {
     map: MmapRaw,
     index: BatchIndex,
     dirty: AtomicBool,
+    /// Declared after `map`: dropped (unregistered) once it is unmapped.
+    _mapped: Mapped,
+}
+
+/// The files this process has mapped (device, inode), with their mappings'
+/// count. A finished relay batch's file is reused for a later batch, rewritten
+/// and cut shorter: only once no mapping of it is left ([`is_mapped`]), since a
+/// mapping's immutable bytes must not change and reading past a cut end faults.
+static MAPPED: Mutex<BTreeMap<(u64, u64), u32>> = Mutex::new(BTreeMap::new());
+
+/// One registered mapping of a file (see [`MAPPED`]).
+#[derive(Debug)]
+struct Mapped((u64, u64));
+
+impl Mapped {
+    fn register(meta: &std::fs::Metadata) -> Mapped {
+        let key = (meta.dev(), meta.ino());
+        *MAPPED
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .entry(key)
+            .or_insert(0) += 1;
+        Mapped(key)
+    }
+}
+
+impl Drop for Mapped {
+    fn drop(&mut self) {
+        let mut mapped = MAPPED.lock().unwrap_or_else(PoisonError::into_inner);
+        if let Some(n) = mapped.get_mut(&self.0) {
+            *n -= 1;
+            if *n == 0 {
+                mapped.remove(&self.0);
+            }
+        }
+    }
+}
+
+/// Whether the file of `meta` is mapped by a [`MappedBatch`] of this process.
+pub(crate) fn is_mapped(meta: &std::fs::Metadata) -> bool {
+    MAPPED
+        .lock()
+        .unwrap_or_else(PoisonError::into_inner)
+        .contains_key(&(meta.dev(), meta.ino()))
 }
 
 impl MappedBatch {
@@ -39,7 +88,8 @@ impl MappedBatch {
             .write(true)
             .open(path)
             .map_err(io("open"))?;
-        let len = file.metadata().map_err(io("stat"))?.len();
+        let meta = file.metadata().map_err(io("stat"))?;
+        let len = meta.len();
         let corrupt = |fault| QueueError::Corrupt {
             path: path.to_owned(),
             fault,
@@ -56,6 +106,7 @@ impl MappedBatch {
                 "file is {len} bytes, more than a batch file can be"
             ))));
         }
+        let mapped = Mapped::register(&meta);
         let map = MmapRaw::map_raw(&file).map_err(io("map"))?;
         let len = len as usize;
         // SAFETY: the mapping is `len` bytes long and stays alive while the slice is
@@ -74,6 +125,7 @@ impl MappedBatch {
             map,
             index,
             dirty: AtomicBool::new(false),
+            _mapped: mapped,
         };
         for i in 0..batch.len() {
             batch.slot(i).map_err(corrupt)?;

@@ -26,6 +26,11 @@ use crate::mapped::MappedBatch;
 use crate::slot::State;
 use crate::summary::{DomainSummary, StateCounts};
 
+/// Finished relay batches' files kept in `reuse/` for new relay batches
+/// ([`Spool::reuse_dir`]): about as many as are being written and delivered at
+/// once at full speed; more are removed.
+pub const REUSE_KEEP: usize = 8;
+
 /// File name extension of batch files.
 pub const EXTENSION: &str = "vqb";
 
@@ -111,6 +116,7 @@ impl Spool {
         for dir in [
             "tmp",
             "open",
+            "reuse",
             "active",
             "done",
             "quarantine",
@@ -175,6 +181,13 @@ impl Spool {
     /// `open/`: relay batches being appended to ([`crate::relay::OpenBatch`]).
     pub fn open_dir(&self) -> PathBuf {
         self.root.join("open")
+    }
+
+    /// `reuse/`: files of finished relay batches, kept (at most
+    /// [`REUSE_KEEP`]) for new relay batches to write over (see
+    /// [`crate::relay::OpenBatch::create`]). Nothing in them is live.
+    pub fn reuse_dir(&self) -> PathBuf {
+        self.root.join("reuse")
     }
 
     /// A second handle on the same open spool, sharing its lock (a duplicate of
@@ -531,7 +544,17 @@ impl Spool {
                 let from = batch.path().to_owned();
                 if batch.header().is_relay() {
                     // Relayed mail has no VERP token to resolve later: nothing to
-                    // keep it for once every recipient is final.
+                    // keep it for once every recipient is final. Its file is
+                    // kept for a later relay batch to write over
+                    // (`OpenBatch::create`), up to REUSE_KEEP files.
+                    let reuse = self.reuse_dir();
+                    let kept = fs::read_dir(&reuse).map_or(usize::MAX, |e| e.count());
+                    if kept < REUSE_KEEP {
+                        let dest = reuse.join(from.file_name().unwrap_or_default());
+                        if fs::rename(&from, &dest).is_ok() {
+                            return Ok(from);
+                        }
+                    }
                     fs::remove_file(&from).map_err(|e| QueueError::io("remove", &from, e))?;
                     return Ok(from);
                 }

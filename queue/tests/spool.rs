@@ -203,3 +203,33 @@ fn missing_spool_is_a_clear_error() {
     let err = Spool::open_read_only(&dir.path().join("nope")).unwrap_err();
     assert!(err.to_string().contains("nope/active"), "{err}");
 }
+
+#[test]
+fn finished_relay_batches_are_kept_for_reuse_up_to_a_bound() {
+    use volley_queue::relay::{OpenBatch, RelayRecipient};
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(tmp.path()).unwrap();
+    let delivered = Slot {
+        state: State::Delivered,
+        attempts: 1,
+        code: 250,
+        next_attempt: 0,
+    };
+    let values: [&[u8]; 1] = [b""];
+    let rcpts: [RelayRecipient<'_, &[u8]>; 1] = [("x.test", "one", &values[..])];
+    for id in 1..=volley_queue::spool::REUSE_KEEP as u64 + 2 {
+        let mut batch =
+            OpenBatch::create(&spool.open_dir(), None, id, 10, &["dsn_notify"], 0).unwrap();
+        batch.append("a@src.test", &rcpts, b"hi\r\n");
+        batch.commit().unwrap();
+        let path = batch.seal(&spool.active_dir()).unwrap().unwrap();
+        let map = MappedBatch::open(&path).unwrap();
+        map.set_slot(0, delivered).unwrap();
+        spool.complete(&map).unwrap();
+        assert!(!path.exists());
+    }
+    let kept = fs::read_dir(spool.reuse_dir()).unwrap().count();
+    assert_eq!(kept, volley_queue::spool::REUSE_KEEP);
+    assert_eq!(fs::read_dir(spool.active_dir()).unwrap().count(), 0);
+    assert_eq!(fs::read_dir(spool.done_dir()).unwrap().count(), 0);
+}

@@ -185,8 +185,7 @@ impl SpoolDeposit {
     /// budget are still written on their own.
     pub fn group_commit(mut self, settings: GroupSettings) -> Result<SpoolDeposit, InboundError> {
         let group = GroupCommit::start(
-            self.spool.open_dir(),
-            self.spool.active_dir(),
+            group::RelayDirs::of(&self.spool),
             settings,
             Arc::clone(&self.last_id),
             self.wake.clone(),
@@ -325,12 +324,7 @@ impl SpoolDeposit {
         recipients: u32,
     ) -> Result<group::Placed, InboundError> {
         let capacity = (self.batch_size as u32).max(recipients);
-        let mut batch = group::create(
-            &self.spool.open_dir(),
-            &self.spool.active_dir(),
-            &self.last_id,
-            capacity,
-        )?;
+        let mut batch = group::create(&group::RelayDirs::of(&self.spool), &self.last_id, capacity)?;
         let id = batch.campaign_id();
         // Straight from the caller's buffer: a large message is not copied.
         let number = batch.write_record(record, content, recipients)?;

@@ -34,7 +34,7 @@ fn append(batch: &mut OpenBatch, from: &str, rcpts: &[(&str, &str)], content: &[
 #[test]
 fn messages_appended_in_groups_read_back_byte_for_byte() {
     let d = dirs();
-    let mut batch = OpenBatch::create(&d.open, 77, 10, &FIELDS, 1_700_000_000).unwrap();
+    let mut batch = OpenBatch::create(&d.open, None, 77, 10, &FIELDS, 1_700_000_000).unwrap();
     assert_eq!(
         append(
             &mut batch,
@@ -104,7 +104,7 @@ fn messages_appended_in_groups_read_back_byte_for_byte() {
 #[test]
 fn an_unsealed_or_altered_file_is_refused() {
     let d = dirs();
-    let mut batch = OpenBatch::create(&d.open, 5, 4, &FIELDS, 0).unwrap();
+    let mut batch = OpenBatch::create(&d.open, None, 5, 4, &FIELDS, 0).unwrap();
     append(&mut batch, "a@src.test", &[("x.test", "one")], b"hello\r\n");
     batch.commit().unwrap();
     let open = d.open.join("0000000000000005-0000000000000000.vqb");
@@ -138,7 +138,7 @@ fn an_unsealed_or_altered_file_is_refused() {
 #[test]
 fn recovery_in_the_same_boot_keeps_exactly_the_acknowledged_messages() {
     let d = dirs();
-    let mut batch = OpenBatch::create(&d.open, 9, 10, &FIELDS, 0).unwrap();
+    let mut batch = OpenBatch::create(&d.open, None, 9, 10, &FIELDS, 0).unwrap();
     append(&mut batch, "a@src.test", &[("x.test", "one")], b"first\r\n");
     append(
         &mut batch,
@@ -185,7 +185,7 @@ fn recovery_in_the_same_boot_keeps_exactly_the_acknowledged_messages() {
 #[test]
 fn recovery_after_a_reboot_keeps_every_complete_message() {
     let d = dirs();
-    let mut batch = OpenBatch::create(&d.open, 10, 10, &FIELDS, 0).unwrap();
+    let mut batch = OpenBatch::create(&d.open, None, 10, 10, &FIELDS, 0).unwrap();
     append(&mut batch, "a@src.test", &[("x.test", "one")], b"first\r\n");
     batch.commit().unwrap();
     append(
@@ -222,7 +222,7 @@ fn recovery_after_a_reboot_keeps_every_complete_message() {
 #[test]
 fn recovery_removes_files_without_acknowledged_messages_and_reports_bad_headers() {
     let d = dirs();
-    let mut batch = OpenBatch::create(&d.open, 11, 10, &FIELDS, 0).unwrap();
+    let mut batch = OpenBatch::create(&d.open, None, 11, 10, &FIELDS, 0).unwrap();
     append(
         &mut batch,
         "a@src.test",
@@ -245,7 +245,7 @@ fn recovery_removes_files_without_acknowledged_messages_and_reports_bad_headers(
 #[test]
 fn a_failed_commit_is_cut_off_at_the_seal() {
     let d = dirs();
-    let mut batch = OpenBatch::create(&d.open, 12, 10, &FIELDS, 0).unwrap();
+    let mut batch = OpenBatch::create(&d.open, None, 12, 10, &FIELDS, 0).unwrap();
     append(&mut batch, "a@src.test", &[("x.test", "one")], b"kept\r\n");
     batch.commit().unwrap();
     append(&mut batch, "a@src.test", &[("x.test", "two")], b"lost\r\n");
@@ -267,4 +267,207 @@ fn boot_id_is_read() {
         [0; 16],
         "this is Linux: /proc/sys/kernel/random/boot_id exists"
     );
+}
+
+/// A sealed batch of `n` equal messages in `d.active`, its path.
+fn sealed_batch(d: &Dirs, id: u64, n: usize) -> PathBuf {
+    let mut batch = OpenBatch::create(&d.open, None, id, 10, &FIELDS, 0).unwrap();
+    for i in 0..n {
+        append(
+            &mut batch,
+            "a@src.test",
+            &[("x.test", "old")],
+            format!("old {i}\r\n").as_bytes(),
+        );
+        batch.commit().unwrap();
+    }
+    batch.seal(&d.active).unwrap().unwrap()
+}
+
+fn contents(path: &Path) -> Vec<Vec<u8>> {
+    let bytes = fs::read(path).unwrap();
+    let view = BatchView::parse(&bytes).unwrap();
+    (0..view.len())
+        .map(|i| view.message(i).unwrap().content.to_vec())
+        .collect()
+}
+
+#[test]
+fn a_reused_file_is_taken_only_once_unmapped_and_keeps_none_of_its_old_records() {
+    use std::os::unix::fs::MetadataExt;
+    let d = dirs();
+    let reuse = d._tmp.path().join("reuse");
+    fs::create_dir_all(&reuse).unwrap();
+    // A finished batch of three messages, still mapped (as delivery holds it
+    // until its round ends), moved to reuse/ as a completion does.
+    let old = sealed_batch(&d, 1, 3);
+    let map = MappedBatch::open(&old).unwrap();
+    let kept = reuse.join(old.file_name().unwrap());
+    fs::rename(&old, &kept).unwrap();
+    let inode = fs::metadata(&kept).unwrap().ino();
+
+    // Mapped: not taken, a new file is made.
+    let fresh = OpenBatch::create(&d.open, Some(&reuse), 2, 10, &FIELDS, 0).unwrap();
+    assert!(kept.exists());
+    assert_ne!(fs::metadata(&fresh.path).unwrap().ino(), inode);
+    drop(fresh);
+    fs::remove_file(d.open.join("0000000000000002-0000000000000000.vqb")).unwrap();
+
+    // Unmapped: taken. The same size of message, so that the old records line
+    // up with where new ones would be.
+    drop(map);
+    let mut batch = OpenBatch::create(&d.open, Some(&reuse), 3, 10, &FIELDS, 0).unwrap();
+    assert!(!kept.exists());
+    let open = d.open.join("0000000000000003-0000000000000000.vqb");
+    assert_eq!(fs::metadata(&open).unwrap().ino(), inode);
+    append(&mut batch, "a@src.test", &[("x.test", "new")], b"new 0\r\n");
+    batch.commit().unwrap();
+    append(&mut batch, "a@src.test", &[("x.test", "new")], b"new 1\r\n");
+    batch.write_pending().unwrap();
+    drop(batch);
+
+    // Killed: the same boot keeps the one acknowledged message, not the old ones
+    // lying past it (which would pass with an unmasked checksum).
+    let keep = d._tmp.path().join("keep");
+    fs::copy(&open, &keep).unwrap();
+    let done = recover_open(&d.open, &d.active).unwrap();
+    let path = d.active.join("0000000000000003-0000000000000000.vqb");
+    assert_eq!(
+        done,
+        [Recovered::Sealed {
+            path: path.clone(),
+            messages: 1,
+            dropped: 1,
+            unsure: 0
+        }]
+    );
+    assert_eq!(contents(&path), [b"new 0\r\n".to_vec()]);
+
+    // After a reboot: every complete new message, still none of the old.
+    fs::remove_file(&path).unwrap();
+    let mut bytes = fs::read(&keep).unwrap();
+    bytes[BOOT_ID_AT] ^= 1;
+    let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..120]);
+    bytes[120..128].copy_from_slice(&sum.to_le_bytes());
+    fs::write(&open, &bytes).unwrap();
+    let done = recover_open(&d.open, &d.active).unwrap();
+    assert_eq!(
+        done,
+        [Recovered::Sealed {
+            path: path.clone(),
+            messages: 2,
+            dropped: 0,
+            unsure: 1
+        }]
+    );
+    assert_eq!(
+        contents(&path),
+        [b"new 0\r\n".to_vec(), b"new 1\r\n".to_vec()]
+    );
+}
+
+#[test]
+fn a_reused_file_is_cut_at_its_seal_and_reads_as_a_new_batch() {
+    let d = dirs();
+    let reuse = d._tmp.path().join("reuse");
+    fs::create_dir_all(&reuse).unwrap();
+    let old = sealed_batch(&d, 1, 5);
+    let old_len = fs::metadata(&old).unwrap().len();
+    // Delivered: its slots are no longer zero.
+    let map = MappedBatch::open(&old).unwrap();
+    for i in 0..5 {
+        let done = Slot {
+            state: State::Delivered,
+            attempts: 1,
+            code: 250,
+            next_attempt: 0,
+        };
+        map.set_slot(i, done).unwrap();
+    }
+    map.sync().unwrap();
+    drop(map);
+    fs::rename(&old, reuse.join("x")).unwrap();
+
+    let mut batch = OpenBatch::create(&d.open, Some(&reuse), 4, 10, &FIELDS, 0).unwrap();
+    append(&mut batch, "", &[("y.test", "new")], b"the new one\r\n");
+    append(
+        &mut batch,
+        "",
+        &[("z.test", "a"), ("z.test", "b")],
+        b"two\r\n",
+    );
+    batch.commit().unwrap();
+    let path = batch.seal(&d.active).unwrap().unwrap();
+    assert!(fs::metadata(&path).unwrap().len() < old_len);
+    assert_eq!(
+        contents(&path),
+        [
+            b"the new one\r\n".to_vec(),
+            b"two\r\n".to_vec(),
+            b"two\r\n".to_vec()
+        ]
+    );
+    let map = MappedBatch::open(&path).unwrap();
+    assert_eq!(map.len(), 3);
+    assert_eq!(map.view().recipient(0).unwrap().address(), "new@y.test");
+    for i in 0..3 {
+        let slot = map.slot(i).unwrap();
+        assert_eq!(
+            (slot.state, slot.attempts, slot.code),
+            (State::Pending, 0, 0),
+            "slot {i}"
+        );
+    }
+}
+
+#[test]
+fn a_record_from_another_batch_fails_its_checksum() {
+    let mut a = Vec::new();
+    format::put_record(&mut a, RECORD_COMMIT, &[3], format::record_mask(1));
+    assert!(format::next_record(&a, 0, format::record_mask(1))
+        .unwrap()
+        .is_some());
+    assert_eq!(
+        format::next_record(&a, 0, format::record_mask(2)),
+        Err("record fails its checksum")
+    );
+    // Version 2 files (unmasked) still read.
+    let mut b = Vec::new();
+    format::put_record(&mut b, RECORD_COMMIT, &[3], 0);
+    assert!(format::next_record(&b, 0, 0).unwrap().is_some());
+}
+
+#[test]
+fn writers_on_several_threads_never_take_one_reused_file_twice() {
+    let d = dirs();
+    let reuse = d._tmp.path().join("reuse");
+    fs::create_dir_all(&reuse).unwrap();
+    for id in 1..=3 {
+        let old = sealed_batch(&d, id, 3);
+        fs::rename(&old, reuse.join(old.file_name().unwrap())).unwrap();
+    }
+    let ids = std::sync::atomic::AtomicU64::new(100);
+    std::thread::scope(|s| {
+        for _ in 0..4 {
+            s.spawn(|| {
+                for _ in 0..25 {
+                    let id = ids.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let mut batch =
+                        OpenBatch::create(&d.open, Some(&reuse), id, 10, &FIELDS, 0).unwrap();
+                    let body = format!("batch {id}\r\n");
+                    append(
+                        &mut batch,
+                        "a@src.test",
+                        &[("x.test", "one")],
+                        body.as_bytes(),
+                    );
+                    batch.commit().unwrap();
+                    let path = batch.seal(&d.active).unwrap().unwrap();
+                    assert_eq!(contents(&path), [body.into_bytes()], "{}", path.display());
+                    // Finished: back for the next one.
+                    fs::rename(&path, reuse.join(path.file_name().unwrap())).unwrap();
+                }
+            });
+        }
+    });
 }

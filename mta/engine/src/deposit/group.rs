@@ -100,10 +100,33 @@ struct Inner {
     queue: Mutex<Queue>,
     arrived: Condvar,
     settings: GroupSettings,
-    open_dir: PathBuf,
-    active_dir: PathBuf,
+    dirs: RelayDirs,
     ids: Arc<AtomicU64>,
     wake: Option<Arc<Notify>>,
+}
+
+/// The spool directories a relay batch passes through: written in `open`,
+/// delivered from `active`, its file taken from `reuse` when one is free there
+/// ([`OpenBatch::create`]).
+#[derive(Debug, Clone)]
+pub struct RelayDirs {
+    /// [`volley_queue::Spool::open_dir`].
+    pub open: PathBuf,
+    /// [`volley_queue::Spool::active_dir`].
+    pub active: PathBuf,
+    /// [`volley_queue::Spool::reuse_dir`].
+    pub reuse: PathBuf,
+}
+
+impl RelayDirs {
+    /// The directories of `spool`.
+    pub fn of(spool: &volley_queue::Spool) -> RelayDirs {
+        RelayDirs {
+            open: spool.open_dir(),
+            active: spool.active_dir(),
+            reuse: spool.reuse_dir(),
+        }
+    }
 }
 
 /// Committer threads, each with its open relay batch: while one waits for its
@@ -128,12 +151,11 @@ impl std::fmt::Debug for GroupCommit {
 }
 
 impl GroupCommit {
-    /// Starts the committer thread over the spool directories `open_dir` and
-    /// `active_dir`, taking batch ids from `ids` (shared with the deposit's own
-    /// writes) and waking `wake` at each seal.
+    /// Starts the committer threads over the spool directories `dirs`, taking
+    /// batch ids from `ids` (shared with the deposit's own writes) and waking
+    /// `wake` at each seal.
     pub fn start(
-        open_dir: PathBuf,
-        active_dir: PathBuf,
+        dirs: RelayDirs,
         settings: GroupSettings,
         ids: Arc<AtomicU64>,
         wake: Option<Arc<Notify>>,
@@ -142,8 +164,7 @@ impl GroupCommit {
             queue: Mutex::default(),
             arrived: Condvar::new(),
             settings,
-            open_dir,
-            active_dir,
+            dirs,
             ids,
             wake,
         });
@@ -355,7 +376,7 @@ impl Inner {
         };
         if current.is_none() {
             let capacity = self.settings.capacity.max(p.recipients);
-            match create(&self.open_dir, &self.active_dir, &self.ids, capacity) {
+            match create(&self.dirs, &self.ids, capacity) {
                 Ok(batch) => {
                     current = Some(Current {
                         batch,
@@ -363,7 +384,7 @@ impl Inner {
                     })
                 }
                 Err(e) => {
-                    error!(error = %e, dir = %self.open_dir.display(), "cannot create a relay batch");
+                    error!(error = %e, dir = %self.dirs.open.display(), "cannot create a relay batch");
                     (p.reply)(Err(e.to_string()));
                     return None;
                 }
@@ -395,7 +416,7 @@ impl Inner {
     /// the file stays in `open/` and is finished when the spool is next opened.
     fn seal(&self, c: Current) {
         debug_assert!(c.waiting.is_empty());
-        match c.batch.seal(&self.active_dir) {
+        match c.batch.seal(&self.dirs.active) {
             Ok(Some(_)) => {
                 if let Some(wake) = &self.wake {
                     wake.notify_one();
@@ -409,12 +430,12 @@ impl Inner {
     }
 }
 
-/// A new relay batch in `open_dir` with room for `capacity` recipients, its id
-/// the next of `ids`; an id whose name is taken in `open_dir` or `active_dir`
-/// (another process, its clock ahead, queued under it) is skipped.
+/// A new relay batch in `dirs.open` (a file of `dirs.reuse` if one is free)
+/// with room for `capacity` recipients, its id the next of `ids`; an id whose
+/// name is taken in `open` or `active` (another process, its clock ahead,
+/// queued under it) is skipped.
 pub(super) fn create(
-    open_dir: &std::path::Path,
-    active_dir: &std::path::Path,
+    dirs: &RelayDirs,
     ids: &AtomicU64,
     capacity: u32,
 ) -> Result<OpenBatch, QueueError> {
@@ -422,13 +443,14 @@ pub(super) fn create(
     loop {
         let id = super::next_id(ids);
         let name = volley_queue::Spool::file_name(id, 0);
-        if active_dir.join(&name).exists() && tries < 5 {
+        if dirs.active.join(&name).exists() && tries < 5 {
             tries += 1;
             ids.fetch_max(id + 1_000_000, std::sync::atomic::Ordering::AcqRel);
             continue;
         }
         let created_at = super::unix_micros() / 1_000_000;
-        match OpenBatch::create(open_dir, id, capacity, &DSN_FIELDS, created_at) {
+        let reuse = Some(dirs.reuse.as_path());
+        match OpenBatch::create(&dirs.open, reuse, id, capacity, &DSN_FIELDS, created_at) {
             Err(QueueError::Exists { .. }) if tries < 5 => tries += 1,
             other => return other,
         }
