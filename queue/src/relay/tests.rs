@@ -198,11 +198,7 @@ fn recovery_after_a_reboot_keeps_every_complete_message() {
     drop(batch);
     let open = d.open.join("000000000000000a-0000000000000000.vqb");
     // Another boot wrote it.
-    let mut bytes = fs::read(&open).unwrap();
-    bytes[BOOT_ID_AT] ^= 1;
-    let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..120]);
-    bytes[120..128].copy_from_slice(&sum.to_le_bytes());
-    fs::write(&open, &bytes).unwrap();
+    as_if_from_another_boot(&open, &open);
 
     let done = recover_open(&d.open, &d.active).unwrap();
     let path = d.active.join("000000000000000a-0000000000000000.vqb");
@@ -284,6 +280,23 @@ fn sealed_batch(d: &Dirs, id: u64, n: usize) -> PathBuf {
     batch.seal(&d.active).unwrap().unwrap()
 }
 
+/// The test directories and a `reuse/` beside them.
+fn dirs_with_reuse() -> (Dirs, PathBuf) {
+    let d = dirs();
+    let reuse = d._tmp.path().join("reuse");
+    fs::create_dir_all(&reuse).unwrap();
+    (d, reuse)
+}
+
+/// Rewrites the file at `from` to `to` as if an earlier boot had written it.
+fn as_if_from_another_boot(from: &Path, to: &Path) {
+    let mut bytes = fs::read(from).unwrap();
+    bytes[BOOT_ID_AT] ^= 1;
+    let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..120]);
+    bytes[120..128].copy_from_slice(&sum.to_le_bytes());
+    fs::write(to, &bytes).unwrap();
+}
+
 fn contents(path: &Path) -> Vec<Vec<u8>> {
     let bytes = fs::read(path).unwrap();
     let view = BatchView::parse(&bytes).unwrap();
@@ -295,9 +308,7 @@ fn contents(path: &Path) -> Vec<Vec<u8>> {
 #[test]
 fn a_reused_file_is_taken_only_once_unmapped_and_keeps_none_of_its_old_records() {
     use std::os::unix::fs::MetadataExt;
-    let d = dirs();
-    let reuse = d._tmp.path().join("reuse");
-    fs::create_dir_all(&reuse).unwrap();
+    let (d, reuse) = dirs_with_reuse();
     // A finished batch of three messages, still mapped (as delivery holds it
     // until its round ends), moved to reuse/ as a completion does.
     let old = sealed_batch(&d, 1, 3);
@@ -345,11 +356,7 @@ fn a_reused_file_is_taken_only_once_unmapped_and_keeps_none_of_its_old_records()
 
     // After a reboot: every complete new message, still none of the old.
     fs::remove_file(&path).unwrap();
-    let mut bytes = fs::read(&keep).unwrap();
-    bytes[BOOT_ID_AT] ^= 1;
-    let sum = xxhash_rust::xxh3::xxh3_64(&bytes[..120]);
-    bytes[120..128].copy_from_slice(&sum.to_le_bytes());
-    fs::write(&open, &bytes).unwrap();
+    as_if_from_another_boot(&keep, &open);
     let done = recover_open(&d.open, &d.active).unwrap();
     assert_eq!(
         done,
@@ -368,9 +375,7 @@ fn a_reused_file_is_taken_only_once_unmapped_and_keeps_none_of_its_old_records()
 
 #[test]
 fn a_reused_file_is_cut_at_its_seal_and_reads_as_a_new_batch() {
-    let d = dirs();
-    let reuse = d._tmp.path().join("reuse");
-    fs::create_dir_all(&reuse).unwrap();
+    let (d, reuse) = dirs_with_reuse();
     let old = sealed_batch(&d, 1, 5);
     let old_len = fs::metadata(&old).unwrap().len();
     // Delivered: its slots are no longer zero.
@@ -439,9 +444,7 @@ fn a_record_from_another_batch_fails_its_checksum() {
 
 #[test]
 fn writers_on_several_threads_never_take_one_reused_file_twice() {
-    let d = dirs();
-    let reuse = d._tmp.path().join("reuse");
-    fs::create_dir_all(&reuse).unwrap();
+    let (d, reuse) = dirs_with_reuse();
     for id in 1..=3 {
         let old = sealed_batch(&d, id, 3);
         fs::rename(&old, reuse.join(old.file_name().unwrap())).unwrap();
