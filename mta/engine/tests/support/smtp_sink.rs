@@ -416,6 +416,11 @@ impl SmtpSink {
             .filter_map(|p| {
                 let modified = std::fs::metadata(&p).ok()?.modified().ok()?;
                 let bytes = std::fs::read(&p).ok()?;
+                // Empty: a transaction dropped before its data (a client killed
+                // mid-session), closed and about to be removed by smtp-sink.
+                if bytes.is_empty() {
+                    return None;
+                }
                 Some((modified, p, bytes))
             })
             .collect();
