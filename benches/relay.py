@@ -83,6 +83,16 @@ def proc_rss_peak_mb(pid):
     return 0.0
 
 
+def exit_status(p):
+    """The status of `p` if it has exited, else 0; without reaping it (its
+    resource usage is read later, by wait4)."""
+    try:
+        info = os.waitid(os.P_PID, p.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT)
+    except ChildProcessError:
+        return 0
+    return info.si_status if info is not None else 0
+
+
 def queue_usage(spool):
     files, size = 0, 0
     for sub in ("active", "open", "reuse", "done", "content", "inbound"):
@@ -227,8 +237,9 @@ def phase_volley(procs, args, workdir, volley, dns, queues, dev, tag, window=Non
                                f"see {out_path}")
         if p.poll() is not None:
             raise RuntimeError(f"volley exited {p.returncode}; see {out_path}")
-        if src.poll() not in (None, 0):
-            raise RuntimeError(f"smtp-source exited {src.returncode} (a message refused?); "
+        failed = exit_status(src)
+        if failed:
+            raise RuntimeError(f"smtp-source exited {failed} (a message refused?); "
                                f"see {workdir} and {out_path}")
         files, size = queue_usage(spool)
         peak_files, peak_bytes = max(peak_files, files), max(peak_bytes, size)
