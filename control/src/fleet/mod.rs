@@ -68,12 +68,12 @@ pub struct Fleet {
     /// a batch's site is its first domain, its estimates are the MX site's.
     mx_of: Mutex<HashMap<String, String>>,
     /// The live gateways counted at a unix second, for the limits' share.
-    share: Mutex<Option<(i64, u32)>>,
+    share: PerSecond<u32>,
     /// The unix second each gateway's row was last written here, and a hash
     /// of the figures written.
     touched: Mutex<HashMap<String, (i64, u64)>>,
     /// The live gateways read at a unix second (for the choice).
-    live_now: Mutex<Option<(i64, Vec<String>)>>,
+    live_now: PerSecond<Vec<String>>,
     /// Each campaign's content hash.
     hashes: Mutex<HashMap<i64, String>>,
     /// Campaigns whose batch files are in the store (published before their
@@ -86,9 +86,9 @@ pub struct Fleet {
     /// (unix second, id): the suppression log had nothing after `id` then.
     log_quiet: Mutex<Option<(i64, i64)>>,
     /// The holds read at a unix second.
-    holds: Mutex<Option<(i64, Vec<Rule>)>>,
+    holds: PerSecond<Vec<Rule>>,
     /// The recent purges read at a unix second.
-    purges: Mutex<Option<(i64, Vec<Purge>)>>,
+    purges: PerSecond<Vec<Purge>>,
     /// How long choosing and claiming a lease request's batches took.
     lease_seconds: prometheus_client::metrics::histogram::Histogram,
     /// Reports refused for a stale epoch.
@@ -107,6 +107,36 @@ fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
+/// A value read from the store at a unix second, answered again within that
+/// second instead of read again.
+struct PerSecond<T>(Mutex<Option<(i64, T)>>);
+
+impl<T> Default for PerSecond<T> {
+    fn default() -> Self {
+        PerSecond(Mutex::new(None))
+    }
+}
+
+impl<T: Clone> PerSecond<T> {
+    /// The value kept at `second`, if it was read then.
+    fn at(&self, second: i64) -> Option<T> {
+        match &*lock(&self.0) {
+            Some((when, value)) if *when == second => Some(value.clone()),
+            _ => None,
+        }
+    }
+
+    /// Keeps `value`, read at `second`.
+    fn keep(&self, second: i64, value: T) {
+        *lock(&self.0) = Some((second, value));
+    }
+
+    /// Forgets the value: the next ask reads it again.
+    fn forget(&self) {
+        *lock(&self.0) = None;
+    }
+}
+
 impl Fleet {
     /// The lease service of `plane`.
     pub fn new(plane: Arc<Plane>, settings: FleetSettings) -> Arc<Fleet> {
@@ -115,16 +145,16 @@ impl Fleet {
             settings,
             estimates: Mutex::default(),
             mx_of: Mutex::default(),
-            share: Mutex::default(),
+            share: PerSecond::default(),
             touched: Mutex::default(),
-            live_now: Mutex::default(),
+            live_now: PerSecond::default(),
             published: Mutex::default(),
             open: Mutex::default(),
             none_run_out: Mutex::default(),
             log_quiet: Mutex::default(),
             hashes: Mutex::default(),
-            holds: Mutex::default(),
-            purges: Mutex::default(),
+            holds: PerSecond::default(),
+            purges: PerSecond::default(),
             lease_seconds: prometheus_client::metrics::histogram::Histogram::new([
                 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
             ]),
@@ -255,13 +285,13 @@ impl Fleet {
     /// limits' share: a list read before the others' first contact would
     /// give each gateway too large a share.
     async fn live_for_choice(&self, me: &str, at: i64) -> Result<Vec<String>, PlaneError> {
-        if let Some((when, names)) = &*lock(&self.live_now) {
-            if *when == at && names.iter().any(|n| n == me) {
-                return Ok(names.clone());
+        if let Some(names) = self.live_now.at(at) {
+            if names.iter().any(|n| n == me) {
+                return Ok(names);
             }
         }
         let names = self.live(at).await?;
-        *lock(&self.live_now) = Some((at, names.clone()));
+        self.live_now.keep(at, names.clone());
         Ok(names)
     }
 
@@ -671,10 +701,8 @@ impl Fleet {
     /// holds, and on each batch it leases afterwards.
     async fn purges_now(&self) -> Result<Vec<Purge>, PlaneError> {
         let at = now();
-        if let Some((when, list)) = &*lock(&self.purges) {
-            if *when == at {
-                return Ok(list.clone());
-            }
+        if let Some(list) = self.purges.at(at) {
+            return Ok(list);
         }
         let list: Vec<Purge> = self
             .plane
@@ -689,35 +717,31 @@ impl Fleet {
                 upto: o.upto,
             })
             .collect();
-        *lock(&self.purges) = Some((at, list.clone()));
+        self.purges.keep(at, list.clone());
         Ok(list)
     }
 
     /// The fleet's holds (read from the store at most once a second).
     async fn holds_now(&self) -> Result<Vec<Rule>, PlaneError> {
         let at = now();
-        if let Some((when, rules)) = &*lock(&self.holds) {
-            if *when == at {
-                return Ok(rules.clone());
-            }
+        if let Some(rules) = self.holds.at(at) {
+            return Ok(rules);
         }
         let rules = self.plane.store().holds().await?;
-        *lock(&self.holds) = Some((at, rules.clone()));
+        self.holds.keep(at, rules.clone());
         Ok(rules)
     }
 
     /// How many live gateways share the sites' limits now (read at most once
     /// a second).
     async fn limit_share(&self, at: i64) -> Result<u32, PlaneError> {
-        if let Some((when, n)) = *lock(&self.share) {
-            if when == at {
-                return Ok(n);
-            }
+        if let Some(n) = self.share.at(at) {
+            return Ok(n);
         }
         let n = u32::try_from(self.live(at).await?.len())
             .unwrap_or(u32::MAX)
             .max(1);
-        *lock(&self.share) = Some((at, n));
+        self.share.keep(at, n);
         Ok(n)
     }
 
@@ -914,7 +938,7 @@ impl QueueOps for Fleet {
                 .await
                 .map_err(|e| e.to_string())?;
             // Answers from now on say so (and released batches lease again).
-            *lock(&self.holds) = None;
+            self.holds.forget();
             self.plane.wake().notify_waiters();
             Ok(changed)
         })
@@ -929,7 +953,7 @@ impl QueueOps for Fleet {
                 .await
                 .map_err(|e| e.to_string())?;
             tracing::info!(purge = order.id, rule = %rule, upto = order.upto, "purge ordered");
-            *lock(&self.purges) = None;
+            self.purges.forget();
             self.plane.wake().notify_waiters();
             Ok(PurgeCount {
                 ordered: true,

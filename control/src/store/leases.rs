@@ -277,20 +277,15 @@ impl Store {
         let mut held = Vec::with_capacity(rows.len());
         for r in &rows {
             let what = "read a batch";
+            let holder: Option<String> = r.try_get("lease_holder").what(what)?;
             candidates.push(Candidate {
                 campaign: r.try_get("campaign").what(what)?,
                 batch: r.try_get("batch").what(what)?,
                 site: r.try_get("site").what(what)?,
                 recipients: r.try_get("recipients").what(what)?,
-                run_out: r
-                    .try_get::<Option<String>, _>("lease_holder")
-                    .what(what)?
-                    .is_some(),
+                run_out: holder.is_some(),
             });
-            held.push((
-                r.try_get::<Option<String>, _>("lease_holder").what(what)?,
-                r.try_get::<i64, _>("lease_epoch").what(what)?,
-            ));
+            held.push((holder, r.try_get::<i64, _>("lease_epoch").what(what)?));
         }
         let mut chosen = choose(&candidates);
         let mut seen = std::collections::HashSet::with_capacity(chosen.len());
