@@ -247,7 +247,9 @@ PARAGRAPH = ("We have been working on the things you asked for, and this month b
              "{{ company }}. ")
 
 
-def write_template(path, web=False):
+def write_template(path, web=False, links=False):
+    """The campaign's template; `links`: three links in the HTML part (as a
+    newsletter has them), `web`: the same links tracked, and the open image."""
     text = ("Hello {{ first_name }} {{ last_name }},\n\n"
             + "\n\n".join(PARAGRAPH for _ in range(14))
             + "\n\nYour customer number is {{ customer_id }}; we will be in "
@@ -256,11 +258,11 @@ def write_template(path, web=False):
             + "".join(f"<p>{PARAGRAPH}</p>" for _ in range(14))
             + "<p>Your customer number is <b>{{ customer_id }}</b>; we will be in "
             "{{ city }} next month.</p><p>The volley team</p></body></html>")
-    if web:
-        # Three tracked links and the open image, as a newsletter has them.
-        links = "".join(f'<a href="https://volley.bench.test/{p}?id=1&amp;x=2">{p}</a> '
+    if web or links:
+        # Three links, as a newsletter has them (tracked with `web`).
+        anchors = "".join(f'<a href="https://volley.bench.test/{p}?id=1&amp;x=2">{p}</a> '
                         for p in ("sale", "news", "account"))
-        html = html.replace("<p>The volley team</p>", f"<p>{links}</p><p>The volley team</p>")
+        html = html.replace("<p>The volley team</p>", f"<p>{anchors}</p><p>The volley team</p>")
     with open(path, "w", encoding="utf-8") as f:
         if web:
             f.write("track_clicks = true\ntrack_opens = true\n")
@@ -450,7 +452,8 @@ def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim, queue
     # E2E_WRAP: a command to run volley under (e.g. "strace -f -c -o /tmp/s.txt").
     wrap = os.environ.get("E2E_WRAP", "").split()
     if args.profile:
-        wrap = ["perf", "record", "-F", "999", "-g", "-o", os.path.join(workdir, "perf.data"), "--"]
+        opts = os.environ.get("VOLLEY_BENCH_PERF_ARGS", "-F 999 -g").split()
+        wrap = ["perf", "record", *opts, "-o", os.path.join(workdir, "perf.data"), "--"]
     p = procs.start(wrap + [volley, "-C", conf, "send", "--template", template, "--recipients", rcpts,
                      "--report", report, "--wait"], stdout=out, stderr=out)
     peak_files, peak_bytes = 0, 0
@@ -531,7 +534,10 @@ def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, s
     sinks = Sinks(procs, args.sites, workdir)
     wrap = []
     if args.profile:
-        wrap = ["perf", "record", "-F", "999", "-g", "-o", os.path.join(workdir, "perf.data"), "--"]
+        # VOLLEY_BENCH_PERF_ARGS: other sampling options (say "-F 299 --call-graph
+        # dwarf,8192" for callers in a build without frame pointers).
+        opts = os.environ.get("VOLLEY_BENCH_PERF_ARGS", "-F 999 -g").split()
+        wrap = ["perf", "record", *opts, "-o", os.path.join(workdir, "perf.data"), "--"]
     p = procs.start(wrap + [volley, "-C", conf, "run"], stdout=out, stderr=out)
     host, port = api.rsplit(":", 1)
     wait_listening(host, int(port))
@@ -766,6 +772,9 @@ def main():
     ap.add_argument("--web", action="store_true",
                     help="[web] on and a template with three tracked links and the open image "
                          "(the cost of List-Unsubscribe one-click, click and open tracking)")
+    ap.add_argument("--links", action="store_true",
+                    help="the --web template's three links, untracked and without [web]: the "
+                         "same message content as --web, to measure the tracking alone")
     ap.add_argument("--webhook", action="store_true",
                     help="with --path api: a [[webhook]] getting every message.delivered in "
                          "batches of 1,000 (benches/webhook_sink.py); timed until it got them all")
@@ -792,7 +801,7 @@ def main():
         log(f"== workdir {workdir}: dnsmasq, {DOMAINS} domains over {args.sites} sites")
         dns = dnsmasq_start(procs, workdir, args.sites)
         template = os.path.join(workdir, "campaign.toml")
-        write_template(template, args.web)
+        write_template(template, args.web, args.links)
         msg_bytes = calibrate(procs, args, workdir, volley, dns, template)
         # smtp-source's -l is the body; it adds ~250 bytes of headers.
         payload = max(msg_bytes - 250, 100)
@@ -915,9 +924,12 @@ def main():
                           "--percentage", "relative"]):
                 f.flush()
                 subprocess.run(["perf", "report", "--stdio", "--no-children", "--percent-limit",
-                                "0.5", "-g", "none", *sort, "-i", os.path.join(workdir, "perf.data")],
+                                "0.05", "-g", "none", *sort, "-i", os.path.join(workdir, "perf.data")],
                                stdout=f, stderr=subprocess.DEVNULL, check=False)
         log(f"profile: {base}.txt")
+        if os.environ.get("VOLLEY_BENCH_KEEP_PERF"):
+            # For perf report's other views (callers, threads) afterwards.
+            shutil.copy(os.path.join(workdir, "perf.data"), os.environ["VOLLEY_BENCH_KEEP_PERF"])
     shutil.rmtree(workdir, ignore_errors=True)
     print(json.dumps(headline))
 

@@ -9,7 +9,7 @@
 //! records every reply in their slots; this feed reads the slots.
 
 use std::collections::HashMap;
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
@@ -17,7 +17,7 @@ use volley_control::plane::delivery_events::{attempt_event, Attempt};
 use volley_control::plane::progress::{domain_counts, final_row, LastReply};
 use volley_control::plane::{Admission, Plane};
 use volley_control::store::batches::{Counts, DoneBatch, Progress};
-use volley_control::store::events::BatchOutcomes;
+use volley_control::store::events::{has_bit, set_bit, BatchOutcomes};
 use volley_control::store::now;
 use volley_engine::delivery::feed::{
     open_spool_round, Admit, Feed, Keep, LiveBatch, Opened, Reply,
@@ -45,6 +45,9 @@ struct Sent {
     /// The last reply of each recipient that got one that did not deliver it
     /// (bounces, deferrals, expiries): written with the batch's outcomes.
     replies: HashMap<u32, LastReply>,
+    /// A bit per recipient whose final event was handed to the outbox writer:
+    /// not made again when the batch completes.
+    finals: Vec<u8>,
 }
 
 /// The engine's feed on a node whose control plane runs in the same process.
@@ -63,6 +66,10 @@ pub struct ControlFeed {
     /// The outbox writer ([`outbox_writer`]): delivery never waits for the
     /// store's write of its events, only a batch's completion does.
     outbox: tokio::sync::mpsc::UnboundedSender<OutboxJob>,
+    /// Set for good once a write of the outbox writer failed: from then on a
+    /// completing batch's final events are all made again (the store skips
+    /// those it has), not only those never handed over.
+    outbox_failed: Arc<AtomicBool>,
 }
 
 /// What the outbox writer is handed, in order.
@@ -75,10 +82,12 @@ enum OutboxJob {
 
 /// Appends delivery events to the outbox in the order they were handed over,
 /// several handovers in one transaction when they queue up; a failure is
-/// logged (the final outcomes are written again when their batches complete).
+/// logged and sets `failed` (the final outcomes are written again when their
+/// batches complete).
 async fn outbox_writer(
     plane: Arc<Plane>,
     mut jobs: tokio::sync::mpsc::UnboundedReceiver<OutboxJob>,
+    failed: Arc<AtomicBool>,
 ) {
     while let Some(job) = jobs.recv().await {
         let mut flushes = Vec::new();
@@ -95,6 +104,7 @@ async fn outbox_writer(
         }
         if !events.is_empty() {
             if let Err(err) = plane.add_outcomes(&events).await {
+                failed.store(true, Ordering::SeqCst);
                 tracing::warn!(%err, "cannot write delivery events to the outbox");
             }
         }
@@ -155,7 +165,12 @@ impl ControlFeed {
         gateway: String,
     ) -> ControlFeed {
         let (outbox, jobs) = tokio::sync::mpsc::unbounded_channel();
-        runtime.spawn(outbox_writer(Arc::clone(&plane), jobs));
+        let outbox_failed = Arc::new(AtomicBool::new(false));
+        runtime.spawn(outbox_writer(
+            Arc::clone(&plane),
+            jobs,
+            Arc::clone(&outbox_failed),
+        ));
         ControlFeed {
             spool,
             plane,
@@ -166,6 +181,7 @@ impl ControlFeed {
             gateway,
             outbox_order: Mutex::new(()),
             outbox,
+            outbox_failed,
         }
     }
 
@@ -196,8 +212,6 @@ impl ControlFeed {
                         .map(|r| r.address())
                         .unwrap_or_default();
                     let attempt = Attempt {
-                        campaign,
-                        batch: id,
                         index: reply.index,
                         recipient: &recipient,
                         state: reply.state,
@@ -207,9 +221,13 @@ impl ControlFeed {
                         attempt: reply.attempt,
                         next_attempt: reply.next_attempt,
                         at: reply.at as i64,
-                        gateway: &self.gateway,
                     };
-                    events.extend(attempt_event(&attempt, wanted));
+                    if let Some(event) = attempt_event(&attempt, wanted) {
+                        if event.is_final {
+                            set_bit(&mut entry.finals, event.index);
+                        }
+                        events.push(event);
+                    }
                 }
                 if reply.state != State::Delivered {
                     entry.replies.insert(reply.index, last_reply(reply));
@@ -219,6 +237,7 @@ impl ControlFeed {
                 out.push(BatchOutcomes {
                     campaign,
                     batch: id,
+                    gateway: self.gateway.clone(),
                     events,
                 });
             }
@@ -387,9 +406,12 @@ impl Feed for ControlFeed {
         if !finished.is_empty() {
             self.flush_events();
         }
+        // After the flush: whether every event handed over is in the outbox.
+        let trust_handed = !self.outbox_failed.load(Ordering::SeqCst);
         for chunk in finished.chunks(COMPLETE_CHUNK) {
             let mut done = Vec::new();
             let events = self.take_replies(chunk.iter().copied());
+            let mut handed: HashMap<BatchKey, Vec<u8>> = HashMap::new();
             {
                 let mut sent = lock(&self.sent);
                 for batch in chunk {
@@ -398,13 +420,16 @@ impl Feed for ControlFeed {
                     }
                     let (campaign, id) = key(batch);
                     let view = batch.map.view();
-                    let entry = sent.remove(&(campaign, id)).unwrap_or_default();
+                    let mut entry = sent.remove(&(campaign, id)).unwrap_or_default();
                     let recipients = (0..view.len())
                         .map(|i| {
                             let slot = batch.map.slot(i).unwrap_or(Slot::PENDING);
                             final_row(&view, i, slot, entry.replies.get(&(i as u32)), at)
                         })
                         .collect();
+                    if trust_handed {
+                        handed.insert((campaign, id), std::mem::take(&mut entry.finals));
+                    }
                     done.push(DoneBatch {
                         campaign,
                         batch: id,
@@ -420,12 +445,21 @@ impl Feed for ControlFeed {
             // active/, completed again (idempotently) at the next round.
             let plane = Arc::clone(&self.plane);
             let gateway = &self.gateway;
-            self.block_on(async move { plane.complete_batches(&done, events, gateway).await })
-                .map_err(|e| QueueError::Io {
-                    action: "record completed batches in",
-                    path: self.spool.root().join("control store"),
-                    io: std::io::Error::other(e.to_string()),
-                })?;
+            let written = |b: &DoneBatch, index: u32| {
+                handed
+                    .get(&(b.campaign, b.batch))
+                    .is_some_and(|finals| has_bit(finals, index))
+            };
+            self.block_on(async move {
+                plane
+                    .complete_batches(&done, events, gateway, &written)
+                    .await
+            })
+            .map_err(|e| QueueError::Io {
+                action: "record completed batches in",
+                path: self.spool.root().join("control store"),
+                io: std::io::Error::other(e.to_string()),
+            })?;
         }
         let moved = self.spool.complete_all(finished.iter().map(|b| &b.map))?;
         Ok(moved.len() as u64)

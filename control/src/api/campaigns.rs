@@ -408,7 +408,7 @@ pub async fn campaign_events(
                 "event_id": event_id(e.id, e.n, m.part),
                 "type": e.kind,
                 "at": crate::plane::view::rfc3339(m.at),
-                "data": serde_json::from_str::<serde_json::Value>(m.data).unwrap_or_default(),
+                "data": m.data.value(),
             }));
         }
     }
@@ -441,7 +441,7 @@ pub async fn events(
                 "type": e.kind,
                 "campaign": e.campaign,
                 "at": crate::plane::view::rfc3339(m.at),
-                "data": serde_json::from_str::<serde_json::Value>(m.data).unwrap_or_default(),
+                "data": m.data.value(),
             }));
         }
         last = Some(e.id);

@@ -638,7 +638,8 @@ impl Fleet {
             })
             .collect();
         let wanted = self.plane.wanted_events();
-        let events_of = |accepted: &[DoneBatch]| final_events(accepted, wanted, &req.gateway);
+        let events_of =
+            |accepted: &[DoneBatch]| final_events(accepted, wanted, &req.gateway, &|_, _| false);
         let completed = store
             .complete_leased(
                 &req.gateway,
@@ -884,6 +885,7 @@ fn attempt_events(b: &wire::BatchReport, wanted: Kinds, gateway: &str) -> BatchO
     let mut out = BatchOutcomes {
         campaign: b.campaign,
         batch: b.batch,
+        gateway: gateway.to_owned(),
         events: Vec::new(),
     };
     if !wanted.any_delivery() {
@@ -902,8 +904,6 @@ fn attempt_events(b: &wire::BatchReport, wanted: Kinds, gateway: &str) -> BatchO
             };
             attempt_event(
                 &Attempt {
-                    campaign: b.campaign,
-                    batch: b.batch,
                     index: a.index,
                     recipient: &a.recipient,
                     state,
@@ -913,7 +913,6 @@ fn attempt_events(b: &wire::BatchReport, wanted: Kinds, gateway: &str) -> BatchO
                     attempt: a.attempt,
                     next_attempt: a.next_attempt,
                     at: a.at,
-                    gateway,
                 },
                 wanted,
             )

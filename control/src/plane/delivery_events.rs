@@ -8,24 +8,20 @@
 //! final outcome once ([`crate::store::events`]). Deferrals are written live
 //! only.
 //!
-//! The payload is written by hand (this runs once per message at campaign
-//! speed; a `serde_json::Value` per event cost more than the store's write).
-
-use std::io::Write;
+//! An event is stored as a line of fields ([`crate::store::outcome_lines`]),
+//! its JSON made when a webhook request is written: this runs once per
+//! message at campaign speed.
 
 use volley_queue::State;
 
 use crate::store::batches::DoneBatch;
 use crate::store::events::{BatchOutcomes, OutcomeEvent};
+use crate::store::outcome_lines::{event_line, Fields};
 use crate::webhook::kinds::Kinds;
 
 /// One attempt's outcome for one recipient.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt<'a> {
-    /// Campaign id.
-    pub campaign: i64,
-    /// Batch id.
-    pub batch: i64,
     /// Index in the batch.
     pub index: u32,
     /// The address.
@@ -44,8 +40,6 @@ pub struct Attempt<'a> {
     pub next_attempt: u64,
     /// Unix second of the answer.
     pub at: i64,
-    /// The gateway that made it.
-    pub gateway: &'a str,
 }
 
 /// The event type of an outcome, if it has one.
@@ -59,51 +53,42 @@ fn kind_of(state: State) -> Option<&'static str> {
     }
 }
 
-/// Appends `text` as a JSON string.
-fn string(out: &mut Vec<u8>, text: &str) {
-    // Writing into a Vec cannot fail.
-    let _ = serde_json::to_writer(&mut *out, text);
-}
-
 /// The event of `a`, when `wanted` has its type.
 pub fn attempt_event(a: &Attempt<'_>, wanted: Kinds) -> Option<OutcomeEvent> {
     let kind = kind_of(a.state).filter(|k| wanted.has(k))?;
-    let mut out = Vec::with_capacity(160 + a.reply.len() + a.recipient.len());
-    let _ = write!(
-        out,
-        "{{\"campaign\":{},\"batch\":{},\"index\":{},\"recipient\":",
-        a.campaign, a.batch, a.index
-    );
-    string(&mut out, a.recipient);
-    let _ = write!(out, ",\"code\":{},\"enhanced\":", a.code);
-    string(&mut out, a.enhanced);
-    out.extend_from_slice(b",\"reply\":");
-    string(&mut out, a.reply);
-    let _ = write!(out, ",\"attempt\":{},\"gateway\":", a.attempt);
-    string(&mut out, a.gateway);
-    if a.state == State::Deferred && a.next_attempt > 0 {
-        out.extend_from_slice(b",\"next_attempt\":");
-        string(
-            &mut out,
-            &crate::plane::view::rfc3339(a.next_attempt as i64),
-        );
-    }
-    out.push(b'}');
+    let next_attempt = if a.state == State::Deferred {
+        a.next_attempt
+    } else {
+        0
+    };
     Some(OutcomeEvent {
         index: a.index,
         kind,
         is_final: a.state.is_final(),
         at: a.at,
-        // serde_json writes UTF-8, and so does write! of numbers.
-        data: String::from_utf8(out)
-            .unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned()),
+        data: event_line(&Fields {
+            index: a.index,
+            attempt: a.attempt,
+            code: a.code,
+            next_attempt,
+            enhanced: a.enhanced,
+            recipient: a.recipient,
+            reply: a.reply,
+        }),
     })
 }
 
 /// The final outcomes' events of batches done (delivered, bounced and
 /// expired recipients; suppressed and cancelled ones have none), for the
-/// types `wanted` has: written where the live ones are missing.
-pub fn final_events(done: &[DoneBatch], wanted: Kinds, gateway: &str) -> Vec<BatchOutcomes> {
+/// types `wanted` has: written where the live ones are missing. `written`
+/// says of a batch's recipient that its final event is known to be in the
+/// outbox already (it is not made again; the store skips the others it has).
+pub fn final_events(
+    done: &[DoneBatch],
+    wanted: Kinds,
+    gateway: &str,
+    written: &dyn Fn(&DoneBatch, u32) -> bool,
+) -> Vec<BatchOutcomes> {
     if !wanted.any_delivery() {
         return Vec::new();
     }
@@ -111,10 +96,15 @@ pub fn final_events(done: &[DoneBatch], wanted: Kinds, gateway: &str) -> Vec<Bat
         .map(|b| BatchOutcomes {
             campaign: b.campaign,
             batch: b.batch,
+            gateway: gateway.to_owned(),
             events: b
                 .recipients
                 .iter()
                 .filter_map(|r| {
+                    let index = u32::try_from(r.idx).ok()?;
+                    if written(b, index) {
+                        return None;
+                    }
                     let state = match r.status.as_str() {
                         "delivered" => State::Delivered,
                         "bounced" => State::Bounced,
@@ -123,9 +113,7 @@ pub fn final_events(done: &[DoneBatch], wanted: Kinds, gateway: &str) -> Vec<Bat
                     };
                     attempt_event(
                         &Attempt {
-                            campaign: b.campaign,
-                            batch: b.batch,
-                            index: u32::try_from(r.idx).ok()?,
+                            index,
                             recipient: &r.email,
                             state,
                             code: u16::try_from(r.code).unwrap_or(0),
@@ -134,7 +122,6 @@ pub fn final_events(done: &[DoneBatch], wanted: Kinds, gateway: &str) -> Vec<Bat
                             attempt: u32::try_from(r.attempts).unwrap_or(0),
                             next_attempt: 0,
                             at: r.at,
-                            gateway,
                         },
                         wanted,
                     )
@@ -151,8 +138,6 @@ mod tests {
 
     fn attempt(state: State) -> Attempt<'static> {
         Attempt {
-            campaign: 3,
-            batch: 7,
             index: 2,
             recipient: "a\"b@x.test",
             state,
@@ -162,8 +147,17 @@ mod tests {
             attempt: 1,
             next_attempt: 1_796_616_000,
             at: 1_796_615_000,
-            gateway: "gw1",
         }
+    }
+
+    /// The JSON a webhook gets for `e`, of campaign 3, batch 7, by `gw1`.
+    fn json_of(e: &OutcomeEvent) -> serde_json::Value {
+        let mut payload = String::new();
+        crate::store::outcome_lines::push_header(&mut payload, 3, 7, "gw1");
+        payload.push_str(&format!("{}\t{}\n", e.at, e.data));
+        let m = crate::store::events::members(e.at, 1, &payload);
+        assert_eq!(m.len(), 1);
+        m[0].data.value()
     }
 
     #[test]
@@ -175,7 +169,7 @@ mod tests {
             ("message.delivered", true, 2)
         );
         assert!(!e.data.contains('\n'));
-        let data: serde_json::Value = serde_json::from_str(&e.data).unwrap();
+        let data = json_of(&e);
         assert_eq!(data["recipient"], "a\"b@x.test");
         assert_eq!(
             (
@@ -192,7 +186,7 @@ mod tests {
 
         let d = attempt_event(&attempt(State::Deferred), all).unwrap();
         assert_eq!((d.kind, d.is_final), ("message.deferred", false));
-        let data: serde_json::Value = serde_json::from_str(&d.data).unwrap();
+        let data = json_of(&d);
         assert_eq!(data["next_attempt"], "2026-12-07T04:00:00Z");
 
         let only_bounces = Kinds::of(&["message.bounced".to_owned()]);
@@ -225,7 +219,8 @@ mod tests {
                 row(4, "expired"),
             ],
         }];
-        let got: Vec<(&str, u32)> = final_events(&done, Kinds::all(), "local")[0]
+        let none_written = |_: &DoneBatch, _: u32| false;
+        let got: Vec<(&str, u32)> = final_events(&done, Kinds::all(), "local", &none_written)[0]
             .events
             .iter()
             .map(|e| (e.kind, e.index))
@@ -238,7 +233,20 @@ mod tests {
                 ("message.expired", 4),
             ]
         );
-        let none = final_events(&done, Kinds::of(&["message.clicked".to_owned()]), "local");
+        let none = final_events(
+            &done,
+            Kinds::of(&["message.clicked".to_owned()]),
+            "local",
+            &none_written,
+        );
         assert!(none.is_empty());
+        // Those known to be in the outbox are not made again.
+        let delivered_written = |_: &DoneBatch, i: u32| i == 0;
+        let got: Vec<u32> = final_events(&done, Kinds::all(), "local", &delivered_written)[0]
+            .events
+            .iter()
+            .map(|e| e.index)
+            .collect();
+        assert_eq!(got, [2, 4]);
     }
 }

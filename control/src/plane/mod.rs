@@ -456,17 +456,20 @@ impl Plane {
     /// Records batches as done (before their files leave `active/`), with
     /// `outcomes` (the live delivery events not written yet) and, of the
     /// types webhooks want, the final outcomes not in the outbox yet (made by
-    /// `gateway`).
+    /// `gateway`; `written`: a recipient's is known to be there, see
+    /// [`delivery_events::final_events`]).
     pub async fn complete_batches(
         &self,
         done: &[DoneBatch],
         mut outcomes: Vec<BatchOutcomes>,
         gateway: &str,
+        written: &(dyn Fn(&DoneBatch, u32) -> bool + Sync),
     ) -> Result<(), StoreError> {
         outcomes.extend(delivery_events::final_events(
             done,
             self.wanted_events(),
             gateway,
+            written,
         ));
         self.store.complete_batches(done, &outcomes).await?;
         if !outcomes.is_empty() {

@@ -119,11 +119,7 @@ pub struct DomainView {
     pub counts: Counts,
 }
 
-/// Unix seconds as RFC 3339 (UTC).
-pub fn rfc3339(at: i64) -> String {
-    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64);
-    humantime::format_rfc3339_seconds(t).to_string()
-}
+pub use crate::store::rfc3339;
 
 /// A per-recipient table row.
 #[derive(Debug, Clone, Serialize)]

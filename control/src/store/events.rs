@@ -6,9 +6,11 @@
 //!
 //! A row holds one event (its payload a JSON object), or, for delivery
 //! outcomes, the events of one type of one batch recorded at one group commit
-//! (`n` > 1: its payload is one line per event, `AT<TAB>JSON`): at 20,000
-//! deliveries a second, a row per event would cost the store more than the
-//! delivery itself. [`members`] reads either form.
+//! (in the form of [`super::outcome_lines`]: a header line, then a line of
+//! fields per event): at 20,000 deliveries a second, a row per event would
+//! cost the store more than the delivery itself. [`members`] reads every
+//! form, including the older one of such rows (`n` > 1, one `AT<TAB>JSON`
+//! line per event).
 //!
 //! A recipient's final outcome (delivered, bounced, expired) is written once:
 //! live, when delivery records it, or else when its batch completes (after a
@@ -29,6 +31,7 @@ use sqlx::Row;
 
 use super::batches::values;
 use super::campaigns::INSERT_ROWS;
+use super::outcome_lines::{self, Outcome};
 use super::{now, Backend, Context, Store, StoreError};
 
 /// The advisory lock every event-adding transaction takes on PostgreSQL.
@@ -45,7 +48,7 @@ pub struct OutcomeEvent {
     pub is_final: bool,
     /// Unix second it happened.
     pub at: i64,
-    /// Its JSON payload (the webhook body's `data`), one line.
+    /// Its fields ([`outcome_lines::event_line`]).
     pub data: String,
 }
 
@@ -56,6 +59,8 @@ pub struct BatchOutcomes {
     pub campaign: i64,
     /// Batch id.
     pub batch: i64,
+    /// The gateway whose delivery they report.
+    pub gateway: String,
     /// Its events.
     pub events: Vec<OutcomeEvent>,
 }
@@ -84,18 +89,64 @@ pub struct Member<'a> {
     pub part: usize,
     /// Unix second it happened.
     pub at: i64,
-    /// Its JSON data.
-    pub data: &'a str,
+    /// Its data.
+    pub data: Data<'a>,
 }
 
-/// The events of a row: its payload itself when it holds one, else each of
-/// its lines (`AT<TAB>JSON`). A malformed line is skipped.
+/// An event's data (the webhook body's `data`), as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Data<'a> {
+    /// A JSON object, one line.
+    Json(&'a str),
+    /// A delivery outcome's fields.
+    Outcome(Outcome<'a>),
+}
+
+impl Data<'_> {
+    /// Appends its JSON object.
+    pub fn write_json(&self, out: &mut String) {
+        match self {
+            Data::Json(text) => out.push_str(text),
+            Data::Outcome(o) => o.write_json(out),
+        }
+    }
+
+    /// About how long its JSON is (to size a buffer).
+    pub fn json_len_hint(&self) -> usize {
+        match self {
+            Data::Json(text) => text.len(),
+            Data::Outcome(o) => o.json_len_hint(),
+        }
+    }
+
+    /// Its JSON object, parsed (`null` if the stored JSON is not).
+    pub fn value(&self) -> serde_json::Value {
+        match self {
+            Data::Json(text) => serde_json::from_str(text).unwrap_or_default(),
+            Data::Outcome(o) => serde_json::from_str(&o.json()).unwrap_or_default(),
+        }
+    }
+}
+
+/// The events of a row: each of its lines in the form of
+/// [`outcome_lines`], else its payload itself when it holds one, else each
+/// of its lines (`AT<TAB>JSON`). A malformed line is skipped.
 pub fn members(at: i64, n: i64, payload: &str) -> Vec<Member<'_>> {
+    if let Some((shared, lines)) = outcome_lines::parse(payload) {
+        return outcome_lines::events(shared, lines)
+            .enumerate()
+            .map(|(part, (at, o))| Member {
+                part,
+                at,
+                data: Data::Outcome(o),
+            })
+            .collect();
+    }
     if n <= 1 {
         return vec![Member {
             part: 0,
             at,
-            data: payload,
+            data: Data::Json(payload),
         }];
     }
     payload
@@ -105,7 +156,11 @@ pub fn members(at: i64, n: i64, payload: &str) -> Vec<Member<'_>> {
             Some((t.parse().ok()?, data))
         })
         .enumerate()
-        .map(|(part, (at, data))| Member { part, at, data })
+        .map(|(part, (at, data))| Member {
+            part,
+            at,
+            data: Data::Json(data),
+        })
         .collect()
 }
 
@@ -119,6 +174,21 @@ pub fn event_id(id: i64, n: i64, part: usize) -> String {
     }
 }
 
+/// Sets bit `index` of a bitmap (one bit per recipient of a batch), growing it.
+pub fn set_bit(bits: &mut Vec<u8>, index: u32) {
+    let (byte, bit) = (index as usize / 8, 1u8 << (index % 8));
+    if bits.len() <= byte {
+        bits.resize(byte + 1, 0);
+    }
+    bits[byte] |= bit;
+}
+
+/// Whether bit `index` of a bitmap is set.
+pub fn has_bit(bits: &[u8], index: u32) -> bool {
+    let (byte, bit) = (index as usize / 8, 1u8 << (index % 8));
+    bits.get(byte).is_some_and(|b| b & bit != 0)
+}
+
 /// A row to insert.
 struct NewRow<'a> {
     at: i64,
@@ -129,8 +199,9 @@ struct NewRow<'a> {
 }
 
 /// The rows of one batch's events: deferrals first (a recipient's deferrals
-/// come before its final outcome), then each final type; one row per type.
-fn rows_of<'a>(campaign: i64, events: &[&'a OutcomeEvent]) -> Vec<NewRow<'a>> {
+/// come before its final outcome), then each final type; one row per type,
+/// in the form of [`outcome_lines`].
+fn rows_of<'a>(b: &BatchOutcomes, events: &[&'a OutcomeEvent]) -> Vec<NewRow<'a>> {
     let mut kinds: Vec<(&str, bool)> = Vec::new();
     for e in events {
         if !kinds.contains(&(e.kind, e.is_final)) {
@@ -146,23 +217,21 @@ fn rows_of<'a>(campaign: i64, events: &[&'a OutcomeEvent]) -> Vec<NewRow<'a>> {
                 .filter(|e| e.kind == kind && e.is_final == is_final)
                 .collect();
             let at = of.iter().map(|e| e.at).max().unwrap_or(0);
-            let payload = if of.len() == 1 {
-                of[0].data.clone()
-            } else {
-                let mut p = String::with_capacity(of.iter().map(|e| e.data.len() + 12).sum());
-                for e in &of {
-                    use std::fmt::Write;
-                    let _ = write!(p, "{}", e.at);
-                    p.push('\t');
-                    p.push_str(&e.data);
-                    p.push('\n');
-                }
-                p
-            };
+            let mut payload = String::with_capacity(
+                32 + b.gateway.len() + of.iter().map(|e| e.data.len() + 12).sum::<usize>(),
+            );
+            outcome_lines::push_header(&mut payload, b.campaign, b.batch, &b.gateway);
+            for e in &of {
+                use std::fmt::Write;
+                let _ = write!(payload, "{}", e.at);
+                payload.push('\t');
+                payload.push_str(&e.data);
+                payload.push('\n');
+            }
             NewRow {
                 at,
                 kind,
-                campaign,
+                campaign: b.campaign,
                 n: of.len() as i64,
                 payload,
             }
@@ -286,14 +355,10 @@ impl Store {
             let mut grew = false;
             for e in &b.events {
                 if e.is_final {
-                    let (byte, bit) = (e.index as usize / 8, 1u8 << (e.index % 8));
-                    if bits.len() <= byte {
-                        bits.resize(byte + 1, 0);
-                    }
-                    if bits[byte] & bit != 0 {
+                    if has_bit(bits, e.index) {
                         continue;
                     }
-                    bits[byte] |= bit;
+                    set_bit(bits, e.index);
                     grew = true;
                 }
                 keep.push(e);
@@ -301,7 +366,7 @@ impl Store {
             if grew {
                 changed.push((b.campaign, b.batch));
             }
-            rows.extend(rows_of(b.campaign, &keep));
+            rows.extend(rows_of(b, &keep));
         }
         for chunk in rows.chunks(INSERT_ROWS / 5) {
             let sql = format!(
@@ -411,6 +476,7 @@ fn event_of(r: &sqlx::any::AnyRow) -> Result<Event, StoreError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::outcome_lines::{event_line, Fields};
 
     fn e(index: u32, kind: &'static str, is_final: bool, at: i64) -> OutcomeEvent {
         OutcomeEvent {
@@ -418,7 +484,15 @@ mod tests {
             kind,
             is_final,
             at,
-            data: format!("{{\"i\":{index}}}"),
+            data: event_line(&Fields {
+                index,
+                attempt: 1,
+                code: 250,
+                next_attempt: 0,
+                enhanced: "",
+                recipient: "r@x.test",
+                reply: "ok",
+            }),
         }
     }
 
@@ -430,8 +504,14 @@ mod tests {
             e(2, "message.delivered", true, 7),
             e(1, "message.delivered", true, 8),
         ];
+        let b = BatchOutcomes {
+            campaign: 3,
+            batch: 4,
+            gateway: "gw".to_owned(),
+            events: Vec::new(),
+        };
         let refs: Vec<&OutcomeEvent> = events.iter().collect();
-        let rows = rows_of(3, &refs);
+        let rows = rows_of(&b, &refs);
         let got: Vec<(&str, i64, i64, &str)> = rows
             .iter()
             .map(|r| (r.kind, r.n, r.at, r.payload.as_str()))
@@ -439,25 +519,47 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("message.deferred", 1, 6, "{\"i\":1}"),
+                (
+                    "message.deferred",
+                    1,
+                    6,
+                    "v2\t3\t4\tgw\n6\t1\t1\t250\t0\t\tr@x.test\tok\n"
+                ),
                 (
                     "message.delivered",
                     3,
                     8,
-                    "5\t{\"i\":0}\n7\t{\"i\":2}\n8\t{\"i\":1}\n"
+                    "v2\t3\t4\tgw\n5\t0\t1\t250\t0\t\tr@x.test\tok\n\
+                     7\t2\t1\t250\t0\t\tr@x.test\tok\n8\t1\t1\t250\t0\t\tr@x.test\tok\n"
                 ),
             ]
         );
+        let index_of = |m: &Member<'_>| m.data.value()["index"].as_i64();
         let m = members(8, 3, &rows[1].payload);
         assert_eq!(
-            m.iter().map(|m| (m.part, m.at, m.data)).collect::<Vec<_>>(),
+            m.iter()
+                .map(|m| (m.part, m.at, index_of(m)))
+                .collect::<Vec<_>>(),
+            [(0, 5, Some(0)), (1, 7, Some(2)), (2, 8, Some(1))]
+        );
+        assert_eq!(m[0].data.value()["campaign"], 3);
+        assert_eq!(m[0].data.value()["batch"], 4);
+        assert_eq!(m[0].data.value()["gateway"], "gw");
+        // One event: the same form.
+        let one = members(6, 1, &rows[0].payload);
+        assert_eq!((one.len(), index_of(&one[0])), (1, Some(1)));
+        // A single JSON event, and the older form of a group.
+        assert_eq!(members(6, 1, "{\"i\":1}")[0].data, Data::Json("{\"i\":1}"));
+        let old = members(8, 2, "5\t{\"i\":0}\n7\t{\"i\":2}\n");
+        assert_eq!(
+            old.iter()
+                .map(|m| (m.part, m.at, m.data))
+                .collect::<Vec<_>>(),
             [
-                (0, 5, "{\"i\":0}"),
-                (1, 7, "{\"i\":2}"),
-                (2, 8, "{\"i\":1}")
+                (0, 5, Data::Json("{\"i\":0}")),
+                (1, 7, Data::Json("{\"i\":2}"))
             ]
         );
-        assert_eq!(members(6, 1, "{\"i\":1}")[0].data, "{\"i\":1}");
         assert_eq!(
             (event_id(9, 1, 0), event_id(9, 3, 2)),
             ("evt_9".to_owned(), "evt_9.2".to_owned())

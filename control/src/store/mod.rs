@@ -23,6 +23,7 @@ pub mod events;
 pub mod holds;
 pub mod leases;
 pub mod lists;
+pub mod outcome_lines;
 pub mod schema;
 pub mod suppression_log;
 pub mod tokens;
@@ -171,6 +172,12 @@ pub fn sqlite_url(spool_root: &Path) -> String {
         "sqlite://{}?mode=rwc",
         spool_root.join("control.db").display()
     )
+}
+
+/// Unix seconds as RFC 3339 (UTC), to the second.
+pub fn rfc3339(at: i64) -> String {
+    let t = std::time::UNIX_EPOCH + std::time::Duration::from_secs(at.max(0) as u64);
+    humantime::format_rfc3339_seconds(t).to_string()
 }
 
 /// Unix seconds now.

@@ -5,16 +5,9 @@
 //! the stored payloads (already JSON), so that a batch of thousands of events
 //! is not parsed and serialized again.
 
-use std::time::{Duration, UNIX_EPOCH};
-
-use crate::store::events::{event_id, members};
+use crate::store::events::{event_id, members, Data};
+use crate::store::rfc3339;
 use crate::store::webhooks::{OutboxRow, Pos};
-
-/// RFC 3339 UTC, seconds, of unix second `at`.
-fn rfc3339(at: i64) -> String {
-    let t = UNIX_EPOCH + Duration::from_secs(u64::try_from(at).unwrap_or(0));
-    humantime::format_rfc3339_seconds(t).to_string()
-}
 
 /// One event of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,8 +22,8 @@ pub struct Item<'a> {
     pub at: i64,
     /// Its type.
     pub kind: &'a str,
-    /// Its JSON data.
-    pub data: &'a str,
+    /// Its data.
+    pub data: Data<'a>,
 }
 
 /// The events of `rows` (those a webhook wants, in id order) from `from` on,
@@ -113,8 +106,12 @@ impl Item<'_> {
 /// is false (then `items` holds one), else a batch, whose timestamp is its
 /// newest event's (so that a retry is the same bytes).
 pub fn body(items: &[Item<'_>], batched: bool) -> String {
-    let mut out =
-        String::with_capacity(64 + items.iter().map(|e| e.data.len() + 96).sum::<usize>());
+    let mut out = String::with_capacity(
+        64 + items
+            .iter()
+            .map(|e| e.data.json_len_hint() + 96)
+            .sum::<usize>(),
+    );
     // Consecutive events mostly share their second: formatted once.
     let mut time = Times::default();
     if !batched {
@@ -177,9 +174,9 @@ fn push_event(out: &mut String, e: &Item<'_>, time: &mut Times) {
         let _ = write!(out, ".{}", e.part);
     }
     out.push_str("\",\"data\":");
-    // Stored payloads are JSON objects written by serde_json or by hand
-    // (delivery_events), one line each.
-    out.push_str(e.data);
+    // Stored JSON objects are one line each (serde_json's); outcome lines
+    // are written as JSON here.
+    e.data.write_json(out);
     out.push('}');
 }
 
