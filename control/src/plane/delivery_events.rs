@@ -153,8 +153,8 @@ mod tests {
     /// The JSON a webhook gets for `e`, of campaign 3, batch 7, by `gw1`.
     fn json_of(e: &OutcomeEvent) -> serde_json::Value {
         let mut payload = String::new();
-        crate::store::outcome_lines::push_header(&mut payload, 3, 7, "gw1");
-        payload.push_str(&format!("{}\t{}\n", e.at, e.data));
+        crate::store::outcome_lines::push_header(&mut payload, 3, "gw1");
+        payload.push_str(&format!("{}\t7\t{}\n", e.at, e.data));
         let m = crate::store::events::members(e.at, 1, &payload);
         assert_eq!(m.len(), 1);
         m[0].data.value()

@@ -198,45 +198,58 @@ struct NewRow<'a> {
     payload: String,
 }
 
-/// The rows of one batch's events: deferrals first (a recipient's deferrals
-/// come before its final outcome), then each final type; one row per type,
-/// in the form of [`outcome_lines`].
-fn rows_of<'a>(b: &BatchOutcomes, events: &[&'a OutcomeEvent]) -> Vec<NewRow<'a>> {
-    let mut kinds: Vec<(&str, bool)> = Vec::new();
-    for e in events {
-        if !kinds.contains(&(e.kind, e.is_final)) {
-            kinds.push((e.kind, e.is_final));
+/// Events in one row at most: a webhook request of up to 1,000 events reads
+/// a few rows whole, not one row of a whole commit.
+const ROW_EVENTS: usize = 500;
+
+/// The rows of the events kept of one commit (each with its batch, in the
+/// order they came): one row per campaign, gateway and type, up to
+/// [`ROW_EVENTS`] each, in the form of [`outcome_lines`]; a campaign's
+/// deferrals before its final outcomes (a recipient's deferrals come before
+/// its final outcome). At campaign speed a commit holds a few events of each
+/// of thousands of live batches: a row per batch cost the store a row's
+/// write, index entries and read for every few events.
+fn rows_of<'a>(events: &[(&'a BatchOutcomes, &'a OutcomeEvent)]) -> Vec<NewRow<'a>> {
+    let mut groups: Vec<(i64, &str, &str, bool)> = Vec::new();
+    for (b, e) in events {
+        let key = (b.campaign, b.gateway.as_str(), e.kind, e.is_final);
+        if !groups.contains(&key) {
+            groups.push(key);
         }
     }
-    kinds.sort_by_key(|(_, is_final)| *is_final);
-    kinds
-        .into_iter()
-        .map(|(kind, is_final)| {
-            let of: Vec<&&OutcomeEvent> = events
-                .iter()
-                .filter(|e| e.kind == kind && e.is_final == is_final)
-                .collect();
-            let at = of.iter().map(|e| e.at).max().unwrap_or(0);
+    // Stable: campaigns and types keep their first order otherwise.
+    groups.sort_by_key(|(_, _, _, is_final)| *is_final);
+    let mut rows = Vec::new();
+    for (campaign, gateway, kind, is_final) in groups {
+        let of: Vec<&(&BatchOutcomes, &OutcomeEvent)> = events
+            .iter()
+            .filter(|(b, e)| {
+                (b.campaign, b.gateway.as_str(), e.kind, e.is_final)
+                    == (campaign, gateway, kind, is_final)
+            })
+            .collect();
+        for part in of.chunks(ROW_EVENTS) {
+            let at = part.iter().map(|(_, e)| e.at).max().unwrap_or(0);
             let mut payload = String::with_capacity(
-                32 + b.gateway.len() + of.iter().map(|e| e.data.len() + 12).sum::<usize>(),
+                32 + gateway.len() + part.iter().map(|(_, e)| e.data.len() + 24).sum::<usize>(),
             );
-            outcome_lines::push_header(&mut payload, b.campaign, b.batch, &b.gateway);
-            for e in &of {
+            outcome_lines::push_header(&mut payload, campaign, gateway);
+            for (b, e) in part {
                 use std::fmt::Write;
-                let _ = write!(payload, "{}", e.at);
-                payload.push('\t');
+                let _ = write!(payload, "{}\t{}\t", e.at, b.batch);
                 payload.push_str(&e.data);
                 payload.push('\n');
             }
-            NewRow {
+            rows.push(NewRow {
                 at,
                 kind,
-                campaign: b.campaign,
-                n: of.len() as i64,
+                campaign,
+                n: part.len() as i64,
                 payload,
-            }
-        })
-        .collect()
+            });
+        }
+    }
+    rows
 }
 
 impl Store {
@@ -347,11 +360,10 @@ impl Store {
                 );
             }
         }
-        let mut rows = Vec::new();
+        let mut keep = Vec::new();
         let mut changed: Vec<(i64, i64)> = Vec::new();
-        for b in &batches {
+        for b in batches.iter().copied() {
             let bits = sent.entry((b.campaign, b.batch)).or_default();
-            let mut keep = Vec::with_capacity(b.events.len());
             let mut grew = false;
             for e in &b.events {
                 if e.is_final {
@@ -361,13 +373,13 @@ impl Store {
                     set_bit(bits, e.index);
                     grew = true;
                 }
-                keep.push(e);
+                keep.push((b, e));
             }
             if grew {
                 changed.push((b.campaign, b.batch));
             }
-            rows.extend(rows_of(b, &keep));
         }
+        let rows = rows_of(&keep);
         for chunk in rows.chunks(INSERT_ROWS / 5) {
             let sql = format!(
                 "INSERT INTO events (at, kind, campaign, payload, n) VALUES {}",
@@ -497,43 +509,64 @@ mod tests {
     }
 
     #[test]
-    fn a_batchs_events_become_a_row_per_type_deferrals_first() {
+    fn a_commits_events_become_a_row_per_campaign_and_type_deferrals_first() {
         let events = [
             e(0, "message.delivered", true, 5),
             e(1, "message.deferred", false, 6),
             e(2, "message.delivered", true, 7),
             e(1, "message.delivered", true, 8),
         ];
-        let b = BatchOutcomes {
-            campaign: 3,
-            batch: 4,
+        let b = |campaign: i64, batch: i64| BatchOutcomes {
+            campaign,
+            batch,
             gateway: "gw".to_owned(),
             events: Vec::new(),
         };
-        let refs: Vec<&OutcomeEvent> = events.iter().collect();
-        let rows = rows_of(&b, &refs);
-        let got: Vec<(&str, i64, i64, &str)> = rows
+        let (b4, b5, other) = (b(3, 4), b(3, 5), b(9, 1));
+        let kept = [
+            (&b4, &events[0]),
+            (&b4, &events[1]),
+            (&other, &events[0]),
+            (&b5, &events[2]),
+            (&b4, &events[3]),
+        ];
+        let rows = rows_of(&kept);
+        let got: Vec<(i64, &str, i64, i64, &str)> = rows
             .iter()
-            .map(|r| (r.kind, r.n, r.at, r.payload.as_str()))
+            .map(|r| (r.campaign, r.kind, r.n, r.at, r.payload.as_str()))
             .collect();
         assert_eq!(
             got,
             [
                 (
+                    3,
                     "message.deferred",
                     1,
                     6,
-                    "v2\t3\t4\tgw\n6\t1\t1\t250\t0\t\tr@x.test\tok\n"
+                    "v2\t3\tgw\n6\t4\t1\t1\t250\t0\t\tr@x.test\tok\n"
                 ),
                 (
+                    3,
                     "message.delivered",
                     3,
                     8,
-                    "v2\t3\t4\tgw\n5\t0\t1\t250\t0\t\tr@x.test\tok\n\
-                     7\t2\t1\t250\t0\t\tr@x.test\tok\n8\t1\t1\t250\t0\t\tr@x.test\tok\n"
+                    "v2\t3\tgw\n5\t4\t0\t1\t250\t0\t\tr@x.test\tok\n\
+                     7\t5\t2\t1\t250\t0\t\tr@x.test\tok\n8\t4\t1\t1\t250\t0\t\tr@x.test\tok\n"
+                ),
+                (
+                    9,
+                    "message.delivered",
+                    1,
+                    5,
+                    "v2\t9\tgw\n5\t1\t0\t1\t250\t0\t\tr@x.test\tok\n"
                 ),
             ]
         );
+        // A long commit is cut into rows of ROW_EVENTS.
+        let many: Vec<(&BatchOutcomes, &OutcomeEvent)> =
+            (0..ROW_EVENTS * 2 + 1).map(|_| (&b4, &events[0])).collect();
+        let sizes: Vec<i64> = rows_of(&many).iter().map(|r| r.n).collect();
+        assert_eq!(sizes, [ROW_EVENTS as i64, ROW_EVENTS as i64, 1]);
         let index_of = |m: &Member<'_>| m.data.value()["index"].as_i64();
         let m = members(8, 3, &rows[1].payload);
         assert_eq!(
@@ -544,6 +577,7 @@ mod tests {
         );
         assert_eq!(m[0].data.value()["campaign"], 3);
         assert_eq!(m[0].data.value()["batch"], 4);
+        assert_eq!(m[1].data.value()["batch"], 5);
         assert_eq!(m[0].data.value()["gateway"], "gw");
         // One event: the same form.
         let one = members(6, 1, &rows[0].payload);

@@ -1,11 +1,11 @@
-//! The stored form of delivery outcome events: one outbox row holds the
-//! events of one type of one batch, as tab-separated lines under a header
-//! line that says what they share, and each event's JSON (the webhook body's
+//! The stored form of delivery outcome events: one outbox row holds events
+//! of one type of one campaign, as tab-separated lines under a header line
+//! that says what they share, and each event's JSON (the webhook body's
 //! `data`) is written only when it is read ([`Outcome::write_json`]).
 //!
 //! ```text
-//! payload = "v2" TAB campaign TAB batch TAB gateway LF
-//!           *( at TAB index TAB attempt TAB code TAB next_attempt TAB
+//! payload = "v2" TAB campaign TAB gateway LF
+//!           *( at TAB batch TAB index TAB attempt TAB code TAB next_attempt TAB
 //!              enhanced TAB recipient TAB reply LF )
 //! ```
 //!
@@ -102,8 +102,8 @@ pub fn event_line(f: &Fields<'_>) -> String {
 }
 
 /// Appends a payload's header line.
-pub fn push_header(out: &mut String, campaign: i64, batch: i64, gateway: &str) {
-    let _ = write!(out, "{MARK}\t{campaign}\t{batch}\t");
+pub fn push_header(out: &mut String, campaign: i64, gateway: &str) {
+    let _ = write!(out, "{MARK}\t{campaign}\t");
     push_field(out, gateway);
     out.push('\n');
 }
@@ -112,7 +112,6 @@ pub fn push_header(out: &mut String, campaign: i64, batch: i64, gateway: &str) {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Shared<'a> {
     campaign: i64,
-    batch: i64,
     gateway: &'a str,
 }
 
@@ -120,8 +119,10 @@ pub struct Shared<'a> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Outcome<'a> {
     shared: Shared<'a>,
-    /// The line's fields after its time.
+    /// The line's fields after its time and batch.
     line: &'a str,
+    /// Its batch's digits.
+    batch: &'a str,
 }
 
 /// The header of `payload` and the lines after it, if it has this form.
@@ -132,16 +133,8 @@ pub fn parse(payload: &str) -> Option<(Shared<'_>, &str)> {
         return None;
     }
     let campaign = f.next()?.parse().ok()?;
-    let batch = f.next()?.parse().ok()?;
     let gateway = f.next()?;
-    Some((
-        Shared {
-            campaign,
-            batch,
-            gateway,
-        },
-        rest,
-    ))
+    Some((Shared { campaign, gateway }, rest))
 }
 
 /// The events of the lines after a header: (time, event); a malformed line
@@ -152,9 +145,17 @@ pub fn events<'a>(
 ) -> impl Iterator<Item = (i64, Outcome<'a>)> + 'a {
     lines.lines().filter_map(move |line| {
         let (at, line) = line.split_once('\t')?;
+        let (batch, line) = line.split_once('\t')?;
         // Seven fields, the last (the reply) may be empty.
         (line.split('\t').count() == 7).then_some(())?;
-        Some((at.parse().ok()?, Outcome { shared, line }))
+        Some((
+            at.parse().ok()?,
+            Outcome {
+                shared,
+                line,
+                batch,
+            },
+        ))
     })
 }
 
@@ -194,11 +195,9 @@ impl Outcome<'_> {
         let mut next = || f.next().unwrap_or("");
         let (index, attempt, code, next_attempt) = (next(), next(), next(), next());
         let (enhanced, recipient, reply) = (next(), next(), next());
-        let _ = write!(
-            out,
-            "{{\"campaign\":{},\"batch\":{},\"index\":",
-            self.shared.campaign, self.shared.batch
-        );
+        let _ = write!(out, "{{\"campaign\":{},\"batch\":", self.shared.campaign);
+        push_number(out, self.batch);
+        out.push_str(",\"index\":");
         push_number(out, index);
         out.push_str(",\"recipient\":");
         push_json_string(out, &unescape(recipient));
@@ -241,7 +240,7 @@ mod tests {
     #[test]
     fn lines_are_read_back_as_the_json_of_each_event() {
         let mut payload = String::new();
-        push_header(&mut payload, 3, 7, "gw\t1");
+        push_header(&mut payload, 3, "gw\t1");
         let fields = Fields {
             index: 2,
             attempt: 1,
@@ -251,7 +250,7 @@ mod tests {
             recipient: "a\"b\\c@x.test",
             reply: "Ok:\tqueued\r\nas ABC \u{e9}",
         };
-        payload.push_str("1796615000\t");
+        payload.push_str("1796615000\t7\t");
         payload.push_str(&event_line(&fields));
         payload.push('\n');
         let deferred = Fields {
@@ -263,7 +262,7 @@ mod tests {
             recipient: "z@x.test",
             reply: "",
         };
-        payload.push_str("1796615001\t");
+        payload.push_str("1796615001\t8\t");
         payload.push_str(&event_line(&deferred));
         payload.push('\n');
         // A malformed line is skipped.
@@ -284,6 +283,7 @@ mod tests {
             })
         );
         assert_eq!(got[1].1["next_attempt"], "2026-12-07T04:00:00Z");
+        assert_eq!(got[1].1["batch"], 8);
         assert_eq!(got[1].1["reply"], "");
         // The key order is the one webhooks have always sent.
         assert!(events(shared, lines)
