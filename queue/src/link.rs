@@ -121,9 +121,98 @@ pub struct KeyTooShort {
     pub len: usize,
 }
 
+/// SHA-256's initial state.
+const SHA256_IV: [u32; 8] = [
+    0x6a09_e667,
+    0xbb67_ae85,
+    0x3c6e_f372,
+    0xa54f_f53a,
+    0x510e_527f,
+    0x9b05_688c,
+    0x1f83_d9ab,
+    0x5be0_cd19,
+];
+
+/// The longest message [`ShortHmac`] signs: one block with its padding.
+const SHORT_MAX: usize = 55;
+
+const _: () = assert!(LABEL.len() + 1 + IDS_LEN <= SHORT_MAX);
+
+/// HMAC-SHA256 (RFC 2104) of messages of at most [`SHORT_MAX`] bytes, from
+/// the key's inner and outer states worked out once: two SHA-256 compressions
+/// a tag. Written by hand on SHA-256's compression function because this is
+/// the delivery path's hot spot of link tracking: a message carries five or
+/// more tokens (List-Unsubscribe, each tracked link, the open image), and
+/// ring's general HMAC cost ~240 ns a tag here against ~125 ns (and ~0.5 µs
+/// a token in the e2e profile, where it was the links' largest cost). Checked
+/// against ring's HMAC in the tests.
+#[derive(Clone)]
+struct ShortHmac {
+    inner: [u32; 8],
+    outer: [u32; 8],
+}
+
+/// One SHA-256 compression of `block` from `state`.
+fn compress(mut state: [u32; 8], block: &[u8; 64]) -> [u32; 8] {
+    sha2::compress256(&mut state, &[(*block).into()]);
+    state
+}
+
+impl ShortHmac {
+    fn new(key: &[u8]) -> ShortHmac {
+        let mut k = [0u8; 64];
+        if key.len() > 64 {
+            k[..32].copy_from_slice(ring::digest::digest(&ring::digest::SHA256, key).as_ref());
+        } else {
+            k[..key.len()].copy_from_slice(key);
+        }
+        let pad = |byte: u8| {
+            let mut block = [0u8; 64];
+            for (b, k) in block.iter_mut().zip(k) {
+                *b = k ^ byte;
+            }
+            compress(SHA256_IV, &block)
+        };
+        ShortHmac {
+            inner: pad(0x36),
+            outer: pad(0x5c),
+        }
+    }
+
+    /// The tag of the concatenation of `parts` (at most [`SHORT_MAX`] bytes
+    /// in all; the callers' are constant sizes, checked at compile time).
+    fn sign(&self, parts: &[&[u8]]) -> [u8; 32] {
+        let mut block = [0u8; 64];
+        let mut len = 0;
+        for part in parts {
+            let end = (len + part.len()).min(SHORT_MAX);
+            block[len..end].copy_from_slice(&part[..end - len]);
+            len = end;
+        }
+        // The padding: 0x80, zeros, the bit length after the key block.
+        block[len] = 0x80;
+        block[56..].copy_from_slice(&(((64 + len) * 8) as u64).to_be_bytes());
+        let inner = compress(self.inner, &block);
+        let mut block = [0u8; 64];
+        for (out, word) in block.chunks_exact_mut(4).zip(inner) {
+            out.copy_from_slice(&word.to_be_bytes());
+        }
+        block[32] = 0x80;
+        block[56..].copy_from_slice(&(((64 + 32) * 8) as u64).to_be_bytes());
+        let mut tag = [0u8; 32];
+        for (out, word) in tag.chunks_exact_mut(4).zip(compress(self.outer, &block)) {
+            out.copy_from_slice(&word.to_be_bytes());
+        }
+        tag
+    }
+}
+
 /// Makes and checks link tokens with one key. Cheap to share (`Arc`); making a
 /// token costs one HMAC and allocates nothing beyond the caller's buffer.
 pub struct LinkSigner {
+    /// For the tags.
+    short: ShortHmac,
+    /// For the constant-time comparison of tags.
     key: hmac::Key,
 }
 
@@ -156,16 +245,14 @@ impl LinkSigner {
             return Err(KeyTooShort { len: key.len() });
         }
         Ok(LinkSigner {
+            short: ShortHmac::new(key),
             key: hmac::Key::new(hmac::HMAC_SHA256, key),
         })
     }
 
-    fn tag(&self, kind: LinkKind, ids: &[u8]) -> hmac::Tag {
-        let mut ctx = hmac::Context::with_key(&self.key);
-        ctx.update(LABEL);
-        ctx.update(&[kind.byte()]);
-        ctx.update(ids);
-        ctx.sign()
+    /// HMAC-SHA256(key, LABEL | kind | ids).
+    fn tag(&self, kind: LinkKind, ids: &[u8]) -> [u8; 32] {
+        self.short.sign(&[LABEL, &[kind.byte()], ids])
     }
 
     /// The token for `target` on `kind`'s endpoint, as ASCII bytes.
@@ -287,6 +374,26 @@ mod tests {
             s.verify(LinkKind::Unsubscribe, "é".repeat(22).as_str()),
             Err(LinkError::Malformed)
         );
+    }
+
+    #[test]
+    fn short_hmac_is_hmac_sha256() {
+        // Keys shorter than, as long as and longer than a block; messages
+        // of every length it takes.
+        for key_len in [32, 33, 63, 64, 65, 100] {
+            let key: Vec<u8> = (0..key_len).map(|i| (i * 7 + key_len) as u8).collect();
+            let short = ShortHmac::new(&key);
+            let ring_key = hmac::Key::new(hmac::HMAC_SHA256, &key);
+            for len in 0..=SHORT_MAX {
+                let msg: Vec<u8> = (0..len).map(|i| (i * 13 + len) as u8).collect();
+                let (a, b) = msg.split_at(len / 3);
+                assert_eq!(
+                    short.sign(&[a, b]),
+                    hmac::sign(&ring_key, &msg).as_ref(),
+                    "key {key_len}, message {len}"
+                );
+            }
+        }
     }
 
     #[test]
