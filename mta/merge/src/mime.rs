@@ -309,7 +309,43 @@ pub(crate) fn write_qp_value(
         *col += value.len();
         return;
     }
+    if literal {
+        write_qp_literal_value(value, col, line_end, out);
+        return;
+    }
     write_qp_value_lines(value, col, line_end, out);
+}
+
+/// [`write_qp_value`] of a value that needs no encoding (no line end either)
+/// but does not fit on the line, as a tracked link's URL: whole pieces of the
+/// line's room at a time with soft line breaks between, the bytes written as
+/// [`write_qp_row`] writes them (a `.` starting a line or a last blank before
+/// a line end hands the rest to it).
+fn write_qp_literal_value(value: &[u8], col: &mut usize, line_end: bool, out: &mut BytesMut) {
+    let mut rest = value;
+    while !rest.is_empty() {
+        let room = QP_LINE - (*col).min(QP_LINE);
+        if room == 0 {
+            out.put_slice(b"=\r\n");
+            *col = 0;
+            continue;
+        }
+        let last = rest.len() <= room;
+        if (*col == 0 && rest[0] == b'.')
+            || (last && line_end && matches!(rest.last(), Some(b' ' | b'\t')))
+        {
+            write_qp_row(rest, col, line_end, out);
+            return;
+        }
+        let take = rest.len().min(room);
+        out.put_slice(&rest[..take]);
+        *col += take;
+        rest = &rest[take..];
+        if !rest.is_empty() {
+            out.put_slice(b"=\r\n");
+            *col = 0;
+        }
+    }
 }
 
 /// [`write_qp_value`] without its shortcut: line by line.
@@ -860,15 +896,17 @@ pub(crate) mod tests {
     }
 
     proptest::proptest! {
-        /// The shortcut for plain values writes what the line-by-line path writes.
+        /// The shortcuts for plain values (fitting the line, or in pieces of
+        /// lines as long URLs) write what the line-by-line path writes.
         #[test]
         fn qp_value_shortcut_matches_the_general_path(
             value in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..12),
-            word in "[ .a-zA-Z0-9=\t]{0,90}",
+            word in "[ .a-zA-Z0-9=\t]{0,240}",
+            url in "[ .a-zA-Z0-9/:_-]{0,240}",
             col in 0usize..=QP_LINE,
             line_end in proptest::prelude::any::<bool>(),
         ) {
-            for value in [value, word.into_bytes()] {
+            for value in [value, word.into_bytes(), url.into_bytes()] {
                 let (mut fast, mut general) = (BytesMut::new(), BytesMut::new());
                 let (mut fast_col, mut general_col) = (col, col);
                 write_qp_value(&value, is_qp_literal(&value), &mut fast_col, line_end, &mut fast);
