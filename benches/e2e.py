@@ -247,6 +247,14 @@ PARAGRAPH = ("We have been working on the things you asked for, and this month b
              "{{ company }}. ")
 
 
+def perf_record(workdir):
+    """The command volley runs under with --profile. VOLLEY_BENCH_PERF_ARGS: other
+    sampling options (say "-F 299 --call-graph dwarf,8192" for callers in a build
+    without frame pointers)."""
+    opts = os.environ.get("VOLLEY_BENCH_PERF_ARGS", "-F 999 -g").split()
+    return ["perf", "record", *opts, "-o", os.path.join(workdir, "perf.data"), "--"]
+
+
 def write_template(path, web=False, links=False):
     """The campaign's template; `links`: three links in the HTML part (as a
     newsletter has them), `web`: the same links tracked, and the open image."""
@@ -452,8 +460,7 @@ def phase_volley(procs, args, workdir, volley, dns, template, rcpts, dkim, queue
     # E2E_WRAP: a command to run volley under (e.g. "strace -f -c -o /tmp/s.txt").
     wrap = os.environ.get("E2E_WRAP", "").split()
     if args.profile:
-        opts = os.environ.get("VOLLEY_BENCH_PERF_ARGS", "-F 999 -g").split()
-        wrap = ["perf", "record", *opts, "-o", os.path.join(workdir, "perf.data"), "--"]
+        wrap = perf_record(workdir)
     p = procs.start(wrap + [volley, "-C", conf, "send", "--template", template, "--recipients", rcpts,
                      "--report", report, "--wait"], stdout=out, stderr=out)
     peak_files, peak_bytes = 0, 0
@@ -534,10 +541,7 @@ def phase_volley_api(procs, args, workdir, volley, conf, api, template, rcpts, s
     sinks = Sinks(procs, args.sites, workdir)
     wrap = []
     if args.profile:
-        # VOLLEY_BENCH_PERF_ARGS: other sampling options (say "-F 299 --call-graph
-        # dwarf,8192" for callers in a build without frame pointers).
-        opts = os.environ.get("VOLLEY_BENCH_PERF_ARGS", "-F 999 -g").split()
-        wrap = ["perf", "record", *opts, "-o", os.path.join(workdir, "perf.data"), "--"]
+        wrap = perf_record(workdir)
     p = procs.start(wrap + [volley, "-C", conf, "run"], stdout=out, stderr=out)
     host, port = api.rsplit(":", 1)
     wait_listening(host, int(port))

@@ -165,15 +165,7 @@ fn recovery_in_the_same_boot_keeps_exactly_the_acknowledged_messages() {
 
     let done = recover_open(&d.open, &d.active).unwrap();
     let path = d.active.join("0000000000000009-0000000000000000.vqb");
-    assert_eq!(
-        done,
-        [Recovered::Sealed {
-            path: path.clone(),
-            messages: 2,
-            dropped: 1,
-            unsure: 0
-        }]
-    );
+    assert_eq!(done, [sealed(&path, 2, 1, 0)]);
     let bytes = fs::read(&path).unwrap();
     let view = BatchView::parse(&bytes).unwrap();
     let contents: Vec<&[u8]> = (0..view.len())
@@ -202,15 +194,7 @@ fn recovery_after_a_reboot_keeps_every_complete_message() {
 
     let done = recover_open(&d.open, &d.active).unwrap();
     let path = d.active.join("000000000000000a-0000000000000000.vqb");
-    assert_eq!(
-        done,
-        [Recovered::Sealed {
-            path: path.clone(),
-            messages: 2,
-            dropped: 0,
-            unsure: 1
-        }]
-    );
+    assert_eq!(done, [sealed(&path, 2, 0, 1)]);
     let bytes = fs::read(&path).unwrap();
     assert_eq!(BatchView::parse(&bytes).unwrap().len(), 2);
 }
@@ -297,6 +281,16 @@ fn as_if_from_another_boot(from: &Path, to: &Path) {
     fs::write(to, &bytes).unwrap();
 }
 
+/// What recovery reports of a batch file it sealed at `path`.
+fn sealed(path: &Path, messages: u32, dropped: u32, unsure: u32) -> Recovered {
+    Recovered::Sealed {
+        path: path.to_path_buf(),
+        messages,
+        dropped,
+        unsure,
+    }
+}
+
 fn contents(path: &Path) -> Vec<Vec<u8>> {
     let bytes = fs::read(path).unwrap();
     let view = BatchView::parse(&bytes).unwrap();
@@ -343,30 +337,14 @@ fn a_reused_file_is_taken_only_once_unmapped_and_keeps_none_of_its_old_records()
     fs::copy(&open, &keep).unwrap();
     let done = recover_open(&d.open, &d.active).unwrap();
     let path = d.active.join("0000000000000003-0000000000000000.vqb");
-    assert_eq!(
-        done,
-        [Recovered::Sealed {
-            path: path.clone(),
-            messages: 1,
-            dropped: 1,
-            unsure: 0
-        }]
-    );
+    assert_eq!(done, [sealed(&path, 1, 1, 0)]);
     assert_eq!(contents(&path), [b"new 0\r\n".to_vec()]);
 
     // After a reboot: every complete new message, still none of the old.
     fs::remove_file(&path).unwrap();
     as_if_from_another_boot(&keep, &open);
     let done = recover_open(&d.open, &d.active).unwrap();
-    assert_eq!(
-        done,
-        [Recovered::Sealed {
-            path: path.clone(),
-            messages: 2,
-            dropped: 0,
-            unsure: 1
-        }]
-    );
+    assert_eq!(done, [sealed(&path, 2, 0, 1)]);
     assert_eq!(
         contents(&path),
         [b"new 0\r\n".to_vec(), b"new 1\r\n".to_vec()]
