@@ -24,6 +24,14 @@ pub struct SiteLimits {
     /// 1..=1000000.
     #[serde(deserialize_with = "max_messages")]
     pub max_messages_per_connection: u32,
+    /// Recipients of one relayed message sent in one transaction (RCPT
+    /// commands before DATA), like Postfix's
+    /// `smtp_destination_recipient_limit`; a message with more recipients at
+    /// the site goes in several. Campaign mail always has one: each
+    /// recipient's message is its own (merge fields, VERP). Default 100, the
+    /// number RFC 5321 (4.5.3.1.8) requires every server to accept; 1..=1000.
+    #[serde(deserialize_with = "max_recipients")]
+    pub max_recipients_per_transaction: u32,
     /// Messages per second to the site, all connections together; 0 = no limit.
     /// Default 0; 0..=1000000.
     #[serde(deserialize_with = "rate")]
@@ -50,6 +58,7 @@ impl Default for SiteLimits {
         SiteLimits {
             max_connections: 10,
             max_messages_per_connection: 100,
+            max_recipients_per_transaction: 100,
             max_messages_per_second: 0.0,
             connect_backoff: Duration::from_secs(10),
             connect_backoff_max: Duration::from_secs(600),
@@ -75,6 +84,9 @@ pub struct SiteOverride {
     /// See [`SiteLimits::max_messages_per_connection`].
     #[serde(default, deserialize_with = "opt_max_messages")]
     pub max_messages_per_connection: Option<u32>,
+    /// See [`SiteLimits::max_recipients_per_transaction`].
+    #[serde(default, deserialize_with = "opt_max_recipients")]
+    pub max_recipients_per_transaction: Option<u32>,
     /// See [`SiteLimits::max_messages_per_second`].
     #[serde(default, deserialize_with = "opt_rate")]
     pub max_messages_per_second: Option<f64>,
@@ -111,6 +123,9 @@ impl SiteOverride {
             max_messages_per_connection: self
                 .max_messages_per_connection
                 .unwrap_or(base.max_messages_per_connection),
+            max_recipients_per_transaction: self
+                .max_recipients_per_transaction
+                .unwrap_or(base.max_recipients_per_transaction),
             max_messages_per_second: self
                 .max_messages_per_second
                 .unwrap_or(base.max_messages_per_second),
@@ -148,6 +163,9 @@ fn max_connections<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
 fn max_messages<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
     integer::in_range(de, 1..=1_000_000)
 }
+fn max_recipients<'de, D: Deserializer<'de>>(de: D) -> Result<u32, D::Error> {
+    integer::in_range(de, 1..=1_000)
+}
 fn rate<'de, D: Deserializer<'de>>(de: D) -> Result<f64, D::Error> {
     let value = f64::deserialize(de)?;
     if !(0.0..=1_000_000.0).contains(&value) {
@@ -165,6 +183,9 @@ fn opt_max_connections<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u32>, 
 }
 fn opt_max_messages<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u32>, D::Error> {
     max_messages(de).map(Some)
+}
+fn opt_max_recipients<'de, D: Deserializer<'de>>(de: D) -> Result<Option<u32>, D::Error> {
+    max_recipients(de).map(Some)
 }
 fn opt_rate<'de, D: Deserializer<'de>>(de: D) -> Result<Option<f64>, D::Error> {
     rate(de).map(Some)
@@ -189,6 +210,7 @@ mod tests {
             mx: glob("*.google.com"),
             max_connections: Some(20),
             max_messages_per_connection: None,
+            max_recipients_per_transaction: Some(50),
             max_messages_per_second: Some(50.0),
             connect_backoff: None,
             connect_backoff_max: None,

@@ -314,3 +314,86 @@ fn required_tls_without_starttls_defers_and_sends_nothing() {
         "{e}"
     );
 }
+
+/// The accepted transactions' recipients, each list sorted, the lists sorted.
+fn recipient_groups(server: &Scripted) -> Vec<Vec<String>> {
+    let mut groups: Vec<Vec<String>> = server
+        .transactions()
+        .into_iter()
+        .filter(|t| t.accepted)
+        .map(|t| {
+            let mut r = t.rcpt_tos;
+            r.sort();
+            r
+        })
+        .collect();
+    groups.sort();
+    groups
+}
+
+#[test]
+fn a_relayed_message_goes_to_its_recipients_in_shared_transactions() {
+    let (server, _dns, mut f) = setup(33, "group.test", "mx.group.test", json!({}));
+    f.config.site.max_recipients_per_transaction = 3;
+    let at = |names: &[&str]| -> Vec<String> {
+        names.iter().map(|n| format!("{n}@group.test")).collect()
+    };
+    // Three received messages (five recipients, two, one) and a campaign of three.
+    f.queue_relayed(
+        &[
+            at(&["a1", "a2", "a3", "a4", "a5"]),
+            at(&["b1", "b2"]),
+            at(&["c1"]),
+        ],
+        b"Subject: relayed\r\n\r\nx\r\n",
+    );
+    f.queue(&[addrs("group.test", 3)]);
+    let r = f.run_once();
+    assert_eq!((r.delivered, r.deferred), (11, 0), "{r:?}");
+    // At most three to a transaction, never two messages' recipients together;
+    // each campaign recipient alone (its message is its own).
+    let a = at(&["a1", "a2", "a3", "a4", "a5"]);
+    let mut expected = vec![
+        a[..3].to_vec(),
+        a[3..].to_vec(),
+        at(&["b1", "b2"]),
+        at(&["c1"]),
+    ];
+    expected.extend(addrs("group.test", 3).into_iter().map(|a| vec![a]));
+    expected.sort();
+    assert_eq!(recipient_groups(&server), expected);
+    // Every recipient has its own delivered line in the log.
+    for rcpt in a {
+        let log = f.log_for(&rcpt);
+        assert_eq!(
+            (log.len(), log[0]["status"].as_str()),
+            (1, Some("delivered")),
+            "{log:?}"
+        );
+    }
+}
+
+#[test]
+fn recipients_over_the_servers_limit_go_in_the_next_transaction() {
+    // The receiver takes two recipients per transaction and answers the third
+    // "452 4.5.3 Too many recipients": those are sent again at once, not deferred.
+    let (server, _dns, f) = setup(34, "limit.test", "mx.limit.test", json!({"rcpt_limit": 2}));
+    let rcpts: Vec<String> = (1..=5).map(|i| format!("r{i}@limit.test")).collect();
+    f.queue_relayed(std::slice::from_ref(&rcpts), b"Subject: five\r\n\r\nx\r\n");
+    let r = f.run_once();
+    assert_eq!((r.delivered, r.deferred), (5, 0), "{r:?} {:?}", f.log());
+    let groups = recipient_groups(&server);
+    assert_eq!(
+        groups.iter().map(Vec::len).collect::<Vec<_>>(),
+        [2, 2, 1],
+        "{groups:?}"
+    );
+    let mut received: Vec<String> = groups.into_iter().flatten().collect();
+    received.sort();
+    assert_eq!(received, rcpts, "each exactly once");
+    assert!(
+        f.log().iter().all(|e| e["status"] == "delivered"),
+        "{:?}",
+        f.log()
+    );
+}

@@ -64,6 +64,7 @@ fn an_override_matched_by_mx_glob_replaces_the_defaults() {
         mx: Glob::new("*.override.test").ok(),
         max_connections: Some(1),
         max_messages_per_connection: Some(3),
+        max_recipients_per_transaction: None,
         max_messages_per_second: None,
         connect_backoff: None,
         connect_backoff_max: None,

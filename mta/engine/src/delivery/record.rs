@@ -177,15 +177,22 @@ impl Recorder {
     /// Marks a recipient as handed to a transaction: if volley dies before the
     /// reply is recorded, this recipient is the one that may be sent twice.
     pub fn mark_in_flight(&self, item: &Item) {
+        Self::restate(item, State::InFlight);
+    }
+
+    /// Undoes [`Recorder::mark_in_flight`] for a recipient the server did not
+    /// take in this transaction but that is to be sent again at once (one
+    /// recipient too many): pending again, its attempts and other fields
+    /// unchanged.
+    pub fn not_sent(&self, item: &Item) {
+        Self::restate(item, State::Pending);
+    }
+
+    /// Sets a recipient's state, its other slot fields unchanged.
+    fn restate(item: &Item, state: State) {
         let index = item.index as usize;
         if let Ok(slot) = item.batch.map.slot(index) {
-            let _ = item.batch.map.set_slot(
-                index,
-                Slot {
-                    state: State::InFlight,
-                    ..slot
-                },
-            );
+            let _ = item.batch.map.set_slot(index, Slot { state, ..slot });
         }
     }
 

@@ -25,7 +25,7 @@ use volley_merge::source::RenderError;
 use volley_queue::holds::Holds;
 use volley_queue::ids::is_inbound_id;
 use volley_smtp::client::{
-    CloseReason, Event, SessionConfig, TlsMode, Transaction, TransactionResult,
+    CloseReason, Event, RcptResult, SessionConfig, Stage, TlsMode, Transaction, TransactionResult,
 };
 use volley_smtp::reply::ENHANCED_TEXT_MAX;
 
@@ -154,6 +154,41 @@ impl Site {
         lock(&self.queue).push_front(item);
     }
 
+    /// Up to `max` more recipients of the relayed message `first` belongs to,
+    /// taken from the front of the queue, to share its transaction; none for a
+    /// campaign recipient (`view` is `first`'s batch). A message's recipients
+    /// at one domain are queued one after the other (a round collects them in
+    /// file order), so looking at the front finds them.
+    fn companions(&self, first: &Item, view: &BatchView<'_>, max: usize) -> Vec<Item> {
+        let message = |item: &Item| view.message(item.index as usize).map(|m| m.number);
+        let Some(number) = message(first).filter(|_| max > 0) else {
+            return Vec::new();
+        };
+        let mut more = Vec::new();
+        let mut queue = lock(&self.queue);
+        while more.len() < max {
+            let Some(next) = queue.pop_front_if(|next| {
+                Arc::ptr_eq(&next.batch, &first.batch) && message(next) == Some(number)
+            }) else {
+                break;
+            };
+            if self.sendable(&next) {
+                more.push(next);
+            }
+        }
+        more
+    }
+
+    /// Puts the recipients of a transaction that was not sent back at the front
+    /// of the queue, in their order.
+    fn push_front_all(&self, first: Item, more: Vec<Item>) {
+        let mut queue = lock(&self.queue);
+        for item in more.into_iter().rev() {
+            queue.push_front(item);
+        }
+        queue.push_front(first);
+    }
+
     fn len(&self) -> usize {
         lock(&self.queue).len()
     }
@@ -216,11 +251,21 @@ pub async fn run(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>) {
             &item,
             "no connection to the site could be used",
             &Via::default(),
+            Instant::now(),
         );
     }
 }
 
-fn defer_connection(site: &Site, shared: &Shared, item: &Item, reason: &str, via: &Via) {
+/// Defers a recipient for a connection-level failure (`reason`): no host
+/// answered, or the transaction it was sent in (`started`) got no reply.
+fn defer_connection(
+    site: &Site,
+    shared: &Shared,
+    item: &Item,
+    reason: &str,
+    via: &Via,
+    started: Instant,
+) {
     let answer = Answer {
         code: 0,
         enhanced: "",
@@ -234,7 +279,7 @@ fn defer_connection(site: &Site, shared: &Shared, item: &Item, reason: &str, via
         Verdict::Temporary,
         &answer,
         via,
-        Instant::now(),
+        started,
     );
     site.metrics.outcome(outcome.metric());
 }
@@ -291,7 +336,7 @@ async fn worker_loop(site: Arc<Site>, shared: Arc<Shared>, lanes: Arc<Lanes>, wo
                 ..Via::default()
             };
             while let Some(item) = site.pop() {
-                defer_connection(&site, &shared, &item, &reason, &via);
+                defer_connection(&site, &shared, &item, &reason, &via, Instant::now());
             }
             return;
         }
@@ -447,8 +492,10 @@ async fn deliver(
     let max = site.limits.max_messages_per_connection as usize;
     let mut sent = 0usize;
     // In flight, in enqueue order: the session reports results in that order,
-    // so the one looked up is nearly always the first.
-    let mut pending: VecDeque<(u64, Item, Instant)> = VecDeque::with_capacity(depth);
+    // so the one looked up is nearly always the first. Each transaction's
+    // recipients: its first, and the others of a relayed message that share it.
+    let mut pending: VecDeque<(u64, Item, Vec<Item>, Instant)> = VecDeque::with_capacity(depth);
+    let max_more = (site.limits.max_recipients_per_transaction as usize).saturating_sub(1);
     // When the connection's last reply came: a pipelined transaction's own
     // time starts there (or at its start, if later), not behind the others.
     let mut last_reply = Instant::now();
@@ -487,21 +534,28 @@ async fn deliver(
             };
             let view = item.batch.map.view();
             let index = item.index as usize;
-            let rcpt = view
-                .recipient(index)
-                .map(|r| r.address())
-                .unwrap_or_default();
-            if shared.suppressions.version() != shared.screened.load(Ordering::Relaxed) {
-                // The list changed since the round was screened (another
-                // process's suppression arrived): this one is checked again.
-                let domain = item.batch.sender_domain.get_or_init(|| {
-                    sending_domain(&shared.source.envelope_from(&view, 0).unwrap_or_default())
+            let address = |item: &Item| {
+                view.recipient(item.index as usize)
+                    .map(|r| r.address())
+                    .unwrap_or_default()
+            };
+            let mut rcpt_to = vec![address(&item)];
+            // The list changed since the round was screened (another process's
+            // suppression arrived): these are checked again.
+            let rescreen = shared.suppressions.version() != shared.screened.load(Ordering::Relaxed);
+            if rescreen && suppressed(site, shared, &item, &view, &rcpt_to[0]) {
+                continue;
+            }
+            let mut more = site.companions(&item, &view, max_more);
+            if !more.is_empty() {
+                more.retain(|other| {
+                    let rcpt = address(other);
+                    let keep = !(rescreen && suppressed(site, shared, other, &view, &rcpt));
+                    if keep {
+                        rcpt_to.push(rcpt);
+                    }
+                    keep
                 });
-                if shared.suppressions.is_suppressed(&rcpt, domain) {
-                    shared.recorder.suppressed(&item, &rcpt);
-                    site.metrics.outcome(SUPPRESSED);
-                    continue;
-                }
             }
             let mut body = spare
                 .pop()
@@ -540,11 +594,17 @@ async fn deliver(
                     } else {
                         Verdict::Permanent(BounceClass::Content)
                     };
-                    let outcome =
-                        shared
-                            .recorder
-                            .record(&item, &rcpt, verdict, &answer, via, Instant::now());
-                    site.metrics.outcome(outcome.metric());
+                    for (item, rcpt) in std::iter::once(&item).chain(&more).zip(&rcpt_to) {
+                        let outcome = shared.recorder.record(
+                            item,
+                            rcpt,
+                            verdict,
+                            &answer,
+                            via,
+                            Instant::now(),
+                        );
+                        site.metrics.outcome(outcome.metric());
+                    }
                     spare.push(body);
                     continue;
                 }
@@ -553,19 +613,21 @@ async fn deliver(
             let tx = Transaction {
                 id,
                 mail_from: from,
-                rcpt_to: vec![rcpt],
+                rcpt_to,
                 body: body.freeze(),
                 crlf_only: rendered.crlf_only,
             };
-            shared.recorder.mark_in_flight(&item);
+            for item in std::iter::once(&item).chain(&more) {
+                shared.recorder.mark_in_flight(item);
+            }
             match conn.enqueue(tx) {
                 Ok(()) => {
                     site.metrics.transaction_started();
-                    pending.push_back((id, item, Instant::now()));
+                    pending.push_back((id, item, more, Instant::now()));
                     sent += 1;
                 }
                 Err(_) => {
-                    site.push_front(item);
+                    site.push_front_all(item, more);
                     stop = true;
                 }
             }
@@ -576,10 +638,12 @@ async fn deliver(
         match conn.next_event().await {
             Ok(Event::TransactionDone(result)) => {
                 let at = pending.iter().position(|(id, ..)| *id == result.id);
-                if let Some((_, item, started)) = at.and_then(|at| pending.remove(at)) {
+                if let Some((_, item, more, started)) = at.and_then(|at| pending.remove(at)) {
                     let own = started.max(last_reply).elapsed().as_secs_f64();
                     last_reply = Instant::now();
-                    if record_result(site, shared, &item, &result, via, started, own) || shed() {
+                    let recipients = Recipients { first: item, more };
+                    if record_result(site, shared, recipients, &result, via, started, own) || shed()
+                    {
                         stop = true;
                     }
                 }
@@ -612,24 +676,18 @@ async fn deliver(
         site.push_front(item);
     }
     // Transactions that never got a result (connection gone): connection-level.
-    for (_, item, started) in pending.drain(..) {
-        let answer = Answer {
-            code: 0,
-            enhanced: "",
-            subject: None,
-            text: "connection lost before the reply",
-            level: Level::Connection,
-        };
-        let outcome = shared.recorder.record(
-            &item,
-            &item.address(),
-            Verdict::Temporary,
-            &answer,
-            via,
-            started,
-        );
+    for (_, item, more, started) in pending.drain(..) {
+        for item in std::iter::once(&item).chain(&more) {
+            defer_connection(
+                site,
+                shared,
+                item,
+                "connection lost before the reply",
+                via,
+                started,
+            );
+        }
         site.metrics.transaction_ended(None);
-        site.metrics.outcome(outcome.metric());
     }
     conn.quit().await;
 }
@@ -662,12 +720,51 @@ pub(crate) fn with_verp(
     }
 }
 
+/// Finalises a recipient found on the suppression list since the round was
+/// screened (the list changed meanwhile); false if it may be sent.
+fn suppressed(site: &Site, shared: &Shared, item: &Item, view: &BatchView<'_>, rcpt: &str) -> bool {
+    let domain = item
+        .batch
+        .sender_domain
+        .get_or_init(|| sending_domain(&shared.source.envelope_from(view, 0).unwrap_or_default()));
+    if !shared.suppressions.is_suppressed(rcpt, domain) {
+        return false;
+    }
+    shared.recorder.suppressed(item, rcpt);
+    site.metrics.outcome(SUPPRESSED);
+    true
+}
+
+/// The recipients of one transaction, in `rcpt_to` order: the one it was
+/// started for, and those of the same relayed message that share it.
+struct Recipients {
+    first: Item,
+    more: Vec<Item>,
+}
+
+/// Whether a recipient refused at RCPT is sent again in the site's next
+/// transaction rather than deferred: the server took others of the same
+/// transaction and said this one was one too many (`452`, RFC 5321
+/// 4.5.3.1.10, with `4.5.3` or no enhanced code), so it is the count, not the
+/// address.
+fn one_too_many(rcpt: &RcptResult, others_accepted: bool) -> bool {
+    others_accepted
+        && rcpt.stage == Stage::Rcpt
+        && !rcpt.local
+        && rcpt.reply.code == 452
+        && rcpt
+            .reply
+            .enhanced
+            .is_none_or(|e| (e.subject, e.detail) == (5, 3))
+}
+
 /// Records one transaction's result (`own`: the seconds it had the
-/// connection to itself); returns true if the site must pause.
+/// connection to itself); returns true if the site must pause. Recipients
+/// refused as one too many go back to the front of the site's queue.
 fn record_result(
     site: &Site,
     shared: &Shared,
-    item: &Item,
+    recipients: Recipients,
     result: &TransactionResult,
     via: &Via,
     started: Instant,
@@ -675,7 +772,28 @@ fn record_result(
 ) -> bool {
     let mut pause: Option<String> = None;
     let mut enhanced_buf = [0u8; ENHANCED_TEXT_MAX];
-    for rcpt in &result.rcpts {
+    let accepted = result.rcpts.iter().any(|r| r.stage == Stage::Data);
+    let mut again: Vec<Item> = Vec::new();
+    let items = std::iter::once(recipients.first).chain(recipients.more);
+    for (at, item) in items.enumerate() {
+        let Some(rcpt) = result.rcpts.get(at) else {
+            // The session reports one result per recipient; should one be
+            // missing, the recipient is retried, not left in flight.
+            defer_connection(
+                site,
+                shared,
+                &item,
+                "no reply for this recipient",
+                via,
+                started,
+            );
+            continue;
+        };
+        if one_too_many(rcpt, accepted) {
+            shared.recorder.not_sent(&item);
+            again.push(item);
+            continue;
+        }
         let reply = &rcpt.reply;
         let text = reply.text();
         let subject = reply.enhanced.as_ref().map(|e| e.subject);
@@ -701,8 +819,12 @@ fn record_result(
         };
         let outcome = shared
             .recorder
-            .record(item, &rcpt.rcpt, verdict, &answer, via, started);
+            .record(&item, &rcpt.rcpt, verdict, &answer, via, started);
         site.metrics.outcome(outcome.metric());
+    }
+    let mut again = again.into_iter();
+    if let Some(first) = again.next() {
+        site.push_front_all(first, again.collect());
     }
     site.metrics
         .transaction_ended(Some((started.elapsed().as_secs_f64(), own)));
@@ -739,6 +861,43 @@ mod tests {
         }
     }
     use volley_queue::ids::INBOUND_ID_BASE;
+    use volley_smtp::reply::{Enhanced, Reply};
+
+    #[test]
+    fn only_a_count_refusal_beside_accepted_recipients_is_sent_again() {
+        let rcpt = |stage, code, enhanced: Option<(u8, u16, u16)>, local| RcptResult {
+            rcpt: "a@x.test".into(),
+            reply: Reply::new(
+                code,
+                enhanced.map(|(c, s, d)| Enhanced::new(c, s, d)),
+                "text",
+            ),
+            stage,
+            local,
+        };
+        let table = [
+            // (stage, code, enhanced, made up locally, others accepted) => again
+            ((Stage::Rcpt, 452, Some((4, 5, 3)), false, true), true),
+            ((Stage::Rcpt, 452, None, false, true), true),
+            // Nothing else of the transaction taken: an ordinary deferral.
+            ((Stage::Rcpt, 452, Some((4, 5, 3)), false, false), false),
+            // Full mailbox or system storage: about the address, not the count.
+            ((Stage::Rcpt, 452, Some((4, 2, 2)), false, true), false),
+            ((Stage::Rcpt, 452, Some((4, 3, 1)), false, true), false),
+            ((Stage::Rcpt, 451, None, false, true), false),
+            ((Stage::Rcpt, 550, Some((5, 5, 3)), false, true), false),
+            ((Stage::Data, 452, None, false, true), false),
+            ((Stage::Mail, 452, None, false, true), false),
+            ((Stage::Rcpt, 452, None, true, true), false),
+        ];
+        for ((stage, code, enhanced, local, others), again) in table {
+            assert_eq!(
+                one_too_many(&rcpt(stage, code, enhanced, local), others),
+                again,
+                "{stage:?} {code} {enhanced:?} {local} {others}"
+            );
+        }
+    }
 
     fn batch(campaign_id: u64) -> Vec<u8> {
         let meta = BatchMeta {

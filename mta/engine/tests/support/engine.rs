@@ -71,6 +71,28 @@ impl Fixture {
             .unwrap()
     }
 
+    /// Writes one sealed relay batch holding one received message per list of
+    /// addresses (`content` for each), as the listener does.
+    #[allow(dead_code)] // used by some of the test binaries sharing this module
+    pub fn queue_relayed(&self, messages: &[Vec<String>], content: &[u8]) -> PathBuf {
+        let spool = open_spool(&self.spool_dir());
+        let id = volley_queue::ids::INBOUND_ID_BASE + 1;
+        let mut batch =
+            volley_queue::relay::OpenBatch::create(&spool.open_dir(), None, id, 1000, &[], now())
+                .unwrap();
+        for rcpts in messages {
+            let split: Vec<(&str, &str)> = rcpts
+                .iter()
+                .map(|a| a.rsplit_once('@').map(|(l, d)| (d, l)).unwrap())
+                .collect();
+            let list: Vec<volley_queue::relay::RelayRecipient<'_, &[u8]>> =
+                split.iter().map(|&(d, l)| (d, l, &[][..])).collect();
+            batch.append("app@src.test", &list, content);
+        }
+        batch.commit().unwrap();
+        batch.seal(&spool.active_dir()).unwrap().unwrap()
+    }
+
     pub fn engine(&self) -> Engine {
         self.engine_with(Arc::new(StaticMessage {
             from: "bounces@volley.test".into(),

@@ -44,6 +44,8 @@ Scenario keys (all optional; unknown keys are an error):
                       the k-th attempt for that address, server-wide, gets item k,
                       the last item repeats)
   data_replies        reply (or list, by DATA count server-wide) after the final dot
+  rcpt_limit          N: a transaction's RCPTs after N accepted ones get
+                      "452 4.5.3 Too many recipients" (RFC 5321 4.5.3.1.10)
   defer_first_n       the first N attempts per recipient (server-wide) get
                       defer_reply, then the normal reply
   defer_at            "rcpt" (default: at RCPT) or "data" (after the final dot: DATA
@@ -85,7 +87,7 @@ KNOWN_KEYS = {
     "size_limit", "smtputf8", "timeout_s", "command_replies", "mail_replies",
     "rcpt_replies", "data_replies", "defer_first_n", "defer_at", "defer_reply",
     "reply_421_after", "reply_421", "drop_in_data_after", "drop_in_data_mode",
-    "drop_in_data_times", "starttls",
+    "drop_in_data_times", "starttls", "rcpt_limit",
 }
 
 
@@ -125,6 +127,7 @@ class Scenario:
         self.mail_replies = {k.lower(): v for k, v in raw.get("mail_replies", {}).items()}
         self.rcpt_replies = {k.lower(): v for k, v in raw.get("rcpt_replies", {}).items()}
         self.data_replies = raw.get("data_replies")
+        self.rcpt_limit = raw.get("rcpt_limit")
         self.defer_first_n = int(raw.get("defer_first_n", 0))
         self.defer_at = raw.get("defer_at", "rcpt")
         if self.defer_at not in ("rcpt", "data"):
@@ -207,6 +210,8 @@ class Handler:
 
     async def handle_RCPT(self, server, session, envelope, address, rcpt_options):
         key = address.lower()
+        if self.scn.rcpt_limit is not None and len(envelope.rcpt_tos) >= self.scn.rcpt_limit:
+            return "452 4.5.3 Too many recipients"
         attempt = self.state.rcpt_attempts[key]
         self.state.rcpt_attempts[key] += 1
         reply = pick(self.scn.rcpt_replies.get(key), attempt)
