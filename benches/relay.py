@@ -147,13 +147,14 @@ def count_lines(path, needle, state):
     return state[1]
 
 
-def volley_config(path, spool, dns, log_path, listen, window):
+def volley_config(path, spool, dns, log_path, listen, window, queue_keys=()):
     lines = [
         "[spool]", f'dir = "{spool}"',
         "[queue]", "batch_size = 100",
     ]
     if window is not None:
         lines.append(f'group_window = "{window}"')
+    lines += list(queue_keys)
     lines += [
         "[dns]", f'nameservers = ["{dns}"]',
         "[delivery]", f"smtp_port = {e2e.SINK_PORT}", 'helo_name = "volley.bench.test"',
@@ -210,7 +211,7 @@ def phase_volley(procs, args, workdir, volley, dns, queues, dev, tag, window=Non
     conf = os.path.join(workdir, f"volley-{tag}.toml")
     ip = "127.0.0.70"
     listen = f"{ip}:{free_port(ip)}"
-    volley_config(conf, spool, dns, log_path, listen, window)
+    volley_config(conf, spool, dns, log_path, listen, window, args.queue)
     sinks = Sinks(procs, args.sites, workdir)
     out_path = os.path.join(workdir, f"volley-{tag}.out")
     out = open(out_path, "ab")
@@ -251,7 +252,7 @@ def phase_volley(procs, args, workdir, volley, dns, queues, dev, tag, window=Non
     rss = proc_rss_peak_mb(p.pid)
     if perf:
         procs.stop(perf, signal.SIGINT, deadline_s=60)
-        with open(f"benches/results/relay-{datetime.date.today().isoformat()}-profile-{tag}.txt",
+        with open(f"benches/results/relay-{datetime.date.today().isoformat()}-profile-{args.tag or tag}.txt",
                   "w") as f:
             for sort in (["--sort", "comm,dso"], []):
                 f.flush()
@@ -371,6 +372,9 @@ def main():
     ap.add_argument("--windows", default="",
                     help="comma-separated [queue] group_window values: one extra volley run "
                          "each, for the table of 250 latency over window sizes")
+    ap.add_argument("--queue", action="append", default=[], metavar="KEY=VALUE",
+                    help="an extra [queue] line for volley's config (TOML), e.g. "
+                         "'seal_after = \"200ms\"'; repeatable")
     ap.add_argument("--deadline", type=float, default=1800)
     ap.add_argument("--tag", default="")
     ap.add_argument("--profile", action="store_true",

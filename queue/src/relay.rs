@@ -387,6 +387,8 @@ impl OpenBatch {
             self.file.set_len(self.written).map_err(io("truncate"))?;
         }
         self.file.sync_data().map_err(io("seal"))?;
+        let slots_end = (HEADER_LEN + self.capacity as usize * SLOT_LEN) as u64;
+        crate::mapped::drop_cached_head(&self.file, slots_end);
         let dest = active_dir.join(&self.name);
         move_no_replace(&self.path, &dest)?;
         fsync_dir(active_dir)?;
@@ -517,14 +519,24 @@ fn write_changed(file: &File, head: &[u8]) -> std::io::Result<()> {
 }
 
 /// Moves `from` to `to` unless `to` exists (a link, then the old name
-/// removed): a relay batch never replaces another.
+/// removed): a relay batch never replaces another. A `to` that is `from`
+/// already (a stop between the link and the removal) only loses the old name.
 fn move_no_replace(from: &Path, to: &Path) -> Result<(), QueueError> {
-    fs::hard_link(from, to).map_err(|e| match e.kind() {
-        std::io::ErrorKind::AlreadyExists => QueueError::Exists {
-            path: to.to_owned(),
-        },
-        _ => QueueError::io("move to active", from, e),
-    })?;
+    use std::os::unix::fs::MetadataExt;
+    if let Err(e) = fs::hard_link(from, to) {
+        let same = |a: &fs::Metadata, b: &fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
+        return match e.kind() {
+            std::io::ErrorKind::AlreadyExists => match (fs::metadata(from), fs::metadata(to)) {
+                (Ok(a), Ok(b)) if same(&a, &b) => {
+                    fs::remove_file(from).map_err(|e| QueueError::io("remove", from, e))
+                }
+                _ => Err(QueueError::Exists {
+                    path: to.to_owned(),
+                }),
+            },
+            _ => Err(QueueError::io("move to active", from, e)),
+        };
+    }
     fs::remove_file(from).map_err(|e| QueueError::io("remove", from, e))
 }
 

@@ -452,3 +452,36 @@ fn writers_on_several_threads_never_take_one_reused_file_twice() {
         }
     });
 }
+
+#[test]
+fn recovery_after_a_stop_between_the_seals_link_and_unlink_keeps_the_one_file() {
+    let d = dirs();
+    let mut batch = OpenBatch::create(&d.open, None, 11, 10, &FIELDS, 0).unwrap();
+    append(&mut batch, "a@src.test", &[("x.test", "one")], b"first\r\n");
+    batch.commit().unwrap();
+    let active = batch.seal(&d.active).unwrap().unwrap();
+    // The process stopped after linking the sealed file into active/, before
+    // removing its open/ name: both names are the one file.
+    let open = d.open.join(active.file_name().unwrap());
+    fs::hard_link(&active, &open).unwrap();
+    let done = recover_open(&d.open, &d.active).unwrap();
+    assert_eq!(done, [sealed(&active, 1, 0, 0)]);
+    assert!(!open.exists(), "the open/ name is gone");
+    let bytes = fs::read(&active).unwrap();
+    assert_eq!(BatchView::parse(&bytes).unwrap().len(), 1);
+
+    // Another file under that name in active/ is never replaced.
+    let mut other = OpenBatch::create(&d.open, None, 11, 10, &FIELDS, 0).unwrap();
+    append(
+        &mut other,
+        "b@src.test",
+        &[("x.test", "two")],
+        b"second\r\n",
+    );
+    other.commit().unwrap();
+    drop(other);
+    assert!(matches!(
+        recover_open(&d.open, &d.active),
+        Err(QueueError::Exists { .. })
+    ));
+}
