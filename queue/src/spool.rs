@@ -530,6 +530,13 @@ impl Spool {
     ) -> Result<Vec<PathBuf>, QueueError> {
         self.writable()?;
         let mut moved = Vec::new();
+        // Whether a campaign batch moved to `done/`: only that move is synced.
+        // A relay batch's move out of `active/` (to `reuse/`, or its removal)
+        // is made durable by the next metadata sync of the file system (the
+        // journal commits in order), and a power loss before that only leaves
+        // it in `active/` with every recipient final: completed again at the
+        // next start. Not syncing saves a journal commit per relay batch.
+        let mut to_done = false;
         let mut result = Ok(());
         for batch in batches {
             let step = (|| {
@@ -560,6 +567,7 @@ impl Spool {
                 }
                 let dest = self.done_dir().join(from.file_name().unwrap_or_default());
                 fs::rename(&from, &dest).map_err(|e| QueueError::io("move to done", &from, e))?;
+                to_done = true;
                 Ok(dest)
             })();
             match step {
@@ -570,7 +578,7 @@ impl Spool {
                 }
             }
         }
-        if !moved.is_empty() {
+        if to_done {
             fsync_dir(&self.done_dir())?;
             fsync_dir(&self.active_dir())?;
         }
