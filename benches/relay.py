@@ -147,14 +147,15 @@ def count_lines(path, needle, state):
     return state[1]
 
 
-def volley_config(path, spool, dns, log_path, listen, window, queue_keys=()):
+def volley_config(path, spool, dns, log_path, listen, window, extra=()):
+    """Writes volley's config; `extra`: "section:line" strings, each line put in
+    that section."""
     lines = [
         "[spool]", f'dir = "{spool}"',
         "[queue]", "batch_size = 100",
     ]
     if window is not None:
         lines.append(f'group_window = "{window}"')
-    lines += list(queue_keys)
     lines += [
         "[dns]", f'nameservers = ["{dns}"]',
         "[delivery]", f"smtp_port = {e2e.SINK_PORT}", 'helo_name = "volley.bench.test"',
@@ -163,6 +164,12 @@ def volley_config(path, spool, dns, log_path, listen, window, queue_keys=()):
         "[server]", 'hostname = "volley.bench.test"', "max_connections_per_ip = 1000",
         "[[listen]]", f'address = "{listen}"', 'role = "submission"', 'tls = "none"',
     ]
+    for item in extra:
+        section, _, line = item.partition(":")
+        header = f"[{section}]"
+        if header not in lines:
+            lines.append(header)
+        lines.insert(lines.index(header) + 1, line)
     with open(path, "w") as f:
         f.write("\n".join(lines) + "\n")
 
@@ -211,7 +218,7 @@ def phase_volley(procs, args, workdir, volley, dns, queues, dev, tag, window=Non
     conf = os.path.join(workdir, f"volley-{tag}.toml")
     ip = "127.0.0.70"
     listen = f"{ip}:{free_port(ip)}"
-    volley_config(conf, spool, dns, log_path, listen, window, args.queue)
+    volley_config(conf, spool, dns, log_path, listen, window, args.conf)
     sinks = Sinks(procs, args.sites, workdir)
     out_path = os.path.join(workdir, f"volley-{tag}.out")
     out = open(out_path, "ab")
@@ -372,9 +379,10 @@ def main():
     ap.add_argument("--windows", default="",
                     help="comma-separated [queue] group_window values: one extra volley run "
                          "each, for the table of 250 latency over window sizes")
-    ap.add_argument("--queue", action="append", default=[], metavar="KEY=VALUE",
-                    help="an extra [queue] line for volley's config (TOML), e.g. "
-                         "'seal_after = \"200ms\"'; repeatable")
+    ap.add_argument("--conf", action="append", default=[], metavar="SECTION:LINE",
+                    help="an extra line for a section of volley's config, e.g. "
+                         "'queue:seal_after = \"200ms\"' or 'delivery:threads = 1'; "
+                         "repeatable")
     ap.add_argument("--deadline", type=float, default=1800)
     ap.add_argument("--tag", default="")
     ap.add_argument("--profile", action="store_true",

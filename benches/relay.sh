@@ -3,6 +3,7 @@
 #
 #   benches/relay.sh [--messages N] [--rcpts R] [--size BYTES] [--sessions S]
 #                    [--rounds K] [--no-postfix] [--windows W1,W2,...] [--profile] [--tag T]
+#                    [--conf SECTION:LINE ...]
 #
 # (defaults 100,000 messages, 1 recipient, 5,000-byte bodies, 20 sessions, 1 round).
 # smtp-source injects into `volley run`'s submission listener, which relays to
@@ -13,7 +14,8 @@
 # bytes, bytes written to the queue's block device (journal included) and by
 # volley's process, peak RSS, and volley's 250 latency (p50/p99 of the "message
 # accepted" lines' commit_us). --windows runs volley once more per [queue]
-# group_window value: the table an operator chooses the window from. Results go to
+# group_window value: the table an operator chooses the window from. --conf adds a
+# line to a section of volley's config (e.g. 'queue:seal_after = "200ms"'). Results go to
 # benches/results/relay-<date>[-rR][-tag].json with a plot of msgs/s over time
 # (.svg). Installs postfix and dnsmasq-base from Debian if missing (root).
 set -euo pipefail
