@@ -636,10 +636,14 @@ fn a_sites_limits_hold_for_the_fleet_as_a_whole() {
         }
         most
     };
+    // The times are the receiver's: a message whose token was taken just
+    // before a window may be accepted inside it, so the senders' window is
+    // up to the transactions' latency longer (50 ms allowed: 10 messages at
+    // the limit; one over the exact bound was seen on a loaded machine).
     for secs in [1.0, 5.0] {
         let most = in_window(secs);
         assert!(
-            most as f64 <= 200.0 * secs + 200.0,
+            most as f64 <= 200.0 * (secs + 0.05) + 200.0,
             "{most} messages within {secs} s"
         );
     }

@@ -174,13 +174,17 @@ fn run_relays_what_swaks_submits_byte_for_byte() {
     let s = Setup::new(81, &sink.addr().to_string());
     let _daemon = s.daemon();
     let id = s.swaks("r1@x.test,r2@y.test");
-    let messages = sink.wait_for_messages(2, Duration::from_secs(20)).unwrap();
+    let messages = sink
+        .wait_for_recipients(2, Duration::from_secs(20))
+        .unwrap();
     let mut rcpts: Vec<String> = messages
         .iter()
         .flat_map(|m| m.rcpt_tos().into_iter().map(str::to_owned))
         .collect();
     rcpts.sort();
     assert_eq!(rcpts, ["r1@x.test", "r2@y.test"]);
+    // Both are behind the one smarthost: one transaction carries them.
+    assert_eq!(messages.len(), 1, "one transaction for both recipients");
     for m in &messages {
         assert_eq!(m.mail_from(), "bounces@src.test");
         let body = m.body_crlf();
@@ -230,13 +234,16 @@ fn sendmail_t_goes_through_the_running_daemon() {
         "quiet on success: {}",
         text(&out.stderr)
     );
-    let messages = sink.wait_for_messages(3, Duration::from_secs(20)).unwrap();
+    let messages = sink
+        .wait_for_recipients(3, Duration::from_secs(20))
+        .unwrap();
     let mut rcpts: Vec<String> = messages
         .iter()
         .flat_map(|m| m.rcpt_tos().into_iter().map(str::to_owned))
         .collect();
     rcpts.sort();
     assert_eq!(rcpts, ["ann@x.test", "cc@y.test", "hidden@z.test"]);
+    assert_eq!(messages.len(), 1, "one transaction through the smarthost");
     for m in &messages {
         assert_eq!(m.mail_from(), "app@src.test");
         let body = text(&after_received(m));
@@ -308,7 +315,14 @@ fn sendmail_queues_into_the_spool_when_no_daemon_runs() {
         "{}",
         text(&once.stdout)
     );
-    let messages = sink.wait_for_messages(2, Duration::from_secs(10)).unwrap();
+    let messages = sink
+        .wait_for_recipients(2, Duration::from_secs(10))
+        .unwrap();
+    assert_eq!(
+        messages.iter().map(|m| m.rcpt_tos()).collect::<Vec<_>>(),
+        [["a@x.test", "b@x.test"]],
+        "one transaction for the message's two recipients at x.test"
+    );
     for m in &messages {
         assert_eq!(m.mail_from(), "app@src.test");
         let body = text(&m.body_crlf());
@@ -351,14 +365,24 @@ fn a_message_acknowledged_with_250_survives_kill_9() {
     let delivered = poll(Duration::from_secs(30), || {
         let out = s.volley(&["run", "--once"], b"");
         assert!(out.status.success(), "{}", text(&out.stderr));
-        (sink.counters().messages >= 2 && s.active_batches().is_empty()).then_some(())
+        let rcpts: usize = sink
+            .parsed_messages()
+            .iter()
+            .map(|m| m.rcpt_tos().len())
+            .sum();
+        (rcpts >= 2 && s.active_batches().is_empty()).then_some(())
     });
     assert!(
         delivered.is_some(),
         "not delivered: {:?}",
         s.active_batches()
     );
-    let messages = sink.wait_for_messages(2, Duration::from_secs(10)).unwrap();
+    let messages = sink
+        .wait_for_recipients(2, Duration::from_secs(10))
+        .unwrap();
+    let mut rcpts: Vec<&str> = messages.iter().flat_map(|m| m.rcpt_tos()).collect();
+    rcpts.sort();
+    assert_eq!(rcpts, ["k1@x.test", "k2@y.test"], "each once");
     for m in &messages {
         assert_eq!(text(&after_received(m)), text(MESSAGE));
     }

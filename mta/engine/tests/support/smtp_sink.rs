@@ -455,13 +455,41 @@ impl SmtpSink {
         n: usize,
         deadline: Duration,
     ) -> Result<Vec<SinkMessage>, String> {
+        self.wait_for_dumps(|msgs| msgs.len() >= n, &format!("{n} messages"), deadline)
+    }
+
+    /// Polls until the complete messages dumped name at least `n` recipients in
+    /// all (a relayed message's recipients at one site may share a
+    /// transaction), or `deadline` passes.
+    #[allow(dead_code)] // used by some of the test binaries sharing this module
+    pub fn wait_for_recipients(
+        &self,
+        n: usize,
+        deadline: Duration,
+    ) -> Result<Vec<SinkMessage>, String> {
+        let rcpts = |msgs: &[SinkMessage]| msgs.iter().map(|m| m.rcpt_tos().len()).sum::<usize>();
+        self.wait_for_dumps(
+            |msgs| rcpts(msgs) >= n,
+            &format!("{n} recipients"),
+            deadline,
+        )
+    }
+
+    /// Polls until the messages dumped satisfy `done` (`wanted` says what for the
+    /// error), or `deadline` passes.
+    fn wait_for_dumps(
+        &self,
+        done: impl Fn(&[SinkMessage]) -> bool,
+        wanted: &str,
+        deadline: Duration,
+    ) -> Result<Vec<SinkMessage>, String> {
         poll(deadline, || {
             let msgs = self.parsed_messages();
-            (msgs.len() >= n).then_some(msgs)
+            done(&msgs).then_some(msgs)
         })
         .ok_or_else(|| {
             format!(
-                "smtp-sink on {}: {} of {n} messages after {deadline:?} ({:?}); stderr:\n{}",
+                "smtp-sink on {}: not {wanted} after {deadline:?} ({} messages, {:?}); stderr:\n{}",
                 self.addr,
                 self.messages().len(),
                 self.counters(),
