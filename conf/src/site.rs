@@ -27,7 +27,7 @@ pub struct SiteLimits {
     /// Recipients of one relayed message sent in one transaction (RCPT
     /// commands before DATA), like Postfix's
     /// `smtp_destination_recipient_limit`; a message with more recipients at
-    /// one domain goes in several. Campaign mail always has one: each
+    /// one site goes in several. Campaign mail always has one: each
     /// recipient's message is its own (merge fields, VERP). Default 100, the
     /// number RFC 5321 (4.5.3.1.8) requires every server to accept; 1..=1000.
     #[serde(deserialize_with = "max_recipients")]

@@ -397,3 +397,32 @@ fn recipients_over_the_servers_limit_go_in_the_next_transaction() {
         f.log()
     );
 }
+
+#[test]
+fn a_relayed_messages_recipients_at_two_domains_of_one_site_share_a_transaction() {
+    // Two domains with the same MX host: one site, as behind a smarthost.
+    let server = Scripted::start(ip(35), json!({}));
+    let dns = DnsMasq::start(&[
+        Record::mx("one.test", "mx.shared.test", 10),
+        Record::mx("two.test", "mx.shared.test", 10),
+        Record::addr("mx.shared.test", "127.0.0.35"),
+    ]);
+    let f = Fixture::new(&dns, server.addr().port());
+    let list = |names: &[&str]| -> Vec<String> { names.iter().map(|n| n.to_string()).collect() };
+    f.queue_relayed(
+        &[
+            list(&["a@one.test", "b@two.test"]),
+            list(&["c@one.test", "d@two.test"]),
+        ],
+        b"Subject: two domains\r\n\r\nx\r\n",
+    );
+    let r = f.run_once();
+    assert_eq!((r.delivered, r.deferred), (4, 0), "{r:?}");
+    assert_eq!(
+        recipient_groups(&server),
+        [
+            list(&["a@one.test", "b@two.test"]),
+            list(&["c@one.test", "d@two.test"])
+        ]
+    );
+}

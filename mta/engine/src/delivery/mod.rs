@@ -723,7 +723,8 @@ impl Engine {
         }
         sites
             .into_iter()
-            .map(|(key, (hosts, domain, tls, items))| {
+            .map(|(key, (hosts, domain, tls, mut items))| {
+                work::group_relayed(&mut items);
                 let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
                 let limits = crate::shaping::share_limits(
                     limits_for(

@@ -157,8 +157,9 @@ impl Site {
     /// Up to `max` more recipients of the relayed message `first` belongs to,
     /// taken from the front of the queue, to share its transaction; none for a
     /// campaign recipient (`view` is `first`'s batch). A message's recipients
-    /// at one domain are queued one after the other (a round collects them in
-    /// file order), so looking at the front finds them.
+    /// at the site are queued one after the other (a round collects them in
+    /// file order, and [`crate::delivery::work::group_relayed`] brings those
+    /// of its domains together), so looking at the front finds them.
     fn companions(&self, first: &Item, view: &BatchView<'_>, max: usize) -> Vec<Item> {
         let message = |item: &Item| view.message(item.index as usize).map(|m| m.number);
         let Some(number) = message(first).filter(|_| max > 0) else {

@@ -33,6 +33,26 @@ impl Item {
     }
 }
 
+/// Orders a site's recipients gathered from several domains so that those of
+/// one relayed message are next to each other, to share a transaction
+/// ([`crate::delivery::site`]): the site's queue is the domains' lists one
+/// after another, which parts a message sent to two domains behind one site
+/// (a smarthost, a provider hosting both). A stable sort by batch (in the
+/// order the batches first appear) and recipient index; nothing moves when no
+/// item is relayed mail, so a campaign's order (its batches', its domains')
+/// is left as planned.
+pub fn group_relayed(items: &mut [Item]) {
+    if !items.iter().any(|i| i.batch.map.header().is_relay()) {
+        return;
+    }
+    let mut rank: HashMap<*const LiveBatch, usize> = HashMap::new();
+    for item in items.iter() {
+        let next = rank.len();
+        rank.entry(Arc::as_ptr(&item.batch)).or_insert(next);
+    }
+    items.sort_by_key(|i| (rank[&Arc::as_ptr(&i.batch)], i.index));
+}
+
 /// What a round starts from.
 #[derive(Debug, Default)]
 pub struct Work {
@@ -235,6 +255,61 @@ mod tests {
         .unwrap();
         assert!(work.suppressed.is_empty());
         assert_eq!(work.by_domain.values().flatten().count(), 4);
+    }
+
+    #[test]
+    fn a_relayed_messages_recipients_at_one_site_come_together() {
+        // A campaign batch, and a relay batch: message 0 to a@one.test and
+        // b@two.test, message 1 to c@one.test and d@two.test.
+        let (_dir, spool) = spool_with(&["e@one.test", "f@two.test", "g@one.test"]);
+        let mut relay = volley_queue::relay::OpenBatch::create(
+            &spool.open_dir(),
+            None,
+            volley_queue::ids::INBOUND_ID_BASE + 1,
+            10,
+            &[],
+            0,
+        )
+        .unwrap();
+        let none: &[&[u8]] = &[];
+        for (m, (x, y)) in [("a", "b"), ("c", "d")].into_iter().enumerate() {
+            let rcpts = [("one.test", x, none), ("two.test", y, none)];
+            relay.append("x@src.test", &rcpts, format!("m{m}\r\n").as_bytes());
+        }
+        relay.commit().unwrap();
+        relay.seal(&spool.active_dir()).unwrap().unwrap();
+        let work = collect(
+            opened(&spool, 1000),
+            0,
+            &NoSuppressions,
+            &source("x@src.test"),
+        )
+        .unwrap();
+        let of = |domain: &str| work.by_domain.get(domain).cloned().unwrap_or_default();
+        let names = |items: &[Item]| -> Vec<String> { items.iter().map(|i| i.address()).collect() };
+        // The site's queue as planned: one domain's list, then the other's.
+        let campaign_first = work.batches[0].map.header().is_relay();
+        let mut site: Vec<Item> = of("one.test").into_iter().chain(of("two.test")).collect();
+        group_relayed(&mut site);
+        let relayed = ["a@one.test", "b@two.test", "c@one.test", "d@two.test"];
+        let relayed: Vec<String> = relayed.iter().map(|s| s.to_string()).collect();
+        let got = names(&site);
+        let at = got.iter().position(|a| a == "a@one.test").unwrap();
+        assert_eq!(got[at..at + 4], relayed[..], "{got:?} ({campaign_first})");
+        // Campaign recipients keep their batch's index order too.
+        let campaign: Vec<&String> = got.iter().filter(|a| !relayed.contains(a)).collect();
+        assert_eq!(campaign, ["e@one.test", "f@two.test", "g@one.test"]);
+
+        // No relayed mail: nothing moves.
+        let mut only_campaign: Vec<Item> = site
+            .iter()
+            .filter(|i| !i.batch.map.header().is_relay())
+            .cloned()
+            .rev()
+            .collect();
+        let before = names(&only_campaign);
+        group_relayed(&mut only_campaign);
+        assert_eq!(names(&only_campaign), before);
     }
 
     #[test]
