@@ -182,12 +182,12 @@ impl Site {
 
     /// Puts the recipients of a transaction that was not sent back at the front
     /// of the queue, in their order.
-    fn push_front_all(&self, first: Item, more: Vec<Item>) {
+    fn push_front_all(&self, recipients: Recipients) {
         let mut queue = lock(&self.queue);
-        for item in more.into_iter().rev() {
+        for item in recipients.more.into_iter().rev() {
             queue.push_front(item);
         }
-        queue.push_front(first);
+        queue.push_front(recipients.first);
     }
 
     fn len(&self) -> usize {
@@ -495,7 +495,7 @@ async fn deliver(
     // In flight, in enqueue order: the session reports results in that order,
     // so the one looked up is nearly always the first. Each transaction's
     // recipients: its first, and the others of a relayed message that share it.
-    let mut pending: VecDeque<(u64, Item, Vec<Item>, Instant)> = VecDeque::with_capacity(depth);
+    let mut pending: VecDeque<(u64, Recipients, Instant)> = VecDeque::with_capacity(depth);
     let max_more = (site.limits.max_recipients_per_transaction as usize).saturating_sub(1);
     // When the connection's last reply came: a pipelined transaction's own
     // time starts there (or at its start, if later), not behind the others.
@@ -595,7 +595,8 @@ async fn deliver(
                     } else {
                         Verdict::Permanent(BounceClass::Content)
                     };
-                    for (item, rcpt) in std::iter::once(&item).chain(&more).zip(&rcpt_to) {
+                    let recipients = Recipients { first: item, more };
+                    for (item, rcpt) in recipients.iter().zip(&rcpt_to) {
                         let outcome = shared.recorder.record(
                             item,
                             rcpt,
@@ -618,17 +619,18 @@ async fn deliver(
                 body: body.freeze(),
                 crlf_only: rendered.crlf_only,
             };
-            for item in std::iter::once(&item).chain(&more) {
+            let recipients = Recipients { first: item, more };
+            for item in recipients.iter() {
                 shared.recorder.mark_in_flight(item);
             }
             match conn.enqueue(tx) {
                 Ok(()) => {
                     site.metrics.transaction_started();
-                    pending.push_back((id, item, more, Instant::now()));
+                    pending.push_back((id, recipients, Instant::now()));
                     sent += 1;
                 }
                 Err(_) => {
-                    site.push_front_all(item, more);
+                    site.push_front_all(recipients);
                     stop = true;
                 }
             }
@@ -639,10 +641,9 @@ async fn deliver(
         match conn.next_event().await {
             Ok(Event::TransactionDone(result)) => {
                 let at = pending.iter().position(|(id, ..)| *id == result.id);
-                if let Some((_, item, more, started)) = at.and_then(|at| pending.remove(at)) {
+                if let Some((_, recipients, started)) = at.and_then(|at| pending.remove(at)) {
                     let own = started.max(last_reply).elapsed().as_secs_f64();
                     last_reply = Instant::now();
-                    let recipients = Recipients { first: item, more };
                     if record_result(site, shared, recipients, &result, via, started, own) || shed()
                     {
                         stop = true;
@@ -677,8 +678,8 @@ async fn deliver(
         site.push_front(item);
     }
     // Transactions that never got a result (connection gone): connection-level.
-    for (_, item, more, started) in pending.drain(..) {
-        for item in std::iter::once(&item).chain(&more) {
+    for (_, recipients, started) in pending.drain(..) {
+        for item in recipients.iter() {
             defer_connection(
                 site,
                 shared,
@@ -743,6 +744,16 @@ struct Recipients {
     more: Vec<Item>,
 }
 
+impl Recipients {
+    fn iter(&self) -> impl Iterator<Item = &Item> {
+        std::iter::once(&self.first).chain(&self.more)
+    }
+
+    fn into_iter(self) -> impl Iterator<Item = Item> {
+        std::iter::once(self.first).chain(self.more)
+    }
+}
+
 /// Whether a recipient refused at RCPT is sent again in the site's next
 /// transaction rather than deferred: the server took others of the same
 /// transaction and said this one was one too many (`452`, RFC 5321
@@ -775,8 +786,7 @@ fn record_result(
     let mut enhanced_buf = [0u8; ENHANCED_TEXT_MAX];
     let accepted = result.rcpts.iter().any(|r| r.stage == Stage::Data);
     let mut again: Vec<Item> = Vec::new();
-    let items = std::iter::once(recipients.first).chain(recipients.more);
-    for (at, item) in items.enumerate() {
+    for (at, item) in recipients.into_iter().enumerate() {
         let Some(rcpt) = result.rcpts.get(at) else {
             // The session reports one result per recipient; should one be
             // missing, the recipient is retried, not left in flight.
@@ -825,7 +835,10 @@ fn record_result(
     }
     let mut again = again.into_iter();
     if let Some(first) = again.next() {
-        site.push_front_all(first, again.collect());
+        site.push_front_all(Recipients {
+            first,
+            more: again.collect(),
+        });
     }
     site.metrics
         .transaction_ended(Some((started.elapsed().as_secs_f64(), own)));
