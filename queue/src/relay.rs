@@ -524,18 +524,15 @@ fn write_changed(file: &File, head: &[u8]) -> std::io::Result<()> {
 fn move_no_replace(from: &Path, to: &Path) -> Result<(), QueueError> {
     use std::os::unix::fs::MetadataExt;
     if let Err(e) = fs::hard_link(from, to) {
-        let same = |a: &fs::Metadata, b: &fs::Metadata| (a.dev(), a.ino()) == (b.dev(), b.ino());
-        return match e.kind() {
-            std::io::ErrorKind::AlreadyExists => match (fs::metadata(from), fs::metadata(to)) {
-                (Ok(a), Ok(b)) if same(&a, &b) => {
-                    fs::remove_file(from).map_err(|e| QueueError::io("remove", from, e))
-                }
-                _ => Err(QueueError::Exists {
-                    path: to.to_owned(),
-                }),
-            },
-            _ => Err(QueueError::io("move to active", from, e)),
-        };
+        if e.kind() != std::io::ErrorKind::AlreadyExists {
+            return Err(QueueError::io("move to active", from, e));
+        }
+        let file = |p: &Path| fs::metadata(p).ok().map(|m| (m.dev(), m.ino()));
+        if file(from).is_none() || file(from) != file(to) {
+            return Err(QueueError::Exists {
+                path: to.to_owned(),
+            });
+        }
     }
     fs::remove_file(from).map_err(|e| QueueError::io("remove", from, e))
 }

@@ -161,15 +161,21 @@ impl Site {
     /// file order, and [`crate::delivery::work::group_relayed`] brings those
     /// of its domains together), so looking at the front finds them.
     fn companions(&self, first: &Item, view: &BatchView<'_>, max: usize) -> Vec<Item> {
-        let message = |item: &Item| view.message(item.index as usize).map(|m| m.number);
-        let Some(number) = message(first).filter(|_| max > 0) else {
+        let message = |index: u32| view.message(index as usize).map(|m| m.number);
+        let Some(number) = message(first.index).filter(|_| max > 0) else {
             return Vec::new();
         };
+        // A message's recipients have consecutive indexes: when the next one
+        // is another message's (most relayed mail has one recipient), there is
+        // nothing to share, and the queue is not locked.
+        if message(first.index + 1) != Some(number) {
+            return Vec::new();
+        }
         let mut more = Vec::new();
         let mut queue = lock(&self.queue);
         while more.len() < max {
             let Some(next) = queue.pop_front_if(|next| {
-                Arc::ptr_eq(&next.batch, &first.batch) && message(next) == Some(number)
+                Arc::ptr_eq(&next.batch, &first.batch) && message(next.index) == Some(number)
             }) else {
                 break;
             };
