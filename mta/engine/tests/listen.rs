@@ -587,7 +587,10 @@ fn deposit_failure_is_451() {
 
 #[test]
 fn shutdown_tells_open_sessions_and_returns() {
-    let mut h = start(SUBMISSION, "", "");
+    // An address of its own: on the shared 127.0.0.1 another test running in
+    // parallel may bind the port this listener freed, and the probe below
+    // would reach that listener instead.
+    let mut h = start(&SUBMISSION.replace("ADDR", "127.0.0.36:0"), "", "");
     let mut raw = Raw::connect(h.addr());
     raw.expect("220 ", WAIT);
     raw.send(b"EHLO c.test\r\n");
