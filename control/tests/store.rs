@@ -986,6 +986,92 @@ fn a_renewal_extends_only_the_leases_still_held() {
     });
 }
 
+#[test]
+fn a_lease_never_reported_on_is_offered_again_once_run_out_though_its_holder_is_heard_from() {
+    on_both("unreported", |store| async move {
+        let c = store
+            .insert_campaign(&new_campaign(1, &[]), 0)
+            .await
+            .unwrap();
+        let cuts: Vec<BatchCut> = (0..2)
+            .map(|batch| BatchCut {
+                batch,
+                domains: vec![("a.test".into(), 1)],
+            })
+            .collect();
+        store.set_partitioned(c.id, &cuts, &[], &[]).await.unwrap();
+        store
+            .put_batch_files(c.id, &[(0, vec![1]), (1, vec![2])])
+            .await
+            .unwrap();
+        let claimed = store
+            .lease("g1", look(&[c.id], 100), |offered| {
+                (0..offered.len()).collect()
+            })
+            .await
+            .unwrap();
+        assert_eq!(claimed.len(), 2);
+        // g1 reports on batch 0 only: the answer with batch 1 never reached
+        // it (the control plane that gave it died while answering).
+        let pending = volley_queue::Slot::PENDING.encode().to_le_bytes().to_vec();
+        let held = store
+            .report(
+                "g1",
+                &[(c.id, 0, claimed[0].epoch, pending)],
+                &[],
+                &[],
+                105,
+                30,
+            )
+            .await
+            .unwrap();
+        assert_eq!(held, [true]);
+        store.touch_gateway("g1", 0, None, 140).await.unwrap();
+        // At 140 both leases ran out and g1 was just heard from: batch 0 stays
+        // its own (it reports late through an outage), batch 1 is offered
+        // again, with nothing counted as resent (g1 never sent from it).
+        let taken = store
+            .lease("g2", look(&[c.id], 140), |offered| {
+                assert_eq!(offered.iter().map(|o| o.batch).collect::<Vec<_>>(), [1]);
+                (0..offered.len()).collect()
+            })
+            .await
+            .unwrap();
+        assert_eq!(taken.iter().map(|t| t.batch).collect::<Vec<_>>(), [1]);
+        assert_eq!(taken[0].resent, 0);
+        let pending = volley_queue::Slot::PENDING.encode().to_le_bytes().to_vec();
+        let held = store
+            .report(
+                "g2",
+                &[(c.id, 1, taken[0].epoch, pending)],
+                &[],
+                &[],
+                141,
+                30,
+            )
+            .await
+            .unwrap();
+        assert_eq!(held, [true]);
+        // Once g1 has not been heard from for a lease time, batch 0 goes
+        // too, its unfinished recipient counted as resent.
+        let taken = store
+            .lease("g2", look(&[c.id], 171), |offered| {
+                assert_eq!(offered.iter().map(|o| o.batch).collect::<Vec<_>>(), [0]);
+                (0..offered.len()).collect()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            taken
+                .iter()
+                .map(|t| (t.batch, t.resent))
+                .collect::<Vec<_>>(),
+            [(0, 1)]
+        );
+        assert_eq!(store.resent_after_failure(c.id).await.unwrap(), 1);
+    });
+}
+
 /// PostgreSQL only (SQLite has one writer: concurrent requests take turns):
 /// while one lease request holds its candidates, another is offered the
 /// next ones, not the same; neither waits for the other, and together they

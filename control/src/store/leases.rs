@@ -196,10 +196,11 @@ impl Store {
     /// `now`, not done and with no holder, or (with `look.run_out`) with a
     /// lease run out whose holder has not been heard from for `ttl` (a
     /// gateway that is reachable keeps its batches through a control-plane
-    /// outage, and reports them late) or one its holder abandoned
-    /// (restarted: expiry 0); run-out ones first, then the oldest, at most
+    /// outage, and reports them late), one its holder never reported on (the
+    /// answer that carried it was lost: its holder sent nothing from it) or
+    /// one its holder abandoned (restarted: expiry 0); run-out ones first, then the oldest, at most
     /// `look.at_most`. Each claim bumps the batch's epoch. A batch taken from
-    /// a gateway whose lease ran out after it started on it counts its
+    /// a gateway whose lease ran out after it reported on it counts its
     /// unfinished recipients as resent (per campaign). Answers the claimed
     /// batches in the order chosen.
     ///
@@ -242,13 +243,14 @@ impl Store {
         // Those whose lease ran out first, longest ago first, then the free
         // ones, oldest batch first: each read through its own partial index
         // (schema v9).
-        let columns = "b.campaign, b.batch, b.site, b.recipients, b.lease_holder, b.lease_epoch";
+        let columns =
+            "b.campaign, b.batch, b.site, b.recipients, b.lease_holder, b.lease_epoch, b.lease_reported";
         let mut rows = Vec::new();
         if look_run_out {
             rows = sqlx::query(&format!(
                 "SELECT {columns} FROM batches b \
              WHERE b.campaign IN ({list}) AND b.state <> 'done' AND b.lease_holder IS NOT NULL \
-             AND b.lease_expires < $1 AND (b.lease_expires = 0 OR NOT EXISTS \
+             AND b.lease_expires < $1 AND (b.lease_expires = 0 OR b.lease_reported = 0 OR NOT EXISTS \
              (SELECT 1 FROM gateways g WHERE g.name = b.lease_holder AND g.last_seen >= $2)) \
              ORDER BY b.lease_expires LIMIT $3{lock}"
             ))
@@ -285,7 +287,14 @@ impl Store {
                 recipients: r.try_get("recipients").what(what)?,
                 run_out: holder.is_some(),
             });
-            held.push((holder, r.try_get::<i64, _>("lease_epoch").what(what)?));
+            // Never reported on under its lease: its holder sent nothing.
+            let started =
+                holder.is_some() && r.try_get::<i64, _>("lease_reported").what(what)? != 0;
+            held.push((
+                started,
+                r.try_get::<i64, _>("lease_epoch").what(what)?,
+                holder,
+            ));
         }
         let mut chosen = choose(&candidates);
         let mut seen = std::collections::HashSet::with_capacity(chosen.len());
@@ -326,7 +335,7 @@ impl Store {
         let expires = now + ttl;
         let guarded = values_from(self.backend(), 4, chosen.len(), 3);
         let sql = format!(
-            "UPDATE batches SET lease_holder = $1, lease_epoch = lease_epoch + 1, lease_expires = $2, updated_at = $3 \
+            "UPDATE batches SET lease_holder = $1, lease_epoch = lease_epoch + 1, lease_expires = $2, lease_reported = 0, updated_at = $3 \
              WHERE (campaign, batch, lease_epoch) IN (VALUES {guarded}) AND state <> 'done' \
              RETURNING campaign, batch, lease_epoch, slots"
         );
@@ -364,9 +373,9 @@ impl Store {
             else {
                 continue;
             };
-            let previous = &held[i].0;
-            let resent = match (previous, &slots) {
-                (Some(_), Some(s)) => unfinished(s),
+            let (started, _, previous) = &held[i];
+            let resent = match (started, &slots) {
+                (true, Some(s)) => unfinished(s),
                 _ => 0,
             };
             if resent > 0 {
@@ -430,7 +439,7 @@ impl Store {
         let mut held = Vec::with_capacity(batches.len());
         for (campaign, batch, epoch, slots) in batches {
             let n = sqlx::query(
-                "UPDATE batches SET slots = $1, lease_expires = $2, updated_at = $3 \
+                "UPDATE batches SET slots = $1, lease_expires = $2, lease_reported = 1, updated_at = $3 \
                  WHERE campaign = $4 AND batch = $5 AND lease_holder = $6 AND lease_epoch = $7 AND state <> 'done'",
             )
             .bind(slots.clone())
@@ -491,7 +500,7 @@ impl Store {
         let mut renewed = std::collections::HashSet::with_capacity(batches.len());
         for chunk in batches.chunks(KEYS_PER_STATEMENT) {
             let sql = format!(
-                "UPDATE batches SET lease_expires = $1, updated_at = $2 \
+                "UPDATE batches SET lease_expires = $1, lease_reported = 1, updated_at = $2 \
                  WHERE lease_holder = $3 AND state <> 'done' \
                  AND (campaign, batch, lease_epoch) IN (VALUES {}) RETURNING campaign, batch",
                 values_from(self.backend(), 4, chunk.len(), 3)

@@ -20,6 +20,7 @@ pub const MIGRATIONS: &[(i64, &str)] = &[
     (7, V7),
     (8, V8),
     (9, V9),
+    (10, V10),
 ];
 
 /// The newest schema version this binary knows.
@@ -360,4 +361,15 @@ CREATE INDEX batches_open ON batches (campaign, batch) WHERE state <> 'done'
 const V9: &str = r#"
 CREATE INDEX batches_free ON batches (campaign, batch) WHERE state <> 'done' AND lease_holder IS NULL;
 CREATE INDEX batches_held ON batches (lease_expires) WHERE state <> 'done' AND lease_holder IS NOT NULL
+"#;
+
+/// Version 10: whether the holder of a batch's lease has reported on it under
+/// this lease (a claim sets 0, the holder's first report or renewal 1). A
+/// lease never reported was never installed (the answer carrying it was lost
+/// with the control plane that gave it): once it runs out it is offered again
+/// even while its holder is heard from, which sends nothing from a batch
+/// before its first report is recorded. Leases held before this version count
+/// as reported.
+const V10: &str = r#"
+ALTER TABLE batches ADD COLUMN lease_reported BIGINT NOT NULL DEFAULT 1
 "#;
