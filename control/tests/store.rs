@@ -936,24 +936,31 @@ fn look(campaigns: &[i64], now: i64) -> volley_control::store::leases::Look<'_> 
     }
 }
 
+/// A campaign of two batches of one recipient at `a.test`, their files
+/// stored: both can be leased.
+async fn two_leasable_batches(store: &Store) -> volley_control::store::campaigns::Campaign {
+    let c = store
+        .insert_campaign(&new_campaign(1, &[]), 0)
+        .await
+        .unwrap();
+    let cuts: Vec<BatchCut> = (0..2)
+        .map(|batch| BatchCut {
+            batch,
+            domains: vec![("a.test".into(), 1)],
+        })
+        .collect();
+    store.set_partitioned(c.id, &cuts, &[], &[]).await.unwrap();
+    store
+        .put_batch_files(c.id, &[(0, vec![1]), (1, vec![2])])
+        .await
+        .unwrap();
+    c
+}
+
 #[test]
 fn a_renewal_extends_only_the_leases_still_held() {
     on_both("renewals", |store| async move {
-        let c = store
-            .insert_campaign(&new_campaign(1, &[]), 0)
-            .await
-            .unwrap();
-        let cuts: Vec<BatchCut> = (0..2)
-            .map(|batch| BatchCut {
-                batch,
-                domains: vec![("a.test".into(), 1)],
-            })
-            .collect();
-        store.set_partitioned(c.id, &cuts, &[], &[]).await.unwrap();
-        store
-            .put_batch_files(c.id, &[(0, vec![1, 2, 3]), (1, vec![4, 5, 6])])
-            .await
-            .unwrap();
+        let c = two_leasable_batches(&store).await;
         // Both are offered; the choice takes both.
         let claimed = store
             .lease("g1", look(&[c.id], 100), |offered| {
@@ -989,21 +996,7 @@ fn a_renewal_extends_only_the_leases_still_held() {
 #[test]
 fn a_lease_never_reported_on_is_offered_again_once_run_out_though_its_holder_is_heard_from() {
     on_both("unreported", |store| async move {
-        let c = store
-            .insert_campaign(&new_campaign(1, &[]), 0)
-            .await
-            .unwrap();
-        let cuts: Vec<BatchCut> = (0..2)
-            .map(|batch| BatchCut {
-                batch,
-                domains: vec![("a.test".into(), 1)],
-            })
-            .collect();
-        store.set_partitioned(c.id, &cuts, &[], &[]).await.unwrap();
-        store
-            .put_batch_files(c.id, &[(0, vec![1]), (1, vec![2])])
-            .await
-            .unwrap();
+        let c = two_leasable_batches(&store).await;
         let claimed = store
             .lease("g1", look(&[c.id], 100), |offered| {
                 (0..offered.len()).collect()
