@@ -836,9 +836,6 @@ impl BatchIndex {
                 Ok(None) => break,
                 Err(what) => return Err(bad(Region::Records, at, what)),
             };
-            if sealed {
-                return Err(bad(Region::Records, at, "record after the seal"));
-            }
             let body = &region[..record.body_end];
             let mut p = record.body;
             match record.kind {
@@ -930,7 +927,10 @@ impl BatchIndex {
                             "seal does not count the messages and recipients",
                         ));
                     }
+                    // What follows is an older batch's (a reused file is not
+                    // cut at the seal): not this batch's.
                     sealed = true;
+                    break;
                 }
                 _ => return Err(bad(Region::Records, at, "unknown record kind")),
             }

@@ -50,9 +50,6 @@ pub struct OpenBatch {
     committed_recipients: u32,
     /// File length after the last commit record.
     committed_end: u64,
-    /// The file's length when taken (a reused file may be longer than what
-    /// this batch writes: the seal cuts it).
-    taken_len: u64,
     /// What the record checksums are masked with ([`format::record_mask`]).
     mask: u64,
     created: Instant,
@@ -98,8 +95,9 @@ impl OpenBatch {
     /// the data alone, where appending to a new file also commits the journal
     /// (its size and block map) every time — about 0.8 extra bytes written to
     /// the device per byte of mail at the relay path's group sizes. Its old
-    /// records stay past the new ones until the seal cuts them off; their
-    /// checksums, masked with the old batch's id, do not pass for the new one's.
+    /// records stay past the new ones, also after the seal (readers stop at
+    /// the seal record); their checksums, masked with the old batch's id, do
+    /// not pass for the new one's.
     pub fn create(
         open_dir: &Path,
         reuse: Option<&Path>,
@@ -113,7 +111,7 @@ impl OpenBatch {
         let mask = format::record_mask(campaign_id);
         let head = Self::head(campaign_id, capacity, field_names, created_at, mask);
         if let Some(dir) = reuse {
-            if let Some((file, taken_len)) = take_reusable(dir, &path, &head)? {
+            if let Some(file) = take_reusable(dir, &path, &head)? {
                 fsync_dir(open_dir)?;
                 return Ok(OpenBatch::of(
                     file,
@@ -122,7 +120,6 @@ impl OpenBatch {
                     campaign_id,
                     capacity,
                     head.len(),
-                    taken_len,
                 ));
             }
         }
@@ -151,15 +148,13 @@ impl OpenBatch {
             return Err(io("write")(e));
         }
         fsync_dir(open_dir)?;
-        let len = head.len();
         Ok(OpenBatch::of(
             file,
             path,
             name,
             campaign_id,
             capacity,
-            len,
-            len as u64,
+            head.len(),
         ))
     }
 
@@ -170,7 +165,6 @@ impl OpenBatch {
         campaign_id: u64,
         capacity: u32,
         head_len: usize,
-        taken_len: u64,
     ) -> OpenBatch {
         OpenBatch {
             file,
@@ -185,7 +179,6 @@ impl OpenBatch {
             committed: 0,
             committed_recipients: 0,
             committed_end: head_len as u64,
-            taken_len,
             mask: format::record_mask(campaign_id),
             created: Instant::now(),
         }
@@ -382,19 +375,21 @@ impl OpenBatch {
             move |e| QueueError::io(action, &path, e)
         };
         self.write_pending().map_err(io("seal"))?;
-        // A reused file longer than this batch: its old records go.
-        if self.taken_len > self.written {
-            self.file.set_len(self.written).map_err(io("truncate"))?;
-        }
+        // A reused file longer than this batch is not cut: its older records
+        // past the seal are not read, and cutting them would free blocks the
+        // next batch written over the file must then allocate again, a journal
+        // commit at each of its groups' syncs that writes past the cut.
         self.file.sync_data().map_err(io("seal"))?;
         let slots_end = (HEADER_LEN + self.capacity as usize * SLOT_LEN) as u64;
         crate::mapped::drop_cached_head(&self.file, slots_end);
+        // The move is not synced (neither directory): each directory sync is a
+        // journal commit of its own, and the seal runs on a committer thread,
+        // between two groups. Lost with a power cut, the move leaves the
+        // sealed file in `open/`, which recovery moves to `active/` with the
+        // slots delivery wrote to it meanwhile; the next relay batch's
+        // creation syncs `open/`, which commits this move with it.
         let dest = active_dir.join(&self.name);
         move_no_replace(&self.path, &dest)?;
-        fsync_dir(active_dir)?;
-        if let Some(open_dir) = self.path.parent() {
-            fsync_dir(open_dir)?;
-        }
         Ok(Some(dest))
     }
 }
@@ -451,12 +446,12 @@ impl MessageRecord {
 
 /// A file of `dir` (finished relay batches kept for reuse) that no mapping of
 /// this process still refers to, with `head` written over its start and synced,
-/// renamed to `to` (unless `to` exists); with its length. `None` when no file is
+/// renamed to `to` (unless `to` exists). `None` when no file is
 /// free. A file that cannot be written is removed and the next one tried.
 ///
 /// The new header is durable before the file takes its new name, so `open/`
 /// never holds the old batch under the new name (its seal record would pass).
-fn take_reusable(dir: &Path, to: &Path, head: &[u8]) -> Result<Option<(File, u64)>, QueueError> {
+fn take_reusable(dir: &Path, to: &Path, head: &[u8]) -> Result<Option<File>, QueueError> {
     // One taker at a time (the committer threads, a large message's writer):
     // two would write their headers over one file. One process writes a spool.
     static TAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -490,7 +485,7 @@ fn take_reusable(dir: &Path, to: &Path, head: &[u8]) -> Result<Option<(File, u64
             });
         }
         fs::rename(&from, to).map_err(|e| QueueError::io("reuse", &from, e))?;
-        return Ok(Some((file, meta.len().max(head.len() as u64))));
+        return Ok(Some(file));
     }
     Ok(None)
 }
@@ -518,11 +513,19 @@ fn write_changed(file: &File, head: &[u8]) -> std::io::Result<()> {
     Ok(())
 }
 
-/// Moves `from` to `to` unless `to` exists (a link, then the old name
-/// removed): a relay batch never replaces another. A `to` that is `from`
-/// already (a stop between the link and the removal) only loses the old name.
+/// Moves `from` to `to` unless `to` exists: a relay batch never replaces
+/// another. One `renameat2(RENAME_NOREPLACE)`, atomic: after a power cut the
+/// file has one of its names. On a file system without it, a link and then
+/// the old name removed; a `to` that is `from` already (a stop between the
+/// two) only loses the old name.
 fn move_no_replace(from: &Path, to: &Path) -> Result<(), QueueError> {
     use std::os::unix::fs::MetadataExt;
+    match rename_no_replace(from, to) {
+        Ok(()) => return Ok(()),
+        Err(e) if matches!(e.raw_os_error(), Some(libc::EINVAL | libc::ENOSYS)) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(QueueError::io("move to active", from, e)),
+    }
     if let Err(e) = fs::hard_link(from, to) {
         if e.kind() != std::io::ErrorKind::AlreadyExists {
             return Err(QueueError::io("move to active", from, e));
@@ -535,6 +538,33 @@ fn move_no_replace(from: &Path, to: &Path) -> Result<(), QueueError> {
         }
     }
     fs::remove_file(from).map_err(|e| QueueError::io("remove", from, e))
+}
+
+/// Linux `renameat2(from, to, RENAME_NOREPLACE)`.
+#[allow(unsafe_code)]
+fn rename_no_replace(from: &Path, to: &Path) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| std::io::Error::from(std::io::ErrorKind::InvalidInput))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are NUL-terminated paths that live across the call, which
+    // only reads them.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
 }
 
 /// What [`recover_open`] did with one file of `open/`.

@@ -31,6 +31,11 @@ use crate::summary::{DomainSummary, StateCounts};
 /// once at full speed; more are removed.
 pub const REUSE_KEEP: usize = 8;
 
+/// A finished relay batch's file larger than this is removed, not kept in
+/// `reuse/`: a batch written over it does not cut it (its old records past
+/// the seal are not read), so a file kept once stays that large on disk.
+pub const REUSE_MAX_BYTES: u64 = 8 << 20;
+
 /// File name extension of batch files.
 pub const EXTENSION: &str = "vqb";
 
@@ -553,10 +558,12 @@ impl Spool {
                     // Relayed mail has no VERP token to resolve later: nothing to
                     // keep it for once every recipient is final. Its file is
                     // kept for a later relay batch to write over
-                    // (`OpenBatch::create`), up to REUSE_KEEP files.
+                    // (`OpenBatch::create`), up to REUSE_KEEP files of at
+                    // most REUSE_MAX_BYTES.
                     let reuse = self.reuse_dir();
                     let kept = fs::read_dir(&reuse).map_or(usize::MAX, |e| e.count());
-                    if kept < REUSE_KEEP {
+                    let small = fs::metadata(&from).is_ok_and(|m| m.len() <= REUSE_MAX_BYTES);
+                    if kept < REUSE_KEEP && small {
                         let dest = reuse.join(from.file_name().unwrap_or_default());
                         if fs::rename(&from, &dest).is_ok() {
                             return Ok(from);

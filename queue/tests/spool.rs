@@ -217,10 +217,13 @@ fn finished_relay_batches_are_kept_for_reuse_up_to_a_bound() {
     };
     let values: [&[u8]; 1] = [b""];
     let rcpts: [RelayRecipient<'_, &[u8]>; 1] = [("x.test", "one", &values[..])];
-    for id in 1..=volley_queue::spool::REUSE_KEEP as u64 + 2 {
+    // The first batch is larger than a kept file may be: removed.
+    let large = vec![b'x'; volley_queue::spool::REUSE_MAX_BYTES as usize];
+    for id in 1..=volley_queue::spool::REUSE_KEEP as u64 + 3 {
         let mut batch =
             OpenBatch::create(&spool.open_dir(), None, id, 10, &["dsn_notify"], 0).unwrap();
-        batch.append("a@src.test", &rcpts, b"hi\r\n");
+        let content: &[u8] = if id == 1 { &large } else { b"hi\r\n" };
+        batch.append("a@src.test", &rcpts, content);
         batch.commit().unwrap();
         let path = batch.seal(&spool.active_dir()).unwrap().unwrap();
         let map = MappedBatch::open(&path).unwrap();
@@ -228,8 +231,12 @@ fn finished_relay_batches_are_kept_for_reuse_up_to_a_bound() {
         spool.complete(&map).unwrap();
         assert!(!path.exists());
     }
-    let kept = fs::read_dir(spool.reuse_dir()).unwrap().count();
-    assert_eq!(kept, volley_queue::spool::REUSE_KEEP);
+    let kept: Vec<u64> = fs::read_dir(spool.reuse_dir())
+        .unwrap()
+        .map(|e| e.unwrap().metadata().unwrap().len())
+        .collect();
+    assert_eq!(kept.len(), volley_queue::spool::REUSE_KEEP);
+    assert!(kept.iter().all(|&len| len < 4096), "{kept:?}");
     assert_eq!(fs::read_dir(spool.active_dir()).unwrap().count(), 0);
     assert_eq!(fs::read_dir(spool.done_dir()).unwrap().count(), 0);
 }
