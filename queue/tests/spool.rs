@@ -240,3 +240,63 @@ fn finished_relay_batches_are_kept_for_reuse_up_to_a_bound() {
     assert_eq!(fs::read_dir(spool.active_dir()).unwrap().count(), 0);
     assert_eq!(fs::read_dir(spool.done_dir()).unwrap().count(), 0);
 }
+
+#[test]
+fn a_finished_relay_file_taken_for_a_new_batch_and_left_in_active_by_a_power_cut_is_removed() {
+    use volley_queue::relay::{OpenBatch, RelayRecipient};
+    let tmp = tempfile::tempdir().unwrap();
+    let spool = Spool::open(tmp.path()).unwrap();
+    let values: [&[u8]; 1] = [b""];
+    let rcpts: [RelayRecipient<'_, &[u8]>; 1] = [("x.test", "one", &values[..])];
+    let base = volley_queue::ids::INBOUND_ID_BASE;
+    // Batch A, finished and moved to reuse/ by its completion.
+    let mut a =
+        OpenBatch::create(&spool.open_dir(), None, base + 1, 10, &["dsn_notify"], 0).unwrap();
+    a.append("a@src.test", &rcpts, b"hi\r\n");
+    a.commit().unwrap();
+    let a_path = a.seal(&spool.active_dir()).unwrap().unwrap();
+    let map = MappedBatch::open(&a_path).unwrap();
+    let delivered = Slot {
+        state: State::Delivered,
+        attempts: 1,
+        code: 250,
+        next_attempt: 0,
+    };
+    map.set_slot(0, delivered).unwrap();
+    spool.complete(&map).unwrap();
+    drop(map);
+    // Batch B takes its file (a new header written over it) ...
+    let reuse = spool.reuse_dir();
+    let b = OpenBatch::create(
+        &spool.open_dir(),
+        Some(&reuse),
+        base + 2,
+        10,
+        &["dsn_notify"],
+        0,
+    )
+    .unwrap();
+    drop(b);
+    let b_path = spool.open_dir().join(Spool::file_name(base + 2, 0));
+    assert!(b_path.exists());
+    // ... and a power cut loses the moves: the file is back under A's name in
+    // active/, with B's header and A's records.
+    drop(spool);
+    fs::rename(&b_path, &a_path).unwrap();
+    let spool = Spool::open(tmp.path()).unwrap();
+    assert!(!a_path.exists());
+    let (summary, corrupt) = spool.summary().unwrap();
+    assert!(corrupt.is_empty(), "{corrupt:?}");
+    assert_eq!(summary.total.total(), 0);
+    assert_eq!(fs::read_dir(spool.quarantine_dir()).unwrap().count(), 0);
+    // A relay batch in active/ under its own name stays.
+    let mut c =
+        OpenBatch::create(&spool.open_dir(), None, base + 3, 10, &["dsn_notify"], 0).unwrap();
+    c.append("a@src.test", &rcpts, b"hi\r\n");
+    c.commit().unwrap();
+    let c_path = c.seal(&spool.active_dir()).unwrap().unwrap();
+    drop(spool);
+    let spool = Spool::open(tmp.path()).unwrap();
+    assert!(c_path.exists());
+    assert_eq!(spool.summary().unwrap().0.total.total(), 1);
+}
