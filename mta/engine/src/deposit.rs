@@ -349,15 +349,24 @@ fn relay_record(
     // Each recipient's address parts, NOTIFY text and ORCPT; the values below
     // borrow them (no copy per value).
     let mut each: Vec<(&str, &str, String, &str)> = Vec::with_capacity(recipients.len());
+    // Each address's first `RCPT TO` and its parameters, looked up once per
+    // recipient (a message may have a thousand): only when some were given.
+    let mut given_of: std::collections::HashMap<&str, &RcptDsn> = Default::default();
+    if dsn
+        .rcpts
+        .iter()
+        .any(|d| d.notify.is_some() || d.orcpt.is_some())
+    {
+        for (r, d) in rcpt_to.iter().zip(&dsn.rcpts) {
+            given_of.entry(r.as_str()).or_insert(d);
+        }
+    }
     for rcpt in recipients {
         let (local, domain) = rcpt
             .rsplit_once('@')
             .filter(|(l, d)| !l.is_empty() && !d.is_empty())
             .ok_or_else(|| BuildError::BadAddress(rcpt.clone()))?;
-        let given = rcpt_to
-            .iter()
-            .position(|r| r == rcpt)
-            .and_then(|i| dsn.rcpts.get(i));
+        let given = given_of.get(rcpt.as_str()).copied();
         let notify = given
             .and_then(|d| d.notify)
             .map(volley_smtp::dsn::Notify::text)
@@ -645,6 +654,67 @@ mod tests {
         // Ids increase, also within one microsecond.
         let next = d.store("", &rcpts(&["a@x.test"]), message).unwrap();
         assert!(next.id > done.id);
+    }
+
+    #[test]
+    fn each_recipient_keeps_the_dsn_parameters_of_its_first_rcpt() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = deposit(dir.path(), 10);
+        let notify = |text| volley_smtp::dsn::Notify::parse(text);
+        let dsn = Dsn {
+            ret: Some(Ret::Hdrs),
+            envid: Some("E1".into()),
+            rcpts: vec![
+                RcptDsn {
+                    notify: notify("SUCCESS"),
+                    orcpt: None,
+                },
+                RcptDsn {
+                    notify: None,
+                    orcpt: Some("rfc822;a@x.test".into()),
+                },
+                // The same address again: its first RCPT's parameters count.
+                RcptDsn {
+                    notify: notify("NEVER"),
+                    orcpt: None,
+                },
+            ],
+        };
+        let to = rcpts(&["b@x.test", "a@x.test", "b@x.test", "c@x.test"]);
+        d.store_dsn("app@acme.test", &to, b"\r\nhi\r\n", &dsn)
+            .unwrap();
+        let files = batches(dir.path());
+        let view = BatchView::parse(&files[0].1).unwrap();
+        let got: Vec<(String, Vec<String>)> = view
+            .recipients()
+            .map(|r| {
+                let values = r
+                    .values()
+                    .map(|v| String::from_utf8_lossy(v).into_owned())
+                    .collect();
+                (r.address(), values)
+            })
+            .collect();
+        let row = |a: &str, n: &str, o: &str| {
+            (
+                a.to_owned(),
+                vec![
+                    n.to_owned(),
+                    o.to_owned(),
+                    "HDRS".to_owned(),
+                    "E1".to_owned(),
+                ],
+            )
+        };
+        assert_eq!(
+            got,
+            [
+                row("a@x.test", "", "rfc822;a@x.test"),
+                row("b@x.test", "SUCCESS", ""),
+                // No parameters given for it (past the list).
+                row("c@x.test", "", ""),
+            ]
+        );
     }
 
     #[test]
