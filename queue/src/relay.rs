@@ -19,7 +19,9 @@
 //! earlier boot (a power loss may have lost the commit record written after
 //! the last sync) keeps every complete message, so nothing acknowledged is lost
 //! (an unacknowledged one may then arrive twice). The torn tail is cut off, the
-//! file sealed and moved to `active/`.
+//! file sealed and moved to `active/`. [`recover_taken`] does the same for a
+//! file a power cut left under an older name in `reuse/` or `active/` (the
+//! moves of a file between directories are not synced).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::Write;
@@ -112,7 +114,9 @@ impl OpenBatch {
         let head = Self::head(campaign_id, capacity, field_names, created_at, mask);
         if let Some(dir) = reuse {
             if let Some(file) = take_reusable(dir, &path, &head)? {
-                fsync_dir(open_dir)?;
+                // Its move into `open/` is not synced (a journal commit per
+                // batch): lost with a power cut, the file is found by its
+                // header under an older name ([`recover_taken`]).
                 return Ok(OpenBatch::of(
                     file,
                     path,
@@ -386,8 +390,8 @@ impl OpenBatch {
         // journal commit of its own, and the seal runs on a committer thread,
         // between two groups. Lost with a power cut, the move leaves the
         // sealed file in `open/`, which recovery moves to `active/` with the
-        // slots delivery wrote to it meanwhile; the next relay batch's
-        // creation syncs `open/`, which commits this move with it.
+        // slots delivery wrote to it meanwhile (the file system's next journal
+        // commit, at the latest its periodic one, carries the move).
         let dest = active_dir.join(&self.name);
         move_no_replace(&self.path, &dest)?;
         Ok(Some(dest))
@@ -594,12 +598,26 @@ pub enum Recovered {
 /// [module docs](self)), moving them to `active_dir`. Run before anything in
 /// this process appends to `open_dir` (the spool does it when opened).
 pub fn recover_open(open_dir: &Path, active_dir: &Path) -> Result<Vec<Recovered>, QueueError> {
-    let entries = match fs::read_dir(open_dir) {
+    recover_in(open_dir, active_dir, |_| true)
+}
+
+/// Recovers ([`recover_one`]) the files of `dir` that `pick` takes, in name
+/// order, then syncs `dir` and `active_dir` if there were any.
+fn recover_in(
+    dir: &Path,
+    active_dir: &Path,
+    mut pick: impl FnMut(&fs::DirEntry) -> bool,
+) -> Result<Vec<Recovered>, QueueError> {
+    let entries = match fs::read_dir(dir) {
         Ok(entries) => entries,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
-        Err(e) => return Err(QueueError::io("list", open_dir, e)),
+        Err(e) => return Err(QueueError::io("list", dir, e)),
     };
-    let mut paths: Vec<PathBuf> = entries.flatten().map(|e| e.path()).collect();
+    let mut paths: Vec<PathBuf> = entries
+        .flatten()
+        .filter(|e| pick(e))
+        .map(|e| e.path())
+        .collect();
     paths.sort();
     let boot = boot_id();
     let mut out = Vec::new();
@@ -607,10 +625,43 @@ pub fn recover_open(open_dir: &Path, active_dir: &Path) -> Result<Vec<Recovered>
         out.push(recover_one(&path, active_dir, boot)?);
     }
     if !out.is_empty() {
-        fsync_dir(open_dir)?;
+        fsync_dir(dir)?;
         fsync_dir(active_dir)?;
     }
     Ok(out)
+}
+
+/// Finishes, as [`recover_open`] does, the relay batch files of `dir`
+/// (`reuse/` or `active/`) that a new relay batch had taken: their header
+/// names another batch than their file name. Only a power cut leaves one:
+/// taking a finished batch's file (its header written over it, synced) and
+/// moving it on (to `reuse/` at its completion, to `open/` when taken, to
+/// `active/` at the seal) are not synced, so the file may be found under any
+/// earlier name, holding the new batch's acknowledged messages. Files whose
+/// header cannot be read are left (delivery quarantines those of `active/`;
+/// one of `reuse/` is written over).
+pub fn recover_taken(dir: &Path, active_dir: &Path) -> Result<Vec<Recovered>, QueueError> {
+    recover_in(dir, active_dir, |entry| {
+        use std::io::Read;
+        let path = entry.path();
+        let named = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(|n| n.split('-').next())
+            .and_then(|id| u64::from_str_radix(id, 16).ok());
+        // Only relay batches are ever taken (campaign batches' files are
+        // not read here: a spool may hold a great many).
+        let Some(named) = named.filter(|&id| crate::ids::is_inbound_id(id)) else {
+            return false;
+        };
+        let mut head = [0u8; HEADER_LEN];
+        let len = entry.metadata().map_or(0, |m| m.len()) as usize;
+        File::open(&path)
+            .and_then(|mut f| f.read_exact(&mut head))
+            .is_ok_and(|()| {
+                Header::read(&head, len).is_ok_and(|h| h.is_relay() && h.campaign_id != named)
+            })
+    })
 }
 
 fn recover_one(path: &Path, active_dir: &Path, boot: [u8; 16]) -> Result<Recovered, QueueError> {
@@ -668,8 +719,9 @@ fn recover_one(path: &Path, active_dir: &Path, boot: [u8; 16]) -> Result<Recover
         pos = record.end;
     }
     let same_boot = boot != [0; 16] && bytes[BOOT_ID_AT..BOOT_ID_AT + 16] == boot;
-    let name = path.file_name().unwrap_or_default();
-    let dest = active_dir.join(name);
+    // Named for the batch its header is (a file taken for a new batch may be
+    // found under an older name: see `recover_taken`).
+    let dest = active_dir.join(crate::Spool::file_name(header.campaign_id, 0));
     if sealed {
         let file = OpenOptions::new()
             .write(true)

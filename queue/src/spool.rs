@@ -153,61 +153,22 @@ impl Spool {
             tmp_cleaned: AtomicBool::new(false),
         };
         spool.recover_open()?;
-        spool.recover_reused()?;
         Ok(spool)
     }
 
-    /// Removes from `active/` the relay batch files that a new relay batch
-    /// had already taken (their header names another batch than their file
-    /// name). Only a power cut leaves one: a finished batch's moves to
-    /// `reuse/` and on to `open/` are not synced before the new header is
-    /// written over the file, and the new batch's creation syncs them before
-    /// it takes a message; so the old batch was finished and the new one
-    /// holds nothing acknowledged. Without this the file would fail to read
-    /// and be quarantined.
-    fn recover_reused(&self) -> Result<(), QueueError> {
-        use std::io::Read;
-        let dir = self.active_dir();
-        let entries = match fs::read_dir(&dir) {
-            Ok(entries) => entries,
-            Err(e) => return Err(QueueError::io("list", &dir, e)),
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            let named = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.split('-').next())
-                .and_then(|id| u64::from_str_radix(id, 16).ok());
-            let Some(named) = named.filter(|&id| crate::ids::is_inbound_id(id)) else {
-                continue;
-            };
-            let mut head = [0u8; crate::format::HEADER_LEN];
-            let read = File::open(&path).and_then(|mut f| f.read_exact(&mut head));
-            let len = entry.metadata().map_or(0, |m| m.len()) as usize;
-            // An unreadable one is left to delivery, which quarantines it.
-            let Ok(header) = read
-                .map_err(|_| ())
-                .and_then(|()| Header::read(&head, len).map_err(|_| ()))
-            else {
-                continue;
-            };
-            if header.is_relay() && header.campaign_id != named {
-                fs::remove_file(&path).map_err(|e| QueueError::io("remove", &path, e))?;
-                tracing::warn!(file = %path.display(), "a finished relay batch's file, taken \
-                    by a new relay batch just before a power cut, was still in active/: removed");
-            }
-        }
-        Ok(())
-    }
-
     /// Seals the relay batches a stopped process left in `open/` and moves them
-    /// to `active/` ([`crate::relay::recover_open`]), logging what each kept
-    /// and dropped; unreadable ones are quarantined. Run once, when the spool is
+    /// to `active/` ([`crate::relay::recover_open`]), and those a power cut
+    /// left under an older name in `reuse/` or `active/`
+    /// ([`crate::relay::recover_taken`]), logging what each kept and dropped;
+    /// unreadable ones of `open/` are quarantined. Run once, when the spool is
     /// opened for writing (before any appender of this process starts).
     fn recover_open(&self) -> Result<(), QueueError> {
         use crate::relay::Recovered;
-        for done in crate::relay::recover_open(&self.open_dir(), &self.active_dir())? {
+        let active = self.active_dir();
+        let mut found = crate::relay::recover_open(&self.open_dir(), &active)?;
+        found.extend(crate::relay::recover_taken(&self.reuse_dir(), &active)?);
+        found.extend(crate::relay::recover_taken(&active, &active)?);
+        for done in found {
             match done {
                 Recovered::Sealed {
                     path,

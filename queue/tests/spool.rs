@@ -242,61 +242,82 @@ fn finished_relay_batches_are_kept_for_reuse_up_to_a_bound() {
 }
 
 #[test]
-fn a_finished_relay_file_taken_for_a_new_batch_and_left_in_active_by_a_power_cut_is_removed() {
+fn a_relay_file_taken_for_a_new_batch_is_found_by_its_header_after_a_power_cut() {
     use volley_queue::relay::{OpenBatch, RelayRecipient};
-    let tmp = tempfile::tempdir().unwrap();
-    let spool = Spool::open(tmp.path()).unwrap();
     let values: [&[u8]; 1] = [b""];
     let rcpts: [RelayRecipient<'_, &[u8]>; 1] = [("x.test", "one", &values[..])];
     let base = volley_queue::ids::INBOUND_ID_BASE;
-    // Batch A, finished and moved to reuse/ by its completion.
-    let mut a =
-        OpenBatch::create(&spool.open_dir(), None, base + 1, 10, &["dsn_notify"], 0).unwrap();
-    a.append("a@src.test", &rcpts, b"hi\r\n");
-    a.commit().unwrap();
-    let a_path = a.seal(&spool.active_dir()).unwrap().unwrap();
-    let map = MappedBatch::open(&a_path).unwrap();
     let delivered = Slot {
         state: State::Delivered,
         attempts: 1,
         code: 250,
         next_attempt: 0,
     };
-    map.set_slot(0, delivered).unwrap();
-    spool.complete(&map).unwrap();
-    drop(map);
-    // Batch B takes its file (a new header written over it) ...
-    let reuse = spool.reuse_dir();
-    let b = OpenBatch::create(
-        &spool.open_dir(),
-        Some(&reuse),
-        base + 2,
-        10,
-        &["dsn_notify"],
-        0,
-    )
-    .unwrap();
-    drop(b);
-    let b_path = spool.open_dir().join(Spool::file_name(base + 2, 0));
-    assert!(b_path.exists());
-    // ... and a power cut loses the moves: the file is back under A's name in
-    // active/, with B's header and A's records.
-    drop(spool);
-    fs::rename(&b_path, &a_path).unwrap();
+    // Where a power cut may leave the file of batch A, finished and taken by
+    // batch B, when some of its moves since A's creation did not reach the
+    // disk: under A's name in open/ (A's seal lost too), active/ or reuse/;
+    // and B with or without acknowledged messages.
+    let cases = [
+        ("open", 2),
+        ("active", 2),
+        ("reuse", 2),
+        ("open", 0),
+        ("active", 0),
+        ("reuse", 0),
+    ];
+    for (left_in, messages) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let spool = Spool::open(tmp.path()).unwrap();
+        let open = spool.open_dir();
+        let mut a = OpenBatch::create(&open, None, base + 1, 10, &["dsn_notify"], 0).unwrap();
+        a.append("a@src.test", &rcpts, b"old\r\n");
+        a.commit().unwrap();
+        let a_path = a.seal(&spool.active_dir()).unwrap().unwrap();
+        let map = MappedBatch::open(&a_path).unwrap();
+        map.set_slot(0, delivered).unwrap();
+        spool.complete(&map).unwrap();
+        drop(map);
+        let reuse = spool.reuse_dir();
+        let mut b =
+            OpenBatch::create(&open, Some(&reuse), base + 2, 10, &["dsn_notify"], 0).unwrap();
+        for _ in 0..messages {
+            b.append("a@src.test", &rcpts, b"new\r\n");
+        }
+        b.commit().unwrap();
+        drop(b);
+        drop(spool);
+        let b_open = open.join(Spool::file_name(base + 2, 0));
+        let old_name = tmp.path().join(left_in).join(Spool::file_name(base + 1, 0));
+        fs::rename(&b_open, &old_name).unwrap();
+
+        let spool = Spool::open(tmp.path()).unwrap();
+        assert!(!old_name.exists(), "{left_in} {messages}");
+        let b_active = spool.active_dir().join(Spool::file_name(base + 2, 0));
+        assert_eq!(b_active.exists(), messages > 0, "{left_in} {messages}");
+        let (summary, corrupt) = spool.summary().unwrap();
+        assert!(corrupt.is_empty(), "{corrupt:?}");
+        assert_eq!(summary.total.total(), messages, "{left_in}");
+        assert_eq!(summary.total.pending, messages, "{left_in}");
+        assert_eq!(fs::read_dir(spool.quarantine_dir()).unwrap().count(), 0);
+    }
+}
+
+#[test]
+fn relay_batches_under_their_own_names_are_left_as_they_are_at_open() {
+    use volley_queue::relay::{OpenBatch, RelayRecipient};
+    let values: [&[u8]; 1] = [b""];
+    let rcpts: [RelayRecipient<'_, &[u8]>; 1] = [("x.test", "one", &values[..])];
+    let base = volley_queue::ids::INBOUND_ID_BASE;
+    let tmp = tempfile::tempdir().unwrap();
     let spool = Spool::open(tmp.path()).unwrap();
-    assert!(!a_path.exists());
-    let (summary, corrupt) = spool.summary().unwrap();
-    assert!(corrupt.is_empty(), "{corrupt:?}");
-    assert_eq!(summary.total.total(), 0);
-    assert_eq!(fs::read_dir(spool.quarantine_dir()).unwrap().count(), 0);
-    // A relay batch in active/ under its own name stays.
     let mut c =
         OpenBatch::create(&spool.open_dir(), None, base + 3, 10, &["dsn_notify"], 0).unwrap();
     c.append("a@src.test", &rcpts, b"hi\r\n");
     c.commit().unwrap();
     let c_path = c.seal(&spool.active_dir()).unwrap().unwrap();
+    let before = fs::read(&c_path).unwrap();
     drop(spool);
     let spool = Spool::open(tmp.path()).unwrap();
-    assert!(c_path.exists());
+    assert_eq!(fs::read(&c_path).unwrap(), before);
     assert_eq!(spool.summary().unwrap().0.total.total(), 1);
 }
