@@ -98,10 +98,16 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
     let runtime = tokio::runtime::Runtime::new().context("cannot start the async runtime")?;
     let store = runtime.block_on(crate::control::open_store(&config))?;
     let plane = crate::control::plane(&config, store, &spool, &source, &suppressions, false)?;
-    // Campaigns whose partitioning a crash interrupted are finished first.
-    runtime
-        .block_on(plane.resume_partitioning())
-        .context("cannot resume an interrupted partitioning")?;
+    // Campaigns whose partitioning a crash interrupted: finished first by a
+    // single run, in the background by a daemon (its API serves meanwhile).
+    if args.once {
+        runtime
+            .block_on(plane.resume_partitioning())
+            .context("cannot resume an interrupted partitioning")?;
+    } else {
+        let _guard = runtime.enter();
+        drop(plane.resume_partitioning_later());
+    }
     runtime.block_on(plane.refresh())?;
     // Uploads cut short by a crash, and those no campaign took in a day.
     match runtime.block_on(plane.sweep_uploads(UPLOAD_KEEP)) {

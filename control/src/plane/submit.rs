@@ -578,6 +578,19 @@ impl Plane {
         Ok(removed)
     }
 
+    /// [`Plane::resume_partitioning`] on a task of its own, so that the API
+    /// serves meanwhile (a campaign of millions takes a while to cut, as when
+    /// it was submitted); a failure is logged, and the campaign stays
+    /// `partitioning` until the next start resumes it again.
+    pub fn resume_partitioning_later(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+        let plane = Arc::clone(self);
+        tokio::spawn(async move {
+            if let Err(err) = plane.resume_partitioning().await {
+                tracing::error!(err = %err, "cannot resume an interrupted partitioning");
+            }
+        })
+    }
+
     /// Finishes the partitionings a crash interrupted (at start).
     pub async fn resume_partitioning(self: &Arc<Self>) -> Result<u64, PlaneError> {
         let mut resumed = 0;
