@@ -166,8 +166,23 @@ impl Spool {
         use crate::relay::Recovered;
         let active = self.active_dir();
         let mut found = crate::relay::recover_open(&self.open_dir(), &active)?;
-        found.extend(crate::relay::recover_taken(&self.reuse_dir(), &active)?);
-        found.extend(crate::relay::recover_taken(&active, &active)?);
+        // Only a power cut leaves a taken file under an older name, so the
+        // relay files of reuse/ and active/ are read only at the first open
+        // after a boot (`SPOOL/boot` holds the boot id of the last one): not
+        // at every `volley sendmail` that stores into a spool no daemon holds.
+        let boot = crate::relay::boot_id();
+        let boot_hex: String = boot.iter().map(|b| format!("{b:02x}")).collect();
+        let marker = self.root.join("boot");
+        let seen = fs::read_to_string(&marker).unwrap_or_default();
+        if boot == [0; 16] || seen.trim() != boot_hex {
+            found.extend(crate::relay::recover_taken(&self.reuse_dir(), &active)?);
+            found.extend(crate::relay::recover_taken(&active, &active)?);
+            // Not synced: lost, the next open reads them again.
+            let tmp = self.root.join("boot.new");
+            if fs::write(&tmp, format!("{boot_hex}\n")).is_ok() {
+                let _ = fs::rename(&tmp, &marker);
+            }
+        }
         for done in found {
             match done {
                 Recovered::Sealed {

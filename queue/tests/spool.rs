@@ -289,6 +289,13 @@ fn a_relay_file_taken_for_a_new_batch_is_found_by_its_header_after_a_power_cut()
         let b_open = open.join(Spool::file_name(base + 2, 0));
         let old_name = tmp.path().join(left_in).join(Spool::file_name(base + 1, 0));
         fs::rename(&b_open, &old_name).unwrap();
+        // Within the boot that wrote them (no power cut can have happened),
+        // the relay files of reuse/ and active/ are not read at open (those
+        // of open/ always are).
+        drop(Spool::open(tmp.path()).unwrap());
+        assert_eq!(old_name.exists(), left_in != "open", "{left_in} {messages}");
+        // The next open is the first after a reboot.
+        fs::write(tmp.path().join("boot"), "an earlier boot\n").unwrap();
 
         let spool = Spool::open(tmp.path()).unwrap();
         assert!(!old_name.exists(), "{left_in} {messages}");
