@@ -50,7 +50,7 @@ pub fn run(args: ControlArgs, config_path: Option<&Path>) -> Result<String> {
         let store = crate::control::open_store(&config).await?;
         let plane = crate::control::plane(&config, store, &spool, &source, &suppressions, true)?;
         // In the background: the API serves while it is cut.
-        drop(plane.resume_partitioning_later());
+        plane.resume_partitioning_later();
         plane.refresh().await?;
         let web = match crate::web::web(&config, spool.root())? {
             Some(web) => Some(crate::web::start(&config, Arc::clone(&plane), web.signer).await?),

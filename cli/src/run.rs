@@ -106,7 +106,7 @@ pub fn run(args: RunArgs, config_path: Option<&Path>) -> Result<String> {
             .context("cannot resume an interrupted partitioning")?;
     } else {
         let _guard = runtime.enter();
-        drop(plane.resume_partitioning_later());
+        plane.resume_partitioning_later();
     }
     runtime.block_on(plane.refresh())?;
     // Uploads cut short by a crash, and those no campaign took in a day.

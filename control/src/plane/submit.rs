@@ -582,13 +582,13 @@ impl Plane {
     /// serves meanwhile (a campaign of millions takes a while to cut, as when
     /// it was submitted); a failure is logged, and the campaign stays
     /// `partitioning` until the next start resumes it again.
-    pub fn resume_partitioning_later(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
+    pub fn resume_partitioning_later(self: &Arc<Self>) {
         let plane = Arc::clone(self);
         tokio::spawn(async move {
             if let Err(err) = plane.resume_partitioning().await {
                 tracing::error!(err = %err, "cannot resume an interrupted partitioning");
             }
-        })
+        });
     }
 
     /// Finishes the partitionings a crash interrupted (at start).

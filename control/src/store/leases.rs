@@ -198,8 +198,9 @@ impl Store {
     /// gateway that is reachable keeps its batches through a control-plane
     /// outage, and reports them late), one its holder never reported on (the
     /// answer that carried it was lost: its holder sent nothing from it) or
-    /// one its holder abandoned (restarted: expiry 0); run-out ones first, then the oldest, at most
-    /// `look.at_most`. Each claim bumps the batch's epoch. A batch taken from
+    /// one its holder abandoned (restarted: expiry 0); run-out ones first,
+    /// then the oldest, at most `look.at_most`. Each claim bumps the batch's
+    /// epoch. A batch taken from
     /// a gateway whose lease ran out after it reported on it counts its
     /// unfinished recipients as resent (per campaign). Answers the claimed
     /// batches in the order chosen.
